@@ -1,0 +1,6 @@
+"""The numerical core: numpy and scipy in, numpy out; no I/O, no printing."""
+
+from gmmcli.core.fit import fit
+from gmmcli.core.model import FitInfo, GaussianMixture
+
+__all__ = ["FitInfo", "GaussianMixture", "fit"]

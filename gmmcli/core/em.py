@@ -1,0 +1,192 @@
+"""The EM loop on summed sufficient statistics.
+
+An E-step maps one block of (centred) rows and their weights to a :class:`Stats`; blocks
+are summed; the M-step turns the sum into new parameters. The loop only asks its row
+source for blocks, so the same code serves arrays in memory, chunks streamed from a file
+and partial sums computed elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from gmmcli.core.covariance import Covariance
+
+DEFAULT_BLOCK_ROWS = 65536
+
+
+class RowSource(Protocol):
+    """Rows handed to the core in blocks, already centred, with their weights."""
+
+    n_features: int
+
+    def blocks(self) -> Iterable[tuple[np.ndarray, np.ndarray]]: ...
+
+
+@dataclass
+class InMemoryRows:
+    """An in-memory array served as centred blocks; no centred copy of the whole array."""
+
+    X: np.ndarray
+    weights: np.ndarray
+    centre: np.ndarray
+    block_rows: int = DEFAULT_BLOCK_ROWS
+
+    @property
+    def n_features(self) -> int:
+        return self.X.shape[1]
+
+    def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for start in range(0, len(self.X), self.block_rows):
+            stop = start + self.block_rows
+            yield self.X[start:stop] - self.centre, self.weights[start:stop]
+
+
+@dataclass
+class Params:
+    """Mixture parameters in the centred coordinates the loop works in."""
+
+    weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+    prec_chol: np.ndarray
+
+    def log_weights(self) -> np.ndarray:
+        out = np.full(self.weights.shape, -np.inf)
+        np.log(self.weights, out=out, where=self.weights > 0)
+        return out
+
+
+@dataclass
+class Stats:
+    """Sufficient statistics summed over rows: Σwr, Σwr·x, the second moment, Σw·log p."""
+
+    nk: np.ndarray
+    sx: np.ndarray
+    second: np.ndarray
+    log_likelihood: float = 0.0
+
+    def __add__(self, other: Stats) -> Stats:
+        return Stats(
+            self.nk + other.nk,
+            self.sx + other.sx,
+            self.second + other.second,
+            self.log_likelihood + other.log_likelihood,
+        )
+
+
+def log_joint(X: np.ndarray, params: Params, cov: Covariance) -> np.ndarray:
+    """log π_k + log N(x | k) for every row and component."""
+    return cov.log_gaussian(X, params.means, params.prec_chol) + params.log_weights()
+
+
+def normalise(log_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise logsumexp and the responsibilities it normalises, in one pass."""
+    top = log_prob.max(axis=1, keepdims=True)
+    resp = np.exp(log_prob - top)
+    total = resp.sum(axis=1, keepdims=True)
+    resp /= total
+    return (np.log(total) + top)[:, 0], resp
+
+
+def accumulate(X: np.ndarray, weights: np.ndarray, resp: np.ndarray, cov: Covariance) -> Stats:
+    """Statistics of one block for given responsibilities."""
+    wresp = resp * weights[:, None]
+    return Stats(wresp.sum(axis=0), wresp.T @ X, cov.second_moment(X, wresp, weights))
+
+
+def e_step(X: np.ndarray, weights: np.ndarray, params: Params, cov: Covariance) -> Stats:
+    """Statistics of one block under the current parameters, with its log-likelihood."""
+    log_norm, resp = normalise(log_joint(X, params, cov))
+    stats = accumulate(X, weights, resp, cov)
+    stats.log_likelihood = float(weights @ log_norm)
+    return stats
+
+
+def sum_blocks(source: RowSource, block_stats: Callable[[np.ndarray, np.ndarray], Stats]) -> Stats:
+    """One pass over the source, summing the statistics of every block."""
+    total = None
+    for X, weights in source.blocks():
+        stats = block_stats(X, weights)
+        total = stats if total is None else total + stats
+    return total
+
+
+def m_step(stats: Stats, cov: Covariance, reg_covar: float, previous: Params | None) -> Params:
+    """New parameters from summed statistics.
+
+    A component whose weight is below one rounding unit of the total keeps its previous
+    mean and covariance, with the (near-)zero weight it earned: nothing is divided by zero
+    and the outcome does not depend on noise.
+    """
+    total = stats.nk.sum()
+    empty = stats.nk <= np.finfo(float).eps * total
+    means = stats.sx / np.where(empty, 1.0, stats.nk)[:, None]
+    if empty.any():
+        means[empty] = previous.means[empty]
+    covariances = cov.estimate(stats.nk, means, stats.second, reg_covar)
+    if empty.any():
+        covariances = cov.keep_previous(covariances, previous.covariances, empty)
+    return Params(stats.nk / total, means, covariances, cov.precision_cholesky(covariances))
+
+
+def rounding_allowance(dtype: np.dtype) -> float:
+    """Relative change of the mean log-likelihood that rounding alone can explain."""
+    return 1e-10 * np.sqrt(np.finfo(dtype).eps / np.finfo(np.float64).eps)
+
+
+@dataclass
+class EMResult:
+    params: Params
+    stats: Stats
+    history: list[float] = field(default_factory=list)
+    n_iter: int = 0
+    converged: bool = False
+    largest_drop: float = 0.0
+
+
+def run_em(
+    source: RowSource,
+    params: Params,
+    cov: Covariance,
+    *,
+    total_weight: float,
+    max_iter: int,
+    tol: float,
+    reg_covar: float,
+    dtype: type = np.float64,
+    on_iteration: Callable[[int, float], None] | None = None,
+) -> EMResult:
+    """EM from ``params`` until the mean log-likelihood gains less than ``tol``.
+
+    Converged means -allowance <= gain < tol; a larger drop is recorded, never taken for
+    convergence. With tol == 0 exactly ``max_iter`` iterations run. The returned
+    statistics and last history entry belong to the returned parameters.
+    """
+
+    def e_pass(current: Params) -> Stats:
+        return sum_blocks(source, lambda X, w: e_step(X, w, current, cov))
+
+    stats = e_pass(params)
+    result = EMResult(params, stats, [stats.log_likelihood / total_weight])
+    allowance = rounding_allowance(dtype)
+    for iteration in range(1, max_iter + 1):
+        params = m_step(stats, cov, reg_covar, params)
+        stats = e_pass(params)
+        mean_ll = stats.log_likelihood / total_weight
+        gain = mean_ll - result.history[-1]
+        result.history.append(mean_ll)
+        result.params, result.stats, result.n_iter = params, stats, iteration
+        if on_iteration is not None:
+            on_iteration(iteration, mean_ll)
+        slack = allowance * max(1.0, abs(mean_ll))
+        if gain < -slack:
+            result.largest_drop = max(result.largest_drop, -gain)
+        elif tol > 0 and gain < tol:
+            result.converged = True
+            break
+    return result

@@ -1,0 +1,294 @@
+"""fit(): validation, restarts, the degeneracy rule and canonical component order."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from gmmcli.core.covariance import Covariance, SingularCovarianceError, get_covariance
+from gmmcli.core.em import (
+    DEFAULT_BLOCK_ROWS,
+    EMResult,
+    InMemoryRows,
+    Params,
+    accumulate,
+    run_em,
+    sum_blocks,
+)
+from gmmcli.core.init import INIT_METHODS, initial_params
+from gmmcli.core.model import FitInfo, GaussianMixture, n_parameters
+from gmmcli.errors import GMMError, GMMWarning
+
+COLLAPSE_RATIO = 1e-6
+REG_COVAR_DOMINANCE = 1e-3
+
+
+@dataclass
+class DataSummary:
+    """Weighted centre and covariance of the training rows."""
+
+    centre: np.ndarray
+    covariance: np.ndarray
+    total_weight: float
+    n_samples: int
+
+
+def summarise(X: np.ndarray, weights: np.ndarray, block_rows: int) -> DataSummary:
+    total = float(weights.sum())
+    centre = (weights @ X) / total
+    ones = np.ones((1, 1))
+    full = get_covariance("full")
+    stats = sum_blocks(
+        InMemoryRows(X, weights, centre, block_rows),
+        lambda B, w: accumulate(B, w, np.broadcast_to(ones, (len(B), 1)), full),
+    )
+    mean = stats.sx[0] / total
+    covariance = stats.second[0] / total - np.outer(mean, mean)
+    return DataSummary(centre, covariance, total, int(np.count_nonzero(weights)))
+
+
+def degeneracy(
+    params: Params, nk: np.ndarray, cov: Covariance, data: DataSummary, reg_covar: float
+) -> str | None:
+    """Why a fit is degenerate, or None.
+
+    Component k has collapsed when its covariance before regularisation has an eigenvalue
+    λ below 1e-6 · vᵀ Σ_data v (v the eigenvector), or when it holds fewer than D + 1
+    effective rows. The same rule for every covariance type keeps model selection
+    reproducible.
+    """
+    n_components, n_features = params.means.shape
+    few = np.nonzero(nk < n_features + 1)[0]
+    if len(few):
+        k = int(few[0])
+        return (
+            f"component {k} holds {nk[k]:.3g} effective rows, fewer than D + 1 = {n_features + 1}"
+        )
+    full = cov.full_matrices(params.covariances, n_components, n_features)
+    unregularised = full - reg_covar * np.eye(n_features)
+    values, vectors = np.linalg.eigh(unregularised)
+    smallest, direction = values[:, 0], vectors[:, :, 0]
+    spread = np.einsum("ki,ij,kj->k", direction, data.covariance, direction)
+    slack = 64 * np.finfo(float).eps * np.abs(full).max(axis=(1, 2))
+    collapsed = np.nonzero(smallest < COLLAPSE_RATIO * spread - slack)[0]
+    if len(collapsed):
+        k = int(collapsed[0])
+        return (
+            f"component {k} has collapsed: its variance along one direction is "
+            f"{smallest[k]:.3g}, below {COLLAPSE_RATIO:g} of the data's {spread[k]:.3g}"
+        )
+    return None
+
+
+def _validate_data(X, weights, n_components) -> tuple[np.ndarray, np.ndarray]:
+    X = np.asarray(X, dtype=float)
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise GMMError(f"data must be a non-empty 2-D array, got shape {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise GMMError("data contain NaN or infinite values")
+    weights = np.ones(len(X)) if weights is None else np.asarray(weights, dtype=float)
+    if weights.shape != (len(X),):
+        raise GMMError(f"weights have shape {weights.shape}, expected ({len(X)},)")
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise GMMError("weights must be finite and non-negative")
+    positive = int(np.count_nonzero(weights))
+    if positive == 0:
+        raise GMMError("all weights are zero")
+    if not 1 <= n_components <= positive:
+        raise GMMError(
+            f"n_components must be between 1 and the {positive} rows with positive weight, "
+            f"got {n_components}"
+        )
+    return np.ascontiguousarray(X), weights
+
+
+def _explicit_start(
+    start: Params, cov: Covariance, centre: np.ndarray, weights_init, means_init, precisions_init
+) -> Params:
+    """``start`` with any of the given initial values (scikit-learn shapes) put in."""
+    n_components, n_features = start.means.shape
+    if weights_init is not None:
+        start.weights = np.asarray(weights_init, dtype=float)
+        if start.weights.shape != (n_components,) or abs(start.weights.sum() - 1) > 1e-6:
+            raise GMMError(f"weights_init must be {n_components} weights summing to 1")
+    if means_init is not None:
+        means = np.asarray(means_init, dtype=float)
+        if means.shape != (n_components, n_features):
+            raise GMMError(f"means_init must have shape ({n_components}, {n_features})")
+        start.means = means - centre
+    if precisions_init is not None:
+        precisions = np.asarray(precisions_init, dtype=float)
+        expected = cov.shape(n_components, n_features)
+        if precisions.shape != expected:
+            raise GMMError(f"precisions_init must have shape {expected}")
+        start.prec_chol = cov.precision_cholesky_from_precisions(precisions)
+        start.covariances = cov.covariances_from_precision_cholesky(start.prec_chol)
+    return start
+
+
+def _canonical_order(params: Params, centre: np.ndarray) -> np.ndarray:
+    """Descending weight, ties broken by the means in lexicographic order."""
+    means = params.means + centre
+    return np.lexsort((*means.T[::-1], -params.weights))
+
+
+def fit(
+    X: np.ndarray,
+    n_components: int,
+    *,
+    weights: np.ndarray | None = None,
+    covariance_type: str = "full",
+    init: str = "kmeans",
+    n_init: int = 1,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    seed: int | None = None,
+    weights_init: np.ndarray | None = None,
+    means_init: np.ndarray | None = None,
+    precisions_init: np.ndarray | None = None,
+    feature_names: list[str] | None = None,
+    on_iteration: Callable[[int, int, float], None] | None = None,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+) -> GaussianMixture:
+    """Fit a mixture of ``n_components`` Gaussians to the rows of ``X`` by EM.
+
+    ``weights`` are frequencies (a row of weight 3 counts as three rows). Restart i draws
+    from ``SeedSequence(seed).spawn(n_init)[i]``; ``seed=None`` draws fresh entropy and
+    records it in ``fit_info.seed``. The best restart by final log-likelihood wins, but a
+    degenerate one never beats a sound one. Without initial values, components come back
+    in canonical order (descending weight, ties by the means).
+    """
+    cov = get_covariance(covariance_type)
+    if init not in INIT_METHODS:
+        raise GMMError(f"unknown init {init!r}; use one of {', '.join(INIT_METHODS)}")
+    if n_init < 1 or max_iter < 1 or tol < 0 or reg_covar < 0:
+        raise GMMError("need n_init >= 1, max_iter >= 1, tol >= 0 and reg_covar >= 0")
+    X, weights = _validate_data(X, weights, n_components)
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy)
+    data = summarise(X, weights, block_rows)
+    _warn_about_inputs(data, reg_covar)
+    rows = InMemoryRows(X, weights, data.centre, block_rows)
+    explicit = any(v is not None for v in (weights_init, means_init, precisions_init))
+
+    runs: list[tuple[EMResult, str | None]] = []
+    failure: SingularCovarianceError | None = None
+    for restart, child in enumerate(np.random.SeedSequence(seed).spawn(n_init)):
+        rng = np.random.default_rng(child)
+        try:
+            start = initial_params(
+                rows,
+                n_components,
+                cov,
+                method=init,
+                reg_covar=reg_covar,
+                data_variance=float(np.trace(data.covariance) / X.shape[1]),
+                rng=rng,
+            )
+            start = _explicit_start(
+                start, cov, data.centre, weights_init, means_init, precisions_init
+            )
+            result = run_em(
+                rows,
+                start,
+                cov,
+                total_weight=data.total_weight,
+                max_iter=max_iter,
+                tol=tol,
+                reg_covar=reg_covar,
+                on_iteration=None
+                if on_iteration is None
+                else (lambda it, ll, r=restart: on_iteration(r, it, ll)),
+            )
+        except SingularCovarianceError as err:
+            failure = err
+            continue
+        runs.append((result, degeneracy(result.params, result.stats.nk, cov, data, reg_covar)))
+    if not runs:
+        raise failure
+
+    best, reason = max(runs, key=lambda run: (run[1] is None, run[0].stats.log_likelihood))
+    params = best.params
+    if not explicit:
+        order = _canonical_order(params, data.centre)
+        params = Params(
+            params.weights[order],
+            params.means[order],
+            cov.select(params.covariances, order),
+            cov.select(params.prec_chol, order),
+        )
+        reason = degeneracy(params, best.stats.nk[order], cov, data, reg_covar)
+    info = FitInfo(
+        log_likelihood=best.stats.log_likelihood,
+        n_iter=best.n_iter,
+        converged=best.converged,
+        degenerate=reason is not None,
+        degenerate_reason=reason,
+        n_samples=data.n_samples,
+        total_weight=data.total_weight,
+        n_parameters=n_parameters(cov, n_components, X.shape[1]),
+        init="explicit" if explicit else init,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        reg_covar=reg_covar,
+        seed=seed,
+        largest_drop=best.largest_drop,
+        history=best.history,
+    )
+    model = GaussianMixture(
+        params.weights / params.weights.sum(),
+        params.means + data.centre,
+        params.covariances,
+        cov.name,
+        feature_names,
+        info,
+    )
+    _warn_about_fit(info)
+    return model
+
+
+def _warn_about_inputs(data: DataSummary, reg_covar: float) -> None:
+    if data.total_weight < data.n_samples:
+        warnings.warn(
+            f"the weights sum to {data.total_weight:.4g}, less than the {data.n_samples} rows "
+            "they weigh: weights are frequencies (counts), so BIC and AIC are not meaningful "
+            "for normalised weights",
+            GMMWarning,
+            stacklevel=3,
+        )
+    variances = np.diag(data.covariance)
+    smallest = int(np.argmin(variances))
+    if reg_covar > REG_COVAR_DOMINANCE * variances[smallest]:
+        warnings.warn(
+            f"reg_covar {reg_covar:g} exceeds {REG_COVAR_DOMINANCE:g} of the variance of "
+            f"feature {smallest} ({variances[smallest]:.3g}) and dominates it; "
+            "rescale data given in tiny units or drop constant features",
+            GMMWarning,
+            stacklevel=3,
+        )
+
+
+def _warn_about_fit(info: FitInfo) -> None:
+    if info.largest_drop > 0:
+        warnings.warn(
+            f"the log-likelihood dropped by {info.largest_drop:.3g} per sample during EM; "
+            "this points to a numerical problem, try a larger reg_covar",
+            GMMWarning,
+            stacklevel=3,
+        )
+    if info.degenerate:
+        warnings.warn(f"degenerate fit: {info.degenerate_reason}", GMMWarning, stacklevel=3)
+    if not info.converged and info.tol > 0:
+        warnings.warn(
+            f"EM did not converge in {info.max_iter} iterations (tol {info.tol:g}); "
+            "raise max_iter or tol",
+            GMMWarning,
+            stacklevel=3,
+        )

@@ -1,0 +1,193 @@
+"""A fitted (or given) Gaussian mixture: its parameters, predictions and criteria."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gmmcli.core.covariance import Covariance, SingularCovarianceError, get_covariance
+from gmmcli.core.em import DEFAULT_BLOCK_ROWS, Params, log_joint, normalise
+from gmmcli.errors import GMMError
+
+WEIGHT_SUM_TOLERANCE = 1e-9
+SYMMETRY_TOLERANCE = 1e-10
+
+
+@dataclass
+class FitInfo:
+    """How a model was fitted: the training record saved with it."""
+
+    log_likelihood: float
+    n_iter: int
+    converged: bool
+    degenerate: bool
+    degenerate_reason: str | None
+    n_samples: int
+    total_weight: float
+    n_parameters: int
+    init: str
+    n_init: int
+    max_iter: int
+    tol: float
+    reg_covar: float
+    seed: int | None
+    largest_drop: float = 0.0
+    history: list[float] = field(default_factory=list)
+
+    @property
+    def mean_log_likelihood(self) -> float:
+        return self.log_likelihood / self.total_weight
+
+    @property
+    def bic(self) -> float:
+        return -2.0 * self.log_likelihood + self.n_parameters * math.log(self.total_weight)
+
+    @property
+    def aic(self) -> float:
+        return -2.0 * self.log_likelihood + 2.0 * self.n_parameters
+
+
+def _check_finite(name: str, value: np.ndarray) -> None:
+    if not np.all(np.isfinite(value)):
+        raise GMMError(f"{name} contain a non-finite number")
+
+
+def n_parameters(cov: Covariance, n_components: int, n_features: int) -> int:
+    """Free parameters: covariances, means and K - 1 mixing weights."""
+    return cov.n_parameters(n_components, n_features) + n_components * n_features + n_components - 1
+
+
+@dataclass
+class GaussianMixture:
+    """Mixture parameters in scikit-learn's shapes, with predictions and criteria.
+
+    Validated on construction: shapes, finite numbers, weights summing to 1 and
+    positive-definite covariances (a GMMError says which check failed).
+    """
+
+    weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+    covariance_type: str = "full"
+    feature_names: list[str] | None = None
+    fit_info: FitInfo | None = None
+    precisions_cholesky: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.weights = np.asarray(self.weights, dtype=float)
+        self.means = np.atleast_2d(np.asarray(self.means, dtype=float))
+        self.covariances = np.asarray(self.covariances, dtype=float)
+        cov = get_covariance(self.covariance_type)
+        n_components, n_features = self.means.shape
+        if self.weights.shape != (n_components,):
+            raise GMMError(f"weights have shape {self.weights.shape}, expected ({n_components},)")
+        expected = cov.shape(n_components, n_features)
+        if self.covariances.shape != expected:
+            raise GMMError(
+                f"{self.covariance_type} covariances have shape {self.covariances.shape}, "
+                f"expected {expected}"
+            )
+        for name in ("weights", "means", "covariances"):
+            _check_finite(name, getattr(self, name))
+        if np.any(self.weights < 0) or abs(self.weights.sum() - 1) > WEIGHT_SUM_TOLERANCE:
+            raise GMMError("weights must be non-negative and sum to 1")
+        if self.covariance_type in ("full", "tied"):
+            asym = np.abs(self.covariances - np.swapaxes(self.covariances, -1, -2))
+            if np.any(asym > SYMMETRY_TOLERANCE * np.abs(self.covariances).max()):
+                raise GMMError("covariances are not symmetric")
+        if self.feature_names is not None and len(self.feature_names) != n_features:
+            raise GMMError(f"{len(self.feature_names)} feature names for {n_features} features")
+        try:
+            self.precisions_cholesky = cov.precision_cholesky(self.covariances)
+        except SingularCovarianceError as err:
+            raise GMMError(str(err).split(";")[0] + ": not a valid covariance") from None
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def covariance(self) -> Covariance:
+        return get_covariance(self.covariance_type)
+
+    @property
+    def n_parameters(self) -> int:
+        return n_parameters(self.covariance, self.n_components, self.n_features)
+
+    @property
+    def centre(self) -> np.ndarray:
+        """The mixture's mean, where predictions centre the data."""
+        return self.weights @ self.means
+
+    def _params(self) -> Params:
+        centre = self.centre
+        return Params(self.weights, self.means - centre, self.covariances, self.precisions_cholesky)
+
+    def _check(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=float)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise GMMError(f"data have shape {X.shape}, expected (n, {self.n_features})")
+        _check_finite("data", X)
+        return X
+
+    def _blocks(self, X: np.ndarray):
+        """(log-likelihood, responsibilities) of each block of rows."""
+        X = self._check(X)
+        params, centre = self._params(), self.centre
+        for start in range(0, len(X), DEFAULT_BLOCK_ROWS):
+            block = X[start : start + DEFAULT_BLOCK_ROWS] - centre
+            yield normalise(log_joint(block, params, self.covariance))
+
+    def score_samples(self, X: np.ndarray) -> np.ndarray:
+        """Log-likelihood of every row."""
+        return np.concatenate([ll for ll, _ in self._blocks(X)] or [np.empty(0)])
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Membership probabilities, shape (n_rows, K); each row sums to 1."""
+        return np.concatenate(
+            [resp for _, resp in self._blocks(X)] or [np.empty((0, self.n_components))]
+        )
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Most probable component of every row."""
+        return self.predict_proba(X).argmax(axis=1)
+
+    def _total(self, X: np.ndarray, weights: np.ndarray | None) -> tuple[float, float]:
+        ll = self.score_samples(X)
+        if weights is None:
+            return float(ll.sum()), float(len(ll))
+        weights = np.asarray(weights, dtype=float)
+        return float(weights @ ll), float(weights.sum())
+
+    def score(self, X: np.ndarray, weights: np.ndarray | None = None) -> float:
+        """Weighted mean log-likelihood per sample."""
+        total, n = self._total(X, weights)
+        return total / n
+
+    def bic(self, X: np.ndarray, weights: np.ndarray | None = None) -> float:
+        """-2 log L + p log n, n the total weight; lower is better."""
+        total, n = self._total(X, weights)
+        return -2.0 * total + self.n_parameters * math.log(n)
+
+    def aic(self, X: np.ndarray, weights: np.ndarray | None = None) -> float:
+        """-2 log L + 2 p; lower is better."""
+        total, _ = self._total(X, weights)
+        return -2.0 * total + 2.0 * self.n_parameters
+
+    def sample(self, n_samples: int, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``n_samples`` rows drawn from the mixture, in random order, with their labels."""
+        rng = np.random.default_rng(seed)
+        labels = rng.choice(self.n_components, size=n_samples, p=self.weights)
+        full = self.covariance.full_matrices(self.covariances, self.n_components, self.n_features)
+        noise = rng.standard_normal((n_samples, self.n_features))
+        X = np.empty((n_samples, self.n_features))
+        for k in range(self.n_components):
+            rows = labels == k
+            X[rows] = self.means[k] + noise[rows] @ np.linalg.cholesky(full[k]).T
+        return X, labels

@@ -1,0 +1,13 @@
+"""gmmcli's exceptions and warnings, shared by the core, the I/O layer and the CLI."""
+
+
+class GMMError(Exception):
+    """Base of gmmcli's own errors: invalid data, options or models."""
+
+
+class UserError(GMMError):
+    """A mistake in the user's input or options; the CLI prints it as one line, exit 2."""
+
+
+class GMMWarning(UserWarning):
+    """Something about a fit the user should know: degenerate, not converged, suspicious input."""
