@@ -1,0 +1,42 @@
+"""Atomic file writes: a temporary file in the target folder, then os.replace."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from gmmcli.errors import UserError
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str) -> Iterator[BinaryIO]:
+    """A binary file that appears at ``path`` only if the block completes.
+
+    On any exception, KeyboardInterrupt included, the temporary file is removed and an
+    existing file at ``path`` is left as it was.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UserError(f"output folder '{os.path.dirname(path) or '.'}' does not exist")
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below, kept on success)
+        dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp", delete=False
+    )
+    try:
+        with handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(handle.name)
+        raise
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_writer(path) as handle:
+        handle.write(data)
