@@ -82,6 +82,10 @@ class Covariance:
     def covariances_from_precision_cholesky(self, prec_chol: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def precisions(self, prec_chol: np.ndarray) -> np.ndarray:
+        """Precisions P Pᵀ in scikit-learn's shape (what ``precisions_init`` takes)."""
+        return prec_chol @ np.swapaxes(prec_chol, -1, -2)
+
     def log_det(self, prec_chol: np.ndarray, n_features: int) -> np.ndarray | float:
         """log det P per component (a scalar for tied)."""
         raise NotImplementedError
@@ -233,6 +237,9 @@ class Diag(Covariance):
 
     def covariances_from_precision_cholesky(self, prec_chol):
         return 1.0 / prec_chol**2
+
+    def precisions(self, prec_chol):
+        return prec_chol**2
 
     def log_det(self, prec_chol, n_features):
         return np.log(prec_chol).sum(axis=1)

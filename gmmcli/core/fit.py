@@ -153,6 +153,7 @@ def fit(
     means_init: np.ndarray | None = None,
     precisions_init: np.ndarray | None = None,
     feature_names: list[str] | None = None,
+    canonical_order: bool | None = None,
     on_iteration: Callable[[int, int, float], None] | None = None,
     block_rows: int = DEFAULT_BLOCK_ROWS,
 ) -> GaussianMixture:
@@ -162,7 +163,9 @@ def fit(
     from ``SeedSequence(seed).spawn(n_init)[i]``; ``seed=None`` draws fresh entropy and
     records it in ``fit_info.seed``. The best restart by final log-likelihood wins, but a
     degenerate one never beats a sound one. Without initial values, components come back
-    in canonical order (descending weight, ties by the means).
+    in canonical order (descending weight, ties by the means); ``canonical_order``
+    overrides that either way. ``on_iteration(restart, iteration, mean_log_likelihood)``
+    is called after every EM iteration.
     """
     cov = get_covariance(covariance_type)
     if init not in INIT_METHODS:
@@ -215,7 +218,9 @@ def fit(
 
     best, reason = max(runs, key=lambda run: (run[1] is None, run[0].stats.log_likelihood))
     params = best.params
-    if not explicit:
+    if canonical_order is None:
+        canonical_order = not explicit
+    if canonical_order:
         order = _canonical_order(params, data.centre)
         params = Params(
             params.weights[order],

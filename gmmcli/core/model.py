@@ -42,11 +42,21 @@ class FitInfo:
 
     @property
     def bic(self) -> float:
-        return -2.0 * self.log_likelihood + self.n_parameters * math.log(self.total_weight)
+        return bic(self.log_likelihood, self.n_parameters, self.total_weight)
 
     @property
     def aic(self) -> float:
-        return -2.0 * self.log_likelihood + 2.0 * self.n_parameters
+        return aic(self.log_likelihood, self.n_parameters)
+
+
+def bic(log_likelihood: float, n_parameters: int, total_weight: float) -> float:
+    """-2 log L + p log n (scikit-learn's sign: lower is better)."""
+    return -2.0 * log_likelihood + n_parameters * math.log(total_weight)
+
+
+def aic(log_likelihood: float, n_parameters: int) -> float:
+    """-2 log L + 2 p (lower is better)."""
+    return -2.0 * log_likelihood + 2.0 * n_parameters
 
 
 def _check_finite(name: str, value: np.ndarray) -> None:
@@ -121,6 +131,11 @@ class GaussianMixture:
         return n_parameters(self.covariance, self.n_components, self.n_features)
 
     @property
+    def precisions(self) -> np.ndarray:
+        """Inverse covariances, in scikit-learn's shapes."""
+        return self.covariance.precisions(self.precisions_cholesky)
+
+    @property
     def centre(self) -> np.ndarray:
         """The mixture's mean, where predictions centre the data."""
         return self.weights @ self.means
@@ -173,12 +188,12 @@ class GaussianMixture:
     def bic(self, X: np.ndarray, weights: np.ndarray | None = None) -> float:
         """-2 log L + p log n, n the total weight; lower is better."""
         total, n = self._total(X, weights)
-        return -2.0 * total + self.n_parameters * math.log(n)
+        return bic(total, self.n_parameters, n)
 
     def aic(self, X: np.ndarray, weights: np.ndarray | None = None) -> float:
         """-2 log L + 2 p; lower is better."""
         total, _ = self._total(X, weights)
-        return -2.0 * total + 2.0 * self.n_parameters
+        return aic(total, self.n_parameters)
 
     def sample(self, n_samples: int, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``n_samples`` rows drawn from the mixture, in random order, with their labels."""

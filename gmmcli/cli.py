@@ -1,0 +1,526 @@
+"""The `gmmcli` command: a thin Typer layer over gmmcli.io and gmmcli.core.
+
+stdout carries data only; everything a person reads goes to stderr through rich.
+Exit codes: 0 success, 1 internal error, 2 user error, 3 failed --strict, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import sys
+import warnings
+from enum import Enum
+from typing import Annotated
+
+import numpy as np
+import pyarrow as pa
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from gmmcli import __version__
+from gmmcli.core import GaussianMixture, fit
+from gmmcli.core.generate import random_mixture
+from gmmcli.core.model import aic, bic
+from gmmcli.errors import GMMError, GMMWarning, UserError
+from gmmcli.io import modelfile, tables
+
+EXIT_USER_ERROR = 2
+EXIT_STRICT = 3
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(
+    name="gmmcli",
+    help="Gaussian mixture models fitted by EM: generate, fit, classify and score tables.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+class CovarianceType(str, Enum):
+    full = "full"
+    tied = "tied"
+    diag = "diag"
+    spherical = "spherical"
+
+
+class InitMethod(str, Enum):
+    kmeans = "kmeans"
+    kmeanspp = "kmeans++"
+    random = "random"
+    random_from_data = "random-from-data"
+
+
+class Format(str, Enum):
+    csv = "csv"
+    tsv = "tsv"
+    parquet = "parquet"
+
+
+# Options shared by several commands, named alike everywhere.
+DataArg = Annotated[
+    str, typer.Argument(help="Data file (.csv, .tsv, .parquet/.pq) or - for stdin.")
+]
+FormatOpt = Annotated[
+    Format | None, typer.Option("--format", help="Input format; overrides the extension.")
+]
+OutputOpt = Annotated[str, typer.Option("--output", "-o", help="Output path; - for stdout.")]
+OutputFormatOpt = Annotated[
+    Format | None,
+    typer.Option("--output-format", help="Output table format; overrides the extension."),
+]
+ColumnsOpt = Annotated[
+    str | None,
+    typer.Option(help="Comma list of feature columns (default: every numeric column)."),
+]
+ExcludeOpt = Annotated[str | None, typer.Option(help="Comma list of columns to leave out.")]
+WeightOpt = Annotated[
+    str | None,
+    typer.Option("--weight-column", help="Column of frequency weights (counts per row)."),
+]
+DropMissingOpt = Annotated[
+    bool,
+    typer.Option(
+        "--drop-missing", help="Skip rows with a missing or infinite feature instead of failing."
+    ),
+]
+SeedOpt = Annotated[
+    str, typer.Option(help="Random seed: an integer, or 'random' for fresh entropy.")
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print nothing on stderr but errors.")
+]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model JSON written by gmmcli fit.")]
+CovarianceOpt = Annotated[
+    CovarianceType, typer.Option("--covariance-type", help="Covariance structure.")
+]
+
+
+class Reporter:
+    """Everything a person reads: on stderr, silenced by --quiet (except errors)."""
+
+    def __init__(self, quiet: bool = False):
+        self.console = Console(stderr=True, quiet=quiet)
+        self.quiet = quiet
+
+    def note(self, text: str) -> None:
+        self.console.print(text, highlight=False, soft_wrap=True)
+
+    def warn(self, text: str) -> None:
+        self.console.print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
+
+    @contextlib.contextmanager
+    def captured_warnings(self):
+        """Show gmmcli's warnings as one line each instead of Python's format."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", GMMWarning)
+            yield
+        for item in caught:
+            if issubclass(item.category, GMMWarning):
+                self.warn(str(item.message))
+            else:
+                warnings.showwarning(
+                    item.message, item.category, item.filename, item.lineno, item.file
+                )
+
+    @contextlib.contextmanager
+    def progress(self, total: int, label: str):
+        """A transient bar, only when stderr is a terminal; yields an update callback."""
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
+            disable=self.quiet or not self.console.is_terminal,
+        )
+        with bar:
+            task = bar.add_task(label, total=total)
+            yield lambda advance, text: bar.update(task, advance=advance, description=text)
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    Console(stderr=True).print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def command(*, example: str, **kwargs):
+    """Register a subcommand whose help ends with an example and whose errors map to exits."""
+
+    def register(func):
+        @functools.wraps(func)
+        def run(*args, **kw):
+            try:
+                return func(*args, **kw)
+            except GMMError as err:
+                raise _fail(str(err), EXIT_USER_ERROR) from None
+            except KeyboardInterrupt:
+                raise _fail("interrupted; nothing was written", EXIT_INTERRUPTED) from None
+            except BrokenPipeError:
+                # The reader went away (| head): stop quietly, with stdout sent nowhere.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise typer.Exit(0) from None
+
+        return app.command(epilog=f"Example: {example}", **kwargs)(run)
+
+    return register
+
+
+def parse_seed(text: str) -> int | None:
+    """--seed: an integer, or 'random' for fresh entropy (recorded in the model)."""
+    if text == "random":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"--seed must be an integer or 'random', got {text!r}") from None
+
+
+def read_features(
+    data: str,
+    fmt: Format | None,
+    *,
+    columns: list[str] | None,
+    exclude: str | None = None,
+    weight_column: str | None = None,
+    report: Reporter,
+) -> tuple[pa.Table, tables.Features]:
+    """Read a table and pick its feature columns (and weights), saying which on stderr."""
+    table = tables.read_table(data, fmt.value if fmt else None)
+    features = tables.select_features(
+        table,
+        columns=columns,
+        exclude=tables.parse_column_list(exclude) or [],
+        weight_column=weight_column,
+        source=_source_name(data),
+    )
+    weights = f", weights from '{weight_column}'" if weight_column else ""
+    report.note(f"features: {', '.join(features.names)} ({table.num_rows} rows{weights})")
+    return table, features
+
+
+def _source_name(data: str) -> str:
+    return "stdin" if data == "-" else data
+
+
+def write_output(table: pa.Table, output: str, fmt: Format | None) -> None:
+    """A table to a path (format by extension or --output-format) or to stdout as CSV."""
+    if output == "-":
+        tables.write_table(table, "-", fmt.value if fmt else "csv")
+    else:
+        tables.write_table(
+            table, output, tables.format_for(output, fmt and fmt.value, for_output=True)
+        )
+
+
+def write_model(model: GaussianMixture, output: str) -> None:
+    if output == "-":
+        sys.stdout.write(modelfile.dumps(model))
+        sys.stdout.flush()
+    else:
+        modelfile.save(model, output)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gmmcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Gaussian mixture models fitted by EM: generate, fit, classify and score tables."""
+
+
+@command(example="gmmcli generate -k 3 -d 2 -n 1000 --seed 1 -o data.csv")
+def generate(
+    n_components: Annotated[int, typer.Option("-k", help="Number of components.")] = 3,
+    n_features: Annotated[int, typer.Option("-d", help="Number of features.")] = 2,
+    n_samples: Annotated[int, typer.Option("-n", help="Number of rows.")] = 1000,
+    seed: SeedOpt = "0",
+    covariance_type: CovarianceOpt = CovarianceType.full,
+    separation: Annotated[
+        float, typer.Option(help="Spread of the means, in standard deviations.")
+    ] = 3.0,
+    weight_column: Annotated[
+        str | None,
+        typer.Option("--weight-column", help="Add integer frequency weights in this column."),
+    ] = None,
+    truth: Annotated[
+        str | None, typer.Option(help="Also save the true mixture as a model JSON.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Sample from this model instead.")
+    ] = None,
+    no_labels: Annotated[
+        bool, typer.Option("--no-labels", help="Leave out the true_component column.")
+    ] = False,
+    output: OutputOpt = "-",
+    output_format: OutputFormatOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Draw rows from a random mixture (or from a saved model)."""
+    if min(n_components, n_features, n_samples) < 1:
+        raise UserError("-k, -d and -n must be at least 1")
+    if separation <= 0:
+        raise UserError("--separation must be positive")
+    mixture_seed, sample_seed, weight_seed = np.random.SeedSequence(parse_seed(seed)).spawn(3)
+    if model is not None:
+        mixture = modelfile.load(model)
+    else:
+        mixture = random_mixture(
+            n_components,
+            n_features,
+            covariance_type=covariance_type.value,
+            separation=separation,
+            rng=np.random.default_rng(mixture_seed),
+        )
+    names = mixture.feature_names or [f"x{i}" for i in range(mixture.n_features)]
+    mixture.feature_names = names
+    X, labels = mixture.sample(n_samples, np.random.default_rng(sample_seed))
+    columns = {name: X[:, i] for i, name in enumerate(names)}
+    if not no_labels:
+        columns["true_component"] = labels
+    if weight_column:
+        columns[weight_column] = np.random.default_rng(weight_seed).integers(1, 6, n_samples)
+    write_output(pa.table(columns), output, output_format)
+    if truth is not None:
+        modelfile.save(mixture, truth)
+    Reporter(quiet).note(
+        f"drew {n_samples} rows from {mixture.n_components} {mixture.covariance_type} "
+        f"components in {mixture.n_features} dimensions"
+    )
+
+
+@command(example="gmmcli fit data.csv -k 3 -o model.json", name="fit")
+def fit_command(
+    data: DataArg,
+    n_components: Annotated[
+        int | None, typer.Option("-k", help="Number of components (default: --init-model's).")
+    ] = None,
+    covariance_type: Annotated[
+        CovarianceType | None,
+        typer.Option("--covariance-type", help="Covariance structure [default: full]."),
+    ] = None,
+    init: Annotated[InitMethod, typer.Option(help="Initialisation.")] = InitMethod.kmeans,
+    init_model: Annotated[
+        str | None, typer.Option(help="Start EM from this model's parameters.")
+    ] = None,
+    n_init: Annotated[int, typer.Option(help="Restarts; the best sound one wins.")] = 1,
+    max_iter: Annotated[int, typer.Option(help="EM iterations at most.")] = 100,
+    tol: Annotated[
+        float, typer.Option(help="Stop when the mean log-likelihood gains less.")
+    ] = 1e-3,
+    reg_covar: Annotated[float, typer.Option(help="Added to covariance diagonals.")] = 1e-6,
+    seed: SeedOpt = "0",
+    columns: ColumnsOpt = None,
+    exclude: ExcludeOpt = None,
+    weight_column: WeightOpt = None,
+    drop_missing: DropMissingOpt = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="Exit 3, writing nothing, if EM did not converge or is degenerate."
+        ),
+    ] = False,
+    output: OutputOpt = "-",
+    fmt: FormatOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fit a Gaussian mixture by EM and save it as JSON."""
+    report = Reporter(quiet)
+    start = modelfile.load(init_model) if init_model else None
+    if start is not None:
+        n_components = n_components or start.n_components
+        covariance_type = covariance_type or CovarianceType(start.covariance_type)
+        if (n_components, covariance_type.value) != (start.n_components, start.covariance_type):
+            raise UserError(
+                f"--init-model '{init_model}' has {start.n_components} "
+                f"{start.covariance_type} components; -k and --covariance-type must match it"
+            )
+    if n_components is None:
+        raise UserError("give the number of components with -k (or --init-model)")
+    chosen = tables.parse_column_list(columns)
+    if start is not None and chosen is None and start.feature_names:
+        chosen = start.feature_names
+    _, features = read_features(
+        data, fmt, columns=chosen, exclude=exclude, weight_column=weight_column, report=report
+    )
+    if start is not None and start.feature_names and features.names != start.feature_names:
+        raise UserError(
+            f"--init-model '{init_model}' was fitted on {', '.join(start.feature_names)}; "
+            f"select the same columns"
+        )
+    features, dropped = tables.require_complete(
+        features, source=_source_name(data), drop_missing=drop_missing
+    )
+    if dropped:
+        report.note(f"dropped {dropped} rows with missing values")
+    explicit = {}
+    if start is not None:
+        explicit = dict(
+            weights_init=start.weights, means_init=start.means, precisions_init=start.precisions
+        )
+    with (
+        report.captured_warnings(),
+        report.progress(max_iter * n_init, "EM") as advance,
+    ):
+        model = fit(
+            features.X,
+            n_components,
+            weights=features.weights,
+            covariance_type=(covariance_type or CovarianceType.full).value,
+            init=init.value,
+            n_init=n_init,
+            max_iter=max_iter,
+            tol=tol,
+            reg_covar=reg_covar,
+            seed=parse_seed(seed),
+            feature_names=features.names,
+            canonical_order=True,
+            on_iteration=lambda r, it, ll: advance(1, f"restart {r}, iteration {it}: {ll:.6g}"),
+            **explicit,
+        )
+    info = model.fit_info
+    if strict and not (info.converged and not info.degenerate):
+        raise _fail("the fit did not converge or is degenerate (--strict); nothing written", 3)
+    write_model(model, output)
+    show_summary(model, report)
+
+
+def show_summary(model: GaussianMixture, report: Reporter) -> None:
+    info = model.fit_info
+    table = Table(title=f"{model.n_components} {model.covariance_type} components")
+    table.add_column("component", justify="right")
+    table.add_column("weight", justify="right")
+    table.add_column("mean")
+    for k in range(model.n_components):
+        mean = ", ".join(f"{v:.4g}" for v in model.means[k])
+        table.add_row(str(k), f"{model.weights[k]:.4f}", mean)
+    report.console.print(table)
+    report.note(
+        f"log-likelihood {info.log_likelihood:.6g} (mean {info.mean_log_likelihood:.6g}), "
+        f"BIC {info.bic:.6g}, {info.n_iter} iterations, "
+        f"converged: {'yes' if info.converged else 'no'}, "
+        f"degenerate: {'yes' if info.degenerate else 'no'}"
+    )
+
+
+def _model_features(
+    data: str, fmt: Format | None, model: GaussianMixture, weight_column: str | None, report
+) -> tuple[pa.Table, tables.Features]:
+    if not model.feature_names:
+        raise UserError("the model has no feature names; refit it with gmmcli fit")
+    return read_features(
+        data, fmt, columns=model.feature_names, weight_column=weight_column, report=report
+    )
+
+
+def _complete_rows(features: tables.Features, data: str, drop_missing: bool) -> np.ndarray:
+    """Rows to predict; with --drop-missing the others get empty outputs."""
+    tables.require_complete(features, source=_source_name(data), drop_missing=drop_missing)
+    return ~features.missing
+
+
+def _column(values: np.ndarray, keep: np.ndarray) -> pa.Array:
+    """Values for the kept rows, nulls elsewhere, as an Arrow column."""
+    full = np.zeros(len(keep), dtype=values.dtype)
+    full[keep] = values
+    return pa.array(full, mask=~keep)
+
+
+@command(example="gmmcli classify data.csv --model model.json -o labelled.csv")
+def classify(
+    data: DataArg,
+    model: ModelOpt,
+    output: OutputOpt = "-",
+    output_format: OutputFormatOpt = None,
+    no_probabilities: Annotated[
+        bool, typer.Option("--no-probabilities", help="Write only the component column.")
+    ] = False,
+    only_new_columns: Annotated[
+        bool, typer.Option("--only-new-columns", help="Leave the input columns out.")
+    ] = False,
+    drop_missing: DropMissingOpt = False,
+    fmt: FormatOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Label every row with its most probable component and membership probabilities."""
+    report = Reporter(quiet)
+    mixture = modelfile.load(model)
+    table, features = _model_features(data, fmt, mixture, None, report)
+    keep = _complete_rows(features, data, drop_missing)
+    proba = mixture.predict_proba(features.X[keep])
+    new = {"component": _column(proba.argmax(axis=1), keep)}
+    if not no_probabilities:
+        new.update({f"p_{k}": _column(proba[:, k], keep) for k in range(mixture.n_components)})
+    if only_new_columns:
+        table = pa.table(new)
+    else:
+        replaced = [name for name in table.column_names if tables.GMMCLI_COLUMNS.fullmatch(name)]
+        replaced = [name for name in replaced if name != "true_component"]
+        if replaced:
+            report.note(f"replacing the existing columns {', '.join(replaced)}")
+            table = table.drop_columns(replaced)
+        for name, column in new.items():
+            table = table.append_column(name, column)
+    write_output(table, output, output_format)
+
+
+@command(example="gmmcli score data.csv --model model.json --per-sample scores.csv")
+def score(
+    data: DataArg,
+    model: ModelOpt,
+    weight_column: WeightOpt = None,
+    per_sample: Annotated[
+        str | None, typer.Option(help="Also write every row with its log_likelihood.")
+    ] = None,
+    drop_missing: DropMissingOpt = False,
+    fmt: FormatOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Print the log-likelihood, BIC and AIC of data under a model, as JSON on stdout."""
+    report = Reporter(quiet)
+    mixture = modelfile.load(model)
+    table, features = _model_features(data, fmt, mixture, weight_column, report)
+    keep = _complete_rows(features, data, drop_missing)
+    per_row = mixture.score_samples(features.X[keep])
+    weights = np.ones(len(per_row)) if features.weights is None else features.weights[keep]
+    total_weight = float(weights.sum())
+    if total_weight <= 0:
+        raise UserError(f"no row of {_source_name(data)} has a positive weight")
+    log_likelihood = float(weights @ per_row)
+    result = {
+        "n_samples": int(keep.sum()),
+        "total_weight": total_weight,
+        "log_likelihood": log_likelihood,
+        "mean_log_likelihood": log_likelihood / total_weight,
+        "bic": bic(log_likelihood, mixture.n_parameters, total_weight),
+        "aic": aic(log_likelihood, mixture.n_parameters),
+    }
+    if per_sample is not None:
+        write_output(
+            table.append_column("log_likelihood", _column(per_row, keep)), per_sample, None
+        )
+    sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        Console(stderr=True).print("[red]error:[/] interrupted")
+        sys.exit(EXIT_INTERRUPTED)
