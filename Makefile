@@ -1,22 +1,35 @@
+# gmmcli: every target works on a fresh clone (it creates .venv when needed).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+GMMCLI := $(BIN)/gmmcli
 OUT := out
 
-.PHONY: demo test lint format bench clean sample-data
+.PHONY: demo test lint format bench sample-data clean
 
-$(BIN)/gmmcli: pyproject.toml
+$(GMMCLI): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(VENV)/.dev: $(BIN)/gmmcli
+$(VENV)/.dev: $(GMMCLI)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+## demo: install, then generate -> fit -> classify -> score on sample_data/ into out/
+demo: $(GMMCLI)
+	mkdir -p $(OUT)
+	$(GMMCLI) generate -k 3 -d 2 -n 500 --seed 7 -o $(OUT)/generated.csv --truth $(OUT)/truth.json
+	$(GMMCLI) fit sample_data/blobs.csv -k 3 --n-init 3 -o $(OUT)/model.json
+	$(GMMCLI) classify sample_data/blobs.csv --model $(OUT)/model.json -o $(OUT)/classified.csv
+	$(GMMCLI) score sample_data/blobs.csv --model $(OUT)/model.json --per-sample $(OUT)/scores.csv > $(OUT)/score.json
+	$(GMMCLI) fit sample_data/weighted.csv -k 3 --weight-column count -q -o $(OUT)/weighted-model.json
+	@echo "results in $(OUT)/: model.json classified.csv score.json scores.csv weighted-model.json"
+
+## test: the whole suite, with the dev extras
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest -q -n 2 || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -q -n 2
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
@@ -25,6 +38,15 @@ lint: $(VENV)/.dev
 format: $(VENV)/.dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+bench:
+	@echo "no benchmark yet: it comes with the speed work"
+
+## sample-data: rebuild the committed sample_data/ (fixed seeds, same bytes every time)
+sample-data: $(GMMCLI)
+	$(GMMCLI) generate -k 3 -d 2 -n 600 --seed 2026 -q -o sample_data/blobs.csv
+	$(GMMCLI) generate -k 3 -d 2 -n 600 --seed 2026 -q -o sample_data/blobs.parquet
+	$(GMMCLI) generate -k 3 -d 2 -n 200 --seed 2027 --weight-column count -q -o sample_data/weighted.csv
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache .hypothesis build dist

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -25,6 +26,7 @@ def atomic_writer(path: str) -> Iterator[BinaryIO]:
         dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp", delete=False
     )
     try:
+        os.chmod(handle.name, _file_mode(path))
         with handle:
             yield handle
             handle.flush()
@@ -34,6 +36,16 @@ def atomic_writer(path: str) -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(handle.name)
         raise
+
+
+def _file_mode(path: str) -> int:
+    """The mode an existing file at ``path`` has, or what a new file gets under the umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
