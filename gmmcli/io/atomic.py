@@ -21,7 +21,11 @@ def atomic_writer(path: str) -> Iterator[BinaryIO]:
     """
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise UserError(f"output folder '{os.path.dirname(path) or '.'}' does not exist")
+        raise UserError(
+            f"output folder '{os.path.dirname(path) or '.'}' does not exist; create it first"
+        )
+    if os.path.isdir(path):
+        raise UserError(f"output path '{path}' is a folder; give a file name")
     handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below, kept on success)
         dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp", delete=False
     )

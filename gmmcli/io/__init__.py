@@ -1,0 +1,1 @@
+"""Reading and writing data tables and model files."""

@@ -1,0 +1,319 @@
+"""Data tables in and out: CSV, TSV and Parquet through pyarrow, column selection, checks.
+
+Row numbers in messages are 1-based data rows (the header line is not counted).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import sys
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from gmmcli.errors import UserError
+from gmmcli.io.atomic import atomic_write_bytes, atomic_writer
+
+__all__ = [
+    "FORMATS",
+    "GMMCLI_COLUMNS",
+    "Features",
+    "atomic_write_bytes",
+    "atomic_writer",
+    "format_for",
+    "parse_column_list",
+    "read_table",
+    "require_complete",
+    "select_features",
+    "write_table",
+]
+
+FORMATS = ("csv", "tsv", "parquet")
+_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
+
+# Columns gmmcli writes itself; skipped when features are chosen by default.
+# Use as ``GMMCLI_COLUMNS.fullmatch(name)``.
+GMMCLI_COLUMNS = re.compile(r"component|true_component|log_likelihood|p_\d+")
+
+
+def format_for(path: str, override: str | None, *, for_output: bool = False) -> str:
+    """The format of ``path``: ``override`` if given, csv for "-", else from the extension."""
+    if override is not None:
+        if override.lower() not in FORMATS:
+            raise UserError(f"unknown format '{override}'; use csv, tsv or parquet")
+        return override.lower()
+    if path == "-":
+        return "csv"
+    fmt = _EXTENSIONS.get(os.path.splitext(path)[1].lower())
+    if fmt is None:
+        option = "--output-format" if for_output else "--format"
+        raise UserError(
+            f"cannot tell the format of '{path}' from its extension; "
+            f"use .csv, .tsv, .parquet or {option}"
+        )
+    return fmt
+
+
+def read_table(path: str, fmt: str | None = None, stdin: BinaryIO | None = None) -> pa.Table:
+    """Read a whole table from ``path`` ("-" for ``stdin``, default standard input)."""
+    fmt = format_for(path, fmt)
+    if path == "-":
+        name = "stdin"
+        table = _read(stdin or sys.stdin.buffer, fmt, name)
+    else:
+        name = f"'{path}'"
+        try:
+            f = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+        except OSError as e:
+            raise UserError(
+                f"cannot read {name}: {e.strerror}; check the path and permissions"
+            ) from None
+        with f:
+            table = _read(f, fmt, name)
+    if table.num_rows == 0:
+        raise UserError(f"{name} has no data rows; give a file with at least one row of data")
+    return table
+
+
+def _read(f: BinaryIO, fmt: str, name: str) -> pa.Table:
+    if fmt == "parquet":
+        if not f.seekable():
+            f = io.BytesIO(f.read())  # the footer is at the end: Parquet needs random access
+        if _is_empty(f):
+            return pa.table({})
+        try:
+            return pq.read_table(f)
+        except (pa.ArrowException, OSError):
+            raise UserError(
+                f"{name} is not a valid Parquet file (truncated?); "
+                "check the file, or pass --format if it is not Parquet"
+            ) from None
+    if _is_empty(f):
+        return pa.table({})
+    delimiter = "\t" if fmt == "tsv" else ","
+    try:
+        return pa_csv.read_csv(f, parse_options=pa_csv.ParseOptions(delimiter=delimiter))
+    except pa.ArrowInvalid as e:
+        detail = " ".join(str(e).split())
+        if len(detail) > 200:
+            detail = detail[:200] + "…"
+        raise UserError(
+            f"cannot read {name} as {fmt.upper()}: {detail}; "
+            f"fix the file, or pass --format if it is not {fmt.upper()}"
+        ) from None
+
+
+def _is_empty(f: BinaryIO) -> bool:
+    """Whether nothing is left to read in ``f``, without consuming anything."""
+    if hasattr(f, "peek"):
+        return not f.peek(1)
+    here = f.tell()
+    end = f.seek(0, io.SEEK_END)
+    f.seek(here)
+    return end == here
+
+
+@dataclass(frozen=True)
+class Features:
+    """The feature matrix of a table, with optional row weights."""
+
+    X: np.ndarray  # float64 (n_rows, n_features), C-contiguous; missing values are NaN
+    names: list[str]
+    weights: np.ndarray | None  # float64 (n_rows,)
+    missing: np.ndarray  # bool (n_rows,): a feature or the weight is null, NaN or ±inf
+
+
+def select_features(
+    table: pa.Table,
+    *,
+    columns: list[str] | None = None,
+    exclude: list[str] = (),
+    weight_column: str | None = None,
+    source: str = "input",
+) -> Features:
+    """Pick the feature columns (and weights) of ``table`` as float64 arrays.
+
+    ``columns`` names exactly the features, in order; without it every integer or float
+    column is used except the weight column, ``exclude`` and the columns gmmcli writes.
+    Names in ``exclude`` must exist, but only the default choice is affected by them.
+    """
+    for name in exclude:
+        _column(table, name, source)  # an unknown name is a typo: say so
+    if columns is None:
+        names = [
+            field.name
+            for field in table.schema
+            if _is_numeric(field.type)
+            and field.name != weight_column
+            and field.name not in exclude
+            and not GMMCLI_COLUMNS.fullmatch(field.name)
+        ]
+    else:
+        names = list(columns)
+        for name in names:
+            if names.count(name) > 1:
+                raise UserError(f"column '{name}' is listed twice; list each column once")
+    if not names:
+        raise UserError(
+            f"{source} has no numeric columns to use (columns: {_listing(table)}); "
+            "pick them with --columns"
+        )
+    X = np.column_stack([_floats(table, name, source) for name in names])
+    missing = ~np.isfinite(X).all(axis=1)
+    weights = None
+    if weight_column is not None:
+        weights = _floats(table, weight_column, source, role="weight column")
+        bad = np.flatnonzero((weights < 0) | np.isinf(weights))
+        if bad.size:
+            raise UserError(
+                f"weight column '{weight_column}' in {source} has {float(weights[bad[0]])} "
+                f"at row {bad[0] + 1}; weights must be finite and not negative"
+            )
+        if not (weights > 0).any():
+            raise UserError(
+                f"weight column '{weight_column}' in {source} has no positive weight; "
+                "give at least one row a weight above zero"
+            )
+        missing |= np.isnan(weights)
+    return Features(X=X, names=names, weights=weights, missing=missing)
+
+
+def require_complete(
+    features: Features, *, source: str, drop_missing: bool
+) -> tuple[Features, int]:
+    """Check that no row has a missing value, or drop such rows: (features, rows dropped)."""
+    n_missing = int(features.missing.sum())
+    if n_missing == 0:
+        return features, 0
+    if not drop_missing:
+        row = int(np.argmax(features.missing))
+        bad = ~np.isfinite(features.X[row])
+        what = f"column '{features.names[np.argmax(bad)]}'" if bad.any() else "the weight column"
+        raise UserError(
+            f"{what} in {source} has a missing or infinite value at row {row + 1}; "
+            "clean it or pass --drop-missing"
+        )
+    keep = ~features.missing
+    if not keep.any():
+        raise UserError(
+            f"every row of {source} has a missing or infinite value in the chosen columns; "
+            "clean the data or choose other columns"
+        )
+    weights = None if features.weights is None else features.weights[keep]
+    if weights is not None and not (weights > 0).any():
+        raise UserError(
+            f"every row of {source} left after --drop-missing has weight zero; "
+            "clean the data or choose another weight column"
+        )
+    X = features.X[keep]
+    kept = Features(X=X, names=features.names, weights=weights, missing=np.zeros(len(X), bool))
+    return kept, n_missing
+
+
+def _is_numeric(dtype: pa.DataType) -> bool:
+    return pa.types.is_integer(dtype) or pa.types.is_floating(dtype)
+
+
+def _listing(table: pa.Table) -> str:
+    names = table.column_names
+    return ", ".join(names[:20]) + (f", … ({len(names)} in all)" if len(names) > 20 else "")
+
+
+def _column(table: pa.Table, name: str, source: str) -> pa.ChunkedArray:
+    found = table.schema.get_all_field_indices(name)
+    if not found:
+        raise UserError(
+            f"column '{name}' not found in {source}; available columns: {_listing(table)}"
+        )
+    if len(found) > 1:
+        raise UserError(f"{source} has {len(found)} columns named '{name}'; rename them")
+    return table.column(found[0])
+
+
+def _floats(table: pa.Table, name: str, source: str, role: str = "column") -> np.ndarray:
+    """Column ``name`` as float64 with NaN for nulls, or a UserError if it is not numeric."""
+    column = _column(table, name, source)
+    # An all-empty CSV column has type null: accepted here, every value missing.
+    if _is_numeric(column.type) or pa.types.is_null(column.type):
+        return column.cast(pa.float64(), safe=False).to_numpy()
+    message = f"{role} '{name}' in {source} is not numeric"
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        row = _first_non_number(column.combine_chunks())
+        if row is not None:
+            message += f": row {row + 1} has {column[row].as_py()!r}"
+    else:
+        message += f" (type {column.type})"
+    raise UserError(f"{message}; fix the data or leave the column out")
+
+
+_NULL_TOKENS = pa.array(pa_csv.ConvertOptions().null_values)
+
+
+def _first_non_number(values: pa.Array) -> int | None:
+    """Index of the first value that is neither a number nor a null token, by bisection."""
+    values = pc.utf8_trim_whitespace(values)
+    values = pc.if_else(pc.is_in(values, value_set=_NULL_TOKENS), None, values)
+
+    def parses(part: pa.Array) -> bool:
+        try:
+            part.cast(pa.float64())
+        except pa.ArrowInvalid:
+            return False
+        return True
+
+    if parses(values):
+        return None
+    lo, hi = 0, len(values)  # values[lo:hi] holds the first bad value
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if parses(values[lo:mid]):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def parse_column_list(text: str | None) -> list[str] | None:
+    """Split a comma list of column names: "a, b,c" -> ["a", "b", "c"]."""
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",")]
+    if "" in names:
+        raise UserError(f"empty column name in '{text}'; separate names with single commas")
+    return names
+
+
+def write_table(
+    table: pa.Table,
+    path: str | None,
+    fmt: str | None = None,
+    *,
+    stdout: BinaryIO | None = None,
+    row_group_size: int = 131072,
+) -> None:
+    """Write ``table`` to ``path`` atomically, or to ``stdout`` (default standard output)
+    when ``path`` is "-" or None."""
+    path = path or "-"
+    fmt = format_for(path, fmt, for_output=True)
+    if path != "-":
+        with atomic_writer(path) as f:
+            _write(table, f, fmt, row_group_size)
+        return
+    out = stdout or sys.stdout.buffer
+    _write(table, out, fmt, row_group_size)
+    out.flush()
+
+
+def _write(table: pa.Table, f: BinaryIO, fmt: str, row_group_size: int) -> None:
+    if fmt == "parquet":
+        pq.write_table(table, f, row_group_size=row_group_size)
+    else:
+        options = pa_csv.WriteOptions(delimiter="\t" if fmt == "tsv" else ",")
+        pa_csv.write_csv(table, f, options)
