@@ -24,6 +24,7 @@ from rich.table import Table
 
 from gmmcli import __version__
 from gmmcli.core import GaussianMixture, fit
+from gmmcli.core import select as selection
 from gmmcli.core.generate import random_mixture
 from gmmcli.core.model import aic, bic
 from gmmcli.errors import GMMError, GMMWarning, UserError
@@ -32,6 +33,7 @@ from gmmcli.io import modelfile, tables
 EXIT_USER_ERROR = 2
 EXIT_STRICT = 3
 EXIT_INTERRUPTED = 130
+LOG_WIDTH = 160
 
 app = typer.Typer(
     name="gmmcli",
@@ -53,6 +55,13 @@ class InitMethod(str, Enum):
     kmeanspp = "kmeans++"
     random = "random"
     random_from_data = "random-from-data"
+
+
+class Criterion(str, Enum):
+    bic = "bic"
+    aic = "aic"
+    icl = "icl"
+    cv = "cv"
 
 
 class Format(str, Enum):
@@ -105,6 +114,8 @@ class Reporter:
 
     def __init__(self, quiet: bool = False):
         self.console = Console(stderr=True, quiet=quiet)
+        if not self.console.is_terminal:
+            self.console.width = LOG_WIDTH  # logs: keep table rows whole
         self.quiet = quiet
 
     def note(self, text: str) -> None:
@@ -397,6 +408,159 @@ def fit_command(
         raise _fail("the fit did not converge or is degenerate (--strict); nothing written", 3)
     write_model(model, output)
     show_summary(model, report)
+
+
+@command(
+    example="gmmcli select-k data.csv --k-max 8 --table grid.csv -o best.json",
+    name="select-k",
+)
+def select_k(
+    data: DataArg,
+    k_min: Annotated[int, typer.Option(help="Smallest K tried.")] = 1,
+    k_max: Annotated[int, typer.Option(help="Largest K tried.")] = 10,
+    covariance_types: Annotated[
+        str, typer.Option(help="Comma list of covariance structures to try.")
+    ] = "full,tied,diag,spherical",
+    criterion: Annotated[
+        Criterion, typer.Option(help="What picks the winner (cv: held-out log-likelihood).")
+    ] = Criterion.bic,
+    cv_folds: Annotated[
+        int | None, typer.Option(help="Cross-validation folds (default 5 with --criterion cv).")
+    ] = None,
+    n_init: Annotated[int, typer.Option(help="Restarts per grid point.")] = 3,
+    max_iter: Annotated[int, typer.Option(help="EM iterations at most per fit.")] = 1000,
+    tol: Annotated[
+        float, typer.Option(help="Convergence tolerance (tight, so criteria compare fairly).")
+    ] = 1e-6,
+    reg_covar: Annotated[float, typer.Option(help="Added to covariance diagonals.")] = 1e-6,
+    seed: SeedOpt = "0",
+    jobs: Annotated[
+        int, typer.Option(help="Grid points fitted in parallel processes (one BLAS thread each).")
+    ] = 1,
+    columns: ColumnsOpt = None,
+    exclude: ExcludeOpt = None,
+    weight_column: WeightOpt = None,
+    drop_missing: DropMissingOpt = False,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="Exit 3, writing nothing, if the winner did not converge."),
+    ] = False,
+    output: OutputOpt = "-",
+    table: Annotated[
+        str | None, typer.Option(help="Write the whole grid here (.csv, .tsv or .parquet).")
+    ] = None,
+    fmt: FormatOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Choose K and the covariance structure by BIC, AIC, ICL or cross-validation.
+
+    BIC = -2 log L + p log n and AIC = -2 log L + 2p, lower is better (scikit-learn's sign;
+    mclust reports 2 log L - p log n, higher is better: mclust's BIC is minus ours).
+    ICL = BIC - 2 Σ w log max_k p(k|x) (mclust's definition), lower is better. cv is the
+    held-out mean log-likelihood, higher is better. n is the total weight. Degenerate or
+    failed grid points are listed with the reason and never win.
+    """
+    report = Reporter(quiet)
+    if not 1 <= k_min <= k_max:
+        raise UserError(f"need 1 <= --k-min <= --k-max, got {k_min} and {k_max}")
+    if jobs < 1:
+        raise UserError("--jobs must be at least 1")
+    types = tables.parse_column_list(covariance_types)
+    unknown = [name for name in types if name not in CovarianceType.__members__]
+    if unknown:
+        raise UserError(
+            f"unknown covariance type '{unknown[0]}' in --covariance-types; "
+            "use a comma list of full, tied, diag, spherical"
+        )
+    if table is not None:
+        tables.format_for(table, None, for_output=True)
+    _, features = read_features(
+        data,
+        fmt,
+        columns=tables.parse_column_list(columns),
+        exclude=exclude,
+        weight_column=weight_column,
+        report=report,
+    )
+    features, dropped = tables.require_complete(
+        features, source=_source_name(data), drop_missing=drop_missing
+    )
+    if dropped:
+        report.note(f"dropped {dropped} rows with missing values")
+    k_values = list(range(k_min, k_max + 1))
+    options = selection.FitOptions(
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        reg_covar=reg_covar,
+        seed=selection.resolve_seed(parse_seed(seed)),
+    )
+    with (
+        report.captured_warnings(),
+        report.progress(len(k_values) * len(types), "select-k") as advance,
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore", GMMWarning)  # each point's problems are in its row
+        points, winner = selection.select(
+            features.X,
+            weights=features.weights,
+            k_values=k_values,
+            covariance_types=types,
+            criterion=criterion.value,
+            cv_folds=cv_folds,
+            options=options,
+            jobs=jobs,
+            on_point=lambda p: advance(1, f"K={p.n_components} {p.covariance_type}"),
+        )
+    if table is not None:
+        write_output(pa.table(selection.table_columns(points)), table, None)
+    show_grid(points, criterion.value, report)
+    if winner is None:
+        reasons = points[0].status
+        raise UserError(f"every grid point failed, the data support no model ({reasons})")
+    best = next(p for p in points if p.best)
+    if selection.on_edge(best, k_values):
+        report.warn(
+            f"the best K ({best.n_components}) is at the edge of the range "
+            f"{k_min}..{k_max}; widen it with --k-min/--k-max"
+        )
+    if strict and not winner.fit_info.converged:
+        raise _fail("the winning fit did not converge (--strict); model not written", EXIT_STRICT)
+    winner.feature_names = features.names
+    write_model(winner, output)
+
+
+def show_grid(points: list[selection.GridPoint], criterion: str, report: Reporter) -> None:
+    """The selection grid as a rich table on stderr, the winner marked."""
+    grid = Table(title=f"model selection by {criterion} (winner marked *)")
+    headers = ["", "K", "covariance", "params", "log-lik", "BIC", "AIC", "ICL"]
+    if any(p.cv is not None for p in points):
+        headers.append("CV")
+    for name in [*headers, "iter", "status"]:
+        grid.add_column(name, justify="left" if name in ("covariance", "status") else "right")
+
+    def number(value: float | None) -> str:
+        return "" if value is None else f"{value:.6g}"
+
+    for p in points:
+        cells = [
+            "*" if p.best else "",
+            str(p.n_components),
+            p.covariance_type,
+            "" if p.n_parameters is None else str(p.n_parameters),
+            number(p.log_likelihood),
+            number(p.bic),
+            number(p.aic),
+            number(p.icl),
+        ]
+        if "CV" in headers:
+            cells.append(number(p.cv))
+        converged = (
+            "" if p.n_iter is None else f"{p.n_iter}{'' if p.converged else ' (not converged)'}"
+        )
+        cells += [converged, p.status]
+        grid.add_row(*cells, style="bold" if p.best else None)
+    report.console.print(grid)
 
 
 def show_summary(model: GaussianMixture, report: Reporter) -> None:
