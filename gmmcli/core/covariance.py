@@ -1,9 +1,13 @@
 """The four covariance structures, each with all of its math in one object.
 
 Shapes follow scikit-learn: full (K, D, D), tied (D, D), diag (K, D), spherical (K,).
-Precision Cholesky factors ``P`` satisfy ``P @ P.T == inv(covariance)``; densities use
-``-0.5 * (D log 2π + |(x - μ) P|²) + log det P``. Second moments are accumulated on data
-the caller has already centred, so the raw-moment formulas do not lose precision.
+Precision Cholesky factors ``P`` satisfy ``P @ P.T == inv(covariance)``.
+
+The E-step and M-step are two matrix products on a block of row features. Each structure
+maps a block of centred rows to ``phi`` (features × rows: products xᵢxⱼ for full and
+tied, x² for diag, |x|² for spherical, then x and a row of ones), and its parameters to
+``coef`` (K × features) so that ``coef @ phi`` is log N(x | μₖ, Σₖ) for every component
+and row. The statistics the M-step needs are ``phi @ (w·r)ᵀ``, read back by ``unpack``.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ def _cholesky_lower(matrix: np.ndarray, component: int | None) -> np.ndarray:
 
 def _precision_factor(covariance: np.ndarray, component: int | None) -> np.ndarray:
     """Upper-triangular P with P Pᵀ = covariance⁻¹, by a triangular solve."""
+    if not np.all(np.isfinite(covariance)):
+        raise SingularCovarianceError(component)
     cov_chol = _cholesky_lower(covariance, component)
     eye = np.eye(len(covariance), dtype=covariance.dtype)
     return linalg.solve_triangular(cov_chol, eye, lower=True, check_finite=False).T
@@ -52,13 +58,45 @@ def _covariance_from_factor(factor: np.ndarray) -> np.ndarray:
     return inv_factor.T @ inv_factor
 
 
+def _symmetrise(matrices: np.ndarray) -> np.ndarray:
+    return 0.5 * (matrices + np.swapaxes(matrices, -1, -2))
+
+
 def _safe(nk: np.ndarray) -> np.ndarray:
     """Component totals with zeros replaced by 1, for components the M-step keeps as they were."""
     return np.where(nk > 0, nk, 1.0)
 
 
-def _symmetrise(matrices: np.ndarray) -> np.ndarray:
-    return 0.5 * (matrices + np.swapaxes(matrices, -1, -2))
+def n_products(n_features: int) -> int:
+    return n_features * (n_features + 1) // 2
+
+
+def _products_into(out: np.ndarray, Xt: np.ndarray) -> None:
+    """The products xᵢxⱼ (i ≤ j) of every row into ``out``, in upper-triangle order."""
+    start = 0
+    for i in range(len(Xt)):
+        stop = start + len(Xt) - i
+        np.multiply(Xt[i], Xt[i:], out=out[start:stop])
+        start = stop
+
+
+def _pack(matrices: np.ndarray) -> np.ndarray:
+    """The upper triangles of symmetric (…, D, D) matrices as quadratic-form weights.
+
+    Off-diagonal entries count twice, so ``pack(A) @ products(x) == xᵀ A x``.
+    """
+    n_features = matrices.shape[-1]
+    rows, cols = np.triu_indices(n_features)
+    return matrices[..., rows, cols] * np.where(rows == cols, 1.0, 2.0)
+
+
+def _unpack(packed: np.ndarray, n_features: int) -> np.ndarray:
+    """Symmetric (…, D, D) matrices from their upper triangles (plain entries)."""
+    rows, cols = np.triu_indices(n_features)
+    out = np.zeros((*packed.shape[:-1], n_features, n_features))
+    out[..., rows, cols] = packed
+    out[..., cols, rows] = packed
+    return out
 
 
 class Covariance:
@@ -86,17 +124,49 @@ class Covariance:
         """Precisions P Pᵀ in scikit-learn's shape (what ``precisions_init`` takes)."""
         return prec_chol @ np.swapaxes(prec_chol, -1, -2)
 
-    def log_det(self, prec_chol: np.ndarray, n_features: int) -> np.ndarray | float:
-        """log det P per component (a scalar for tied)."""
+    def log_det(self, prec_chol: np.ndarray, n_features: int) -> np.ndarray:
+        """log det P for every component."""
         raise NotImplementedError
 
-    def mahalanobis(self, X: np.ndarray, means: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
-        """Squared Mahalanobis distances, shape (n_rows, K)."""
+    def n_row_features(self, n_features: int) -> int:
+        """Length of ``phi`` per row."""
         raise NotImplementedError
 
-    def second_moment(self, X: np.ndarray, wresp: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """The block's second-moment statistic this structure needs."""
+    def features(self, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``phi`` of a block of centred rows, shape (features, rows)."""
         raise NotImplementedError
+
+    def quadratic(self, means: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
+        """Coefficients of the quadratic features (K × those features before x)."""
+        raise NotImplementedError
+
+    def linear(self, means: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
+        """Λₖ μₖ for every component, shape (K, D)."""
+        raise NotImplementedError
+
+    def coefficients(self, means: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
+        """(K, features) such that ``coef @ phi`` = log N(x | μₖ, Σₖ)."""
+        n_features = means.shape[1]
+        linear = self.linear(means, prec_chol)
+        constant = -0.5 * (
+            n_features * LOG_2PI + np.einsum("ki,ki->k", linear, means)
+        ) + self.log_det(prec_chol, n_features)
+        return np.hstack([self.quadratic(means, prec_chol), linear, constant[:, None]])
+
+    def log_densities(self, coef: np.ndarray, phi: np.ndarray, n_features: int) -> np.ndarray:
+        """``coef @ phi``: log-densities of a block, shape (K, rows)."""
+        return coef @ phi
+
+    def moments(
+        self, phi: np.ndarray, wresp: np.ndarray, weights: np.ndarray, n_features: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(Σ w r, Σ w r x, second moment) of a block from ``phi`` and w·r (K × rows)."""
+        sums = phi @ wresp.T
+        n_quad = len(phi) - n_features - 1
+        return sums[-1], sums[n_quad:-1].T.copy(), self._second(sums[:n_quad])
+
+    def _second(self, sums: np.ndarray) -> np.ndarray:
+        return sums.T.copy()
 
     def estimate(
         self, nk: np.ndarray, means: np.ndarray, second: np.ndarray, reg_covar: float
@@ -111,10 +181,9 @@ class Covariance:
         raise NotImplementedError
 
     def log_gaussian(self, X: np.ndarray, means: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
-        """log N(x | μ_k, Σ_k) for every row and component, shape (n_rows, K)."""
-        n_features = X.shape[1]
-        log_det = self.log_det(prec_chol, n_features)
-        return -0.5 * (n_features * LOG_2PI + self.mahalanobis(X, means, prec_chol)) + log_det
+        """log N(x | μₖ, Σₖ) for every row and component, shape (n_rows, K)."""
+        coef = self.coefficients(means, prec_chol)
+        return self.log_densities(coef, self.features(X), X.shape[1]).T
 
     def select(self, covariances: np.ndarray, order: np.ndarray) -> np.ndarray:
         """Covariances reordered to a new component order."""
@@ -135,7 +204,7 @@ class Full(Covariance):
         return (n_components, n_features, n_features)
 
     def n_parameters(self, n_components, n_features):
-        return n_components * n_features * (n_features + 1) // 2
+        return n_components * n_products(n_features)
 
     def precision_cholesky(self, covariances):
         return np.stack([_precision_factor(c, k) for k, c in enumerate(covariances)])
@@ -147,23 +216,32 @@ class Full(Covariance):
         return np.stack([_covariance_from_factor(f) for f in prec_chol])
 
     def log_det(self, prec_chol, n_features):
-        return np.log(np.diagonal(prec_chol, axis1=1, axis2=2)).sum(axis=1)
+        return np.log(np.diagonal(prec_chol, axis1=-2, axis2=-1)).sum(axis=-1)
 
-    def mahalanobis(self, X, means, prec_chol):
-        out = np.empty((X.shape[0], len(means)), dtype=X.dtype)
-        for k, (mu, factor) in enumerate(zip(means, prec_chol, strict=True)):
-            y = X @ factor
-            y -= mu @ factor
-            out[:, k] = np.einsum("ij,ij->i", y, y)
-        return out
+    def n_row_features(self, n_features):
+        return n_products(n_features) + n_features + 1
 
-    def second_moment(self, X, wresp, weights):
-        return np.stack([(X * wresp[:, k : k + 1]).T @ X for k in range(wresp.shape[1])])
+    def features(self, X, out=None):
+        n_rows, n_features = X.shape
+        phi = np.empty((self.n_row_features(n_features), n_rows), X.dtype) if out is None else out
+        n_quad = n_products(n_features)
+        Xt = phi[n_quad:-1]
+        Xt[...] = X.T
+        _products_into(phi[:n_quad], Xt)
+        phi[-1] = 1.0
+        return phi
+
+    def quadratic(self, means, prec_chol):
+        return -0.5 * _pack(self.precisions(prec_chol))
+
+    def linear(self, means, prec_chol):
+        return np.einsum("kij,kj->ki", self.precisions(prec_chol), means)
 
     def estimate(self, nk, means, second, reg_covar):
-        cov = second / _safe(nk)[:, None, None] - means[:, :, None] * means[:, None, :]
-        cov = _symmetrise(cov)
-        idx = np.arange(means.shape[1])
+        n_features = means.shape[1]
+        cov = _unpack(second, n_features) / _safe(nk)[:, None, None]
+        cov -= means[:, :, None] * means[:, None, :]
+        idx = np.arange(n_features)
         cov[:, idx, idx] += reg_covar
         return cov
 
@@ -171,14 +249,16 @@ class Full(Covariance):
         return covariances
 
 
-class Tied(Covariance):
+class Tied(Full):
+    """One covariance shared by all components: the quadratic term is one row for all."""
+
     name = "tied"
 
     def shape(self, n_components, n_features):
         return (n_features, n_features)
 
     def n_parameters(self, n_components, n_features):
-        return n_features * (n_features + 1) // 2
+        return n_products(n_features)
 
     def precision_cholesky(self, covariances):
         return _precision_factor(covariances, None)
@@ -189,22 +269,26 @@ class Tied(Covariance):
     def covariances_from_precision_cholesky(self, prec_chol):
         return _covariance_from_factor(prec_chol)
 
-    def log_det(self, prec_chol, n_features):
-        return float(np.log(np.diagonal(prec_chol)).sum())
+    def quadratic(self, means, prec_chol):
+        packed = -0.5 * _pack(self.precisions(prec_chol))
+        return np.broadcast_to(packed, (len(means), len(packed)))
 
-    def mahalanobis(self, X, means, prec_chol):
-        y = X @ prec_chol
-        centres = means @ prec_chol
-        sq = np.einsum("ij,ij->i", y, y)[:, None] - 2.0 * (y @ centres.T)
-        sq += np.einsum("ij,ij->i", centres, centres)
-        return np.maximum(sq, 0.0, out=sq)
+    def linear(self, means, prec_chol):
+        return means @ self.precisions(prec_chol)
 
-    def second_moment(self, X, wresp, weights):
-        return (X * weights[:, None]).T @ X
+    def log_densities(self, coef, phi, n_features):
+        n_quad = n_products(n_features)
+        out = coef[:, n_quad:] @ phi[n_quad:]
+        out += coef[:1, :n_quad] @ phi[:n_quad]
+        return out
+
+    def moments(self, phi, wresp, weights, n_features):
+        n_quad = n_products(n_features)
+        sums = phi[n_quad:] @ wresp.T
+        return sums[-1], sums[:-1].T.copy(), phi[:n_quad] @ weights
 
     def estimate(self, nk, means, second, reg_covar):
-        cov = (second - (means.T * nk) @ means) / nk.sum()
-        cov = _symmetrise(cov)
+        cov = _symmetrise(_unpack(second, means.shape[1]) - (means.T * nk) @ means) / nk.sum()
         cov.flat[:: len(cov) + 1] += reg_covar
         return cov
 
@@ -228,8 +312,9 @@ class Diag(Covariance):
         return n_components * n_features
 
     def precision_cholesky(self, covariances):
-        if np.any(covariances <= 0):
-            raise SingularCovarianceError(int(np.nonzero(covariances <= 0)[0][0]))
+        bad = ~(covariances > 0)  # also catches NaN
+        if np.any(bad):
+            raise SingularCovarianceError(int(np.nonzero(bad)[0][0]))
         return 1.0 / np.sqrt(covariances)
 
     def precision_cholesky_from_precisions(self, precisions):
@@ -244,14 +329,27 @@ class Diag(Covariance):
     def log_det(self, prec_chol, n_features):
         return np.log(prec_chol).sum(axis=1)
 
-    def mahalanobis(self, X, means, prec_chol):
-        precisions = prec_chol**2
-        sq = (X * X) @ precisions.T - 2.0 * (X @ (means * precisions).T)
-        sq += np.sum(means**2 * precisions, axis=1)
-        return np.maximum(sq, 0.0, out=sq)
+    def n_row_features(self, n_features):
+        return 2 * n_features + 1
 
-    def second_moment(self, X, wresp, weights):
-        return wresp.T @ (X * X)
+    def _squares_into(self, out: np.ndarray, Xt: np.ndarray) -> None:
+        np.multiply(Xt, Xt, out=out)
+
+    def features(self, X, out=None):
+        n_rows, n_features = X.shape
+        phi = np.empty((self.n_row_features(n_features), n_rows), X.dtype) if out is None else out
+        n_quad = len(phi) - n_features - 1
+        Xt = phi[n_quad:-1]
+        Xt[...] = X.T
+        self._squares_into(phi[:n_quad], Xt)
+        phi[-1] = 1.0
+        return phi
+
+    def quadratic(self, means, prec_chol):
+        return -0.5 * self.precisions(prec_chol)
+
+    def linear(self, means, prec_chol):
+        return self.precisions(prec_chol) * means
 
     def estimate(self, nk, means, second, reg_covar):
         return second / _safe(nk)[:, None] - means**2 + reg_covar
@@ -275,11 +373,25 @@ class Spherical(Diag):
     def log_det(self, prec_chol, n_features):
         return n_features * np.log(prec_chol)
 
-    def mahalanobis(self, X, means, prec_chol):
-        return super().mahalanobis(X, means, np.repeat(prec_chol[:, None], X.shape[1], axis=1))
+    def n_row_features(self, n_features):
+        return n_features + 2
+
+    def _squares_into(self, out, Xt):
+        np.einsum("ij,ij->j", Xt, Xt, out=out[0])
+
+    def quadratic(self, means, prec_chol):
+        return -0.5 * self.precisions(prec_chol)[:, None]
+
+    def linear(self, means, prec_chol):
+        return self.precisions(prec_chol)[:, None] * means
+
+    def _second(self, sums):
+        return sums[0].copy()
 
     def estimate(self, nk, means, second, reg_covar):
-        return super().estimate(nk, means, second, reg_covar).mean(axis=1)
+        return (second / _safe(nk) - np.einsum("ki,ki->k", means, means)) / means.shape[
+            1
+        ] + reg_covar
 
     def full_matrices(self, covariances, n_components, n_features):
         return covariances[:, None, None] * np.eye(n_features)

@@ -79,30 +79,55 @@ class Stats:
         )
 
 
-def log_joint(X: np.ndarray, params: Params, cov: Covariance) -> np.ndarray:
-    """log π_k + log N(x | k) for every row and component."""
-    return cov.log_gaussian(X, params.means, params.prec_chol) + params.log_weights()
+@dataclass
+class Prepared:
+    """Parameters in the form the E-step multiplies by: log-density coefficients, log πₖ."""
+
+    coef: np.ndarray
+    log_weights: np.ndarray
+
+    @classmethod
+    def of(cls, params: Params, cov: Covariance) -> Prepared:
+        return cls(cov.coefficients(params.means, params.prec_chol), params.log_weights())
+
+
+def log_joint(X: np.ndarray, prepared: Prepared, cov: Covariance) -> tuple[np.ndarray, np.ndarray]:
+    """The block's row features and log πₖ + log N(x | k), shape (K, rows)."""
+    phi = cov.features(X)
+    log_prob = cov.log_densities(prepared.coef, phi, X.shape[1])
+    log_prob += prepared.log_weights[:, None]
+    return phi, log_prob
 
 
 def normalise(log_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise logsumexp and the responsibilities it normalises, in one pass."""
-    top = log_prob.max(axis=1, keepdims=True)
-    resp = np.exp(log_prob - top)
-    total = resp.sum(axis=1, keepdims=True)
+    """Logsumexp over components and the responsibilities (K, rows), in place."""
+    top = log_prob.max(axis=0)
+    log_prob -= top
+    resp = np.exp(log_prob, out=log_prob)
+    total = resp.sum(axis=0)
     resp /= total
-    return (np.log(total) + top)[:, 0], resp
+    return np.log(total) + top, resp
 
 
-def accumulate(X: np.ndarray, weights: np.ndarray, resp: np.ndarray, cov: Covariance) -> Stats:
-    """Statistics of one block for given responsibilities."""
-    wresp = resp * weights[:, None]
-    return Stats(wresp.sum(axis=0), wresp.T @ X, cov.second_moment(X, wresp, weights))
+def accumulate(
+    X: np.ndarray,
+    weights: np.ndarray,
+    resp: np.ndarray,
+    cov: Covariance,
+    phi: np.ndarray | None = None,
+) -> Stats:
+    """Statistics of one block for given responsibilities, shape (K, rows)."""
+    if phi is None:
+        phi = cov.features(X)
+    wresp = resp * weights
+    return Stats(*cov.moments(phi, wresp, weights, X.shape[1]))
 
 
-def e_step(X: np.ndarray, weights: np.ndarray, params: Params, cov: Covariance) -> Stats:
+def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared, cov: Covariance) -> Stats:
     """Statistics of one block under the current parameters, with its log-likelihood."""
-    log_norm, resp = normalise(log_joint(X, params, cov))
-    stats = accumulate(X, weights, resp, cov)
+    phi, log_prob = log_joint(X, prepared, cov)
+    log_norm, resp = normalise(log_prob)
+    stats = accumulate(X, weights, resp, cov, phi)
     stats.log_likelihood = float(weights @ log_norm)
     return stats
 
@@ -169,7 +194,8 @@ def run_em(
     """
 
     def e_pass(current: Params) -> Stats:
-        return sum_blocks(source, lambda X, w: e_step(X, w, current, cov))
+        prepared = Prepared.of(current, cov)
+        return sum_blocks(source, lambda X, w: e_step(X, w, prepared, cov))
 
     stats = e_pass(params)
     result = EMResult(params, stats, [stats.log_likelihood / total_weight])

@@ -39,14 +39,12 @@ class DataSummary:
 def summarise(X: np.ndarray, weights: np.ndarray, block_rows: int) -> DataSummary:
     total = float(weights.sum())
     centre = (weights @ X) / total
-    ones = np.ones((1, 1))
     full = get_covariance("full")
     stats = sum_blocks(
         InMemoryRows(X, weights, centre, block_rows),
-        lambda B, w: accumulate(B, w, np.broadcast_to(ones, (len(B), 1)), full),
+        lambda B, w: accumulate(B, w, np.ones((1, len(B))), full),
     )
-    mean = stats.sx[0] / total
-    covariance = stats.second[0] / total - np.outer(mean, mean)
+    covariance = full.estimate(stats.nk, stats.sx / total, stats.second, 0.0)[0]
     return DataSummary(centre, covariance, total, int(np.count_nonzero(weights)))
 
 

@@ -87,8 +87,9 @@ def distinct_random_rows(
 
 
 def _one_hot(labels: np.ndarray, n_components: int) -> np.ndarray:
-    resp = np.zeros((len(labels), n_components))
-    resp[np.arange(len(labels)), labels] = 1.0
+    """Hard responsibilities, shape (K, rows)."""
+    resp = np.zeros((n_components, len(labels)))
+    resp[labels, np.arange(len(labels))] = 1.0
     return resp
 
 
@@ -102,7 +103,7 @@ def lloyd(rows: InMemoryRows, centres: np.ndarray, data_variance: float) -> np.n
         for X, weights in rows.blocks():
             labels = np.argmin(squared_distances(X, centres), axis=1)
             counts += np.bincount(labels, weights, minlength=n_components)
-            sums += (_one_hot(labels, n_components) * weights[:, None]).T @ X
+            sums += (_one_hot(labels, n_components) * weights) @ X
         moved = centres.copy()
         filled = counts > 0
         moved[filled] = sums[filled] / counts[filled, None]
@@ -127,8 +128,8 @@ def _random_stats(
     rows: InMemoryRows, n_components: int, cov: Covariance, rng: np.random.Generator
 ) -> Stats:
     def block(X: np.ndarray, weights: np.ndarray) -> Stats:
-        resp = rng.random((len(X), n_components))
-        resp /= resp.sum(axis=1, keepdims=True)
+        resp = rng.random((len(X), n_components)).T
+        resp /= resp.sum(axis=0)
         return accumulate(X, weights, resp, cov)
 
     return sum_blocks(rows, block)
@@ -145,9 +146,9 @@ def initial_params(
     rng: np.random.Generator,
 ) -> Params:
     """First parameters by ``method`` (one of INIT_METHODS), in centred coordinates."""
-    uniform = np.full((1, n_components), 1.0 / n_components)
+    uniform = np.full((n_components, 1), 1.0 / n_components)
     everything = sum_blocks(
-        rows, lambda X, w: accumulate(X, w, np.broadcast_to(uniform, (len(X), n_components)), cov)
+        rows, lambda X, w: accumulate(X, w, np.broadcast_to(uniform, (n_components, len(X))), cov)
     )
     fallback = m_step(everything, cov, reg_covar, previous=None)
     if method == "random":
