@@ -64,6 +64,11 @@ class Criterion(str, Enum):
     cv = "cv"
 
 
+class Dtype(str, Enum):
+    float64 = "float64"
+    float32 = "float32"
+
+
 class Format(str, Enum):
     csv = "csv"
     tsv = "tsv"
@@ -104,6 +109,16 @@ QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print nothing on stderr but errors.")
 ]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model JSON written by gmmcli fit.")]
+DtypeOpt = Annotated[
+    Dtype,
+    typer.Option(
+        help="Precision of the E-step (float32: faster; statistics still summed in float64)."
+    ),
+]
+ChunkRowsOpt = Annotated[
+    int | None,
+    typer.Option(help="Rows per block of work (default: chosen from D and K).", min=1),
+]
 CovarianceOpt = Annotated[
     CovarianceType, typer.Option("--covariance-type", help="Covariance structure.")
 ]
@@ -335,6 +350,8 @@ def fit_command(
     ] = 1e-3,
     reg_covar: Annotated[float, typer.Option(help="Added to covariance diagonals.")] = 1e-6,
     seed: SeedOpt = "0",
+    dtype: DtypeOpt = Dtype.float64,
+    chunk_rows: ChunkRowsOpt = None,
     columns: ColumnsOpt = None,
     exclude: ExcludeOpt = None,
     weight_column: WeightOpt = None,
@@ -400,6 +417,8 @@ def fit_command(
             seed=parse_seed(seed),
             feature_names=features.names,
             canonical_order=True,
+            dtype=dtype.value,
+            block_rows=chunk_rows,
             on_iteration=lambda r, it, ll: advance(1, f"restart {r}, iteration {it}: {ll:.6g}"),
             **explicit,
         )
@@ -434,6 +453,7 @@ def select_k(
     ] = 1e-6,
     reg_covar: Annotated[float, typer.Option(help="Added to covariance diagonals.")] = 1e-6,
     seed: SeedOpt = "0",
+    dtype: DtypeOpt = Dtype.float64,
     jobs: Annotated[
         int, typer.Option(help="Grid points fitted in parallel processes (one BLAS thread each).")
     ] = 1,
@@ -494,6 +514,7 @@ def select_k(
         tol=tol,
         reg_covar=reg_covar,
         seed=selection.resolve_seed(parse_seed(seed)),
+        dtype=dtype.value,
     )
     with (
         report.captured_warnings(),

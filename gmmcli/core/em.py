@@ -17,6 +17,16 @@ import numpy as np
 from gmmcli.core.covariance import Covariance
 
 DEFAULT_BLOCK_ROWS = 65536
+BLOCK_BYTES = 1 << 21  # per-row temporaries of one block: about the size of a core's L2/L3 share
+MIN_BLOCK_ROWS = 256
+
+
+def block_rows_for(cov: Covariance, n_features: int, n_components: int, dtype=np.float64) -> int:
+    """Rows per block so that a block's temporaries (features, K x rows arrays) stay small."""
+    per_row = (cov.n_row_features(n_features) + 2 * n_components + n_features) * np.dtype(
+        dtype
+    ).itemsize
+    return int(np.clip(BLOCK_BYTES // per_row, MIN_BLOCK_ROWS, DEFAULT_BLOCK_ROWS))
 
 
 class RowSource(Protocol):
@@ -29,12 +39,16 @@ class RowSource(Protocol):
 
 @dataclass
 class InMemoryRows:
-    """An in-memory array served as centred blocks; no centred copy of the whole array."""
+    """An in-memory array served as centred blocks; no centred copy of the whole array.
+
+    Rows are centred in float64, then cast to ``dtype``; weights stay float64.
+    """
 
     X: np.ndarray
     weights: np.ndarray
     centre: np.ndarray
     block_rows: int = DEFAULT_BLOCK_ROWS
+    dtype: type = np.float64
 
     @property
     def n_features(self) -> int:
@@ -43,7 +57,8 @@ class InMemoryRows:
     def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for start in range(0, len(self.X), self.block_rows):
             stop = start + self.block_rows
-            yield self.X[start:stop] - self.centre, self.weights[start:stop]
+            block = self.X[start:stop] - self.centre
+            yield block.astype(self.dtype, copy=False), self.weights[start:stop]
 
 
 @dataclass
@@ -87,8 +102,9 @@ class Prepared:
     log_weights: np.ndarray
 
     @classmethod
-    def of(cls, params: Params, cov: Covariance) -> Prepared:
-        return cls(cov.coefficients(params.means, params.prec_chol), params.log_weights())
+    def of(cls, params: Params, cov: Covariance, dtype=np.float64) -> Prepared:
+        coef = cov.coefficients(params.means, params.prec_chol)
+        return cls(coef.astype(dtype), params.log_weights().astype(dtype))
 
 
 def log_joint(X: np.ndarray, prepared: Prepared, cov: Covariance) -> tuple[np.ndarray, np.ndarray]:
@@ -116,11 +132,15 @@ def accumulate(
     cov: Covariance,
     phi: np.ndarray | None = None,
 ) -> Stats:
-    """Statistics of one block for given responsibilities, shape (K, rows)."""
+    """Statistics of one block for given responsibilities, shape (K, rows).
+
+    The block's sums are taken in the working dtype and handed on in float64.
+    """
     if phi is None:
         phi = cov.features(X)
-    wresp = resp * weights
-    return Stats(*cov.moments(phi, wresp, weights, X.shape[1]))
+    weights = weights.astype(X.dtype, copy=False)
+    moments = cov.moments(phi, resp * weights, weights, X.shape[1])
+    return Stats(*(np.asarray(m, dtype=np.float64) for m in moments))
 
 
 def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared, cov: Covariance) -> Stats:
@@ -128,7 +148,7 @@ def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared, cov: Covarian
     phi, log_prob = log_joint(X, prepared, cov)
     log_norm, resp = normalise(log_prob)
     stats = accumulate(X, weights, resp, cov, phi)
-    stats.log_likelihood = float(weights @ log_norm)
+    stats.log_likelihood = float(weights @ log_norm.astype(np.float64, copy=False))
     return stats
 
 
@@ -194,7 +214,7 @@ def run_em(
     """
 
     def e_pass(current: Params) -> Stats:
-        prepared = Prepared.of(current, cov)
+        prepared = Prepared.of(current, cov, dtype)
         return sum_blocks(source, lambda X, w: e_step(X, w, prepared, cov))
 
     stats = e_pass(params)

@@ -10,11 +10,11 @@ import numpy as np
 
 from gmmcli.core.covariance import Covariance, SingularCovarianceError, get_covariance
 from gmmcli.core.em import (
-    DEFAULT_BLOCK_ROWS,
     EMResult,
     InMemoryRows,
     Params,
     accumulate,
+    block_rows_for,
     run_em,
     sum_blocks,
 )
@@ -153,7 +153,8 @@ def fit(
     feature_names: list[str] | None = None,
     canonical_order: bool | None = None,
     on_iteration: Callable[[int, int, float], None] | None = None,
-    block_rows: int = DEFAULT_BLOCK_ROWS,
+    block_rows: int | None = None,
+    dtype: str = "float64",
 ) -> GaussianMixture:
     """Fit a mixture of ``n_components`` Gaussians to the rows of ``X`` by EM.
 
@@ -163,7 +164,8 @@ def fit(
     degenerate one never beats a sound one. Without initial values, components come back
     in canonical order (descending weight, ties by the means); ``canonical_order``
     overrides that either way. ``on_iteration(restart, iteration, mean_log_likelihood)``
-    is called after every EM iteration.
+    is called after every EM iteration. ``dtype="float32"`` runs the E-step in single
+    precision (data centred in float64 first, statistics summed in float64).
     """
     cov = get_covariance(covariance_type)
     if init not in INIT_METHODS:
@@ -173,9 +175,14 @@ def fit(
     X, weights = _validate_data(X, weights, n_components)
     if seed is None:
         seed = int(np.random.SeedSequence().entropy)
+    if dtype not in ("float32", "float64"):
+        raise GMMError(f"dtype must be float32 or float64, got {dtype!r}")
+    if block_rows is None:
+        block_rows = block_rows_for(cov, X.shape[1], n_components, dtype)
     data = summarise(X, weights, block_rows)
     _warn_about_inputs(data, reg_covar)
     rows = InMemoryRows(X, weights, data.centre, block_rows)
+    em_rows = InMemoryRows(X, weights, data.centre, block_rows, np.dtype(dtype).type)
     explicit = any(v is not None for v in (weights_init, means_init, precisions_init))
 
     runs: list[tuple[EMResult, str | None]] = []
@@ -196,13 +203,14 @@ def fit(
                 start, cov, data.centre, weights_init, means_init, precisions_init
             )
             result = run_em(
-                rows,
+                em_rows,
                 start,
                 cov,
                 total_weight=data.total_weight,
                 max_iter=max_iter,
                 tol=tol,
                 reg_covar=reg_covar,
+                dtype=em_rows.dtype,
                 on_iteration=None
                 if on_iteration is None
                 else (lambda it, ll, r=restart: on_iteration(r, it, ll)),

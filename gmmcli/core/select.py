@@ -70,6 +70,7 @@ class FitOptions:
     reg_covar: float = 1e-6
     init: str = "kmeans"
     seed: int = 0
+    dtype: str = "float64"
 
 
 def resolve_seed(seed: int | None) -> int:
@@ -121,6 +122,7 @@ def _fit(X, weights, n_components, covariance_type, options: FitOptions) -> Gaus
         tol=options.tol,
         reg_covar=options.reg_covar,
         seed=options.seed,
+        dtype=options.dtype,
     )
 
 

@@ -1,0 +1,303 @@
+"""EM speed: gmmcli against scikit-learn and Intel's oneDAL, same data, same start.
+
+Every tool runs in a subprocess of its own (so each peak RSS is its own) on arrays saved
+once under benchmarks/data/. Time per iteration is (T(m2) - T(m1)) / (m2 - m1): set-up,
+initialisation and the final E-step cancel out. Parameters after m2 iterations are compared
+with scikit-learn's. Run through `make bench` (which unsets OPENBLAS_CORETYPE and
+OPENBLAS_L2_SIZE before Python starts, as OpenBLAS reads them when it loads).
+
+    python benchmarks/bench_em.py            # the issue's shapes
+    python benchmarks/bench_em.py --quick    # small shapes, a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data"
+OLD_ONEDAL_PYTHON = HERE / ".venv-onedal2024" / "bin" / "python"
+
+# (N, D, K, covariance type, dtype)
+SHAPES = [
+    (1_000_000, 10, 10, "full", "float64"),
+    (200_000, 50, 20, "full", "float64"),
+    (1_000_000, 10, 10, "tied", "float64"),
+    (1_000_000, 10, 10, "diag", "float64"),
+    (1_000_000, 10, 10, "spherical", "float64"),
+    (100_000, 2, 3, "full", "float64"),
+    (1_000_000, 10, 10, "full", "float32"),
+]
+QUICK_SHAPES = [(20_000, 5, 4, c, "float64") for c in ("full", "tied", "diag", "spherical")]
+ITERATIONS = (1, 6)  # the same for every tool, so the parameters compared are comparable
+ONEDAL_STORAGE = {"full": "full", "diag": "diagonal"}
+
+
+def shape_name(n, d, k, cov, dtype) -> str:
+    return f"n{n}_d{d}_k{k}_{cov}"
+
+
+def prepare(n, d, k, cov, dtype) -> Path:
+    """Data and a shared start (weights, means, precisions), saved once."""
+    path = DATA / f"{shape_name(n, d, k, cov, dtype)}.npz"
+    if path.exists():
+        return path
+    import gmmcli
+    from gmmcli.core.generate import random_mixture
+
+    DATA.mkdir(exist_ok=True)
+    rng = np.random.default_rng(n + d + k)
+    mixture = random_mixture(k, d, covariance_type=cov, separation=4.0, rng=rng)
+    X, _ = mixture.sample(n, seed=1)
+    start = gmmcli.fit(X, k, covariance_type=cov, init="kmeans++", max_iter=1, tol=0, seed=0)
+    np.savez(
+        path,
+        X=X,
+        weights=start.weights,
+        means=start.means,
+        covariances=start.covariances,
+        precisions=start.precisions,
+    )
+    return path
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM: unlike ru_maxrss it does not carry over from the
+    parent that forked us)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_gmmcli(arrays, cov, dtype, iterations):
+    import gmmcli
+
+    model = gmmcli.fit(
+        arrays["X"],
+        len(arrays["weights"]),
+        covariance_type=cov,
+        tol=0,
+        max_iter=iterations,
+        weights_init=arrays["weights"],
+        means_init=arrays["means"],
+        precisions_init=arrays["precisions"],
+        dtype=dtype,
+    )
+    return model.weights, model.means, model.covariances
+
+
+def run_sklearn(arrays, cov, dtype, iterations):
+    import warnings
+
+    from sklearn.mixture import GaussianMixture
+
+    model = GaussianMixture(
+        len(arrays["weights"]),
+        covariance_type=cov,
+        tol=0,
+        max_iter=iterations,
+        init_params="random_from_data",
+        weights_init=arrays["weights"],
+        means_init=arrays["means"],
+        precisions_init=arrays["precisions"],
+        random_state=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(arrays["X"])
+    return model.weights_, model.means_, model.covariances_
+
+
+def run_onedal(arrays, cov, dtype, iterations):
+    import daal4py
+
+    covariances = arrays["covariances"]
+    if cov == "diag":
+        covariances = [c[None, :] for c in covariances]
+    algorithm = daal4py.em_gmm(
+        nComponents=len(arrays["weights"]),
+        maxIterations=iterations,
+        accuracyThreshold=0.0,
+        covarianceStorage=ONEDAL_STORAGE[cov],
+    )
+    result = algorithm.compute(
+        arrays["X"], arrays["weights"][None, :], arrays["means"], list(covariances)
+    )
+    found = np.array([np.asarray(c) for c in result.covariances])
+    if cov == "diag":
+        found = found[:, 0, :]
+    return result.weights[0], result.means, found
+
+
+RUNNERS = {"gmmcli": run_gmmcli, "sklearn": run_sklearn, "onedal": run_onedal}
+
+
+def worker(tool, path, cov, dtype, out):
+    """In a subprocess: time m1 and m2 iterations, save the m2 parameters, report JSON."""
+    arrays = dict(np.load(path))
+    first, second = ITERATIONS
+    runner = RUNNERS["onedal" if tool == "onedal-2024.7" else tool]
+    runner({**arrays, "X": arrays["X"][:2000]}, cov, dtype, 1)  # warm-up: lazy imports
+    times = []
+    for iterations in (first, second):
+        started = time.perf_counter()
+        params = runner(arrays, cov, dtype, iterations)
+        times.append(time.perf_counter() - started)
+    np.savez(out, weights=params[0], means=params[1], covariances=params[2])
+    per_iter = (times[1] - times[0]) / (second - first) * 1000
+    print(json.dumps({"ms_per_iter": per_iter, "peak_rss_mb": peak_rss_mb()}))
+
+
+def call_worker(python, tool, path, cov, dtype) -> dict | None:
+    out = path.with_name(f"{path.stem}_{tool}_{dtype}_params.npz")
+    command = [str(python), __file__, "worker", tool, str(path), cov, dtype, str(out)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["failed"])[-1]
+        print(f"  {tool}: {last}", file=sys.stderr)
+        return None
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["params"] = dict(np.load(out))
+    return result
+
+
+def max_relative_difference(a: dict, b: dict) -> float:
+    return max(
+        float(np.max(np.abs(a[k] - b[k])) / np.max(np.abs(b[k])))
+        for k in ("weights", "means", "covariances")
+    )
+
+
+def gemm_gflops() -> float:
+    """Achieved float64 GEMM rate on this machine, from a product it times itself."""
+    a = np.random.default_rng(0).standard_normal((3000, 3000))
+    a @ a
+    started = time.perf_counter()
+    for _ in range(3):
+        a @ a
+    return 3 * 2 * 3000**3 / (time.perf_counter() - started) / 1e9
+
+
+def blas_kernel() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (threadpoolctl not installed)"
+    infos = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    return ", ".join(
+        f"{i['internal_api']} {i.get('version')} {i.get('architecture')} x{i['num_threads']}"
+        for i in infos
+    )
+
+
+def onedal_tools() -> list[tuple[str, str]]:
+    tools = []
+    try:
+        import daal4py  # noqa: F401
+
+        tools.append(("onedal", sys.executable))
+    except ImportError:
+        print("daal4py not installed: pip install -e '.[bench]'", file=sys.stderr)
+    if OLD_ONEDAL_PYTHON.exists():
+        tools.append(("onedal-2024.7", str(OLD_ONEDAL_PYTHON)))
+    return tools
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small shapes only")
+    args = parser.parse_args()
+    shapes = QUICK_SHAPES if args.quick else SHAPES
+    rate = gemm_gflops()
+    print(f"BLAS: {blas_kernel()}; float64 GEMM {rate:.1f} GFLOP/s; {os.cpu_count()} cores")
+    header = (
+        "shape (N, D, K)",
+        "cov",
+        "dtype",
+        "sklearn",
+        "oneDAL",
+        "oneDAL 2024.7",
+        "gmmcli",
+        "vs sklearn",
+        "vs oneDAL",
+        "vs 2024.7",
+        "GEMM bound",
+        "agree",
+        "peak RSS MB",
+    )
+    rows = []
+    float64_times = {}
+    for shape in shapes:
+        n, d, k, cov, dtype = shape
+        print(f"{n}, {d}, {k} {cov} {dtype} ...", file=sys.stderr)
+        path = prepare(*shape)
+        ours = call_worker(sys.executable, "gmmcli", path, cov, dtype)
+        results = {"gmmcli": ours}
+        if dtype == "float64":
+            results["sklearn"] = call_worker(sys.executable, "sklearn", path, cov, dtype)
+            if cov in ONEDAL_STORAGE:
+                for tool, python in onedal_tools():
+                    results[tool] = call_worker(python, tool, path, cov, dtype)
+        ms = {tool: r["ms_per_iter"] for tool, r in results.items() if r}
+        if dtype == "float64":
+            float64_times[(n, d, k, cov)] = ours
+            reference = results.get("sklearn")
+        else:
+            reference = float64_times.get((n, d, k, cov))
+        agree = "-"
+        if ours and reference:
+            diff = max_relative_difference(ours["params"], reference["params"])
+            limit = 1e-7 if dtype == "float64" else 1e-4
+            agree = f"{diff:.1e} {'ok' if diff <= limit else 'MISMATCH'}"
+        if dtype == "float32" and reference:
+            ms["sklearn"] = reference["ms_per_iter"]  # the float32 row compares with float64
+
+        def cell(tool):
+            return f"{ms[tool]:.0f}" if tool in ms else "-"
+
+        def ratio(tool):
+            return f"{ms[tool] / ms['gmmcli']:.1f}x" if tool in ms and "gmmcli" in ms else "-"
+
+        bound = 4 * n * k * d * d / (rate * 1e9) * 1000
+        rss = " / ".join(f"{t} {r['peak_rss_mb']:.0f}" for t, r in results.items() if r)
+        rows.append(
+            (
+                f"{n:,}, {d}, {k}",
+                cov,
+                dtype,
+                cell("sklearn") if dtype == "float64" else f"(f64 {cell('sklearn')})",
+                cell("onedal"),
+                cell("onedal-2024.7"),
+                cell("gmmcli"),
+                ratio("sklearn"),
+                ratio("onedal"),
+                ratio("onedal-2024.7"),
+                f"{bound:.0f}",
+                agree,
+                rss,
+            )
+        )
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print(" | ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)))
+    print(
+        "ms per EM iteration; ratios are the other tool's time over gmmcli's "
+        "(float32 row: gmmcli float64 over float32)"
+    )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "worker":
+        worker(*sys.argv[2:])
+    else:
+        main()
