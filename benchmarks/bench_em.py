@@ -213,6 +213,56 @@ def onedal_tools() -> list[tuple[str, str]]:
     return tools
 
 
+def _cell(ms: dict, tool: str) -> str:
+    return f"{ms[tool]:.0f}" if tool in ms else "-"
+
+
+def _ratio(ms: dict, tool: str) -> str:
+    return f"{ms[tool] / ms['gmmcli']:.1f}x" if tool in ms and "gmmcli" in ms else "-"
+
+
+def measure(shape: tuple, rate: float, ours_float64: dict) -> tuple:
+    """One table row: every tool on one shape. A float32 row compares with our float64."""
+    n, d, k, cov, dtype = shape
+    print(f"{n}, {d}, {k} {cov} {dtype} ...", file=sys.stderr)
+    path = prepare(*shape)
+    ours = call_worker(sys.executable, "gmmcli", path, cov, dtype)
+    results = {"gmmcli": ours}
+    if dtype == "float64":
+        ours_float64[(n, d, k, cov)] = ours
+        results["sklearn"] = call_worker(sys.executable, "sklearn", path, cov, dtype)
+        if cov in ONEDAL_STORAGE:
+            for tool, python in onedal_tools():
+                results[tool] = call_worker(python, tool, path, cov, dtype)
+        reference, limit = results["sklearn"], 1e-7
+    else:
+        reference, limit = ours_float64.get((n, d, k, cov)), 1e-4
+    ms = {tool: r["ms_per_iter"] for tool, r in results.items() if r}
+    agree = "-"
+    if ours and reference:
+        diff = max_relative_difference(ours["params"], reference["params"])
+        agree = f"{diff:.1e} {'ok' if diff <= limit else 'MISMATCH'}"
+    if dtype == "float32" and reference:
+        ms["sklearn"] = reference["ms_per_iter"]  # the ratio column then reads f64 / f32
+    bound = 4 * n * k * d * d / (rate * 1e9) * 1000
+    rss = " / ".join(f"{t} {r['peak_rss_mb']:.0f}" for t, r in results.items() if r)
+    return (
+        f"{n:,}, {d}, {k}",
+        cov,
+        dtype,
+        _cell(ms, "sklearn") if dtype == "float64" else f"(ours f64 {_cell(ms, 'sklearn')})",
+        _cell(ms, "onedal"),
+        _cell(ms, "onedal-2024.7"),
+        _cell(ms, "gmmcli"),
+        _ratio(ms, "sklearn"),
+        _ratio(ms, "onedal"),
+        _ratio(ms, "onedal-2024.7"),
+        f"{bound:.0f}",
+        agree,
+        rss,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes only")
@@ -236,57 +286,9 @@ def main() -> None:
         "peak RSS MB",
     )
     rows = []
-    float64_times = {}
+    ours_float64 = {}
     for shape in shapes:
-        n, d, k, cov, dtype = shape
-        print(f"{n}, {d}, {k} {cov} {dtype} ...", file=sys.stderr)
-        path = prepare(*shape)
-        ours = call_worker(sys.executable, "gmmcli", path, cov, dtype)
-        results = {"gmmcli": ours}
-        if dtype == "float64":
-            results["sklearn"] = call_worker(sys.executable, "sklearn", path, cov, dtype)
-            if cov in ONEDAL_STORAGE:
-                for tool, python in onedal_tools():
-                    results[tool] = call_worker(python, tool, path, cov, dtype)
-        ms = {tool: r["ms_per_iter"] for tool, r in results.items() if r}
-        if dtype == "float64":
-            float64_times[(n, d, k, cov)] = ours
-            reference = results.get("sklearn")
-        else:
-            reference = float64_times.get((n, d, k, cov))
-        agree = "-"
-        if ours and reference:
-            diff = max_relative_difference(ours["params"], reference["params"])
-            limit = 1e-7 if dtype == "float64" else 1e-4
-            agree = f"{diff:.1e} {'ok' if diff <= limit else 'MISMATCH'}"
-        if dtype == "float32" and reference:
-            ms["sklearn"] = reference["ms_per_iter"]  # the float32 row compares with float64
-
-        def cell(tool):
-            return f"{ms[tool]:.0f}" if tool in ms else "-"
-
-        def ratio(tool):
-            return f"{ms[tool] / ms['gmmcli']:.1f}x" if tool in ms and "gmmcli" in ms else "-"
-
-        bound = 4 * n * k * d * d / (rate * 1e9) * 1000
-        rss = " / ".join(f"{t} {r['peak_rss_mb']:.0f}" for t, r in results.items() if r)
-        rows.append(
-            (
-                f"{n:,}, {d}, {k}",
-                cov,
-                dtype,
-                cell("sklearn") if dtype == "float64" else f"(f64 {cell('sklearn')})",
-                cell("onedal"),
-                cell("onedal-2024.7"),
-                cell("gmmcli"),
-                ratio("sklearn"),
-                ratio("onedal"),
-                ratio("onedal-2024.7"),
-                f"{bound:.0f}",
-                agree,
-                rss,
-            )
-        )
+        rows.append(measure(shape, rate, ours_float64))
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print(" | ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)))
