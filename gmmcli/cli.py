@@ -702,6 +702,97 @@ def score(
     sys.stdout.flush()
 
 
+@command(example="gmmcli plot data.csv --model model.json -o fit.png")
+def plot(
+    data: Annotated[
+        str | None,
+        typer.Argument(
+            help="Data file (.csv, .tsv, .parquet/.pq) or - for stdin; leave out with --table."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Draw this model (JSON from gmmcli fit) over the data."),
+    ] = None,
+    table: Annotated[
+        str | None,
+        typer.Option(help="Draw this select-k grid (from select-k --table) instead of data."),
+    ] = None,
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Image file: .png, .svg or .pdf.")
+    ] = ...,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="Two features to draw, x,y (default: principal axes when D > 2)."),
+    ] = None,
+    max_points: Annotated[
+        int, typer.Option(help="Draw at most this many rows, a random subsample (--seed).", min=1)
+    ] = 20000,
+    seed: SeedOpt = "0",
+    size: Annotated[str, typer.Option(help="Figure size in inches, WIDTHxHEIGHT.")] = "8x6",
+    dpi: Annotated[int, typer.Option(help="Dots per inch: a PNG is size × dpi pixels.")] = 150,
+    quiet: QuietOpt = False,
+) -> None:
+    r"""Draw a fit over its data, the data alone, or a select-k grid, as PNG, SVG or PDF.
+
+    With --model: rows coloured by most probable component, means, contours at distance 1, 2.
+
+    More than two features: the first two principal axes of the data, or two --columns.
+
+    Without --model: the rows alone, coloured by a component or true_component column.
+
+    With --table: the criterion against K, one line per covariance type.
+
+    Needs the plot extra: pip install 'gmmcli\[plot]'
+    """
+    from gmmcli import plot as pictures  # matplotlib only loads when a picture is drawn
+
+    report = Reporter(quiet)
+    image = pictures.Image.from_options(output, size, dpi)
+    if (data is None) == (table is None):
+        raise UserError("give a DATA file to draw, or --table with a select-k grid, not both")
+    if table is not None and (model is not None or columns is not None):
+        raise UserError("--table draws the select-k grid alone; leave out --model and --columns")
+    try:
+        pictures.require_matplotlib()
+    except UserError as err:  # _fail reads rich markup: escape keeps the install line's [plot]
+        from rich.markup import escape
+
+        raise _fail(escape(str(err)), EXIT_USER_ERROR) from None
+    if table is not None:
+        figure = pictures.grid_figure(
+            tables.read_table(table).to_pydict(), image, source=_source_name(table)
+        )
+    else:
+        chosen = tables.parse_column_list(columns)
+        mixture = modelfile.load(model) if model is not None else None
+        if mixture is None:
+            frame, features = read_features(data, None, columns=chosen, report=report)
+        else:
+            frame, features = _model_features(data, None, mixture, None, report)
+        keep = ~features.missing
+        if not keep.any():
+            raise UserError(f"every row of {_source_name(data)} has a missing feature value")
+        if not keep.all():
+            report.note(f"left out {int((~keep).sum())} rows with missing values")
+        X = features.X[keep]
+        view = pictures.choose_view(X, features.names, chosen)
+        shown = pictures.subsample(len(X), max_points, parse_seed(seed))
+        if mixture is not None:
+            figure = pictures.fit_figure(X, shown, view, mixture, image)
+        else:
+            label = next((n for n in pictures.LABEL_COLUMNS if n in frame.column_names), None)
+            labels = None
+            if label is not None:
+                values = frame.column(frame.column_names.index(label)).to_pylist()
+                labels = (label, [v for v, kept in zip(values, keep, strict=True) if kept])
+            figure = pictures.data_figure(
+                X, shown, view, image, source=_source_name(data), labels=labels
+            )
+    pictures.save(figure, image)
+    report.note(f"drew {output} ({image.width:g}x{image.height:g} in at {image.dpi} dpi)")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -184,6 +184,20 @@ def rounding_allowance(dtype: np.dtype) -> float:
     return 1e-10 * np.sqrt(np.finfo(dtype).eps / np.finfo(np.float64).eps)
 
 
+def regularisation_slack(params: Params, cov: Covariance, reg_covar: float) -> float:
+    """How far, per sample, adding reg_covar to the covariances may pull the log-likelihood.
+
+    With reg_covar > 0 the M-step is not exactly the likelihood's maximiser, so EM may lose
+    up to about ¼ (reg_covar · λ)² per sample and precision eigenvalue λ as it settles; this
+    bound, reg_covar² Σₖ πₖ |Λₖ|²_F, is four times that and is no numerical failure.
+    """
+    if reg_covar == 0:
+        return 0.0
+    n_components, n_features = params.means.shape
+    precisions = cov.full_matrices(cov.precisions(params.prec_chol), n_components, n_features)
+    return reg_covar**2 * float(params.weights @ np.square(precisions).sum(axis=(1, 2)))
+
+
 @dataclass
 class EMResult:
     params: Params
@@ -229,7 +243,7 @@ def run_em(
         result.params, result.stats, result.n_iter = params, stats, iteration
         if on_iteration is not None:
             on_iteration(iteration, mean_ll)
-        slack = allowance * max(1.0, abs(mean_ll))
+        slack = allowance * max(1.0, abs(mean_ll)) + regularisation_slack(params, cov, reg_covar)
         if gain < -slack:
             result.largest_drop = max(result.largest_drop, -gain)
         elif tol > 0 and gain < tol:

@@ -106,10 +106,20 @@ def _validate_data(X, weights, n_components) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _explicit_start(
-    start: Params, cov: Covariance, centre: np.ndarray, weights_init, means_init, precisions_init
+    start: Params | None,
+    shape: tuple[int, int],
+    cov: Covariance,
+    centre: np.ndarray,
+    weights_init,
+    means_init,
+    precisions_init,
 ) -> Params:
-    """``start`` with any of the given initial values (scikit-learn shapes) put in."""
-    n_components, n_features = start.means.shape
+    """``start`` (None when all three are given) with the given initial values put in.
+
+    Initial values have scikit-learn's shapes and meaning; means are centred here.
+    """
+    n_components, n_features = shape
+    start = start or Params(None, None, None, None)
     if weights_init is not None:
         start.weights = np.asarray(weights_init, dtype=float)
         if start.weights.shape != (n_components,) or abs(start.weights.sum() - 1) > 1e-6:
@@ -183,24 +193,33 @@ def fit(
     _warn_about_inputs(data, reg_covar)
     rows = InMemoryRows(X, weights, data.centre, block_rows)
     em_rows = InMemoryRows(X, weights, data.centre, block_rows, np.dtype(dtype).type)
-    explicit = any(v is not None for v in (weights_init, means_init, precisions_init))
+    given = [v is not None for v in (weights_init, means_init, precisions_init)]
+    explicit, complete = any(given), all(given)
 
     runs: list[tuple[EMResult, str | None]] = []
     failure: SingularCovarianceError | None = None
     for restart, child in enumerate(np.random.SeedSequence(seed).spawn(n_init)):
         rng = np.random.default_rng(child)
         try:
-            start = initial_params(
-                rows,
-                n_components,
-                cov,
-                method=init,
-                reg_covar=reg_covar,
-                data_variance=float(np.trace(data.covariance) / X.shape[1]),
-                rng=rng,
-            )
+            start = None  # a complete explicit start leaves nothing for the init method
+            if not complete:
+                start = initial_params(
+                    rows,
+                    n_components,
+                    cov,
+                    method=init,
+                    reg_covar=reg_covar,
+                    data_variance=float(np.trace(data.covariance) / X.shape[1]),
+                    rng=rng,
+                )
             start = _explicit_start(
-                start, cov, data.centre, weights_init, means_init, precisions_init
+                start,
+                (n_components, X.shape[1]),
+                cov,
+                data.centre,
+                weights_init,
+                means_init,
+                precisions_init,
             )
             result = run_em(
                 em_rows,

@@ -85,6 +85,21 @@ def _require(condition: bool, message: str) -> None:
         raise ModelFileError(message)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number_array(value: Any) -> np.ndarray:
+    """A JSON (nested) list of numbers as a float array; strings and booleans are refused."""
+    message = "weights, means and covariances must be (nested) arrays of numbers"
+    try:
+        entries = np.array(value, dtype=object)
+    except ValueError:  # ragged nesting
+        raise ModelFileError(message) from None
+    _require(all(_is_number(v) for v in entries.flat), message)
+    return entries.astype(float)
+
+
 def _fit_info(training: Any) -> FitInfo | None:
     if training is None:
         return None
@@ -95,9 +110,13 @@ def _fit_info(training: Any) -> FitInfo | None:
         value = training[name]
         valid = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
         _require(valid, f"'training.{name}' has the wrong type ({type(value).__name__})")
+        _require(
+            not isinstance(value, float) or math.isfinite(value),
+            f"'training.{name}' is not a finite number",
+        )
         values[name] = value
     _require(
-        all(isinstance(v, (int, float)) and math.isfinite(v) for v in values["history"]),
+        all(_is_number(v) and math.isfinite(v) for v in values["history"]),
         "'training.history' must be a list of finite numbers",
     )
     _require(values["total_weight"] > 0, "'training.total_weight' must be positive")
@@ -124,10 +143,7 @@ def from_dict(data: Any) -> GaussianMixture:
         names is None or (isinstance(names, list) and all(isinstance(n, str) for n in names)),
         "'feature_names' must be a list of strings or null",
     )
-    try:
-        arrays = {k: np.array(data[k], dtype=float) for k in ("weights", "means", "covariances")}
-    except (TypeError, ValueError):
-        raise ModelFileError("weights, means and covariances must be arrays of numbers") from None
+    arrays = {k: _number_array(data[k]) for k in ("weights", "means", "covariances")}
     shape = arrays["means"].shape
     _require(
         shape == (data["n_components"], data["n_features"]),

@@ -1,0 +1,624 @@
+"""Pictures for `gmmcli plot`: a fit over its data, the data alone, a select-k grid.
+
+This is the optional ``plot`` extra (``pip install 'gmmcli[plot]'``). matplotlib is imported
+inside the drawing functions only, so importing this module (or gmmcli) never loads it, and
+the geometry here (principal axes, projections, ellipses, subsamples) is plain numpy that
+tests check numerically. Figures are built with matplotlib's object API, never pyplot's
+global state: the Agg canvas renders PNG, matplotlib's own backends SVG and PDF.
+
+Stdout is never written; the caller reports on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gmmcli.core.model import GaussianMixture
+from gmmcli.errors import UserError
+from gmmcli.io.atomic import atomic_writer
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+INSTALL_HINT = "pip install 'gmmcli[plot]'"
+IMAGE_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
+MAX_PIXELS = 2**15  # per side: far beyond any screen or print, well inside Agg's limits
+# Colour-blind-safe qualitative palette (Okabe & Ito 2008), yellow and black last: yellow is
+# faint on white, black is the colour of means' edges and of the contour key.
+OKABE_ITO = (
+    "#0072B2",  # blue
+    "#E69F00",  # orange
+    "#009E73",  # bluish green
+    "#CC79A7",  # reddish purple
+    "#56B4E9",  # sky blue
+    "#D55E00",  # vermillion
+    "#F0E442",  # yellow
+    "#000000",  # black
+)
+# Past 8 groups colours repeat; the marker shape then tells the cycles apart.
+MARKERS = ("o", "s", "^", "D", "v", "P")
+MAHALANOBIS_RADII = ((1.0, "-"), (2.0, "--"))
+# Data-only pictures are coloured by the first of these columns the table has.
+LABEL_COLUMNS = ("component", "true_component")
+MAX_LABELS = len(OKABE_ITO) * len(MARKERS)
+MAX_FAILED_LISTED = 6
+
+
+# ------------------------------------------------------------------------------ options
+
+
+@dataclass(frozen=True)
+class Image:
+    """Where and how a picture is written: path, format (by extension), inches and dpi."""
+
+    path: str
+    format: str
+    width: float
+    height: float
+    dpi: int
+
+    @classmethod
+    def from_options(cls, path: str, size: str, dpi: int) -> Image:
+        """Check -o, --size WxH and --dpi before any work is done."""
+        fmt = IMAGE_FORMATS.get(os.path.splitext(path)[1].lower())
+        if fmt is None:
+            raise UserError(
+                f"cannot tell the image format of '{path}' from its extension; "
+                "name the output .png, .svg or .pdf"
+            )
+        width, height = parse_size(size)
+        if dpi < 1:
+            raise UserError(f"--dpi must be at least 1, got {dpi}")
+        if max(width, height) * dpi > MAX_PIXELS:
+            raise UserError(
+                f"--size {size} at --dpi {dpi} is over {MAX_PIXELS} pixels a side; "
+                "make the size or the dpi smaller"
+            )
+        return cls(path, fmt, width, height, dpi)
+
+    @property
+    def pixels(self) -> tuple[int, int]:
+        """(width, height) of the PNG in pixels (matplotlib rounds size × dpi)."""
+        return round(self.width * self.dpi), round(self.height * self.dpi)
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*[xX×]\s*(\d+(?:\.\d*)?|\.\d+)\s*")
+
+
+def parse_size(text: str) -> tuple[float, float]:
+    """--size "8x6" -> (8.0, 6.0) inches, width by height."""
+    match = _SIZE.fullmatch(text)
+    if match is None or min(float(match[1]), float(match[2])) <= 0:
+        raise UserError(
+            f"--size must be WIDTHxHEIGHT in inches, both positive, like 8x6; got {text!r}"
+        )
+    return float(match[1]), float(match[2])
+
+
+def require_matplotlib() -> None:
+    """A one-line UserError naming the extra when matplotlib is not installed."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UserError(
+            f"gmmcli plot needs matplotlib, which is not installed; install it with {INSTALL_HINT}"
+        ) from None
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+@dataclass(frozen=True)
+class View:
+    """The two drawn axes as a linear map of the D features: x -> (x - centre) @ axes."""
+
+    centre: np.ndarray  # (D,)
+    axes: np.ndarray  # (D, 2), orthonormal columns
+    labels: tuple[str, str]
+    description: str  # for the subtitle; empty when the picture shows the features as they are
+
+    def points(self, X: np.ndarray) -> np.ndarray:
+        """Rows (n, D) as drawn coordinates (n, 2)."""
+        return (np.asarray(X, dtype=float) - self.centre) @ self.axes
+
+    def covariances(self, covariances: np.ndarray) -> np.ndarray:
+        """Full covariances (K, D, D) as those of the drawn coordinates: Vᵀ Σ V, (K, 2, 2).
+
+        Exact: a linear map of a Gaussian is Gaussian, so contours drawn from these are the
+        contours of each component's distribution in the picture's coordinates.
+        """
+        return np.einsum("di,kde,ej->kij", self.axes, covariances, self.axes)
+
+
+def principal_view(X: np.ndarray) -> View:
+    """Project onto the first two principal axes of the rows (largest variance first).
+
+    Each axis's sign is fixed so that its largest entry is positive: the same data give
+    the same picture, whatever the eigensolver returns.
+    """
+    X = np.asarray(X, dtype=float)
+    centre = X.mean(axis=0)
+    variances, vectors = np.linalg.eigh(np.cov(X, rowvar=False, bias=True))
+    order = np.argsort(variances)[::-1][:2]
+    axes = vectors[:, order]
+    flip = axes[np.abs(axes).argmax(axis=0), [0, 1]] < 0
+    axes[:, flip] *= -1
+    total = variances.clip(min=0).sum()
+    shares = [f" ({v / total:.0%} of variance)" if total > 0 else "" for v in variances[order]]
+    return View(
+        centre,
+        axes,
+        (f"principal axis 1{shares[0]}", f"principal axis 2{shares[1]}"),
+        f"projected onto the first two principal axes of the {X.shape[1]} features",
+    )
+
+
+def column_view(names: Sequence[str], chosen: Sequence[str]) -> View:
+    """Draw two of the features as they are (for a model: its marginal on those two)."""
+    for name in chosen:
+        if name not in names:
+            raise UserError(
+                f"--columns names '{name}', which is not among the features "
+                f"({', '.join(names)}); choose two of them"
+            )
+    axes = np.zeros((len(names), 2))
+    axes[list(names).index(chosen[0]), 0] = 1.0
+    axes[list(names).index(chosen[1]), 1] = 1.0
+    description = "" if len(names) == 2 else f"features {chosen[0]} and {chosen[1]} of {len(names)}"
+    return View(np.zeros(len(names)), axes, (chosen[0], chosen[1]), description)
+
+
+def choose_view(X: np.ndarray, names: Sequence[str], chosen: Sequence[str] | None) -> View:
+    """--columns x,y when given; else both features for D = 2, principal axes for D > 2."""
+    if chosen is not None:
+        if len(chosen) != 2:
+            raise UserError(f"--columns takes two names, x,y; got {len(chosen)}")
+        return column_view(names, chosen)
+    if len(names) < 2:
+        raise UserError(
+            f"a picture needs two features and there is one ({names[0]}); "
+            "give two columns with --columns x,y"
+        )
+    if len(names) == 2:
+        return column_view(names, names)
+    return principal_view(X)
+
+
+def ellipse(mean: np.ndarray, covariance: np.ndarray, radius: float, n_points: int = 121):
+    """Points (n_points, 2) on {p : (p - μ)ᵀ Σ⁻¹ (p - μ) = radius²}, closed (last = first).
+
+    Semi-axes radius·√λ along Σ's eigenvectors: p = μ + V diag(radius·√λ) (cos t, sin t).
+    """
+    variances, vectors = np.linalg.eigh(np.asarray(covariance, dtype=float))
+    t = np.linspace(0.0, 2.0 * math.pi, n_points)
+    circle = np.column_stack([np.cos(t), np.sin(t)])
+    return np.asarray(mean, dtype=float) + (circle * radius * np.sqrt(variances)) @ vectors.T
+
+
+def subsample(n_rows: int, max_points: int, seed: int | None) -> np.ndarray:
+    """Indices of the rows to draw: all of them, or ``max_points`` drawn by ``seed``, sorted."""
+    if n_rows <= max_points:
+        return np.arange(n_rows)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_rows, size=max_points, replace=False))
+
+
+def marker_area(n_points: int) -> float:
+    """Scatter marker area (points²): smaller as more rows are drawn."""
+    return float(np.clip(350.0 / math.sqrt(max(n_points, 1)), 2.0, 20.0))
+
+
+def group_style(index: int) -> tuple[str, str]:
+    """(colour, marker) of component or label number ``index``."""
+    return OKABE_ITO[index % len(OKABE_ITO)], MARKERS[(index // len(OKABE_ITO)) % len(MARKERS)]
+
+
+# ------------------------------------------------------------------------------ drawing
+
+
+@contextlib.contextmanager
+def _style() -> Iterator[None]:
+    """Settings for building and saving: fixed SVG ids, so reruns give the same bytes."""
+    import matplotlib
+
+    with matplotlib.rc_context({"svg.hashsalt": "gmmcli", "axes.axisbelow": True}):
+        yield
+
+
+def _figure(image: Image) -> tuple[Figure, Axes]:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(image.width, image.height), dpi=image.dpi, layout="constrained")
+    axes = figure.add_subplot()
+    axes.grid(True, color="0.9", linewidth=0.8)
+    return figure, axes
+
+
+def _titles(figure: Figure, axes: Axes, title: str, subtitle: str) -> None:
+    figure.suptitle(title, fontsize="large")
+    if subtitle:
+        axes.set_title(subtitle, fontsize="medium", color="0.3")
+
+
+def _legend(axes: Axes, handles: list, title: str | None = None) -> None:
+    """The key, outside the axes on the right, so it never hides data."""
+    axes.legend(
+        handles=handles,
+        title=title,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
+        fontsize="small",
+        title_fontsize="small",
+        frameon=False,
+    )
+
+
+def _shown_note(n_shown: int, n_rows: int) -> str:
+    if n_shown == n_rows:
+        return f"{n_rows:,} rows"
+    return f"a random {n_shown:,} of {n_rows:,} rows (--max-points, --seed)"
+
+
+def fit_figure(
+    X: np.ndarray, shown: np.ndarray, view: View, model: GaussianMixture, image: Image
+) -> Figure:
+    """Rows coloured by most probable component (opacity: its probability), each
+    component's mean and its contours at Mahalanobis distance 1 and 2, weights in the key.
+
+    ``X`` are all complete rows (for the log-likelihood when the model has no training
+    record); ``shown`` indexes those drawn. Contour lines carry gid "contour-k-r".
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.patheffects import withStroke
+
+    with _style():
+        figure, axes = _figure(image)
+        rows = X[shown]
+        proba = model.predict_proba(rows)
+        component, certainty = proba.argmax(axis=1), proba.max(axis=1)
+        drawn = view.points(rows)
+        means = view.points(model.means)
+        full = model.covariance.full_matrices(
+            model.covariances, model.n_components, model.n_features
+        )
+        covariances = view.covariances(full)
+        area = marker_area(len(rows))
+        handles = []
+        halo = [withStroke(linewidth=3.2, foreground="white")]
+        for k in range(model.n_components):
+            colour, marker = group_style(k)
+            mine = component == k
+            if mine.any():
+                rgba = np.tile(_rgba(colour), (int(mine.sum()), 1))
+                rgba[:, 3] = 0.85 * certainty[mine]
+                axes.scatter(
+                    drawn[mine, 0],
+                    drawn[mine, 1],
+                    s=area,
+                    c=rgba,
+                    marker=marker,
+                    linewidths=0,
+                    rasterized=len(rows) > 5000,
+                    zorder=2,
+                )
+            for radius, linestyle in MAHALANOBIS_RADII:
+                outline = ellipse(means[k], covariances[k], radius)
+                (line,) = axes.plot(
+                    outline[:, 0],
+                    outline[:, 1],
+                    color=colour,
+                    linestyle=linestyle,
+                    linewidth=1.8 if radius == 1 else 1.3,
+                    path_effects=halo,
+                    zorder=3,
+                )
+                line.set_gid(f"contour-{k}-{radius:g}")
+            axes.scatter(
+                means[k, 0],
+                means[k, 1],
+                marker="X",
+                s=150,
+                color=colour,
+                edgecolors="black",
+                linewidths=1.0,
+                zorder=4,
+            )
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color=colour,
+                    marker=marker,
+                    linestyle="-",
+                    label=f"{k}: weight {model.weights[k]:.3f}",
+                )
+            )
+        handles += [
+            Line2D([], [], color="0.2", linestyle=style, label=f"Mahalanobis distance {r:g}")
+            for r, style in MAHALANOBIS_RADII
+        ]
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="0.6",
+                marker="X",
+                markersize=9,
+                markeredgecolor="black",
+                linestyle="none",
+                label="component mean",
+            )
+        )
+        _legend(axes, handles, "component: mixing weight")
+        info = model.fit_info
+        if info is not None:
+            likelihood = f"log-likelihood {info.log_likelihood:.6g} (fit)"
+        else:
+            likelihood = f"log-likelihood {float(model.score_samples(X).sum()):.6g} (these rows)"
+        title = (
+            f"{model.n_components} {model.covariance_type} "
+            f"component{'s' if model.n_components > 1 else ''}, {likelihood}"
+        )
+        subtitle = "; ".join(
+            part
+            for part in (
+                view.description,
+                _shown_note(len(rows), len(X)),
+                "colour: most probable component, paler = less sure",
+            )
+            if part
+        )
+        _titles(figure, axes, title, subtitle)
+        axes.set_xlabel(view.labels[0])
+        axes.set_ylabel(view.labels[1])
+        if view.description.startswith("projected"):
+            axes.set_aspect("equal", adjustable="datalim")  # a rotation: keep distances true
+    return figure
+
+
+def data_figure(
+    X: np.ndarray,
+    shown: np.ndarray,
+    view: View,
+    image: Image,
+    *,
+    source: str,
+    labels: tuple[str, Sequence[Any]] | None = None,
+) -> Figure:
+    """The rows alone; ``labels`` = (column name, a value per row of X) colours them."""
+    from matplotlib.lines import Line2D
+
+    with _style():
+        figure, axes = _figure(image)
+        drawn = view.points(X[shown])
+        area = marker_area(len(shown))
+        subtitle = [view.description, _shown_note(len(shown), len(X))]
+        groups: list[tuple[str, np.ndarray]] = []
+        if labels is not None:
+            name, values = labels
+            values = np.asarray(values, dtype=object)[shown]
+            present = [v for v in values if v is not None]
+            categories = sorted(set(present), key=_category_key)
+            if len(categories) > MAX_LABELS:
+                subtitle.append(f"'{name}' has {len(categories)} values: too many to colour")
+            else:
+                subtitle.append(f"colour: {name}")
+                groups = [(str(c), np.array([v == c for v in values], bool)) for c in categories]
+                missing = np.array([v is None for v in values], bool)
+                if missing.any():
+                    groups.append(("(empty)", missing))
+        if not groups:
+            axes.scatter(
+                drawn[:, 0],
+                drawn[:, 1],
+                s=area,
+                color=OKABE_ITO[0],
+                alpha=0.6,
+                linewidths=0,
+                rasterized=len(shown) > 5000,
+            )
+        handles = []
+        for index, (label, mine) in enumerate(groups):
+            colour, marker = group_style(index) if label != "(empty)" else ("0.6", "o")
+            axes.scatter(
+                drawn[mine, 0],
+                drawn[mine, 1],
+                s=area,
+                color=colour,
+                marker=marker,
+                alpha=0.7,
+                linewidths=0,
+                rasterized=len(shown) > 5000,
+            )
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color=colour,
+                    marker=marker,
+                    linestyle="none",
+                    label=f"{label} ({int(mine.sum()):,} rows)",
+                )
+            )
+        if handles:
+            _legend(axes, handles, labels[0])
+        _titles(figure, axes, f"the data in {source}", "; ".join(p for p in subtitle if p))
+        axes.set_xlabel(view.labels[0])
+        axes.set_ylabel(view.labels[1])
+        if view.description.startswith("projected"):
+            axes.set_aspect("equal", adjustable="datalim")
+    return figure
+
+
+def _category_key(value: Any) -> tuple[int, Any]:
+    """Numbers in numeric order before anything else in text order."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, value)
+    return (1, str(value))
+
+
+GRID_COLUMNS = ("n_components", "covariance_type", "criterion", "degenerate", "status", "best")
+CRITERION_LABELS = {
+    "bic": "BIC (lower is better)",
+    "aic": "AIC (lower is better)",
+    "icl": "ICL (lower is better)",
+    "cv": "held-out mean log-likelihood (higher is better)",
+}
+
+
+def criterion_name(columns: dict[str, list]) -> str | None:
+    """Which criterion the grid was ranked by: the column its ``criterion`` copies."""
+    chosen = columns["criterion"]
+    if all(value is None for value in chosen):
+        return None
+    for name in CRITERION_LABELS:
+        if name in columns and all(
+            c is None or c == v for c, v in zip(chosen, columns[name], strict=True)
+        ):
+            return name
+    return None
+
+
+def grid_figure(columns: dict[str, list], image: Image, *, source: str) -> Figure:
+    """A select-k grid: the criterion against K, one line per covariance type.
+
+    Degenerate points are hollow, the best point is ringed, and points without a value
+    (failed fits) are listed under the plot with their status.
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    missing = [name for name in GRID_COLUMNS if name not in columns]
+    if missing:
+        raise UserError(
+            f"'{source}' is not a select-k grid (no column '{missing[0]}'); "
+            "write one with gmmcli select-k --table"
+        )
+    n_rows = len(columns["criterion"])
+    if n_rows == 0:
+        raise UserError(f"'{source}' has no rows; write a grid with gmmcli select-k --table")
+    rows = [{name: columns[name][i] for name in GRID_COLUMNS} for i in range(n_rows)]
+    for row in rows:
+        if not isinstance(row["n_components"], int) or isinstance(row["n_components"], bool):
+            raise UserError(
+                f"'{source}' has n_components {row['n_components']!r}, not a whole number; "
+                "write the grid with gmmcli select-k --table"
+            )
+    name = criterion_name(columns)
+    with _style():
+        figure, axes = _figure(image)
+        types = list(dict.fromkeys(str(row["covariance_type"]) for row in rows))
+        handles = []
+        for index, kind in enumerate(types):
+            colour, marker = group_style(index)
+            mine = sorted(
+                (row for row in rows if str(row["covariance_type"]) == kind),
+                key=lambda row: row["n_components"],
+            )
+            k = np.array([row["n_components"] for row in mine], dtype=float)
+            value = np.array(
+                [np.nan if row["criterion"] is None else row["criterion"] for row in mine],
+                dtype=float,
+            )
+            hollow = np.array([bool(row["degenerate"]) for row in mine])
+            axes.plot(k, value, color=colour, linewidth=1.6, zorder=2)  # NaN breaks the line
+            for fill, chosen in ((colour, ~hollow), ("white", hollow)):
+                axes.scatter(
+                    k[chosen],
+                    value[chosen],
+                    s=45,
+                    marker=marker,
+                    facecolors=fill,
+                    edgecolors=colour,
+                    linewidths=1.5,
+                    zorder=3,
+                )
+            handles.append(Line2D([], [], color=colour, marker=marker, label=kind))
+        best = [row for row in rows if row["best"]]
+        for row in best:
+            axes.scatter(
+                row["n_components"],
+                row["criterion"],
+                s=380,
+                marker="o",
+                facecolors="none",
+                edgecolors="black",
+                linewidths=1.8,
+                zorder=4,
+            )
+        handles += [
+            Line2D(
+                [],
+                [],
+                color="0.3",
+                marker="o",
+                markerfacecolor="white",
+                linestyle="none",
+                label="degenerate (hollow)",
+            ),
+            Line2D(
+                [],
+                [],
+                color="black",
+                marker="o",
+                markerfacecolor="none",
+                markersize=14,
+                linestyle="none",
+                label="best",
+            ),
+        ]
+        _legend(axes, handles, "covariance type")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_xlabel("number of components K")
+        axes.set_ylabel(CRITERION_LABELS.get(name, "criterion"))
+        label = name.upper() if name in ("bic", "aic", "icl") else "held-out likelihood"
+        title = f"model selection by {label}" if name else "model selection"
+        subtitle = ""
+        if best:
+            row = best[0]
+            subtitle = (
+                f"best: K = {row['n_components']}, {row['covariance_type']} "
+                f"({row['criterion']:.6g})"
+            )
+        _titles(figure, axes, title, subtitle)
+        failed = [row for row in rows if row["criterion"] is None]
+        if failed:
+            figure.supxlabel(
+                _failed_note(failed), x=0.01, ha="left", fontsize="small", color="0.25"
+            )
+    return figure
+
+
+def _failed_note(failed: list[dict]) -> str:
+    lines = [f"{len(failed)} point{'s' if len(failed) > 1 else ''} without a value:"]
+    for row in failed[:MAX_FAILED_LISTED]:
+        status = " ".join(str(row["status"] or "no value").split())
+        if len(status) > 100:
+            status = status[:99] + "…"
+        lines.append(f"K = {row['n_components']}, {row['covariance_type']}: {status}")
+    if len(failed) > MAX_FAILED_LISTED:
+        lines.append(f"… and {len(failed) - MAX_FAILED_LISTED} more (see the table)")
+    return "\n".join(lines)
+
+
+def _rgba(colour: str) -> np.ndarray:
+    from matplotlib.colors import to_rgba
+
+    return np.array(to_rgba(colour))
+
+
+def save(figure: Figure, image: Image) -> None:
+    """Write the figure atomically; no dates in SVG or PDF, so reruns give the same bytes."""
+    metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(image.format)
+    with _style(), atomic_writer(image.path) as handle:
+        figure.savefig(handle, format=image.format, dpi=image.dpi, metadata=metadata)
