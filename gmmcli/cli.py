@@ -485,7 +485,7 @@ def select_k(
         raise UserError(f"need 1 <= --k-min <= --k-max, got {k_min} and {k_max}")
     if jobs < 1:
         raise UserError("--jobs must be at least 1")
-    types = tables.parse_column_list(covariance_types)
+    types = [name.strip() for name in covariance_types.split(",")]
     unknown = [name for name in types if name not in CovarianceType.__members__]
     if unknown:
         raise UserError(
@@ -533,12 +533,12 @@ def select_k(
             jobs=jobs,
             on_point=lambda p: advance(1, f"K={p.n_components} {p.covariance_type}"),
         )
-    if table is not None:
-        write_output(pa.table(selection.table_columns(points)), table, None)
     show_grid(points, criterion.value, report)
     if winner is None:
         reasons = points[0].status
         raise UserError(f"every grid point failed, the data support no model ({reasons})")
+    if table is not None:
+        write_output(pa.table(selection.table_columns(points)), table, None)
     best = next(p for p in points if p.best)
     if selection.on_edge(best, k_values):
         report.warn(

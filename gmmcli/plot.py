@@ -125,6 +125,7 @@ class View:
     axes: np.ndarray  # (D, 2), orthonormal columns
     labels: tuple[str, str]
     description: str  # for the subtitle; empty when the picture shows the features as they are
+    projected: bool = False  # principal axes: a rotation, so drawn with equal scales
 
     def points(self, X: np.ndarray) -> np.ndarray:
         """Rows (n, D) as drawn coordinates (n, 2)."""
@@ -159,6 +160,7 @@ def principal_view(X: np.ndarray) -> View:
         axes,
         (f"principal axis 1{shares[0]}", f"principal axis 2{shares[1]}"),
         f"projected onto the first two principal axes of the {X.shape[1]} features",
+        projected=True,
     )
 
 
@@ -217,6 +219,11 @@ def marker_area(n_points: int) -> float:
     return float(np.clip(350.0 / math.sqrt(max(n_points, 1)), 2.0, 20.0))
 
 
+def marker_opacity(n_points: int) -> float:
+    """Opacity of a sure point: lower as more rows are drawn, so dense clouds show shape."""
+    return float(np.clip(0.85 * (2000.0 / max(n_points, 1)) ** (1 / 3), 0.35, 0.85))
+
+
 def group_style(index: int) -> tuple[str, str]:
     """(colour, marker) of component or label number ``index``."""
     return OKABE_ITO[index % len(OKABE_ITO)], MARKERS[(index // len(OKABE_ITO)) % len(MARKERS)]
@@ -266,7 +273,7 @@ def _legend(axes: Axes, handles: list, title: str | None = None) -> None:
 def _shown_note(n_shown: int, n_rows: int) -> str:
     if n_shown == n_rows:
         return f"{n_rows:,} rows"
-    return f"a random {n_shown:,} of {n_rows:,} rows (--max-points, --seed)"
+    return f"{n_shown:,} of {n_rows:,} rows, drawn at random (--max-points, --seed)"
 
 
 def fit_figure(
@@ -279,7 +286,6 @@ def fit_figure(
     record); ``shown`` indexes those drawn. Contour lines carry gid "contour-k-r".
     """
     from matplotlib.lines import Line2D
-    from matplotlib.patheffects import withStroke
 
     with _style():
         figure, axes = _figure(image)
@@ -292,15 +298,14 @@ def fit_figure(
             model.covariances, model.n_components, model.n_features
         )
         covariances = view.covariances(full)
-        area = marker_area(len(rows))
+        area, opacity = marker_area(len(rows)), marker_opacity(len(rows))
         handles = []
-        halo = [withStroke(linewidth=3.2, foreground="white")]
         for k in range(model.n_components):
             colour, marker = group_style(k)
             mine = component == k
             if mine.any():
                 rgba = np.tile(_rgba(colour), (int(mine.sum()), 1))
-                rgba[:, 3] = 0.85 * certainty[mine]
+                rgba[:, 3] = opacity * certainty[mine]
                 axes.scatter(
                     drawn[mine, 0],
                     drawn[mine, 1],
@@ -310,16 +315,16 @@ def fit_figure(
                     linewidths=0,
                     rasterized=len(rows) > 5000,
                     zorder=2,
+                    gid=f"rows-{k}",
                 )
             for radius, linestyle in MAHALANOBIS_RADII:
                 outline = ellipse(means[k], covariances[k], radius)
                 (line,) = axes.plot(
                     outline[:, 0],
                     outline[:, 1],
-                    color=colour,
+                    color=_darker(colour),
                     linestyle=linestyle,
-                    linewidth=1.8 if radius == 1 else 1.3,
-                    path_effects=halo,
+                    linewidth=2.0 if radius == 1 else 1.5,
                     zorder=3,
                 )
                 line.set_gid(f"contour-{k}-{radius:g}")
@@ -332,15 +337,18 @@ def fit_figure(
                 edgecolors="black",
                 linewidths=1.0,
                 zorder=4,
+                gid=f"mean-{k}",
             )
             handles.append(
                 Line2D(
                     [],
                     [],
-                    color=colour,
+                    color=_darker(colour),
                     marker=marker,
+                    markerfacecolor=colour,
+                    markeredgecolor=colour,
                     linestyle="-",
-                    label=f"{k}: weight {model.weights[k]:.3f}",
+                    label=f"{k}: {model.weights[k]:.3f}",
                 )
             )
         handles += [
@@ -359,7 +367,7 @@ def fit_figure(
                 label="component mean",
             )
         )
-        _legend(axes, handles, "component: mixing weight")
+        _legend(axes, handles, "most probable component\n(paler: less sure)\nand its mixing weight")
         info = model.fit_info
         if info is not None:
             likelihood = f"log-likelihood {info.log_likelihood:.6g} (fit)"
@@ -369,19 +377,11 @@ def fit_figure(
             f"{model.n_components} {model.covariance_type} "
             f"component{'s' if model.n_components > 1 else ''}, {likelihood}"
         )
-        subtitle = "; ".join(
-            part
-            for part in (
-                view.description,
-                _shown_note(len(rows), len(X)),
-                "colour: most probable component, paler = less sure",
-            )
-            if part
-        )
+        subtitle = "\n".join(p for p in (view.description, _shown_note(len(rows), len(X))) if p)
         _titles(figure, axes, title, subtitle)
         axes.set_xlabel(view.labels[0])
         axes.set_ylabel(view.labels[1])
-        if view.description.startswith("projected"):
+        if view.projected:
             axes.set_aspect("equal", adjustable="datalim")  # a rotation: keep distances true
     return figure
 
@@ -402,17 +402,17 @@ def data_figure(
         figure, axes = _figure(image)
         drawn = view.points(X[shown])
         area = marker_area(len(shown))
-        subtitle = [view.description, _shown_note(len(shown), len(X))]
+        notes = [_shown_note(len(shown), len(X))]
         groups: list[tuple[str, np.ndarray]] = []
         if labels is not None:
             name, values = labels
-            values = np.asarray(values, dtype=object)[shown]
+            values = np.array([_label(v) for v in values], dtype=object)[shown]
             present = [v for v in values if v is not None]
             categories = sorted(set(present), key=_category_key)
             if len(categories) > MAX_LABELS:
-                subtitle.append(f"'{name}' has {len(categories)} values: too many to colour")
+                notes.append(f"'{name}' has {len(categories)} values: too many to colour")
             else:
-                subtitle.append(f"colour: {name}")
+                notes.append(f"colour: {name}")
                 groups = [(str(c), np.array([v == c for v in values], bool)) for c in categories]
                 missing = np.array([v is None for v in values], bool)
                 if missing.any():
@@ -423,7 +423,7 @@ def data_figure(
                 drawn[:, 1],
                 s=area,
                 color=OKABE_ITO[0],
-                alpha=0.6,
+                alpha=marker_opacity(len(shown)),
                 linewidths=0,
                 rasterized=len(shown) > 5000,
             )
@@ -436,7 +436,7 @@ def data_figure(
                 s=area,
                 color=colour,
                 marker=marker,
-                alpha=0.7,
+                alpha=marker_opacity(len(shown)),
                 linewidths=0,
                 rasterized=len(shown) > 5000,
             )
@@ -452,12 +452,18 @@ def data_figure(
             )
         if handles:
             _legend(axes, handles, labels[0])
-        _titles(figure, axes, f"the data in {source}", "; ".join(p for p in subtitle if p))
+        subtitle = "\n".join(p for p in (view.description, "; ".join(notes)) if p)
+        _titles(figure, axes, f"the data in {source}", subtitle)
         axes.set_xlabel(view.labels[0])
         axes.set_ylabel(view.labels[1])
-        if view.description.startswith("projected"):
+        if view.projected:
             axes.set_aspect("equal", adjustable="datalim")
     return figure
+
+
+def _label(value: Any) -> Any:
+    """A label cell, with NaN read as empty like null."""
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _category_key(value: Any) -> tuple[int, Any]:
@@ -489,6 +495,49 @@ def criterion_name(columns: dict[str, list]) -> str | None:
     return None
 
 
+def grid_rows(columns: dict[str, list], source: str) -> list[dict[str, Any]]:
+    """The rows of a select-k grid, checked: K a whole number, criterion a number or None."""
+    missing = [name for name in GRID_COLUMNS if name not in columns]
+    if missing:
+        raise UserError(
+            f"{source} is not a select-k grid (no column '{missing[0]}'); "
+            "write one with gmmcli select-k --table"
+        )
+    rows = []
+    for i in range(len(columns["criterion"])):
+        k, value = columns["n_components"][i], columns["criterion"][i]
+        if isinstance(k, float) and k.is_integer():
+            k = int(k)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise UserError(
+                f"n_components in {source} row {i + 1} is {k!r}, not a positive whole number; "
+                "write the grid with gmmcli select-k --table"
+            )
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise UserError(
+                f"criterion in {source} row {i + 1} is {value!r}, not a number; "
+                "write the grid with gmmcli select-k --table"
+            )
+        rows.append(
+            {
+                "n_components": k,
+                "covariance_type": str(columns["covariance_type"][i]),
+                "criterion": None if value is None or math.isnan(value) else float(value),
+                "degenerate": _flag(columns["degenerate"][i]),
+                "status": "" if columns["status"][i] is None else str(columns["status"][i]),
+                "best": _flag(columns["best"][i]),
+            }
+        )
+    if not rows:
+        raise UserError(f"{source} has no rows; write a grid with gmmcli select-k --table")
+    return rows
+
+
+def _flag(value: Any) -> bool:
+    """A true/false cell as read from CSV or Parquet (bool, 0/1, or text)."""
+    return value is True or (value is not None and str(value).strip().lower() in ("1", "true"))
+
+
 def grid_figure(columns: dict[str, list], image: Image, *, source: str) -> Figure:
     """A select-k grid: the criterion against K, one line per covariance type.
 
@@ -498,41 +547,28 @@ def grid_figure(columns: dict[str, list], image: Image, *, source: str) -> Figur
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    missing = [name for name in GRID_COLUMNS if name not in columns]
-    if missing:
-        raise UserError(
-            f"'{source}' is not a select-k grid (no column '{missing[0]}'); "
-            "write one with gmmcli select-k --table"
-        )
-    n_rows = len(columns["criterion"])
-    if n_rows == 0:
-        raise UserError(f"'{source}' has no rows; write a grid with gmmcli select-k --table")
-    rows = [{name: columns[name][i] for name in GRID_COLUMNS} for i in range(n_rows)]
-    for row in rows:
-        if not isinstance(row["n_components"], int) or isinstance(row["n_components"], bool):
-            raise UserError(
-                f"'{source}' has n_components {row['n_components']!r}, not a whole number; "
-                "write the grid with gmmcli select-k --table"
-            )
+    rows = grid_rows(columns, source)
     name = criterion_name(columns)
     with _style():
         figure, axes = _figure(image)
-        types = list(dict.fromkeys(str(row["covariance_type"]) for row in rows))
+        types = list(dict.fromkeys(row["covariance_type"] for row in rows))
         handles = []
         for index, kind in enumerate(types):
             colour, marker = group_style(index)
             mine = sorted(
-                (row for row in rows if str(row["covariance_type"]) == kind),
+                (row for row in rows if row["covariance_type"] == kind),
                 key=lambda row: row["n_components"],
             )
             k = np.array([row["n_components"] for row in mine], dtype=float)
             value = np.array(
-                [np.nan if row["criterion"] is None else row["criterion"] for row in mine],
-                dtype=float,
+                [np.nan if row["criterion"] is None else row["criterion"] for row in mine]
             )
-            hollow = np.array([bool(row["degenerate"]) for row in mine])
+            hollow = np.array([row["degenerate"] for row in mine], dtype=bool)
             axes.plot(k, value, color=colour, linewidth=1.6, zorder=2)  # NaN breaks the line
-            for fill, chosen in ((colour, ~hollow), ("white", hollow)):
+            for fill, chosen, gid in (
+                (colour, ~hollow, f"points-{kind}"),
+                ("white", hollow, f"degenerate-{kind}"),
+            ):
                 axes.scatter(
                     k[chosen],
                     value[chosen],
@@ -542,9 +578,10 @@ def grid_figure(columns: dict[str, list], image: Image, *, source: str) -> Figur
                     edgecolors=colour,
                     linewidths=1.5,
                     zorder=3,
+                    gid=gid,
                 )
             handles.append(Line2D([], [], color=colour, marker=marker, label=kind))
-        best = [row for row in rows if row["best"]]
+        best = [row for row in rows if row["best"] and row["criterion"] is not None]
         for row in best:
             axes.scatter(
                 row["n_components"],
@@ -555,6 +592,7 @@ def grid_figure(columns: dict[str, list], image: Image, *, source: str) -> Figur
                 edgecolors="black",
                 linewidths=1.8,
                 zorder=4,
+                gid="best",
             )
         handles += [
             Line2D(
@@ -586,10 +624,9 @@ def grid_figure(columns: dict[str, list], image: Image, *, source: str) -> Figur
         subtitle = ""
         if best:
             row = best[0]
-            subtitle = (
-                f"best: K = {row['n_components']}, {row['covariance_type']} "
-                f"({row['criterion']:.6g})"
-            )
+            subtitle = f"best: K = {row['n_components']}, {row['covariance_type']}"
+            if name:
+                subtitle += f", {name.upper() if name != 'cv' else 'CV'} {row['criterion']:.6g}"
         _titles(figure, axes, title, subtitle)
         failed = [row for row in rows if row["criterion"] is None]
         if failed:
@@ -602,13 +639,20 @@ def grid_figure(columns: dict[str, list], image: Image, *, source: str) -> Figur
 def _failed_note(failed: list[dict]) -> str:
     lines = [f"{len(failed)} point{'s' if len(failed) > 1 else ''} without a value:"]
     for row in failed[:MAX_FAILED_LISTED]:
-        status = " ".join(str(row["status"] or "no value").split())
+        status = " ".join((row["status"] or "no value").split())
         if len(status) > 100:
             status = status[:99] + "…"
         lines.append(f"K = {row['n_components']}, {row['covariance_type']}: {status}")
     if len(failed) > MAX_FAILED_LISTED:
         lines.append(f"… and {len(failed) - MAX_FAILED_LISTED} more (see the table)")
     return "\n".join(lines)
+
+
+def _darker(colour: str) -> tuple[float, float, float]:
+    """The colour mixed with 40% black: contours stand out on a cloud of their own colour."""
+    from matplotlib.colors import to_rgb
+
+    return tuple(0.6 * c for c in to_rgb(colour))
 
 
 def _rgba(colour: str) -> np.ndarray:

@@ -101,13 +101,25 @@ def cross_validate(
     folds: np.ndarray,
     options: FitOptions,
 ) -> float:
-    """Held-out log-likelihood per unit of weight, summed over the folds."""
+    """Held-out log-likelihood per unit of weight, summed over the folds.
+
+    A fold fit that collapsed would score its held-out twins of the collapsed value
+    without bound, so it makes the whole point degenerate (a GMMError).
+    """
     held_out = 0.0
     for fold in range(folds.max() + 1):
         test, train = folds == fold, (folds != fold) & (folds >= 0)
         model = _fit(X[train], weights[train], n_components, covariance_type, options)
+        if model.fit_info.degenerate:
+            raise DegenerateFold(
+                f"in cross-validation fold {fold}: {model.fit_info.degenerate_reason}"
+            )
         held_out += float(weights[test] @ model.score_samples(X[test]))
     return held_out / float(weights[folds >= 0].sum())
+
+
+class DegenerateFold(GMMError):
+    """A cross-validation fold whose fit collapsed."""
 
 
 def _fit(X, weights, n_components, covariance_type, options: FitOptions) -> GaussianMixture:
@@ -148,8 +160,11 @@ def evaluate(
         point.degenerate = info.degenerate
         if info.degenerate:
             point.status = f"degenerate: {info.degenerate_reason}"
-        if folds is not None:
+        if folds is not None and not info.degenerate:
             point.cv = cross_validate(X, weights, n_components, covariance_type, folds, options)
+    except DegenerateFold as err:
+        point.status = f"degenerate: {err}"
+        point.degenerate = True
     except GMMError as err:
         model = None
         point.status = f"failed: {err}"
@@ -207,6 +222,8 @@ def select(
     With ``jobs`` > 1 the points run in that many fresh processes, each limited to one BLAS
     thread; results do not depend on ``jobs`` beyond rounding.
     """
+    if options.n_init < 1 or options.max_iter < 1 or options.tol < 0 or options.reg_covar < 0:
+        raise GMMError("need n_init >= 1, max_iter >= 1, tol >= 0 and reg_covar >= 0")
     if criterion not in CRITERIA:
         raise GMMError(f"unknown criterion {criterion!r}; use one of {', '.join(CRITERIA)}")
     if criterion == "cv" and cv_folds is None:
@@ -244,5 +261,7 @@ def table_columns(points: list[GridPoint]) -> dict[str, list]:
 
 
 def on_edge(best: GridPoint, k_values: list[int]) -> bool:
-    """Whether the winner's K is the largest tried, or the smallest when that is above 1."""
+    """Whether the winner's K is the largest of several tried, or the smallest above 1."""
+    if len(k_values) < 2:
+        return False
     return best.n_components == max(k_values) or 1 < best.n_components == min(k_values)
