@@ -209,6 +209,7 @@ def fit(
                     cov,
                     method=init,
                     reg_covar=reg_covar,
+                    total_weight=data.total_weight,
                     data_variance=float(np.trace(data.covariance) / X.shape[1]),
                     rng=rng,
                 )

@@ -1,19 +1,22 @@
 """Starting parameters: weighted k-means, k-means++ seeding, random, random rows.
 
-Every method ends the same way: a partition of the rows (hard or soft responsibilities)
-summed into statistics and turned into parameters by the ordinary M-step. Rows are drawn
-by inverse CDF over their weights in row order, so a row of weight 3 is exactly as likely
-as three copies of it.
+Every method works in passes over blocks of rows, so the same code serves arrays in memory
+and files streamed in chunks, and gives the same start whatever the block size (up to
+rounding of running sums). Rows are drawn by inverse CDF over their weights in row order,
+so a row of weight 3 is exactly as likely as three copies of it. Every method ends the same
+way: a partition of the rows summed into statistics and turned into parameters by the
+ordinary M-step.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
 from gmmcli.core.covariance import Covariance
-from gmmcli.core.em import InMemoryRows, Params, Stats, accumulate, m_step, sum_blocks
+from gmmcli.core.em import Params, RowSource, Stats, accumulate, m_step, sum_blocks
 
 INIT_METHODS = ("kmeans", "kmeans++", "random", "random-from-data")
 LLOYD_MAX_ITER = 300
@@ -27,63 +30,95 @@ def squared_distances(X: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return np.maximum(sq, 0.0, out=sq)
 
 
-def _pick(cumulative: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Rows whose cumulative weight first exceeds each target (inverse CDF)."""
-    return np.minimum(np.searchsorted(cumulative, targets, side="right"), len(cumulative) - 1)
+def _nearest(X: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    return squared_distances(X, centres).min(axis=1)
 
 
-def _closest(rows: InMemoryRows, centres: np.ndarray) -> np.ndarray:
-    """Squared distance from every row to each centre, shape (n_rows, n_centres)."""
-    return np.concatenate([squared_distances(X, centres) for X, _ in rows.blocks()])
+def pick_rows(
+    rows: RowSource,
+    row_weight: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    targets: np.ndarray,
+) -> np.ndarray:
+    """The rows at which the running sum of ``row_weight`` first exceeds each target.
+
+    One pass in row order (inverse CDF sampling); a target at or beyond the total, which
+    only rounding can produce, takes the last row of positive weight.
+    """
+    order = np.argsort(targets)
+    found = np.empty((len(targets), rows.n_features))
+    done, running, last = 0, 0.0, None
+    for X, weights in rows.blocks():
+        cumulative = running + np.cumsum(row_weight(X, weights))
+        inside = np.searchsorted(targets[order][done:], cumulative[-1], side="left")
+        for i in order[done : done + inside]:
+            found[i] = X[np.searchsorted(cumulative, targets[i], side="right")]
+        done += inside
+        positive = np.flatnonzero(weights > 0)
+        if len(positive):
+            last = X[positive[-1]]
+        running = cumulative[-1]
+    found[order[done:]] = last
+    return found
 
 
-def _row(rows: InMemoryRows, index: int) -> np.ndarray:
-    return rows.X[index] - rows.centre
+def kmeans_plusplus(
+    rows: RowSource, n_components: int, total_weight: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Greedy k-means++ seeding on weighted rows: 2 + ln K candidates per centre.
 
-
-def kmeans_plusplus(rows: InMemoryRows, n_components: int, rng: np.random.Generator) -> np.ndarray:
-    """Greedy k-means++ seeding on weighted rows: 2 + ln K candidates per centre."""
-    weights = rows.weights
+    Two passes per centre: one draws the candidates, one measures each candidate's
+    potential (Σ w · distance² to the nearest centre), whose minimum is the next total.
+    """
     n_trials = 2 + int(math.log(n_components))
-    cum_weights = np.cumsum(weights)
-    first = _pick(cum_weights, rng.random(1) * cum_weights[-1])[0]
-    centres = [_row(rows, first)]
-    closest = _closest(rows, centres[0][None, :])[:, 0]
+    centres = pick_rows(rows, lambda X, w: w, rng.random(1) * total_weight)
+    potential = sum_blocks(rows, lambda X, w: w @ _nearest(X, centres))
     for _ in range(1, n_components):
-        cumulative = np.cumsum(weights * closest)
-        if cumulative[-1] > 0:
-            candidates = _pick(cumulative, rng.random(n_trials) * cumulative[-1])
+        if potential > 0:
+            targets = rng.random(n_trials) * potential
+            candidates = pick_rows(rows, lambda X, w, c=centres: w * _nearest(X, c), targets)
         else:  # every row sits on a centre already: fall back to the weights alone
-            candidates = _pick(cum_weights, rng.random(n_trials) * cum_weights[-1])
-        cand_dist = np.minimum(closest[:, None], _closest(rows, rows.X[candidates] - rows.centre))
-        best = int(np.argmin(weights @ cand_dist))
-        centres.append(_row(rows, candidates[best]))
-        closest = cand_dist[:, best]
-    return np.array(centres)
+            candidates = pick_rows(rows, lambda X, w: w, rng.random(n_trials) * total_weight)
+
+        def potentials(X, w, candidates=candidates, centres=centres):
+            closest = _nearest(X, centres)[:, None]
+            return w @ np.minimum(closest, squared_distances(X, candidates))
+
+        trial_potentials = sum_blocks(rows, potentials)
+        best = int(np.argmin(trial_potentials))
+        centres = np.vstack([centres, candidates[best]])
+        potential = float(trial_potentials[best])
+    return centres
 
 
 def distinct_random_rows(
-    rows: InMemoryRows, n_components: int, rng: np.random.Generator
+    rows: RowSource, n_components: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """K rows with distinct values, drawn without replacement in proportion to weight."""
-    keys = np.full(len(rows.X), np.inf)
-    positive = rows.weights > 0
-    keys[positive] = -np.log1p(-rng.random(int(positive.sum()))) / rows.weights[positive]
-    chosen, seen = [], set()
-    order = np.argsort(keys, kind="stable")[: int(positive.sum())]
-    for index in order:
-        value = rows.X[index].tobytes()
-        if value not in seen:
-            seen.add(value)
-            chosen.append(index)
-            if len(chosen) == n_components:
-                break
-    for index in order:  # fewer distinct values than K: repeat rows, deterministically
-        if len(chosen) == n_components:
-            break
-        if index not in chosen:
-            chosen.append(index)
-    return rows.X[np.array(chosen)] - rows.centre
+    """K rows with distinct values, drawn without replacement in proportion to weight.
+
+    Each row gets the key -log(u)/w (u uniform, drawn in row order; Efraimidis-Spirakis),
+    and the K distinct values with the smallest keys win. With fewer distinct values than
+    K, the distinct ones are repeated.
+    """
+    best: list[tuple[float, bytes, np.ndarray]] = []
+    for X, weights in rows.blocks():
+        u = rng.random(len(X))
+        positive = np.flatnonzero(weights > 0)
+        keys = -np.log1p(-u[positive]) / weights[positive]
+        candidates = list(best)
+        seen = {entry[1] for entry in best}
+        for i in np.argsort(keys, kind="stable"):  # this block's smallest new distinct values
+            value = X[positive[i]]
+            if value.tobytes() not in seen:
+                seen.add(value.tobytes())
+                candidates.append((keys[i], value.tobytes(), value))
+                if len(candidates) - len(best) == n_components:
+                    break
+        chosen: dict[bytes, tuple[float, bytes, np.ndarray]] = {}
+        for entry in sorted(candidates, key=lambda e: e[0]):
+            chosen.setdefault(entry[1], entry)
+        best = sorted(chosen.values(), key=lambda e: e[0])[:n_components]
+    values = [entry[2] for entry in best]
+    return np.array([values[i % len(values)] for i in range(n_components)])
 
 
 def _one_hot(labels: np.ndarray, n_components: int) -> np.ndarray:
@@ -93,7 +128,7 @@ def _one_hot(labels: np.ndarray, n_components: int) -> np.ndarray:
     return resp
 
 
-def lloyd(rows: InMemoryRows, centres: np.ndarray, data_variance: float) -> np.ndarray:
+def lloyd(rows: RowSource, centres: np.ndarray, data_variance: float) -> np.ndarray:
     """Weighted Lloyd iterations until the centres move less than 1e-4 of the variance."""
     n_components = len(centres)
     threshold = LLOYD_TOL * data_variance
@@ -114,7 +149,7 @@ def lloyd(rows: InMemoryRows, centres: np.ndarray, data_variance: float) -> np.n
     return centres
 
 
-def _partition_stats(rows: InMemoryRows, centres: np.ndarray, cov: Covariance) -> Stats:
+def _partition_stats(rows: RowSource, centres: np.ndarray, cov: Covariance) -> Stats:
     """Statistics of the hard partition of the rows by their nearest centre."""
 
     def block(X: np.ndarray, weights: np.ndarray) -> Stats:
@@ -125,7 +160,7 @@ def _partition_stats(rows: InMemoryRows, centres: np.ndarray, cov: Covariance) -
 
 
 def _random_stats(
-    rows: InMemoryRows, n_components: int, cov: Covariance, rng: np.random.Generator
+    rows: RowSource, n_components: int, cov: Covariance, rng: np.random.Generator
 ) -> Stats:
     def block(X: np.ndarray, weights: np.ndarray) -> Stats:
         resp = rng.random((len(X), n_components)).T
@@ -136,12 +171,13 @@ def _random_stats(
 
 
 def initial_params(
-    rows: InMemoryRows,
+    rows: RowSource,
     n_components: int,
     cov: Covariance,
     *,
     method: str,
     reg_covar: float,
+    total_weight: float,
     data_variance: float,
     rng: np.random.Generator,
 ) -> Params:
@@ -156,7 +192,7 @@ def initial_params(
     if method == "random-from-data":
         centres = distinct_random_rows(rows, n_components, rng)
     else:
-        centres = kmeans_plusplus(rows, n_components, rng)
+        centres = kmeans_plusplus(rows, n_components, total_weight, rng)
         if method == "kmeans":
             centres = lloyd(rows, centres, data_variance)
     fallback.means = centres
