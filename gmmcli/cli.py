@@ -755,16 +755,18 @@ def plot(
         raise UserError("--table draws the select-k grid alone; leave out --model and --columns")
     try:
         pictures.require_matplotlib()
-    except UserError as err:  # _fail reads rich markup: escape keeps the install line's [plot]
-        from rich.markup import escape
+    except UserError as err:  # as plain text: read as rich markup, "[plot]" would vanish
+        from rich.text import Text
 
-        raise _fail(escape(str(err)), EXIT_USER_ERROR) from None
+        Console(stderr=True).print(Text.assemble(("error:", "red"), f" {err}"), soft_wrap=True)
+        raise typer.Exit(EXIT_USER_ERROR) from None
     if table is not None:
         figure = pictures.grid_figure(
             tables.read_table(table).to_pydict(), image, source=_source_name(table)
         )
     else:
         chosen = tables.parse_column_list(columns)
+        pictures.check_columns(chosen)
         mixture = modelfile.load(model) if model is not None else None
         if mixture is None:
             frame, features = read_features(data, None, columns=chosen, report=report)

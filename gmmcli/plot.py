@@ -75,6 +75,11 @@ class Image:
                 f"cannot tell the image format of '{path}' from its extension; "
                 "name the output .png, .svg or .pdf"
             )
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):  # checked again when writing; here to fail before work
+            raise UserError(
+                f"output folder '{os.path.dirname(path) or '.'}' does not exist; create it first"
+            )
         width, height = parse_size(size)
         if dpi < 1:
             raise UserError(f"--dpi must be at least 1, got {dpi}")
@@ -84,11 +89,6 @@ class Image:
                 "make the size or the dpi smaller"
             )
         return cls(path, fmt, width, height, dpi)
-
-    @property
-    def pixels(self) -> tuple[int, int]:
-        """(width, height) of the PNG in pixels (matplotlib rounds size × dpi)."""
-        return round(self.width * self.dpi), round(self.height * self.dpi)
 
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*[xX×]\s*(\d+(?:\.\d*)?|\.\d+)\s*")
@@ -179,16 +179,21 @@ def column_view(names: Sequence[str], chosen: Sequence[str]) -> View:
     return View(np.zeros(len(names)), axes, (chosen[0], chosen[1]), description)
 
 
+def check_columns(chosen: Sequence[str] | None) -> None:
+    """--columns, when given, names exactly two features."""
+    if chosen is not None and len(chosen) != 2:
+        raise UserError(f"--columns takes two names, x,y; got {len(chosen)}")
+
+
 def choose_view(X: np.ndarray, names: Sequence[str], chosen: Sequence[str] | None) -> View:
     """--columns x,y when given; else both features for D = 2, principal axes for D > 2."""
     if chosen is not None:
-        if len(chosen) != 2:
-            raise UserError(f"--columns takes two names, x,y; got {len(chosen)}")
+        check_columns(chosen)
         return column_view(names, chosen)
     if len(names) < 2:
         raise UserError(
-            f"a picture needs two features and there is one ({names[0]}); "
-            "give two columns with --columns x,y"
+            f"gmmcli plot draws two features and there is only one ({names[0]}); "
+            "give data (and a model) with two or more features"
         )
     if len(names) == 2:
         return column_view(names, names)
@@ -203,6 +208,7 @@ def ellipse(mean: np.ndarray, covariance: np.ndarray, radius: float, n_points: i
     variances, vectors = np.linalg.eigh(np.asarray(covariance, dtype=float))
     t = np.linspace(0.0, 2.0 * math.pi, n_points)
     circle = np.column_stack([np.cos(t), np.sin(t)])
+    circle[-1] = circle[0]  # closed exactly (sin 2π is not quite 0)
     return np.asarray(mean, dtype=float) + (circle * radius * np.sqrt(variances)) @ vectors.T
 
 
@@ -566,8 +572,8 @@ def grid_figure(columns: dict[str, list], image: Image, *, source: str) -> Figur
             hollow = np.array([row["degenerate"] for row in mine], dtype=bool)
             axes.plot(k, value, color=colour, linewidth=1.6, zorder=2)  # NaN breaks the line
             for fill, chosen, gid in (
-                (colour, ~hollow, f"points-{kind}"),
-                ("white", hollow, f"degenerate-{kind}"),
+                (colour, ~hollow & np.isfinite(value), f"points-{kind}"),
+                ("white", hollow & np.isfinite(value), f"degenerate-{kind}"),
             ):
                 axes.scatter(
                     k[chosen],

@@ -8,6 +8,7 @@ and partial sums computed elsewhere.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -30,11 +31,19 @@ def block_rows_for(cov: Covariance, n_features: int, n_components: int, dtype=np
 
 
 class RowSource(Protocol):
-    """Rows handed to the core in blocks, already centred, with their weights."""
+    """Rows handed to the core in blocks, in a fixed order, with their weights.
+
+    ``blocks`` yields (rows minus ``centre``, cast to ``dtype``; float64 weights);
+    ``centred`` gives the same rows about another centre or in another dtype. An engine
+    (arrays in memory, a file read in chunks, a cluster) only has to provide these.
+    """
 
     n_features: int
+    centre: np.ndarray
 
     def blocks(self) -> Iterable[tuple[np.ndarray, np.ndarray]]: ...
+
+    def centred(self, centre: np.ndarray, dtype: type = np.float64) -> RowSource: ...
 
 
 @dataclass
@@ -53,6 +62,9 @@ class InMemoryRows:
     @property
     def n_features(self) -> int:
         return self.X.shape[1]
+
+    def centred(self, centre: np.ndarray, dtype: type = np.float64) -> InMemoryRows:
+        return dataclasses.replace(self, centre=centre, dtype=dtype)
 
     def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for start in range(0, len(self.X), self.block_rows):

@@ -13,6 +13,7 @@ from gmmcli.core.em import (
     EMResult,
     InMemoryRows,
     Params,
+    RowSource,
     accumulate,
     block_rows_for,
     run_em,
@@ -36,16 +37,17 @@ class DataSummary:
     n_samples: int
 
 
-def summarise(X: np.ndarray, weights: np.ndarray, block_rows: int) -> DataSummary:
-    total = float(weights.sum())
-    centre = (weights @ X) / total
+def summarise(rows: RowSource) -> DataSummary:
+    """Two passes: the weighted centre (and counts), then the covariance about it."""
+    raw = rows.centred(np.zeros(rows.n_features))
+    sums = sum_blocks(raw, lambda X, w: np.concatenate([[w.sum(), np.count_nonzero(w)], w @ X]))
+    total, n_samples, centre = float(sums[0]), int(sums[1]), sums[2:] / sums[0]
     full = get_covariance("full")
     stats = sum_blocks(
-        InMemoryRows(X, weights, centre, block_rows),
-        lambda B, w: accumulate(B, w, np.ones((1, len(B))), full),
+        rows.centred(centre), lambda X, w: accumulate(X, w, np.ones((1, len(X))), full)
     )
     covariance = full.estimate(stats.nk, stats.sx / total, stats.second, 0.0)[0]
-    return DataSummary(centre, covariance, total, int(np.count_nonzero(weights)))
+    return DataSummary(centre, covariance, total, n_samples)
 
 
 def degeneracy(
@@ -82,6 +84,7 @@ def degeneracy(
 
 
 def _validate_data(X, weights, n_components) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays checked and converted; the counts are checked again by fit_rows."""
     X = np.asarray(X, dtype=float)
     if X.ndim == 1:
         X = X[:, None]
@@ -151,6 +154,35 @@ def fit(
     *,
     weights: np.ndarray | None = None,
     covariance_type: str = "full",
+    block_rows: int | None = None,
+    dtype: str = "float64",
+    **options,
+) -> GaussianMixture:
+    """Fit a mixture of ``n_components`` Gaussians to the rows of ``X`` by EM.
+
+    ``weights`` are frequencies (a row of weight 3 counts as three rows). The other
+    options are those of :func:`fit_rows`; ``block_rows`` overrides the automatic block
+    size (from D and K).
+    """
+    cov = get_covariance(covariance_type)
+    X, weights = _validate_data(X, weights, n_components)
+    if block_rows is None:
+        block_rows = block_rows_for(cov, X.shape[1], n_components, _dtype(dtype))
+    rows = InMemoryRows(X, weights, np.zeros(X.shape[1]), block_rows)
+    return fit_rows(rows, n_components, covariance_type=covariance_type, dtype=dtype, **options)
+
+
+def _dtype(name: str) -> type:
+    if name not in ("float32", "float64"):
+        raise GMMError(f"dtype must be float32 or float64, got {name!r}")
+    return np.dtype(name).type
+
+
+def fit_rows(
+    rows: RowSource,
+    n_components: int,
+    *,
+    covariance_type: str = "full",
     init: str = "kmeans",
     n_init: int = 1,
     max_iter: int = 100,
@@ -163,36 +195,36 @@ def fit(
     feature_names: list[str] | None = None,
     canonical_order: bool | None = None,
     on_iteration: Callable[[int, int, float], None] | None = None,
-    block_rows: int | None = None,
     dtype: str = "float64",
 ) -> GaussianMixture:
-    """Fit a mixture of ``n_components`` Gaussians to the rows of ``X`` by EM.
+    """Fit by EM on rows from any source (arrays, a file read in chunks, a cluster).
 
-    ``weights`` are frequencies (a row of weight 3 counts as three rows). Restart i draws
-    from ``SeedSequence(seed).spawn(n_init)[i]``; ``seed=None`` draws fresh entropy and
-    records it in ``fit_info.seed``. The best restart by final log-likelihood wins, but a
-    degenerate one never beats a sound one. Without initial values, components come back
-    in canonical order (descending weight, ties by the means); ``canonical_order``
-    overrides that either way. ``on_iteration(restart, iteration, mean_log_likelihood)``
-    is called after every EM iteration. ``dtype="float32"`` runs the E-step in single
-    precision (data centred in float64 first, statistics summed in float64).
+    Restart i draws from ``SeedSequence(seed).spawn(n_init)[i]``; ``seed=None`` draws
+    fresh entropy and records it in ``fit_info.seed``. The best restart by final
+    log-likelihood wins, but a degenerate one never beats a sound one. Without initial
+    values, components come back in canonical order (descending weight, ties by the
+    means); ``canonical_order`` overrides that either way.
+    ``on_iteration(restart, iteration, mean_log_likelihood)`` is called after every EM
+    iteration. ``dtype="float32"`` runs the E-step in single precision (data centred in
+    float64 first, statistics summed in float64).
     """
     cov = get_covariance(covariance_type)
     if init not in INIT_METHODS:
         raise GMMError(f"unknown init {init!r}; use one of {', '.join(INIT_METHODS)}")
     if n_init < 1 or max_iter < 1 or tol < 0 or reg_covar < 0:
         raise GMMError("need n_init >= 1, max_iter >= 1, tol >= 0 and reg_covar >= 0")
-    X, weights = _validate_data(X, weights, n_components)
+    em_dtype = _dtype(dtype)
     if seed is None:
         seed = int(np.random.SeedSequence().entropy)
-    if dtype not in ("float32", "float64"):
-        raise GMMError(f"dtype must be float32 or float64, got {dtype!r}")
-    if block_rows is None:
-        block_rows = block_rows_for(cov, X.shape[1], n_components, dtype)
-    data = summarise(X, weights, block_rows)
+    data = summarise(rows)
+    if n_components > data.n_samples:
+        raise GMMError(
+            f"n_components must be between 1 and the {data.n_samples} rows with positive "
+            f"weight, got {n_components}"
+        )
     _warn_about_inputs(data, reg_covar)
-    rows = InMemoryRows(X, weights, data.centre, block_rows)
-    em_rows = InMemoryRows(X, weights, data.centre, block_rows, np.dtype(dtype).type)
+    n_features = rows.n_features
+    rows, em_rows = rows.centred(data.centre), rows.centred(data.centre, em_dtype)
     given = [v is not None for v in (weights_init, means_init, precisions_init)]
     explicit, complete = any(given), all(given)
 
@@ -210,12 +242,12 @@ def fit(
                     method=init,
                     reg_covar=reg_covar,
                     total_weight=data.total_weight,
-                    data_variance=float(np.trace(data.covariance) / X.shape[1]),
+                    data_variance=float(np.trace(data.covariance) / n_features),
                     rng=rng,
                 )
             start = _explicit_start(
                 start,
-                (n_components, X.shape[1]),
+                (n_components, n_features),
                 cov,
                 data.centre,
                 weights_init,
@@ -263,7 +295,7 @@ def fit(
         degenerate_reason=reason,
         n_samples=data.n_samples,
         total_weight=data.total_weight,
-        n_parameters=n_parameters(cov, n_components, X.shape[1]),
+        n_parameters=n_parameters(cov, n_components, n_features),
         init="explicit" if explicit else init,
         n_init=n_init,
         max_iter=max_iter,
