@@ -17,7 +17,7 @@ $(VENV)/.dev: $(GMMCLI)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-## demo: install, then generate -> fit -> classify -> score on sample_data/ into out/
+## demo: install, then generate -> fit -> classify -> score (-> plot) on sample_data/ into out/
 demo: $(GMMCLI)
 	mkdir -p $(OUT)
 	$(GMMCLI) generate -k 3 -d 2 -n 500 --seed 7 -o $(OUT)/generated.csv --truth $(OUT)/truth.json
@@ -25,7 +25,13 @@ demo: $(GMMCLI)
 	$(GMMCLI) classify sample_data/blobs.csv --model $(OUT)/model.json -o $(OUT)/classified.csv
 	$(GMMCLI) score sample_data/blobs.csv --model $(OUT)/model.json --per-sample $(OUT)/scores.csv > $(OUT)/score.json
 	$(GMMCLI) fit sample_data/weighted.csv -k 3 --weight-column count -q -o $(OUT)/weighted-model.json
-	@echo "results in $(OUT)/: model.json classified.csv score.json scores.csv weighted-model.json"
+	@if $(BIN)/python -c 'import matplotlib' 2>/dev/null; then \
+		set -x; $(GMMCLI) plot sample_data/blobs.csv --model $(OUT)/model.json -q -o $(OUT)/fit.png; \
+	else \
+		echo "no picture: for $(OUT)/fit.png install the plot extra: $(BIN)/pip install -e '.[plot]'"; \
+	fi
+	@echo "results in $(OUT)/: model.json classified.csv score.json scores.csv weighted-model.json" \
+		"and, with the plot extra, fit.png"
 
 ## test: the whole suite, with the dev extras
 test: $(VENV)/.dev

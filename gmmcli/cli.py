@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -134,10 +135,10 @@ class Reporter:
         self.quiet = quiet
 
     def note(self, text: str) -> None:
-        self.console.print(text, highlight=False, soft_wrap=True)
+        self.console.print(escape(text), highlight=False, soft_wrap=True)
 
     def warn(self, text: str) -> None:
-        self.console.print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
+        self.console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
     @contextlib.contextmanager
     def captured_warnings(self):
@@ -172,7 +173,8 @@ class Reporter:
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    Console(stderr=True).print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print one error line (the message taken literally, not as markup); the exit to raise."""
+    Console(stderr=True).print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -749,17 +751,13 @@ def plot(
 
     report = Reporter(quiet)
     image = pictures.Image.from_options(output, size, dpi)
-    if (data is None) == (table is None):
-        raise UserError("give a DATA file to draw, or --table with a select-k grid, not both")
+    if data is None and table is None:
+        raise UserError("give a DATA file to draw (--model for a fit), or --table with a grid")
+    if data is not None and table is not None:
+        raise UserError("give a DATA file or --table, not both: a picture shows one of them")
     if table is not None and (model is not None or columns is not None):
         raise UserError("--table draws the select-k grid alone; leave out --model and --columns")
-    try:
-        pictures.require_matplotlib()
-    except UserError as err:  # as plain text: read as rich markup, "[plot]" would vanish
-        from rich.text import Text
-
-        Console(stderr=True).print(Text.assemble(("error:", "red"), f" {err}"), soft_wrap=True)
-        raise typer.Exit(EXIT_USER_ERROR) from None
+    pictures.require_matplotlib()
     if table is not None:
         figure = pictures.grid_figure(
             tables.read_table(table).to_pydict(), image, source=_source_name(table)
@@ -774,9 +772,12 @@ def plot(
             frame, features = _model_features(data, None, mixture, None, report)
         keep = ~features.missing
         if not keep.any():
-            raise UserError(f"every row of {_source_name(data)} has a missing feature value")
+            raise UserError(
+                f"every row of {_source_name(data)} has a missing feature value; "
+                "clean the data or choose other columns"
+            )
         if not keep.all():
-            report.note(f"left out {int((~keep).sum())} rows with missing values")
+            report.note(f"left out {int((~keep).sum())} row(s) with missing values")
         X = features.X[keep]
         view = pictures.choose_view(X, features.names, chosen)
         shown = pictures.subsample(len(X), max_points, parse_seed(seed))

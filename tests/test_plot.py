@@ -1,0 +1,499 @@
+"""gmmcli plot: the geometry checked numerically, the pictures by size and format, the errors.
+
+Pictures are checked by what can be measured without looking (format, pixel or page size,
+the coordinates of the drawn artists), never by comparing pixels. Most renders use a small
+size and dpi to keep the file fast.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import linalg
+from typer.testing import CliRunner
+
+import gmmcli
+from gmmcli import plot as pictures
+from gmmcli.cli import app
+from gmmcli.errors import UserError
+
+runner = CliRunner()
+SMALL = ["--size", "4x3", "--dpi", "50"]  # 200 x 150 pixels, 288 x 216 points
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def svg_size(data: bytes) -> tuple[str, str]:
+    head = data[:2000].decode()
+    tag = re.search(r"<svg [^>]*>", head).group(0)
+    return re.search(r'width="([^"]+)"', tag).group(1), re.search(r'height="([^"]+)"', tag).group(1)
+
+
+def suptitle(figure) -> str:
+    return figure._suptitle.get_text()  # Figure.get_suptitle is public from matplotlib 3.8
+
+
+def supxlabel(figure) -> str:
+    return figure._supxlabel.get_text()
+
+
+def pdf_media_box(data: bytes) -> list[float]:
+    assert data.startswith(b"%PDF-")
+    boxes = re.findall(rb"/MediaBox \[ *([\d. ]+?) *\]", data)
+    assert len(boxes) == 1  # one page
+    return [float(v) for v in boxes[0].split()]
+
+
+def write_csv(path, columns: dict) -> str:
+    pa_csv.write_csv(pa.table(columns), str(path))
+    return str(path)
+
+
+def mahalanobis_squared(points: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """(p - μ)ᵀ Σ⁻¹ (p - μ) by a Cholesky solve."""
+    factor = linalg.cholesky(cov, lower=True)
+    z = linalg.solve_triangular(factor, (points - mean).T, lower=True)
+    return (z**2).sum(axis=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory, mixture):
+    """Files for the three forms: 2-D data with true_component, a fit, a 3-D fit, a grid."""
+    make_mixture = mixture
+    folder = tmp_path_factory.mktemp("plot")
+    X, labels = make_mixture(11, n_samples=400, n_features=2, spread=6.0)
+    data = write_csv(folder / "data.csv", {"x": X[:, 0], "y": X[:, 1], "true_component": labels})
+    model = gmmcli.fit(X, 3, seed=0, feature_names=["x", "y"])
+    gmmcli.save(model, str(folder / "model.json"))
+    X3, _ = make_mixture(12, n_samples=500, n_features=3, spread=6.0)
+    data3 = write_csv(folder / "data3.csv", {f"f{i}": X3[:, i] for i in range(3)})
+    model3 = gmmcli.fit(X3, 2, seed=0, feature_names=["f0", "f1", "f2"])
+    gmmcli.save(model3, str(folder / "model3.json"))
+    grid = write_csv(folder / "grid.csv", GRID)
+    return {
+        "folder": folder,
+        "data": data,
+        "model": str(folder / "model.json"),
+        "X": X,
+        "fit": model,
+        "data3": data3,
+        "model3": str(folder / "model3.json"),
+        "X3": X3,
+        "fit3": model3,
+        "grid": grid,
+    }
+
+
+# A hand-made select-k grid: K=1..3 for two types, one degenerate point, one failed point.
+GRID = {
+    "n_components": [1, 2, 3, 1, 2, 3],
+    "covariance_type": ["full", "full", "full", "diag", "diag", "diag"],
+    "bic": [900.0, 700.0, 720.0, 950.0, 760.0, None],
+    "aic": [890.0, 680.0, 690.0, 940.0, 740.0, None],
+    "criterion": [900.0, 700.0, 720.0, 950.0, 760.0, None],
+    "degenerate": [False, False, True, False, False, None],
+    "status": [
+        "ok",
+        "ok",
+        "degenerate: component 2 holds fewer than D + 1 effective rows",
+        "ok",
+        "ok",
+        "failed: the covariance of component 1 is singular (not positive definite)",
+    ],
+    "best": [False, True, False, False, False, False],
+}
+
+
+def image(path="x.png", size="4x3", dpi=50) -> pictures.Image:
+    return pictures.Image.from_options(str(path), size, dpi)
+
+
+# ------------------------------------------------------------------------ the layering
+
+
+def test_importing_gmmcli_loads_no_matplotlib():
+    code = (
+        "import sys, gmmcli, gmmcli.core, gmmcli.cli, gmmcli.plot\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib')\n"
+        "print(','.join(loaded))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
+
+
+# ---------------------------------------------------------------------------- geometry
+
+
+@st.composite
+def covariances_2d(draw):
+    """A 2x2 covariance with condition number below ~10^4, and a mean."""
+    entries = draw(st.lists(st.floats(-3, 3), min_size=4, max_size=4))
+    scale = draw(st.floats(1e-2, 1e2))
+    A = np.array(entries).reshape(2, 2)
+    cov = scale * (A @ A.T + 0.05 * np.eye(2))
+    mean = np.array(draw(st.lists(st.floats(-1e3, 1e3), min_size=2, max_size=2)))
+    return mean, cov
+
+
+@settings(deadline=None, max_examples=60)
+@given(covariances_2d(), st.floats(0.1, 5.0))
+def test_ellipse_points_are_at_mahalanobis_distance_r(mean_cov, radius):
+    mean, cov = mean_cov
+    points = pictures.ellipse(mean, cov, radius)
+    np.testing.assert_allclose(mahalanobis_squared(points, mean, cov), radius**2, rtol=1e-9)
+    np.testing.assert_array_equal(points[0], points[-1])  # closed
+    # Semi-axes r·√λ: the farthest and nearest points (t = 0, π/2, … are sampled exactly).
+    distance = np.linalg.norm(points - mean, axis=1)
+    lam = np.linalg.eigvalsh(cov)
+    np.testing.assert_allclose(distance.max(), radius * np.sqrt(lam.max()), rtol=1e-9)
+    np.testing.assert_allclose(distance.min(), radius * np.sqrt(lam.min()), rtol=1e-9)
+
+
+def test_principal_view_projects_covariances_as_vt_sigma_v(fitted):
+    X, model = fitted["X3"], fitted["fit3"]
+    view = pictures.choose_view(X, ["f0", "f1", "f2"], None)
+    V = view.axes
+    assert view.projected and V.shape == (3, 2)
+    np.testing.assert_allclose(V.T @ V, np.eye(2), atol=1e-12)
+    # V spans the top two eigenvectors of the data covariance ...
+    data_cov = np.cov(X, rowvar=False, bias=True)
+    lam, vectors = np.linalg.eigh(data_cov)
+    np.testing.assert_allclose(np.abs(vectors[:, [2, 1]].T @ V), np.eye(2), atol=1e-10)
+    # ... so the projected rows are uncorrelated, with the top two variances.
+    projected = view.points(X)
+    np.testing.assert_allclose(projected.mean(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(
+        np.cov(projected, rowvar=False, bias=True), np.diag(lam[[2, 1]]), atol=1e-10
+    )
+    # Covariances become Vᵀ Σ V and means (μ - centre) V, component by component.
+    for k in range(model.n_components):
+        sigma = model.covariances[k]
+        np.testing.assert_allclose(view.covariances(model.covariances)[k], V.T @ sigma @ V)
+        np.testing.assert_allclose(view.points(model.means)[k], (model.means[k] - X.mean(0)) @ V)
+    assert view.labels[0].startswith("principal axis 1 (")
+
+
+def test_principal_view_is_the_same_for_shuffled_rows(fitted):
+    X = fitted["X3"]
+    shuffled = X[np.random.default_rng(0).permutation(len(X))]
+    np.testing.assert_allclose(
+        pictures.principal_view(shuffled).axes, pictures.principal_view(X).axes, atol=1e-12
+    )
+
+
+def test_column_view_is_the_marginal_of_the_chosen_features(fitted):
+    model = fitted["fit3"]
+    view = pictures.choose_view(fitted["X3"], ["f0", "f1", "f2"], ["f2", "f0"])
+    assert view.labels == ("f2", "f0") and not view.projected
+    np.testing.assert_array_equal(
+        view.covariances(model.covariances), model.covariances[:, [2, 0]][:, :, [2, 0]]
+    )
+    np.testing.assert_array_equal(view.points(model.means), model.means[:, [2, 0]])
+
+
+def test_drawn_contours_are_the_projected_components(fitted):
+    """The lines in the picture are the ellipses of Vᵀ Σ V at distance 1 and 2."""
+    X, model = fitted["X3"], fitted["fit3"]
+    view = pictures.principal_view(X)
+    figure = pictures.fit_figure(X, np.arange(len(X)), view, model, image())
+    lines = {line.get_gid(): line for line in figure.axes[0].lines}
+    covariances, means = view.covariances(model.covariances), view.points(model.means)
+    for k in range(model.n_components):
+        for radius in (1, 2):
+            points = lines[f"contour-{k}-{radius}"].get_xydata()
+            d2 = mahalanobis_squared(points, means[k], covariances[k])
+            np.testing.assert_allclose(d2, radius**2, rtol=1e-9)
+
+
+def test_subsample_is_bounded_reproducible_and_sorted():
+    a = pictures.subsample(100_000, 500, seed=3)
+    assert len(a) == 500 and len(np.unique(a)) == 500
+    assert np.all(np.diff(a) > 0) and a[0] >= 0 and a[-1] < 100_000
+    np.testing.assert_array_equal(a, pictures.subsample(100_000, 500, seed=3))
+    assert not np.array_equal(a, pictures.subsample(100_000, 500, seed=4))
+    np.testing.assert_array_equal(pictures.subsample(40, 500, seed=3), np.arange(40))
+
+
+def test_fit_picture_draws_at_most_max_points(fitted):
+    X, model = fitted["X"], fitted["fit"]
+    shown = pictures.subsample(len(X), 150, seed=0)
+    figure = pictures.fit_figure(
+        X, shown, pictures.column_view(["x", "y"], ["x", "y"]), model, image()
+    )
+    drawn = [c for c in figure.axes[0].collections if (c.get_gid() or "").startswith("rows-")]
+    assert sum(len(c.get_offsets()) for c in drawn) == 150
+    assert "150 of 400 rows" in figure.axes[0].get_title()
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("8x6", (8.0, 6.0)), (" 8.5 X 11 ", (8.5, 11.0)), ("4×3", (4.0, 3.0))]
+)
+def test_size_is_width_by_height(text, size):
+    assert pictures.parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["8", "8x", "x6", "0x6", "8x-1", "axb", "8x6x2", "8,6"])
+def test_bad_size_is_a_user_error(text):
+    with pytest.raises(UserError, match="--size must be WIDTHxHEIGHT"):
+        pictures.parse_size(text)
+
+
+# --------------------------------------------------------------- the three forms, by CLI
+
+
+FORMS = {
+    "fit": lambda f: [f["data"], "--model", f["model"]],
+    "projected fit": lambda f: [f["data3"], "-m", f["model3"]],
+    "data": lambda f: [f["data"]],
+    "grid": lambda f: ["--table", f["grid"]],
+}
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("extension", ["png", "svg", "pdf"])
+def test_each_form_writes_an_image_of_the_requested_size(fitted, tmp_path, form, extension):
+    out = tmp_path / f"picture.{extension}"
+    result = runner.invoke(app, ["plot", *FORMS[form](fitted), "-o", str(out), *SMALL])
+    assert result.exit_code == 0, result.output
+    data = out.read_bytes()
+    assert len(data) > 1000
+    if extension == "png":
+        assert png_size(data) == (200, 150)  # 4x3 inches at 50 dpi
+    elif extension == "svg":
+        assert svg_size(data) == ("288pt", "216pt")  # 72 points an inch
+    else:
+        assert pdf_media_box(data) == [0, 0, 288, 216]
+    assert os.listdir(tmp_path) == [out.name]  # no temporary file left behind
+    assert f"drew {out}" in result.stderr
+
+
+def test_rows_with_missing_values_are_left_out_and_counted(fitted, tmp_path):
+    X = fitted["X"]
+    y = X[:, 1].copy()
+    y[[3, 7]] = np.nan
+    data = write_csv(tmp_path / "holes.csv", {"x": X[:, 0], "y": y})
+    out = tmp_path / "holes.png"
+    result = runner.invoke(app, ["plot", data, "-m", fitted["model"], "-o", str(out), *SMALL])
+    assert result.exit_code == 0, result.output
+    assert "left out 2 row(s) with missing values" in result.stderr
+    assert png_size(out.read_bytes()) == (200, 150)
+
+
+def test_default_size_is_8x6_at_150_dpi(fitted, tmp_path):
+    out = tmp_path / "fit.png"
+    result = runner.invoke(app, ["plot", fitted["data"], "-m", fitted["model"], "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert png_size(out.read_bytes()) == (1200, 900)
+
+
+@pytest.mark.parametrize("extension", ["png", "svg", "pdf"])
+def test_same_command_same_bytes(fitted, tmp_path, extension):
+    args = ["plot", fitted["data3"], "-m", fitted["model3"], *SMALL, "--max-points", "200"]
+    first, second = tmp_path / f"a.{extension}", tmp_path / f"b.{extension}"
+    assert runner.invoke(app, [*args, "-o", str(first)]).exit_code == 0
+    assert runner.invoke(app, [*args, "-o", str(second)]).exit_code == 0
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_plot_reads_stdin_in_a_pipe(fitted, tmp_path):
+    out = tmp_path / "piped.png"
+    gmmcli_bin = os.path.join(os.path.dirname(sys.executable), "gmmcli")
+    done = subprocess.run(
+        f"'{gmmcli_bin}' generate -k 2 -n 300 --seed 1 -q | "
+        f"'{gmmcli_bin}' plot - -o '{out}' --size 3x2 --dpi 40 -q",
+        shell=True,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "" and done.stdout == ""
+    assert png_size(out.read_bytes()) == (120, 80)
+
+
+# ------------------------------------------------------------------- what is in them
+
+
+def test_data_picture_prefers_component_to_true_component(fitted, tmp_path, monkeypatch):
+    X = fitted["X"]
+    data = write_csv(
+        tmp_path / "labelled.csv",
+        {
+            "x": X[:, 0],
+            "y": X[:, 1],
+            "true_component": np.zeros(len(X), dtype=int),
+            "component": np.arange(len(X)) % 2,
+        },
+    )
+    seen = {}
+    draw = pictures.data_figure
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(pictures, "data_figure", spy)
+    out = tmp_path / "labelled.png"
+    assert runner.invoke(app, ["plot", data, "-o", str(out), *SMALL]).exit_code == 0
+    name, values = seen["labels"]
+    assert name == "component" and list(values) == list(np.arange(len(X)) % 2)
+
+
+def test_data_picture_colours_each_label_with_a_legend_entry(fitted):
+    X, labels = fitted["X"], [None, *range(1, len(fitted["X"]))]
+    labels = [None if v is None else v % 3 for v in labels]
+    view = pictures.column_view(["x", "y"], ["x", "y"])
+    figure = pictures.data_figure(
+        X, np.arange(len(X)), view, image(), source="d.csv", labels=("true_component", labels)
+    )
+    legend = figure.axes[0].get_legend()
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert legend.get_title().get_text() == "true_component"
+    assert [t.split(" ")[0] for t in texts] == ["0", "1", "2", "(empty)"]
+    assert sum(int(re.search(r"\((\d+) rows", t).group(1)) for t in texts) == len(X)
+
+
+def test_fit_picture_title_and_key(fitted):
+    model, X = fitted["fit"], fitted["X"]
+    view = pictures.column_view(["x", "y"], ["x", "y"])
+    figure = pictures.fit_figure(X, np.arange(len(X)), view, model, image())
+    title = suptitle(figure)
+    assert title.startswith("3 full components")
+    assert f"{model.fit_info.log_likelihood:.6g}" in title
+    texts = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert texts[:3] == [f"{k}: {w:.3f}" for k, w in enumerate(model.weights)]
+    assert "Mahalanobis distance 1" in texts and "Mahalanobis distance 2" in texts
+    assert (figure.axes[0].get_xlabel(), figure.axes[0].get_ylabel()) == ("x", "y")
+
+
+def test_model_without_training_record_shows_the_data_log_likelihood(fitted):
+    model, X = fitted["fit"], fitted["X"]
+    bare = gmmcli.GaussianMixture(model.weights, model.means, model.covariances, "full")
+    view = pictures.column_view(["x", "y"], ["x", "y"])
+    figure = pictures.fit_figure(X, np.arange(len(X)), view, bare, image())
+    assert f"{float(bare.score_samples(X).sum()):.6g} (these rows)" in suptitle(figure)
+
+
+@pytest.mark.parametrize("covariance_type", ["tied", "diag", "spherical"])
+def test_every_covariance_type_draws_its_full_matrices(fitted, covariance_type):
+    X = fitted["X"]
+    model = gmmcli.fit(X, 2, covariance_type=covariance_type, seed=0, max_iter=20)
+    view = pictures.column_view(["x", "y"], ["x", "y"])
+    figure = pictures.fit_figure(X, np.arange(len(X)), view, model, image())
+    full = model.covariance.full_matrices(model.covariances, 2, 2)
+    line = next(x for x in figure.axes[0].lines if x.get_gid() == "contour-1-2")
+    d2 = mahalanobis_squared(line.get_xydata(), model.means[1], full[1])
+    np.testing.assert_allclose(d2, 4.0, rtol=1e-9)
+
+
+def test_grid_picture_marks_degenerate_failed_and_best():
+    figure = pictures.grid_figure(GRID, image(), source="grid.csv")
+    axes = figure.axes[0]
+    by_gid = {c.get_gid(): c for c in axes.collections}
+    hollow = by_gid["degenerate-full"]
+    np.testing.assert_array_equal(hollow.get_offsets(), [[3, 720.0]])
+    np.testing.assert_allclose(hollow.get_facecolors()[0], [1, 1, 1, 1])  # white inside
+    np.testing.assert_array_equal(by_gid["points-diag"].get_offsets(), [[1, 950.0], [2, 760.0]])
+    np.testing.assert_array_equal(by_gid["best"].get_offsets(), [[2, 700.0]])
+    failed = supxlabel(figure)
+    assert failed.startswith("1 point without a value")
+    assert "K = 3, diag: failed: the covariance of component 1 is singular" in failed
+    assert suptitle(figure) == "model selection by BIC"
+    assert axes.get_ylabel() == "BIC (lower is better)"
+    assert [t.get_text() for t in axes.get_legend().get_texts()][:2] == ["full", "diag"]
+
+
+def test_grid_criterion_is_named_by_the_column_it_copies():
+    aic_grid = {**GRID, "criterion": GRID["aic"]}
+    assert pictures.criterion_name(GRID) == "bic"
+    assert pictures.criterion_name(aic_grid) == "aic"
+    assert pictures.criterion_name({**GRID, "criterion": [1.0] * 6}) is None
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+def test_missing_matplotlib_exits_2_naming_the_extra(fitted, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    out = tmp_path / "fit.png"
+    result = runner.invoke(app, ["plot", fitted["data"], "-m", fitted["model"], "-o", str(out)])
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "pip install 'gmmcli[plot]'" in lines[0]
+    assert not out.exists()
+
+
+BAD = [
+    (["{data}", "--size", "8by6"], "--size must be WIDTHxHEIGHT"),
+    (["{data}", "--size", "0x6"], "--size must be WIDTHxHEIGHT"),
+    (["{data}", "--size", "400x300"], "pixels a side"),
+    (["{data}", "--dpi", "0"], "--dpi must be at least 1"),
+    (["{data}", "-o", "{folder}/fit.jpg"], "name the output .png, .svg or .pdf"),
+    (["{data}", "-o", "{folder}/fit"], "name the output .png, .svg or .pdf"),
+    ([], "give a DATA file to draw (--model for a fit), or --table"),
+    (["{data}", "--table", "{grid}"], "give a DATA file or --table, not both"),
+    (["{empty}"], "every row of"),
+    (["--table", "{grid}", "-m", "{model}"], "leave out --model and --columns"),
+    (["--table", "{data}"], "is not a select-k grid (no column 'n_components')"),
+    (["{data}", "--columns", "x"], "--columns takes two names"),
+    (["{data}", "--columns", "x,y,true_component"], "--columns takes two names"),
+    (["{data3}", "-m", "{model3}", "--columns", "f0,g"], "'g', which is not among the features"),
+    (["{data}", "--columns", "x,nope"], "column 'nope' not found"),
+    (["{data}", "--columns", "x,y", "-m", "{model3}"], "column 'f0' not found"),
+    (["{one}"], "draws two features and there is only one (x)"),
+    (["{data}", "-o", "{folder}/missing/fit.png"], "does not exist"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD, ids=[m for _, m in BAD])
+def test_bad_input_exits_2_and_changes_nothing(fitted, tmp_path, args, message):
+    folder = tmp_path
+    before = b"an existing picture"
+    (folder / "fit.png").write_bytes(before)
+    one = write_csv(folder / "one.csv", {"x": [1.0, 2.0, 3.0]})
+    empty = write_csv(folder / "empty.csv", {"x": [1.0, None], "y": [None, 2.0]})
+    names = {**fitted, "folder": folder, "one": one, "empty": empty}
+    args = [a.format(**names) for a in args]
+    if "-o" not in args:
+        args += ["-o", str(folder / "fit.png")]
+    result = runner.invoke(app, ["plot", *args])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()  # notes (the features read) may come first
+    assert [line for line in lines if line.startswith("error: ")] == lines[-1:]
+    assert message in lines[-1]
+    assert (folder / "fit.png").read_bytes() == before
+    assert sorted(os.listdir(folder)) == ["empty.csv", "fit.png", "one.csv"]
+
+
+def test_failure_while_saving_leaves_no_partial_file(fitted, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    def broken(self, handle, **kwargs):
+        handle.write(b"half a picture")
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(Figure, "savefig", broken)
+    out = tmp_path / "fit.png"
+    out.write_bytes(b"the old picture")
+    result = runner.invoke(app, ["plot", fitted["data"], "-m", fitted["model"], "-o", str(out)])
+    assert result.exit_code != 0 and isinstance(result.exception, RuntimeError)
+    assert out.read_bytes() == b"the old picture"
+    assert os.listdir(tmp_path) == ["fit.png"]
