@@ -9,7 +9,10 @@ and partial sums computed elsewhere.
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -108,23 +111,25 @@ class Stats:
 
 @dataclass
 class Prepared:
-    """Parameters in the form the E-step multiplies by: log-density coefficients, log πₖ."""
+    """Parameters as the E-step multiplies by them: ``coef @ phi`` = log πₖ + log N(x | k).
+
+    log πₖ sits in the constant column; an empty component gets a hugely negative finite
+    value there instead of -inf, so no product can turn into NaN.
+    """
 
     coef: np.ndarray
-    log_weights: np.ndarray
 
     @classmethod
     def of(cls, params: Params, cov: Covariance, dtype=np.float64) -> Prepared:
         coef = cov.coefficients(params.means, params.prec_chol)
-        return cls(coef.astype(dtype), params.log_weights().astype(dtype))
+        coef[:, -1] += np.maximum(params.log_weights(), np.finfo(dtype).min / 4)
+        return cls(coef.astype(dtype))
 
 
 def log_joint(X: np.ndarray, prepared: Prepared, cov: Covariance) -> tuple[np.ndarray, np.ndarray]:
     """The block's row features and log πₖ + log N(x | k), shape (K, rows)."""
     phi = cov.features(X)
-    log_prob = cov.log_densities(prepared.coef, phi, X.shape[1])
-    log_prob += prepared.log_weights[:, None]
-    return phi, log_prob
+    return phi, cov.log_densities(prepared.coef, phi, X.shape[1])
 
 
 def normalise(log_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -156,21 +161,62 @@ def accumulate(
 
 
 def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared, cov: Covariance) -> Stats:
-    """Statistics of one block under the current parameters, with its log-likelihood."""
+    """Statistics of one block under the current parameters, with its log-likelihood.
+
+    The same steps as normalise() then accumulate(), fused: the unnormalised
+    responsibilities are scaled by w / Σₖ in one pass.
+    """
     phi, log_prob = log_joint(X, prepared, cov)
-    log_norm, resp = normalise(log_prob)
-    stats = accumulate(X, weights, resp, cov, phi)
-    stats.log_likelihood = float(weights @ log_norm.astype(np.float64, copy=False))
+    top = log_prob.max(axis=0)
+    log_prob -= top
+    wresp = np.exp(log_prob, out=log_prob)
+    total = wresp.sum(axis=0)
+    block_weights = weights.astype(X.dtype, copy=False)
+    wresp *= block_weights / total
+    log_norm = np.log(total, dtype=np.float64) + top
+    moments = cov.moments(phi, wresp, block_weights, X.shape[1])
+    stats = Stats(*(np.asarray(m, dtype=np.float64) for m in moments))
+    stats.log_likelihood = float(weights @ log_norm)
     return stats
 
 
-def sum_blocks(source: RowSource, block_stats: Callable[[np.ndarray, np.ndarray], Stats]) -> Stats:
-    """One pass over the source, summing the statistics of every block."""
+def default_threads() -> int:
+    """Threads for the E-step: GMMCLI_THREADS, else the BLAS thread setting, else the cores."""
+    for name in ("GMMCLI_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(name, "").isdigit():
+            return max(1, int(os.environ[name]))
+    return os.cpu_count() or 1
+
+
+def sum_blocks(
+    source: RowSource,
+    block_stats: Callable[[np.ndarray, np.ndarray], Stats],
+    threads: int = 1,
+) -> Stats:
+    """One pass over the source, summing the statistics of every block in block order.
+
+    With ``threads`` > 1 blocks are processed concurrently (numpy and BLAS release the
+    GIL), at most two per thread in flight; the sum is still taken in block order, so the
+    result does not depend on scheduling. ``block_stats`` must then not draw random numbers.
+    """
     total = None
-    for X, weights in source.blocks():
-        stats = block_stats(X, weights)
+    for stats in _in_order(block_stats, source.blocks(), threads):
         total = stats if total is None else total + stats
     return total
+
+
+def _in_order(function, blocks, threads):
+    if threads <= 1:
+        yield from (function(*block) for block in blocks)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        pending: deque = deque()
+        for block in blocks:
+            pending.append(pool.submit(function, *block))
+            if len(pending) >= 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def m_step(stats: Stats, cov: Covariance, reg_covar: float, previous: Params | None) -> Params:
@@ -231,6 +277,7 @@ def run_em(
     reg_covar: float,
     dtype: type = np.float64,
     on_iteration: Callable[[int, float], None] | None = None,
+    threads: int | None = None,
 ) -> EMResult:
     """EM from ``params`` until the mean log-likelihood gains less than ``tol``.
 
@@ -241,8 +288,9 @@ def run_em(
 
     def e_pass(current: Params) -> Stats:
         prepared = Prepared.of(current, cov, dtype)
-        return sum_blocks(source, lambda X, w: e_step(X, w, prepared, cov))
+        return sum_blocks(source, lambda X, w: e_step(X, w, prepared, cov), threads)
 
+    threads = default_threads() if threads is None else threads
     stats = e_pass(params)
     result = EMResult(params, stats, [stats.log_likelihood / total_weight])
     allowance = rounding_allowance(dtype)
