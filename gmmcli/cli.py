@@ -30,6 +30,7 @@ from gmmcli.core.generate import random_mixture
 from gmmcli.core.model import aic, bic
 from gmmcli.errors import GMMError, GMMWarning, UserError
 from gmmcli.io import modelfile, tables
+from gmmcli.io.atomic import check_output_path
 
 EXIT_USER_ERROR = 2
 EXIT_STRICT = 3
@@ -200,6 +201,16 @@ def command(*, example: str, **kwargs):
     return register
 
 
+def check_outputs(*paths: str | None, tables_at: tuple[str | None, ...] = ()) -> None:
+    """Check every output before anything is written: folders exist, table formats known."""
+    for path in (*paths, *tables_at):
+        if path is not None and path != "-":
+            check_output_path(path)
+    for path in tables_at:
+        if path is not None and path != "-":
+            tables.format_for(path, None, for_output=True)
+
+
 def parse_seed(text: str) -> int | None:
     """--seed: an integer, or 'random' for fresh entropy (recorded in the model)."""
     if text == "random":
@@ -303,6 +314,7 @@ def generate(
         raise UserError("-k, -d and -n must be at least 1")
     if separation <= 0:
         raise UserError("--separation must be positive")
+    check_outputs(truth, tables_at=() if output_format else (output,))
     mixture_seed, sample_seed, weight_seed = np.random.SeedSequence(parse_seed(seed)).spawn(3)
     if model is not None:
         mixture = modelfile.load(model)
@@ -370,6 +382,7 @@ def fit_command(
 ) -> None:
     """Fit a Gaussian mixture by EM and save it as JSON."""
     report = Reporter(quiet)
+    check_outputs(output)
     start = modelfile.load(init_model) if init_model else None
     if start is not None:
         n_components = n_components or start.n_components
@@ -494,8 +507,7 @@ def select_k(
             f"unknown covariance type '{unknown[0]}' in --covariance-types; "
             "use a comma list of full, tied, diag, spherical"
         )
-    if table is not None:
-        tables.format_for(table, None, for_output=True)
+    check_outputs(output, tables_at=(table,))
     _, features = read_features(
         data,
         fmt,
@@ -645,6 +657,7 @@ def classify(
 ) -> None:
     """Label every row with its most probable component and membership probabilities."""
     report = Reporter(quiet)
+    check_outputs(tables_at=() if output_format else (output,))
     mixture = modelfile.load(model)
     table, features = _model_features(data, fmt, mixture, None, report)
     keep = _complete_rows(features, data, drop_missing)
@@ -679,6 +692,7 @@ def score(
 ) -> None:
     """Print the log-likelihood, BIC and AIC of data under a model, as JSON on stdout."""
     report = Reporter(quiet)
+    check_outputs(tables_at=(per_sample,))
     mixture = modelfile.load(model)
     table, features = _model_features(data, fmt, mixture, weight_column, report)
     keep = _complete_rows(features, data, drop_missing)

@@ -802,14 +802,9 @@ def test_column_names_with_brackets_are_shown_verbatim():
     assert "features: a, [/b]" in result.stderr
 
 
-# --- known bugs (see the report): remove the marker when fixed ----------------------------
+# --- outputs and columns checked before anything is written ------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a typo in a numeric column makes it text, and default selection silently fits "
-    "without it (exit 0, 1-D model) instead of naming the column and row",
-)
 def test_bad_input_non_numeric_value_with_default_columns(files):
     Path("typo.csv").write_text(set_cell(files.csv, 7, "x1", "abc"))
     before = snapshot()
@@ -819,11 +814,6 @@ def test_bad_input_non_numeric_value_with_default_columns(files):
     assert snapshot() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="generate writes the data file, then fails on --truth's missing folder: exit 2 "
-    "with one of the two outputs written",
-)
 def test_generate_writes_nothing_when_truth_folder_is_missing():
     error = error_line(gmm("generate -n 10 -o data.csv --truth nodir/truth.json"))
     assert "'nodir'" in error

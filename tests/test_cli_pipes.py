@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import pyarrow.csv as pa_csv
@@ -32,30 +31,18 @@ GMMCLI = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmcli"]
 SCORE_KEYS = {"n_samples", "total_weight", "log_likelihood", "mean_log_likelihood", "bic", "aic"}
 TIMEOUT = 120  # seconds; far above what any command here needs
 
-# Known bug (see test_read_leaves_no_python_object_to_arrow_threads): a command that exits
-# right after reading a table may abort at interpreter exit (SIGABRT, exit 134) with this
-# message. Until it is fixed, `run` repeats such a run so every other test checks its own
-# property; each repeat is reported as a warning.
-EXIT_ABORT = "terminate called without an active exception"
-ATTEMPTS = 8
-
 
 def run(script: str, cwd: Path, env: dict[str, str] | None = None, input: bytes | None = None):
     """Run a bash script in which ``gmmcli`` is the command line under test."""
     prelude = f'set -o pipefail\ngmmcli() {{ {shlex.join(GMMCLI)} "$@"; }}\n'
-    for attempt in range(1, ATTEMPTS + 1):
-        result = subprocess.run(
-            ["bash", "-c", prelude + script],
-            cwd=cwd,
-            env=env,
-            input=input,
-            capture_output=True,
-            timeout=TIMEOUT,
-        )
-        if EXIT_ABORT not in result.stderr.decode(errors="replace"):
-            return result
-        warnings.warn(f"known exit-time abort, attempt {attempt}: {script!r}", stacklevel=2)
-    return result
+    return subprocess.run(
+        ["bash", "-c", prelude + script],
+        cwd=cwd,
+        env=env,
+        input=input,
+        capture_output=True,
+        timeout=TIMEOUT,
+    )
 
 
 def ok(result) -> subprocess.CompletedProcess:
@@ -162,7 +149,7 @@ def test_python_dash_m_runs_the_same_command_line(work):
     ("command", "word"),
     [
         ("gmmcli fit nope.csv -k 2 -o out.json", b"'nope.csv'"),
-        ("gmmcli classify data.csv --model nomodel.json -o out.json", b"'nomodel.json'"),
+        ("gmmcli classify data.csv --model nomodel.json -o out.csv", b"'nomodel.json'"),
         ("echo 'x0,x1' | gmmcli score - --model model.json", b"stdin"),
     ],
 )
@@ -224,21 +211,14 @@ def test_ctrl_c_during_a_fit_exits_130_and_leaves_nothing(tmp_path):
     assert list(out.iterdir()) == []  # no model, no temporary file
 
 
-# --- known bug: abort at interpreter exit -------------------------------------------------
+# --- abort at interpreter exit ---------------------------------------------------------
 #
-# tables.read_table hands Python file objects to pyarrow's threaded readers. A pyarrow
-# worker thread may still hold the last reference when read_table returns; it releases it
-# later, which needs the GIL. If that happens while the interpreter shuts down, the thread
-# is ended inside a C++ destructor and the process aborts: "terminate called without an
-# active exception", exit 134, after all output was written. classify and score exit soon
-# after reading and hit this in roughly 1 run in 5 (less with one BLAS thread).
+# When pyarrow's reader threads held Python file objects, a thread could release the last
+# reference while the interpreter shut down; the process then aborted ("terminate called
+# without an active exception", exit 134) after all output was written. read_table now lets
+# pyarrow open files by path and copies stdin into Arrow memory; this test guards that.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyarrow threads still hold the Python file after read_table returns: "
-    "gmmcli classify/score abort at exit (134) now and then",
-)
 def test_read_leaves_no_python_object_to_arrow_threads(work, monkeypatch):
     """Right after read_table returns, pyarrow holds no reference to a Python file object.
 
@@ -246,7 +226,7 @@ def test_read_leaves_no_python_object_to_arrow_threads(work, monkeypatch):
     source, the race shows in several percent of reads (CSV) to about a third (Parquet).
     It watches Python file objects only: a fix that hands pyarrow Python bytes instead
     (pa.py_buffer, pa.BufferReader(bytes)) still aborts; copy into Arrow memory or let
-    pyarrow open the path. The `run` helper's warnings show any abort that remains.
+    pyarrow open the path.
     """
     opened = []
 

@@ -553,8 +553,8 @@ def test_a_complete_explicit_start_does_not_depend_on_init(init):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"n_components": 0}, "n_components"),
-        ({"n_components": -1}, "n_components"),
+        ({"n_components": 0}, r"components \(K\)"),
+        ({"n_components": -1}, r"components \(K\)"),
         ({"n_components": 5, "weights": [1, 1, 1, 0, 0, 0]}, "3 rows with positive weight"),
         ({"weights": [1, 1, -1, 1, 1, 1]}, "non-negative"),
         ({"weights": [1, 1, np.nan, 1, 1, 1]}, "finite"),

@@ -102,8 +102,8 @@ def _validate_data(X, weights, n_components) -> tuple[np.ndarray, np.ndarray]:
         raise GMMError("all weights are zero")
     if not 1 <= n_components <= positive:
         raise GMMError(
-            f"n_components must be between 1 and the {positive} rows with positive weight, "
-            f"got {n_components}"
+            f"the number of components (K) must be between 1 and the {positive} rows with "
+            f"positive weight, got {n_components}"
         )
     return np.ascontiguousarray(X), weights
 
@@ -219,8 +219,8 @@ def fit_rows(
     data = summarise(rows)
     if n_components > data.n_samples:
         raise GMMError(
-            f"n_components must be between 1 and the {data.n_samples} rows with positive "
-            f"weight, got {n_components}"
+            f"the number of components (K) must be between 1 and the {data.n_samples} rows "
+            f"with positive weight, got {n_components}"
         )
     _warn_about_inputs(data, reg_covar)
     n_features = rows.n_features

@@ -12,6 +12,19 @@ from typing import BinaryIO
 from gmmcli.errors import UserError
 
 
+def check_output_path(path: str) -> None:
+    """A UserError unless a file can be written at ``path``: its folder exists, it is no folder.
+
+    Commands check every output before writing any, so a bad second output leaves no first.
+    """
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise UserError(
+            f"output folder '{os.path.dirname(path) or '.'}' does not exist; create it first"
+        )
+    if os.path.isdir(path):
+        raise UserError(f"output path '{path}' is a folder; give a file name")
+
+
 @contextlib.contextmanager
 def atomic_writer(path: str) -> Iterator[BinaryIO]:
     """A binary file that appears at ``path`` only if the block completes.
@@ -19,13 +32,8 @@ def atomic_writer(path: str) -> Iterator[BinaryIO]:
     On any exception, KeyboardInterrupt included, the temporary file is removed and an
     existing file at ``path`` is left as it was.
     """
+    check_output_path(path)
     folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise UserError(
-            f"output folder '{os.path.dirname(path) or '.'}' does not exist; create it first"
-        )
-    if os.path.isdir(path):
-        raise UserError(f"output path '{path}' is a folder; give a file name")
     handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below, kept on success)
         dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp", delete=False
     )

@@ -5,7 +5,6 @@ Row numbers in messages are 1-based data rows (the header line is not counted).
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import sys
@@ -62,44 +61,47 @@ def format_for(path: str, override: str | None, *, for_output: bool = False) -> 
 
 
 def read_table(path: str, fmt: str | None = None, stdin: BinaryIO | None = None) -> pa.Table:
-    """Read a whole table from ``path`` ("-" for ``stdin``, default standard input)."""
+    """Read a whole table from ``path`` ("-" for ``stdin``, default standard input).
+
+    pyarrow reads the file by its path, or stdin from a copy in Arrow's own memory: its
+    reader threads must not hold Python objects, whose release at interpreter exit would
+    abort the process.
+    """
     fmt = format_for(path, fmt)
     if path == "-":
         name = "stdin"
-        table = _read(stdin or sys.stdin.buffer, fmt, name)
+        copy = pa.BufferOutputStream()
+        copy.write((stdin or sys.stdin.buffer).read())
+        source = pa.BufferReader(copy.getvalue())
+        empty = source.size() == 0
     else:
         name = f"'{path}'"
         try:
-            f = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+            with open(path, "rb") as f:  # a readable regular file, or a clear error
+                empty = not f.read(1)
         except OSError as e:
             raise UserError(
                 f"cannot read {name}: {e.strerror}; check the path and permissions"
             ) from None
-        with f:
-            table = _read(f, fmt, name)
+        source = path
+    table = pa.table({}) if empty else _read(source, fmt, name)
     if table.num_rows == 0:
         raise UserError(f"{name} has no data rows; give a file with at least one row of data")
     return table
 
 
-def _read(f: BinaryIO, fmt: str, name: str) -> pa.Table:
+def _read(source: str | pa.NativeFile, fmt: str, name: str) -> pa.Table:
     if fmt == "parquet":
-        if not f.seekable():
-            f = io.BytesIO(f.read())  # the footer is at the end: Parquet needs random access
-        if _is_empty(f):
-            return pa.table({})
         try:
-            return pq.read_table(f)
+            return pq.read_table(source)
         except (pa.ArrowException, OSError):
             raise UserError(
                 f"{name} is not a valid Parquet file (truncated?); "
                 "check the file, or pass --format if it is not Parquet"
             ) from None
-    if _is_empty(f):
-        return pa.table({})
     delimiter = "\t" if fmt == "tsv" else ","
     try:
-        return pa_csv.read_csv(f, parse_options=pa_csv.ParseOptions(delimiter=delimiter))
+        return pa_csv.read_csv(source, parse_options=pa_csv.ParseOptions(delimiter=delimiter))
     except pa.ArrowInvalid as e:
         detail = " ".join(str(e).split())
         if len(detail) > 200:
@@ -110,16 +112,6 @@ def _read(f: BinaryIO, fmt: str, name: str) -> pa.Table:
         ) from None
 
 
-def _is_empty(f: BinaryIO) -> bool:
-    """Whether nothing is left to read in ``f``, without consuming anything."""
-    if hasattr(f, "peek"):
-        return not f.peek(1)
-    here = f.tell()
-    end = f.seek(0, io.SEEK_END)
-    f.seek(here)
-    return end == here
-
-
 @dataclass(frozen=True)
 class Features:
     """The feature matrix of a table, with optional row weights."""
@@ -128,6 +120,7 @@ class Features:
     names: list[str]
     weights: np.ndarray | None  # float64 (n_rows,)
     missing: np.ndarray  # bool (n_rows,): a feature or the weight is null, NaN or ±inf
+    weight_column: str | None = None
 
 
 def select_features(
@@ -147,14 +140,17 @@ def select_features(
     for name in exclude:
         _column(table, name, source)  # an unknown name is a typo: say so
     if columns is None:
-        names = [
-            field.name
+        candidates = [
+            field
             for field in table.schema
-            if _is_numeric(field.type)
-            and field.name != weight_column
+            if field.name != weight_column
             and field.name not in exclude
             and not GMMCLI_COLUMNS.fullmatch(field.name)
         ]
+        for field in candidates:
+            if _is_text(field.type) and _has_numbers(table.column(field.name)):
+                _floats(table, field.name, source)  # numbers with a typo among them: say where
+        names = [field.name for field in candidates if _is_numeric(field.type)]
     else:
         names = list(columns)
         for name in names:
@@ -182,7 +178,7 @@ def select_features(
                 "give at least one row a weight above zero"
             )
         missing |= np.isnan(weights)
-    return Features(X=X, names=names, weights=weights, missing=missing)
+    return Features(X, names, weights, missing, weight_column)
 
 
 def require_complete(
@@ -195,7 +191,11 @@ def require_complete(
     if not drop_missing:
         row = int(np.argmax(features.missing))
         bad = ~np.isfinite(features.X[row])
-        what = f"column '{features.names[np.argmax(bad)]}'" if bad.any() else "the weight column"
+        what = (
+            f"column '{features.names[np.argmax(bad)]}'"
+            if bad.any()
+            else f"weight column '{features.weight_column}'"
+        )
         raise UserError(
             f"{what} in {source} has a missing or infinite value at row {row + 1}; "
             "clean it or pass --drop-missing"
@@ -213,12 +213,24 @@ def require_complete(
             "clean the data or choose another weight column"
         )
     X = features.X[keep]
-    kept = Features(X=X, names=features.names, weights=weights, missing=np.zeros(len(X), bool))
+    kept = Features(X, features.names, weights, np.zeros(len(X), bool), features.weight_column)
     return kept, n_missing
 
 
 def _is_numeric(dtype: pa.DataType) -> bool:
     return pa.types.is_integer(dtype) or pa.types.is_floating(dtype)
+
+
+def _is_text(dtype: pa.DataType) -> bool:
+    return pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
+
+
+_NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+
+
+def _has_numbers(column: pa.ChunkedArray) -> bool:
+    """Whether a text column holds numbers (so a non-number in it is likely a typo)."""
+    return bool(pc.any(pc.match_substring_regex(column, _NUMBER)).as_py())
 
 
 def _listing(table: pa.Table) -> str:
@@ -244,7 +256,7 @@ def _floats(table: pa.Table, name: str, source: str, role: str = "column") -> np
     if _is_numeric(column.type) or pa.types.is_null(column.type):
         return column.cast(pa.float64(), safe=False).to_numpy()
     message = f"{role} '{name}' in {source} is not numeric"
-    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+    if _is_text(column.type):
         row = _first_non_number(column.combine_chunks())
         if row is not None:
             message += f": row {row + 1} has {column[row].as_py()!r}"
