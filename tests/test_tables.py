@@ -333,7 +333,8 @@ def _features(X, weights=None) -> Features:
     if weights is not None:
         weights = np.asarray(weights, dtype=float)
         missing |= np.isnan(weights)
-    return Features(X=X, names=["x1", "x2"], weights=weights, missing=missing)
+    name = None if weights is None else "w"
+    return Features(X=X, names=["x1", "x2"], weights=weights, missing=missing, weight_column=name)
 
 
 def test_require_complete_passes_complete_data():
@@ -353,7 +354,7 @@ def test_require_complete_names_column_and_row():
 def test_require_complete_names_weight():
     features = _features([[1, 2], [3, 4]], weights=[1, np.nan])
     message = _user_error(require_complete, features, source="d.csv", drop_missing=False)
-    assert "the weight column in d.csv has a missing or infinite value at row 2" in message
+    assert "weight column 'w' in d.csv has a missing or infinite value at row 2" in message
 
 
 def test_require_complete_drops_rows():
