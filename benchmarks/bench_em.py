@@ -161,7 +161,11 @@ def worker(tool, path, cov, dtype, out):
 def call_worker(python, tool, path, cov, dtype) -> dict | None:
     out = path.with_name(f"{path.stem}_{tool}_{dtype}_params.npz")
     command = [str(python), __file__, "worker", tool, str(path), cov, dtype, str(out)]
-    done = subprocess.run(command, capture_output=True, text=True)
+    env = dict(os.environ)
+    if tool == "gmmcli":  # as the command line runs it (gmmcli/threads.py)
+        env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        env.setdefault("GMMCLI_THREADS", str(os.cpu_count() or 1))
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["failed"])[-1]
         print(f"  {tool}: {last}", file=sys.stderr)

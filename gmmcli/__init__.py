@@ -10,20 +10,25 @@ The public Python API::
 
 __version__ = "0.1.0"
 
-from gmmcli.core import FitInfo, GaussianMixture, fit  # noqa: E402
-from gmmcli.errors import GMMError, GMMWarning, UserError  # noqa: E402
-from gmmcli.io.modelfile import dumps, load, loads, save  # noqa: E402
+_EXPORTS = {
+    "FitInfo": "gmmcli.core",
+    "GaussianMixture": "gmmcli.core",
+    "fit": "gmmcli.core",
+    "GMMError": "gmmcli.errors",
+    "GMMWarning": "gmmcli.errors",
+    "UserError": "gmmcli.errors",
+    "dumps": "gmmcli.io.modelfile",
+    "load": "gmmcli.io.modelfile",
+    "loads": "gmmcli.io.modelfile",
+    "save": "gmmcli.io.modelfile",
+}
+__all__ = [*_EXPORTS, "__version__"]
 
-__all__ = [
-    "FitInfo",
-    "GMMError",
-    "GMMWarning",
-    "GaussianMixture",
-    "UserError",
-    "__version__",
-    "dumps",
-    "fit",
-    "load",
-    "loads",
-    "save",
-]
+
+def __getattr__(name: str):
+    """Import the API on first use, so `import gmmcli.cli` can set threads before numpy loads."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'gmmcli' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -6,6 +6,9 @@ Exit codes: 0 success, 1 internal error, 2 user error, 3 failed --strict, 130 in
 
 from __future__ import annotations
 
+import gmmcli.threads  # noqa: F401 (first: sets BLAS threads before numpy loads)
+
+# isort: split
 import contextlib
 import functools
 import json

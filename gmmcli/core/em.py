@@ -9,6 +9,7 @@ and partial sums computed elsewhere.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -21,8 +22,8 @@ import numpy as np
 from gmmcli.core.covariance import Covariance
 
 DEFAULT_BLOCK_ROWS = 65536
-BLOCK_BYTES = 1 << 21  # per-row temporaries of one block: about the size of a core's L2/L3 share
-MIN_BLOCK_ROWS = 256
+BLOCK_BYTES = 1 << 24  # per-row temporaries of one block: large enough to amortise numpy calls
+MIN_BLOCK_ROWS = 1024
 
 
 def block_rows_for(cov: Covariance, n_features: int, n_components: int, dtype=np.float64) -> int:
@@ -181,11 +182,15 @@ def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared, cov: Covarian
 
 
 def default_threads() -> int:
-    """Threads for the E-step: GMMCLI_THREADS, else the BLAS thread setting, else the cores."""
-    for name in ("GMMCLI_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        if os.environ.get(name, "").isdigit():
-            return max(1, int(os.environ[name]))
-    return os.cpu_count() or 1
+    """Threads for the E-step's blocks: GMMCLI_THREADS if set; else every core when BLAS
+    is single-threaded (OPENBLAS_NUM_THREADS or OMP_NUM_THREADS is 1), else 1 and BLAS
+    threads inside each block instead, so the two never oversubscribe the cores."""
+    chosen = os.environ.get("GMMCLI_THREADS", "")
+    if chosen.isdigit():
+        return max(1, int(chosen))
+    if "1" in (os.environ.get("OPENBLAS_NUM_THREADS"), os.environ.get("OMP_NUM_THREADS")):
+        return os.cpu_count() or 1
+    return 1
 
 
 def sum_blocks(
@@ -206,9 +211,15 @@ def sum_blocks(
 
 
 def _in_order(function, blocks, threads):
-    if threads <= 1:
+    blocks = iter(blocks)
+    first = next(blocks, None)
+    second = next(blocks, None) if threads > 1 else None
+    if second is None:  # one block (or one thread): no pool to start
+        for block in (b for b in (first, second) if b is not None):
+            yield function(*block)
         yield from (function(*block) for block in blocks)
         return
+    blocks = itertools.chain([first, second], blocks)
     with ThreadPoolExecutor(threads) as pool:
         pending: deque = deque()
         for block in blocks:

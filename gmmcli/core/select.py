@@ -26,6 +26,7 @@ from gmmcli.errors import GMMError
 CRITERIA = ("bic", "aic", "icl", "cv")
 HIGHER_IS_BETTER = {"cv"}
 BLAS_THREAD_VARIABLES = (
+    "GMMCLI_THREADS",
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
     "MKL_NUM_THREADS",
@@ -190,7 +191,7 @@ def choose(points: list[GridPoint], criterion: str) -> GridPoint | None:
 def single_threaded_blas_environment() -> Iterator[None]:
     """Environment in which new worker processes start with one BLAS thread each."""
     saved = {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES}
-    os.environ.update(dict.fromkeys(BLAS_THREAD_VARIABLES, "1"))
+    os.environ.update(dict.fromkeys(BLAS_THREAD_VARIABLES, "1"))  # GMMCLI_THREADS among them
     try:
         yield
     finally:
