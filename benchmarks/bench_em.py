@@ -267,9 +267,85 @@ def measure(shape: tuple, rate: float, ours_float64: dict) -> tuple:
     )
 
 
+PEAK_RSS_AT_EXIT = (
+    "import atexit, pathlib, sys\n"
+    "def report():\n"
+    "    for line in pathlib.Path('/proc/self/status').read_text().splitlines():\n"
+    "        if line.startswith('VmHWM:'):\n"
+    "            print('PEAK_RSS_KB', line.split()[1], file=sys.stderr)\n"
+    "atexit.register(report)\n"
+)
+
+
+def timed_python(code: str, env: dict | None = None) -> tuple[float, float]:
+    """Run Python code in a fresh process: (seconds, peak RSS in MB)."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS_AT_EXIT + code], capture_output=True, text=True, env=env
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    peak = [line for line in done.stderr.splitlines() if line.startswith("PEAK_RSS_KB")]
+    return seconds, int(peak[-1].split()[1]) / 1024
+
+
+def end_to_end() -> None:
+    """`gmmcli fit -k 10 --n-init 1` on a 1M x 10 Parquet file against scikit-learn's
+    default GaussianMixture(10).fit on the same data, and gmmcli's peak RSS."""
+    path = DATA / "e2e_1000000x10.parquet"
+    if not path.exists():
+        DATA.mkdir(exist_ok=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gmmcli",
+                "generate",
+                "-k",
+                "10",
+                "-d",
+                "10",
+                "-n",
+                "1000000",
+                "--seed",
+                "5",
+                "--no-labels",
+                "-q",
+                "-o",
+                str(path),
+            ],
+            check=True,
+        )
+    baseline = timed_python("import numpy, scipy, pyarrow")[1]
+    fit_code = (
+        "import sys\nfrom gmmcli.cli import main\n"
+        f"sys.argv = ['gmmcli', 'fit', {str(path)!r}, '-k', '10', '--n-init', '1', '-q',"
+        " '-o', '/dev/null']\n"
+        "try:\n    main()\nexcept SystemExit as done:\n    assert not done.code, done.code\n"
+    )
+    ours, ours_rss = timed_python(fit_code)
+    theirs, _ = timed_python(
+        "import warnings, numpy as np, pyarrow.parquet as pq\n"
+        "from sklearn.mixture import GaussianMixture\n"
+        f"table = pq.read_table({str(path)!r})\n"
+        "X = np.column_stack([c.to_numpy() for c in table.columns])\n"
+        "warnings.simplefilter('ignore')\n"
+        "GaussianMixture(n_components=10, random_state=0).fit(X)\n"
+    )
+    data_mb = 1_000_000 * 10 * 8 / 2**20
+    print(
+        f"end to end, 1M x 10 Parquet, K=10: gmmcli fit {ours:.1f} s, scikit-learn "
+        f"{theirs:.1f} s ({theirs / ours:.1f}x); gmmcli peak RSS {ours_rss:.0f} MB, "
+        f"{ours_rss - baseline:.0f} MB above a numpy+scipy+pyarrow process ({baseline:.0f} MB) "
+        f"= {(ours_rss - baseline) / data_mb:.2f}x the data's float64 size"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes only")
+    parser.add_argument("--no-end-to-end", action="store_true", help="skip the CLI run")
     args = parser.parse_args()
     shapes = QUICK_SHAPES if args.quick else SHAPES
     rate = gemm_gflops()
@@ -300,6 +376,8 @@ def main() -> None:
         "ms per EM iteration; ratios are the other tool's time over gmmcli's "
         "(float32 row: gmmcli float64 over float32)"
     )
+    if not (args.quick or args.no_end_to_end):
+        end_to_end()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import sys
+import tempfile
 import warnings
 from enum import Enum
 from typing import Annotated
@@ -29,8 +31,10 @@ from rich.table import Table
 from gmmcli import __version__
 from gmmcli.core import GaussianMixture, fit
 from gmmcli.core import select as selection
+from gmmcli.core.fit import fit_rows
 from gmmcli.core.generate import random_mixture
 from gmmcli.core.model import aic, bic
+from gmmcli.engines import stream
 from gmmcli.errors import GMMError, GMMWarning, UserError
 from gmmcli.io import modelfile, tables
 from gmmcli.io.atomic import check_output_path
@@ -123,6 +127,13 @@ DtypeOpt = Annotated[
 ChunkRowsOpt = Annotated[
     int | None,
     typer.Option(help="Rows per block of work (default: chosen from D and K).", min=1),
+]
+MemoryLimitOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Stream the file in chunks when reading it whole would need more than this "
+        "(e.g. 2GB; default: half the memory available at start)."
+    ),
 ]
 CovarianceOpt = Annotated[
     CovarianceType, typer.Option("--covariance-type", help="Covariance structure.")
@@ -232,6 +243,7 @@ def read_features(
     exclude: str | None = None,
     weight_column: str | None = None,
     report: Reporter,
+    name: str | None = None,
 ) -> tuple[pa.Table, tables.Features]:
     """Read a table and pick its feature columns (and weights), saying which on stderr."""
     table = tables.read_table(data, fmt.value if fmt else None)
@@ -240,7 +252,7 @@ def read_features(
         columns=columns,
         exclude=tables.parse_column_list(exclude) or [],
         weight_column=weight_column,
-        source=_source_name(data),
+        source=name or _source_name(data),
     )
     weights = f", weights from '{weight_column}'" if weight_column else ""
     report.note(f"features: {', '.join(features.names)} ({table.num_rows} rows{weights})")
@@ -369,6 +381,7 @@ def fit_command(
     seed: SeedOpt = "0",
     dtype: DtypeOpt = Dtype.float64,
     chunk_rows: ChunkRowsOpt = None,
+    memory_limit: MemoryLimitOpt = None,
     columns: ColumnsOpt = None,
     exclude: ExcludeOpt = None,
     weight_column: WeightOpt = None,
@@ -400,46 +413,75 @@ def fit_command(
     chosen = tables.parse_column_list(columns)
     if start is not None and chosen is None and start.feature_names:
         chosen = start.feature_names
-    _, features = read_features(
-        data, fmt, columns=chosen, exclude=exclude, weight_column=weight_column, report=report
+    options = dict(
+        covariance_type=(covariance_type or CovarianceType.full).value,
+        init=init.value,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        reg_covar=reg_covar,
+        seed=parse_seed(seed),
+        canonical_order=True,
+        dtype=dtype.value,
     )
-    if start is not None and start.feature_names and features.names != start.feature_names:
-        raise UserError(
-            f"--init-model '{init_model}' was fitted on {', '.join(start.feature_names)}; "
-            f"select the same columns"
-        )
-    features, dropped = tables.require_complete(
-        features, source=_source_name(data), drop_missing=drop_missing
-    )
-    if dropped:
-        report.note(f"dropped {dropped} rows with missing values")
-    explicit = {}
     if start is not None:
-        explicit = dict(
+        options.update(
             weights_init=start.weights, means_init=start.means, precisions_init=start.precisions
         )
-    with (
-        report.captured_warnings(),
-        report.progress(max_iter * n_init, "EM") as advance,
-    ):
-        model = fit(
-            features.X,
-            n_components,
-            weights=features.weights,
-            covariance_type=(covariance_type or CovarianceType.full).value,
-            init=init.value,
-            n_init=n_init,
-            max_iter=max_iter,
-            tol=tol,
-            reg_covar=reg_covar,
-            seed=parse_seed(seed),
-            feature_names=features.names,
-            canonical_order=True,
-            dtype=dtype.value,
-            block_rows=chunk_rows,
-            on_iteration=lambda r, it, ll: advance(1, f"restart {r}, iteration {it}: {ll:.6g}"),
-            **explicit,
-        )
+    with spooled(data) as path:
+        fmt_name = tables.format_for(data, fmt and fmt.value)
+        if streams(path, fmt_name, memory_limit, len(chosen) if chosen else None):
+            names = chosen or stream.default_names(
+                path, fmt_name, tables.parse_column_list(exclude) or [], weight_column
+            )
+            report.note(
+                f"features: {', '.join(names)} (streamed from {_source_name(data)} in chunks"
+                f" of {chunk_rows or stream.DEFAULT_CHUNK_ROWS} rows)"
+            )
+            check_init_model(start, names, init_model)
+            rows = stream.FileRows(
+                path,
+                fmt_name,
+                names,
+                weight_column,
+                chunk_rows or stream.DEFAULT_CHUNK_ROWS,
+                drop_missing,
+            )
+            model = run_fit(
+                lambda **kw: fit_rows(rows, n_components, feature_names=names, **kw),
+                options,
+                max_iter * n_init,
+                report,
+            )
+        else:
+            _, features = read_features(
+                path,
+                Format(fmt_name),
+                columns=chosen,
+                exclude=exclude,
+                weight_column=weight_column,
+                report=report,
+                name=_source_name(data),
+            )
+            check_init_model(start, features.names, init_model)
+            features, dropped = tables.require_complete(
+                features, source=_source_name(data), drop_missing=drop_missing
+            )
+            if dropped:
+                report.note(f"dropped {dropped} rows with missing values")
+            model = run_fit(
+                lambda **kw: fit(
+                    features.X,
+                    n_components,
+                    weights=features.weights,
+                    feature_names=features.names,
+                    block_rows=chunk_rows,
+                    **kw,
+                ),
+                options,
+                max_iter * n_init,
+                report,
+            )
     info = model.fit_info
     if strict and not (info.converged and not info.degenerate):
         raise _fail("the fit did not converge or is degenerate (--strict); nothing written", 3)
@@ -599,6 +641,46 @@ def show_grid(points: list[selection.GridPoint], criterion: str, report: Reporte
         cells += [converged, p.status]
         grid.add_row(*cells, style="bold" if p.best else None)
     report.console.print(grid)
+
+
+def check_init_model(start: GaussianMixture | None, names: list[str], path: str | None) -> None:
+    if start is not None and start.feature_names and names != start.feature_names:
+        raise UserError(
+            f"--init-model '{path}' was fitted on {', '.join(start.feature_names)}; "
+            "select the same columns"
+        )
+
+
+def run_fit(fitter, options: dict, steps: int, report: Reporter) -> GaussianMixture:
+    """Run a fit with its warnings shown as lines and a progress bar on a terminal."""
+    with report.captured_warnings(), report.progress(steps, "EM") as advance:
+        return fitter(
+            on_iteration=lambda r, it, ll: advance(1, f"restart {r}, iteration {it}: {ll:.6g}"),
+            **options,
+        )
+
+
+@contextlib.contextmanager
+def spooled(data: str):
+    """The input as a path: stdin is first copied to a temporary file, since fitting reads
+    its data once per EM iteration (and Parquet needs its footer, at the end)."""
+    if data != "-":
+        yield data
+        return
+    with tempfile.NamedTemporaryFile(prefix="gmmcli-stdin-") as spool:
+        shutil.copyfileobj(sys.stdin.buffer, spool)
+        spool.flush()
+        yield spool.name
+
+
+def streams(path: str, fmt: str, memory_limit: str | None, n_columns: int | None) -> bool:
+    """Whether reading ``path`` whole would exceed --memory-limit (default: half of the
+    memory available now), so that it is streamed in chunks instead."""
+    limit = stream.parse_size(memory_limit) if memory_limit else stream.available_memory() // 2
+    try:
+        return stream.in_memory_bytes(path, fmt, n_columns) > limit
+    except (OSError, pa.ArrowException):
+        return False  # unreadable: the in-memory reader reports it properly
 
 
 def show_summary(model: GaussianMixture, report: Reporter) -> None:

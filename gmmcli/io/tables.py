@@ -5,6 +5,8 @@ Row numbers in messages are 1-based data rows (the header line is not counted).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import re
 import sys
@@ -121,6 +123,7 @@ class Features:
     weights: np.ndarray | None  # float64 (n_rows,)
     missing: np.ndarray  # bool (n_rows,): a feature or the weight is null, NaN or ±inf
     weight_column: str | None = None
+    first_row: int = 0  # rows of the file before these (for a chunk of a longer file)
 
 
 def select_features(
@@ -130,26 +133,25 @@ def select_features(
     exclude: list[str] = (),
     weight_column: str | None = None,
     source: str = "input",
+    first_row: int = 0,
+    require_positive: bool = True,
 ) -> Features:
     """Pick the feature columns (and weights) of ``table`` as float64 arrays.
 
     ``columns`` names exactly the features, in order; without it every integer or float
     column is used except the weight column, ``exclude`` and the columns gmmcli writes.
     Names in ``exclude`` must exist, but only the default choice is affected by them.
+    For a chunk of a longer file, ``first_row`` is the rows before it (row numbers in
+    messages count from the file's start) and ``require_positive=False`` leaves the check
+    for a positive weight to the whole file.
     """
     for name in exclude:
         _column(table, name, source)  # an unknown name is a typo: say so
     if columns is None:
-        candidates = [
-            field
-            for field in table.schema
-            if field.name != weight_column
-            and field.name not in exclude
-            and not GMMCLI_COLUMNS.fullmatch(field.name)
-        ]
+        candidates = [f for f in table.schema if _may_be_feature(f.name, exclude, weight_column)]
         for field in candidates:
             if _is_text(field.type) and _has_numbers(table.column(field.name)):
-                _floats(table, field.name, source)  # numbers with a typo among them: say where
+                _floats(table, field.name, source, first_row)  # a typo among numbers: say where
         names = [field.name for field in candidates if _is_numeric(field.type)]
     else:
         names = list(columns)
@@ -161,30 +163,48 @@ def select_features(
             f"{source} has no numeric columns to use (columns: {_listing(table)}); "
             "pick them with --columns"
         )
-    X = np.column_stack([_floats(table, name, source) for name in names])
+    X = np.column_stack([_floats(table, name, source, first_row) for name in names])
     missing = ~np.isfinite(X).all(axis=1)
     weights = None
     if weight_column is not None:
-        weights = _floats(table, weight_column, source, role="weight column")
+        weights = _floats(table, weight_column, source, first_row, role="weight column")
         bad = np.flatnonzero((weights < 0) | np.isinf(weights))
         if bad.size:
             raise UserError(
                 f"weight column '{weight_column}' in {source} has {float(weights[bad[0]])} "
-                f"at row {bad[0] + 1}; weights must be finite and not negative"
+                f"at row {first_row + bad[0] + 1}; weights must be finite and not negative"
             )
-        if not (weights > 0).any():
+        if require_positive and not (weights > 0).any():
             raise UserError(
                 f"weight column '{weight_column}' in {source} has no positive weight; "
                 "give at least one row a weight above zero"
             )
         missing |= np.isnan(weights)
-    return Features(X, names, weights, missing, weight_column)
+    return Features(X, names, weights, missing, weight_column, first_row)
+
+
+def _may_be_feature(name: str, exclude: list[str], weight_column: str | None) -> bool:
+    return name != weight_column and name not in exclude and not GMMCLI_COLUMNS.fullmatch(name)
+
+
+def default_feature_names(
+    schema: pa.Schema, exclude: list[str], weight_column: str | None
+) -> list[str]:
+    """The numeric columns used when --columns is not given (from a schema alone)."""
+    return [
+        field.name
+        for field in schema
+        if _is_numeric(field.type) and _may_be_feature(field.name, exclude, weight_column)
+    ]
 
 
 def require_complete(
-    features: Features, *, source: str, drop_missing: bool
+    features: Features, *, source: str, drop_missing: bool, allow_empty: bool = False
 ) -> tuple[Features, int]:
-    """Check that no row has a missing value, or drop such rows: (features, rows dropped)."""
+    """Check that no row has a missing value, or drop such rows: (features, rows dropped).
+
+    ``allow_empty`` lets a chunk of a longer file lose all of its rows.
+    """
     n_missing = int(features.missing.sum())
     if n_missing == 0:
         return features, 0
@@ -197,23 +217,24 @@ def require_complete(
             else f"weight column '{features.weight_column}'"
         )
         raise UserError(
-            f"{what} in {source} has a missing or infinite value at row {row + 1}; "
+            f"{what} in {source} has a missing or infinite value at row "
+            f"{features.first_row + row + 1}; "
             "clean it or pass --drop-missing"
         )
     keep = ~features.missing
-    if not keep.any():
+    if not keep.any() and not allow_empty:
         raise UserError(
             f"every row of {source} has a missing or infinite value in the chosen columns; "
             "clean the data or choose other columns"
         )
     weights = None if features.weights is None else features.weights[keep]
-    if weights is not None and not (weights > 0).any():
+    if weights is not None and not (weights > 0).any() and not allow_empty:
         raise UserError(
             f"every row of {source} left after --drop-missing has weight zero; "
             "clean the data or choose another weight column"
         )
     X = features.X[keep]
-    kept = Features(X, features.names, weights, np.zeros(len(X), bool), features.weight_column)
+    kept = dataclasses.replace(features, X=X, weights=weights, missing=np.zeros(len(X), bool))
     return kept, n_missing
 
 
@@ -249,7 +270,9 @@ def _column(table: pa.Table, name: str, source: str) -> pa.ChunkedArray:
     return table.column(found[0])
 
 
-def _floats(table: pa.Table, name: str, source: str, role: str = "column") -> np.ndarray:
+def _floats(
+    table: pa.Table, name: str, source: str, first_row: int = 0, role: str = "column"
+) -> np.ndarray:
     """Column ``name`` as float64 with NaN for nulls, or a UserError if it is not numeric."""
     column = _column(table, name, source)
     # An all-empty CSV column has type null: accepted here, every value missing.
@@ -259,7 +282,7 @@ def _floats(table: pa.Table, name: str, source: str, role: str = "column") -> np
     if _is_text(column.type):
         row = _first_non_number(column.combine_chunks())
         if row is not None:
-            message += f": row {row + 1} has {column[row].as_py()!r}"
+            message += f": row {first_row + row + 1} has {column[row].as_py()!r}"
     else:
         message += f" (type {column.type})"
     raise UserError(f"{message}; fix the data or leave the column out")
@@ -329,3 +352,46 @@ def _write(table: pa.Table, f: BinaryIO, fmt: str, row_group_size: int) -> None:
     else:
         options = pa_csv.WriteOptions(delimiter="\t" if fmt == "tsv" else ",")
         pa_csv.write_csv(table, f, options)
+
+
+class TableWriter:
+    """Write a table chunk by chunk to ``path`` (atomically) or to stdout ("-").
+
+    Use as a context manager: the file appears only if the block completes. The first
+    chunk fixes the schema; CSV gets one header.
+    """
+
+    def __init__(self, path: str, fmt: str | None = None, *, row_group_size: int = 131072):
+        self.fmt = format_for(path, fmt, for_output=True)
+        self.path = path
+        self.row_group_size = row_group_size
+        self._writer = None
+
+    def __enter__(self) -> TableWriter:
+        if self.path == "-":
+            self._sink = contextlib.nullcontext(sys.stdout.buffer)
+        else:
+            self._sink = atomic_writer(self.path)
+        self._file = self._sink.__enter__()
+        return self
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            if self.fmt == "parquet":
+                self._writer = pq.ParquetWriter(self._file, table.schema)
+            else:
+                options = pa_csv.WriteOptions(delimiter="\t" if self.fmt == "tsv" else ",")
+                self._writer = pa_csv.CSVWriter(self._file, table.schema, write_options=options)
+        if self.fmt == "parquet":
+            self._writer.write_table(table, row_group_size=self.row_group_size)
+        else:
+            self._writer.write_table(table)
+
+    def __exit__(self, *exc) -> bool:
+        try:
+            if self._writer is not None:
+                self._writer.close()
+            self._file.flush()
+        finally:
+            self._sink.__exit__(*exc)
+        return False

@@ -1,0 +1,167 @@
+"""Rows streamed from a file in chunks: every pass of the core re-reads the file.
+
+Memory stays at a chunk's worth of rows whatever the file's length. Parquet is read batch
+by batch (``ParquetFile.iter_batches`` without pre-buffering, which would hold whole row
+groups), CSV/TSV with pyarrow's streaming reader, features converted to float64 as they
+are read. The core sees the same blocks, in the same order, as from an array in memory,
+so a streamed fit equals the in-memory one up to the rounding of running sums.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from gmmcli.errors import UserError
+from gmmcli.io import tables
+
+DEFAULT_CHUNK_ROWS = 200_000
+CSV_BYTES_PER_VALUE = 20  # a generous guess that turns chunk rows into CSV block bytes
+
+
+def open_batches(
+    path: str, fmt: str, chunk_rows: int, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """The file's rows as record batches of about ``chunk_rows`` rows, in file order.
+
+    pyarrow opens the path (or stdin's descriptor) itself, so its reader threads hold no
+    Python objects. With ``columns``, only those are read, as float64.
+    """
+    source = "/dev/stdin" if path == "-" else path
+    if fmt == "parquet":
+        parquet = pq.ParquetFile(source, pre_buffer=False)
+        yield from parquet.iter_batches(batch_size=chunk_rows, columns=columns)
+        return
+    delimiter = "\t" if fmt == "tsv" else ","
+    width = len(columns) if columns else 8
+    convert = pa_csv.ConvertOptions(
+        include_columns=columns, column_types=dict.fromkeys(columns or [], pa.float64())
+    )
+    reader = pa_csv.open_csv(
+        pa.OSFile(source) if path == "-" else source,
+        read_options=pa_csv.ReadOptions(block_size=chunk_rows * width * CSV_BYTES_PER_VALUE),
+        parse_options=pa_csv.ParseOptions(delimiter=delimiter),
+        convert_options=convert,
+    )
+    yield from reader
+
+
+def read_schema(path: str, fmt: str) -> pa.Schema:
+    """The file's columns and types (CSV: inferred from its first block)."""
+    if fmt == "parquet":
+        return pq.read_schema(path)
+    delimiter = "\t" if fmt == "tsv" else ","
+    reader = pa_csv.open_csv(path, parse_options=pa_csv.ParseOptions(delimiter=delimiter))
+    return reader.schema
+
+
+def default_names(path: str, fmt: str, exclude: list[str], weight_column: str | None) -> list[str]:
+    """The features --columns would default to, from the file's schema."""
+    schema = read_schema(path, fmt)
+    for name in [*exclude, *([weight_column] if weight_column else [])]:
+        if name not in schema.names:
+            raise UserError(f"column '{name}' not found in '{path}'; available: {schema.names}")
+    names = tables.default_feature_names(schema, exclude, weight_column)
+    if not names:
+        raise UserError(f"'{path}' has no numeric columns to use; pick them with --columns")
+    return names
+
+
+def _conversion_error(err: pa.ArrowInvalid, name: str) -> UserError:
+    """pyarrow's CSV conversion failure as one line naming the column and the value."""
+    detail = " ".join(str(err).split())
+    found = re.search(r"column #?(\d+)?.*?invalid value '([^']*)'", detail)
+    value = f": it has {found.group(2)!r}" if found else f" ({detail[:200]})"
+    return UserError(f"{name} has a value that is not a number{value}; fix the data")
+
+
+@dataclass
+class FileRows:
+    """A table file served to the core as blocks of feature rows, re-read on every pass."""
+
+    path: str
+    fmt: str
+    names: list[str]
+    weight_column: str | None = None
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    drop_missing: bool = False
+    centre: np.ndarray | None = None
+    dtype: type = np.float64
+
+    @property
+    def n_features(self) -> int:
+        return len(self.names)
+
+    def centred(self, centre: np.ndarray, dtype: type = np.float64) -> FileRows:
+        return dataclasses.replace(self, centre=centre, dtype=dtype)
+
+    def features(self) -> Iterator[tables.Features]:
+        """Each chunk's features, checked as in memory; row numbers count from the file's start."""
+        columns = self.names + ([self.weight_column] if self.weight_column else [])
+        name = "stdin" if self.path == "-" else f"'{self.path}'"
+        first_row = 0
+        try:
+            for batch in open_batches(self.path, self.fmt, self.chunk_rows, columns):
+                chunk = tables.select_features(
+                    pa.Table.from_batches([batch]),
+                    columns=self.names,
+                    weight_column=self.weight_column,
+                    source=name,
+                    first_row=first_row,
+                    require_positive=False,
+                )
+                first_row += batch.num_rows
+                yield chunk
+        except pa.ArrowInvalid as err:
+            raise _conversion_error(err, name) from None
+        except (OSError, pa.ArrowException) as err:
+            raise UserError(f"cannot read {name}: {' '.join(str(err).split())[:200]}") from None
+
+    def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        centre = np.zeros(self.n_features) if self.centre is None else self.centre
+        for chunk in self.features():
+            chunk, _ = tables.require_complete(
+                chunk, source=self.path, drop_missing=self.drop_missing, allow_empty=True
+            )
+            if len(chunk.X) == 0:
+                continue
+            weights = np.ones(len(chunk.X)) if chunk.weights is None else chunk.weights
+            yield (chunk.X - centre).astype(self.dtype, copy=False), weights
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (MemAvailable), or the physical total as a fallback."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def parse_size(text: str) -> int:
+    """'2GB', '500M', '1.5 GiB', '123456' -> bytes (powers of 1024 for K, M, G, T)."""
+    found = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)(I?B)?\s*", text.upper())
+    if not found:
+        raise UserError(f"cannot read the size {text!r}; write it like 2GB, 500MB or 123456")
+    scale = 1024 ** " KMGT".index(found.group(2) or " ")
+    return int(float(found.group(1)) * scale)
+
+
+def in_memory_bytes(path: str, fmt: str, n_columns: int | None = None) -> int:
+    """A generous estimate of what reading the file whole would take (all its columns
+    unless ``n_columns`` is given)."""
+    if fmt == "parquet":
+        metadata = pq.ParquetFile(path).metadata
+        return metadata.num_rows * (n_columns or metadata.num_columns) * 8 * 3
+    return os.path.getsize(path) * 3
