@@ -170,6 +170,10 @@ def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared, cov: Covarian
     phi, log_prob = log_joint(X, prepared, cov)
     top = log_prob.max(axis=0)
     log_prob -= top
+    # Relative responsibilities below sqrt(smallest normal number) (1e-19 in float32,
+    # 1e-154 in float64) are zero for every purpose; floored there, they cannot become
+    # subnormal once weighted, which would make the products that follow many times slower.
+    np.maximum(log_prob, 0.5 * np.log(np.finfo(log_prob.dtype).tiny), out=log_prob)
     wresp = np.exp(log_prob, out=log_prob)
     total = wresp.sum(axis=0)
     block_weights = weights.astype(X.dtype, copy=False)
