@@ -238,8 +238,8 @@ def m_step(stats: Stats, cov: Covariance, reg_covar: float, previous: Params | N
     """New parameters from summed statistics.
 
     A component whose weight is below one rounding unit of the total keeps its previous
-    mean and covariance, with the (near-)zero weight it earned: nothing is divided by zero
-    and the outcome does not depend on noise.
+    mean and covariance, with weight zero: nothing is divided by zero and the outcome does
+    not depend on noise.
     """
     total = stats.nk.sum()
     empty = stats.nk <= np.finfo(float).eps * total
@@ -249,7 +249,8 @@ def m_step(stats: Stats, cov: Covariance, reg_covar: float, previous: Params | N
     covariances = cov.estimate(stats.nk, means, stats.second, reg_covar)
     if empty.any():
         covariances = cov.keep_previous(covariances, previous.covariances, empty)
-    return Params(stats.nk / total, means, covariances, cov.precision_cholesky(covariances))
+    weights = np.where(empty, 0.0, stats.nk / total)
+    return Params(weights, means, covariances, cov.precision_cholesky(covariances))
 
 
 def rounding_allowance(dtype: np.dtype) -> float:
