@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from enum import Enum
 from typing import Annotated
 
@@ -701,9 +702,78 @@ def show_summary(model: GaussianMixture, report: Reporter) -> None:
     )
 
 
+def input_chunks(
+    data: str,
+    fmt: Format | None,
+    chunk_rows: int | None,
+    memory_limit: str | None,
+    float_columns: list[str],
+) -> Iterator[pa.Table]:
+    """The input as tables: whole when it fits in --memory-limit, else chunk by chunk.
+
+    CSV on stdin is always streamed (a pipe of any length works); Parquet on stdin is read
+    whole, its footer being at the end.
+    """
+    fmt_name = tables.format_for(data, fmt and fmt.value)
+    if data == "-":  # noqa: SIM108 (two cases, each with its reason above)
+        streamed = fmt_name != "parquet"
+    else:
+        streamed = streams(data, fmt_name, memory_limit, None)
+    if not streamed:
+        yield tables.read_table(data, fmt_name)
+        return
+    rows = 0
+    size = chunk_rows or stream.DEFAULT_CHUNK_ROWS
+    for batch in stream.open_batches(data, fmt_name, size, float_columns=float_columns):
+        rows += batch.num_rows
+        yield pa.Table.from_batches([batch])
+    if rows == 0:
+        raise UserError(f"{_source_name(data)} has no data rows; give at least one row of data")
+
+
+def predicted_chunks(
+    data: str,
+    fmt: Format | None,
+    mixture: GaussianMixture,
+    *,
+    weight_column: str | None,
+    drop_missing: bool,
+    chunk_rows: int | None,
+    memory_limit: str | None,
+    report: Reporter,
+) -> Iterator[tuple[pa.Table, tables.Features, np.ndarray, np.ndarray]]:
+    """(input chunk, its features, rows predicted, their responsibilities) for every chunk.
+
+    The model's features are taken by name; rows with a missing feature are an error, or
+    with --drop-missing get empty outputs (the outputs stay aligned with the input).
+    """
+    names = mixture.feature_names
+    if not names:
+        raise UserError("the model has no feature names; refit it with gmmcli fit")
+    first_row = 0
+    weights = [weight_column] if weight_column else []
+    for table in input_chunks(data, fmt, chunk_rows, memory_limit, names + weights):
+        if first_row == 0:
+            used = f", weights from '{weight_column}'" if weight_column else ""
+            report.note(f"features: {', '.join(names)}{used}")
+        features = tables.select_features(
+            table,
+            columns=names,
+            weight_column=weight_column,
+            source=_source_name(data),
+            first_row=first_row,
+            require_positive=False,
+        )
+        tables.require_complete(features, source=_source_name(data), drop_missing=drop_missing)
+        keep = ~features.missing
+        first_row += table.num_rows
+        yield table, features, keep, mixture.predict_proba(features.X[keep])
+
+
 def _model_features(
     data: str, fmt: Format | None, model: GaussianMixture, weight_column: str | None, report
 ) -> tuple[pa.Table, tables.Features]:
+    """The whole table and the model's feature columns from it, by name."""
     if not model.feature_names:
         raise UserError("the model has no feature names; refit it with gmmcli fit")
     return read_features(
@@ -711,17 +781,15 @@ def _model_features(
     )
 
 
-def _complete_rows(features: tables.Features, data: str, drop_missing: bool) -> np.ndarray:
-    """Rows to predict; with --drop-missing the others get empty outputs."""
-    tables.require_complete(features, source=_source_name(data), drop_missing=drop_missing)
-    return ~features.missing
-
-
 def _column(values: np.ndarray, keep: np.ndarray) -> pa.Array:
     """Values for the kept rows, nulls elsewhere, as an Arrow column."""
     full = np.zeros(len(keep), dtype=values.dtype)
     full[keep] = values
     return pa.array(full, mask=~keep)
+
+
+def _output_format(output: str, output_format: Format | None) -> str | None:
+    return output_format.value if output_format else ("csv" if output == "-" else None)
 
 
 @command(example="gmmcli classify data.csv --model model.json -o labelled.csv")
@@ -737,30 +805,49 @@ def classify(
         bool, typer.Option("--only-new-columns", help="Leave the input columns out.")
     ] = False,
     drop_missing: DropMissingOpt = False,
+    chunk_rows: ChunkRowsOpt = None,
+    memory_limit: MemoryLimitOpt = None,
     fmt: FormatOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Label every row with its most probable component and membership probabilities."""
+    """Label every row with its most probable component and membership probabilities.
+
+    Large files (past --memory-limit) and CSV on stdin are read and written chunk by chunk.
+    """
     report = Reporter(quiet)
     check_outputs(tables_at=() if output_format else (output,))
     mixture = modelfile.load(model)
-    table, features = _model_features(data, fmt, mixture, None, report)
-    keep = _complete_rows(features, data, drop_missing)
-    proba = mixture.predict_proba(features.X[keep])
-    new = {"component": _column(proba.argmax(axis=1), keep)}
-    if not no_probabilities:
-        new.update({f"p_{k}": _column(proba[:, k], keep) for k in range(mixture.n_components)})
-    if only_new_columns:
-        table = pa.table(new)
-    else:
-        replaced = [name for name in table.column_names if tables.GMMCLI_COLUMNS.fullmatch(name)]
-        replaced = [name for name in replaced if name != "true_component"]
-        if replaced:
-            report.note(f"replacing the existing columns {', '.join(replaced)}")
-            table = table.drop_columns(replaced)
-        for name, column in new.items():
-            table = table.append_column(name, column)
-    write_output(table, output, output_format)
+    chunks = predicted_chunks(
+        data,
+        fmt,
+        mixture,
+        weight_column=None,
+        drop_missing=drop_missing,
+        chunk_rows=chunk_rows,
+        memory_limit=memory_limit,
+        report=report,
+    )
+    with tables.TableWriter(output, _output_format(output, output_format)) as writer:
+        for index, (table, _, keep, proba) in enumerate(chunks):
+            new = {"component": _column(proba.argmax(axis=1), keep)}
+            if not no_probabilities:
+                new.update(
+                    {f"p_{k}": _column(proba[:, k], keep) for k in range(mixture.n_components)}
+                )
+            if only_new_columns:
+                table = pa.table(new)
+            else:
+                replaced = [
+                    name
+                    for name in table.column_names
+                    if tables.GMMCLI_COLUMNS.fullmatch(name) and name != "true_component"
+                ]
+                if replaced and index == 0:
+                    report.note(f"replacing the existing columns {', '.join(replaced)}")
+                table = table.drop_columns(replaced)
+                for name, column in new.items():
+                    table = table.append_column(name, column)
+            writer.write(table)
 
 
 @command(example="gmmcli score data.csv --model model.json --per-sample scores.csv")
@@ -772,33 +859,52 @@ def score(
         str | None, typer.Option(help="Also write every row with its log_likelihood.")
     ] = None,
     drop_missing: DropMissingOpt = False,
+    chunk_rows: ChunkRowsOpt = None,
+    memory_limit: MemoryLimitOpt = None,
     fmt: FormatOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Print the log-likelihood, BIC and AIC of data under a model, as JSON on stdout."""
+    """Print the log-likelihood, BIC and AIC of data under a model, as JSON on stdout.
+
+    Large files (past --memory-limit) and CSV on stdin are read chunk by chunk.
+    """
     report = Reporter(quiet)
     check_outputs(tables_at=(per_sample,))
     mixture = modelfile.load(model)
-    table, features = _model_features(data, fmt, mixture, weight_column, report)
-    keep = _complete_rows(features, data, drop_missing)
-    per_row = mixture.score_samples(features.X[keep])
-    weights = np.ones(len(per_row)) if features.weights is None else features.weights[keep]
-    total_weight = float(weights.sum())
-    if total_weight <= 0:
-        raise UserError(f"no row of {_source_name(data)} has a positive weight")
-    log_likelihood = float(weights @ per_row)
+    chunks = predicted_chunks(
+        data,
+        fmt,
+        mixture,
+        weight_column=weight_column,
+        drop_missing=drop_missing,
+        chunk_rows=chunk_rows,
+        memory_limit=memory_limit,
+        report=report,
+    )
+    n_samples, total_weight, log_likelihood = 0, 0.0, 0.0
+    writer = tables.TableWriter(per_sample) if per_sample else contextlib.nullcontext()
+    with writer:
+        for table, features, keep, _ in chunks:
+            per_row = mixture.score_samples(features.X[keep])
+            weights = np.ones(len(per_row)) if features.weights is None else features.weights[keep]
+            n_samples += int(keep.sum())
+            total_weight += float(weights.sum())
+            log_likelihood += float(weights @ per_row)
+            if per_sample:
+                writer.write(table.append_column("log_likelihood", _column(per_row, keep)))
+        if total_weight <= 0:
+            raise UserError(
+                f"weight column '{weight_column}' in {_source_name(data)} has no positive "
+                "weight; give at least one row a weight above zero"
+            )
     result = {
-        "n_samples": int(keep.sum()),
+        "n_samples": n_samples,
         "total_weight": total_weight,
         "log_likelihood": log_likelihood,
         "mean_log_likelihood": log_likelihood / total_weight,
         "bic": bic(log_likelihood, mixture.n_parameters, total_weight),
         "aic": aic(log_likelihood, mixture.n_parameters),
     }
-    if per_sample is not None:
-        write_output(
-            table.append_column("log_likelihood", _column(per_row, keep)), per_sample, None
-        )
     sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
     sys.stdout.flush()
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -28,30 +30,87 @@ CSV_BYTES_PER_VALUE = 20  # a generous guess that turns chunk rows into CSV bloc
 
 
 def open_batches(
-    path: str, fmt: str, chunk_rows: int, columns: list[str] | None = None
+    path: str,
+    fmt: str,
+    chunk_rows: int,
+    columns: list[str] | None = None,
+    float_columns: list[str] = (),
 ) -> Iterator[pa.RecordBatch]:
     """The file's rows as record batches of about ``chunk_rows`` rows, in file order.
 
-    pyarrow opens the path (or stdin's descriptor) itself, so its reader threads hold no
-    Python objects. With ``columns``, only those are read, as float64.
+    ``columns`` limits what is read; ``float_columns`` are read as float64 (CSV types are
+    otherwise inferred from the first block). pyarrow opens the path (or stdin's
+    descriptor) itself, so its reader threads hold no Python objects. Read errors become
+    one-line UserErrors.
     """
+    name = "stdin" if path == "-" else f"'{path}'"
     source = "/dev/stdin" if path == "-" else path
-    if fmt == "parquet":
-        parquet = pq.ParquetFile(source, pre_buffer=False)
-        yield from parquet.iter_batches(batch_size=chunk_rows, columns=columns)
-        return
-    delimiter = "\t" if fmt == "tsv" else ","
-    width = len(columns) if columns else 8
-    convert = pa_csv.ConvertOptions(
-        include_columns=columns, column_types=dict.fromkeys(columns or [], pa.float64())
-    )
-    reader = pa_csv.open_csv(
-        pa.OSFile(source) if path == "-" else source,
-        read_options=pa_csv.ReadOptions(block_size=chunk_rows * width * CSV_BYTES_PER_VALUE),
-        parse_options=pa_csv.ParseOptions(delimiter=delimiter),
-        convert_options=convert,
-    )
-    yield from reader
+    try:
+        if fmt == "parquet":
+            parquet = pq.ParquetFile(source, pre_buffer=False)
+            yield from parquet.iter_batches(batch_size=chunk_rows, columns=columns)
+            return
+        width = len(columns) if columns else 8
+        block_size = chunk_rows * width * CSV_BYTES_PER_VALUE
+        parse = pa_csv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",")
+        convert = pa_csv.ConvertOptions(
+            include_columns=columns, column_types=dict.fromkeys(float_columns, pa.float64())
+        )
+        if path == "-":
+            yield from _pipe_batches(sys.stdin.buffer, block_size, parse, convert)
+            return
+        read = pa_csv.ReadOptions(block_size=block_size)
+        yield from pa_csv.open_csv(
+            source, read_options=read, parse_options=parse, convert_options=convert
+        )
+    except pa.ArrowInvalid as err:
+        raise _conversion_error(err, name) from None
+    except (OSError, pa.ArrowException) as err:
+        raise UserError(f"cannot read {name}: {' '.join(str(err).split())[:200]}") from None
+
+
+def _pipe_batches(
+    pipe: BinaryIO,
+    block_size: int,
+    parse: pa_csv.ParseOptions,
+    convert: pa_csv.ConvertOptions,
+) -> Iterator[pa.RecordBatch]:
+    """CSV from a pipe, parsed block by block (pyarrow's own reader needs a seekable file).
+
+    Blocks end at a line end (so a quoted value may not hold one); every block is copied
+    into Arrow memory and parsed with the header's names and the first block's types.
+    """
+    header = pipe.readline()
+    names = pa_csv.read_csv(pa.BufferReader(_arrow_copy(header + b"\n")), parse_options=parse)
+    names = names.column_names if names.num_columns else []
+    carry, types = b"", None
+    while True:
+        data = pipe.read(block_size)
+        block = carry + data
+        cut = block.rfind(b"\n") + 1 if data else len(block)
+        block, carry = block[:cut], block[cut:]
+        if block.strip():
+            options = pa_csv.ConvertOptions(
+                include_columns=convert.include_columns,
+                column_types=types or convert.column_types,
+            )
+            table = pa_csv.read_csv(
+                pa.BufferReader(_arrow_copy(block)),
+                read_options=pa_csv.ReadOptions(column_names=names),
+                parse_options=parse,
+                convert_options=options,
+            )
+            types = types or dict(zip(table.column_names, table.schema.types, strict=True))
+            yield from table.to_batches()
+        if not data:
+            return
+
+
+def _arrow_copy(data: bytes) -> pa.Buffer:
+    """``data`` in Arrow's own memory (no Python object for pyarrow's threads to hold)."""
+    sink = pa.BufferOutputStream()
+    sink.write(data)
+    return sink.getvalue()
 
 
 def read_schema(path: str, fmt: str) -> pa.Schema:
@@ -108,22 +167,17 @@ class FileRows:
         columns = self.names + ([self.weight_column] if self.weight_column else [])
         name = "stdin" if self.path == "-" else f"'{self.path}'"
         first_row = 0
-        try:
-            for batch in open_batches(self.path, self.fmt, self.chunk_rows, columns):
-                chunk = tables.select_features(
-                    pa.Table.from_batches([batch]),
-                    columns=self.names,
-                    weight_column=self.weight_column,
-                    source=name,
-                    first_row=first_row,
-                    require_positive=False,
-                )
-                first_row += batch.num_rows
-                yield chunk
-        except pa.ArrowInvalid as err:
-            raise _conversion_error(err, name) from None
-        except (OSError, pa.ArrowException) as err:
-            raise UserError(f"cannot read {name}: {' '.join(str(err).split())[:200]}") from None
+        for batch in open_batches(self.path, self.fmt, self.chunk_rows, columns, columns):
+            chunk = tables.select_features(
+                pa.Table.from_batches([batch]),
+                columns=self.names,
+                weight_column=self.weight_column,
+                source=name,
+                first_row=first_row,
+                require_positive=False,
+            )
+            first_row += batch.num_rows
+            yield chunk
 
     def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         centre = np.zeros(self.n_features) if self.centre is None else self.centre
