@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 GMMCLI := $(BIN)/gmmcli
 OUT := out
 
-.PHONY: demo test lint format bench sample-data clean
+.PHONY: demo test lint format bench bench-onedal-2024 bench-scale sample-data clean
 
 $(GMMCLI): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,22 @@ format: $(VENV)/.dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench:
-	@echo "no benchmark yet: it comes with the speed work"
+$(VENV)/.bench: $(GMMCLI)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	touch $@
+
+## bench: EM speed against scikit-learn and oneDAL (OpenBLAS reads these variables at load)
+bench: $(VENV)/.bench
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_em.py
+
+## bench-onedal-2024: the older, faster oneDAL in a venv of its own (bench uses it if present)
+bench-onedal-2024:
+	$(PYTHON) -m venv benchmarks/.venv-onedal2024
+	benchmarks/.venv-onedal2024/bin/pip install --quiet daal4py==2024.7.0 numpy
+
+## bench-scale: a ~4 GB Parquet file fitted streamed, peak RSS below 1 GB
+bench-scale: $(GMMCLI)
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_scale.py
 
 ## sample-data: rebuild the committed sample_data/ (fixed seeds, same bytes every time)
 sample-data: $(GMMCLI)

@@ -44,6 +44,7 @@ EXIT_USER_ERROR = 2
 EXIT_STRICT = 3
 EXIT_INTERRUPTED = 130
 LOG_WIDTH = 160
+GENERATE_CHUNK_ROWS = 131072  # also the Parquet row-group size
 
 app = typer.Typer(
     name="gmmcli",
@@ -344,13 +345,17 @@ def generate(
         )
     names = mixture.feature_names or [f"x{i}" for i in range(mixture.n_features)]
     mixture.feature_names = names
-    X, labels = mixture.sample(n_samples, np.random.default_rng(sample_seed))
-    columns = {name: X[:, i] for i, name in enumerate(names)}
-    if not no_labels:
-        columns["true_component"] = labels
-    if weight_column:
-        columns[weight_column] = np.random.default_rng(weight_seed).integers(1, 6, n_samples)
-    write_output(pa.table(columns), output, output_format)
+    sample_rng, weight_rng = np.random.default_rng(sample_seed), np.random.default_rng(weight_seed)
+    with tables.TableWriter(output, _output_format(output, output_format)) as writer:
+        for start in range(0, n_samples, GENERATE_CHUNK_ROWS):  # bounded memory for any -n
+            rows = min(GENERATE_CHUNK_ROWS, n_samples - start)
+            X, labels = mixture.sample(rows, sample_rng)
+            columns = {name: X[:, i] for i, name in enumerate(names)}
+            if not no_labels:
+                columns["true_component"] = labels
+            if weight_column:
+                columns[weight_column] = weight_rng.integers(1, 6, rows)
+            writer.write(pa.table(columns))
     if truth is not None:
         modelfile.save(mixture, truth)
     Reporter(quiet).note(

@@ -197,7 +197,9 @@ class GaussianMixture:
         total, _ = self._total(X, weights)
         return aic(total, self.n_parameters)
 
-    def sample(self, n_samples: int, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def sample(
+        self, n_samples: int, seed: int | np.random.Generator | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``n_samples`` rows drawn from the mixture, in random order, with their labels."""
         rng = np.random.default_rng(seed)
         labels = rng.choice(self.n_components, size=n_samples, p=self.weights)
