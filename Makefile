@@ -56,7 +56,7 @@ bench: $(VENV)/.bench
 ## bench-onedal-2024: the older, faster oneDAL in a venv of its own (bench uses it if present)
 bench-onedal-2024:
 	$(PYTHON) -m venv benchmarks/.venv-onedal2024
-	benchmarks/.venv-onedal2024/bin/pip install --quiet daal4py==2024.7.0 numpy
+	benchmarks/.venv-onedal2024/bin/pip install --quiet daal4py==2024.7.0 'scikit-learn<1.6' packaging numpy
 
 ## bench-scale: a ~4 GB Parquet file fitted streamed, peak RSS below 1 GB
 bench-scale: $(GMMCLI)
