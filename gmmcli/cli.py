@@ -120,6 +120,9 @@ QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print nothing on stderr but errors.")
 ]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model JSON written by gmmcli fit.")]
+RegCovarOpt = Annotated[
+    float, typer.Option(help="Added to every covariance diagonal (absolute, as scikit-learn).")
+]
 DtypeOpt = Annotated[
     Dtype,
     typer.Option(
@@ -383,7 +386,7 @@ def fit_command(
     tol: Annotated[
         float, typer.Option(help="Stop when the mean log-likelihood gains less.")
     ] = 1e-3,
-    reg_covar: Annotated[float, typer.Option(help="Added to covariance diagonals.")] = 1e-6,
+    reg_covar: RegCovarOpt = 1e-6,
     seed: SeedOpt = "0",
     dtype: DtypeOpt = Dtype.float64,
     chunk_rows: ChunkRowsOpt = None,
@@ -517,7 +520,7 @@ def select_k(
     tol: Annotated[
         float, typer.Option(help="Convergence tolerance (tight, so criteria compare fairly).")
     ] = 1e-6,
-    reg_covar: Annotated[float, typer.Option(help="Added to covariance diagonals.")] = 1e-6,
+    reg_covar: RegCovarOpt = 1e-6,
     seed: SeedOpt = "0",
     dtype: DtypeOpt = Dtype.float64,
     jobs: Annotated[
