@@ -441,7 +441,11 @@ def fit_command(
         fmt_name = tables.format_for(data, fmt and fmt.value)
         if streams(path, fmt_name, memory_limit, len(chosen) if chosen else None):
             names = chosen or stream.default_names(
-                path, fmt_name, tables.parse_column_list(exclude) or [], weight_column
+                path,
+                fmt_name,
+                tables.parse_column_list(exclude) or [],
+                weight_column,
+                _source_name(data),
             )
             report.note(
                 f"features: {', '.join(names)} (streamed from {_source_name(data)} in chunks"
@@ -455,6 +459,7 @@ def fit_command(
                 weight_column,
                 chunk_rows or stream.DEFAULT_CHUNK_ROWS,
                 drop_missing,
+                name=_source_name(data),
             )
             model = run_fit(
                 lambda **kw: fit_rows(rows, n_components, feature_names=names, **kw),
@@ -758,7 +763,7 @@ def predicted_chunks(
     names = mixture.feature_names
     if not names:
         raise UserError("the model has no feature names; refit it with gmmcli fit")
-    first_row = 0
+    first_row = predicted = 0
     weights = [weight_column] if weight_column else []
     for table in input_chunks(data, fmt, chunk_rows, memory_limit, names + weights):
         if first_row == 0:
@@ -772,10 +777,18 @@ def predicted_chunks(
             first_row=first_row,
             require_positive=False,
         )
-        tables.require_complete(features, source=_source_name(data), drop_missing=drop_missing)
+        tables.require_complete(
+            features, source=_source_name(data), drop_missing=drop_missing, allow_empty=True
+        )
         keep = ~features.missing
         first_row += table.num_rows
+        predicted += int(keep.sum())
         yield table, features, keep, mixture.predict_proba(features.X[keep])
+    if predicted == 0:
+        raise UserError(
+            f"every row of {_source_name(data)} has a missing or infinite value in the "
+            "model's columns; clean the data"
+        )
 
 
 def _model_features(

@@ -41,6 +41,8 @@ def summarise(rows: RowSource) -> DataSummary:
     """Two passes: the weighted centre (and counts), then the covariance about it."""
     raw = rows.centred(np.zeros(rows.n_features))
     sums = sum_blocks(raw, lambda X, w: np.concatenate([[w.sum(), np.count_nonzero(w)], w @ X]))
+    if sums is None or sums[0] <= 0:
+        raise GMMError("no row with a positive weight is left to fit")
     total, n_samples, centre = float(sums[0]), int(sums[1]), sums[2:] / sums[0]
     full = get_covariance("full")
     stats = sum_blocks(

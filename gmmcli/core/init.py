@@ -16,7 +16,15 @@ from collections.abc import Callable
 import numpy as np
 
 from gmmcli.core.covariance import Covariance
-from gmmcli.core.em import Params, RowSource, Stats, accumulate, m_step, sum_blocks
+from gmmcli.core.em import (
+    Params,
+    RowSource,
+    Stats,
+    accumulate,
+    default_threads,
+    m_step,
+    sum_blocks,
+)
 
 INIT_METHODS = ("kmeans", "kmeans++", "random", "random-from-data")
 LLOYD_MAX_ITER = 300
@@ -83,7 +91,7 @@ def kmeans_plusplus(
             closest = _nearest(X, centres)[:, None]
             return w @ np.minimum(closest, squared_distances(X, candidates))
 
-        trial_potentials = sum_blocks(rows, potentials)
+        trial_potentials = sum_blocks(rows, potentials, default_threads())
         best = int(np.argmin(trial_potentials))
         centres = np.vstack([centres, candidates[best]])
         potential = float(trial_potentials[best])
@@ -132,13 +140,17 @@ def lloyd(rows: RowSource, centres: np.ndarray, data_variance: float) -> np.ndar
     """Weighted Lloyd iterations until the centres move less than 1e-4 of the variance."""
     n_components = len(centres)
     threshold = LLOYD_TOL * data_variance
+    threads = default_threads()
     for _ in range(LLOYD_MAX_ITER):
-        counts = np.zeros(n_components)
-        sums = np.zeros_like(centres)
-        for X, weights in rows.blocks():
+
+        def block(X, weights, centres=centres):
+            """Per centre: the summed weight, then the weighted sum of its rows."""
             labels = np.argmin(squared_distances(X, centres), axis=1)
-            counts += np.bincount(labels, weights, minlength=n_components)
-            sums += (_one_hot(labels, n_components) * weights) @ X
+            wresp = _one_hot(labels, n_components) * weights
+            return np.hstack([wresp.sum(axis=1)[:, None], wresp @ X])
+
+        sums = sum_blocks(rows, block, threads)
+        counts, sums = sums[:, 0], sums[:, 1:]
         moved = centres.copy()
         filled = counts > 0
         moved[filled] = sums[filled] / counts[filled, None]

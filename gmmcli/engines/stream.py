@@ -122,16 +122,27 @@ def read_schema(path: str, fmt: str) -> pa.Schema:
     return reader.schema
 
 
-def default_names(path: str, fmt: str, exclude: list[str], weight_column: str | None) -> list[str]:
-    """The features --columns would default to, from the file's schema."""
-    schema = read_schema(path, fmt)
-    for name in [*exclude, *([weight_column] if weight_column else [])]:
-        if name not in schema.names:
-            raise UserError(f"column '{name}' not found in '{path}'; available: {schema.names}")
-    names = tables.default_feature_names(schema, exclude, weight_column)
-    if not names:
-        raise UserError(f"'{path}' has no numeric columns to use; pick them with --columns")
-    return names
+def default_names(
+    path: str, fmt: str, exclude: list[str], weight_column: str | None, name: str
+) -> list[str]:
+    """The features --columns would default to: for Parquet from its schema; for CSV from
+    its first block, checked as in memory (a number column with a typo is an error)."""
+    if fmt == "parquet":
+        schema = read_schema(path, fmt)
+        for column in [*exclude, *([weight_column] if weight_column else [])]:
+            if column not in schema.names:
+                raise UserError(f"column '{column}' not found in {name}; available: {schema.names}")
+        names = tables.default_feature_names(schema, exclude, weight_column)
+        if not names:
+            raise UserError(f"{name} has no numeric columns to use; pick them with --columns")
+        return names
+    first = next(open_batches(path, fmt, DEFAULT_CHUNK_ROWS), None)
+    if first is None:
+        raise UserError(f"{name} has no data rows; give a file with at least one row of data")
+    table = pa.Table.from_batches([first])
+    return tables.select_features(
+        table, exclude=exclude, weight_column=weight_column, source=name, require_positive=False
+    ).names
 
 
 def _conversion_error(err: pa.ArrowInvalid, name: str) -> UserError:
@@ -154,6 +165,7 @@ class FileRows:
     drop_missing: bool = False
     centre: np.ndarray | None = None
     dtype: type = np.float64
+    name: str | None = None  # how messages call the input (default: the path quoted)
 
     @property
     def n_features(self) -> int:
@@ -165,7 +177,7 @@ class FileRows:
     def features(self) -> Iterator[tables.Features]:
         """Each chunk's features, checked as in memory; row numbers count from the file's start."""
         columns = self.names + ([self.weight_column] if self.weight_column else [])
-        name = "stdin" if self.path == "-" else f"'{self.path}'"
+        name = self.name or f"'{self.path}'"
         first_row = 0
         for batch in open_batches(self.path, self.fmt, self.chunk_rows, columns, columns):
             chunk = tables.select_features(
@@ -183,7 +195,10 @@ class FileRows:
         centre = np.zeros(self.n_features) if self.centre is None else self.centre
         for chunk in self.features():
             chunk, _ = tables.require_complete(
-                chunk, source=self.path, drop_missing=self.drop_missing, allow_empty=True
+                chunk,
+                source=self.name or f"'{self.path}'",
+                drop_missing=self.drop_missing,
+                allow_empty=True,
             )
             if len(chunk.X) == 0:
                 continue
@@ -205,7 +220,7 @@ def available_memory() -> int:
 
 def parse_size(text: str) -> int:
     """'2GB', '500M', '1.5 GiB', '123456' -> bytes (powers of 1024 for K, M, G, T)."""
-    found = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)(I?B)?\s*", text.upper())
+    found = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(I?B)?\s*", text.upper())
     if not found:
         raise UserError(f"cannot read the size {text!r}; write it like 2GB, 500MB or 123456")
     scale = 1024 ** " KMGT".index(found.group(2) or " ")

@@ -1,0 +1,736 @@
+"""Streaming on one machine: files read in chunks give the in-memory results, in bounded memory.
+
+A streamed fit re-reads the file on every pass; the core sees blocks of rows in file order,
+so the model equals the in-memory one up to the rounding of running sums (rtol 1e-10, the
+issue's promise). classify and score compute every row on its own, so their outputs should
+be identical; where BLAS rounds a row differently in a block of another length they are not
+(strict xfails below say where). `--memory-limit 1KB` forces streaming on the small files
+used here.
+
+Shared data: 1500 rows of 3 correlated features from 3 components, with integer frequency
+weights 0..5 (zeros included, so the draws that skip rows of weight zero are exercised),
+as CSV and as Parquet written in row groups of 512 rows (so Parquet batches break at row
+group ends, not only every --chunk-rows rows).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+from numpy.testing import assert_allclose
+from typer.testing import CliRunner
+
+import gmmcli
+from gmmcli.cli import app
+from gmmcli.core.fit import fit_rows
+from gmmcli.engines import stream
+from gmmcli.engines.stream import FileRows, parse_size
+from gmmcli.errors import UserError
+from gmmcli.io import modelfile, tables
+
+N_ROWS = 1500
+K = 3
+NAMES = ["x0", "x1", "x2"]
+SEED = "7"
+COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
+INITS = ["kmeans", "kmeans++", "random", "random-from-data"]
+FORMATS = ["parquet", "csv"]
+STREAM = ["--memory-limit", "1KB"]  # far below any file here: always streamed
+CHUNKED = ["--chunk-rows", "50", *STREAM]  # streamed in chunks of 50 rows
+FIT_RTOL = 1e-10  # running sums added in other blocks: rounding only (the issue's bound)
+SCORE_RTOL = 1e-12  # one per-row sum over chunks instead of over the whole file
+
+SCRIPT = Path(sys.executable).with_name("gmmcli")
+GMMCLI = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmcli"]
+TIMEOUT = 120  # seconds; far above what any process here needs
+
+runner = CliRunner()
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def gmm(args: list, input: bytes | None = None):
+    """Run ``gmmcli <args>`` in process."""
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+def ok(result):
+    assert result.exit_code == 0, (result.exit_code, result.stderr, result.exception)
+    return result
+
+
+def error_line(result, code: int = 2) -> str:
+    """The one error line of a failed command; checks the exit code and the shape."""
+    assert result.exit_code == code, (result.exit_code, result.stderr, result.exception)
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert result.stderr.rstrip("\n").endswith(errors[0]), "the error must be the last line"
+    return errors[0]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` with its bytes (temporary files included)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))}
+
+
+def shell(script: str, cwd: Path) -> subprocess.CompletedProcess:
+    """A bash script (with pipefail) in which ``gmmcli`` is the installed command line."""
+    prelude = f'set -o pipefail\ngmmcli() {{ {shlex.join(GMMCLI)} "$@"; }}\n'
+    result = subprocess.run(
+        ["bash", "-c", prelude + script], cwd=cwd, capture_output=True, timeout=TIMEOUT
+    )
+    assert result.returncode == 0, (result.returncode, result.stderr.decode())
+    return result
+
+
+def assert_same_numbers(a, b, rtol: float, where: str = "model") -> None:
+    """Two JSON documents alike: every float within ``rtol``, everything else equal."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            assert_same_numbers(a[key], b[key], rtol, f"{where}.{key}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_numbers(x, y, rtol, f"{where}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert_allclose(a, b, rtol=rtol, atol=0, err_msg=where)
+    else:
+        assert a == b, where
+
+
+def load_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def write_both(table: pa.Table, stem: Path) -> None:
+    """``stem``.parquet (row groups of 512 rows) and ``stem``.csv holding ``table``."""
+    pq.write_table(table, f"{stem}.parquet", row_group_size=512)
+    pa_csv.write_csv(table, f"{stem}.csv")
+
+
+def with_nulls(table: pa.Table, column: str, rows: list[int]) -> pa.Table:
+    """``table`` with ``column`` (as float64) null at the 0-based ``rows``."""
+    values = table.column(column).to_numpy().astype(float)
+    mask = np.zeros(len(values), bool)
+    mask[rows] = True
+    index = table.column_names.index(column)
+    return table.set_column(index, column, pa.array(values, mask=mask))
+
+
+def set_csv_cell(path: Path, row: int, column: str, value: str) -> None:
+    """Data row ``row`` (1-based, header not counted) of ``column`` in a CSV set to ``value``."""
+    lines = path.read_text().splitlines()
+    header = [name.strip('"') for name in lines[0].split(",")]
+    cells = lines[row].split(",")
+    cells[header.index(column)] = value
+    lines[row] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, mixture) -> Path:
+    """A folder with data.csv, data.parquet and a model fitted in memory for every
+    covariance type (full.json, tied.json, diag.json, spherical.json)."""
+    folder = tmp_path_factory.mktemp("stream")
+    X, _ = mixture(11, n_samples=N_ROWS, n_features=len(NAMES), n_components=K)
+    weights = np.random.default_rng(12).integers(0, 6, N_ROWS)
+    columns = {name: X[:, i] for i, name in enumerate(NAMES)}
+    write_both(pa.table({**columns, "w": weights}), folder / "data")
+    for covariance_type in COVARIANCE_TYPES:
+        model = folder / f"{covariance_type}.json"
+        args = ["-k", K, "--weight-column", "w", "--covariance-type", covariance_type, "-q"]
+        ok(gmm(["fit", folder / "data.parquet", *args, "-o", model]))
+    return folder
+
+
+@pytest.fixture
+def table(data) -> pa.Table:
+    return pq.read_table(data / "data.parquet")
+
+
+# --- 1. the same model streamed or not -------------------------------------------------------
+
+
+def fit_args(path: Path, covariance_type: str, init: str, *extra) -> list:
+    return [
+        "fit",
+        path,
+        "-k",
+        K,
+        "--weight-column",
+        "w",
+        "--covariance-type",
+        covariance_type,
+        "--init",
+        init,
+        "--n-init",
+        "2",
+        "--seed",
+        SEED,
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize("init", INITS)
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_streamed_fit_equals_the_in_memory_fit(data, tmp_path, fmt, covariance_type, init):
+    path = data / f"data.{fmt}"
+    options = dict(covariance_type=covariance_type, init=init, n_init=2, seed=int(SEED))
+
+    # The Python API: the file read in chunks of 700 rows against arrays in blocks of 700.
+    features = tables.select_features(
+        tables.read_table(str(path)), columns=NAMES, weight_column="w"
+    )
+    in_memory = gmmcli.fit(
+        features.X, K, weights=features.weights, block_rows=700, feature_names=NAMES, **options
+    )
+    streamed = fit_rows(
+        FileRows(str(path), fmt, NAMES, "w", chunk_rows=700), K, feature_names=NAMES, **options
+    )
+    api = modelfile.to_dict(in_memory)
+    assert_same_numbers(modelfile.to_dict(streamed), api, FIT_RTOL)
+
+    # The command line: the same with and without --memory-limit.
+    memory, chunked = tmp_path / "memory.json", tmp_path / "streamed.json"
+    kept = ok(gmm(fit_args(path, covariance_type, init, "--chunk-rows", "700", "-o", memory)))
+    read = ok(
+        gmm(fit_args(path, covariance_type, init, "--chunk-rows", "700", *STREAM, "-o", chunked))
+    )
+    assert "streamed" not in kept.stderr
+    assert "streamed" in read.stderr
+    assert_same_numbers(load_json(chunked), load_json(memory), FIT_RTOL)
+    assert_same_numbers(load_json(memory), api, FIT_RTOL)
+
+
+@pytest.mark.parametrize("init", INITS)
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_chunk_size_changes_only_the_rounding(data, tmp_path, fmt, covariance_type, init):
+    # Streamed in chunks of 333 rows against one in-memory block (the default block is far
+    # larger than the file): only running sums differ, so k-means++ and the random draws
+    # must pick the same rows; a different pick would show as a large difference here.
+    path = data / f"data.{fmt}"
+    memory, chunked = tmp_path / "memory.json", tmp_path / "streamed.json"
+    streamed = ["--chunk-rows", "333", *STREAM, "-q", "-o", chunked]
+    ok(gmm(fit_args(path, covariance_type, init, "-q", "-o", memory)))
+    ok(gmm(fit_args(path, covariance_type, init, *streamed)))
+    assert_same_numbers(load_json(chunked), load_json(memory), FIT_RTOL)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_streamed_fit_drops_missing_rows_like_in_memory(tmp_path, table, fmt):
+    # Rows 100..149 are a whole Parquet chunk of 50 rows: a chunk left empty is skipped.
+    # Row 777 has no weight.
+    holes = [3, *range(100, 150), N_ROWS - 1]
+    holey = with_nulls(with_nulls(table, "x1", holes), "w", [777])
+    write_both(holey, tmp_path / "holes")
+    path = tmp_path / f"holes.{fmt}"
+    common = ["-k", K, "--weight-column", "w", "--drop-missing", "--seed", SEED]
+    whole = ok(gmm(["fit", path, *common, "-o", tmp_path / "memory.json"]))
+    read = ok(gmm(["fit", path, *common, "--chunk-rows", "50", *STREAM, "-o", tmp_path / "s.json"]))
+    assert "dropped 53 rows" in whole.stderr
+    assert "streamed" in read.stderr
+    streamed = load_json(tmp_path / "s.json")
+    kept = np.ones(N_ROWS, bool)
+    kept[[*holes, 777]] = False
+    assert streamed["training"]["n_samples"] == np.count_nonzero(table["w"].to_numpy()[kept])
+    assert_same_numbers(streamed, load_json(tmp_path / "memory.json"), FIT_RTOL)
+
+
+# --- 2. classify and score streamed ----------------------------------------------------------
+
+# The outputs of classify (--output) and score (--per-sample) as tables; the last column of
+# each is computed, the others are copied from the input.
+OUTPUT_OPTION = {"classify": "-o", "score": "--per-sample"}
+
+
+def run_output(command: str, path: Path, model: Path, output: Path, *extra) -> pa.Table:
+    """Run classify or score writing a table to ``output``; the table read back."""
+    weights = ["--weight-column", "w"] if command == "score" else []
+    ok(gmm([command, path, "-m", model, *weights, "-q", OUTPUT_OPTION[command], output, *extra]))
+    return pq.read_table(output) if output.suffix == ".parquet" else pa_csv.read_csv(output)
+
+
+def assert_same_table(a: pa.Table, b: pa.Table, rtol: float) -> None:
+    """Same columns, types and empty cells; floats within ``rtol``, everything else equal.
+
+    atol 1e-300 only lets subnormal probabilities (which carry few digits) differ.
+    """
+    assert a.schema == b.schema
+    for name in a.column_names:
+        x, y = a[name], b[name]
+        assert x.is_null().equals(y.is_null()), name
+        if pa.types.is_floating(x.type):
+            x, y = (c.to_numpy(zero_copy_only=False) for c in (x, y))
+            assert_allclose(x, y, rtol=rtol, atol=1e-300, equal_nan=True, err_msg=name)
+        else:
+            assert x.equals(y), name
+
+
+INTEGERS_AS_FLOATS = pytest.mark.xfail(
+    strict=True,
+    reason="input_chunks reads a CSV's feature and weight columns as float64 when streaming, "
+    "while the in-memory path keeps the int64 pyarrow infers, so a Parquet output has "
+    "another schema (score --per-sample of integer weights, classify of integer features)",
+)
+TIED_BYTES = pytest.mark.xfail(
+    strict=True,
+    reason="tied log-densities add a 1 x F by F x rows product (BLAS gemv), whose rounding "
+    "depends on the block's length: chunks of 50 rows change the last digit of some "
+    "probabilities and log-likelihoods (they agree to rtol 1e-12 all the same)",
+)
+
+
+@pytest.mark.parametrize(
+    "covariance_type",
+    [pytest.param(c, marks=TIED_BYTES) if c == "tied" else c for c in COVARIANCE_TYPES],
+)
+@pytest.mark.parametrize("command", ["classify", "score"])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_streamed_outputs_are_the_same_csv_bytes(data, tmp_path, fmt, command, covariance_type):
+    path, model = data / f"data.{fmt}", data / f"{covariance_type}.json"
+    memory, chunked = tmp_path / "memory.csv", tmp_path / "streamed.csv"
+    run_output(command, path, model, memory)
+    assert run_output(command, path, model, chunked, *CHUNKED).num_rows == N_ROWS
+    assert chunked.read_bytes() == memory.read_bytes()
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("command", ["classify", "score"])
+@pytest.mark.parametrize("output", ["csv", "parquet"])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_streamed_outputs_hold_the_same_numbers(
+    request, data, tmp_path, fmt, output, command, covariance_type
+):
+    # Every row is computed on its own, so only BLAS rounding may differ (see TIED_BYTES).
+    if (fmt, output, command) == ("csv", "parquet", "score"):
+        request.applymarker(INTEGERS_AS_FLOATS)  # the weight column w holds integers
+    path, model = data / f"data.{fmt}", data / f"{covariance_type}.json"
+    memory = run_output(command, path, model, tmp_path / f"memory.{output}")
+    chunked = run_output(command, path, model, tmp_path / f"streamed.{output}", *CHUNKED)
+    assert_same_table(chunked, memory, SCORE_RTOL)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="TableWriter writes one Parquet row group per chunk (30 groups of 50 rows here, "
+    "1 in memory), so the streamed Parquet file has other bytes; the issue asks for "
+    "identical output",
+)
+def test_streamed_classify_writes_the_same_parquet_bytes(data, tmp_path):
+    path, model = data / "data.parquet", data / "diag.json"
+    memory, chunked = tmp_path / "memory.parquet", tmp_path / "streamed.parquet"
+    run_output("classify", path, model, memory)
+    run_output("classify", path, model, chunked, *CHUNKED)
+    assert chunked.read_bytes() == memory.read_bytes()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="one-row blocks make predict_proba's coef @ phi a matrix-vector product (BLAS "
+    "gemv), rounded unlike the whole file's matrix product: --chunk-rows 1 changes the last "
+    "digit of some probabilities",
+)
+def test_streamed_classify_same_bytes_in_chunks_of_one_row(data, tmp_path):
+    path, model = data / "data.parquet", data / "full.json"
+    memory, chunked = tmp_path / "memory.csv", tmp_path / "streamed.csv"
+    run_output("classify", path, model, memory)
+    run_output("classify", path, model, chunked, "--chunk-rows", "1", *STREAM)
+    assert chunked.read_bytes() == memory.read_bytes()
+
+
+@INTEGERS_AS_FLOATS
+def test_streamed_classify_keeps_integer_feature_columns(tmp_path, table):
+    rounded = table.set_column(0, "x0", pa.array(np.round(table["x0"].to_numpy()).astype(int)))
+    path, model = tmp_path / "ints.csv", tmp_path / "model.json"
+    pa_csv.write_csv(rounded, path)
+    ok(gmm(["fit", path, "-k", K, "--weight-column", "w", "-q", "-o", model]))
+    memory = run_output("classify", path, model, tmp_path / "memory.parquet")
+    chunked = run_output("classify", path, model, tmp_path / "streamed.parquet", *CHUNKED)
+    assert chunked.schema == memory.schema
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the streaming CSV readers take the column types of the first block for every "
+    "block: a column of whole numbers there with a decimal later (not a feature) fails with "
+    "'has a value that is not a number' where the in-memory read works",
+)
+def test_streamed_classify_reads_a_column_that_turns_decimal_later(data, tmp_path, table):
+    note = np.arange(N_ROWS, dtype=float)
+    note[900] = 0.5  # pyarrow writes the others as whole numbers: 0, 1, 2, ...
+    path, model = tmp_path / "note.csv", data / "full.json"
+    pa_csv.write_csv(table.append_column("note", pa.array(note)), path)
+    memory = run_output("classify", path, model, tmp_path / "memory.csv")
+    chunked = run_output("classify", path, model, tmp_path / "streamed.csv", *CHUNKED)
+    assert_same_table(chunked, memory, SCORE_RTOL)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_streamed_score_gives_the_same_numbers(data, table, fmt):
+    path = data / f"data.{fmt}"
+    for covariance_type in COVARIANCE_TYPES:
+        common = ["score", path, "-m", data / f"{covariance_type}.json", "--weight-column", "w"]
+        memory = json.loads(ok(gmm([*common, "-q"])).stdout)
+        streamed = json.loads(ok(gmm([*common, "-q", *CHUNKED])).stdout)
+        assert streamed["n_samples"] == N_ROWS
+        assert streamed["total_weight"] == table["w"].to_numpy().sum()
+        assert_same_numbers(streamed, memory, SCORE_RTOL, covariance_type)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_streamed_drop_missing_keeps_rows_aligned(data, tmp_path, table, fmt):
+    # With chunks of 50 rows, rows 100..148 leave one complete row in the batch of rows
+    # 100..149 (for Parquet; CSV chunks are cut by bytes): the missing rows get empty
+    # outputs and every chunk after them stays aligned.
+    holes = [3, *range(100, 149), 777, N_ROWS - 1]
+    write_both(with_nulls(table, "x2", holes), tmp_path / "holes")
+    path, model = tmp_path / f"holes.{fmt}", data / "full.json"
+    for command, computed in (("classify", "p_0"), ("score", "log_likelihood")):
+        memory = run_output(command, path, model, tmp_path / "memory.csv", "--drop-missing")
+        chunked = run_output(
+            command, path, model, tmp_path / "streamed.csv", "--drop-missing", *CHUNKED
+        )
+        assert chunked.num_rows == N_ROWS
+        empty = chunked[computed].is_null().to_numpy(zero_copy_only=False)
+        assert np.flatnonzero(empty).tolist() == holes, command
+        assert_same_table(chunked, memory, SCORE_RTOL)
+
+    common = ["score", path, "-m", model, "--weight-column", "w", "--drop-missing", "-q"]
+    memory = json.loads(ok(gmm(common)).stdout)
+    streamed = json.loads(ok(gmm([*common, *CHUNKED])).stdout)
+    assert streamed["n_samples"] == N_ROWS - len(holes)
+    assert_same_numbers(streamed, memory, SCORE_RTOL, "score")
+
+
+@pytest.mark.parametrize("command", ["classify", "score"])
+def test_streamed_drop_missing_passes_a_chunk_with_no_complete_row(data, tmp_path, table, command):
+    # Rows 100..149 are exactly the third Parquet batch of 50 rows.
+    path = tmp_path / "holes.parquet"
+    pq.write_table(with_nulls(table, "x2", list(range(100, 150))), path)
+    out = tmp_path / "out.csv"
+    assert (
+        run_output(command, path, data / "full.json", out, "--drop-missing", *CHUNKED).num_rows
+        == N_ROWS
+    )
+
+
+def test_csv_through_a_pipe_equals_the_file(data, tmp_path):
+    # classify and score always stream CSV from stdin (--chunk-rows 100: blocks of 16,000
+    # bytes, about 200 rows, so the pipe reader cuts many lines in two); fit spools stdin to
+    # a file first, then reads it whole or (--memory-limit) in chunks.
+    model = data / "full.json"
+    fit = f"-k {K} --weight-column w --seed {SEED} -q"
+    shell(
+        f"""
+        cat {data}/data.csv | gmmcli classify - --model {model} --chunk-rows 100 -q > piped.csv
+        cat {data}/data.csv | gmmcli score - --model {model} --weight-column w \
+            --chunk-rows 100 -q > piped.json
+        cat {data}/data.csv | gmmcli fit - {fit} -o piped_fit.json
+        cat {data}/data.csv | gmmcli fit - {fit} --memory-limit 1KB --chunk-rows 333 \
+            -o piped_streamed_fit.json
+        cat {data}/data.parquet | gmmcli fit - --format parquet {fit} --memory-limit 1KB \
+            --chunk-rows 333 -o piped_parquet_fit.json
+        """,
+        tmp_path,
+    )
+    csv = data / "data.csv"
+    ok(gmm(["classify", csv, "-m", model, "-q", "-o", tmp_path / "file.csv"]))
+    assert (tmp_path / "piped.csv").read_bytes() == (tmp_path / "file.csv").read_bytes()
+
+    scores = ok(gmm(["score", csv, "-m", model, "--weight-column", "w", "-q"]))
+    piped = load_json(tmp_path / "piped.json")
+    assert piped["n_samples"] == N_ROWS
+    assert_same_numbers(piped, json.loads(scores.stdout), SCORE_RTOL, "score")
+
+    options = ["-k", K, "--weight-column", "w", "--seed", SEED, "-q"]
+    ok(gmm(["fit", csv, *options, "-o", tmp_path / "file_fit.json"]))
+    file_fit = (tmp_path / "file_fit.json").read_bytes()
+    assert (tmp_path / "piped_fit.json").read_bytes() == file_fit
+    for name in ("piped_streamed_fit.json", "piped_parquet_fit.json"):
+        assert_same_numbers(load_json(tmp_path / name), json.loads(file_fit), FIT_RTOL, name)
+
+
+def test_spooled_stdin_fit_equals_the_file_fit(data, tmp_path):
+    csv = data / "data.csv"
+    common = ["-k", K, "--weight-column", "w", "--seed", SEED, "--chunk-rows", "333", "-q"]
+    for extra in ([], STREAM):
+        ok(gmm(["fit", csv, *common, *extra, "-o", tmp_path / "file.json"]))
+        ok(gmm(["fit", "-", *common, *extra, "-o", tmp_path / "stdin.json"], csv.read_bytes()))
+        assert (tmp_path / "stdin.json").read_bytes() == (tmp_path / "file.json").read_bytes()
+
+
+# --- 3. bad input while streaming ------------------------------------------------------------
+
+
+def bad_commands(path: Path, model: Path, folder: Path) -> dict[str, list]:
+    """Every command streaming ``path``, with outputs that must not appear in ``folder``."""
+    fit = ["fit", path, "-k", K, "--weight-column", "w"]
+    classify = ["classify", path, "-m", model]
+    score = ["score", path, "-m", model, "--weight-column", "w"]
+    return {
+        "fit": [*fit, *CHUNKED, "-o", folder / "m.json"],
+        "classify-csv": [*classify, *CHUNKED, "-o", folder / "out.csv"],
+        "classify-parquet": [*classify, *CHUNKED, "-o", folder / "out.parquet"],
+        "score": [*score, *CHUNKED, "--per-sample", folder / "scores.csv"],
+    }
+
+
+COMMANDS = ["fit", "classify-csv", "classify-parquet", "score"]
+
+
+def fails_leaving_nothing(args: list, folder: Path) -> str:
+    """Run a command that must fail with one line and leave ``folder`` as it was."""
+    before = snapshot(folder)
+    result = gmm(args)
+    error = error_line(result)
+    assert result.stdout == ""
+    assert snapshot(folder) == before  # no output file, no temporary file beside it
+    return error
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_bad_input_a_word_in_a_later_chunk(data, tmp_path, command):
+    path = tmp_path / "typo.csv"
+    path.write_bytes((data / "data.csv").read_bytes())
+    set_csv_cell(path, 700, "x1", "abc")  # chunks of 50 rows: long after the first
+    args = bad_commands(path, data / "full.json", tmp_path)[command]
+    if command == "fit":
+        args += ["--columns", ",".join(NAMES)]  # default columns: tested below
+    error = fails_leaving_nothing(args, tmp_path)
+    assert "'abc'" in error
+
+
+def test_bad_input_a_word_drops_no_default_feature_column(data, tmp_path):
+    path = tmp_path / "typo.csv"
+    path.write_bytes((data / "data.csv").read_bytes())
+    set_csv_cell(path, 700, "x1", "abc")
+    args = bad_commands(path, data / "full.json", tmp_path)["fit"]
+    error = fails_leaving_nothing(args, tmp_path)
+    assert "'abc'" in error
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_bad_input_a_missing_feature_names_the_row_in_the_file(data, tmp_path, table, fmt, command):
+    write_both(with_nulls(table, "x1", [1233]), tmp_path / "hole")
+    path = tmp_path / f"hole.{fmt}"
+    error = fails_leaving_nothing(
+        bad_commands(path, data / "full.json", tmp_path)[command], tmp_path
+    )
+    assert "column 'x1'" in error
+    assert "row 1234" in error  # counted from the file's start, not the chunk's (row 34)
+    assert "--drop-missing" in error
+
+
+@pytest.mark.parametrize("command", ["fit", "score"])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_bad_input_a_negative_weight_in_a_later_chunk(data, tmp_path, table, fmt, command):
+    weights = table["w"].to_numpy().copy()
+    weights[1110] = -2
+    write_both(table.set_column(3, "w", pa.array(weights)), tmp_path / "negative")
+    path = tmp_path / f"negative.{fmt}"
+    error = fails_leaving_nothing(
+        bad_commands(path, data / "full.json", tmp_path)[command], tmp_path
+    )
+    assert "weight column 'w'" in error
+    assert "-2" in error
+    assert "row 1111" in error
+
+
+def zero_weights(table: pa.Table, folder: Path, fmt: str) -> Path:
+    write_both(table.set_column(3, "w", pa.array(np.zeros(N_ROWS, int))), folder / "zero")
+    return folder / f"zero.{fmt}"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_bad_input_every_weight_zero_in_a_streamed_score(data, tmp_path, table, fmt):
+    path = zero_weights(table, tmp_path, fmt)
+    error = fails_leaving_nothing(
+        bad_commands(path, data / "full.json", tmp_path)["score"], tmp_path
+    )
+    assert "weight column 'w'" in error
+    assert "no positive weight" in error
+
+
+# summarise() divides the zero total weight by itself (a RuntimeWarning, which this suite
+# turns into an error) before fit_rows reports "K must be between 1 and the 0 rows".
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_bad_input_every_weight_zero_in_a_streamed_fit(data, tmp_path, table, fmt):
+    path = zero_weights(table, tmp_path, fmt)
+    error = fails_leaving_nothing(bad_commands(path, data / "full.json", tmp_path)["fit"], tmp_path)
+    assert "positive weight" in error
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a streamed fit whose weights are all zero computes 0/0 in summarise() "
+    "(RuntimeWarning) and blames K ('between 1 and the 0 rows') instead of naming the "
+    "weight column as the in-memory fit does",
+)
+def test_bad_input_every_weight_zero_named_like_in_memory(data, tmp_path, table):
+    path = zero_weights(table, tmp_path, "csv")
+    error = fails_leaving_nothing(bad_commands(path, data / "full.json", tmp_path)["fit"], tmp_path)
+    assert "weight column 'w'" in error
+    assert "no positive weight" in error
+
+
+@pytest.mark.parametrize("rows", ["all-missing", "header-only"])
+def test_bad_input_no_rows_left_in_a_streamed_fit(tmp_path, table, rows):
+    if rows == "all-missing":
+        bad = with_nulls(table, "x0", list(range(N_ROWS)))
+    else:
+        bad = table.slice(0, 0)
+    pa_csv.write_csv(bad, tmp_path / "bad.csv")
+    args = ["fit", tmp_path / "bad.csv", "-k", K, "--columns", ",".join(NAMES), "--drop-missing"]
+    error = fails_leaving_nothing(
+        [*args, "--memory-limit", "1B", "-o", tmp_path / "m.json"], tmp_path
+    )
+    assert "row" in error
+
+
+def test_bad_input_on_stdin_is_named_stdin_when_streamed(tmp_path, table):
+    pa_csv.write_csv(with_nulls(table, "x1", [1233]), tmp_path / "hole.csv")
+    args = ["fit", "-", "-k", K, *CHUNKED, "-o", tmp_path / "m.json"]
+    result = gmm(args, (tmp_path / "hole.csv").read_bytes())
+    error = error_line(result)
+    assert "stdin" in error
+    assert "gmmcli-stdin" not in error
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a streamed Parquet read lists only the columns it asked for as 'available' "
+    "when --columns names one the file lacks",
+)
+def test_bad_input_unknown_column_lists_the_file_columns(data, tmp_path):
+    args = ["fit", data / "data.parquet", "-k", K, "--columns", "x0,nope", *CHUNKED]
+    error = fails_leaving_nothing([*args, "-o", tmp_path / "m.json"], tmp_path)
+    assert "'nope'" in error
+    assert "x1" in error
+
+
+# --- 4. sizes and the decision to stream -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("2GB", 2 * 1024**3),
+        ("500M", 500 * 1024**2),
+        ("1.5GiB", 3 * 1024**3 // 2),
+        ("1.5 gib", 3 * 1024**3 // 2),
+        ("123", 123),
+        ("64KB", 64 * 1024),
+        ("1T", 1024**4),
+    ],
+)
+def test_parse_size(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "GB", "lots", "2PB", "-1GB", "2 G B", "1e9"])
+def test_parse_size_rejects_what_it_cannot_read(text):
+    with pytest.raises(UserError, match="cannot read the size"):
+        parse_size(text)
+
+
+@pytest.mark.parametrize("text", ["1.2.3GB", "."])
+def test_parse_size_rejects_malformed_numbers(text):
+    with pytest.raises(UserError):
+        parse_size(text)
+
+
+def test_bad_memory_limit_is_a_user_error(data, tmp_path):
+    args = ["fit", data / "data.csv", "-k", K, "--memory-limit", "lots", "-o", tmp_path / "m.json"]
+    error = fails_leaving_nothing(args, tmp_path)
+    assert "'lots'" in error
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_memory_limit_decides_whether_fit_streams(data, tmp_path, fmt):
+    path, output = data / f"data.{fmt}", tmp_path / "m.json"
+    assert "streamed" in ok(gmm(["fit", path, "-k", K, *STREAM, "-o", output])).stderr
+    for big in (["--memory-limit", "1GB"], []):  # [] : half the memory available
+        assert "streamed" not in ok(gmm(["fit", path, "-k", K, *big, "-o", output])).stderr
+
+
+@pytest.mark.parametrize("command", ["classify", "score"])
+def test_memory_limit_decides_whether_classify_and_score_stream(
+    data, tmp_path, monkeypatch, command
+):
+    opened = []
+
+    def counting(*args, **kwargs):
+        opened.append(args[0])
+        return open_batches(*args, **kwargs)
+
+    open_batches = stream.open_batches
+    monkeypatch.setattr(stream, "open_batches", counting)
+    args = [command, data / "data.parquet", "-m", data / "full.json", "-q"]
+    ok(gmm([*args, "--memory-limit", "1GB"]))
+    assert opened == []
+    ok(gmm([*args, *STREAM]))
+    assert opened == [str(data / "data.parquet")]
+
+
+# --- 5. peak memory independent of the number of rows ----------------------------------------
+
+PEAK_RSS = """
+import atexit, sys
+
+def peak():
+    # VmHWM is this process's own high-water mark (reset by exec). resource.getrusage's
+    # ru_maxrss is not: Linux carries the forking parent's peak over into the child,
+    # which would hide the child's own.
+    with open("/proc/self/status") as status:
+        print(next(int(l.split()[1]) for l in status if l.startswith("VmHWM:")), flush=True)
+
+atexit.register(peak)
+from gmmcli.cli import main
+sys.argv = ["gmmcli", "fit", sys.argv[1], "-k", "2", "--max-iter", "3", "--tol", "0",
+    "--n-init", "1", "--memory-limit", "1KB", "--chunk-rows", "50000", "-q", "-o", sys.argv[2]]
+main()
+"""
+
+
+def peak_rss_kib(path: Path, output: Path) -> int:
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, str(path), str(output)],
+        capture_output=True,
+        timeout=TIMEOUT,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    return int(result.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_peak_memory_of_a_streamed_fit_does_not_grow_with_rows(tmp_path):
+    for rows in (250_000, 2_000_000):
+        generate = ["generate", "-d", "2", "-k", "2", "-n", str(rows), "--seed", "3", "-q"]
+        subprocess.run(
+            [*GMMCLI, *generate, "-o", str(tmp_path / f"{rows}.parquet")],
+            check=True,
+            timeout=TIMEOUT,
+        )
+    small = peak_rss_kib(tmp_path / "250000.parquet", tmp_path / "small.json")
+    large = peak_rss_kib(tmp_path / "2000000.parquet", tmp_path / "large.json")
+    assert load_json(tmp_path / "large.json")["training"]["n_samples"] == 2_000_000
+    # Measured here: 149 MB for 250,000 rows and 162 MB for 2M rows streamed (ratio 1.09),
+    # most of it the imports; 2M rows read whole reach 307 MB (ratio 2.06).
+    assert large <= 1.25 * small, (large, small)
