@@ -468,7 +468,7 @@ def fit_command(
                 report,
             )
         else:
-            _, features = read_features(
+            features = read_features(  # the table itself is not kept past this
                 path,
                 Format(fmt_name),
                 columns=chosen,
@@ -476,7 +476,7 @@ def fit_command(
                 weight_column=weight_column,
                 report=report,
                 name=_source_name(data),
-            )
+            )[1]
             check_init_model(start, features.names, init_model)
             features, dropped = tables.require_complete(
                 features, source=_source_name(data), drop_missing=drop_missing

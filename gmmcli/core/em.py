@@ -22,7 +22,7 @@ import numpy as np
 from gmmcli.core.covariance import Covariance
 
 DEFAULT_BLOCK_ROWS = 65536
-BLOCK_BYTES = 1 << 24  # per-row temporaries of one block: large enough to amortise numpy calls
+BLOCK_BYTES = 1 << 23  # per-row temporaries of one block: large enough to amortise numpy calls
 MIN_BLOCK_ROWS = 1024
 
 

@@ -95,7 +95,7 @@ def read_table(path: str, fmt: str | None = None, stdin: BinaryIO | None = None)
 def _read(source: str | pa.NativeFile, fmt: str, name: str) -> pa.Table:
     if fmt == "parquet":
         try:
-            return pq.read_table(source)
+            return pq.read_table(source, pre_buffer=False)  # pre-buffering ~doubles peak memory
         except (pa.ArrowException, OSError):
             raise UserError(
                 f"{name} is not a valid Parquet file (truncated?); "
@@ -163,7 +163,9 @@ def select_features(
             f"{source} has no numeric columns to use (columns: {_listing(table)}); "
             "pick them with --columns"
         )
-    X = np.column_stack([_floats(table, name, source, first_row) for name in names])
+    X = np.empty((table.num_rows, len(names)))
+    for j, name in enumerate(names):  # column by column: one column's temporary at a time
+        X[:, j] = _floats(table, name, source, first_row)
     missing = ~np.isfinite(X).all(axis=1)
     weights = None
     if weight_column is not None:
