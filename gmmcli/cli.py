@@ -32,6 +32,8 @@ from rich.table import Table
 from gmmcli import __version__
 from gmmcli.core import GaussianMixture, fit
 from gmmcli.core import select as selection
+from gmmcli.core.covariance import get_covariance
+from gmmcli.core.em import block_rows_for
 from gmmcli.core.fit import fit_rows
 from gmmcli.core.generate import random_mixture
 from gmmcli.core.model import aic, bic
@@ -131,7 +133,11 @@ DtypeOpt = Annotated[
 ]
 ChunkRowsOpt = Annotated[
     int | None,
-    typer.Option(help="Rows per block of work (default: chosen from D and K).", min=1),
+    typer.Option(
+        help="Rows per chunk when a file is streamed (default 200,000; CSV chunks are cut by "
+        "an estimate of bytes), and per block of work in memory (default from D and K).",
+        min=1,
+    ),
 ]
 MemoryLimitOpt = Annotated[
     str | None,
@@ -234,10 +240,9 @@ def parse_seed(text: str) -> int | None:
     """--seed: an integer, or 'random' for fresh entropy (recorded in the model)."""
     if text == "random":
         return None
-    try:
-        return int(text)
-    except ValueError:
-        raise UserError(f"--seed must be an integer or 'random', got {text!r}") from None
+    if not text.isdigit():
+        raise UserError(f"--seed must be a non-negative integer or 'random', got {text!r}")
+    return int(text)
 
 
 def read_features(
@@ -332,8 +337,10 @@ def generate(
     """Draw rows from a random mixture (or from a saved model)."""
     if min(n_components, n_features, n_samples) < 1:
         raise UserError("-k, -d and -n must be at least 1")
-    if separation <= 0:
-        raise UserError("--separation must be positive")
+    if not 0 < separation < 1e6:
+        raise UserError("--separation must be a positive number below 1e6")
+    if weight_column in ("true_component", *(f"x{i}" for i in range(n_features))):
+        raise UserError(f"--weight-column '{weight_column}' would replace a data column")
     check_outputs(truth, tables_at=() if output_format else (output,))
     mixture_seed, sample_seed, weight_seed = np.random.SeedSequence(parse_seed(seed)).spawn(3)
     if model is not None:
@@ -460,6 +467,9 @@ def fit_command(
                 chunk_rows or stream.DEFAULT_CHUNK_ROWS,
                 drop_missing,
                 name=_source_name(data),
+                block_rows=block_rows_for(
+                    get_covariance(options["covariance_type"]), len(names), n_components
+                ),
             )
             model = run_fit(
                 lambda **kw: fit_rows(rows, n_components, feature_names=names, **kw),
@@ -498,7 +508,9 @@ def fit_command(
             )
     info = model.fit_info
     if strict and not (info.converged and not info.degenerate):
-        raise _fail("the fit did not converge or is degenerate (--strict); nothing written", 3)
+        raise _fail(
+            "the fit did not converge or is degenerate (--strict); nothing written", EXIT_STRICT
+        )
     write_model(model, output)
     show_summary(model, report)
 
@@ -610,6 +622,8 @@ def select_k(
     if winner is None:
         reasons = points[0].status
         raise UserError(f"every grid point failed, the data support no model ({reasons})")
+    if strict and not winner.fit_info.converged:
+        raise _fail("the winning fit did not converge (--strict); nothing written", EXIT_STRICT)
     if table is not None:
         write_output(pa.table(selection.table_columns(points)), table, None)
     best = next(p for p in points if p.best)
@@ -618,8 +632,6 @@ def select_k(
             f"the best K ({best.n_components}) is at the edge of the range "
             f"{k_min}..{k_max}; widen it with --k-min/--k-max"
         )
-    if strict and not winner.fit_info.converged:
-        raise _fail("the winning fit did not converge (--strict); model not written", EXIT_STRICT)
     winner.feature_names = features.names
     write_model(winner, output)
 
@@ -890,6 +902,8 @@ def score(
     Large files (past --memory-limit) and CSV on stdin are read chunk by chunk.
     """
     report = Reporter(quiet)
+    if per_sample == "-":
+        raise UserError("--per-sample needs a file: stdout carries the summary JSON")
     check_outputs(tables_at=(per_sample,))
     mixture = modelfile.load(model)
     chunks = predicted_chunks(

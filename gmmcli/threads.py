@@ -9,4 +9,3 @@ import os
 
 for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
-os.environ.setdefault("GMMCLI_THREADS", str(os.cpu_count() or 1))

@@ -673,12 +673,13 @@ def test_cli_strict_exits_3_without_a_model_when_the_winner_did_not_converge(tmp
     assert result.exit_code == 3, result.stderr
     assert not out.exists() and result.stdout == ""
     assert "did not converge" in result.stderr
-    (best,) = [row for row in read_grid(grid).to_pylist() if row["best"]]
-    assert best["converged"] is False and best["n_iter"] == 1
-    # Without --strict the same run writes the model.
+    assert not grid.exists()  # --strict: nothing written
+    # Without --strict the same run writes the model and the grid.
     relaxed = run(*args)
     assert relaxed.exit_code == 0, relaxed.stderr
     assert gmmcli.load(str(out)).fit_info.converged is False
+    (best,) = [row for row in read_grid(grid).to_pylist() if row["best"]]
+    assert best["converged"] is False and best["n_iter"] == 1
 
 
 def test_cli_exits_2_when_every_point_fails(tmp_path):

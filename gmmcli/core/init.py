@@ -3,9 +3,9 @@
 Every method works in passes over blocks of rows, so the same code serves arrays in memory
 and files streamed in chunks, and gives the same start whatever the block size (up to
 rounding of running sums). Rows are drawn by inverse CDF over their weights in row order,
-so a row of weight 3 is exactly as likely as three copies of it. Every method ends the same
-way: a partition of the rows summed into statistics and turned into parameters by the
-ordinary M-step.
+so a row of weight 3 is exactly as likely as three copies of it. Every method ends with the
+ordinary M-step: on the partition of the rows by their nearest centre (kmeans, kmeans++,
+random-from-data), or on random soft memberships (random).
 """
 
 from __future__ import annotations

@@ -148,9 +148,12 @@ def default_names(
 def _conversion_error(err: pa.ArrowInvalid, name: str) -> UserError:
     """pyarrow's CSV conversion failure as one line naming the column and the value."""
     detail = " ".join(str(err).split())
-    found = re.search(r"column #?(\d+)?.*?invalid value '([^']*)'", detail)
-    value = f": it has {found.group(2)!r}" if found else f" ({detail[:200]})"
-    return UserError(f"{name} has a value that is not a number{value}; fix the data")
+    found = re.search(r"invalid value '([^']*)'", detail)
+    if found:
+        return UserError(
+            f"{name} has a value that is not a number: it has {found.group(1)!r}; fix the data"
+        )
+    return UserError(f"cannot read {name}: {detail[:200]}; fix the file or pass --format")
 
 
 @dataclass
@@ -166,6 +169,7 @@ class FileRows:
     centre: np.ndarray | None = None
     dtype: type = np.float64
     name: str | None = None  # how messages call the input (default: the path quoted)
+    block_rows: int = 16384  # rows the core works on at once; a chunk is cut into blocks
 
     @property
     def n_features(self) -> int:
@@ -200,10 +204,10 @@ class FileRows:
                 drop_missing=self.drop_missing,
                 allow_empty=True,
             )
-            if len(chunk.X) == 0:
-                continue
             weights = np.ones(len(chunk.X)) if chunk.weights is None else chunk.weights
-            yield (chunk.X - centre).astype(self.dtype, copy=False), weights
+            for start in range(0, len(chunk.X), self.block_rows):
+                block = chunk.X[start : start + self.block_rows] - centre
+                yield block.astype(self.dtype, copy=False), weights[start : start + self.block_rows]
 
 
 def available_memory() -> int:

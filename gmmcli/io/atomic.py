@@ -34,9 +34,12 @@ def atomic_writer(path: str) -> Iterator[BinaryIO]:
     """
     check_output_path(path)
     folder = os.path.dirname(os.path.abspath(path))
-    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below, kept on success)
-        dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp", delete=False
-    )
+    try:
+        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below, kept on success)
+            dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp", delete=False
+        )
+    except OSError as err:
+        raise UserError(f"cannot write in '{folder}': {err.strerror}") from None
     try:
         os.chmod(handle.name, _file_mode(path))
         with handle:
@@ -44,9 +47,14 @@ def atomic_writer(path: str) -> Iterator[BinaryIO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(handle.name, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(handle.name)
+        if isinstance(err, OSError) and not isinstance(err, BrokenPipeError):
+            raise UserError(
+                f"cannot write '{path}': {err.strerror}; check the folder's permissions and "
+                "free space"
+            ) from None
         raise
 
 
