@@ -818,3 +818,34 @@ def test_generate_writes_nothing_when_truth_folder_is_missing():
     error = error_line(gmm("generate -n 10 -o data.csv --truth nodir/truth.json"))
     assert "'nodir'" in error
     assert snapshot() == {}
+
+
+@pytest.mark.parametrize(
+    ("command", "needle"),
+    [
+        ("generate -n 10 --seed -1 -o d.csv", "--seed"),
+        ("generate -n 10 --separation nan -o d.csv", "--separation"),
+        ("generate -n 10 --separation inf -o d.csv", "--separation"),
+        ("generate -n 10 -d 2 --weight-column x1 -o d.csv", "'x1'"),
+        ("generate -n 10 --weight-column true_component -o d.csv", "'true_component'"),
+    ],
+)
+def test_generate_rejects_bad_options(command, needle):
+    assert needle in error_line(gmm(command))
+    assert snapshot() == {}
+
+
+def test_score_per_sample_needs_a_file(files):
+    before = snapshot()
+    assert "--per-sample" in error_line(gmm("score data.csv -m model.json --per-sample -"))
+    assert snapshot() == before
+
+
+def test_unwritable_output_folder_is_a_user_error(files, monkeypatch):
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+    assert "Permission denied" in error_line(gmm("fit data.csv -k 2 -o out.json"))
