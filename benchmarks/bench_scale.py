@@ -12,38 +12,19 @@ the in-memory and streamed paths on a 2-million-row file that fits in memory.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-DATA = HERE / "data"
-PEAK_AT_EXIT = (
-    "import atexit, pathlib, sys\n"
-    "def report():\n"
-    "    for line in pathlib.Path('/proc/self/status').read_text().splitlines():\n"
-    "        if line.startswith('VmHWM:'):\n"
-    "            print('PEAK_RSS_KB', line.split()[1], file=sys.stderr)\n"
-    "atexit.register(report)\n"
-)
+from bench_em import DATA, timed_python  # run as a script: this folder is on sys.path
 
 
 def gmmcli(*args: str) -> tuple[float, float]:
     """Run the command line in a fresh process: (seconds, peak RSS in MB from VmHWM)."""
-    code = (
-        PEAK_AT_EXIT
-        + "import sys\nfrom gmmcli.cli import main\n"
-        + f"sys.argv = ['gmmcli', *{list(args)!r}]\n"
-        + "try:\n    main()\nexcept SystemExit as done:\n    assert not done.code, done.code\n"
+    return timed_python(
+        "import sys\nfrom gmmcli.cli import main\n"
+        f"sys.argv = ['gmmcli', *{list(args)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as done:\n    assert not done.code, done.code\n"
     )
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr[-2000:])
-    peak = [line for line in done.stderr.splitlines() if line.startswith("PEAK_RSS_KB")]
-    return seconds, int(peak[-1].split()[1]) / 1024
 
 
 def make(path: Path, rows: int) -> None:
@@ -56,12 +37,12 @@ def make(path: Path, rows: int) -> None:
 
 
 def per_iteration(path: Path, rows: int, *extra: str) -> tuple[float, float]:
-    """Rows per second per EM iteration (from 1 and 3 iterations) and the peak RSS."""
+    """Rows per second per EM iteration (from 1 and 6 iterations) and the peak RSS."""
     common = ["fit", str(path), "-k", "10", "--n-init", "1", "--init", "random",
               "--tol", "0", "-q", "-o", "/dev/null", *extra]  # fmt: skip
     one, _ = gmmcli(*common, "--max-iter", "1")
-    three, peak = gmmcli(*common, "--max-iter", "3")
-    return rows * 2 / (three - one), peak
+    six, peak = gmmcli(*common, "--max-iter", "6")
+    return rows * 5 / (six - one), peak
 
 
 def main() -> None:
