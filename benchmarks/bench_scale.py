@@ -53,10 +53,10 @@ def main() -> None:
     big = DATA / f"scale_{args.rows}.parquet"
     make(small, small_rows)
     make(big, args.rows)
-    streamed = ("--memory-limit", "1GB", "--chunk-rows", "200000")
+    chunks = ("--chunk-rows", "200000")
     memory_rate, memory_peak = per_iteration(small, small_rows)
-    small_rate, small_peak = per_iteration(small, small_rows, *streamed)
-    big_rate, big_peak = per_iteration(big, args.rows, *streamed)
+    small_rate, small_peak = per_iteration(small, small_rows, "--memory-limit", "1MB", *chunks)
+    big_rate, big_peak = per_iteration(big, args.rows, "--memory-limit", "1GB", *chunks)
     size_gb = big.stat().st_size / 1e9
     print(f"{small_rows:,} rows in memory: {memory_rate:,.0f} rows/s per iteration, "
           f"peak RSS {memory_peak:.0f} MB")  # fmt: skip
