@@ -16,6 +16,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy's and scipy's wheels
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# CI runs the same hypothesis examples every time, so a red build is reproducible.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def make_mixture(

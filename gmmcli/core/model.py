@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gmmcli.core.covariance import Covariance, SingularCovarianceError, get_covariance
-from gmmcli.core.em import Params, Prepared, block_rows_for, log_joint, normalise
+from gmmcli.core.em import DEFAULT_BLOCK_ROWS, Params, Prepared, log_joint, normalise
 from gmmcli.errors import GMMError
 
 WEIGHT_SUM_TOLERANCE = 1e-9
@@ -156,9 +156,8 @@ class GaussianMixture:
         X = self._check(X)
         cov, centre = self.covariance, self.centre
         prepared = Prepared.of(self._params(), cov)
-        size = block_rows_for(cov, self.n_features, self.n_components)
-        for start in range(0, len(X), size):
-            block = X[start : start + size] - centre
+        for start in range(0, len(X), DEFAULT_BLOCK_ROWS):
+            block = X[start : start + DEFAULT_BLOCK_ROWS] - centre
             log_norm, resp = normalise(log_joint(block, prepared, cov)[1])
             yield log_norm, resp.T
 
