@@ -132,7 +132,7 @@ class Covariance:
         """Length of ``phi`` per row."""
         raise NotImplementedError
 
-    def features(self, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def features(self, X: np.ndarray) -> np.ndarray:
         """``phi`` of a block of centred rows, shape (features, rows)."""
         raise NotImplementedError
 
@@ -221,9 +221,9 @@ class Full(Covariance):
     def n_row_features(self, n_features):
         return n_products(n_features) + n_features + 1
 
-    def features(self, X, out=None):
+    def features(self, X):
         n_rows, n_features = X.shape
-        phi = np.empty((self.n_row_features(n_features), n_rows), X.dtype) if out is None else out
+        phi = np.empty((self.n_row_features(n_features), n_rows), X.dtype)
         n_quad = n_products(n_features)
         Xt = phi[n_quad:-1]
         Xt[...] = X.T
@@ -335,9 +335,9 @@ class Diag(Covariance):
     def _squares_into(self, out: np.ndarray, Xt: np.ndarray) -> None:
         np.multiply(Xt, Xt, out=out)
 
-    def features(self, X, out=None):
+    def features(self, X):
         n_rows, n_features = X.shape
-        phi = np.empty((self.n_row_features(n_features), n_rows), X.dtype) if out is None else out
+        phi = np.empty((self.n_row_features(n_features), n_rows), X.dtype)
         n_quad = len(phi) - n_features - 1
         Xt = phi[n_quad:-1]
         Xt[...] = X.T

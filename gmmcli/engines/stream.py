@@ -113,22 +113,13 @@ def _arrow_copy(data: bytes) -> pa.Buffer:
     return sink.getvalue()
 
 
-def read_schema(path: str, fmt: str) -> pa.Schema:
-    """The file's columns and types (CSV: inferred from its first block)."""
-    if fmt == "parquet":
-        return pq.read_schema(path)
-    delimiter = "\t" if fmt == "tsv" else ","
-    reader = pa_csv.open_csv(path, parse_options=pa_csv.ParseOptions(delimiter=delimiter))
-    return reader.schema
-
-
 def default_names(
     path: str, fmt: str, exclude: list[str], weight_column: str | None, name: str
 ) -> list[str]:
     """The features --columns would default to: for Parquet from its schema; for CSV from
     its first block, checked as in memory (a number column with a typo is an error)."""
     if fmt == "parquet":
-        schema = read_schema(path, fmt)
+        schema = pq.read_schema(path)
         for column in [*exclude, *([weight_column] if weight_column else [])]:
             if column not in schema.names:
                 raise UserError(f"column '{column}' not found in {name}; available: {schema.names}")
