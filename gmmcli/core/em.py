@@ -15,13 +15,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 from gmmcli.core.covariance import Covariance
 
 DEFAULT_BLOCK_ROWS = 65536
+T = TypeVar("T")
 BLOCK_BYTES = 1 << 23  # per-row temporaries of one block: large enough to amortise numpy calls
 MIN_BLOCK_ROWS = 1024
 
@@ -34,24 +35,42 @@ def block_rows_for(cov: Covariance, n_features: int, n_components: int, dtype=np
     return int(np.clip(BLOCK_BYTES // per_row, MIN_BLOCK_ROWS, DEFAULT_BLOCK_ROWS))
 
 
+Block = tuple[np.ndarray, np.ndarray]
+PartFunction = Callable[[Iterable[Block], int, int], T]
+
+
 class RowSource(Protocol):
     """Rows handed to the core in blocks, in a fixed order, with their weights.
 
-    ``blocks`` yields (rows minus ``centre``, cast to ``dtype``; float64 weights);
-    ``centred`` gives the same rows about another centre or in another dtype. An engine
-    (arrays in memory, a file read in chunks, a cluster) only has to provide these.
+    The rows lie in ``n_parts`` parts (partitions of a cluster; one part for rows in this
+    process). ``map_parts(function)`` calls ``function(blocks, index, first_row)`` where
+    each part lies and returns the results in part order: ``blocks`` yields the part's
+    (rows minus ``centre``, cast to ``dtype``; float64 weights) and ``first_row`` counts
+    the rows of the parts before it. ``centred`` gives the same rows about another centre
+    or in another dtype. An engine (arrays in memory, a file read in chunks, a cluster)
+    only has to provide these; every pass of the core goes through ``map_parts``.
     """
 
     n_features: int
+    n_parts: int
     centre: np.ndarray
 
-    def blocks(self) -> Iterable[tuple[np.ndarray, np.ndarray]]: ...
+    def map_parts(self, function: PartFunction) -> list[T]: ...
 
     def centred(self, centre: np.ndarray, dtype: type = np.float64) -> RowSource: ...
 
 
+class OnePart:
+    """For row sources in this process: all rows in one part, served by ``blocks()``."""
+
+    n_parts = 1
+
+    def map_parts(self, function: PartFunction) -> list[T]:
+        return [function(self.blocks(), 0, 0)]
+
+
 @dataclass
-class InMemoryRows:
+class InMemoryRows(OnePart):
     """An in-memory array served as centred blocks; no centred copy of the whole array.
 
     Rows are centred in float64, then cast to ``dtype``; weights stay float64.
@@ -70,7 +89,7 @@ class InMemoryRows:
     def centred(self, centre: np.ndarray, dtype: type = np.float64) -> InMemoryRows:
         return dataclasses.replace(self, centre=centre, dtype=dtype)
 
-    def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def blocks(self) -> Iterator[Block]:
         for start in range(0, len(self.X), self.block_rows):
             stop = start + self.block_rows
             block = self.X[start:stop] - self.centre
@@ -201,16 +220,28 @@ def sum_blocks(
     source: RowSource,
     block_stats: Callable[[np.ndarray, np.ndarray], Stats],
     threads: int = 1,
-) -> Stats:
+) -> Stats | None:
     """One pass over the source, summing the statistics of every block in block order.
 
-    With ``threads`` > 1 blocks are processed concurrently (numpy and BLAS release the
-    GIL), at most two per thread in flight; the sum is still taken in block order, so the
-    result does not depend on scheduling. ``block_stats`` must then not draw random numbers.
+    Each part sums its own blocks where it lies; the parts' sums are added in part order.
+    With ``threads`` > 1 a part's blocks are processed concurrently (numpy and BLAS release
+    the GIL), at most two per thread in flight; the sum is still taken in block order, so
+    the result does not depend on scheduling. ``block_stats`` must then not draw random
+    numbers. None when there are no rows.
     """
+
+    def part_sum(blocks: Iterable[Block], index: int, first_row: int):
+        return add_up(_in_order(block_stats, blocks, threads))
+
+    return add_up(source.map_parts(part_sum))
+
+
+def add_up(values: Iterable) -> Stats | None:
+    """The sum of the values that are not None, in order; None if there are none."""
     total = None
-    for stats in _in_order(block_stats, source.blocks(), threads):
-        total = stats if total is None else total + stats
+    for value in values:
+        if value is not None:
+            total = value if total is None else total + value
     return total
 
 

@@ -11,16 +11,19 @@ random-from-data), or on random soft memberships (random).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
 from gmmcli.core.covariance import Covariance
 from gmmcli.core.em import (
+    Block,
     Params,
     RowSource,
     Stats,
+    T,
     accumulate,
+    add_up,
     default_threads,
     m_step,
     sum_blocks,
@@ -49,13 +52,49 @@ def pick_rows(
 ) -> np.ndarray:
     """The rows at which the running sum of ``row_weight`` first exceeds each target.
 
-    One pass in row order (inverse CDF sampling); a target at or beyond the total, which
-    only rounding can produce, takes the last row of positive weight.
+    Inverse CDF sampling in row order: one pass for rows in one part; with several parts,
+    one pass for each part's total and one in which each part picks its own targets.
+    A target at or beyond the total, which only rounding can produce, takes the last row
+    of positive weight.
     """
-    order = np.argsort(targets)
+    if rows.n_parts == 1:
+        local = [targets]
+    else:
+
+        def part_total(blocks: Iterable[Block], index: int, first_row: int) -> float:
+            return sum(float(np.sum(row_weight(X, weights))) for X, weights in blocks)
+
+        ends = np.cumsum(rows.map_parts(part_total))
+        filled = np.flatnonzero(np.diff(ends, prepend=0.0) > 0)
+        part = np.minimum(np.searchsorted(ends, targets, side="right"), filled[-1])
+        starts = np.concatenate([[0.0], ends[:-1]])
+        local = [targets[part == p] - starts[p] for p in range(rows.n_parts)]
+
+    def part_picks(blocks: Iterable[Block], index: int, first_row: int) -> np.ndarray:
+        return _pick_in_order(blocks, row_weight, local[index], rows.n_features)
+
     found = np.empty((len(targets), rows.n_features))
+    picks = rows.map_parts(part_picks)
+    if rows.n_parts == 1:
+        return picks[0]
+    for p, picked in enumerate(picks):
+        found[part == p] = picked
+    return found
+
+
+def _pick_in_order(
+    blocks: Iterable[Block],
+    row_weight: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    targets: np.ndarray,
+    n_features: int,
+) -> np.ndarray:
+    """pick_rows() within one part: a single pass over its blocks."""
+    order = np.argsort(targets)
+    found = np.empty((len(targets), n_features))
     done, running, last = 0, 0.0, None
-    for X, weights in rows.blocks():
+    for X, weights in blocks:
+        if done == len(targets):
+            break
         cumulative = running + np.cumsum(row_weight(X, weights))
         inside = np.searchsorted(targets[order][done:], cumulative[-1], side="left")
         for i in order[done : done + inside]:
@@ -98,35 +137,82 @@ def kmeans_plusplus(
     return centres
 
 
+def map_parts_drawing(
+    rows: RowSource,
+    rng: np.random.Generator,
+    draws_per_row: int,
+    function: Callable[[Iterable[Block], np.random.Generator], T],
+) -> list[T]:
+    """``function(blocks, part_rng)`` for every part, drawing as if in one pass in row order.
+
+    Each part's generator continues ``rng`` where a single pass would be at the part's
+    first row (every row drawing ``draws_per_row`` numbers: PCG64's ``advance``), so the
+    draws do not depend on how the rows are split; ``rng`` then moves past all the rows.
+    """
+
+    def part(blocks: Iterable[Block], index: int, first_row: int) -> tuple[T, int]:
+        generator = np.random.Generator(type(rng.bit_generator)())
+        generator.bit_generator.state = rng.bit_generator.state
+        generator.bit_generator.advance(first_row * draws_per_row)
+        counted = [0]
+
+        def counting() -> Iterator[Block]:
+            for X, weights in blocks:
+                counted[0] += len(X)
+                yield X, weights
+
+        return function(counting(), generator), counted[0]
+
+    results = rows.map_parts(part)
+    rng.bit_generator.advance(draws_per_row * sum(n_rows for _, n_rows in results))
+    return [result for result, _ in results]
+
+
 def distinct_random_rows(
     rows: RowSource, n_components: int, rng: np.random.Generator
 ) -> np.ndarray:
     """K rows with distinct values, drawn without replacement in proportion to weight.
 
     Each row gets the key -log(u)/w (u uniform, drawn in row order; Efraimidis-Spirakis),
-    and the K distinct values with the smallest keys win. With fewer distinct values than
-    K, the distinct ones are repeated.
+    each distinct value the smallest key of its rows, and the K values with the smallest
+    keys win. With fewer distinct values than K, the distinct ones are repeated.
     """
-    best: list[tuple[float, bytes, np.ndarray]] = []
-    for X, weights in rows.blocks():
-        u = rng.random(len(X))
-        positive = np.flatnonzero(weights > 0)
-        keys = -np.log1p(-u[positive]) / weights[positive]
-        candidates = list(best)
-        seen = {entry[1] for entry in best}
-        for i in np.argsort(keys, kind="stable"):  # this block's smallest new distinct values
-            value = X[positive[i]]
-            if value.tobytes() not in seen:
-                seen.add(value.tobytes())
-                candidates.append((keys[i], value.tobytes(), value))
-                if len(candidates) - len(best) == n_components:
-                    break
-        chosen: dict[bytes, tuple[float, bytes, np.ndarray]] = {}
-        for entry in sorted(candidates, key=lambda e: e[0]):
-            chosen.setdefault(entry[1], entry)
-        best = sorted(chosen.values(), key=lambda e: e[0])[:n_components]
-    values = [entry[2] for entry in best]
+
+    def part(blocks: Iterable[Block], part_rng: np.random.Generator) -> list[Keyed]:
+        best: list[Keyed] = []
+        for X, weights in blocks:
+            u = part_rng.random(len(X))
+            positive = np.flatnonzero(weights > 0)
+            keys = -np.log1p(-u[positive]) / weights[positive]
+            order = np.argsort(keys, kind="stable")
+            block_best = _smallest_distinct(
+                ((keys[i], X[positive[i]]) for i in order), n_components
+            )
+            best = _smallest_distinct(sorted(best + block_best, key=_key), n_components)
+        return best
+
+    parts = map_parts_drawing(rows, rng, 1, part)
+    best = _smallest_distinct(sorted(sum(parts, []), key=_key), n_components)
+    values = [value for _, value in best]
     return np.array([values[i % len(values)] for i in range(n_components)])
+
+
+Keyed = tuple[float, np.ndarray]
+
+
+def _key(entry: Keyed) -> float:
+    return entry[0]
+
+
+def _smallest_distinct(entries: Iterable[Keyed], count: int) -> list[Keyed]:
+    """The first ``count`` distinct values of entries in ascending key order, each with
+    its first (smallest) key."""
+    chosen: dict[bytes, Keyed] = {}
+    for key, value in entries:
+        chosen.setdefault(value.tobytes(), (key, value))
+        if len(chosen) == count:
+            break
+    return list(chosen.values())
 
 
 def _one_hot(labels: np.ndarray, n_components: int) -> np.ndarray:
@@ -174,12 +260,17 @@ def _partition_stats(rows: RowSource, centres: np.ndarray, cov: Covariance) -> S
 def _random_stats(
     rows: RowSource, n_components: int, cov: Covariance, rng: np.random.Generator
 ) -> Stats:
-    def block(X: np.ndarray, weights: np.ndarray) -> Stats:
-        resp = rng.random((len(X), n_components)).T
-        resp /= resp.sum(axis=0)
-        return accumulate(X, weights, resp, cov)
+    """Statistics for memberships drawn uniformly on the simplex, row by row."""
 
-    return sum_blocks(rows, block)
+    def part(blocks: Iterable[Block], part_rng: np.random.Generator) -> Stats | None:
+        def block(X: np.ndarray, weights: np.ndarray) -> Stats:
+            resp = part_rng.random((len(X), n_components)).T
+            resp /= resp.sum(axis=0)
+            return accumulate(X, weights, resp, cov)
+
+        return add_up(block(X, weights) for X, weights in blocks)
+
+    return add_up(map_parts_drawing(rows, rng, n_components, part))
 
 
 def initial_params(

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from gmmcli.core.em import OnePart
 from gmmcli.errors import UserError
 from gmmcli.io import tables
 
@@ -148,7 +149,7 @@ def _conversion_error(err: pa.ArrowInvalid, name: str) -> UserError:
 
 
 @dataclass
-class FileRows:
+class FileRows(OnePart):
     """A table file served to the core as blocks of feature rows, re-read on every pass."""
 
     path: str
