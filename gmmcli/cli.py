@@ -29,7 +29,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gmmcli import __version__
+from gmmcli import __version__, outputs
 from gmmcli.core import GaussianMixture, fit
 from gmmcli.core import select as selection
 from gmmcli.core.covariance import get_covariance
@@ -756,7 +756,7 @@ def input_chunks(
         raise UserError(f"{_source_name(data)} has no data rows; give at least one row of data")
 
 
-def predicted_chunks(
+def model_chunks(
     data: str,
     fmt: Format | None,
     mixture: GaussianMixture,
@@ -766,36 +766,30 @@ def predicted_chunks(
     chunk_rows: int | None,
     memory_limit: str | None,
     report: Reporter,
-) -> Iterator[tuple[pa.Table, tables.Features, np.ndarray, np.ndarray]]:
-    """(input chunk, its features, rows predicted, their responsibilities) for every chunk.
+) -> Iterator[tuple[pa.Table, tables.Features]]:
+    """(input chunk, the model's features in it) for every chunk of the input.
 
-    The model's features are taken by name; rows with a missing feature are an error, or
-    with --drop-missing get empty outputs (the outputs stay aligned with the input).
+    Rows with a missing feature are an error, or with --drop-missing are marked missing
+    and get empty outputs (the outputs stay aligned with the input).
     """
-    names = mixture.feature_names
-    if not names:
-        raise UserError("the model has no feature names; refit it with gmmcli fit")
+    outputs.require_feature_names(mixture)
     first_row = predicted = 0
     weights = [weight_column] if weight_column else []
-    for table in input_chunks(data, fmt, chunk_rows, memory_limit, names + weights):
+    for table in input_chunks(data, fmt, chunk_rows, memory_limit, mixture.feature_names + weights):
         if first_row == 0:
             used = f", weights from '{weight_column}'" if weight_column else ""
-            report.note(f"features: {', '.join(names)}{used}")
-        features = tables.select_features(
+            report.note(f"features: {', '.join(mixture.feature_names)}{used}")
+        features = outputs.model_rows(
             table,
-            columns=names,
+            mixture,
             weight_column=weight_column,
             source=_source_name(data),
             first_row=first_row,
-            require_positive=False,
+            drop_missing=drop_missing,
         )
-        tables.require_complete(
-            features, source=_source_name(data), drop_missing=drop_missing, allow_empty=True
-        )
-        keep = ~features.missing
         first_row += table.num_rows
-        predicted += int(keep.sum())
-        yield table, features, keep, mixture.predict_proba(features.X[keep])
+        predicted += int((~features.missing).sum())
+        yield table, features
     if predicted == 0:
         raise UserError(
             f"every row of {_source_name(data)} has a missing or infinite value in the "
@@ -804,21 +798,11 @@ def predicted_chunks(
 
 
 def _model_features(
-    data: str, fmt: Format | None, model: GaussianMixture, weight_column: str | None, report
+    data: str, model: GaussianMixture, report: Reporter
 ) -> tuple[pa.Table, tables.Features]:
     """The whole table and the model's feature columns from it, by name."""
-    if not model.feature_names:
-        raise UserError("the model has no feature names; refit it with gmmcli fit")
-    return read_features(
-        data, fmt, columns=model.feature_names, weight_column=weight_column, report=report
-    )
-
-
-def _column(values: np.ndarray, keep: np.ndarray) -> pa.Array:
-    """Values for the kept rows, nulls elsewhere, as an Arrow column."""
-    full = np.zeros(len(keep), dtype=values.dtype)
-    full[keep] = values
-    return pa.array(full, mask=~keep)
+    outputs.require_feature_names(model)
+    return read_features(data, None, columns=model.feature_names, report=report)
 
 
 def _output_format(output: str, output_format: Format | None) -> str | None:
@@ -850,7 +834,7 @@ def classify(
     report = Reporter(quiet)
     check_outputs(tables_at=() if output_format else (output,))
     mixture = modelfile.load(model)
-    chunks = predicted_chunks(
+    chunks = model_chunks(
         data,
         fmt,
         mixture,
@@ -861,26 +845,19 @@ def classify(
         report=report,
     )
     with tables.TableWriter(output, _output_format(output, output_format)) as writer:
-        for index, (table, _, keep, proba) in enumerate(chunks):
-            new = {"component": _column(proba.argmax(axis=1), keep)}
-            if not no_probabilities:
-                new.update(
-                    {f"p_{k}": _column(proba[:, k], keep) for k in range(mixture.n_components)}
+        for index, (table, features) in enumerate(chunks):
+            replaced = outputs.replaced_columns(table)
+            if replaced and index == 0 and not only_new_columns:
+                report.note(f"replacing the existing columns {', '.join(replaced)}")
+            writer.write(
+                outputs.classified(
+                    table,
+                    features,
+                    mixture,
+                    probabilities=not no_probabilities,
+                    only_new_columns=only_new_columns,
                 )
-            if only_new_columns:
-                table = pa.table(new)
-            else:
-                replaced = [
-                    name
-                    for name in table.column_names
-                    if tables.GMMCLI_COLUMNS.fullmatch(name) and name != "true_component"
-                ]
-                if replaced and index == 0:
-                    report.note(f"replacing the existing columns {', '.join(replaced)}")
-                table = table.drop_columns(replaced)
-                for name, column in new.items():
-                    table = table.append_column(name, column)
-            writer.write(table)
+            )
 
 
 @command(example="gmmcli score data.csv --model model.json --per-sample scores.csv")
@@ -906,7 +883,7 @@ def score(
         raise UserError("--per-sample needs a file: stdout carries the summary JSON")
     check_outputs(tables_at=(per_sample,))
     mixture = modelfile.load(model)
-    chunks = predicted_chunks(
+    chunks = model_chunks(
         data,
         fmt,
         mixture,
@@ -916,29 +893,26 @@ def score(
         memory_limit=memory_limit,
         report=report,
     )
-    n_samples, total_weight, log_likelihood = 0, 0.0, 0.0
+    scores = outputs.Scores()
     writer = tables.TableWriter(per_sample) if per_sample else contextlib.nullcontext()
     with writer:
-        for table, features, keep, _ in chunks:
-            per_row = mixture.score_samples(features.X[keep])
-            weights = np.ones(len(per_row)) if features.weights is None else features.weights[keep]
-            n_samples += int(keep.sum())
-            total_weight += float(weights.sum())
-            log_likelihood += float(weights @ per_row)
+        for table, features in chunks:
+            table, chunk_scores = outputs.scored(table, features, mixture)
+            scores += chunk_scores
             if per_sample:
-                writer.write(table.append_column("log_likelihood", _column(per_row, keep)))
-        if total_weight <= 0:
+                writer.write(table)
+        if scores.total_weight <= 0:
             raise UserError(
                 f"weight column '{weight_column}' in {_source_name(data)} has no positive "
                 "weight; give at least one row a weight above zero"
             )
     result = {
-        "n_samples": n_samples,
-        "total_weight": total_weight,
-        "log_likelihood": log_likelihood,
-        "mean_log_likelihood": log_likelihood / total_weight,
-        "bic": bic(log_likelihood, mixture.n_parameters, total_weight),
-        "aic": aic(log_likelihood, mixture.n_parameters),
+        "n_samples": scores.n_samples,
+        "total_weight": scores.total_weight,
+        "log_likelihood": scores.log_likelihood,
+        "mean_log_likelihood": scores.log_likelihood / scores.total_weight,
+        "bic": bic(scores.log_likelihood, mixture.n_parameters, scores.total_weight),
+        "aic": aic(scores.log_likelihood, mixture.n_parameters),
     }
     sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
     sys.stdout.flush()
@@ -1009,7 +983,7 @@ def plot(
         if mixture is None:
             frame, features = read_features(data, None, columns=chosen, report=report)
         else:
-            frame, features = _model_features(data, None, mixture, None, report)
+            frame, features = _model_features(data, mixture, report)
         keep = ~features.missing
         if not keep.any():
             raise UserError(

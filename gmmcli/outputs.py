@@ -1,0 +1,110 @@
+"""What classify and score make of a table of input rows, wherever the rows are read.
+
+The local engine calls these chunk by chunk, the cluster engine partition by partition;
+both therefore write the same columns and sum the same scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from gmmcli.core import GaussianMixture
+from gmmcli.errors import UserError
+from gmmcli.io import tables
+
+
+@dataclass
+class Scores:
+    """Sums over scored rows: how many, their total weight and log-likelihood."""
+
+    n_samples: int = 0
+    total_weight: float = 0.0
+    log_likelihood: float = 0.0
+
+    def __add__(self, other: Scores) -> Scores:
+        return Scores(
+            self.n_samples + other.n_samples,
+            self.total_weight + other.total_weight,
+            self.log_likelihood + other.log_likelihood,
+        )
+
+
+def model_rows(
+    table: pa.Table,
+    mixture: GaussianMixture,
+    *,
+    weight_column: str | None,
+    source: str,
+    first_row: int,
+    drop_missing: bool,
+) -> tables.Features:
+    """The model's features (by name) of a table or chunk; a missing value is an error, or
+    with ``drop_missing`` the row is marked in ``missing`` (outputs stay aligned)."""
+    require_feature_names(mixture)
+    features = tables.select_features(
+        table,
+        columns=mixture.feature_names,
+        weight_column=weight_column,
+        source=source,
+        first_row=first_row,
+        require_positive=False,
+    )
+    tables.require_complete(features, source=source, drop_missing=drop_missing, allow_empty=True)
+    return features
+
+
+def require_feature_names(mixture: GaussianMixture) -> None:
+    if not mixture.feature_names:
+        raise UserError("the model has no feature names; refit it with gmmcli fit")
+
+
+def replaced_columns(table: pa.Table) -> list[str]:
+    """Columns of an earlier classify that a new one replaces."""
+    return [
+        name
+        for name in table.column_names
+        if tables.GMMCLI_COLUMNS.fullmatch(name) and name != "true_component"
+    ]
+
+
+def classified(
+    table: pa.Table,
+    features: tables.Features,
+    mixture: GaussianMixture,
+    *,
+    probabilities: bool = True,
+    only_new_columns: bool = False,
+) -> pa.Table:
+    """The table with a component column (and p_k columns); rows marked missing get nulls."""
+    keep = ~features.missing
+    proba = mixture.predict_proba(features.X[keep])
+    new = {"component": _column(proba.argmax(axis=1), keep)}
+    if probabilities:
+        new.update({f"p_{k}": _column(proba[:, k], keep) for k in range(mixture.n_components)})
+    if only_new_columns:
+        return pa.table(new)
+    table = table.drop_columns(replaced_columns(table))
+    for name, column in new.items():
+        table = table.append_column(name, column)
+    return table
+
+
+def scored(
+    table: pa.Table, features: tables.Features, mixture: GaussianMixture
+) -> tuple[pa.Table, Scores]:
+    """The table with a log_likelihood column, and the sums over its rows."""
+    keep = ~features.missing
+    per_row = mixture.score_samples(features.X[keep])
+    weights = np.ones(len(per_row)) if features.weights is None else features.weights[keep]
+    scores = Scores(int(keep.sum()), float(weights.sum()), float(weights @ per_row))
+    return table.append_column("log_likelihood", _column(per_row, keep)), scores
+
+
+def _column(values: np.ndarray, keep: np.ndarray) -> pa.Array:
+    """Values for the kept rows, nulls elsewhere, as an Arrow column."""
+    full = np.zeros(len(keep), dtype=values.dtype)
+    full[keep] = values
+    return pa.array(full, mask=~keep)
