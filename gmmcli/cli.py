@@ -40,7 +40,7 @@ from gmmcli.core.model import aic, bic
 from gmmcli.engines import stream
 from gmmcli.errors import GMMError, GMMWarning, UserError
 from gmmcli.io import modelfile, tables
-from gmmcli.io.atomic import check_output_path
+from gmmcli.io.atomic import check_output_folder, check_output_path
 
 EXIT_USER_ERROR = 2
 EXIT_STRICT = 3
@@ -80,6 +80,11 @@ class Criterion(str, Enum):
 class Dtype(str, Enum):
     float64 = "float64"
     float32 = "float32"
+
+
+class Engine(str, Enum):
+    local = "local"
+    dask = "dask"
 
 
 class Format(str, Enum):
@@ -144,6 +149,20 @@ MemoryLimitOpt = Annotated[
     typer.Option(
         help="Stream the file in chunks when reading it whole would need more than this "
         "(e.g. 2GB; default: half the memory available at start)."
+    ),
+]
+EngineOpt = Annotated[
+    Engine,
+    typer.Option(
+        help="Where rows are processed: here (local), or on a Dask cluster (dask: DATA is a "
+        "Parquet file, a folder of them or a quoted glob; needs the dask extra)."
+    ),
+]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="With --engine dask: a scheduler ADDRESS (e.g. tcp://10.0.0.5:8786), or "
+        "local[:N] to start N worker processes here for this run [default: local]."
     ),
 ]
 CovarianceOpt = Annotated[
@@ -398,6 +417,8 @@ def fit_command(
     dtype: DtypeOpt = Dtype.float64,
     chunk_rows: ChunkRowsOpt = None,
     memory_limit: MemoryLimitOpt = None,
+    engine: EngineOpt = Engine.local,
+    scheduler: SchedulerOpt = None,
     columns: ColumnsOpt = None,
     exclude: ExcludeOpt = None,
     weight_column: WeightOpt = None,
@@ -412,8 +433,13 @@ def fit_command(
     fmt: FormatOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Fit a Gaussian mixture by EM and save it as JSON."""
+    """Fit a Gaussian mixture by EM and save it as JSON.
+
+    DATA - (stdin) is first copied to a temporary file: EM reads its rows once per
+    iteration.
+    """
     report = Reporter(quiet)
+    check_engine(engine, scheduler, data, chunk_rows=chunk_rows, memory_limit=memory_limit)
     check_outputs(output)
     start = modelfile.load(init_model) if init_model else None
     if start is not None:
@@ -444,68 +470,36 @@ def fit_command(
         options.update(
             weights_init=start.weights, means_init=start.means, precisions_init=start.precisions
         )
-    with spooled(data) as path:
-        fmt_name = tables.format_for(data, fmt and fmt.value)
-        if streams(path, fmt_name, memory_limit, len(chosen) if chosen else None):
-            names = chosen or stream.default_names(
-                path,
-                fmt_name,
-                tables.parse_column_list(exclude) or [],
-                weight_column,
-                _source_name(data),
-            )
-            report.note(
-                f"features: {', '.join(names)} (streamed from {_source_name(data)} in chunks"
-                f" of {chunk_rows or stream.DEFAULT_CHUNK_ROWS} rows)"
-            )
-            check_init_model(start, names, init_model)
-            rows = stream.FileRows(
-                path,
-                fmt_name,
-                names,
-                weight_column,
-                chunk_rows or stream.DEFAULT_CHUNK_ROWS,
-                drop_missing,
-                name=_source_name(data),
-                block_rows=block_rows_for(
-                    get_covariance(options["covariance_type"]), len(names), n_components
-                ),
-            )
-            model = run_fit(
-                lambda **kw: fit_rows(rows, n_components, feature_names=names, **kw),
-                options,
-                max_iter * n_init,
-                report,
-            )
-        else:
-            features = read_features(  # the table itself is not kept past this
-                path,
-                Format(fmt_name),
-                columns=chosen,
-                exclude=exclude,
-                weight_column=weight_column,
-                report=report,
-                name=_source_name(data),
-            )[1]
-            check_init_model(start, features.names, init_model)
-            features, dropped = tables.require_complete(
-                features, source=_source_name(data), drop_missing=drop_missing
-            )
-            if dropped:
-                report.note(f"dropped {dropped} rows with missing values")
-            model = run_fit(
-                lambda **kw: fit(
-                    features.X,
-                    n_components,
-                    weights=features.weights,
-                    feature_names=features.names,
-                    block_rows=chunk_rows,
-                    **kw,
-                ),
-                options,
-                max_iter * n_init,
-                report,
-            )
+    if engine is Engine.dask:
+        model = fit_on_cluster(
+            data,
+            scheduler,
+            n_components,
+            options,
+            chosen=chosen,
+            exclude=exclude,
+            weight_column=weight_column,
+            drop_missing=drop_missing,
+            start=start,
+            init_model=init_model,
+            report=report,
+        )
+    else:
+        model = fit_here(
+            data,
+            fmt,
+            n_components,
+            options,
+            chosen=chosen,
+            exclude=exclude,
+            weight_column=weight_column,
+            drop_missing=drop_missing,
+            chunk_rows=chunk_rows,
+            memory_limit=memory_limit,
+            start=start,
+            init_model=init_model,
+            report=report,
+        )
     info = model.fit_info
     if strict and not (info.converged and not info.degenerate):
         raise _fail(
@@ -669,6 +663,194 @@ def show_grid(points: list[selection.GridPoint], criterion: str, report: Reporte
     report.console.print(grid)
 
 
+def check_engine(engine: Engine, scheduler: str | None, data: str, **local_options) -> None:
+    """Options that only one engine understands, given to the other, are a mistake."""
+    if engine is Engine.local:
+        if scheduler is not None:
+            raise UserError("--scheduler works with --engine dask; add it or leave --scheduler out")
+        return
+    if data == "-":
+        raise UserError(
+            "--engine dask reads Parquet from files, not stdin; give a file, folder or glob"
+        )
+    for name, value in local_options.items():
+        if value is not None:
+            raise UserError(
+                f"--{name.replace('_', '-')} works with the local engine only; leave it out "
+                "with --engine dask"
+            )
+
+
+def cluster_engine():
+    """gmmcli.engines.cluster, or a UserError naming the extra that provides Dask."""
+    try:
+        from gmmcli.engines import cluster
+    except ImportError:
+        raise UserError(
+            "--engine dask needs Dask, which is not installed; install the extra: "
+            "pip install 'gmmcli[dask]'"
+        ) from None
+    return cluster
+
+
+def fit_here(
+    data: str,
+    fmt: Format | None,
+    n_components: int,
+    options: dict,
+    *,
+    chosen: list[str] | None,
+    exclude: str | None,
+    weight_column: str | None,
+    drop_missing: bool,
+    chunk_rows: int | None,
+    memory_limit: str | None,
+    start: GaussianMixture | None,
+    init_model: str | None,
+    report: Reporter,
+) -> GaussianMixture:
+    """fit on the local engine: in memory, or streamed past --memory-limit."""
+    with spooled(data) as path:
+        fmt_name = tables.format_for(data, fmt and fmt.value)
+        if streams(path, fmt_name, memory_limit, len(chosen) if chosen else None):
+            names = chosen or stream.default_names(
+                path,
+                fmt_name,
+                tables.parse_column_list(exclude) or [],
+                weight_column,
+                _source_name(data),
+            )
+            report.note(
+                f"features: {', '.join(names)} (streamed from {_source_name(data)} in chunks"
+                f" of {chunk_rows or stream.DEFAULT_CHUNK_ROWS} rows)"
+            )
+            check_init_model(start, names, init_model)
+            rows = stream.FileRows(
+                path,
+                fmt_name,
+                names,
+                weight_column,
+                chunk_rows or stream.DEFAULT_CHUNK_ROWS,
+                drop_missing,
+                name=_source_name(data),
+                block_rows=block_rows_for(
+                    get_covariance(options["covariance_type"]), len(names), n_components
+                ),
+            )
+            return run_fit(
+                lambda **kw: fit_rows(rows, n_components, feature_names=names, **kw),
+                options,
+                options["max_iter"] * options["n_init"],
+                report,
+            )
+        else:
+            features = read_features(  # the table itself is not kept past this
+                path,
+                Format(fmt_name),
+                columns=chosen,
+                exclude=exclude,
+                weight_column=weight_column,
+                report=report,
+                name=_source_name(data),
+            )[1]
+            check_init_model(start, features.names, init_model)
+            features, dropped = tables.require_complete(
+                features, source=_source_name(data), drop_missing=drop_missing
+            )
+            if dropped:
+                report.note(f"dropped {dropped} rows with missing values")
+            return run_fit(
+                lambda **kw: fit(
+                    features.X,
+                    n_components,
+                    weights=features.weights,
+                    feature_names=features.names,
+                    block_rows=chunk_rows,
+                    **kw,
+                ),
+                options,
+                options["max_iter"] * options["n_init"],
+                report,
+            )
+
+
+def fit_on_cluster(
+    data: str,
+    scheduler: str | None,
+    n_components: int,
+    options: dict,
+    *,
+    chosen: list[str] | None,
+    exclude: str | None,
+    weight_column: str | None,
+    drop_missing: bool,
+    start: GaussianMixture | None,
+    init_model: str | None,
+    report: Reporter,
+) -> GaussianMixture:
+    """fit --engine dask: the rows stay on the workers; the client sums their statistics."""
+    cluster = cluster_engine()
+    files = cluster.parquet_files(data)
+    names = cluster.feature_names(
+        files, chosen, tables.parse_column_list(exclude) or [], weight_column, f"'{data}'"
+    )
+    check_init_model(start, names, init_model)
+    cov = get_covariance(options["covariance_type"])
+    with cluster.connect(scheduler or "local") as client:
+        rows = cluster.load_rows(
+            client,
+            files,
+            names,
+            weight_column=weight_column,
+            drop_missing=drop_missing,
+            name=f"'{data}'",
+            block_rows=block_rows_for(cov, len(names), n_components),
+        )
+        weights = f", weights from '{weight_column}'" if weight_column else ""
+        report.note(
+            f"features: {', '.join(names)} ({rows.n_rows} rows{weights}, in {rows.n_parts} "
+            f"partitions on {len(client.scheduler_info()['workers'])} Dask workers)"
+        )
+        if rows.dropped:
+            report.note(f"dropped {rows.dropped} rows with missing values")
+        return run_fit(
+            lambda **kw: fit_rows(rows, n_components, feature_names=names, **kw),
+            options,
+            options["max_iter"] * options["n_init"],
+            report,
+        )
+
+
+def predict_on_cluster(
+    data: str,
+    scheduler: str | None,
+    mixture: GaussianMixture,
+    transform,
+    folder: str | None,
+    *,
+    columns: list[str] | None,
+    accept,
+    report: Reporter,
+) -> list:
+    """classify/score --engine dask: ``transform`` every partition on the workers, its
+    table written into ``folder`` (if given) as one Parquet file per partition."""
+    cluster = cluster_engine()
+    files = cluster.parquet_files(data)
+    outputs.require_feature_names(mixture)
+    cluster.feature_names(files, mixture.feature_names, [], None, f"'{data}'")
+    plural = "s" if len(files) > 1 else ""
+    report.note(
+        f"features: {', '.join(mixture.feature_names)} (from {len(files)} Parquet file{plural})"
+    )
+    with cluster.connect(scheduler or "local") as client:
+        results = cluster.write_parts(
+            client, files, transform, folder, columns=columns, accept=accept
+        )
+    if folder is not None:
+        report.note(f"wrote {len(results)} Parquet files (one per partition) to {folder}")
+    return results
+
+
 def check_init_model(start: GaussianMixture | None, names: list[str], path: str | None) -> None:
     if start is not None and start.feature_names and names != start.feature_names:
         raise UserError(
@@ -790,11 +972,7 @@ def model_chunks(
         first_row += table.num_rows
         predicted += int((~features.missing).sum())
         yield table, features
-    if predicted == 0:
-        raise UserError(
-            f"every row of {_source_name(data)} has a missing or infinite value in the "
-            "model's columns; clean the data"
-        )
+    require_predicted(predicted, data)
 
 
 def _model_features(
@@ -824,14 +1002,65 @@ def classify(
     drop_missing: DropMissingOpt = False,
     chunk_rows: ChunkRowsOpt = None,
     memory_limit: MemoryLimitOpt = None,
+    engine: EngineOpt = Engine.local,
+    scheduler: SchedulerOpt = None,
     fmt: FormatOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Label every row with its most probable component and membership probabilities.
 
     Large files (past --memory-limit) and CSV on stdin are read and written chunk by chunk.
+    With --engine dask, -o is a folder: one Parquet file per partition.
     """
     report = Reporter(quiet)
+    check_engine(
+        engine,
+        scheduler,
+        data,
+        chunk_rows=chunk_rows,
+        memory_limit=memory_limit,
+        output_format=output_format,
+        format=fmt,
+    )
+    if engine is Engine.dask:
+        if output == "-":
+            raise UserError(
+                "classify --engine dask writes a folder of Parquet files; give it with -o FOLDER"
+            )
+        check_output_folder(output)
+        mixture = modelfile.load(model)
+
+        def transform(table: pa.Table, index: int) -> tuple[pa.Table, tuple[int, list[str]]]:
+            features = outputs.model_rows(
+                table,
+                mixture,
+                weight_column=None,
+                source=f"partition {index} of '{data}'",
+                first_row=0,
+                drop_missing=drop_missing,
+            )
+            labelled = outputs.classified(
+                table,
+                features,
+                mixture,
+                probabilities=not no_probabilities,
+                only_new_columns=only_new_columns,
+            )
+            return labelled, (int((~features.missing).sum()), outputs.replaced_columns(table))
+
+        results = predict_on_cluster(
+            data,
+            scheduler,
+            mixture,
+            transform,
+            output,
+            columns=mixture.feature_names if only_new_columns else None,
+            accept=lambda results: require_predicted(sum(n for n, _ in results), data),
+            report=report,
+        )
+        if results[0][1] and not only_new_columns:
+            report.note(f"replacing the existing columns {', '.join(results[0][1])}")
+        return
     check_outputs(tables_at=() if output_format else (output,))
     mixture = modelfile.load(model)
     chunks = model_chunks(
@@ -871,16 +1100,59 @@ def score(
     drop_missing: DropMissingOpt = False,
     chunk_rows: ChunkRowsOpt = None,
     memory_limit: MemoryLimitOpt = None,
+    engine: EngineOpt = Engine.local,
+    scheduler: SchedulerOpt = None,
     fmt: FormatOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Print the log-likelihood, BIC and AIC of data under a model, as JSON on stdout.
 
     Large files (past --memory-limit) and CSV on stdin are read chunk by chunk.
+    With --engine dask, --per-sample is a folder: one Parquet file per partition.
     """
     report = Reporter(quiet)
     if per_sample == "-":
         raise UserError("--per-sample needs a file: stdout carries the summary JSON")
+    check_engine(
+        engine, scheduler, data, chunk_rows=chunk_rows, memory_limit=memory_limit, format=fmt
+    )
+    if engine is Engine.dask:
+        if per_sample is not None:
+            check_output_folder(per_sample)
+        mixture = modelfile.load(model)
+
+        def transform(table: pa.Table, index: int) -> tuple[pa.Table, outputs.Scores]:
+            features = outputs.model_rows(
+                table,
+                mixture,
+                weight_column=weight_column,
+                source=f"partition {index} of '{data}'",
+                first_row=0,
+                drop_missing=drop_missing,
+            )
+            return outputs.scored(table, features, mixture)
+
+        def accept(results: list[outputs.Scores]) -> None:
+            total = sum(results, outputs.Scores())
+            require_predicted(total.n_samples, data)
+            require_positive_weight(total, weight_column, data)
+
+        weights = [weight_column] if weight_column else []
+        scores = sum(
+            predict_on_cluster(
+                data,
+                scheduler,
+                mixture,
+                transform,
+                per_sample,
+                columns=None if per_sample else mixture.feature_names + weights,
+                accept=accept,
+                report=report,
+            ),
+            outputs.Scores(),
+        )
+        print_scores(scores, mixture)
+        return
     check_outputs(tables_at=(per_sample,))
     mixture = modelfile.load(model)
     chunks = model_chunks(
@@ -901,11 +1173,28 @@ def score(
             scores += chunk_scores
             if per_sample:
                 writer.write(table)
-        if scores.total_weight <= 0:
-            raise UserError(
-                f"weight column '{weight_column}' in {_source_name(data)} has no positive "
-                "weight; give at least one row a weight above zero"
-            )
+        require_positive_weight(scores, weight_column, data)
+    print_scores(scores, mixture)
+
+
+def require_predicted(n_predicted: int, data: str) -> None:
+    if n_predicted == 0:
+        raise UserError(
+            f"every row of {_source_name(data)} has a missing or infinite value in the "
+            "model's columns; clean the data"
+        )
+
+
+def require_positive_weight(scores: outputs.Scores, weight_column: str | None, data: str) -> None:
+    if scores.total_weight <= 0:
+        raise UserError(
+            f"weight column '{weight_column}' in {_source_name(data)} has no positive "
+            "weight; give at least one row a weight above zero"
+        )
+
+
+def print_scores(scores: outputs.Scores, mixture: GaussianMixture) -> None:
+    """score's summary: one JSON object on stdout."""
     result = {
         "n_samples": scores.n_samples,
         "total_weight": scores.total_weight,

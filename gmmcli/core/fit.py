@@ -16,6 +16,7 @@ from gmmcli.core.em import (
     RowSource,
     accumulate,
     block_rows_for,
+    rounding_allowance,
     run_em,
     sum_blocks,
 )
@@ -276,7 +277,7 @@ def fit_rows(
     if not runs:
         raise failure
 
-    best, reason = max(runs, key=lambda run: (run[1] is None, run[0].stats.log_likelihood))
+    best, reason = _best_run(runs, em_dtype)
     params = best.params
     if canonical_order is None:
         canonical_order = not explicit
@@ -317,6 +318,16 @@ def fit_rows(
     )
     _warn_about_fit(info)
     return model
+
+
+def _best_run(runs: list[tuple[EMResult, str | None]], dtype: type) -> tuple[EMResult, str | None]:
+    """The restart with the highest log-likelihood, sound before degenerate; restarts
+    within rounding of the highest count as equal and the first of them wins, so the
+    choice does not hang on the order in which partial sums were added."""
+    sound = [run for run in runs if run[1] is None] or runs
+    top = max(result.stats.log_likelihood for result, _ in sound)
+    slack = rounding_allowance(dtype) * abs(top)
+    return next(run for run in sound if run[0].stats.log_likelihood >= top - slack)
 
 
 def _warn_about_inputs(data: DataSummary, reg_covar: float) -> None:

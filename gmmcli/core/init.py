@@ -70,10 +70,12 @@ def pick_rows(
         starts = np.concatenate([[0.0], ends[:-1]])
         local = [targets[part == p] - starts[p] for p in range(rows.n_parts)]
 
-    def part_picks(blocks: Iterable[Block], index: int, first_row: int) -> np.ndarray:
-        return _pick_in_order(blocks, row_weight, local[index], rows.n_features)
+    n_features = rows.n_features  # (functions sent to a cluster must not hold the source)
 
-    found = np.empty((len(targets), rows.n_features))
+    def part_picks(blocks: Iterable[Block], index: int, first_row: int) -> np.ndarray:
+        return _pick_in_order(blocks, row_weight, local[index], n_features)
+
+    found = np.empty((len(targets), n_features))
     picks = rows.map_parts(part_picks)
     if rows.n_parts == 1:
         return picks[0]

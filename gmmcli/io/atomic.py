@@ -1,9 +1,10 @@
-"""Atomic file writes: a temporary file in the target folder, then os.replace."""
+"""Atomic writes: a temporary file (or folder) beside the target, then renamed into place."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -63,12 +64,64 @@ def _file_mode(path: str) -> int:
     try:
         return stat.S_IMODE(os.stat(path).st_mode)
     except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_writer(path) as handle:
         handle.write(data)
+
+
+def check_output_folder(path: str) -> None:
+    """A UserError unless a folder can be made (or replaced) at ``path``."""
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise UserError(
+            f"output folder '{os.path.dirname(path) or '.'}' does not exist; create it first"
+        )
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(
+            f"output path '{path}' is a file; this output is a folder of Parquet files, "
+            "give a folder name"
+        )
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str) -> Iterator[str]:
+    """A folder (its name yielded) that appears at ``path`` only if the block completes.
+
+    It is filled beside ``path`` under a temporary name; an existing folder at ``path`` is
+    moved aside, the new one renamed into place, then the old one removed. On any
+    exception the temporary folder is removed and ``path`` is left as it was.
+    """
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UserError(
+            f"output folder '{os.path.dirname(path) or '.'}' does not exist; create it first"
+        )
+    if os.path.isfile(path):
+        raise UserError(f"output path '{path}' is a file; this output is a folder of Parquet files")
+    name = os.path.basename(os.path.abspath(path))
+    try:
+        building = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".tmp")
+        os.chmod(building, 0o777 & ~_umask())
+    except OSError as err:
+        raise UserError(f"cannot write in '{parent}': {err.strerror}") from None
+    try:
+        yield building
+        old = None
+        if os.path.isdir(path):
+            old = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".old")
+            os.replace(path, old)
+        os.rename(building, path)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,307 @@
+"""The Dask engine: the same model and outputs as the local engine, on a LocalCluster.
+
+Clusters run on loopback only, with worker processes of one thread each.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+distributed = pytest.importorskip("distributed")
+
+import dask  # noqa: E402
+
+from gmmcli.cli import app  # noqa: E402
+from gmmcli.core.fit import fit, fit_rows  # noqa: E402
+from gmmcli.engines import cluster  # noqa: E402
+
+NAMES = ["a", "b", "c"]
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+INITS = ("kmeans", "kmeans++", "random", "random-from-data")
+ROW_GROUP = 400
+
+
+def local_cluster(n_workers: int = 2):
+    return distributed.LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    )
+
+
+@pytest.fixture(scope="module")
+def client():
+    with local_cluster() as running, distributed.Client(running) as connected:
+        yield connected
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, mixture):
+    """Well-separated rows with integer weights: one file, and the same rows in a folder of
+    three files (the last one with two row groups)."""
+    X, _ = mixture(11, n_samples=2400, n_features=3, n_components=3, spread=10.0)
+    weights = np.random.default_rng(1).integers(0, 4, len(X)).astype(float)
+    table = pa.table({**{n: X[:, j] for j, n in enumerate(NAMES)}, "w": weights})
+    root = tmp_path_factory.mktemp("cluster")
+    pq.write_table(table, root / "all.parquet", row_group_size=ROW_GROUP)
+    (root / "folder").mkdir()
+    for i, (start, stop) in enumerate([(0, 700), (700, 1500), (1500, 2400)]):
+        pq.write_table(table.slice(start, stop - start), root / "folder" / f"p{i}.parquet", 450)
+    return root, X, weights
+
+
+def assert_same_model(a, b, rtol=1e-10):
+    np.testing.assert_allclose(a.weights, b.weights, rtol=rtol)
+    np.testing.assert_allclose(a.means, b.means, rtol=rtol)
+    np.testing.assert_allclose(a.covariances, b.covariances, rtol=rtol, atol=1e-13)
+    np.testing.assert_allclose(a.fit_info.log_likelihood, b.fit_info.log_likelihood, rtol=rtol)
+    assert a.fit_info.n_iter == b.fit_info.n_iter
+
+
+def cluster_rows(client, path, weight_column="w"):
+    files = cluster.parquet_files(str(path))
+    return cluster.load_rows(
+        client, files, NAMES, weight_column=weight_column, partition_bytes=ROW_GROUP * 32
+    )
+
+
+def test_rows_stay_in_partitions(client, data):
+    root, X, _ = data
+    rows = cluster_rows(client, root / "all.parquet")
+    assert rows.n_parts == 6  # one per row group
+    assert rows.first_rows == list(range(0, 2400, ROW_GROUP))
+    assert rows.n_rows == len(X)
+    holders = client.who_has(rows.parts)
+    assert all(len(where) == 1 for where in holders.values())
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("init", INITS)
+def test_same_model_as_the_local_engine(client, data, covariance_type, init):
+    root, X, weights = data
+    options = dict(covariance_type=covariance_type, init=init, n_init=2, seed=5, tol=1e-6)
+    local = fit(X, 3, weights=weights, feature_names=NAMES, **options)
+    remote = fit_rows(cluster_rows(client, root / "all.parquet"), 3, feature_names=NAMES, **options)
+    assert_same_model(local, remote)
+
+
+def test_a_folder_and_a_glob_give_the_model_of_the_whole_file(client, data):
+    root, X, weights = data
+    local = fit(X, 3, weights=weights, seed=2)
+    for path in (root / "folder", root / "folder" / "p*.parquet"):
+        assert_same_model(local, fit_rows(cluster_rows(client, path), 3, seed=2))
+
+
+def test_a_worker_killed_mid_fit_is_replaced_and_the_fit_is_unchanged(data):
+    """SIGKILL one worker process after iteration 3: Dask recomputes its partitions from the
+    files on the restarted worker, and the fit ends as if nothing had happened."""
+    root, _, _ = data
+    with local_cluster() as running, distributed.Client(running) as own:
+        rows = cluster_rows(own, root / "all.parquet")
+        expected = fit_rows(rows, 3, seed=4, tol=0, max_iter=8)
+        holder = next(iter(own.who_has(rows.parts[:1]).values()))[0]
+        victim = own.run(os.getpid, workers=[holder])[holder]
+        killed = []
+
+        def kill(restart, iteration, mean_log_likelihood):
+            if iteration == 3 and not killed:
+                os.kill(victim, signal.SIGKILL)
+                killed.append(victim)
+
+        survived = fit_rows(rows, 3, seed=4, tol=0, max_iter=8, on_iteration=kill)
+        assert killed
+        with pytest.raises(ProcessLookupError):
+            os.kill(victim, 0)
+        assert victim not in own.run(os.getpid).values()
+    assert_same_model(expected, survived, rtol=0)
+
+
+def run(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_cli_fit_on_a_scheduler_address(client, data, tmp_path):
+    root, _, _ = data
+    code, _, err = run(
+        "fit", root / "folder", "-k", 3, "--weight-column", "w", "-o", tmp_path / "dask.json",
+        "--engine", "dask", "--scheduler", client.scheduler.address,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "3 partitions on 2 Dask workers" in err
+    code, _, err = run(
+        "fit", root / "all.parquet", "-k", 3, "--weight-column", "w", "-o", tmp_path / "local.json"
+    )
+    assert code == 0, err
+    dask_model = json.loads((tmp_path / "dask.json").read_text())
+    local_model = json.loads((tmp_path / "local.json").read_text())
+    for key in ("weights", "means", "covariances"):
+        np.testing.assert_allclose(dask_model[key], local_model[key], rtol=1e-10)
+
+
+def classify_and_score(data_path, model, output, per_sample, engine_args):
+    code, _, err = run("classify", data_path, "-m", model, "-o", output, *engine_args)
+    assert code == 0, err
+    code, summary, err = run(
+        "score", data_path, "-m", model, "--weight-column", "w", "--per-sample", per_sample,
+        *engine_args,
+    )  # fmt: skip
+    assert code == 0, err
+    return json.loads(summary)
+
+
+@pytest.fixture(scope="module")
+def model_file(data, tmp_path_factory):
+    root, X, weights = data
+    path = tmp_path_factory.mktemp("model") / "model.json"
+    code, _, err = run("fit", root / "all.parquet", "-k", 3, "--weight-column", "w", "-o", path)
+    assert code == 0, err
+    return path
+
+
+def test_cli_classify_and_score_write_folders_equal_to_the_local_outputs(
+    client, data, model_file, tmp_path
+):
+    root, _, _ = data
+    engine = ["--engine", "dask", "--scheduler", client.scheduler.address]
+    remote = classify_and_score(
+        root / "folder", model_file, tmp_path / "labels", tmp_path / "scores", engine
+    )
+    local = classify_and_score(
+        root / "all.parquet", model_file, tmp_path / "l.parquet", tmp_path / "s.parquet", []
+    )
+    assert remote == pytest.approx(local, rel=1e-12)
+    for folder, file in (("labels", "l.parquet"), ("scores", "s.parquet")):
+        parts = sorted(os.listdir(tmp_path / folder))
+        assert parts == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+        assert pq.read_table(tmp_path / folder).equals(pq.read_table(tmp_path / file))
+    assert not glob.glob(str(tmp_path / ".*"))  # no temporary folder left behind
+
+
+def test_cli_classify_replaces_an_existing_folder_whole(client, data, model_file, tmp_path):
+    root, _, _ = data
+    target = tmp_path / "labels"
+    target.mkdir()
+    (target / "stale.parquet").write_bytes(b"old")
+    engine = ["--engine", "dask", "--scheduler", client.scheduler.address]
+    code, _, err = run("classify", root / "folder", "-m", model_file, "-o", target, *engine)
+    assert code == 0, err
+    assert sorted(os.listdir(target)) == [f"part-0000{i}.parquet" for i in range(3)]
+    assert os.listdir(tmp_path) == ["labels"]
+
+
+def test_cli_bad_data_in_a_partition_leaves_the_old_folder(client, data, model_file, tmp_path):
+    root, X, weights = data
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for i in range(2):
+        column = X[:, 0].copy()
+        if i == 1:
+            column[7] = np.nan
+        table = pa.table({"a": column, "b": X[:, 1], "c": X[:, 2], "w": weights})
+        pq.write_table(table, bad / f"p{i}.parquet")
+    target = tmp_path / "labels"
+    target.mkdir()
+    (target / "kept.parquet").write_bytes(b"old")
+    engine = ["--engine", "dask", "--scheduler", client.scheduler.address]
+    code, _, err = run("classify", bad, "-m", model_file, "-o", target, *engine)
+    assert code == 2
+    assert "column 'a' in partition 1 of" in err and "at row 8" in err
+    assert "--drop-missing" in err
+    assert os.listdir(target) == ["kept.parquet"]
+    assert sorted(os.listdir(tmp_path)) == ["bad", "labels"]
+    code, _, err = run("fit", bad, "-k", 2, "-o", tmp_path / "m.json", *engine)
+    assert code == 2 and "partition 1 of" in err
+    code, _, err = run(
+        "fit", bad, "-k", 2, "-o", tmp_path / "m.json", "--drop-missing", *engine
+    )  # fmt: skip
+    assert code == 0, err
+    assert "dropped 1 rows with missing values" in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["fit", "DATA", "-k", "2", "--scheduler", "local:2"], "--scheduler works with"),
+        (["fit", "-", "-k", "2", "--engine", "dask"], "not stdin"),
+        (["fit", "DATA", "-k", "2", "--engine", "dask", "--memory-limit", "1GB"], "--memory-limit"),
+        (["fit", "DATA", "-k", "2", "--engine", "dask", "--chunk-rows", "10"], "--chunk-rows"),
+        (["fit", "CSV", "-k", "2", "--engine", "dask"], "is not a Parquet file"),
+        (["fit", "NOWHERE/*.parquet", "-k", "2", "--engine", "dask"], "no Parquet files at"),
+        (["fit", "DATA", "-k", "2", "--engine", "dask", "--columns", "a,zz"], "column 'zz'"),
+        (["fit", "DATA", "-k", "2", "--engine", "dask", "--scheduler", "local:0"], "local:N"),
+        (["classify", "DATA", "-m", "MODEL", "--engine", "dask"], "-o FOLDER"),
+        (["classify", "DATA", "-m", "MODEL", "-o", "FILE", "--engine", "dask"], "is a file"),
+        (["score", "DATA", "-m", "MODEL", "--engine", "dask", "--per-sample", "FILE"], "a file"),
+    ],
+)
+def test_cli_bad_engine_options(data, model_file, tmp_path, args, message):
+    root, _, _ = data
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "t.csv").write_text("a,b\n1,2\n")
+    places = {
+        "DATA": root / "all.parquet",
+        "CSV": tmp_path / "t.csv",
+        "MODEL": model_file,
+        "FILE": tmp_path / "file",
+        "NOWHERE": tmp_path / "nowhere",
+    }
+    args = [str(places.get(a, a)).replace("NOWHERE", str(tmp_path / "nowhere")) for a in args]
+    code, _, err = run(*args)
+    assert code == 2, err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(os.listdir(tmp_path)) == ["file", "t.csv"]
+
+
+def test_cli_unreachable_scheduler(data, tmp_path):
+    root, _, _ = data
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        code, _, err = run(
+            "fit", root / "all.parquet", "-k", 2, "-o", tmp_path / "m.json",
+            "--engine", "dask", "--scheduler", "tcp://127.0.0.1:9",
+        )  # fmt: skip
+    assert code == 2
+    assert "cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'" in err
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_cli_without_the_extra_names_it(data, tmp_path, monkeypatch):
+    root, _, _ = data
+    monkeypatch.delitem(sys.modules, "gmmcli.engines.cluster")
+    monkeypatch.delattr(sys.modules["gmmcli.engines"], "cluster")
+    monkeypatch.setitem(sys.modules, "dask", None)  # import dask now fails
+    code, _, err = run("fit", root / "all.parquet", "-k", 2, "--engine", "dask")
+    assert code == 2
+    assert "pip install 'gmmcli[dask]'" in err
+
+
+def test_real_command_with_a_local_cluster_of_its_own(data, tmp_path):
+    """The installed command starts and stops its own LocalCluster (--scheduler local:2)."""
+    root, _, _ = data
+    gmmcli = os.path.join(os.path.dirname(sys.executable), "gmmcli")
+    done = subprocess.run(
+        [gmmcli, "fit", str(root / "folder"), "-k", "3", "--seed", "2", "--columns", "a,b,c",
+         "--engine", "dask",
+         "--scheduler", "local:2", "-o", str(tmp_path / "m.json")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "on 2 Dask workers" in done.stderr
+    model = json.loads((tmp_path / "m.json").read_text())
+    _, X, weights = data
+    local = fit(X, 3, seed=2)
+    np.testing.assert_allclose(model["means"], local.means, rtol=1e-10)
