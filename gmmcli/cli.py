@@ -36,6 +36,7 @@ from gmmcli.core.covariance import get_covariance
 from gmmcli.core.em import block_rows_for
 from gmmcli.core.fit import fit_rows
 from gmmcli.core.generate import random_mixture
+from gmmcli.core.init import INIT_SAMPLE
 from gmmcli.core.model import aic, bic
 from gmmcli.engines import stream
 from gmmcli.errors import GMMError, GMMWarning, UserError
@@ -163,6 +164,14 @@ SchedulerOpt = Annotated[
     typer.Option(
         help="With --engine dask: a scheduler ADDRESS (e.g. tcp://10.0.0.5:8786), or "
         "local[:N] to start N worker processes here for this run [default: local]."
+    ),
+]
+InitSampleOpt = Annotated[
+    int,
+    typer.Option(
+        help="k-means++ seeds on a seeded weighted sample of about this many rows when there "
+        "are more (one pass; Lloyd then uses every row); 0 seeds on every row.",
+        min=0,
     ),
 ]
 CovarianceOpt = Annotated[
@@ -404,6 +413,7 @@ def fit_command(
         typer.Option("--covariance-type", help="Covariance structure [default: full]."),
     ] = None,
     init: Annotated[InitMethod, typer.Option(help="Initialisation.")] = InitMethod.kmeans,
+    init_sample: InitSampleOpt = INIT_SAMPLE,
     init_model: Annotated[
         str | None, typer.Option(help="Start EM from this model's parameters.")
     ] = None,
@@ -458,6 +468,7 @@ def fit_command(
     options = dict(
         covariance_type=(covariance_type or CovarianceType.full).value,
         init=init.value,
+        init_sample=init_sample,
         n_init=n_init,
         max_iter=max_iter,
         tol=tol,
@@ -527,6 +538,7 @@ def select_k(
         int | None, typer.Option(help="Cross-validation folds (default 5 with --criterion cv).")
     ] = None,
     n_init: Annotated[int, typer.Option(help="Restarts per grid point.")] = 3,
+    init_sample: InitSampleOpt = INIT_SAMPLE,
     max_iter: Annotated[int, typer.Option(help="EM iterations at most per fit.")] = 1000,
     tol: Annotated[
         float, typer.Option(help="Convergence tolerance (tight, so criteria compare fairly).")
@@ -589,6 +601,7 @@ def select_k(
     k_values = list(range(k_min, k_max + 1))
     options = selection.FitOptions(
         n_init=n_init,
+        init_sample=init_sample,
         max_iter=max_iter,
         tol=tol,
         reg_covar=reg_covar,

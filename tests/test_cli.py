@@ -241,6 +241,15 @@ def test_seed_random_is_recorded_and_reproduces_the_model(files):
     assert Path("again.json").read_bytes() == Path("r1.json").read_bytes()
 
 
+def test_init_sample_seeds_on_a_sample_only_below_the_row_count(files):
+    def first_log_likelihood(size: int) -> float:
+        model = ok(gmm(f"fit blobs.csv -k 3 --init kmeans++ --max-iter 1 --init-sample {size} -q"))
+        return json.loads(model.stdout)["training"]["history"][0]
+
+    assert first_log_likelihood(0) == first_log_likelihood(300)  # 300 rows: no sample
+    assert first_log_likelihood(0) != first_log_likelihood(30)
+
+
 # --- formats ----------------------------------------------------------------------------
 
 

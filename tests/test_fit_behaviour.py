@@ -15,6 +15,8 @@ from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 import gmmcli
 from gmmcli import GMMError, GMMWarning
+from gmmcli.core.em import InMemoryRows
+from gmmcli.core.init import sample_rows
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 INIT_METHODS = ("kmeans", "kmeans++", "random", "random-from-data")
@@ -287,6 +289,43 @@ def test_ten_well_separated_components_are_recovered():
         model = fit_quietly(X, 10, init="kmeans", n_init=3, seed=seed)
         scores.append(adjusted_rand_score(truth, model.predict(X)))
     assert sum(s >= 0.95 for s in scores) >= 9, np.round(scores, 3)
+
+
+def test_ten_components_are_recovered_when_seeding_on_a_small_sample():
+    # ~1000 rows per data set; k-means++ seeds on a weighted sample of about 150 of them.
+    scores = []
+    for seed in range(10):
+        X, truth = ten_blobs(seed)
+        model = fit_quietly(X, 10, init="kmeans", n_init=3, seed=seed, init_sample=150)
+        scores.append(adjusted_rand_score(truth, model.predict(X)))
+    assert sum(s >= 0.95 for s in scores) >= 9, np.round(scores, 3)
+
+
+def test_the_seeding_sample_has_about_the_size_asked_and_estimates_the_weights():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200_000, 2))
+    weights = rng.integers(0, 5, len(X)).astype(float)
+    weights[:10] = 1e3  # rows heavier than W / size are always kept, with their own weight
+    rows = InMemoryRows(X, weights, np.zeros(2))
+    sample = sample_rows(rows, 5000, weights.sum(), np.random.default_rng(1))
+    expected = np.minimum(1.0, 5000 * weights / weights.sum()).sum()  # 4885
+    assert abs(len(sample.X) - expected) < 5 * np.sqrt(expected)
+    np.testing.assert_allclose(sample.weights.sum(), weights.sum(), rtol=0.03)
+    np.testing.assert_array_equal(sample.X[:10], X[:10])
+    np.testing.assert_array_equal(sample.weights[:10], 1e3)
+    assert not np.isin(sample.X[:, 0], X[weights == 0, 0]).any()
+
+
+def test_seeding_on_a_sample_changes_the_start_only_past_its_size(mixture):
+    X, _ = mixture(2, n_samples=500, spread=1.0)
+    start = {
+        size: fit_quietly(
+            X, 3, init="kmeans++", max_iter=1, seed=3, init_sample=size
+        ).fit_info.history[0]
+        for size in (0, 500, 100)
+    }
+    assert start[0] == start[500]  # 500 rows: no sample needed
+    assert start[0] != start[100]
 
 
 # -- degenerate data that must still fit cleanly ------------------------------------------

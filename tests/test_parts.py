@@ -70,6 +70,16 @@ def test_parts_give_the_one_part_model(mixture, covariance_type, init):
     assert_same_model(whole, split)
 
 
+@pytest.mark.parametrize("init", ["kmeans", "kmeans++"])
+def test_parts_draw_the_same_seeding_sample(mixture, init):
+    X, _ = mixture(6, n_samples=900, n_features=2, n_components=3, spread=10.0)
+    weights = np.random.default_rng(3).integers(0, 4, len(X)).astype(float)
+    options = dict(init=init, n_init=2, seed=8, init_sample=150, max_iter=1)
+    whole = fit(X, 3, weights=weights, block_rows=97, **options)
+    split = split_fit(X, weights, [300, 0, 120, 480], 3, **options)
+    assert_same_model(whole, split)
+
+
 def test_a_part_of_zero_weight_rows_is_never_picked(mixture):
     X, _ = mixture(4, n_samples=600)
     weights = np.ones(len(X))

@@ -20,7 +20,7 @@ from gmmcli.core.em import (
     run_em,
     sum_blocks,
 )
-from gmmcli.core.init import INIT_METHODS, initial_params
+from gmmcli.core.init import INIT_METHODS, INIT_SAMPLE, initial_params
 from gmmcli.core.model import FitInfo, GaussianMixture, n_parameters
 from gmmcli.errors import GMMError, GMMWarning
 
@@ -187,6 +187,7 @@ def fit_rows(
     *,
     covariance_type: str = "full",
     init: str = "kmeans",
+    init_sample: int = INIT_SAMPLE,
     n_init: int = 1,
     max_iter: int = 100,
     tol: float = 1e-3,
@@ -208,14 +209,17 @@ def fit_rows(
     values, components come back in canonical order (descending weight, ties by the
     means); ``canonical_order`` overrides that either way.
     ``on_iteration(restart, iteration, mean_log_likelihood)`` is called after every EM
-    iteration. ``dtype="float32"`` runs the E-step in single precision (data centred in
-    float64 first, statistics summed in float64).
+    iteration. k-means++ seeds on a weighted random sample of about ``init_sample`` rows
+    when there are more (0: on every row). ``dtype="float32"`` runs the E-step in single
+    precision (data centred in float64 first, statistics summed in float64).
     """
     cov = get_covariance(covariance_type)
     if init not in INIT_METHODS:
         raise GMMError(f"unknown init {init!r}; use one of {', '.join(INIT_METHODS)}")
-    if n_init < 1 or max_iter < 1 or tol < 0 or reg_covar < 0:
-        raise GMMError("need n_init >= 1, max_iter >= 1, tol >= 0 and reg_covar >= 0")
+    if n_init < 1 or max_iter < 1 or tol < 0 or reg_covar < 0 or init_sample < 0:
+        raise GMMError(
+            "need n_init >= 1, max_iter >= 1, tol >= 0, reg_covar >= 0 and init_sample >= 0"
+        )
     em_dtype = _dtype(dtype)
     if seed is None:
         seed = int(np.random.SeedSequence().entropy)
@@ -245,8 +249,10 @@ def fit_rows(
                     method=init,
                     reg_covar=reg_covar,
                     total_weight=data.total_weight,
+                    n_samples=data.n_samples,
                     data_variance=float(np.trace(data.covariance) / n_features),
                     rng=rng,
+                    init_sample=init_sample,
                 )
             start = _explicit_start(
                 start,

@@ -18,6 +18,7 @@ import numpy as np
 from gmmcli.core.covariance import Covariance
 from gmmcli.core.em import (
     Block,
+    InMemoryRows,
     Params,
     RowSource,
     Stats,
@@ -30,6 +31,7 @@ from gmmcli.core.em import (
 )
 
 INIT_METHODS = ("kmeans", "kmeans++", "random", "random-from-data")
+INIT_SAMPLE = 100_000  # k-means++ seeds on a weighted sample of about this many rows
 LLOYD_MAX_ITER = 300
 LLOYD_TOL = 1e-4
 
@@ -217,6 +219,31 @@ def _smallest_distinct(entries: Iterable[Keyed], count: int) -> list[Keyed]:
     return list(chosen.values())
 
 
+def sample_rows(
+    rows: RowSource, size: int, total_weight: float, rng: np.random.Generator
+) -> InMemoryRows:
+    """A seeded weighted sample of about ``size`` rows, drawn in one pass in row order.
+
+    Poisson sampling: each row is kept with probability p = min(1, size · w / W) and then
+    weighs w / p, so the sample's weighted sums estimate those of all rows.
+    """
+    scale = size / total_weight
+    n_features = rows.n_features
+
+    def part(blocks: Iterable[Block], part_rng: np.random.Generator) -> Block:
+        kept = [(np.empty((0, n_features)), np.empty(0))]
+        for X, weights in blocks:
+            chance = np.minimum(1.0, scale * weights)
+            keep = part_rng.random(len(X)) < chance
+            kept.append((X[keep], weights[keep] / chance[keep]))
+        return np.concatenate([X for X, _ in kept]), np.concatenate([w for _, w in kept])
+
+    parts = map_parts_drawing(rows, rng, 1, part)
+    X = np.concatenate([X for X, _ in parts]).astype(np.float64)
+    weights = np.concatenate([w for _, w in parts])
+    return InMemoryRows(X, weights, np.zeros(n_features))
+
+
 def _one_hot(labels: np.ndarray, n_components: int) -> np.ndarray:
     """Hard responsibilities, shape (K, rows)."""
     resp = np.zeros((n_components, len(labels)))
@@ -283,10 +310,17 @@ def initial_params(
     method: str,
     reg_covar: float,
     total_weight: float,
+    n_samples: int,
     data_variance: float,
     rng: np.random.Generator,
+    init_sample: int = INIT_SAMPLE,
 ) -> Params:
-    """First parameters by ``method`` (one of INIT_METHODS), in centred coordinates."""
+    """First parameters by ``method`` (one of INIT_METHODS), in centred coordinates.
+
+    k-means++ seeds on all rows when at most ``init_sample`` have a positive weight (or
+    ``init_sample`` is 0), else on a weighted sample of about that many (sample_rows);
+    Lloyd's iterations and the final partition always use every row.
+    """
     uniform = np.full((n_components, 1), 1.0 / n_components)
     everything = sum_blocks(
         rows, lambda X, w: accumulate(X, w, np.broadcast_to(uniform, (n_components, len(X))), cov)
@@ -297,7 +331,11 @@ def initial_params(
     if method == "random-from-data":
         centres = distinct_random_rows(rows, n_components, rng)
     else:
-        centres = kmeans_plusplus(rows, n_components, total_weight, rng)
+        seeding, seeding_weight = rows, total_weight
+        if 0 < init_sample < n_samples:
+            seeding = sample_rows(rows, init_sample, total_weight, rng)
+            seeding_weight = float(seeding.weights.sum())
+        centres = kmeans_plusplus(seeding, n_components, seeding_weight, rng)
         if method == "kmeans":
             centres = lloyd(rows, centres, data_variance)
     fallback.means = centres

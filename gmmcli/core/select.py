@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from gmmcli.core.fit import fit
+from gmmcli.core.init import INIT_SAMPLE
 from gmmcli.core.model import GaussianMixture
 from gmmcli.errors import GMMError
 
@@ -70,6 +71,7 @@ class FitOptions:
     tol: float = 1e-6
     reg_covar: float = 1e-6
     init: str = "kmeans"
+    init_sample: int = INIT_SAMPLE
     seed: int = 0
     dtype: str = "float64"
 
@@ -130,6 +132,7 @@ def _fit(X, weights, n_components, covariance_type, options: FitOptions) -> Gaus
         weights=weights,
         covariance_type=covariance_type,
         init=options.init,
+        init_sample=options.init_sample,
         n_init=options.n_init,
         max_iter=options.max_iter,
         tol=options.tol,
