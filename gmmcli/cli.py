@@ -292,9 +292,14 @@ def read_features(
         weight_column=weight_column,
         source=name or _source_name(data),
     )
-    weights = f", weights from '{weight_column}'" if weight_column else ""
-    report.note(f"features: {', '.join(features.names)} ({table.num_rows} rows{weights})")
+    note_features(features, report)
     return table, features
+
+
+def note_features(features: tables.Features, report: Reporter) -> None:
+    """Which features (and weights) a command uses, on stderr."""
+    weights = f", weights from '{features.weight_column}'" if features.weight_column else ""
+    report.note(f"features: {', '.join(features.names)} ({len(features.X)} rows{weights})")
 
 
 def _source_name(data: str) -> str:
@@ -725,19 +730,16 @@ def fit_here(
     """fit on the local engine: in memory, or streamed past --memory-limit."""
     with spooled(data) as path:
         fmt_name = tables.format_for(data, fmt and fmt.value)
-        if streams(path, fmt_name, memory_limit, len(chosen) if chosen else None):
-            names = chosen or stream.default_names(
+        streamed = streams(path, fmt_name, memory_limit, len(chosen) if chosen else None)
+        if streamed or fmt_name == "parquet":  # Parquet is read in chunks either way
+            names = stream.file_feature_names(
                 path,
                 fmt_name,
+                chosen,
                 tables.parse_column_list(exclude) or [],
                 weight_column,
-                _source_name(data),
+                "stdin" if data == "-" else f"'{data}'",
             )
-            report.note(
-                f"features: {', '.join(names)} (streamed from {_source_name(data)} in chunks"
-                f" of {chunk_rows or stream.DEFAULT_CHUNK_ROWS} rows)"
-            )
-            check_init_model(start, names, init_model)
             rows = stream.FileRows(
                 path,
                 fmt_name,
@@ -750,12 +752,21 @@ def fit_here(
                     get_covariance(options["covariance_type"]), len(names), n_components
                 ),
             )
+        if streamed:
+            report.note(
+                f"features: {', '.join(names)} (streamed from {_source_name(data)} in chunks"
+                f" of {rows.chunk_rows} rows)"
+            )
+            check_init_model(start, names, init_model)
             return run_fit(
                 lambda **kw: fit_rows(rows, n_components, feature_names=names, **kw),
                 options,
                 options["max_iter"] * options["n_init"],
                 report,
             )
+        if fmt_name == "parquet":
+            features = stream.read_parquet_features(path, names, weight_column, _source_name(data))
+            note_features(features, report)
         else:
             features = read_features(  # the table itself is not kept past this
                 path,
@@ -766,25 +777,25 @@ def fit_here(
                 report=report,
                 name=_source_name(data),
             )[1]
-            check_init_model(start, features.names, init_model)
-            features, dropped = tables.require_complete(
-                features, source=_source_name(data), drop_missing=drop_missing
-            )
-            if dropped:
-                report.note(f"dropped {dropped} rows with missing values")
-            return run_fit(
-                lambda **kw: fit(
-                    features.X,
-                    n_components,
-                    weights=features.weights,
-                    feature_names=features.names,
-                    block_rows=chunk_rows,
-                    **kw,
-                ),
-                options,
-                options["max_iter"] * options["n_init"],
-                report,
-            )
+        check_init_model(start, features.names, init_model)
+        features, dropped = tables.require_complete(
+            features, source=_source_name(data), drop_missing=drop_missing
+        )
+        if dropped:
+            report.note(f"dropped {dropped} rows with missing values")
+        return run_fit(
+            lambda **kw: fit(
+                features.X,
+                n_components,
+                weights=features.weights,
+                feature_names=features.names,
+                block_rows=chunk_rows,
+                **kw,
+            ),
+            options,
+            options["max_iter"] * options["n_init"],
+            report,
+        )
 
 
 def fit_on_cluster(
@@ -804,8 +815,8 @@ def fit_on_cluster(
     """fit --engine dask: the rows stay on the workers; the client sums their statistics."""
     cluster = cluster_engine()
     files = cluster.parquet_files(data)
-    names = cluster.feature_names(
-        files, chosen, tables.parse_column_list(exclude) or [], weight_column, f"'{data}'"
+    names = stream.parquet_feature_names(
+        files[0], chosen, tables.parse_column_list(exclude) or [], weight_column, f"'{data}'"
     )
     check_init_model(start, names, init_model)
     cov = get_covariance(options["covariance_type"])
@@ -850,7 +861,7 @@ def predict_on_cluster(
     cluster = cluster_engine()
     files = cluster.parquet_files(data)
     outputs.require_feature_names(mixture)
-    cluster.feature_names(files, mixture.feature_names, [], None, f"'{data}'")
+    stream.parquet_feature_names(files[0], mixture.feature_names, [], None, f"'{data}'")
     plural = "s" if len(files) > 1 else ""
     report.note(
         f"features: {', '.join(mixture.feature_names)} (from {len(files)} Parquet file{plural})"

@@ -618,11 +618,6 @@ def test_bad_input_on_stdin_is_named_stdin_when_streamed(tmp_path, table):
     assert "gmmcli-stdin" not in error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a streamed Parquet read lists only the columns it asked for as 'available' "
-    "when --columns names one the file lacks",
-)
 def test_bad_input_unknown_column_lists_the_file_columns(data, tmp_path):
     args = ["fit", data / "data.parquet", "-k", K, "--columns", "x0,nope", *CHUNKED]
     error = fails_leaving_nothing([*args, "-o", tmp_path / "m.json"], tmp_path)

@@ -219,16 +219,17 @@ def default_threads() -> int:
 def sum_blocks(
     source: RowSource,
     block_stats: Callable[[np.ndarray, np.ndarray], Stats],
-    threads: int = 1,
+    threads: int | None = None,
 ) -> Stats | None:
     """One pass over the source, summing the statistics of every block in block order.
 
     Each part sums its own blocks where it lies; the parts' sums are added in part order.
-    With ``threads`` > 1 a part's blocks are processed concurrently (numpy and BLAS release
-    the GIL), at most two per thread in flight; the sum is still taken in block order, so
-    the result does not depend on scheduling. ``block_stats`` must then not draw random
-    numbers. None when there are no rows.
+    A part's blocks are processed by ``threads`` threads (default: default_threads())
+    concurrently (numpy and BLAS release the GIL), at most two per thread in flight; the
+    sum is still taken in block order, so the result does not depend on scheduling.
+    ``block_stats`` must not draw random numbers. None when there are no rows.
     """
+    threads = default_threads() if threads is None else threads
 
     def part_sum(blocks: Iterable[Block], index: int, first_row: int):
         return add_up(_in_order(block_stats, blocks, threads))

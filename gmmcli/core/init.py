@@ -25,7 +25,6 @@ from gmmcli.core.em import (
     T,
     accumulate,
     add_up,
-    default_threads,
     m_step,
     sum_blocks,
 )
@@ -41,6 +40,13 @@ def squared_distances(X: np.ndarray, centres: np.ndarray) -> np.ndarray:
     sq = np.einsum("ij,ij->i", X, X)[:, None] - 2.0 * (X @ centres.T)
     sq += np.einsum("ij,ij->i", centres, centres)
     return np.maximum(sq, 0.0, out=sq)
+
+
+def nearest_labels(X: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Each row's nearest centre: argmin of |c|² - 2 x·c (|x|² is the same for every c)."""
+    scores = X @ (-2.0 * centres.T)
+    scores += np.einsum("ij,ij->i", centres, centres)
+    return scores.argmin(axis=1)
 
 
 def _nearest(X: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -134,7 +140,7 @@ def kmeans_plusplus(
             closest = _nearest(X, centres)[:, None]
             return w @ np.minimum(closest, squared_distances(X, candidates))
 
-        trial_potentials = sum_blocks(rows, potentials, default_threads())
+        trial_potentials = sum_blocks(rows, potentials)
         best = int(np.argmin(trial_potentials))
         centres = np.vstack([centres, candidates[best]])
         potential = float(trial_potentials[best])
@@ -239,7 +245,7 @@ def sample_rows(
         return np.concatenate([X for X, _ in kept]), np.concatenate([w for _, w in kept])
 
     parts = map_parts_drawing(rows, rng, 1, part)
-    X = np.concatenate([X for X, _ in parts]).astype(np.float64)
+    X = np.concatenate([X for X, _ in parts]).astype(np.float64, copy=False)
     weights = np.concatenate([w for _, w in parts])
     return InMemoryRows(X, weights, np.zeros(n_features))
 
@@ -255,16 +261,15 @@ def lloyd(rows: RowSource, centres: np.ndarray, data_variance: float) -> np.ndar
     """Weighted Lloyd iterations until the centres move less than 1e-4 of the variance."""
     n_components = len(centres)
     threshold = LLOYD_TOL * data_variance
-    threads = default_threads()
     for _ in range(LLOYD_MAX_ITER):
 
         def block(X, weights, centres=centres):
             """Per centre: the summed weight, then the weighted sum of its rows."""
-            labels = np.argmin(squared_distances(X, centres), axis=1)
+            labels = nearest_labels(X, centres)
             wresp = _one_hot(labels, n_components) * weights
             return np.hstack([wresp.sum(axis=1)[:, None], wresp @ X])
 
-        sums = sum_blocks(rows, block, threads)
+        sums = sum_blocks(rows, block)
         counts, sums = sums[:, 0], sums[:, 1:]
         moved = centres.copy()
         filled = counts > 0
@@ -280,7 +285,7 @@ def _partition_stats(rows: RowSource, centres: np.ndarray, cov: Covariance) -> S
     """Statistics of the hard partition of the rows by their nearest centre."""
 
     def block(X: np.ndarray, weights: np.ndarray) -> Stats:
-        labels = np.argmin(squared_distances(X, centres), axis=1)
+        labels = nearest_labels(X, centres)
         return accumulate(X, weights, _one_hot(labels, len(centres)), cov)
 
     return sum_blocks(rows, block)
@@ -321,11 +326,17 @@ def initial_params(
     ``init_sample`` is 0), else on a weighted sample of about that many (sample_rows);
     Lloyd's iterations and the final partition always use every row.
     """
-    uniform = np.full((n_components, 1), 1.0 / n_components)
-    everything = sum_blocks(
-        rows, lambda X, w: accumulate(X, w, np.broadcast_to(uniform, (n_components, len(X))), cov)
+    # Every component as the whole data (what uniform memberships give), for components
+    # that come out empty: one component's statistics, repeated K times.
+    everything = sum_blocks(rows, lambda X, w: accumulate(X, w, np.ones((1, len(X))), cov))
+    whole = m_step(everything, cov, reg_covar, previous=None)
+    repeat = np.zeros(n_components, dtype=int)
+    fallback = Params(
+        np.full(n_components, 1.0 / n_components),
+        whole.means[repeat],
+        cov.select(whole.covariances, repeat),
+        cov.select(whole.prec_chol, repeat),
     )
-    fallback = m_step(everything, cov, reg_covar, previous=None)
     if method == "random":
         return m_step(_random_stats(rows, n_components, cov, rng), cov, reg_covar, fallback)
     if method == "random-from-data":

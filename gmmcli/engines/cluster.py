@@ -21,7 +21,6 @@ import dask
 import dask.dataframe as dd
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from distributed import Client, Future, LocalCluster
 
 from gmmcli.core.em import DEFAULT_BLOCK_ROWS, InMemoryRows, PartFunction, T
@@ -90,35 +89,6 @@ def parquet_files(path: str) -> list[str]:
             "(convert CSV with gmmcli classify --only-new-columns or any Parquet writer)"
         )
     return sorted(found)
-
-
-def _schema(files: list[str], name: str) -> pa.Schema:
-    try:
-        return pq.read_schema(files[0])
-    except (OSError, pa.ArrowException) as err:
-        raise UserError(f"cannot read {name}: {' '.join(str(err).split())[:200]}") from None
-
-
-def feature_names(
-    files: list[str],
-    columns: list[str] | None,
-    exclude: list[str],
-    weight_column: str | None,
-    name: str,
-) -> list[str]:
-    """The feature columns: ``columns``, else every numeric column of the first file's
-    schema but ``exclude`` and the weights; every name checked against the schema."""
-    schema = _schema(files, name)
-    chosen = columns or tables.default_feature_names(schema, exclude, weight_column)
-    for column in [*chosen, *exclude, *([weight_column] if weight_column else [])]:
-        if column not in schema.names:
-            raise UserError(
-                f"column '{column}' not found in {name}; available columns: "
-                f"{', '.join(schema.names)}"
-            )
-    if not chosen:
-        raise UserError(f"{name} has no numeric columns to use; pick them with --columns")
-    return chosen
 
 
 def _partitions(files: list[str], columns: list[str] | None, partition_bytes: int):

@@ -114,20 +114,23 @@ def _arrow_copy(data: bytes) -> pa.Buffer:
     return sink.getvalue()
 
 
-def default_names(
-    path: str, fmt: str, exclude: list[str], weight_column: str | None, name: str
+def file_feature_names(
+    path: str,
+    fmt: str,
+    columns: list[str] | None,
+    exclude: list[str],
+    weight_column: str | None,
+    name: str,
 ) -> list[str]:
-    """The features --columns would default to: for Parquet from its schema; for CSV from
-    its first block, checked as in memory (a number column with a typo is an error)."""
+    """The features to read from a file: ``columns``, else what --columns defaults to.
+
+    Parquet: from its schema, every name checked. CSV: from its first block, checked as in
+    memory (a number column with a typo is an error); later blocks check ``columns``.
+    """
     if fmt == "parquet":
-        schema = pq.read_schema(path)
-        for column in [*exclude, *([weight_column] if weight_column else [])]:
-            if column not in schema.names:
-                raise UserError(f"column '{column}' not found in {name}; available: {schema.names}")
-        names = tables.default_feature_names(schema, exclude, weight_column)
-        if not names:
-            raise UserError(f"{name} has no numeric columns to use; pick them with --columns")
-        return names
+        return parquet_feature_names(path, columns, exclude, weight_column, name)
+    if columns:
+        return columns
     first = next(open_batches(path, fmt, DEFAULT_CHUNK_ROWS), None)
     if first is None:
         raise UserError(f"{name} has no data rows; give a file with at least one row of data")
@@ -135,6 +138,34 @@ def default_names(
     return tables.select_features(
         table, exclude=exclude, weight_column=weight_column, source=name, require_positive=False
     ).names
+
+
+def parquet_feature_names(
+    path: str,
+    columns: list[str] | None,
+    exclude: list[str],
+    weight_column: str | None,
+    name: str,
+) -> list[str]:
+    """The feature columns of a Parquet file from its schema: ``columns``, else every
+    numeric column but ``exclude`` and the weights; every name checked against the schema."""
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException):
+        raise UserError(
+            f"{name} is not a valid Parquet file (truncated?); "
+            "check the file, or pass --format if it is not Parquet"
+        ) from None
+    chosen = columns or tables.default_feature_names(schema, exclude, weight_column)
+    for column in [*chosen, *exclude, *([weight_column] if weight_column else [])]:
+        if column not in schema.names:
+            raise UserError(
+                f"column '{column}' not found in {name}; available columns: "
+                f"{', '.join(schema.names)}"
+            )
+    if not chosen:
+        raise UserError(f"{name} has no numeric columns to use; pick them with --columns")
+    return chosen
 
 
 def _conversion_error(err: pa.ArrowInvalid, name: str) -> UserError:
@@ -200,6 +231,35 @@ class FileRows(OnePart):
             for start in range(0, len(chunk.X), self.block_rows):
                 block = chunk.X[start : start + self.block_rows] - centre
                 yield block.astype(self.dtype, copy=False), weights[start : start + self.block_rows]
+
+
+def read_parquet_features(
+    path: str, names: list[str], weight_column: str | None, name: str
+) -> tables.Features:
+    """A Parquet file's features in one array, read and checked column by column, so that
+    reading takes the array plus one column (not the whole table as well)."""
+    try:
+        parquet = pq.ParquetFile(path, pre_buffer=False)
+        X = np.empty((parquet.metadata.num_rows, len(names)))
+        missing = np.zeros(len(X), dtype=bool)
+        weights = None
+        for j, column in enumerate(names):
+            with_weights = weight_column if j == 0 else None  # the weights come along once
+            read = [column, *([with_weights] if with_weights else [])]
+            one = tables.select_features(
+                parquet.read(columns=read, use_threads=False),
+                columns=[column],
+                weight_column=with_weights,
+                source=name,
+                require_positive=False,
+            )
+            X[:, j] = one.X[:, 0]
+            missing |= one.missing
+            weights = one.weights if j == 0 else weights
+    except (OSError, pa.ArrowException) as err:
+        raise UserError(f"cannot read {name}: {' '.join(str(err).split())[:200]}") from None
+    pa.default_memory_pool().release_unused()  # the columns' memory back to the system
+    return tables.Features(X, names, weights, missing, weight_column)
 
 
 def available_memory() -> int:
