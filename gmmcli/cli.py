@@ -17,7 +17,8 @@ import shutil
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated
 
@@ -33,7 +34,7 @@ from gmmcli import __version__, outputs
 from gmmcli.core import GaussianMixture, fit
 from gmmcli.core import select as selection
 from gmmcli.core.covariance import get_covariance
-from gmmcli.core.em import block_rows_for
+from gmmcli.core.em import InMemoryRows, RowSource, block_rows_for
 from gmmcli.core.fit import fit_rows
 from gmmcli.core.generate import random_mixture
 from gmmcli.core.init import INIT_SAMPLE
@@ -554,6 +555,8 @@ def select_k(
     jobs: Annotated[
         int, typer.Option(help="Grid points fitted in parallel processes (one BLAS thread each).")
     ] = 1,
+    chunk_rows: ChunkRowsOpt = None,
+    memory_limit: MemoryLimitOpt = None,
     columns: ColumnsOpt = None,
     exclude: ExcludeOpt = None,
     weight_column: WeightOpt = None,
@@ -590,19 +593,6 @@ def select_k(
             "use a comma list of full, tied, diag, spherical"
         )
     check_outputs(output, tables_at=(table,))
-    _, features = read_features(
-        data,
-        fmt,
-        columns=tables.parse_column_list(columns),
-        exclude=exclude,
-        weight_column=weight_column,
-        report=report,
-    )
-    features, dropped = tables.require_complete(
-        features, source=_source_name(data), drop_missing=drop_missing
-    )
-    if dropped:
-        report.note(f"dropped {dropped} rows with missing values")
     k_values = list(range(k_min, k_max + 1))
     options = selection.FitOptions(
         n_init=n_init,
@@ -613,22 +603,36 @@ def select_k(
         seed=selection.resolve_seed(parse_seed(seed)),
         dtype=dtype.value,
     )
+    grid = dict(
+        k_values=k_values,
+        covariance_types=types,
+        criterion=criterion.value,
+        cv_folds=cv_folds,
+        options=options,
+        jobs=jobs,
+    )
     with (
+        local_data(
+            data,
+            fmt,
+            chosen=tables.parse_column_list(columns),
+            exclude=exclude,
+            weight_column=weight_column,
+            drop_missing=drop_missing,
+            chunk_rows=chunk_rows,
+            memory_limit=memory_limit,
+            block_rows=lambda n_features: block_rows_for(get_covariance("full"), n_features, k_max),
+            report=report,
+        ) as source,
         report.captured_warnings(),
         report.progress(len(k_values) * len(types), "select-k") as advance,
         warnings.catch_warnings(),
     ):
         warnings.simplefilter("ignore", GMMWarning)  # each point's problems are in its row
-        points, winner = selection.select(
-            features.X,
-            weights=features.weights,
-            k_values=k_values,
-            covariance_types=types,
-            criterion=criterion.value,
-            cv_folds=cv_folds,
-            options=options,
-            jobs=jobs,
+        points, winner = selection.select_rows(
+            source.row_source(),
             on_point=lambda p: advance(1, f"K={p.n_components} {p.covariance_type}"),
+            **grid,
         )
     show_grid(points, criterion.value, report)
     if winner is None:
@@ -644,7 +648,7 @@ def select_k(
             f"the best K ({best.n_components}) is at the edge of the range "
             f"{k_min}..{k_max}; widen it with --k-min/--k-max"
         )
-    winner.feature_names = features.names
+    winner.feature_names = source.names
     write_model(winner, output)
 
 
@@ -711,6 +715,92 @@ def cluster_engine():
     return cluster
 
 
+@dataclass
+class LocalData:
+    """The input on the local engine: streamed from a file, or its features in memory."""
+
+    names: list[str]
+    rows: stream.FileRows | None = None  # when streamed
+    features: tables.Features | None = None  # in memory, every row complete
+
+    def row_source(self) -> RowSource:
+        if self.rows is not None:
+            return self.rows
+        X, weights = self.features.X, self.features.weights
+        return InMemoryRows(
+            X, np.ones(len(X)) if weights is None else weights, np.zeros(X.shape[1])
+        )
+
+
+@contextlib.contextmanager
+def local_data(
+    data: str,
+    fmt: Format | None,
+    *,
+    chosen: list[str] | None,
+    exclude: str | None,
+    weight_column: str | None,
+    drop_missing: bool,
+    chunk_rows: int | None,
+    memory_limit: str | None,
+    block_rows: Callable[[int], int],
+    report: Reporter,
+) -> Iterator[LocalData]:
+    """The data for fit or select-k: streamed in chunks past --memory-limit, else read
+    whole (Parquet column by column); stdin is spooled to a temporary file first.
+    ``block_rows(n_features)`` sizes the blocks of streamed rows."""
+    with spooled(data) as path:
+        fmt_name = tables.format_for(data, fmt and fmt.value)
+        streamed = streams(path, fmt_name, memory_limit, len(chosen) if chosen else None)
+        if streamed or fmt_name == "parquet":
+            names = stream.file_feature_names(
+                path,
+                fmt_name,
+                chosen,
+                tables.parse_column_list(exclude) or [],
+                weight_column,
+                "stdin" if data == "-" else f"'{data}'",
+            )
+        if streamed:
+            report.note(
+                f"features: {', '.join(names)} (streamed from {_source_name(data)} in chunks"
+                f" of {chunk_rows or stream.DEFAULT_CHUNK_ROWS} rows)"
+            )
+            yield LocalData(
+                names,
+                rows=stream.FileRows(
+                    path,
+                    fmt_name,
+                    names,
+                    weight_column,
+                    chunk_rows or stream.DEFAULT_CHUNK_ROWS,
+                    drop_missing,
+                    name=_source_name(data),
+                    block_rows=block_rows(len(names)),
+                ),
+            )
+            return
+        if fmt_name == "parquet":
+            features = stream.read_parquet_features(path, names, weight_column, _source_name(data))
+            note_features(features, report)
+        else:
+            features = read_features(  # the table itself is not kept past this
+                path,
+                Format(fmt_name),
+                columns=chosen,
+                exclude=exclude,
+                weight_column=weight_column,
+                report=report,
+                name=_source_name(data),
+            )[1]
+        features, dropped = tables.require_complete(
+            features, source=_source_name(data), drop_missing=drop_missing
+        )
+        if dropped:
+            report.note(f"dropped {dropped} rows with missing values")
+        yield LocalData(features.names, features=features)
+
+
 def fit_here(
     data: str,
     fmt: Format | None,
@@ -728,70 +818,29 @@ def fit_here(
     report: Reporter,
 ) -> GaussianMixture:
     """fit on the local engine: in memory, or streamed past --memory-limit."""
-    with spooled(data) as path:
-        fmt_name = tables.format_for(data, fmt and fmt.value)
-        streamed = streams(path, fmt_name, memory_limit, len(chosen) if chosen else None)
-        if streamed or fmt_name == "parquet":  # Parquet is read in chunks either way
-            names = stream.file_feature_names(
-                path,
-                fmt_name,
-                chosen,
-                tables.parse_column_list(exclude) or [],
-                weight_column,
-                "stdin" if data == "-" else f"'{data}'",
-            )
-            rows = stream.FileRows(
-                path,
-                fmt_name,
-                names,
-                weight_column,
-                chunk_rows or stream.DEFAULT_CHUNK_ROWS,
-                drop_missing,
-                name=_source_name(data),
-                block_rows=block_rows_for(
-                    get_covariance(options["covariance_type"]), len(names), n_components
-                ),
-            )
-        if streamed:
-            report.note(
-                f"features: {', '.join(names)} (streamed from {_source_name(data)} in chunks"
-                f" of {rows.chunk_rows} rows)"
-            )
-            check_init_model(start, names, init_model)
-            return run_fit(
-                lambda **kw: fit_rows(rows, n_components, feature_names=names, **kw),
-                options,
-                options["max_iter"] * options["n_init"],
-                report,
-            )
-        if fmt_name == "parquet":
-            features = stream.read_parquet_features(path, names, weight_column, _source_name(data))
-            note_features(features, report)
+    cov = get_covariance(options["covariance_type"])
+    with local_data(
+        data,
+        fmt,
+        chosen=chosen,
+        exclude=exclude,
+        weight_column=weight_column,
+        drop_missing=drop_missing,
+        chunk_rows=chunk_rows,
+        memory_limit=memory_limit,
+        block_rows=lambda n_features: block_rows_for(cov, n_features, n_components),
+        report=report,
+    ) as source:
+        check_init_model(start, source.names, init_model)
+        if source.rows is not None:
+            fitter = functools.partial(fit_rows, source.rows)
         else:
-            features = read_features(  # the table itself is not kept past this
-                path,
-                Format(fmt_name),
-                columns=chosen,
-                exclude=exclude,
-                weight_column=weight_column,
-                report=report,
-                name=_source_name(data),
-            )[1]
-        check_init_model(start, features.names, init_model)
-        features, dropped = tables.require_complete(
-            features, source=_source_name(data), drop_missing=drop_missing
-        )
-        if dropped:
-            report.note(f"dropped {dropped} rows with missing values")
+            features = source.features
+            fitter = functools.partial(
+                fit, features.X, weights=features.weights, block_rows=chunk_rows
+            )
         return run_fit(
-            lambda **kw: fit(
-                features.X,
-                n_components,
-                weights=features.weights,
-                feature_names=features.names,
-                block_rows=chunk_rows,
-                **kw,
-            ),
+            lambda **kw: fitter(n_components, feature_names=source.names, **kw),
             options,
             options["max_iter"] * options["n_init"],
             report,

@@ -86,7 +86,7 @@ def degeneracy(
     return None
 
 
-def _validate_data(X, weights, n_components) -> tuple[np.ndarray, np.ndarray]:
+def validate_data(X, weights, n_components) -> tuple[np.ndarray, np.ndarray]:
     """Arrays checked and converted; the counts are checked again by fit_rows."""
     X = np.asarray(X, dtype=float)
     if X.ndim == 1:
@@ -168,7 +168,7 @@ def fit(
     size (from D and K).
     """
     cov = get_covariance(covariance_type)
-    X, weights = _validate_data(X, weights, n_components)
+    X, weights = validate_data(X, weights, n_components)
     if block_rows is None:
         block_rows = block_rows_for(cov, X.shape[1], n_components, _dtype(dtype))
     rows = InMemoryRows(X, weights, np.zeros(X.shape[1]), block_rows)
@@ -271,7 +271,7 @@ def fit_rows(
                 max_iter=max_iter,
                 tol=tol,
                 reg_covar=reg_covar,
-                dtype=em_rows.dtype,
+                dtype=em_dtype,
                 on_iteration=None
                 if on_iteration is None
                 else (lambda it, ll, r=restart: on_iteration(r, it, ll)),

@@ -11,15 +11,17 @@ never winners.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from gmmcli.core.fit import fit
+from gmmcli.core.em import Block, InMemoryRows, PartFunction, RowSource, sum_blocks
+from gmmcli.core.fit import fit_rows, validate_data
 from gmmcli.core.init import INIT_SAMPLE
 from gmmcli.core.model import GaussianMixture
 from gmmcli.errors import GMMError
@@ -81,27 +83,85 @@ def resolve_seed(seed: int | None) -> int:
     return int(np.random.SeedSequence().entropy) if seed is None else seed
 
 
-def icl(model: GaussianMixture, X: np.ndarray, weights: np.ndarray) -> float:
-    """BIC plus twice the entropy of the hard (most probable) classification."""
-    log_max = np.log(model.predict_proba(X).max(axis=1))
-    return model.fit_info.bic - 2.0 * float(weights @ log_max)
+def icl(model: GaussianMixture, rows: RowSource) -> float:
+    """BIC plus twice the entropy of the hard (most probable) classification (one pass)."""
+    hard = sum_blocks(rows, lambda X, w: w @ np.log(model.predict_proba(X).max(axis=1)))
+    return model.fit_info.bic - 2.0 * float(hard)
 
 
-def fold_labels(weights: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
-    """A seeded balanced split of the rows with positive weight into folds (-1: no fold)."""
+def fold_labels(
+    weights: np.ndarray, n_folds: int, seed: int, positive_before: int = 0
+) -> np.ndarray:
+    """Seeded balanced folds of the rows with positive weight (-1: no fold), block by block.
+
+    The i-th positive row overall (``positive_before`` of them precede this block) goes to
+    fold πⱼ(i mod n_folds), j = i // n_folds, where each πⱼ is the order of n_folds uniforms
+    drawn for group j; the labels of a row do not depend on how the rows are cut in blocks.
+    """
     labels = np.full(len(weights), -1)
     positive = np.flatnonzero(weights > 0)
-    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
-    labels[rng.permutation(positive)] = np.arange(len(positive)) % n_folds
+    first, last = positive_before, positive_before + len(positive)
+    first_group, end_group = first // n_folds, -(-last // n_folds)
+    bits = np.random.PCG64(np.random.SeedSequence(seed).spawn(1)[0])
+    bits.advance(first_group * n_folds)
+    uniforms = np.random.Generator(bits).random((end_group - first_group, n_folds))
+    order = np.argsort(uniforms, axis=1).ravel()
+    offset = first_group * n_folds
+    labels[positive] = order[first - offset : last - offset]
     return labels
 
 
+@dataclass
+class FoldRows:
+    """Rows with the weights outside one fold (``test``) or inside it (train) set to zero:
+    a zero weight counts as a deleted row, so this is the fold's split, in passes."""
+
+    rows: RowSource
+    fold: int
+    n_folds: int
+    seed: int
+    positive_before: list[int]  # rows of positive weight before each part
+    test: bool = False
+
+    n_features = property(lambda self: self.rows.n_features)
+    n_parts = property(lambda self: self.rows.n_parts)
+    centre = property(lambda self: self.rows.centre)
+
+    def centred(self, centre: np.ndarray, dtype: type = np.float64) -> FoldRows:
+        return dataclasses.replace(self, rows=self.rows.centred(centre, dtype))
+
+    def map_parts(self, function: PartFunction) -> list:
+        fold, n_folds, seed, test = self.fold, self.n_folds, self.seed, self.test
+        positive_before = self.positive_before
+
+        def in_fold(blocks: Iterable[Block], index: int, first_row: int):
+            def masked() -> Iterator[Block]:
+                before = positive_before[index]
+                for X, weights in blocks:
+                    inside = fold_labels(weights, n_folds, seed, before) == fold
+                    before += int(np.count_nonzero(weights > 0))
+                    yield X, np.where(inside if test else ~inside, weights, 0.0)
+
+            return function(masked(), index, first_row)
+
+        return self.rows.map_parts(in_fold)
+
+
+def positive_counts_before(rows: RowSource) -> list[int]:
+    """For each part, the rows of positive weight in the parts before it (one pass)."""
+
+    def count(blocks: Iterable[Block], index: int, first_row: int) -> int:
+        return sum(int(np.count_nonzero(weights > 0)) for _, weights in blocks)
+
+    counts = rows.map_parts(count)
+    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist()
+
+
 def cross_validate(
-    X: np.ndarray,
-    weights: np.ndarray,
+    rows: RowSource,
     n_components: int,
     covariance_type: str,
-    folds: np.ndarray,
+    folds: tuple[int, list[int]],
     options: FitOptions,
 ) -> float:
     """Held-out log-likelihood per unit of weight, summed over the folds.
@@ -109,27 +169,29 @@ def cross_validate(
     A fold fit that collapsed would score its held-out twins of the collapsed value
     without bound, so it makes the whole point degenerate (a GMMError).
     """
-    held_out = 0.0
-    for fold in range(folds.max() + 1):
-        test, train = folds == fold, (folds != fold) & (folds >= 0)
-        model = _fit(X[train], weights[train], n_components, covariance_type, options)
+    n_folds, positive_before = folds
+    held_out = total = 0.0
+    for fold in range(n_folds):
+        split = FoldRows(rows, fold, n_folds, options.seed, positive_before)
+        model = _fit(split, n_components, covariance_type, options)
         if model.fit_info.degenerate:
             raise DegenerateFold(
                 f"in cross-validation fold {fold}: {model.fit_info.degenerate_reason}"
             )
-        held_out += float(weights[test] @ model.score_samples(X[test]))
-    return held_out / float(weights[folds >= 0].sum())
+        test = dataclasses.replace(split, test=True)
+        scored = sum_blocks(test, lambda X, w, m=model: np.array([w @ m.score_samples(X), w.sum()]))
+        held_out, total = held_out + scored[0], total + scored[1]
+    return held_out / total
 
 
 class DegenerateFold(GMMError):
     """A cross-validation fold whose fit collapsed."""
 
 
-def _fit(X, weights, n_components, covariance_type, options: FitOptions) -> GaussianMixture:
-    return fit(
-        X,
+def _fit(rows: RowSource, n_components, covariance_type, options: FitOptions) -> GaussianMixture:
+    return fit_rows(
+        rows,
         n_components,
-        weights=weights,
         covariance_type=covariance_type,
         init=options.init,
         init_sample=options.init_sample,
@@ -143,29 +205,28 @@ def _fit(X, weights, n_components, covariance_type, options: FitOptions) -> Gaus
 
 
 def evaluate(
-    X: np.ndarray,
-    weights: np.ndarray,
+    rows: RowSource,
     n_components: int,
     covariance_type: str,
     options: FitOptions,
-    folds: np.ndarray | None,
+    folds: tuple[int, list[int]] | None,
 ) -> tuple[GridPoint, GaussianMixture | None]:
     """Fit one grid point and measure every criterion; failures become the row's status."""
     point = GridPoint(n_components, covariance_type)
     started = time.perf_counter()
     try:
-        model = _fit(X, weights, n_components, covariance_type, options)
+        model = _fit(rows, n_components, covariance_type, options)
         info = model.fit_info
         point.n_parameters = model.n_parameters
         point.log_likelihood = info.log_likelihood
         point.bic, point.aic = info.bic, info.aic
-        point.icl = icl(model, X, weights)
+        point.icl = icl(model, rows)
         point.converged, point.n_iter = info.converged, info.n_iter
         point.degenerate = info.degenerate
         if info.degenerate:
             point.status = f"degenerate: {info.degenerate_reason}"
         if folds is not None and not info.degenerate:
-            point.cv = cross_validate(X, weights, n_components, covariance_type, folds, options)
+            point.cv = cross_validate(rows, n_components, covariance_type, folds, options)
     except DegenerateFold as err:
         point.status = f"degenerate: {err}"
         point.degenerate = True
@@ -210,9 +271,16 @@ def _evaluate_task(args):
 
 
 def select(
-    X: np.ndarray,
+    X: np.ndarray, *, weights: np.ndarray | None = None, **options
+) -> tuple[list[GridPoint], GaussianMixture | None]:
+    """select_rows() on an array (and its frequency weights)."""
+    X, weights = validate_data(X, weights, 1)
+    return select_rows(InMemoryRows(X, weights, np.zeros(X.shape[1])), **options)
+
+
+def select_rows(
+    rows: RowSource,
     *,
-    weights: np.ndarray | None = None,
     k_values: list[int],
     covariance_types: list[str],
     criterion: str = "bic",
@@ -223,8 +291,9 @@ def select(
 ) -> tuple[list[GridPoint], GaussianMixture | None]:
     """Fit every (K, covariance type), rank by ``criterion``; return the table and winner.
 
-    With ``jobs`` > 1 the points run in that many fresh processes, each limited to one BLAS
-    thread; results do not depend on ``jobs`` beyond rounding.
+    Rows come from any source (an array, a file read in chunks). With ``jobs`` > 1 the
+    points run in that many fresh processes, each limited to one BLAS thread; results do
+    not depend on ``jobs`` beyond rounding.
     """
     if options.n_init < 1 or options.max_iter < 1 or options.tol < 0 or options.reg_covar < 0:
         raise GMMError("need n_init >= 1, max_iter >= 1, tol >= 0 and reg_covar >= 0")
@@ -234,10 +303,8 @@ def select(
         cv_folds = 5
     if cv_folds is not None and cv_folds < 2:
         raise GMMError("cross-validation needs at least 2 folds")
-    X = np.asarray(X, dtype=float)
-    weights = np.ones(len(X)) if weights is None else np.asarray(weights, dtype=float)
-    folds = None if cv_folds is None else fold_labels(weights, cv_folds, options.seed)
-    tasks = [(X, weights, k, cov, options, folds) for cov in covariance_types for k in k_values]
+    folds = None if cv_folds is None else (cv_folds, positive_counts_before(rows))
+    tasks = [(rows, k, cov, options, folds) for cov in covariance_types for k in k_values]
     results: list[tuple[GridPoint, GaussianMixture | None]] = []
     if jobs > 1:
         with single_threaded_blas_environment():
