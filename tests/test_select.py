@@ -508,6 +508,19 @@ def test_fold_labels_are_seeded_balanced_and_skip_zero_weights():
     assert any(not np.array_equal(fold_labels(weights, 3, seed=s), labels) for s in range(8, 12))
 
 
+def test_fold_labels_do_not_depend_on_how_the_rows_are_cut():
+    weights = np.random.default_rng(0).integers(0, 3, 1000).astype(float)
+    whole = fold_labels(weights, 5, seed=3)
+    cuts = [0, 1, 7, 333, 334, 1000]
+    pieces = []
+    for start, stop in zip(cuts[:-1], cuts[1:], strict=True):
+        before = int(np.count_nonzero(weights[:start] > 0))
+        pieces.append(fold_labels(weights[start:stop], 5, seed=3, positive_before=before))
+    assert np.array_equal(np.concatenate(pieces), whole)
+    counts = np.bincount(whole[whole >= 0])
+    assert counts.max() - counts.min() <= 1
+
+
 def _point(k, cov, n_parameters, bic, status="ok"):
     return GridPoint(k, cov, n_parameters=n_parameters, bic=bic, cv=-bic, status=status)
 

@@ -251,6 +251,27 @@ def test_streamed_fit_drops_missing_rows_like_in_memory(tmp_path, table, fmt):
     assert_same_numbers(streamed, load_json(tmp_path / "memory.json"), FIT_RTOL)
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_streamed_select_k_equals_the_in_memory_one(data, tmp_path, fmt):
+    """The whole grid (every criterion, CV folds included) and the winner, streamed or not."""
+    common = [
+        "select-k", data / f"data.{fmt}", "--k-max", "3", "--covariance-types", "full,diag",
+        "--weight-column", "w", "--n-init", "2", "--criterion", "cv", "--cv-folds", "3",
+        "--tol", "1e-4", "--max-iter", "50", "-q",
+    ]  # fmt: skip
+    ok(gmm([*common, "--table", tmp_path / "memory.csv", "-o", tmp_path / "memory.json"]))
+    streamed = ["--chunk-rows", "400", *STREAM, "--table", tmp_path / "streamed.csv"]
+    streamed += ["-o", tmp_path / "streamed.json"]
+    ok(gmm([*common, *streamed]))
+    memory = pa_csv.read_csv(tmp_path / "memory.csv").drop_columns(["seconds"]).to_pylist()
+    chunked = pa_csv.read_csv(tmp_path / "streamed.csv").drop_columns(["seconds"]).to_pylist()
+    assert_same_numbers(memory, chunked, FIT_RTOL, "grid")
+    assert all(row["cv"] is not None for row in memory if row["status"] == "ok")
+    assert_same_numbers(
+        load_json(tmp_path / "memory.json"), load_json(tmp_path / "streamed.json"), FIT_RTOL
+    )
+
+
 # --- 2. classify and score streamed ----------------------------------------------------------
 
 # The outputs of classify (--output) and score (--per-sample) as tables; the last column of
