@@ -603,12 +603,6 @@ def test_bad_input_every_weight_zero_in_a_streamed_fit(data, tmp_path, table, fm
     assert "positive weight" in error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a streamed fit whose weights are all zero computes 0/0 in summarise() "
-    "(RuntimeWarning) and blames K ('between 1 and the 0 rows') instead of naming the "
-    "weight column as the in-memory fit does",
-)
 def test_bad_input_every_weight_zero_named_like_in_memory(data, tmp_path, table):
     path = zero_weights(table, tmp_path, "csv")
     error = fails_leaving_nothing(bad_commands(path, data / "full.json", tmp_path)["fit"], tmp_path)

@@ -220,6 +220,7 @@ class FileRows(OnePart):
 
     def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         centre = np.zeros(self.n_features) if self.centre is None else self.centre
+        positive = False
         for chunk in self.features():
             chunk, _ = tables.require_complete(
                 chunk,
@@ -228,9 +229,15 @@ class FileRows(OnePart):
                 allow_empty=True,
             )
             weights = np.ones(len(chunk.X)) if chunk.weights is None else chunk.weights
+            positive = positive or bool((weights > 0).any())
             for start in range(0, len(chunk.X), self.block_rows):
                 block = chunk.X[start : start + self.block_rows] - centre
                 yield block.astype(self.dtype, copy=False), weights[start : start + self.block_rows]
+        if self.weight_column and not positive:
+            raise UserError(
+                f"weight column '{self.weight_column}' in {self.name or repr(self.path)} has no "
+                "positive weight; give at least one row a weight above zero"
+            )
 
 
 def read_parquet_features(
