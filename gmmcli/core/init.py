@@ -83,10 +83,10 @@ def pick_rows(
     def part_picks(blocks: Iterable[Block], index: int, first_row: int) -> np.ndarray:
         return _pick_in_order(blocks, row_weight, local[index], n_features)
 
-    found = np.empty((len(targets), n_features))
     picks = rows.map_parts(part_picks)
     if rows.n_parts == 1:
         return picks[0]
+    found = np.empty((len(targets), n_features))
     for p, picked in enumerate(picks):
         found[part == p] = picked
     return found

@@ -57,8 +57,9 @@ def connect(scheduler: str) -> Iterator[Client]:
         client = Client(scheduler)  # waits Dask's distributed.comm.timeouts.connect
     except (OSError, ValueError) as err:
         raise UserError(
-            f"cannot reach the Dask scheduler at {scheduler!r} ({err}); start one with "
-            "'dask scheduler' or use --scheduler local:N"
+            f"cannot reach the Dask scheduler at {scheduler!r} ({' '.join(str(err).split())}); "
+            "start one with "
+            "'dask scheduler', or use --scheduler local:N"
         ) from None
     with client:
         yield client
@@ -85,8 +86,8 @@ def parquet_files(path: str) -> list[str]:
     not_parquet = [name for name in found if not name.endswith(PARQUET_SUFFIXES)]
     if not_parquet:
         raise UserError(
-            f"'{not_parquet[0]}' is not a Parquet file; the dask engine reads Parquet only "
-            "(convert CSV with gmmcli classify --only-new-columns or any Parquet writer)"
+            f"'{not_parquet[0]}' is not a Parquet file; the dask engine reads Parquet only: "
+            "convert the data to Parquet (.parquet, .pq or .parq) first"
         )
     return sorted(found)
 
@@ -100,7 +101,7 @@ def _partitions(files: list[str], columns: list[str] | None, partition_bytes: in
 
 @dataclass
 class ClusterRows:
-    """Feature rows held as one (X, weights) pair per partition on the workers."""
+    """Feature rows held on the workers, one (X, weights) pair per partition."""
 
     client: Client
     parts: list[Future]  # (X, weights, rows dropped) of every partition
