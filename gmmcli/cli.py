@@ -487,36 +487,20 @@ def fit_command(
         options.update(
             weights_init=start.weights, means_init=start.means, precisions_init=start.precisions
         )
+    inputs = dict(
+        chosen=chosen,
+        exclude=exclude,
+        weight_column=weight_column,
+        drop_missing=drop_missing,
+        start=start,
+        init_model=init_model,
+        report=report,
+    )
     if engine is Engine.dask:
-        model = fit_on_cluster(
-            data,
-            scheduler,
-            n_components,
-            options,
-            chosen=chosen,
-            exclude=exclude,
-            weight_column=weight_column,
-            drop_missing=drop_missing,
-            start=start,
-            init_model=init_model,
-            report=report,
-        )
+        model = fit_on_cluster(data, scheduler, n_components, options, **inputs)
     else:
-        model = fit_here(
-            data,
-            fmt,
-            n_components,
-            options,
-            chosen=chosen,
-            exclude=exclude,
-            weight_column=weight_column,
-            drop_missing=drop_missing,
-            chunk_rows=chunk_rows,
-            memory_limit=memory_limit,
-            start=start,
-            init_model=init_model,
-            report=report,
-        )
+        local = dict(chunk_rows=chunk_rows, memory_limit=memory_limit)
+        model = fit_here(data, fmt, n_components, options, **local, **inputs)
     info = model.fit_info
     if strict and not (info.converged and not info.degenerate):
         raise _fail(
