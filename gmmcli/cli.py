@@ -164,7 +164,7 @@ SchedulerOpt = Annotated[
     str | None,
     typer.Option(
         help="With --engine dask: a scheduler ADDRESS (e.g. tcp://10.0.0.5:8786), or "
-        "local[:N] to start N worker processes here for this run [default: local]."
+        "local[:N] to start N worker processes here for this run \\[default: local]."
     ),
 ]
 InitSampleOpt = Annotated[
@@ -416,7 +416,7 @@ def fit_command(
     ] = None,
     covariance_type: Annotated[
         CovarianceType | None,
-        typer.Option("--covariance-type", help="Covariance structure [default: full]."),
+        typer.Option("--covariance-type", help="Covariance structure \\[default: full]."),
     ] = None,
     init: Annotated[InitMethod, typer.Option(help="Initialisation.")] = InitMethod.kmeans,
     init_sample: InitSampleOpt = INIT_SAMPLE,

@@ -139,6 +139,14 @@ def test_help_ends_with_an_example(command):
     assert last.startswith(f"Example: gmmcli {command} "), last
 
 
+def test_help_shows_defaults_written_in_brackets():
+    """Rich reads [text] in help as markup; the defaults written in help must survive it."""
+    result = ok(runner.invoke(app, ["fit", "--help"], env={"COLUMNS": "300"}))
+    help_text = " ".join(result.stdout.split())
+    assert "Covariance structure [default: full]" in help_text
+    assert "for this run [default: local]" in help_text
+
+
 def test_help_examples_run_in_order():
     """generate -> fit -> classify -> score, each exactly as its --help shows it."""
     commands = typer.main.get_command(app).commands
