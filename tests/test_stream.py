@@ -351,12 +351,6 @@ def test_streamed_outputs_hold_the_same_numbers(
     assert_same_table(chunked, memory, SCORE_RTOL)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TableWriter writes one Parquet row group per chunk (30 groups of 50 rows here, "
-    "1 in memory), so the streamed Parquet file has other bytes; the issue asks for "
-    "identical output",
-)
 def test_streamed_classify_writes_the_same_parquet_bytes(data, tmp_path):
     path, model = data / "data.parquet", data / "diag.json"
     memory, chunked = tmp_path / "memory.parquet", tmp_path / "streamed.parquet"

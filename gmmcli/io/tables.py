@@ -359,7 +359,9 @@ class TableWriter:
     """Write a table chunk by chunk to ``path`` (atomically) or to stdout ("-").
 
     Use as a context manager: the file appears only if the block completes. The first
-    chunk fixes the schema; CSV gets one header.
+    chunk fixes the schema; CSV gets one header. Parquet rows are gathered into row groups
+    of ``row_group_size`` rows whatever the chunks, so the file is the same however the
+    rows were cut.
     """
 
     def __init__(self, path: str, fmt: str | None = None, *, row_group_size: int = 131072):
@@ -367,6 +369,8 @@ class TableWriter:
         self.path = path
         self.row_group_size = row_group_size
         self._writer = None
+        self._pending: list[pa.Table] = []  # Parquet rows not yet in a row group
+        self._pending_rows = 0
 
     def __enter__(self) -> TableWriter:
         if self.path == "-":
@@ -383,14 +387,26 @@ class TableWriter:
             else:
                 options = pa_csv.WriteOptions(delimiter="\t" if self.fmt == "tsv" else ",")
                 self._writer = pa_csv.CSVWriter(self._file, table.schema, write_options=options)
-        if self.fmt == "parquet":
-            self._writer.write_table(table, row_group_size=self.row_group_size)
-        else:
+        if self.fmt != "parquet":
             self._writer.write_table(table)
+            return
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        while self._pending_rows >= self.row_group_size:
+            self._write_row_group(self.row_group_size)
+
+    def _write_row_group(self, rows: int) -> None:
+        """The first ``rows`` pending rows as one row group."""
+        pending = pa.concat_tables(self._pending)
+        group = pending.slice(0, rows).combine_chunks()
+        self._writer.write_table(group, row_group_size=rows)
+        self._pending, self._pending_rows = [pending.slice(rows)], self._pending_rows - rows
 
     def __exit__(self, *exc) -> bool:
         try:
             if self._writer is not None:
+                if self._pending_rows and exc[0] is None:
+                    self._write_row_group(self._pending_rows)
                 self._writer.close()
             self._file.flush()
         finally:
