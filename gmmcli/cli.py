@@ -455,7 +455,9 @@ def fit_command(
     iteration.
     """
     report = Reporter(quiet)
-    check_engine(engine, scheduler, data, chunk_rows=chunk_rows, memory_limit=memory_limit)
+    check_engine(
+        engine, scheduler, data, chunk_rows=chunk_rows, memory_limit=memory_limit, format=fmt
+    )
     check_outputs(output)
     start = modelfile.load(init_model) if init_model else None
     if start is not None:
@@ -704,6 +706,7 @@ class LocalData:
     """The input on the local engine: streamed from a file, or its features in memory."""
 
     names: list[str]
+    block_rows: int  # rows per block of work
     rows: stream.FileRows | None = None  # when streamed
     features: tables.Features | None = None  # in memory, every row complete
 
@@ -711,9 +714,8 @@ class LocalData:
         if self.rows is not None:
             return self.rows
         X, weights = self.features.X, self.features.weights
-        return InMemoryRows(
-            X, np.ones(len(X)) if weights is None else weights, np.zeros(X.shape[1])
-        )
+        weights = np.ones(len(X)) if weights is None else weights
+        return InMemoryRows(X, weights, np.zeros(X.shape[1]), self.block_rows)
 
 
 @contextlib.contextmanager
@@ -732,7 +734,7 @@ def local_data(
 ) -> Iterator[LocalData]:
     """The data for fit or select-k: streamed in chunks past --memory-limit, else read
     whole (Parquet column by column); stdin is spooled to a temporary file first.
-    ``block_rows(n_features)`` sizes the blocks of streamed rows."""
+    ``block_rows(n_features)`` sizes the blocks of work (--chunk-rows, in memory)."""
     with spooled(data) as path:
         fmt_name = tables.format_for(data, fmt and fmt.value)
         streamed = streams(path, fmt_name, memory_limit, len(chosen) if chosen else None)
@@ -752,6 +754,7 @@ def local_data(
             )
             yield LocalData(
                 names,
+                block_rows(len(names)),
                 rows=stream.FileRows(
                     path,
                     fmt_name,
@@ -782,7 +785,9 @@ def local_data(
         )
         if dropped:
             report.note(f"dropped {dropped} rows with missing values")
-        yield LocalData(features.names, features=features)
+        yield LocalData(
+            features.names, chunk_rows or block_rows(len(features.names)), features=features
+        )
 
 
 def fit_here(
@@ -848,6 +853,7 @@ def fit_on_cluster(
     """fit --engine dask: the rows stay on the workers; the client sums their statistics."""
     cluster = cluster_engine()
     files = cluster.parquet_files(data)
+    cluster.common_schema(files, f"'{data}'")
     names = stream.parquet_feature_names(
         files[0], chosen, tables.parse_column_list(exclude) or [], weight_column, f"'{data}'"
     )
@@ -885,6 +891,7 @@ def predict_on_cluster(
     transform,
     folder: str | None,
     *,
+    weight_column: str | None = None,
     columns: list[str] | None,
     accept,
     report: Reporter,
@@ -893,15 +900,18 @@ def predict_on_cluster(
     table written into ``folder`` (if given) as one Parquet file per partition."""
     cluster = cluster_engine()
     files = cluster.parquet_files(data)
+    if folder is not None:
+        check_output_folder(folder, files)
     outputs.require_feature_names(mixture)
-    stream.parquet_feature_names(files[0], mixture.feature_names, [], None, f"'{data}'")
+    cluster.common_schema(files, f"'{data}'")
+    stream.parquet_feature_names(files[0], mixture.feature_names, [], weight_column, f"'{data}'")
     plural = "s" if len(files) > 1 else ""
     report.note(
         f"features: {', '.join(mixture.feature_names)} (from {len(files)} Parquet file{plural})"
     )
     with cluster.connect(scheduler or "local") as client:
         results = cluster.write_parts(
-            client, files, transform, folder, columns=columns, accept=accept
+            client, files, transform, folder, columns=columns, accept=accept, name=f"'{data}'"
         )
     if folder is not None:
         report.note(f"wrote {len(results)} Parquet files (one per partition) to {folder}")
@@ -1084,7 +1094,7 @@ def classify(
             raise UserError(
                 "classify --engine dask writes a folder of Parquet files; give it with -o FOLDER"
             )
-        check_output_folder(output)
+        check_output_folder(output, [data])
         mixture = modelfile.load(model)
 
         def transform(table: pa.Table, index: int) -> tuple[pa.Table, tuple[int, list[str]]]:
@@ -1175,7 +1185,7 @@ def score(
     )
     if engine is Engine.dask:
         if per_sample is not None:
-            check_output_folder(per_sample)
+            check_output_folder(per_sample, [data])
         mixture = modelfile.load(model)
 
         def transform(table: pa.Table, index: int) -> tuple[pa.Table, outputs.Scores]:
@@ -1202,6 +1212,7 @@ def score(
                 mixture,
                 transform,
                 per_sample,
+                weight_column=weight_column,
                 columns=None if per_sample else mixture.feature_names + weights,
                 accept=accept,
                 report=report,

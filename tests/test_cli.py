@@ -547,6 +547,19 @@ def truncated_parquet(base) -> bytes:
     return data[: len(data) // 2]
 
 
+def empty_parquet(base) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(pa_csv.read_csv(io.BytesIO(base.csv.encode())).slice(0, 0), sink)
+    return sink.getvalue()
+
+
+def zero_weights_parquet(base) -> bytes:
+    table = pa_csv.read_csv(io.BytesIO(base.csv.encode()))
+    sink = io.BytesIO()
+    pq.write_table(table.append_column("w", pa.array([0.0] * table.num_rows)), sink)
+    return sink.getvalue()
+
+
 def duplicate_rows(base) -> str:
     return "a,b\n" + "1.5,2\n" * 20 + "3,-1\n" * 20
 
@@ -752,6 +765,18 @@ BAD_INPUTS = [
         "output-folder-missing-score",
         "score data.csv --model model.json --per-sample nodir/s.csv",
         "'nodir'",
+    ),
+    case(
+        "empty-parquet",
+        "fit empty.parquet -k 2 -o out.json",
+        "'empty.parquet' has no data rows",
+        files={"empty.parquet": empty_parquet},
+    ),
+    case(
+        "parquet-weights-all-zero",
+        "fit zero.parquet -k 2 --weight-column w -o out.json",
+        "weight column 'w' in zero.parquet has no positive weight",
+        files={"zero.parquet": zero_weights_parquet},
     ),
     case(
         "truncated-parquet",

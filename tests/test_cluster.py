@@ -54,7 +54,10 @@ def data(tmp_path_factory, mixture):
     three files (the last one with two row groups)."""
     X, _ = mixture(11, n_samples=2400, n_features=3, n_components=3, spread=10.0)
     weights = np.random.default_rng(1).integers(0, 4, len(X)).astype(float)
-    table = pa.table({**{n: X[:, j] for j, n in enumerate(NAMES)}, "w": weights})
+    ids = pa.array(np.arange(len(X)), mask=np.arange(len(X)) % 7 == 0)  # int64 with nulls
+    labels = pa.array([f"row {i}" for i in range(len(X))])
+    features = {n: X[:, j] for j, n in enumerate(NAMES)}
+    table = pa.table({**features, "w": weights, "id": ids, "label": labels})
     root = tmp_path_factory.mktemp("cluster")
     pq.write_table(table, root / "all.parquet", row_group_size=ROW_GROUP)
     (root / "folder").mkdir()
@@ -138,13 +141,14 @@ def test_cli_fit_on_a_scheduler_address(client, data, tmp_path):
     root, _, _ = data
     code, _, err = run(
         "fit", root / "folder", "-k", 3, "--weight-column", "w", "-o", tmp_path / "dask.json",
-        "--engine", "dask", "--scheduler", client.scheduler.address,
+        "--columns", "a,b,c", "--engine", "dask", "--scheduler", client.scheduler.address,
     )  # fmt: skip
     assert code == 0, err
     assert "3 partitions on 2 Dask workers" in err
     code, _, err = run(
-        "fit", root / "all.parquet", "-k", 3, "--weight-column", "w", "-o", tmp_path / "local.json"
-    )
+        "fit", root / "all.parquet", "-k", 3, "--weight-column", "w", "--columns", "a,b,c",
+        "-o", tmp_path / "local.json",
+    )  # fmt: skip
     assert code == 0, err
     dask_model = json.loads((tmp_path / "dask.json").read_text())
     local_model = json.loads((tmp_path / "local.json").read_text())
@@ -167,7 +171,10 @@ def classify_and_score(data_path, model, output, per_sample, engine_args):
 def model_file(data, tmp_path_factory):
     root, X, weights = data
     path = tmp_path_factory.mktemp("model") / "model.json"
-    code, _, err = run("fit", root / "all.parquet", "-k", 3, "--weight-column", "w", "-o", path)
+    code, _, err = run(
+        "fit", root / "all.parquet", "-k", 3, "--weight-column", "w", "--columns", "a,b,c",
+        "-o", path,
+    )  # fmt: skip
     assert code == 0, err
     return path
 
@@ -195,7 +202,7 @@ def test_cli_classify_replaces_an_existing_folder_whole(client, data, model_file
     root, _, _ = data
     target = tmp_path / "labels"
     target.mkdir()
-    (target / "stale.parquet").write_bytes(b"old")
+    (target / "part-00007.parquet").write_bytes(b"old")  # from an earlier run of 8 parts
     engine = ["--engine", "dask", "--scheduler", client.scheduler.address]
     code, _, err = run("classify", root / "folder", "-m", model_file, "-o", target, *engine)
     assert code == 0, err
@@ -215,13 +222,14 @@ def test_cli_bad_data_in_a_partition_leaves_the_old_folder(client, data, model_f
         pq.write_table(table, bad / f"p{i}.parquet")
     target = tmp_path / "labels"
     target.mkdir()
-    (target / "kept.parquet").write_bytes(b"old")
+    (target / "part-00000.parquet").write_bytes(b"old")
     engine = ["--engine", "dask", "--scheduler", client.scheduler.address]
     code, _, err = run("classify", bad, "-m", model_file, "-o", target, *engine)
     assert code == 2
     assert "column 'a' in partition 1 of" in err and "at row 8" in err
     assert "--drop-missing" in err
-    assert os.listdir(target) == ["kept.parquet"]
+    assert os.listdir(target) == ["part-00000.parquet"]
+    assert (target / "part-00000.parquet").read_bytes() == b"old"
     assert sorted(os.listdir(tmp_path)) == ["bad", "labels"]
     code, _, err = run("fit", bad, "-k", 2, "-o", tmp_path / "m.json", *engine)
     assert code == 2 and "partition 1 of" in err
@@ -244,6 +252,19 @@ def test_cli_bad_data_in_a_partition_leaves_the_old_folder(client, data, model_f
         (["fit", "DATA", "-k", "2", "--engine", "dask", "--columns", "a,zz"], "column 'zz'"),
         (["fit", "DATA", "-k", "2", "--engine", "dask", "--scheduler", "local:0"], "local:N"),
         (["classify", "DATA", "-m", "MODEL", "--engine", "dask"], "-o FOLDER"),
+        (["fit", "DATA", "-k", "2", "--engine", "dask", "--format", "parquet"], "--format"),
+        (
+            ["score", "DATA", "-m", "MODEL", "--engine", "dask", "--weight-column", "nope"],
+            "column 'nope' not found",
+        ),
+        (
+            ["classify", "DATA", "-m", "MODEL", "-o", "KEEP", "--engine", "dask"],
+            "holds 'notes.txt', which gmmcli did not write",
+        ),
+        (
+            ["classify", "MIXED", "-m", "MODEL", "-o", "OUT", "--engine", "dask"],
+            "other columns or types",
+        ),
         (["classify", "DATA", "-m", "MODEL", "-o", "FILE", "--engine", "dask"], "is a file"),
         (["score", "DATA", "-m", "MODEL", "--engine", "dask", "--per-sample", "FILE"], "a file"),
     ],
@@ -252,19 +273,43 @@ def test_cli_bad_engine_options(data, model_file, tmp_path, args, message):
     root, _, _ = data
     (tmp_path / "file").write_text("x")
     (tmp_path / "t.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "notes.txt").write_text("mine")
+    (tmp_path / "mixed").mkdir()
+    pq.write_table(pq.read_table(root / "all.parquet"), tmp_path / "mixed" / "a.parquet")
+    pq.write_table(pq.read_table(root / "all.parquet").drop_columns(["id"]),
+                   tmp_path / "mixed" / "b.parquet")  # fmt: skip
     places = {
         "DATA": root / "all.parquet",
         "CSV": tmp_path / "t.csv",
         "MODEL": model_file,
         "FILE": tmp_path / "file",
         "NOWHERE": tmp_path / "nowhere",
+        "KEEP": tmp_path / "keep",
+        "MIXED": tmp_path / "mixed",
+        "OUT": tmp_path / "out",
     }
     args = [str(places.get(a, a)).replace("NOWHERE", str(tmp_path / "nowhere")) for a in args]
     code, _, err = run(*args)
     assert code == 2, err
     assert message in err
     assert len(err.strip().splitlines()) == 1
-    assert sorted(os.listdir(tmp_path)) == ["file", "t.csv"]
+    assert sorted(os.listdir(tmp_path)) == ["file", "keep", "mixed", "t.csv"]
+    assert os.listdir(tmp_path / "keep") == ["notes.txt"]
+
+
+@pytest.mark.parametrize("where", ["the input folder", "inside the input folder"])
+def test_cli_output_folder_may_not_overlap_the_input(data, model_file, tmp_path, where):
+    root, _, _ = data
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(pq.read_table(root / "all.parquet"), folder / "part-00000.parquet")
+    target = folder if where == "the input folder" else folder / "labels"
+    before = sorted(os.listdir(folder))
+    code, _, err = run("classify", folder, "-m", model_file, "-o", target, "--engine", "dask")
+    assert code == 2
+    assert "overlaps the input" in err
+    assert sorted(os.listdir(folder)) == before
 
 
 def test_cli_unreachable_scheduler(data, tmp_path):

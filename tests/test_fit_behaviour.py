@@ -316,6 +316,15 @@ def test_the_seeding_sample_has_about_the_size_asked_and_estimates_the_weights()
     assert not np.isin(sample.X[:, 0], X[weights == 0, 0]).any()
 
 
+@pytest.mark.parametrize("size", [1, 2, 5])
+def test_a_tiny_seeding_sample_still_seeds_every_component(mixture, size):
+    """At least 20 rows per component are sampled, whatever --init-sample asks."""
+    X, _ = mixture(3, n_samples=2000, spread=10.0)
+    model = fit_quietly(X, 3, init="kmeans", seed=0, init_sample=size)
+    assert not model.fit_info.degenerate
+    assert model.weights.min() > 0.2
+
+
 def test_seeding_on_a_sample_changes_the_start_only_past_its_size(mixture):
     X, _ = mixture(2, n_samples=500, spread=1.0)
     start = {

@@ -1,9 +1,10 @@
 """The EM loop on summed sufficient statistics.
 
 An E-step maps one block of (centred) rows and their weights to a :class:`Stats`; blocks
-are summed; the M-step turns the sum into new parameters. The loop only asks its row
-source for blocks, so the same code serves arrays in memory, chunks streamed from a file
-and partial sums computed elsewhere.
+are summed; the M-step turns the sum into new parameters. Every pass asks the row source
+to run a function on each part of its rows (``RowSource.map_parts``) and adds up what the
+parts return, so the same code serves arrays in memory, chunks streamed from a file and
+partitions held by a cluster.
 """
 
 from __future__ import annotations
@@ -219,20 +220,19 @@ def default_threads() -> int:
 def sum_blocks(
     source: RowSource,
     block_stats: Callable[[np.ndarray, np.ndarray], Stats],
-    threads: int | None = None,
 ) -> Stats | None:
     """One pass over the source, summing the statistics of every block in block order.
 
     Each part sums its own blocks where it lies; the parts' sums are added in part order.
-    A part's blocks are processed by ``threads`` threads (default: default_threads())
-    concurrently (numpy and BLAS release the GIL), at most two per thread in flight; the
-    sum is still taken in block order, so the result does not depend on scheduling.
-    ``block_stats`` must not draw random numbers. None when there are no rows.
+    Within a part, default_threads() threads (counted where the part runs: here, or on a
+    cluster's worker) process blocks concurrently (numpy and BLAS release the GIL), at most
+    two per thread in flight; the sum is still taken in block order, so the result does not
+    depend on scheduling. ``block_stats`` must not draw random numbers. None when there
+    are no rows.
     """
-    threads = default_threads() if threads is None else threads
 
     def part_sum(blocks: Iterable[Block], index: int, first_row: int):
-        return add_up(_in_order(block_stats, blocks, threads))
+        return add_up(_in_order(block_stats, blocks, default_threads()))
 
     return add_up(source.map_parts(part_sum))
 
@@ -325,7 +325,6 @@ def run_em(
     reg_covar: float,
     dtype: type = np.float64,
     on_iteration: Callable[[int, float], None] | None = None,
-    threads: int | None = None,
 ) -> EMResult:
     """EM from ``params`` until the mean log-likelihood gains less than ``tol``.
 
@@ -336,9 +335,8 @@ def run_em(
 
     def e_pass(current: Params) -> Stats:
         prepared = Prepared.of(current, cov, dtype)
-        return sum_blocks(source, lambda X, w: e_step(X, w, prepared, cov), threads)
+        return sum_blocks(source, lambda X, w: e_step(X, w, prepared, cov))
 
-    threads = default_threads() if threads is None else threads
     stats = e_pass(params)
     result = EMResult(params, stats, [stats.log_likelihood / total_weight])
     allowance = rounding_allowance(dtype)

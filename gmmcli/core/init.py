@@ -31,6 +31,7 @@ from gmmcli.core.em import (
 
 INIT_METHODS = ("kmeans", "kmeans++", "random", "random-from-data")
 INIT_SAMPLE = 100_000  # k-means++ seeds on a weighted sample of about this many rows
+SAMPLE_ROWS_PER_COMPONENT = 20  # and at least this many per component
 LLOYD_MAX_ITER = 300
 LLOYD_TOL = 1e-4
 
@@ -323,8 +324,8 @@ def initial_params(
     """First parameters by ``method`` (one of INIT_METHODS), in centred coordinates.
 
     k-means++ seeds on all rows when at most ``init_sample`` have a positive weight (or
-    ``init_sample`` is 0), else on a weighted sample of about that many (sample_rows);
-    Lloyd's iterations and the final partition always use every row.
+    ``init_sample`` is 0), else on a weighted sample of about that many, at least 20 per
+    component (sample_rows); Lloyd's iterations and the final partition use every row.
     """
     # Every component as the whole data (what uniform memberships give), for components
     # that come out empty: one component's statistics, repeated K times.
@@ -343,9 +344,11 @@ def initial_params(
         centres = distinct_random_rows(rows, n_components, rng)
     else:
         seeding, seeding_weight = rows, total_weight
-        if 0 < init_sample < n_samples:
-            seeding = sample_rows(rows, init_sample, total_weight, rng)
-            seeding_weight = float(seeding.weights.sum())
+        size = max(init_sample, SAMPLE_ROWS_PER_COMPONENT * n_components)
+        if init_sample > 0 and size < n_samples:
+            sample = sample_rows(rows, size, total_weight, rng)
+            if len(sample.X) >= n_components:  # else (rare) seed on every row after all
+                seeding, seeding_weight = sample, float(sample.weights.sum())
         centres = kmeans_plusplus(seeding, n_components, seeding_weight, rng)
         if method == "kmeans":
             centres = lloyd(rows, centres, data_variance)

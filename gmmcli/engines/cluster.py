@@ -3,8 +3,9 @@
 The Parquet input is read with ``dask.dataframe.read_parquet`` and each partition turned
 into float64 arrays once, on the worker that holds it. Every pass of the core then sends
 one small function per partition; each partition returns its partial sufficient
-statistics, which the client adds up in partition order. No rows travel to the client.
-If a worker dies, Dask recomputes its partitions from the files and the pass goes on.
+statistics, which the client adds up in partition order. No rows travel to the client
+but the few that initialisation picks (the seeding sample, candidate rows). If a worker
+dies, Dask recomputes its partitions from the files and the pass goes on.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import dask
 import dask.dataframe as dd
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from distributed import Client, Future, LocalCluster
 
 from gmmcli.core.em import DEFAULT_BLOCK_ROWS, InMemoryRows, PartFunction, T
@@ -92,11 +94,45 @@ def parquet_files(path: str) -> list[str]:
     return sorted(found)
 
 
+def common_schema(files: list[str], name: str) -> pa.Schema:
+    """The schema every file shares (a UserError names the first file that differs)."""
+    schemas = [_schema(path) for path in files]
+    for path, schema in zip(files, schemas, strict=True):
+        if not schema.equals(schemas[0]):
+            raise UserError(
+                f"'{path}' has other columns or types than '{files[0]}' in {name}; "
+                "give files of one schema"
+            )
+    return schemas[0]
+
+
+def _schema(path: str) -> pa.Schema:
+    try:
+        return pq.read_schema(path)
+    except (OSError, pa.ArrowException):
+        raise UserError(f"'{path}' is not a valid Parquet file (truncated?); check it") from None
+
+
 def _partitions(files: list[str], columns: list[str] | None, partition_bytes: int):
-    frame = dd.read_parquet(
-        files, columns=columns, split_row_groups="adaptive", blocksize=partition_bytes
-    )
+    """The files' partitions as delayed pandas frames of Arrow-backed columns."""
+    try:
+        frame = dd.read_parquet(
+            files,
+            columns=columns,
+            split_row_groups="adaptive",
+            blocksize=partition_bytes,
+            dtype_backend="pyarrow",
+        )
+    except (OSError, ValueError, pa.ArrowException) as err:
+        raise UserError(f"cannot read {files[0]}: {' '.join(str(err).split())[:200]}") from None
     return frame.to_delayed()
+
+
+def _arrow(frame, schema: pa.Schema) -> pa.Table:
+    """A partition back as the Arrow table it was read from: the files' types and metadata."""
+    fields = pa.schema([schema.field(name) for name in frame.columns])
+    table = pa.Table.from_pandas(frame, schema=fields, preserve_index=False)
+    return table.replace_schema_metadata(schema.metadata)
 
 
 @dataclass
@@ -137,6 +173,8 @@ class ClusterRows:
 
 
 def _run_part(part, index, first_row, *, function, centre, dtype, block_rows):
+    # Dask's worker threads and processes share out the cores: one block thread per task.
+    os.environ.setdefault("GMMCLI_THREADS", "1")
     X, weights, _ = part
     return function(InMemoryRows(X, weights, centre, block_rows, dtype).blocks(), index, first_row)
 
@@ -155,9 +193,12 @@ def load_rows(
     """Read the files on the workers and keep their feature rows there (checked as in
     memory; messages name the partition and the row in it)."""
     columns = names + ([weight_column] if weight_column else [])
+    schema = common_schema(files, name)
     partitions = _partitions(files, columns, partition_bytes)
     arrays = [
-        dask.delayed(_part_arrays)(partition, index, names, weight_column, drop_missing, name)
+        dask.delayed(_part_arrays)(
+            partition, index, schema, names, weight_column, drop_missing, name
+        )
         for index, partition in enumerate(partitions)
     ]
     futures = client.compute(arrays)
@@ -174,11 +215,11 @@ def load_rows(
     )
 
 
-def _part_arrays(frame, index, names, weight_column, drop_missing, name):
+def _part_arrays(frame, index, schema, names, weight_column, drop_missing, name):
     """(features, weights, rows dropped) of one partition, as float64 arrays."""
     source = f"partition {index} of {name}"
     features = tables.select_features(
-        pa.Table.from_pandas(frame, preserve_index=False),
+        _arrow(frame, schema),
         columns=names,
         weight_column=weight_column,
         source=source,
@@ -204,6 +245,7 @@ def write_parts(
     *,
     columns: list[str] | None = None,
     accept: Callable[[list[T]], None] = lambda results: None,
+    name: str = "the input",
     partition_bytes: int = PARTITION_BYTES,
 ) -> list[T]:
     """``transform(table, index)`` of every partition on the workers, results in order.
@@ -212,11 +254,12 @@ def write_parts(
     a temporary folder beside it first, renamed into place when every part is written
     and ``accept(results)`` has not raised.
     """
+    schema = common_schema(files, name)
     partitions = _partitions(files, columns, partition_bytes)
     with contextlib.ExitStack() as stack:
         target = stack.enter_context(atomic_folder(folder)) if folder else None
         tasks = [
-            dask.delayed(_transform_part)(partition, index, transform, target)
+            dask.delayed(_transform_part)(partition, index, schema, transform, target)
             for index, partition in enumerate(partitions)
         ]
         results = client.gather(client.compute(tasks))
@@ -224,8 +267,8 @@ def write_parts(
         return results
 
 
-def _transform_part(frame, index, transform, folder):
-    table, result = transform(pa.Table.from_pandas(frame, preserve_index=False), index)
+def _transform_part(frame, index, schema, transform, folder):
+    table, result = transform(_arrow(frame, schema), index)
     if folder is not None:
         tables.write_table(table, os.path.join(folder, f"part-{index:05d}.parquet"), "parquet")
     return result

@@ -247,6 +247,9 @@ def read_parquet_features(
     reading takes the array plus one column (not the whole table as well)."""
     try:
         parquet = pq.ParquetFile(path, pre_buffer=False)
+        if parquet.metadata.num_rows == 0:
+            shown = name if name == "stdin" else f"'{name}'"
+            raise UserError(f"{shown} has no data rows; give a file with at least one row of data")
         X = np.empty((parquet.metadata.num_rows, len(names)))
         missing = np.zeros(len(X), dtype=bool)
         weights = None
@@ -258,7 +261,6 @@ def read_parquet_features(
                 columns=[column],
                 weight_column=with_weights,
                 source=name,
-                require_positive=False,
             )
             X[:, j] = one.X[:, 0]
             missing |= one.missing

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 from gmmcli.errors import UserError
@@ -79,8 +80,16 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         handle.write(data)
 
 
-def check_output_folder(path: str) -> None:
-    """A UserError unless a folder can be made (or replaced) at ``path``."""
+PART_FILE = re.compile(r"part-\d+\.parquet")  # the files of a folder output
+
+
+def check_output_folder(path: str, inputs: Iterable[str] = ()) -> None:
+    """A UserError unless a folder of part files can be made, or replaced, at ``path``.
+
+    Its parent must exist; an existing folder there may hold only part files (what an
+    earlier run wrote: it is replaced whole, so nothing else may be lost); and it must
+    neither be, hold nor lie inside one of ``inputs``.
+    """
     if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         raise UserError(
             f"output folder '{os.path.dirname(path) or '.'}' does not exist; create it first"
@@ -90,6 +99,20 @@ def check_output_folder(path: str) -> None:
             f"output path '{path}' is a file; this output is a folder of Parquet files, "
             "give a folder name"
         )
+    if os.path.isdir(path):
+        others = sorted(name for name in os.listdir(path) if not PART_FILE.fullmatch(name))
+        if others:
+            raise UserError(
+                f"output folder '{path}' holds '{others[0]}', which gmmcli did not write; "
+                "give a new or empty folder (an existing one is replaced whole)"
+            )
+    target = os.path.realpath(path)
+    for source in inputs:
+        real = os.path.realpath(source)
+        if real == target or real.startswith(target + os.sep) or target.startswith(real + os.sep):
+            raise UserError(
+                f"output folder '{path}' overlaps the input '{source}'; write it elsewhere"
+            )
 
 
 @contextlib.contextmanager
@@ -100,28 +123,29 @@ def atomic_folder(path: str) -> Iterator[str]:
     moved aside, the new one renamed into place, then the old one removed. On any
     exception the temporary folder is removed and ``path`` is left as it was.
     """
+    check_output_folder(path)
     parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise UserError(
-            f"output folder '{os.path.dirname(path) or '.'}' does not exist; create it first"
-        )
-    if os.path.isfile(path):
-        raise UserError(f"output path '{path}' is a file; this output is a folder of Parquet files")
     name = os.path.basename(os.path.abspath(path))
     try:
         building = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".tmp")
         os.chmod(building, 0o777 & ~_umask())
     except OSError as err:
         raise UserError(f"cannot write in '{parent}': {err.strerror}") from None
+    old = None
     try:
         yield building
-        old = None
         if os.path.isdir(path):
             old = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".old")
             os.replace(path, old)
         os.rename(building, path)
-    except BaseException:
+    except BaseException as err:
+        if old is not None and not os.path.exists(path):
+            os.replace(old, path)  # the rename failed: the old folder back in place
+            old = None
         shutil.rmtree(building, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise UserError(f"cannot write '{path}': {err.strerror}") from None
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
