@@ -1,4 +1,4 @@
-"""The numerical core: numpy and scipy in, numpy out; no I/O, no printing."""
+"""The numerical core: numpy arrays in, numpy arrays out; no I/O, no printing."""
 
 from gmmcli.core.fit import fit
 from gmmcli.core.model import FitInfo, GaussianMixture

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import linalg
 
 from gmmcli.errors import GMMError
 
@@ -36,25 +35,35 @@ class SingularCovarianceError(GMMError):
 
 def _cholesky_lower(matrix: np.ndarray, component: int | None) -> np.ndarray:
     try:
-        return linalg.cholesky(matrix, lower=True, check_finite=False)
-    except linalg.LinAlgError:
+        return np.linalg.cholesky(matrix)
+    except np.linalg.LinAlgError:
         raise SingularCovarianceError(component) from None
+
+
+def _lower_solve_identity(lower: np.ndarray) -> np.ndarray:
+    """L⁻¹ of a lower-triangular L by forward substitution, row by row (what a triangular
+    solve against the identity does; numpy alone, as scipy.linalg costs 24 MB to load)."""
+    solved = np.zeros_like(lower)
+    for i in range(len(lower)):
+        solved[i] = -(lower[i, :i] @ solved[:i])
+        solved[i, i] += 1.0
+        solved[i] /= lower[i, i]
+    return solved
 
 
 def _precision_factor(covariance: np.ndarray, component: int | None) -> np.ndarray:
     """Upper-triangular P with P Pᵀ = covariance⁻¹, by a triangular solve."""
     if not np.all(np.isfinite(covariance)):
         raise SingularCovarianceError(component)
-    cov_chol = _cholesky_lower(covariance, component)
-    eye = np.eye(len(covariance), dtype=covariance.dtype)
-    return linalg.solve_triangular(cov_chol, eye, lower=True, check_finite=False).T
+    return _lower_solve_identity(_cholesky_lower(covariance, component)).T
 
 
 def _covariance_from_factor(factor: np.ndarray) -> np.ndarray:
     """inv(F Fᵀ) from a triangular precision factor F, without a general inverse."""
-    lower = np.allclose(factor, np.tril(factor))
-    eye = np.eye(len(factor), dtype=factor.dtype)
-    inv_factor = linalg.solve_triangular(factor, eye, lower=lower, check_finite=False)
+    if np.allclose(factor, np.tril(factor)):
+        inv_factor = _lower_solve_identity(factor)
+    else:
+        inv_factor = _lower_solve_identity(factor.T).T
     return inv_factor.T @ inv_factor
 
 
