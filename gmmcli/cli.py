@@ -853,9 +853,15 @@ def fit_on_cluster(
     """fit --engine dask: the rows stay on the workers; the client sums their statistics."""
     cluster = cluster_engine()
     files = cluster.parquet_files(data)
-    cluster.common_schema(files, f"'{data}'")
     names = stream.parquet_feature_names(
-        files[0], chosen, tables.parse_column_list(exclude) or [], weight_column, f"'{data}'"
+        cluster.file_schema(files[0]),
+        chosen,
+        tables.parse_column_list(exclude) or [],
+        weight_column,
+        f"'{data}'",
+    )
+    schema = cluster.common_schema(
+        files, f"'{data}'", names + [weight_column] * bool(weight_column)
     )
     check_init_model(start, names, init_model)
     cov = get_covariance(options["covariance_type"])
@@ -864,6 +870,7 @@ def fit_on_cluster(
             client,
             files,
             names,
+            schema=schema,
             weight_column=weight_column,
             drop_missing=drop_missing,
             name=f"'{data}'",
@@ -903,15 +910,24 @@ def predict_on_cluster(
     if folder is not None:
         check_output_folder(folder, files)
     outputs.require_feature_names(mixture)
-    cluster.common_schema(files, f"'{data}'")
-    stream.parquet_feature_names(files[0], mixture.feature_names, [], weight_column, f"'{data}'")
+    stream.parquet_feature_names(
+        cluster.file_schema(files[0]), mixture.feature_names, [], weight_column, f"'{data}'"
+    )
+    schema = cluster.common_schema(files, f"'{data}'", columns)  # columns=None: whole tables
     plural = "s" if len(files) > 1 else ""
     report.note(
         f"features: {', '.join(mixture.feature_names)} (from {len(files)} Parquet file{plural})"
     )
     with cluster.connect(scheduler or "local") as client:
         results = cluster.write_parts(
-            client, files, transform, folder, columns=columns, accept=accept, name=f"'{data}'"
+            client,
+            files,
+            schema,
+            transform,
+            folder,
+            columns=columns,
+            accept=accept,
+            name=f"'{data}'",
         )
     if folder is not None:
         report.note(f"wrote {len(results)} Parquet files (one per partition) to {folder}")

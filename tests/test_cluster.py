@@ -23,6 +23,7 @@ distributed = pytest.importorskip("distributed")
 import dask  # noqa: E402
 
 from gmmcli.cli import app  # noqa: E402
+from gmmcli.core import em  # noqa: E402
 from gmmcli.core.fit import fit, fit_rows  # noqa: E402
 from gmmcli.engines import cluster  # noqa: E402
 
@@ -310,6 +311,68 @@ def test_cli_output_folder_may_not_overlap_the_input(data, model_file, tmp_path,
     assert code == 2
     assert "overlaps the input" in err
     assert sorted(os.listdir(folder)) == before
+
+
+def test_cli_fit_reads_files_that_differ_only_in_columns_it_does_not_use(client, data, tmp_path):
+    root, X, weights = data
+    table = pq.read_table(root / "all.parquet")
+    (tmp_path / "mixed").mkdir()
+    pq.write_table(table.slice(0, 1000), tmp_path / "mixed" / "a.parquet")
+    pq.write_table(
+        table.slice(1000).drop_columns(["id", "label"]), tmp_path / "mixed" / "b.parquet"
+    )
+    code, _, err = run(
+        "fit", tmp_path / "mixed", "-k", 3, "--columns", "a,b,c", "--weight-column", "w",
+        "--seed", 2, "-o", tmp_path / "m.json",
+        "--engine", "dask", "--scheduler", client.scheduler.address,
+    )  # fmt: skip
+    assert code == 0, err
+    local = fit(X, 3, weights=weights, seed=2)
+    np.testing.assert_allclose(json.loads((tmp_path / "m.json").read_text())["means"], local.means,
+                               rtol=1e-10)  # fmt: skip
+
+
+def test_cli_classify_of_a_hive_folder_keeps_the_files_columns(client, data, model_file, tmp_path):
+    """Folder names like year=2020 add no column (as the local engine reads the files)."""
+    root, _, _ = data
+    table = pq.read_table(root / "all.parquet")
+    (tmp_path / "hive" / "year=2020").mkdir(parents=True)
+    pq.write_table(table, tmp_path / "hive" / "year=2020" / "part.parquet")
+    engine = ["--engine", "dask", "--scheduler", client.scheduler.address]
+    code, _, err = run(
+        "classify", tmp_path / "hive", "-m", model_file, "-o", tmp_path / "out", *engine
+    )
+    assert code == 0, err
+    assert pq.read_table(tmp_path / "out").column_names == [*table.column_names, "component",
+                                                              "p_0", "p_1", "p_2"]  # fmt: skip
+
+
+def test_one_block_thread_per_task_without_touching_the_client(data):
+    """Tasks run in the client's process with an in-process cluster: the limit to one block
+    thread must hold for them only."""
+    root, _, _ = data
+    before = em.default_threads()
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1,
+                            dashboard_address=None) as in_process:  # fmt: skip
+        rows = cluster_rows(in_process, root / "all.parquet")
+        seen = rows.map_parts(lambda blocks, index, first_row: em.default_threads())
+    assert set(seen) == {1}
+    assert em.default_threads() == before
+
+
+@pytest.mark.parametrize("kind", ["link", "folder-named-like-a-part"])
+def test_cli_refuses_an_output_folder_it_could_not_replace_safely(data, model_file, tmp_path, kind):
+    root, _, _ = data
+    target = tmp_path / "out"
+    if kind == "link":
+        (tmp_path / "real").mkdir()
+        target.symlink_to(tmp_path / "real", target_is_directory=True)
+    else:
+        (target / "part-00000.parquet").mkdir(parents=True)
+    code, _, err = run("classify", root / "all.parquet", "-m", model_file, "-o", target,
+                       "--engine", "dask")  # fmt: skip
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_cli_unreachable_scheduler(data, tmp_path):

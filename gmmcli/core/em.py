@@ -9,12 +9,14 @@ partitions held by a cluster.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -205,10 +207,27 @@ def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared, cov: Covarian
     return stats
 
 
+_THREADS_HERE: ContextVar[int | None] = ContextVar("gmmcli_block_threads", default=None)
+
+
+@contextlib.contextmanager
+def block_threads(count: int) -> Iterator[None]:
+    """Within the block, in this thread only, default_threads() is ``count`` (for a task on
+    a cluster's worker, whose own threads and processes share out the cores)."""
+    token = _THREADS_HERE.set(count)
+    try:
+        yield
+    finally:
+        _THREADS_HERE.reset(token)
+
+
 def default_threads() -> int:
-    """Threads for the E-step's blocks: GMMCLI_THREADS if set; else every core when BLAS
-    is single-threaded (OPENBLAS_NUM_THREADS or OMP_NUM_THREADS is 1), else 1 and BLAS
-    threads inside each block instead, so the two never oversubscribe the cores."""
+    """Threads for the E-step's blocks: block_threads() if in effect; GMMCLI_THREADS if
+    set; else every core when BLAS is single-threaded (OPENBLAS_NUM_THREADS or
+    OMP_NUM_THREADS is 1), else 1 and BLAS threads inside each block instead, so the two
+    never oversubscribe the cores."""
+    if _THREADS_HERE.get() is not None:
+        return _THREADS_HERE.get()
     chosen = os.environ.get("GMMCLI_THREADS", "")
     if chosen.isdigit():
         return max(1, int(chosen))

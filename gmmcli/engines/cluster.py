@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from distributed import Client, Future, LocalCluster
 
-from gmmcli.core.em import DEFAULT_BLOCK_ROWS, InMemoryRows, PartFunction, T
+from gmmcli.core.em import DEFAULT_BLOCK_ROWS, InMemoryRows, PartFunction, T, block_threads
 from gmmcli.errors import UserError
 from gmmcli.io import tables
 from gmmcli.io.atomic import atomic_folder
@@ -94,19 +94,28 @@ def parquet_files(path: str) -> list[str]:
     return sorted(found)
 
 
-def common_schema(files: list[str], name: str) -> pa.Schema:
-    """The schema every file shares (a UserError names the first file that differs)."""
-    schemas = [_schema(path) for path in files]
+def common_schema(files: list[str], name: str, columns: list[str] | None) -> pa.Schema:
+    """The first file's schema, once every file is seen to have ``columns`` (None: the
+    same columns throughout) with the same types; a UserError names the first file that
+    differs. Partitions are read back as Arrow tables in this schema."""
+    schemas = [file_schema(path) for path in files]
+
+    def types(schema: pa.Schema) -> list:
+        if columns is None:
+            return [(field.name, field.type) for field in schema]
+        found = set(schema.names)
+        return [(c, schema.field(c).type if c in found else None) for c in columns]
+
     for path, schema in zip(files, schemas, strict=True):
-        if not schema.equals(schemas[0]):
+        if types(schema) != types(schemas[0]):
             raise UserError(
-                f"'{path}' has other columns or types than '{files[0]}' in {name}; "
-                "give files of one schema"
+                f"'{path}' has other columns or types than '{files[0]}' in {name}; give "
+                "files of one schema"
             )
     return schemas[0]
 
 
-def _schema(path: str) -> pa.Schema:
+def file_schema(path: str) -> pa.Schema:
     try:
         return pq.read_schema(path)
     except (OSError, pa.ArrowException):
@@ -119,11 +128,13 @@ def _partitions(files: list[str], columns: list[str] | None, partition_bytes: in
         frame = dd.read_parquet(
             files,
             columns=columns,
+            index=False,  # a pandas index stored in the files stays a column
             split_row_groups="adaptive",
             blocksize=partition_bytes,
             dtype_backend="pyarrow",
+            dataset={"partitioning": None},  # no columns from folder names, as locally
         )
-    except (OSError, ValueError, pa.ArrowException) as err:
+    except (OSError, ValueError, KeyError, pa.ArrowException) as err:
         raise UserError(f"cannot read {files[0]}: {' '.join(str(err).split())[:200]}") from None
     return frame.to_delayed()
 
@@ -169,14 +180,24 @@ class ClusterRows:
             block_rows=self.block_rows,
             pure=False,
         )
-        return self.client.gather(futures)
+        return _gather(self.client, futures, "the data")
+
+
+def _gather(client: Client, futures: list[Future], name: str) -> list:
+    """The futures' results; a file that fails to read on a worker is a one-line error."""
+    try:
+        return client.gather(futures)
+    except (OSError, pa.ArrowException) as err:
+        raise UserError(
+            f"reading {name} on the cluster failed: {' '.join(str(err).split())[:200]}"
+        ) from None
 
 
 def _run_part(part, index, first_row, *, function, centre, dtype, block_rows):
-    # Dask's worker threads and processes share out the cores: one block thread per task.
-    os.environ.setdefault("GMMCLI_THREADS", "1")
     X, weights, _ = part
-    return function(InMemoryRows(X, weights, centre, block_rows, dtype).blocks(), index, first_row)
+    with block_threads(1):  # Dask's own threads and processes share out the cores
+        blocks = InMemoryRows(X, weights, centre, block_rows, dtype).blocks()
+        return function(blocks, index, first_row)
 
 
 def load_rows(
@@ -184,6 +205,7 @@ def load_rows(
     files: list[str],
     names: list[str],
     *,
+    schema: pa.Schema | None = None,
     weight_column: str | None = None,
     drop_missing: bool = False,
     name: str = "the input",
@@ -191,9 +213,10 @@ def load_rows(
     partition_bytes: int = PARTITION_BYTES,
 ) -> ClusterRows:
     """Read the files on the workers and keep their feature rows there (checked as in
-    memory; messages name the partition and the row in it)."""
+    memory; messages name the partition and the row in it). ``schema``: the files', from
+    common_schema() (read here if not given)."""
     columns = names + ([weight_column] if weight_column else [])
-    schema = common_schema(files, name)
+    schema = schema or common_schema(files, name, columns)
     partitions = _partitions(files, columns, partition_bytes)
     arrays = [
         dask.delayed(_part_arrays)(
@@ -202,7 +225,7 @@ def load_rows(
         for index, partition in enumerate(partitions)
     ]
     futures = client.compute(arrays)
-    shapes = client.gather(client.map(_shape, futures, pure=False))
+    shapes = _gather(client, client.map(_shape, futures, pure=False), name)
     lengths = [length for length, _ in shapes]
     return ClusterRows(
         client,
@@ -240,6 +263,7 @@ def _shape(part) -> tuple[int, int]:
 def write_parts(
     client: Client,
     files: list[str],
+    schema: pa.Schema,
     transform: Callable[[pa.Table, int], tuple[pa.Table, T]],
     folder: str | None,
     *,
@@ -252,9 +276,8 @@ def write_parts(
 
     With ``folder``, each partition's table is written there as part-NNNNN.parquet: into
     a temporary folder beside it first, renamed into place when every part is written
-    and ``accept(results)`` has not raised.
+    and ``accept(results)`` has not raised. ``schema`` is the files' (common_schema()).
     """
-    schema = common_schema(files, name)
     partitions = _partitions(files, columns, partition_bytes)
     with contextlib.ExitStack() as stack:
         target = stack.enter_context(atomic_folder(folder)) if folder else None
@@ -262,7 +285,7 @@ def write_parts(
             dask.delayed(_transform_part)(partition, index, schema, transform, target)
             for index, partition in enumerate(partitions)
         ]
-        results = client.gather(client.compute(tasks))
+        results = _gather(client, client.compute(tasks), name)
         accept(results)
         return results
 

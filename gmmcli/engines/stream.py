@@ -128,7 +128,14 @@ def file_feature_names(
     memory (a number column with a typo is an error); later blocks check ``columns``.
     """
     if fmt == "parquet":
-        return parquet_feature_names(path, columns, exclude, weight_column, name)
+        try:
+            schema = pq.read_schema(path)
+        except (OSError, pa.ArrowException):
+            raise UserError(
+                f"{name} is not a valid Parquet file (truncated?); "
+                "check the file, or pass --format if it is not Parquet"
+            ) from None
+        return parquet_feature_names(schema, columns, exclude, weight_column, name)
     if columns:
         return columns
     first = next(open_batches(path, fmt, DEFAULT_CHUNK_ROWS), None)
@@ -141,7 +148,7 @@ def file_feature_names(
 
 
 def parquet_feature_names(
-    path: str,
+    schema: pa.Schema,
     columns: list[str] | None,
     exclude: list[str],
     weight_column: str | None,
@@ -149,13 +156,6 @@ def parquet_feature_names(
 ) -> list[str]:
     """The feature columns of a Parquet file from its schema: ``columns``, else every
     numeric column but ``exclude`` and the weights; every name checked against the schema."""
-    try:
-        schema = pq.read_schema(path)
-    except (OSError, pa.ArrowException):
-        raise UserError(
-            f"{name} is not a valid Parquet file (truncated?); "
-            "check the file, or pass --format if it is not Parquet"
-        ) from None
     chosen = columns or tables.default_feature_names(schema, exclude, weight_column)
     for column in [*chosen, *exclude, *([weight_column] if weight_column else [])]:
         if column not in schema.names:

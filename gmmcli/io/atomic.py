@@ -86,21 +86,28 @@ PART_FILE = re.compile(r"part-\d+\.parquet")  # the files of a folder output
 def check_output_folder(path: str, inputs: Iterable[str] = ()) -> None:
     """A UserError unless a folder of part files can be made, or replaced, at ``path``.
 
-    Its parent must exist; an existing folder there may hold only part files (what an
-    earlier run wrote: it is replaced whole, so nothing else may be lost); and it must
-    neither be, hold nor lie inside one of ``inputs``.
+    Its parent must exist; an existing folder there (not a link) may hold only part files
+    (what an earlier run wrote: it is replaced whole, so nothing else may be lost); and it
+    must neither be, hold nor lie inside one of ``inputs``.
     """
     if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         raise UserError(
             f"output folder '{os.path.dirname(path) or '.'}' does not exist; create it first"
         )
-    if os.path.exists(path) and not os.path.isdir(path):
+    if os.path.islink(path) or (os.path.exists(path) and not os.path.isdir(path)):
         raise UserError(
-            f"output path '{path}' is a file; this output is a folder of Parquet files, "
-            "give a folder name"
+            f"output path '{path}' is a file or a link; this output is a folder of Parquet "
+            "files, give a folder name"
         )
     if os.path.isdir(path):
-        others = sorted(name for name in os.listdir(path) if not PART_FILE.fullmatch(name))
+        try:
+            others = sorted(
+                entry.name
+                for entry in os.scandir(path)
+                if not (PART_FILE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False))
+            )
+        except OSError as err:
+            raise UserError(f"cannot read the output folder '{path}': {err.strerror}") from None
         if others:
             raise UserError(
                 f"output folder '{path}' holds '{others[0]}', which gmmcli did not write; "
@@ -131,21 +138,38 @@ def atomic_folder(path: str) -> Iterator[str]:
         os.chmod(building, 0o777 & ~_umask())
     except OSError as err:
         raise UserError(f"cannot write in '{parent}': {err.strerror}") from None
-    old = None
     try:
         yield building
-        if os.path.isdir(path):
-            old = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".old")
-            os.replace(path, old)
-        os.rename(building, path)
-    except BaseException as err:
-        if old is not None and not os.path.exists(path):
-            os.replace(old, path)  # the rename failed: the old folder back in place
-            old = None
+        old = _move_aside(path, parent, name)
+    except BaseException:
         shutil.rmtree(building, ignore_errors=True)
-        if isinstance(err, OSError):
-            raise UserError(f"cannot write '{path}': {err.strerror}") from None
         raise
-    finally:
+    try:
+        os.rename(building, path)
+    except OSError as err:
+        shutil.rmtree(building, ignore_errors=True)
+        kept = ""
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                os.replace(old, path)
+            except OSError:
+                kept = f"; the folder that was there is kept as '{old}'"
+        raise UserError(f"cannot write '{path}': {err.strerror or err}{kept}") from None
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _move_aside(path: str, parent: str, name: str) -> str | None:
+    """An existing folder at ``path`` moved to a temporary name beside it (that name)."""
+    if not os.path.isdir(path):
+        return None
+    old = None
+    try:
+        old = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".old")
+        os.replace(path, old)
+    except OSError as err:
+        if old is not None:
+            with contextlib.suppress(OSError):
+                os.rmdir(old)
+        raise UserError(f"cannot replace '{path}': {err.strerror or err}") from None
+    return old
