@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -275,14 +276,25 @@ def _in_order(function, blocks, threads):
         yield from (function(*block) for block in blocks)
         return
     blocks = itertools.chain([first, second], blocks)
-    with ThreadPoolExecutor(threads) as pool:
-        pending: deque = deque()
+    pool = _pool(threads)
+    pending: deque = deque()
+    try:
         for block in blocks:
             pending.append(pool.submit(function, *block))
             if len(pending) >= 2 * threads:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    finally:  # on an error or when abandoned: let no block run on unseen
+        for future in pending:
+            future.cancel()
+        wait(pending)
+
+
+@functools.cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """One pool per thread count, kept for the process: a pass starts no threads."""
+    return ThreadPoolExecutor(threads, thread_name_prefix="gmmcli-blocks")
 
 
 def m_step(stats: Stats, cov: Covariance, reg_covar: float, previous: Params | None) -> Params:
