@@ -27,11 +27,10 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
+from cli_helpers import error_line, gmm, ok, snapshot
 from numpy.testing import assert_allclose
-from typer.testing import CliRunner
 
 import gmmcli
-from gmmcli.cli import app
 from gmmcli.core.fit import fit_rows
 from gmmcli.engines import stream
 from gmmcli.engines.stream import FileRows, parse_size
@@ -54,35 +53,8 @@ SCRIPT = Path(sys.executable).with_name("gmmcli")
 GMMCLI = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmcli"]
 TIMEOUT = 120  # seconds; far above what any process here needs
 
-runner = CliRunner()
-
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def gmm(args: list, input: bytes | None = None):
-    """Run ``gmmcli <args>`` in process."""
-    return runner.invoke(app, [str(a) for a in args], input=input)
-
-
-def ok(result):
-    assert result.exit_code == 0, (result.exit_code, result.stderr, result.exception)
-    return result
-
-
-def error_line(result, code: int = 2) -> str:
-    """The one error line of a failed command; checks the exit code and the shape."""
-    assert result.exit_code == code, (result.exit_code, result.stderr, result.exception)
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    assert result.stderr.rstrip("\n").endswith(errors[0]), "the error must be the last line"
-    return errors[0]
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` with its bytes (temporary files included)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))}
 
 
 def shell(script: str, cwd: Path) -> subprocess.CompletedProcess:
