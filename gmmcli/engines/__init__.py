@@ -1,3 +1,4 @@
-"""Where blocks of rows come from: arrays in memory (gmmcli.core.em.InMemoryRows) or a
-file streamed in chunks (stream.FileRows). Each hands the core blocks of rows, nothing more.
+"""Where rows come from: arrays in memory (gmmcli.core.em.InMemoryRows), a file streamed
+in chunks (stream.FileRows) or partitions kept on a Dask cluster (cluster.ClusterRows, the
+optional dask extra). Each runs the core's functions on its parts of the rows, nothing more.
 """
