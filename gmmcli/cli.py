@@ -189,6 +189,15 @@ class Reporter:
             self.console.width = LOG_WIDTH  # logs: keep table rows whole
         self.quiet = quiet
 
+    def features(self, names: list[str], weight_column: str | None, detail: str = "") -> None:
+        """The line naming the features a command uses: 'features: a, b (detail, weights
+        from 'w')'."""
+        details = [detail] if detail else []
+        if weight_column:
+            details.append(f"weights from '{weight_column}'")
+        extra = f" ({', '.join(details)})" if details else ""
+        self.note(f"features: {', '.join(names)}{extra}")
+
     def note(self, text: str) -> None:
         self.console.print(escape(text), highlight=False, soft_wrap=True)
 
@@ -298,9 +307,8 @@ def read_features(
 
 
 def note_features(features: tables.Features, report: Reporter) -> None:
-    """Which features (and weights) a command uses, on stderr."""
-    weights = f", weights from '{features.weight_column}'" if features.weight_column else ""
-    report.note(f"features: {', '.join(features.names)} ({len(features.X)} rows{weights})")
+    """Which features (and weights) a command read, and how many rows, on stderr."""
+    report.features(features.names, features.weight_column, f"{len(features.X)} rows")
 
 
 def _source_name(data: str) -> str:
@@ -748,24 +756,24 @@ def local_data(
                 "stdin" if data == "-" else f"'{data}'",
             )
         if streamed:
-            report.note(
-                f"features: {', '.join(names)} (streamed from {_source_name(data)} in chunks"
-                f" of {chunk_rows or stream.DEFAULT_CHUNK_ROWS} rows)"
-            )
-            yield LocalData(
+            chunk = chunk_rows or stream.DEFAULT_CHUNK_ROWS
+            report.features(
                 names,
-                block_rows(len(names)),
-                rows=stream.FileRows(
-                    path,
-                    fmt_name,
-                    names,
-                    weight_column,
-                    chunk_rows or stream.DEFAULT_CHUNK_ROWS,
-                    drop_missing,
-                    name=_source_name(data),
-                    block_rows=block_rows(len(names)),
-                ),
+                weight_column,
+                f"streamed from {_source_name(data)} in chunks of {chunk} rows",
             )
+            blocks = block_rows(len(names))
+            rows = stream.FileRows(
+                path,
+                fmt_name,
+                names,
+                weight_column,
+                chunk,
+                drop_missing,
+                name=_source_name(data),
+                block_rows=blocks,
+            )
+            yield LocalData(names, blocks, rows=rows)
             return
         if fmt_name == "parquet":
             features = stream.read_parquet_features(path, names, weight_column, _source_name(data))
@@ -876,10 +884,11 @@ def fit_on_cluster(
             name=f"'{data}'",
             block_rows=block_rows_for(cov, len(names), n_components),
         )
-        weights = f", weights from '{weight_column}'" if weight_column else ""
-        report.note(
-            f"features: {', '.join(names)} ({rows.n_rows} rows{weights}, in {rows.n_parts} "
-            f"partitions on {len(client.scheduler_info()['workers'])} Dask workers)"
+        workers = len(client.scheduler_info()["workers"])
+        report.features(
+            names,
+            weight_column,
+            f"{rows.n_rows} rows in {rows.n_parts} partitions on {workers} Dask workers",
         )
         if rows.dropped:
             report.note(f"dropped {rows.dropped} rows with missing values")
@@ -915,9 +924,7 @@ def predict_on_cluster(
     )
     schema = cluster.common_schema(files, f"'{data}'", columns)  # columns=None: whole tables
     plural = "s" if len(files) > 1 else ""
-    report.note(
-        f"features: {', '.join(mixture.feature_names)} (from {len(files)} Parquet file{plural})"
-    )
+    report.features(mixture.feature_names, weight_column, f"from {len(files)} Parquet file{plural}")
     with cluster.connect(scheduler or "local") as client:
         results = cluster.write_parts(
             client,
@@ -1042,8 +1049,7 @@ def model_chunks(
     weights = [weight_column] if weight_column else []
     for table in input_chunks(data, fmt, chunk_rows, memory_limit, mixture.feature_names + weights):
         if first_row == 0:
-            used = f", weights from '{weight_column}'" if weight_column else ""
-            report.note(f"features: {', '.join(mixture.feature_names)}{used}")
+            report.features(mixture.feature_names, weight_column)
         features = outputs.model_rows(
             table,
             mixture,
@@ -1271,10 +1277,7 @@ def require_predicted(n_predicted: int, data: str) -> None:
 
 def require_positive_weight(scores: outputs.Scores, weight_column: str | None, data: str) -> None:
     if scores.total_weight <= 0:
-        raise UserError(
-            f"weight column '{weight_column}' in {_source_name(data)} has no positive "
-            "weight; give at least one row a weight above zero"
-        )
+        raise tables.no_positive_weight(weight_column, _source_name(data))
 
 
 def print_scores(scores: outputs.Scores, mixture: GaussianMixture) -> None:

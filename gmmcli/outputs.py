@@ -41,9 +41,9 @@ def model_rows(
     first_row: int,
     drop_missing: bool,
 ) -> tables.Features:
-    """The model's features (by name) of a table or chunk; a missing value is an error, or
-    with ``drop_missing`` the row is marked in ``missing`` (outputs stay aligned)."""
-    require_feature_names(mixture)
+    """The model's features (by name; require_feature_names() first) of a table or chunk;
+    a missing value is an error, or with ``drop_missing`` the row is marked in ``missing``
+    (outputs stay aligned)."""
     features = tables.select_features(
         table,
         columns=mixture.feature_names,

@@ -23,7 +23,7 @@ import numpy as np
 
 from gmmcli.core.model import GaussianMixture
 from gmmcli.errors import UserError
-from gmmcli.io.atomic import atomic_writer
+from gmmcli.io.atomic import atomic_writer, check_output_path
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -75,11 +75,7 @@ class Image:
                 f"cannot tell the image format of '{path}' from its extension; "
                 "name the output .png, .svg or .pdf"
             )
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):  # checked again when writing; here to fail before work
-            raise UserError(
-                f"output folder '{os.path.dirname(path) or '.'}' does not exist; create it first"
-            )
+        check_output_path(path)  # checked again when writing; here to fail before work
         width, height = parse_size(size)
         if dpi < 1:
             raise UserError(f"--dpi must be at least 1, got {dpi}")

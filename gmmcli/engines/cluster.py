@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from distributed import Client, Future, LocalCluster
 
 from gmmcli.core.em import DEFAULT_BLOCK_ROWS, InMemoryRows, PartFunction, T, block_threads
-from gmmcli.errors import UserError
+from gmmcli.errors import UserError, one_line
 from gmmcli.io import tables
 from gmmcli.io.atomic import atomic_folder
 
@@ -59,7 +59,7 @@ def connect(scheduler: str) -> Iterator[Client]:
         client = Client(scheduler)  # waits Dask's distributed.comm.timeouts.connect
     except (OSError, ValueError) as err:
         raise UserError(
-            f"cannot reach the Dask scheduler at {scheduler!r} ({' '.join(str(err).split())}); "
+            f"cannot reach the Dask scheduler at {scheduler!r} ({one_line(err, limit=None)}); "
             "start one with "
             "'dask scheduler', or use --scheduler local:N"
         ) from None
@@ -135,7 +135,7 @@ def _partitions(files: list[str], columns: list[str] | None, partition_bytes: in
             dataset={"partitioning": None},  # no columns from folder names, as locally
         )
     except (OSError, ValueError, KeyError, pa.ArrowException) as err:
-        raise UserError(f"cannot read {files[0]}: {' '.join(str(err).split())[:200]}") from None
+        raise UserError(f"cannot read {files[0]}: {one_line(err)}") from None
     return frame.to_delayed()
 
 
@@ -188,9 +188,7 @@ def _gather(client: Client, futures: list[Future], name: str) -> list:
     try:
         return client.gather(futures)
     except (OSError, pa.ArrowException) as err:
-        raise UserError(
-            f"reading {name} on the cluster failed: {' '.join(str(err).split())[:200]}"
-        ) from None
+        raise UserError(f"reading {name} on the cluster failed: {one_line(err)}") from None
 
 
 def _run_part(part, index, first_row, *, function, centre, dtype, block_rows):

@@ -23,7 +23,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from gmmcli.core.em import OnePart
-from gmmcli.errors import UserError
+from gmmcli.errors import UserError, one_line
 from gmmcli.io import tables
 
 DEFAULT_CHUNK_ROWS = 200_000
@@ -67,7 +67,7 @@ def open_batches(
     except pa.ArrowInvalid as err:
         raise _conversion_error(err, name) from None
     except (OSError, pa.ArrowException) as err:
-        raise UserError(f"cannot read {name}: {' '.join(str(err).split())[:200]}") from None
+        raise UserError(f"cannot read {name}: {one_line(err)}") from None
 
 
 def _pipe_batches(
@@ -82,7 +82,7 @@ def _pipe_batches(
     into Arrow memory and parsed with the header's names and the first block's types.
     """
     header = pipe.readline()
-    names = pa_csv.read_csv(pa.BufferReader(_arrow_copy(header + b"\n")), parse_options=parse)
+    names = pa_csv.read_csv(pa.BufferReader(tables.arrow_copy(header + b"\n")), parse_options=parse)
     names = names.column_names if names.num_columns else []
     carry, types = b"", None
     while True:
@@ -96,7 +96,7 @@ def _pipe_batches(
                 column_types=types or convert.column_types,
             )
             table = pa_csv.read_csv(
-                pa.BufferReader(_arrow_copy(block)),
+                pa.BufferReader(tables.arrow_copy(block)),
                 read_options=pa_csv.ReadOptions(column_names=names),
                 parse_options=parse,
                 convert_options=options,
@@ -105,13 +105,6 @@ def _pipe_batches(
             yield from table.to_batches()
         if not data:
             return
-
-
-def _arrow_copy(data: bytes) -> pa.Buffer:
-    """``data`` in Arrow's own memory (no Python object for pyarrow's threads to hold)."""
-    sink = pa.BufferOutputStream()
-    sink.write(data)
-    return sink.getvalue()
 
 
 def file_feature_names(
@@ -170,13 +163,12 @@ def parquet_feature_names(
 
 def _conversion_error(err: pa.ArrowInvalid, name: str) -> UserError:
     """pyarrow's CSV conversion failure as one line naming the column and the value."""
-    detail = " ".join(str(err).split())
-    found = re.search(r"invalid value '([^']*)'", detail)
+    found = re.search(r"invalid value '([^']*)'", one_line(err, limit=None))
     if found:
         return UserError(
             f"{name} has a value that is not a number: it has {found.group(1)!r}; fix the data"
         )
-    return UserError(f"cannot read {name}: {detail[:200]}; fix the file or pass --format")
+    return UserError(f"cannot read {name}: {one_line(err)}; fix the file or pass --format")
 
 
 @dataclass
@@ -201,17 +193,20 @@ class FileRows(OnePart):
     def centred(self, centre: np.ndarray, dtype: type = np.float64) -> FileRows:
         return dataclasses.replace(self, centre=centre, dtype=dtype)
 
+    @property
+    def label(self) -> str:
+        return self.name or f"'{self.path}'"
+
     def features(self) -> Iterator[tables.Features]:
         """Each chunk's features, checked as in memory; row numbers count from the file's start."""
         columns = self.names + ([self.weight_column] if self.weight_column else [])
-        name = self.name or f"'{self.path}'"
         first_row = 0
         for batch in open_batches(self.path, self.fmt, self.chunk_rows, columns, columns):
             chunk = tables.select_features(
                 pa.Table.from_batches([batch]),
                 columns=self.names,
                 weight_column=self.weight_column,
-                source=name,
+                source=self.label,
                 first_row=first_row,
                 require_positive=False,
             )
@@ -224,7 +219,7 @@ class FileRows(OnePart):
         for chunk in self.features():
             chunk, _ = tables.require_complete(
                 chunk,
-                source=self.name or f"'{self.path}'",
+                source=self.label,
                 drop_missing=self.drop_missing,
                 allow_empty=True,
             )
@@ -234,10 +229,7 @@ class FileRows(OnePart):
                 block = chunk.X[start : start + self.block_rows] - centre
                 yield block.astype(self.dtype, copy=False), weights[start : start + self.block_rows]
         if self.weight_column and not positive:
-            raise UserError(
-                f"weight column '{self.weight_column}' in {self.name or repr(self.path)} has no "
-                "positive weight; give at least one row a weight above zero"
-            )
+            raise tables.no_positive_weight(self.weight_column, self.label)
 
 
 def read_parquet_features(
@@ -266,7 +258,7 @@ def read_parquet_features(
             missing |= one.missing
             weights = one.weights if j == 0 else weights
     except (OSError, pa.ArrowException) as err:
-        raise UserError(f"cannot read {name}: {' '.join(str(err).split())[:200]}") from None
+        raise UserError(f"cannot read {name}: {one_line(err)}") from None
     pa.default_memory_pool().release_unused()  # the columns' memory back to the system
     return tables.Features(X, names, weights, missing, weight_column)
 

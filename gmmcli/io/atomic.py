@@ -19,12 +19,16 @@ def check_output_path(path: str) -> None:
 
     Commands check every output before writing any, so a bad second output leaves no first.
     """
+    _check_parent(path)
+    if os.path.isdir(path):
+        raise UserError(f"output path '{path}' is a folder; give a file name")
+
+
+def _check_parent(path: str) -> None:
     if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         raise UserError(
             f"output folder '{os.path.dirname(path) or '.'}' does not exist; create it first"
         )
-    if os.path.isdir(path):
-        raise UserError(f"output path '{path}' is a folder; give a file name")
 
 
 @contextlib.contextmanager
@@ -90,10 +94,7 @@ def check_output_folder(path: str, inputs: Iterable[str] = ()) -> None:
     (what an earlier run wrote: it is replaced whole, so nothing else may be lost); and it
     must neither be, hold nor lie inside one of ``inputs``.
     """
-    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        raise UserError(
-            f"output folder '{os.path.dirname(path) or '.'}' does not exist; create it first"
-        )
+    _check_parent(path)
     if os.path.islink(path) or (os.path.exists(path) and not os.path.isdir(path)):
         raise UserError(
             f"output path '{path}' is a file or a link; this output is a folder of Parquet "

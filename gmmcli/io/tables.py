@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from gmmcli.errors import UserError
+from gmmcli.errors import UserError, one_line
 from gmmcli.io.atomic import atomic_write_bytes, atomic_writer
 
 __all__ = [
@@ -72,9 +72,7 @@ def read_table(path: str, fmt: str | None = None, stdin: BinaryIO | None = None)
     fmt = format_for(path, fmt)
     if path == "-":
         name = "stdin"
-        copy = pa.BufferOutputStream()
-        copy.write((stdin or sys.stdin.buffer).read())
-        source = pa.BufferReader(copy.getvalue())
+        source = pa.BufferReader(arrow_copy((stdin or sys.stdin.buffer).read()))
         empty = source.size() == 0
     else:
         name = f"'{path}'"
@@ -105,13 +103,25 @@ def _read(source: str | pa.NativeFile, fmt: str, name: str) -> pa.Table:
     try:
         return pa_csv.read_csv(source, parse_options=pa_csv.ParseOptions(delimiter=delimiter))
     except pa.ArrowInvalid as e:
-        detail = " ".join(str(e).split())
-        if len(detail) > 200:
-            detail = detail[:200] + "…"
+        detail = one_line(e)
         raise UserError(
             f"cannot read {name} as {fmt.upper()}: {detail}; "
             f"fix the file, or pass --format if it is not {fmt.upper()}"
         ) from None
+
+
+def arrow_copy(data: bytes) -> pa.Buffer:
+    """``data`` in Arrow's own memory (no Python object for pyarrow's threads to hold)."""
+    sink = pa.BufferOutputStream()
+    sink.write(data)
+    return sink.getvalue()
+
+
+def no_positive_weight(weight_column: str, source: str) -> UserError:
+    return UserError(
+        f"weight column '{weight_column}' in {source} has no positive weight; "
+        "give at least one row a weight above zero"
+    )
 
 
 @dataclass(frozen=True)
@@ -177,10 +187,7 @@ def select_features(
                 f"at row {first_row + bad[0] + 1}; weights must be finite and not negative"
             )
         if require_positive and not (weights > 0).any():
-            raise UserError(
-                f"weight column '{weight_column}' in {source} has no positive weight; "
-                "give at least one row a weight above zero"
-            )
+            raise no_positive_weight(weight_column, source)
         missing |= np.isnan(weights)
     return Features(X, names, weights, missing, weight_column, first_row)
 
