@@ -122,6 +122,9 @@ class FoldRows:
     seed: int
     positive_before: list[int]  # rows of positive weight before each part
     test: bool = False
+    # Each block's labels, drawn once and kept for every pass and fold, in this process:
+    # (part, positive rows before the block, block length) -> labels (int16).
+    labels: dict = dataclasses.field(default_factory=dict)
 
     n_features = property(lambda self: self.rows.n_features)
     n_parts = property(lambda self: self.rows.n_parts)
@@ -132,13 +135,16 @@ class FoldRows:
 
     def map_parts(self, function: PartFunction) -> list:
         fold, n_folds, seed, test = self.fold, self.n_folds, self.seed, self.test
-        positive_before = self.positive_before
+        positive_before, kept = self.positive_before, self.labels
 
         def in_fold(blocks: Iterable[Block], index: int, first_row: int):
             def masked() -> Iterator[Block]:
                 before = positive_before[index]
                 for X, weights in blocks:
-                    inside = fold_labels(weights, n_folds, seed, before) == fold
+                    key = (index, before, len(weights))
+                    if key not in kept:
+                        kept[key] = fold_labels(weights, n_folds, seed, before).astype(np.int16)
+                    inside = kept[key] == fold
                     before += int(np.count_nonzero(weights > 0))
                     yield X, np.where(inside if test else ~inside, weights, 0.0)
 
@@ -171,8 +177,9 @@ def cross_validate(
     """
     n_folds, positive_before = folds
     held_out = total = 0.0
+    labels: dict = {}  # shared by every fold's passes
     for fold in range(n_folds):
-        split = FoldRows(rows, fold, n_folds, options.seed, positive_before)
+        split = FoldRows(rows, fold, n_folds, options.seed, positive_before, labels=labels)
         model = _fit(split, n_components, covariance_type, options)
         if model.fit_info.degenerate:
             raise DegenerateFold(
