@@ -20,7 +20,7 @@ from gmmcli.core.em import (
     run_em,
     sum_blocks,
 )
-from gmmcli.core.init import INIT_METHODS, INIT_SAMPLE, initial_params
+from gmmcli.core.init import INIT_METHODS, INIT_SAMPLE, initial_params, whole_data_start
 from gmmcli.core.model import FitInfo, GaussianMixture, n_parameters
 from gmmcli.errors import GMMError, GMMWarning
 
@@ -237,15 +237,18 @@ def fit_rows(
 
     runs: list[tuple[EMResult, str | None]] = []
     failure: SingularCovarianceError | None = None
+    fallback = None  # the same for every restart: one pass, on the first that needs it
     for restart, child in enumerate(np.random.SeedSequence(seed).spawn(n_init)):
         rng = np.random.default_rng(child)
         try:
             start = None  # a complete explicit start leaves nothing for the init method
             if not complete:
+                fallback = fallback or whole_data_start(rows, n_components, cov, reg_covar)
                 start = initial_params(
                     rows,
                     n_components,
                     cov,
+                    fallback=fallback,
                     method=init,
                     reg_covar=reg_covar,
                     total_weight=data.total_weight,

@@ -10,6 +10,7 @@ random-from-data), or on random soft memberships (random).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Iterator
 
@@ -308,11 +309,28 @@ def _random_stats(
     return add_up(map_parts_drawing(rows, rng, n_components, part))
 
 
+def whole_data_start(
+    rows: RowSource, n_components: int, cov: Covariance, reg_covar: float
+) -> Params:
+    """Every component as the whole data (what uniform memberships give): what a component
+    that comes out empty keeps. One component's statistics (one pass), repeated K times."""
+    everything = sum_blocks(rows, lambda X, w: accumulate(X, w, np.ones((1, len(X))), cov))
+    whole = m_step(everything, cov, reg_covar, previous=None)
+    repeat = np.zeros(n_components, dtype=int)
+    return Params(
+        np.full(n_components, 1.0 / n_components),
+        whole.means[repeat],
+        cov.select(whole.covariances, repeat),
+        cov.select(whole.prec_chol, repeat),
+    )
+
+
 def initial_params(
     rows: RowSource,
     n_components: int,
     cov: Covariance,
     *,
+    fallback: Params,
     method: str,
     reg_covar: float,
     total_weight: float,
@@ -326,18 +344,8 @@ def initial_params(
     k-means++ seeds on all rows when at most ``init_sample`` have a positive weight (or
     ``init_sample`` is 0), else on a weighted sample of about that many, at least 20 per
     component (sample_rows); Lloyd's iterations and the final partition use every row.
+    Components that come out empty keep ``fallback`` (whole_data_start()).
     """
-    # Every component as the whole data (what uniform memberships give), for components
-    # that come out empty: one component's statistics, repeated K times.
-    everything = sum_blocks(rows, lambda X, w: accumulate(X, w, np.ones((1, len(X))), cov))
-    whole = m_step(everything, cov, reg_covar, previous=None)
-    repeat = np.zeros(n_components, dtype=int)
-    fallback = Params(
-        np.full(n_components, 1.0 / n_components),
-        whole.means[repeat],
-        cov.select(whole.covariances, repeat),
-        cov.select(whole.prec_chol, repeat),
-    )
     if method == "random":
         return m_step(_random_stats(rows, n_components, cov, rng), cov, reg_covar, fallback)
     if method == "random-from-data":
@@ -352,5 +360,5 @@ def initial_params(
         centres = kmeans_plusplus(seeding, n_components, seeding_weight, rng)
         if method == "kmeans":
             centres = lloyd(rows, centres, data_variance)
-    fallback.means = centres
-    return m_step(_partition_stats(rows, centres, cov), cov, reg_covar, fallback)
+    previous = dataclasses.replace(fallback, means=centres)
+    return m_step(_partition_stats(rows, centres, cov), cov, reg_covar, previous)
