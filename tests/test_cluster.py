@@ -347,10 +347,11 @@ def test_cli_classify_of_a_hive_folder_keeps_the_files_columns(client, data, mod
                                                               "p_0", "p_1", "p_2"]  # fmt: skip
 
 
-def test_one_block_thread_per_task_without_touching_the_client(data):
+def test_one_block_thread_per_task_without_touching_the_client(data, monkeypatch):
     """Tasks run in the client's process with an in-process cluster: the limit to one block
     thread must hold for them only."""
     root, _, _ = data
+    monkeypatch.setenv("GMMCLI_THREADS", "4")
     before = em.default_threads()
     with distributed.Client(processes=False, n_workers=1, threads_per_worker=1,
                             dashboard_address=None) as in_process:  # fmt: skip

@@ -15,6 +15,7 @@ from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 import gmmcli
 from gmmcli import GMMError, GMMWarning
+from gmmcli.core import init as init_module
 from gmmcli.core.em import InMemoryRows
 from gmmcli.core.init import sample_rows
 
@@ -317,10 +318,20 @@ def test_the_seeding_sample_has_about_the_size_asked_and_estimates_the_weights()
 
 
 @pytest.mark.parametrize("size", [1, 2, 5])
-def test_a_tiny_seeding_sample_still_seeds_every_component(mixture, size):
-    """At least 20 rows per component are sampled, whatever --init-sample asks."""
+def test_a_tiny_seeding_sample_still_seeds_every_component(mixture, size, monkeypatch):
+    """About 20 rows per component are sampled, whatever --init-sample asks."""
     X, _ = mixture(3, n_samples=2000, spread=10.0)
+    seeded_on = []
+    seed_centres = init_module.kmeans_plusplus
+
+    def recording(rows, *args):
+        seeded_on.append(rows)
+        return seed_centres(rows, *args)
+
+    monkeypatch.setattr(init_module, "kmeans_plusplus", recording)
     model = fit_quietly(X, 3, init="kmeans", seed=0, init_sample=size)
+    (rows,) = seeded_on
+    assert 30 <= len(rows.X) < 200  # a sample of about 60 rows, not 1, 2 or 5, nor all
     assert not model.fit_info.degenerate
     assert model.weights.min() > 0.2
 
