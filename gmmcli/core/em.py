@@ -166,21 +166,18 @@ def normalise(log_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.log(total) + top, resp
 
 
-def accumulate(
-    X: np.ndarray,
-    weights: np.ndarray,
-    resp: np.ndarray,
-    cov: Covariance,
-    phi: np.ndarray | None = None,
-) -> Stats:
-    """Statistics of one block for given responsibilities, shape (K, rows).
-
-    The block's sums are taken in the working dtype and handed on in float64.
-    """
-    if phi is None:
-        phi = cov.features(X)
+def accumulate(X: np.ndarray, weights: np.ndarray, resp: np.ndarray, cov: Covariance) -> Stats:
+    """Statistics of one block for given responsibilities, shape (K, rows)."""
     weights = weights.astype(X.dtype, copy=False)
-    moments = cov.moments(phi, resp * weights, weights, X.shape[1])
+    return _block_stats(cov, cov.features(X), resp * weights, weights, X.shape[1])
+
+
+def _block_stats(
+    cov: Covariance, phi: np.ndarray, wresp: np.ndarray, weights: np.ndarray, n_features: int
+) -> Stats:
+    """A block's statistics from its row features and w·r: sums taken in the working
+    dtype, handed on in float64."""
+    moments = cov.moments(phi, wresp, weights, n_features)
     return Stats(*(np.asarray(m, dtype=np.float64) for m in moments))
 
 
@@ -202,8 +199,7 @@ def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared, cov: Covarian
     block_weights = weights.astype(X.dtype, copy=False)
     wresp *= block_weights / total
     log_norm = np.log(total, dtype=np.float64) + top
-    moments = cov.moments(phi, wresp, block_weights, X.shape[1])
-    stats = Stats(*(np.asarray(m, dtype=np.float64) for m in moments))
+    stats = _block_stats(cov, phi, wresp, block_weights, X.shape[1])
     stats.log_likelihood = float(weights @ log_norm)
     return stats
 
@@ -227,8 +223,9 @@ def default_threads() -> int:
     set; else every core when BLAS is single-threaded (OPENBLAS_NUM_THREADS or
     OMP_NUM_THREADS is 1), else 1 and BLAS threads inside each block instead, so the two
     never oversubscribe the cores."""
-    if _THREADS_HERE.get() is not None:
-        return _THREADS_HERE.get()
+    here = _THREADS_HERE.get()
+    if here is not None:
+        return here
     chosen = os.environ.get("GMMCLI_THREADS", "")
     if chosen.isdigit():
         return max(1, int(chosen))
@@ -267,15 +264,14 @@ def add_up(values: Iterable) -> Stats | None:
 
 
 def _in_order(function, blocks, threads):
+    """``function(*block)`` of every block, in block order: in the pool when there are
+    several threads and blocks, else here."""
     blocks = iter(blocks)
-    first = next(blocks, None)
-    second = next(blocks, None) if threads > 1 else None
-    if second is None:  # one block (or one thread): no pool to start
-        for block in (b for b in (first, second) if b is not None):
-            yield function(*block)
+    head = list(itertools.islice(blocks, 2 if threads > 1 else 0))
+    blocks = itertools.chain(head, blocks)
+    if len(head) < 2:
         yield from (function(*block) for block in blocks)
         return
-    blocks = itertools.chain([first, second], blocks)
     pool = _pool(threads)
     pending: deque = deque()
     try:
