@@ -917,7 +917,7 @@ def predict_on_cluster(
     cluster = cluster_engine()
     files = cluster.parquet_files(data)
     if folder is not None:
-        check_output_folder(folder, files)
+        check_output_folder(folder, [data, *files])
     outputs.require_feature_names(mixture)
     stream.parquet_feature_names(
         cluster.file_schema(files[0]), mixture.feature_names, [], weight_column, f"'{data}'"
@@ -1116,7 +1116,6 @@ def classify(
             raise UserError(
                 "classify --engine dask writes a folder of Parquet files; give it with -o FOLDER"
             )
-        check_output_folder(output, [data])
         mixture = modelfile.load(model)
 
         def transform(table: pa.Table, index: int) -> tuple[pa.Table, tuple[int, list[str]]]:
@@ -1206,8 +1205,6 @@ def score(
         engine, scheduler, data, chunk_rows=chunk_rows, memory_limit=memory_limit, format=fmt
     )
     if engine is Engine.dask:
-        if per_sample is not None:
-            check_output_folder(per_sample, [data])
         mixture = modelfile.load(model)
 
         def transform(table: pa.Table, index: int) -> tuple[pa.Table, outputs.Scores]:

@@ -162,7 +162,7 @@ def select_features(
         for field in candidates:
             if _is_text(field.type) and _has_numbers(table.column(field.name)):
                 _floats(table, field.name, source, first_row)  # a typo among numbers: say where
-        names = [field.name for field in candidates if _is_numeric(field.type)]
+        names = default_feature_names(table.schema, exclude, weight_column)
     else:
         names = list(columns)
         for name in names:
