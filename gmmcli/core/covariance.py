@@ -89,6 +89,13 @@ def _products_into(out: np.ndarray, Xt: np.ndarray) -> None:
         start = stop
 
 
+def _features_array(cov: Covariance, X: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    shape = (cov.n_row_features(X.shape[1]), len(X))
+    if out is None:
+        return np.empty(shape, X.dtype)
+    return out[: shape[0] * shape[1]].reshape(shape)
+
+
 def _pack(matrices: np.ndarray) -> np.ndarray:
     """The upper triangles of symmetric (…, D, D) matrices as quadratic-form weights.
 
@@ -141,8 +148,9 @@ class Covariance:
         """Length of ``phi`` per row."""
         raise NotImplementedError
 
-    def features(self, X: np.ndarray) -> np.ndarray:
-        """``phi`` of a block of centred rows, shape (features, rows)."""
+    def features(self, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``phi`` of a block of centred rows, shape (features, rows); written into ``out``
+        (at least that many values of X's dtype) when given."""
         raise NotImplementedError
 
     def quadratic(self, means: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
@@ -170,12 +178,12 @@ class Covariance:
         self, phi: np.ndarray, wresp: np.ndarray, weights: np.ndarray, n_features: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(Σ w r, Σ w r x, second moment) of a block from ``phi`` and w·r (K × rows)."""
-        sums = phi @ wresp.T
+        sums = wresp @ phi.T  # faster than phi @ wresp.T, whose result is the transpose
         n_quad = len(phi) - n_features - 1
-        return sums[-1], sums[n_quad:-1].T.copy(), self._second(sums[:n_quad])
+        return sums[:, -1], sums[:, n_quad:-1], self._second(sums[:, :n_quad])
 
     def _second(self, sums: np.ndarray) -> np.ndarray:
-        return sums.T.copy()
+        return sums
 
     def estimate(
         self, nk: np.ndarray, means: np.ndarray, second: np.ndarray, reg_covar: float
@@ -230,10 +238,9 @@ class Full(Covariance):
     def n_row_features(self, n_features):
         return n_products(n_features) + n_features + 1
 
-    def features(self, X):
-        n_rows, n_features = X.shape
-        phi = np.empty((self.n_row_features(n_features), n_rows), X.dtype)
-        n_quad = n_products(n_features)
+    def features(self, X, out=None):
+        phi = _features_array(self, X, out)
+        n_quad = n_products(X.shape[1])
         Xt = phi[n_quad:-1]
         Xt[...] = X.T
         _products_into(phi[:n_quad], Xt)
@@ -293,8 +300,8 @@ class Tied(Full):
 
     def moments(self, phi, wresp, weights, n_features):
         n_quad = n_products(n_features)
-        sums = phi[n_quad:] @ wresp.T
-        return sums[-1], sums[:-1].T.copy(), phi[:n_quad] @ weights
+        sums = wresp @ phi[n_quad:].T
+        return sums[:, -1], sums[:, :-1], phi[:n_quad] @ weights
 
     def estimate(self, nk, means, second, reg_covar):
         cov = _symmetrise(_unpack(second, means.shape[1]) - (means.T * nk) @ means) / nk.sum()
@@ -344,10 +351,9 @@ class Diag(Covariance):
     def _squares_into(self, out: np.ndarray, Xt: np.ndarray) -> None:
         np.multiply(Xt, Xt, out=out)
 
-    def features(self, X):
-        n_rows, n_features = X.shape
-        phi = np.empty((self.n_row_features(n_features), n_rows), X.dtype)
-        n_quad = len(phi) - n_features - 1
+    def features(self, X, out=None):
+        phi = _features_array(self, X, out)
+        n_quad = len(phi) - X.shape[1] - 1
         Xt = phi[n_quad:-1]
         Xt[...] = X.T
         self._squares_into(phi[:n_quad], Xt)
@@ -395,7 +401,7 @@ class Spherical(Diag):
         return self.precisions(prec_chol)[:, None] * means
 
     def _second(self, sums):
-        return sums[0].copy()
+        return sums[:, 0]
 
     def estimate(self, nk, means, second, reg_covar):
         return (second / _safe(nk) - np.einsum("ki,ki->k", means, means)) / means.shape[

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import itertools
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -24,6 +25,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from gmmcli.core.covariance import Covariance
+from gmmcli.core.forked import fork_available, map_forked
 
 DEFAULT_BLOCK_ROWS = 65536
 T = TypeVar("T")
@@ -93,8 +95,14 @@ class InMemoryRows(OnePart):
     def centred(self, centre: np.ndarray, dtype: type = np.float64) -> InMemoryRows:
         return dataclasses.replace(self, centre=centre, dtype=dtype)
 
-    def blocks(self) -> Iterator[Block]:
-        for start in range(0, len(self.X), self.block_rows):
+    @property
+    def n_blocks(self) -> int:
+        return -(-len(self.X) // self.block_rows)
+
+    def blocks(self, indices: Iterable[int] | None = None) -> Iterator[Block]:
+        """The blocks in order, or those at ``indices``."""
+        for index in range(self.n_blocks) if indices is None else indices:
+            start = index * self.block_rows
             stop = start + self.block_rows
             block = self.X[start:stop] - self.centre
             yield block.astype(self.dtype, copy=False), self.weights[start:stop]
@@ -131,6 +139,13 @@ class Stats:
             self.second + other.second,
             self.log_likelihood + other.log_likelihood,
         )
+
+    def add(self, other: Stats) -> None:
+        """Add ``other`` in place (for a running sum that owns its arrays)."""
+        self.nk += other.nk
+        self.sx += other.sx
+        self.second += other.second
+        self.log_likelihood += other.log_likelihood
 
 
 @dataclass
@@ -184,10 +199,31 @@ def _block_stats(
 def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared, cov: Covariance) -> Stats:
     """Statistics of one block under the current parameters, with its log-likelihood.
 
-    The same steps as normalise() then accumulate(), fused: the unnormalised
-    responsibilities are scaled by w / Σₖ in one pass.
+    Taken in tiles of rows whose row features fit in a core's cache (``tile_rows``) and
+    summed in order, so the products read them from there.
     """
-    phi, log_prob = log_joint(X, prepared, cov)
+    rows = tile_rows(cov, X.shape[1], X.dtype)
+    total = _e_tile(X[:rows], weights[:rows], prepared, cov)
+    for start in range(rows, len(X), rows):
+        total.add(_e_tile(X[start : start + rows], weights[start : start + rows], prepared, cov))
+    return total
+
+
+TILE_BYTES = 1 << 18  # a tile's row features: to stay in a core's L2 cache
+MIN_TILE_ROWS = 1024
+
+
+def tile_rows(cov: Covariance, n_features: int, dtype) -> int:
+    """Rows per tile of the E-step: their row features take about TILE_BYTES."""
+    per_row = cov.n_row_features(n_features) * np.dtype(dtype).itemsize
+    return max(MIN_TILE_ROWS, TILE_BYTES // per_row)
+
+
+def _e_tile(X: np.ndarray, weights: np.ndarray, prepared: Prepared, cov: Covariance) -> Stats:
+    """e_step() of one tile: the steps of normalise() then accumulate(), fused (the
+    unnormalised responsibilities are scaled by w / Σₖ in one pass)."""
+    phi = cov.features(X, out=_scratch(cov.n_row_features(X.shape[1]) * len(X), X.dtype))
+    log_prob = cov.log_densities(prepared.coef, phi, X.shape[1])
     top = log_prob.max(axis=0)
     log_prob -= top
     # Relative responsibilities below sqrt(smallest normal number) (1e-19 in float32,
@@ -202,6 +238,18 @@ def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared, cov: Covarian
     stats = _block_stats(cov, phi, wresp, block_weights, X.shape[1])
     stats.log_likelihood = float(weights @ log_norm)
     return stats
+
+
+_per_thread = threading.local()
+
+
+def _scratch(size: int, dtype) -> np.ndarray:
+    """A flat array of at least ``size`` values kept by this thread for the next block: a
+    fresh array of the row features would be mapped into memory page by page every block."""
+    kept = getattr(_per_thread, "scratch", None)
+    if kept is None or kept.size < size or kept.dtype != dtype:
+        kept = _per_thread.scratch = np.empty(size, dtype)
+    return kept
 
 
 _THREADS_HERE: ContextVar[int | None] = ContextVar("gmmcli_block_threads", default=None)
@@ -243,15 +291,67 @@ def sum_blocks(
     Each part sums its own blocks where it lies; the parts' sums are added in part order.
     Within a part, default_threads() threads (counted where the part runs: here, or on a
     cluster's worker) process blocks concurrently (numpy and BLAS release the GIL), at most
-    two per thread in flight; the sum is still taken in block order, so the result does not
-    depend on scheduling. ``block_stats`` must not draw random numbers. None when there
-    are no rows.
+    two per thread in flight. Rows held in this process (over about 8 MB) are shared out
+    to as many processes instead, forked for the pass (``forked.map_forked``), in groups
+    of consecutive blocks (about GROUP_ROWS rows), so that little has to be sent back.
+    Either way the blocks are summed in order within their group and the groups in order,
+    so the result depends neither on scheduling nor on the number of threads.
+    ``block_stats`` must not draw random numbers or change state the caller relies on.
+    None when there are no rows.
     """
+    threads = default_threads()
+    group = _group_blocks(source)
+    if threads > 1 and _worth_forking(source, group):
+        return add_up(_forked_group_sums(block_stats, source, threads, group))
 
     def part_sum(blocks: Iterable[Block], index: int, first_row: int):
-        return add_up(_in_order(block_stats, blocks, default_threads()))
+        return _sum_in_groups(_in_order(block_stats, blocks, threads), group)
 
     return add_up(source.map_parts(part_sum))
+
+
+GROUP_ROWS = 1 << 14
+FORK_MIN_VALUES = 1 << 20  # below about 8 MB of rows a pass is too short to fork for
+
+
+def _group_blocks(source: RowSource) -> int:
+    """Blocks per group: whole blocks of about GROUP_ROWS rows for rows in memory, else 1."""
+    if isinstance(source, InMemoryRows):
+        return max(1, GROUP_ROWS // source.block_rows)
+    return 1
+
+
+def _sum_in_groups(values: Iterable, group: int) -> Stats | None:
+    """add_up() of each run of ``group`` values, then of those sums, in order."""
+    values = iter(values)
+    total = None
+    while run := list(itertools.islice(values, group)):
+        total = add_up([total, add_up(run)])
+    return total
+
+
+def _worth_forking(source: RowSource, group: int) -> bool:
+    return (
+        isinstance(source, InMemoryRows)
+        and source.X.size >= FORK_MIN_VALUES
+        and source.n_blocks > group
+        and fork_available()
+    )
+
+
+def _forked_group_sums(function, source: InMemoryRows, processes: int, group: int) -> Iterator:
+    """The sums of ``function(*block)`` over each group of blocks, in order; groups dealt
+    out in turn to ``processes`` processes (this one and children forked for the pass)."""
+    n_blocks = source.n_blocks
+    n_groups = -(-n_blocks // group)
+
+    def share_sums(share: range) -> list:
+        runs = (range(g * group, min(n_blocks, (g + 1) * group)) for g in share)
+        return [add_up(function(*block) for block in source.blocks(run)) for run in runs]
+
+    shares = [range(first, n_groups, processes) for first in range(min(processes, n_groups))]
+    for turn in itertools.zip_longest(*map_forked(share_sums, shares)):  # None pads
+        yield from turn
 
 
 def add_up(values: Iterable) -> Stats | None:

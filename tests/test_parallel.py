@@ -1,0 +1,128 @@
+"""Passes shared out over forked processes or threads, and E-steps taken in tiles, give
+the statistics of one thread going through the rows."""
+
+import os
+
+import numpy as np
+import pytest
+
+import gmmcli
+from gmmcli.core import em, forked
+from gmmcli.core.covariance import COVARIANCE_TYPES
+from gmmcli.errors import GMMError
+
+pytestmark = pytest.mark.skipif(not forked.fork_available(), reason="fork() is Linux-only here")
+
+
+def _data(n=6000, d=4, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=4, size=(4, d))
+    return centres[rng.integers(0, 4, n)] + rng.normal(size=(n, d))
+
+
+def _fit(X, cov_name, **options):
+    return gmmcli.fit(X, 4, covariance_type=cov_name, seed=0, tol=0, max_iter=8, **options)
+
+
+@pytest.fixture
+def forks_counted(monkeypatch):
+    """Fork for passes of any size, in groups of two 256-row blocks; count the forked passes."""
+    monkeypatch.setattr(em, "FORK_MIN_VALUES", 0)
+    monkeypatch.setattr(em, "GROUP_ROWS", 512)
+    calls = []
+
+    def counting(function, shares):
+        calls.append(len(shares))
+        return forked.map_forked(function, shares)
+
+    monkeypatch.setattr(em, "map_forked", counting)
+    return calls
+
+
+@pytest.mark.parametrize("cov_name", list(COVARIANCE_TYPES))
+def test_forked_passes_give_the_one_thread_fit_exactly(cov_name, forks_counted, monkeypatch):
+    X = _data()
+    weights = np.random.default_rng(1).integers(0, 3, len(X)).astype(float)
+    monkeypatch.setenv("GMMCLI_THREADS", "1")
+    alone = _fit(X, cov_name, weights=weights, block_rows=256)
+    assert forks_counted == []
+    monkeypatch.setenv("GMMCLI_THREADS", "3")
+    shared = _fit(X, cov_name, weights=weights, block_rows=256)
+    assert forks_counted and set(forks_counted) == {3}
+    for name in ("weights", "means", "covariances"):
+        np.testing.assert_array_equal(getattr(shared, name), getattr(alone, name))
+    assert shared.fit_info.log_likelihood == alone.fit_info.log_likelihood
+
+
+def test_small_data_is_not_forked_for(monkeypatch):
+    monkeypatch.setenv("GMMCLI_THREADS", "2")
+    calls = []
+    monkeypatch.setattr(em, "map_forked", lambda *args: calls.append(args))
+    _fit(_data(), "full", block_rows=256)
+    assert calls == []
+
+
+def test_threads_sum_blocks_in_the_same_groups(monkeypatch):
+    """Threads (for rows that are not forked for) and one thread agree exactly too."""
+    monkeypatch.setattr(em, "GROUP_ROWS", 768)
+    X = _data(seed=2)
+    monkeypatch.setenv("GMMCLI_THREADS", "1")
+    alone = _fit(X, "full", block_rows=256)
+    monkeypatch.setenv("GMMCLI_THREADS", "2")
+    threaded = _fit(X, "full", block_rows=256)
+    np.testing.assert_array_equal(threaded.covariances, alone.covariances)
+
+
+def _fails_in_share(share):
+    if share == 2:
+        raise GMMError("bad block in share 2")
+    return share * 10
+
+
+def test_an_error_in_a_child_is_raised_here():
+    assert forked.map_forked(_fails_in_share, [1, 3]) == [10, 30]
+    with pytest.raises(GMMError, match="bad block in share 2"):
+        forked.map_forked(_fails_in_share, [1, 2, 3])
+
+
+def test_a_child_that_dies_is_an_error_not_a_hang():
+    def dies(share):
+        if share:
+            os._exit(3)
+        return share
+
+    with pytest.raises(RuntimeError, match="ended without a result"):
+        forked.map_forked(dies, [0, 1])
+
+
+def test_an_error_here_leaves_no_child_behind(monkeypatch):
+    def fails_here(share):
+        if share == 0:
+            raise ValueError("here")
+        return share
+
+    started = []
+    start = forked._start
+
+    def recording(function, share):
+        started.append(start(function, share))
+        return started[-1]
+
+    monkeypatch.setattr(forked, "_start", recording)
+    with pytest.raises(ValueError, match="here"):
+        forked.map_forked(fails_here, [0, 1])
+    ((pid, _),) = started
+    with pytest.raises(ChildProcessError):  # reaped already
+        os.waitpid(pid, os.WNOHANG)
+
+
+@pytest.mark.parametrize("cov_name", list(COVARIANCE_TYPES))
+def test_tiles_change_nothing_but_rounding(cov_name, monkeypatch):
+    X = _data(n=3000, seed=3)
+    whole = _fit(X, cov_name, block_rows=3000)
+    monkeypatch.setattr(em, "TILE_BYTES", 1)
+    monkeypatch.setattr(em, "MIN_TILE_ROWS", 333)  # 9 full tiles and a 3-row one per block
+    tiled = _fit(X, cov_name, block_rows=3000)
+    np.testing.assert_allclose(tiled.means, whole.means, rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(tiled.covariances, whole.covariances, rtol=1e-11)
+    np.testing.assert_allclose(tiled.fit_info.log_likelihood, whole.fit_info.log_likelihood)
