@@ -26,16 +26,23 @@ def _fit(X, cov_name, **options):
 
 @pytest.fixture
 def forks_counted(monkeypatch):
-    """Fork for passes of any size, in groups of two 256-row blocks; count the forked passes."""
+    """Fork for passes of any size, in groups of two 256-row blocks. Counts the passes
+    forked for (initialisation's) and those sent to workers kept for the EM loop."""
     monkeypatch.setattr(em, "FORK_MIN_VALUES", 0)
     monkeypatch.setattr(em, "GROUP_ROWS", 512)
-    calls = []
+    calls = {"forked": [], "kept": []}
 
     def counting(function, shares):
-        calls.append(len(shares))
+        calls["forked"].append(len(shares))
         return forked.map_forked(function, shares)
 
+    class CountingWorkers(forked.Workers):
+        def map(self, task):
+            calls["kept"].append(1 + len(self.children))
+            return super().map(task)
+
     monkeypatch.setattr(em, "map_forked", counting)
+    monkeypatch.setattr(em, "Workers", CountingWorkers)
     return calls
 
 
@@ -45,10 +52,11 @@ def test_forked_passes_give_the_one_thread_fit_exactly(cov_name, forks_counted, 
     weights = np.random.default_rng(1).integers(0, 3, len(X)).astype(float)
     monkeypatch.setenv("GMMCLI_THREADS", "1")
     alone = _fit(X, cov_name, weights=weights, block_rows=256)
-    assert forks_counted == []
+    assert forks_counted == {"forked": [], "kept": []}
     monkeypatch.setenv("GMMCLI_THREADS", "3")
     shared = _fit(X, cov_name, weights=weights, block_rows=256)
-    assert forks_counted and set(forks_counted) == {3}
+    assert set(forks_counted["forked"]) == {3}  # initialisation's passes
+    assert forks_counted["kept"] == [3] * 9  # the EM loop's: 8 iterations and the start
     for name in ("weights", "means", "covariances"):
         np.testing.assert_array_equal(getattr(shared, name), getattr(alone, name))
     assert shared.fit_info.log_likelihood == alone.fit_info.log_likelihood
@@ -102,16 +110,18 @@ def test_an_error_here_leaves_no_child_behind(monkeypatch):
         return share
 
     started = []
-    start = forked._start
+    fork = os.fork
 
-    def recording(function, share):
-        started.append(start(function, share))
-        return started[-1]
+    def recording():
+        pid = fork()
+        if pid:
+            started.append(pid)
+        return pid
 
-    monkeypatch.setattr(forked, "_start", recording)
+    monkeypatch.setattr(os, "fork", recording)
     with pytest.raises(ValueError, match="here"):
         forked.map_forked(fails_here, [0, 1])
-    ((pid, _),) = started
+    (pid,) = started
     with pytest.raises(ChildProcessError):  # reaped already
         os.waitpid(pid, os.WNOHANG)
 
@@ -126,3 +136,20 @@ def test_tiles_change_nothing_but_rounding(cov_name, monkeypatch):
     np.testing.assert_allclose(tiled.means, whole.means, rtol=1e-11, atol=1e-11)
     np.testing.assert_allclose(tiled.covariances, whole.covariances, rtol=1e-11)
     np.testing.assert_allclose(tiled.fit_info.log_likelihood, whole.fit_info.log_likelihood)
+
+
+def test_kept_workers_run_task_after_task():
+    def run(task, share):
+        if task == "fail" and share == 1:
+            raise GMMError("bad task")
+        return task * share
+
+    with forked.Workers(run, [0, 1, 2]) as workers:
+        assert workers.map(3) == [0, 3, 6]
+        assert workers.map(5) == [0, 5, 10]  # the same children, a new task
+        pids = [pid for pid, _, _ in workers.children]
+        with pytest.raises(GMMError, match="bad task"):
+            workers.map("fail")
+    for pid in pids:
+        with pytest.raises(ChildProcessError):  # all reaped
+            os.waitpid(pid, os.WNOHANG)

@@ -25,7 +25,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from gmmcli.core.covariance import Covariance
-from gmmcli.core.forked import fork_available, map_forked
+from gmmcli.core.forked import Workers, fork_available, map_forked
 
 DEFAULT_BLOCK_ROWS = 65536
 T = TypeVar("T")
@@ -341,17 +341,50 @@ def _worth_forking(source: RowSource, group: int) -> bool:
 
 def _forked_group_sums(function, source: InMemoryRows, processes: int, group: int) -> Iterator:
     """The sums of ``function(*block)`` over each group of blocks, in order; groups dealt
-    out in turn to ``processes`` processes (this one and children forked for the pass)."""
-    n_blocks = source.n_blocks
-    n_groups = -(-n_blocks // group)
-
-    def share_sums(share: range) -> list:
-        runs = (range(g * group, min(n_blocks, (g + 1) * group)) for g in share)
-        return [add_up(function(*block) for block in source.blocks(run)) for run in runs]
-
-    shares = [range(first, n_groups, processes) for first in range(min(processes, n_groups))]
-    for turn in itertools.zip_longest(*map_forked(share_sums, shares)):  # None pads
+    out in turn to ``processes`` processes (this one and children forked for the pass, or
+    kept by pass_processes() when ``function`` pickles)."""
+    kept = _KEPT_WORKERS.get()
+    if kept is not None and kept[0] is source:
+        per_share = kept[1].map(function)
+    else:
+        shares = _group_shares(source, processes, group)
+        per_share = map_forked(lambda share: _share_sums(function, source, share), shares)
+    for turn in itertools.zip_longest(*per_share):  # None pads the shorter shares
         yield from turn
+
+
+def _group_shares(source: InMemoryRows, processes: int, group: int) -> list[list[range]]:
+    """Each process's groups (as ranges of block indices), groups dealt out in turn."""
+    n_blocks = source.n_blocks
+    runs = [range(start, min(n_blocks, start + group)) for start in range(0, n_blocks, group)]
+    return [runs[first::processes] for first in range(min(processes, len(runs)))]
+
+
+def _share_sums(function, source: InMemoryRows, share: list[range]) -> list:
+    return [add_up(function(*block) for block in source.blocks(run)) for run in share]
+
+
+_KEPT_WORKERS: ContextVar[tuple[RowSource, Workers] | None] = ContextVar(
+    "gmmcli_kept_workers", default=None
+)
+
+
+@contextlib.contextmanager
+def pass_processes(source: RowSource) -> Iterator[None]:
+    """Within, the passes of sum_blocks() over ``source`` with a block function that
+    pickles (a module-level function or a partial of one) go to processes forked once here
+    rather than once per pass, when sum_blocks() would fork for it at all."""
+    threads, group = default_threads(), _group_blocks(source)
+    if threads == 1 or not _worth_forking(source, group):
+        yield
+        return
+    shares = _group_shares(source, threads, group)
+    with Workers(lambda function, share: _share_sums(function, source, share), shares) as workers:
+        token = _KEPT_WORKERS.set((source, workers))
+        try:
+            yield
+        finally:
+            _KEPT_WORKERS.reset(token)
 
 
 def add_up(values: Iterable) -> Stats | None:
@@ -462,24 +495,27 @@ def run_em(
 
     def e_pass(current: Params) -> Stats:
         prepared = Prepared.of(current, cov, dtype)
-        return sum_blocks(source, lambda X, w: e_step(X, w, prepared, cov))
+        return sum_blocks(source, functools.partial(e_step, prepared=prepared, cov=cov))
 
-    stats = e_pass(params)
-    result = EMResult(params, stats, [stats.log_likelihood / total_weight])
-    allowance = rounding_allowance(dtype)
-    for iteration in range(1, max_iter + 1):
-        params = m_step(stats, cov, reg_covar, params)
+    with pass_processes(source):
         stats = e_pass(params)
-        mean_ll = stats.log_likelihood / total_weight
-        gain = mean_ll - result.history[-1]
-        result.history.append(mean_ll)
-        result.params, result.stats, result.n_iter = params, stats, iteration
-        if on_iteration is not None:
-            on_iteration(iteration, mean_ll)
-        slack = allowance * max(1.0, abs(mean_ll)) + regularisation_slack(params, cov, reg_covar)
-        if gain < -slack:
-            result.largest_drop = max(result.largest_drop, -gain)
-        elif tol > 0 and gain < tol:
-            result.converged = True
-            break
-    return result
+        result = EMResult(params, stats, [stats.log_likelihood / total_weight])
+        allowance = rounding_allowance(dtype)
+        for iteration in range(1, max_iter + 1):
+            params = m_step(stats, cov, reg_covar, params)
+            stats = e_pass(params)
+            mean_ll = stats.log_likelihood / total_weight
+            gain = mean_ll - result.history[-1]
+            result.history.append(mean_ll)
+            result.params, result.stats, result.n_iter = params, stats, iteration
+            if on_iteration is not None:
+                on_iteration(iteration, mean_ll)
+            slack = allowance * max(1.0, abs(mean_ll)) + regularisation_slack(
+                params, cov, reg_covar
+            )
+            if gain < -slack:
+                result.largest_drop = max(result.largest_drop, -gain)
+            elif tol > 0 and gain < tol:
+                result.converged = True
+                break
+        return result
