@@ -292,8 +292,9 @@ def sum_blocks(
     Within a part, default_threads() threads (counted where the part runs: here, or on a
     cluster's worker) process blocks concurrently (numpy and BLAS release the GIL), at most
     two per thread in flight. Rows held in this process (over about 8 MB) are shared out
-    to as many processes instead, forked for the pass (``forked.map_forked``), in groups
-    of consecutive blocks (about GROUP_ROWS rows), so that little has to be sent back.
+    to as many processes instead, forked for the pass or kept for an EM run
+    (``pass_processes``), in groups of consecutive blocks (about GROUP_ROWS rows), so that
+    little has to be sent back.
     Either way the blocks are summed in order within their group and the groups in order,
     so the result depends neither on scheduling nor on the number of threads.
     ``block_stats`` must not draw random numbers or change state the caller relies on.
