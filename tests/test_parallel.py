@@ -70,8 +70,9 @@ def test_small_data_is_not_forked_for(monkeypatch):
     assert calls == []
 
 
-def test_threads_sum_blocks_in_the_same_groups(monkeypatch):
-    """Threads (for rows that are not forked for) and one thread agree exactly too."""
+def test_threads_give_the_one_thread_fit_exactly(monkeypatch):
+    """Threads (for rows that are not forked for) and one thread agree exactly too: the
+    pool's results are summed in block order, whichever thread finishes first."""
     monkeypatch.setattr(em, "GROUP_ROWS", 768)
     X = _data(seed=2)
     monkeypatch.setenv("GMMCLI_THREADS", "1")

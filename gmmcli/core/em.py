@@ -165,9 +165,12 @@ class Prepared:
         return cls(coef.astype(dtype))
 
 
-def log_joint(X: np.ndarray, prepared: Prepared, cov: Covariance) -> tuple[np.ndarray, np.ndarray]:
-    """The block's row features and log πₖ + log N(x | k), shape (K, rows)."""
-    phi = cov.features(X)
+def log_joint(
+    X: np.ndarray, prepared: Prepared, cov: Covariance, out: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The block's row features (in ``out`` if given) and log πₖ + log N(x | k), shape
+    (K, rows)."""
+    phi = cov.features(X, out=out)
     return phi, cov.log_densities(prepared.coef, phi, X.shape[1])
 
 
@@ -222,8 +225,8 @@ def tile_rows(cov: Covariance, n_features: int, dtype) -> int:
 def _e_tile(X: np.ndarray, weights: np.ndarray, prepared: Prepared, cov: Covariance) -> Stats:
     """e_step() of one tile: the steps of normalise() then accumulate(), fused (the
     unnormalised responsibilities are scaled by w / Σₖ in one pass)."""
-    phi = cov.features(X, out=_scratch(cov.n_row_features(X.shape[1]) * len(X), X.dtype))
-    log_prob = cov.log_densities(prepared.coef, phi, X.shape[1])
+    buffer = _scratch(cov.n_row_features(X.shape[1]) * len(X), X.dtype)
+    phi, log_prob = log_joint(X, prepared, cov, out=buffer)
     top = log_prob.max(axis=0)
     log_prob -= top
     # Relative responsibilities below sqrt(smallest normal number) (1e-19 in float32,

@@ -29,7 +29,7 @@ def map_forked(function: Callable[[S], T], shares: Sequence[S]) -> list[T]:
     """``[function(share) for share in shares]``: the first share here, each other one in a
     child process forked for it. ``function`` must not change state the parent relies on
     (a child's changes stay in the child). An exception in a child is raised here."""
-    with Workers(lambda task, share: function(share), shares, tasks=1) as workers:
+    with Workers(lambda task, share: function(share), shares, once=True) as workers:
         return workers.map(None)
 
 
@@ -38,18 +38,22 @@ class Workers:
     after task.
 
     ``map(task)`` returns ``[run(task, share) for share in shares]``, the first share run
-    here. With ``tasks=1`` that one task goes with the fork; otherwise tasks are pickled
-    to the children, so later passes need no fork. A context manager: leaving it ends
-    the children.
+    here. With ``once`` the children are forked by ``map`` for its one task; otherwise
+    they are forked here and each task is pickled to them, so later passes need no fork.
+    A context manager: leaving it ends the children.
     """
 
-    def __init__(self, run: Callable[[object, S], T], shares: Sequence[S], tasks: int = 0):
-        self.run, self.share, self.forked_per_task = run, shares[0], tasks == 1
+    def __init__(self, run: Callable[[object, S], T], shares: Sequence[S], once: bool = False):
+        self.run, self.share, self.once = run, shares[0], once
         self.others = shares[1:]
         self.children: list[tuple[int, BinaryIO, BinaryIO | None]] = []
-        if not self.forked_per_task:
-            for share in self.others:
-                self._fork(share, _SERVE)
+        if not once:
+            try:
+                for share in self.others:
+                    self._fork(share, _SERVE)
+            except BaseException:
+                self.close()
+                raise
 
     def _fork(self, share: S, task) -> None:
         """A child for ``share`` that runs ``task`` once, or serves tasks (``_SERVE``)."""
@@ -102,7 +106,7 @@ class Workers:
 
     def map(self, task) -> list[T]:
         try:
-            if self.forked_per_task:
+            if self.once:
                 for share in self.others:
                     self._fork(share, task)
             else:
