@@ -139,6 +139,17 @@ def test_tiles_change_nothing_but_rounding(cov_name, monkeypatch):
     np.testing.assert_allclose(tiled.fit_info.log_likelihood, whole.fit_info.log_likelihood)
 
 
+@pytest.mark.parametrize("n_features", [2, 10, 50, 200, 2000])
+@pytest.mark.parametrize("cov_name", list(COVARIANCE_TYPES))
+def test_tiles_hold_enough_rows_but_not_too_many_features(cov_name, n_features):
+    cov = COVARIANCE_TYPES[cov_name]
+    rows = em.tile_rows(cov, n_features, np.float64)
+    tile_bytes = rows * cov.n_row_features(n_features) * 8
+    assert rows >= 1
+    assert tile_bytes <= em.MAX_TILE_BYTES or rows == 1
+    assert rows >= em.MIN_TILE_ROWS or tile_bytes > em.MAX_TILE_BYTES // 2
+
+
 def test_kept_workers_run_task_after_task():
     def run(task, share):
         if task == "fail" and share == 1:
