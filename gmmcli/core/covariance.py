@@ -80,12 +80,21 @@ def n_products(n_features: int) -> int:
     return n_features * (n_features + 1) // 2
 
 
+def product_pairs(n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j), i ≤ j, of the products xᵢxⱼ in the order ``phi`` holds them: by offset
+    j - i, so that each offset's products are one elementwise product of two runs of
+    consecutive rows of xᵀ (a broadcast product per i runs at half the speed)."""
+    lengths = n_features - np.arange(n_features)
+    rows = np.concatenate([np.arange(length) for length in lengths])
+    return rows, rows + np.repeat(np.arange(n_features), lengths)
+
+
 def _products_into(out: np.ndarray, Xt: np.ndarray) -> None:
-    """The products xᵢxⱼ (i ≤ j) of every row into ``out``, in upper-triangle order."""
+    """The products xᵢxⱼ (i ≤ j) of every row into ``out``, in product_pairs() order."""
     start = 0
-    for i in range(len(Xt)):
-        stop = start + len(Xt) - i
-        np.multiply(Xt[i], Xt[i:], out=out[start:stop])
+    for offset in range(len(Xt)):
+        stop = start + len(Xt) - offset
+        np.multiply(Xt[: len(Xt) - offset], Xt[offset:], out=out[start:stop])
         start = stop
 
 
@@ -101,14 +110,13 @@ def _pack(matrices: np.ndarray) -> np.ndarray:
 
     Off-diagonal entries count twice, so ``pack(A) @ products(x) == xᵀ A x``.
     """
-    n_features = matrices.shape[-1]
-    rows, cols = np.triu_indices(n_features)
+    rows, cols = product_pairs(matrices.shape[-1])
     return matrices[..., rows, cols] * np.where(rows == cols, 1.0, 2.0)
 
 
 def _unpack(packed: np.ndarray, n_features: int) -> np.ndarray:
     """Symmetric (…, D, D) matrices from their upper triangles (plain entries)."""
-    rows, cols = np.triu_indices(n_features)
+    rows, cols = product_pairs(n_features)
     out = np.zeros((*packed.shape[:-1], n_features, n_features))
     out[..., rows, cols] = packed
     out[..., cols, rows] = packed
