@@ -143,7 +143,7 @@ def test_tiles_change_nothing_but_rounding(cov_name, monkeypatch):
 @pytest.mark.parametrize("cov_name", list(COVARIANCE_TYPES))
 def test_tiles_hold_enough_rows_but_not_too_many_features(cov_name, n_features):
     cov = COVARIANCE_TYPES[cov_name]
-    rows = em.tile_rows(cov, n_features, np.float64)
+    rows = em.tile_rows(cov, n_features)
     tile_bytes = rows * cov.n_row_features(n_features) * 8
     assert rows >= 1
     assert tile_bytes <= em.MAX_TILE_BYTES or rows == 1
