@@ -3,8 +3,9 @@
 Every tool runs in a subprocess of its own (so each peak RSS is its own) on arrays saved
 once under benchmarks/data/. Time per iteration is (T(m2) - T(m1)) / (m2 - m1): set-up,
 initialisation and the final E-step cancel out; the tools take turns, a few rounds, and each
-one's best round counts. Parameters after m2 iterations are compared with scikit-learn's. Run through `make bench` (which unsets OPENBLAS_CORETYPE and
-OPENBLAS_L2_SIZE before Python starts, as OpenBLAS reads them when it loads).
+one's best round counts. Parameters after m2 iterations are compared with scikit-learn's.
+Run through `make bench` (which unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE before Python
+starts, as OpenBLAS reads them when it loads).
 
     python benchmarks/bench_em.py            # the shapes
     python benchmarks/bench_em.py --quick    # small shapes, a smoke test
