@@ -5,10 +5,11 @@ import pytest
 from scipy.special import logsumexp
 
 import gmmcli
-from gmmcli.core.covariance import COVARIANCE_TYPES, product_pairs
+from gmmcli.core.covariance import COVARIANCE_TYPES, STACKED_FULL, product_pairs
 from gmmcli.core.em import InMemoryRows, Params, Prepared, block_rows_for, e_step, sum_blocks
 
 COVARIANCE_NAMES = list(COVARIANCE_TYPES)
+FULL = COVARIANCE_TYPES["full"]
 
 
 def _data(seed=0, n=3000, d=3):
@@ -43,7 +44,7 @@ def test_block_statistics_match_direct_computation(cov_name):
     params = Params(model.weights, model.means, model.covariances, model.precisions_cholesky)
     rows = InMemoryRows(X, weights, np.zeros(X.shape[1]), block_rows=700)
     prepared = Prepared.of(params, cov)
-    stats = sum_blocks(rows, lambda B, w: e_step(B, w, prepared, cov))
+    stats = sum_blocks(rows, lambda B, w: e_step(B, w, prepared))
     nk, sx, second, log_likelihood = _reference_stats(X, weights, model)
     # Sums of a few thousand O(10) terms: agreement to ~1e-12 relative is rounding.
     np.testing.assert_allclose(stats.nk, nk, rtol=1e-10)
@@ -58,6 +59,34 @@ def test_block_statistics_match_direct_computation(cov_name):
         "spherical": lambda: np.trace(second, axis1=1, axis2=2),
     }[cov_name]()
     np.testing.assert_allclose(stats.second, expected, rtol=1e-10, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_stacked_full_form_gives_the_row_product_statistics(dtype):
+    X = _data(seed=4, n=2500, d=12) + 100.0
+    weights = np.random.default_rng(4).integers(0, 4, len(X)).astype(float)
+    model = gmmcli.fit(X, 3, weights=weights, seed=0, max_iter=3)
+    centre = X.mean(axis=0)
+    params = Params(
+        model.weights, model.means - centre, model.covariances, model.precisions_cholesky
+    )
+    rows = InMemoryRows(X, weights, centre, block_rows=700, dtype=dtype)
+    products = sum_blocks(rows, lambda B, w: e_step(B, w, Prepared.of(params, FULL)))
+    stacked = sum_blocks(rows, lambda B, w: e_step(B, w, Prepared.of(params, STACKED_FULL, dtype)))
+    # float64: rounding of sums of a few thousand O(10) terms; float32: its precision.
+    rtol = 1e-10 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(stacked.nk, products.nk, rtol=rtol)
+    np.testing.assert_allclose(stacked.sx, products.sx, rtol=rtol, atol=rtol * 1e3)
+    np.testing.assert_allclose(stacked.second, products.second, rtol=rtol, atol=rtol * 1e4)
+    np.testing.assert_allclose(stacked.log_likelihood, products.log_likelihood, rtol=rtol)
+
+
+def test_full_covariance_form_follows_features_and_components():
+    assert FULL.kernel(20, 50) is FULL  # the 200,000 x 50 x 20 shape
+    assert FULL.kernel(10, 10) is FULL
+    assert FULL.kernel(2, 40) is STACKED_FULL
+    assert FULL.kernel(1, 16) is FULL  # few features: products, whatever K
+    assert COVARIANCE_TYPES["tied"].kernel(1, 40) is COVARIANCE_TYPES["tied"]
 
 
 @pytest.mark.parametrize("cov_name", COVARIANCE_NAMES)

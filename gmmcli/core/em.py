@@ -34,11 +34,15 @@ MIN_BLOCK_ROWS = 1024
 
 
 def block_rows_for(cov: Covariance, n_features: int, n_components: int, dtype=np.float64) -> int:
-    """Rows per block so that a block's temporaries (features, K x rows arrays) stay small."""
-    per_row = (cov.n_row_features(n_features) + 2 * n_components + n_features) * np.dtype(
-        dtype
-    ).itemsize
-    return int(np.clip(BLOCK_BYTES // per_row, MIN_BLOCK_ROWS, DEFAULT_BLOCK_ROWS))
+    """Rows per block so that a block's temporaries (the rows, what the E-step keeps per
+    row) stay small."""
+    kernel = cov.kernel(n_components, n_features)
+    per_row = kernel.row_values(n_components, n_features) + n_features
+    return int(
+        np.clip(
+            BLOCK_BYTES // (per_row * np.dtype(dtype).itemsize), MIN_BLOCK_ROWS, DEFAULT_BLOCK_ROWS
+        )
+    )
 
 
 Block = tuple[np.ndarray, np.ndarray]
@@ -150,28 +154,32 @@ class Stats:
 
 @dataclass
 class Prepared:
-    """Parameters as the E-step multiplies by them: ``coef @ phi`` = log πₖ + log N(x | k).
+    """Parameters as the E-step multiplies by them: ``kernel.log_densities(coef, phi)`` =
+    log πₖ + log N(x | k), ``kernel`` being the form of the covariance structure chosen for
+    this K and D (Covariance.kernel).
 
-    log πₖ sits in the constant column; an empty component gets a hugely negative finite
-    value there instead of -inf, so no product can turn into NaN.
+    An empty component gets a hugely negative finite log πₖ instead of -inf, so no
+    product can turn into NaN.
     """
 
     coef: np.ndarray
+    kernel: Covariance
 
     @classmethod
     def of(cls, params: Params, cov: Covariance, dtype=np.float64) -> Prepared:
-        coef = cov.coefficients(params.means, params.prec_chol)
-        coef[:, -1] += np.maximum(params.log_weights(), np.finfo(dtype).min / 4)
-        return cls(coef.astype(dtype))
+        kernel = cov.kernel(*params.means.shape)
+        log_weights = np.maximum(params.log_weights(), np.finfo(dtype).min / 4)
+        coef = kernel.coefficients(params.means, params.prec_chol, log_weights)
+        return cls(coef.astype(dtype), kernel)
 
 
 def log_joint(
-    X: np.ndarray, prepared: Prepared, cov: Covariance, out: np.ndarray | None = None
+    X: np.ndarray, prepared: Prepared, out: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The block's row features (in ``out`` if given) and log πₖ + log N(x | k), shape
     (K, rows)."""
-    phi = cov.features(X, out=out)
-    return phi, cov.log_densities(prepared.coef, phi, X.shape[1])
+    phi = prepared.kernel.features(X, out=out)
+    return phi, prepared.kernel.log_densities(prepared.coef, phi, X.shape[1])
 
 
 def normalise(log_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -199,16 +207,16 @@ def _block_stats(
     return Stats(*(np.asarray(m, dtype=np.float64) for m in moments))
 
 
-def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared, cov: Covariance) -> Stats:
+def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
     """Statistics of one block under the current parameters, with its log-likelihood.
 
     Taken in tiles of rows whose row features fit in a core's cache (``tile_rows``) and
     summed in order, so the products read them from there.
     """
-    rows = tile_rows(cov, X.shape[1])
-    total = _e_tile(X[:rows], weights[:rows], prepared, cov)
+    rows = tile_rows(prepared.kernel, X.shape[1])
+    total = _e_tile(X[:rows], weights[:rows], prepared)
     for start in range(rows, len(X), rows):
-        total.add(_e_tile(X[start : start + rows], weights[start : start + rows], prepared, cov))
+        total.add(_e_tile(X[start : start + rows], weights[start : start + rows], prepared))
     return total
 
 
@@ -227,11 +235,12 @@ def tile_rows(cov: Covariance, n_features: int) -> int:
     return max(1, min(max(MIN_TILE_ROWS, TILE_BYTES // per_row), MAX_TILE_BYTES // per_row))
 
 
-def _e_tile(X: np.ndarray, weights: np.ndarray, prepared: Prepared, cov: Covariance) -> Stats:
+def _e_tile(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
     """e_step() of one tile: the steps of normalise() then accumulate(), fused (the
     unnormalised responsibilities are scaled by w / Σₖ in one pass)."""
-    buffer = _scratch(cov.n_row_features(X.shape[1]) * len(X), X.dtype)
-    phi, log_prob = log_joint(X, prepared, cov, out=buffer)
+    kernel = prepared.kernel
+    buffer = _scratch(kernel.n_row_features(X.shape[1]) * len(X), X.dtype)
+    phi, log_prob = log_joint(X, prepared, out=buffer)
     top = log_prob.max(axis=0)
     log_prob -= top
     # Relative responsibilities below sqrt(smallest normal number) (1e-19 in float32,
@@ -243,7 +252,7 @@ def _e_tile(X: np.ndarray, weights: np.ndarray, prepared: Prepared, cov: Covaria
     block_weights = weights.astype(X.dtype, copy=False)
     wresp *= block_weights / total
     log_norm = np.log(total, dtype=np.float64) + top
-    stats = _block_stats(cov, phi, wresp, block_weights, X.shape[1])
+    stats = _block_stats(kernel, phi, wresp, block_weights, X.shape[1])
     stats.log_likelihood = float(weights @ log_norm)
     return stats
 
@@ -504,7 +513,7 @@ def run_em(
 
     def e_pass(current: Params) -> Stats:
         prepared = Prepared.of(current, cov, dtype)
-        return sum_blocks(source, functools.partial(e_step, prepared=prepared, cov=cov))
+        return sum_blocks(source, functools.partial(e_step, prepared=prepared))
 
     with pass_processes(source):
         stats = e_pass(params)

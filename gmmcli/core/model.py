@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gmmcli.core.covariance import Covariance, SingularCovarianceError, get_covariance
-from gmmcli.core.em import DEFAULT_BLOCK_ROWS, Params, Prepared, log_joint, normalise
+from gmmcli.core.em import Params, Prepared, block_rows_for, log_joint, normalise
 from gmmcli.errors import GMMError
 
 WEIGHT_SUM_TOLERANCE = 1e-9
@@ -154,11 +154,12 @@ class GaussianMixture:
     def _blocks(self, X: np.ndarray):
         """(log-likelihood, responsibilities) of each block of rows."""
         X = self._check(X)
-        cov, centre = self.covariance, self.centre
-        prepared = Prepared.of(self._params(), cov)
-        for start in range(0, len(X), DEFAULT_BLOCK_ROWS):
-            block = X[start : start + DEFAULT_BLOCK_ROWS] - centre
-            log_norm, resp = normalise(log_joint(block, prepared, cov)[1])
+        centre = self.centre
+        prepared = Prepared.of(self._params(), self.covariance)
+        rows = block_rows_for(self.covariance, self.n_features, self.n_components)
+        for start in range(0, len(X), rows):
+            block = X[start : start + rows] - centre
+            log_norm, resp = normalise(log_joint(block, prepared)[1])
             yield log_norm, resp.T
 
     def score_samples(self, X: np.ndarray) -> np.ndarray:
