@@ -5,7 +5,7 @@ import pytest
 from scipy.special import logsumexp
 
 import gmmcli
-from gmmcli.core.covariance import COVARIANCE_TYPES, STACKED_FULL, product_pairs
+from gmmcli.core.covariance import COVARIANCE_TYPES, STACKED_FULL, STACKED_TIED, product_pairs
 from gmmcli.core.em import InMemoryRows, Params, Prepared, block_rows_for, e_step, sum_blocks
 
 COVARIANCE_NAMES = list(COVARIANCE_TYPES)
@@ -61,18 +61,30 @@ def test_block_statistics_match_direct_computation(cov_name):
     np.testing.assert_allclose(stats.second, expected, rtol=1e-10, atol=1e-8)
 
 
+def _prepared_in(form, params, dtype):
+    """Prepared in exactly this form (Prepared.of would choose one)."""
+    coef = form.coefficients(params.means, params.prec_chol, np.log(params.weights))
+    return Prepared(coef.astype(dtype), form)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_stacked_full_form_gives_the_row_product_statistics(dtype):
+@pytest.mark.parametrize(
+    ("cov_name", "stacked_form"), [("full", STACKED_FULL), ("tied", STACKED_TIED)]
+)
+def test_stacked_forms_give_the_row_product_statistics(cov_name, stacked_form, dtype):
     X = _data(seed=4, n=2500, d=12) + 100.0
     weights = np.random.default_rng(4).integers(0, 4, len(X)).astype(float)
-    model = gmmcli.fit(X, 3, weights=weights, seed=0, max_iter=3)
+    model = gmmcli.fit(X, 3, weights=weights, covariance_type=cov_name, seed=0, max_iter=3)
     centre = X.mean(axis=0)
     params = Params(
         model.weights, model.means - centre, model.covariances, model.precisions_cholesky
     )
     rows = InMemoryRows(X, weights, centre, block_rows=700, dtype=dtype)
-    products = sum_blocks(rows, lambda B, w: e_step(B, w, Prepared.of(params, FULL)))
-    stacked = sum_blocks(rows, lambda B, w: e_step(B, w, Prepared.of(params, STACKED_FULL, dtype)))
+    products_form = COVARIANCE_TYPES[cov_name]
+    products, stacked = (
+        sum_blocks(rows, lambda B, w, form=form: e_step(B, w, _prepared_in(form, params, dtype)))
+        for form in (products_form, stacked_form)
+    )
     # float64: rounding of sums of a few thousand O(10) terms; float32: its precision.
     rtol = 1e-10 if dtype == np.float64 else 1e-4
     np.testing.assert_allclose(stacked.nk, products.nk, rtol=rtol)
@@ -81,12 +93,14 @@ def test_stacked_full_form_gives_the_row_product_statistics(dtype):
     np.testing.assert_allclose(stacked.log_likelihood, products.log_likelihood, rtol=rtol)
 
 
-def test_full_covariance_form_follows_features_and_components():
+def test_form_follows_features_and_components():
     assert FULL.kernel(20, 50) is FULL  # the issue's 200,000 x 50 x 20 shape
     assert FULL.kernel(10, 10) is FULL
     assert FULL.kernel(2, 40) is STACKED_FULL
     assert FULL.kernel(1, 16) is FULL  # few features: products, whatever K
-    assert COVARIANCE_TYPES["tied"].kernel(1, 40) is COVARIANCE_TYPES["tied"]
+    tied = COVARIANCE_TYPES["tied"]
+    assert tied.kernel(3, 2) is tied
+    assert tied.kernel(10, 10) is STACKED_TIED
 
 
 @pytest.mark.parametrize("cov_name", COVARIANCE_NAMES)

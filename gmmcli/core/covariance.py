@@ -296,28 +296,32 @@ class Full(Covariance):
         return STACKED_FULL if n_features >= 24 and n_features > 8 * n_components else self
 
 
-class StackedFull(Full):
-    """Full covariances through the precision factors side by side: for many features
-    and few components, where D(D+1)/2 row products per row would cost more.
-
-    ``phi`` is just (x; 1); ``coef`` stacks, for every component, the D rows of
-    [Pₖᵀ, -Pₖᵀμₖ] (so ``coef @ phi`` gives zₖ = Pₖᵀ(x - μₖ)) and then K rows (0, cₖ) of
-    constants; log N = cₖ - |zₖ|²/2. The second moment is a Gram matrix of the rows
-    scaled by √(w·r) per component, packed as the row-product form packs it.
-    """
+class _PlainRows:
+    """For the forms whose ``phi`` is just (x; 1): the rows themselves and a row of ones."""
 
     def n_row_features(self, n_features):
         return n_features + 1
-
-    def row_values(self, n_components, n_features):
-        # phi, zₖ and the constants, √(w·r), one scaled copy of the rows
-        return 2 * (n_features + 1) + n_components * (n_features + 2)
 
     def features(self, X, out=None):
         phi = _features_array(self, X, out)
         phi[:-1] = X.T
         phi[-1] = 1.0
         return phi
+
+
+class StackedFull(_PlainRows, Full):
+    """Full covariances through the precision factors side by side: for many features
+    and few components, where D(D+1)/2 row products per row would cost more.
+
+    ``coef`` stacks, for every component, the D rows of [Pₖᵀ, -Pₖᵀμₖ] (so ``coef @ phi``
+    gives zₖ = Pₖᵀ(x - μₖ)) and then K rows (0, cₖ) of constants; log N = cₖ - |zₖ|²/2.
+    The second moment is a Gram matrix of the rows scaled by √(w·r) per component, packed
+    as the row-product form packs it.
+    """
+
+    def row_values(self, n_components, n_features):
+        # phi, zₖ and the constants, √(w·r), one scaled copy of the rows
+        return 2 * (n_features + 1) + n_components * (n_features + 2)
 
     def coefficients(self, means, prec_chol, offsets=None):
         n_components, n_features = means.shape
@@ -406,7 +410,40 @@ class Tied(Full):
         return covariances
 
     def kernel(self, n_components, n_features):
-        return self
+        # Single-threaded E-steps per row, products vs stacked: D = 2, K = 3: 0.03 vs
+        # 0.07 µs; D = 5, K = 5: level; D = 10, K = 10: 0.16 vs 0.11; D = 50, K = 20:
+        # 1.04 vs 0.58.
+        return STACKED_TIED if n_features >= 8 else self
+
+
+class StackedTied(_PlainRows, Tied):
+    """The shared covariance through its precision factor P, without row products:
+    log N(x | k) = xᵀΛμₖ + cₖ - |Pᵀx|²/2, the first two one product for all components,
+    the last one shared by all. ``coef`` holds the K rows [Λμₖ, cₖ], then the D rows
+    [Pᵀ, 0]. The pooled second moment is a Gram matrix of the rows scaled by √w."""
+
+    def row_values(self, n_components, n_features):
+        # phi, Pᵀx, a K × rows array twice, one scaled copy of the rows
+        return 3 * (n_features + 1) + 2 * n_components
+
+    def coefficients(self, means, prec_chol, offsets=None):
+        linear_and_constants = Covariance.coefficients(self, means, prec_chol, offsets)[
+            :, -(means.shape[1] + 1) :
+        ]
+        factor = np.hstack([prec_chol.T, np.zeros((len(prec_chol), 1))])
+        return np.vstack([linear_and_constants, factor])
+
+    def log_densities(self, coef, phi, n_features):
+        products = coef @ phi
+        log_prob, z = products[:-n_features], products[-n_features:]
+        log_prob -= 0.5 * np.einsum("dt,dt->t", z, z)
+        return log_prob
+
+    def moments(self, phi, wresp, weights, n_features):
+        sums = wresp @ phi.T
+        scaled = phi[:-1] * np.sqrt(weights)
+        rows, cols = product_pairs(n_features)
+        return sums[:, -1], sums[:, :-1], (scaled @ scaled.T)[rows, cols]
 
 
 class Diag(Covariance):
@@ -504,7 +541,7 @@ class Spherical(Diag):
 
 
 COVARIANCE_TYPES: dict[str, Covariance] = {c.name: c for c in (Full(), Tied(), Diag(), Spherical())}
-STACKED_FULL = StackedFull()
+STACKED_FULL, STACKED_TIED = StackedFull(), StackedTied()
 
 
 def get_covariance(name: str) -> Covariance:
