@@ -3,9 +3,9 @@
 Every tool runs in a subprocess of its own (so each peak RSS is its own) on arrays saved
 once under benchmarks/data/. Time per iteration is (T(m2) - T(m1)) / (m2 - m1): set-up,
 initialisation and the final E-step cancel out; the tools take turns, a few rounds, and each
-one's best round counts. Parameters after m2 iterations are compared with scikit-learn's.
-Run through `make bench` (which unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE before Python
-starts, as OpenBLAS reads them when it loads).
+T is a tool's least over its rounds. Parameters after m2 iterations are compared with
+scikit-learn's. Run through `make bench` (which unsets OPENBLAS_CORETYPE and
+OPENBLAS_L2_SIZE before Python starts, as OpenBLAS reads them when it loads).
 
     python benchmarks/bench_em.py            # the issue's shapes
     python benchmarks/bench_em.py --quick    # small shapes, a smoke test
@@ -155,8 +155,7 @@ def worker(tool, path, cov, dtype, out):
         params = runner(arrays, cov, dtype, iterations)
         times.append(time.perf_counter() - started)
     np.savez(out, weights=params[0], means=params[1], covariances=params[2])
-    per_iter = (times[1] - times[0]) / (second - first) * 1000
-    print(json.dumps({"ms_per_iter": per_iter, "peak_rss_mb": peak_rss_mb()}))
+    print(json.dumps({"seconds": times, "peak_rss_mb": peak_rss_mb()}))
 
 
 def call_worker(python, tool, path, cov, dtype) -> dict | None:
@@ -227,13 +226,16 @@ def _ratio(ms: dict, tool: str) -> str:
 
 
 def best_of(runs: list[dict | None]) -> dict | None:
-    """The run with the least time per iteration, carrying the highest peak RSS of all."""
+    """A tool's rounds in one: time per iteration from the least time of m1 and the least
+    of m2 iterations over the rounds (the least of the differences would favour a round
+    whose m1 was slow), the highest peak RSS, the parameters (the same every round)."""
     done = [run for run in runs if run]
     if not done:
         return None
-    best = dict(min(done, key=lambda run: run["ms_per_iter"]))
-    best["peak_rss_mb"] = max(run["peak_rss_mb"] for run in done)
-    return best
+    first, second = (min(run["seconds"][i] for run in done) for i in (0, 1))
+    per_iter = (second - first) / (ITERATIONS[1] - ITERATIONS[0]) * 1000
+    peak = max(run["peak_rss_mb"] for run in done)
+    return {**done[-1], "ms_per_iter": per_iter, "peak_rss_mb": peak}
 
 
 def measure(shape: tuple, rate: float, ours_float64: dict, rounds: int) -> tuple:
@@ -364,12 +366,19 @@ def end_to_end(rounds: int) -> None:
     )
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes only")
     parser.add_argument("--no-end-to-end", action="store_true", help="skip the CLI run")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="turns per tool; the best is reported"
+        "--rounds", type=positive_int, default=3, help="turns per tool; the best is reported"
     )
     args = parser.parse_args()
     shapes = QUICK_SHAPES if args.quick else SHAPES

@@ -35,7 +35,7 @@ DATA_SETS = {
     "2d-3comp": (1, 300, 2, 3, 2.0),
     "4d-3comp": (2, 400, 4, 3, 1.5),
     "1d-2comp": (3, 200, 1, 2, 1.0),
-    "24d-2comp": (4, 600, 24, 2, 1.0),  # D > 8K: full covariance by stacked factors
+    "24d-2comp": (4, 600, 24, 2, 1.0),  # full and tied through their precision factors
 }
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

@@ -3,15 +3,19 @@
 Shapes follow scikit-learn: full (K, D, D), tied (D, D), diag (K, D), spherical (K,).
 Precision Cholesky factors ``P`` satisfy ``P @ P.T == inv(covariance)``.
 
-The E-step and M-step are two matrix products on a block of row features. Each structure
+The E-step and M-step are matrix products on a block of row features. Each structure
 maps a block of centred rows to ``phi`` (features × rows: products xᵢxⱼ for full and
 tied, x² for diag, |x|² for spherical, then x and a row of ones), and its parameters to
 ``coef`` (K × features) so that ``coef @ phi`` is log N(x | μₖ, Σₖ) for every component
 and row. The statistics the M-step needs are ``phi @ (w·r)ᵀ``, read back by ``unpack``.
+Where another form of the same math is faster (``kernel``: full and tied covariances
+through their precision factors, for many features), that form keeps its own ``phi`` and
+``coef`` and its ``log_densities`` combines them, but hands the M-step the same statistics.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -80,13 +84,22 @@ def n_products(n_features: int) -> int:
     return n_features * (n_features + 1) // 2
 
 
+@functools.cache
 def product_pairs(n_features: int) -> tuple[np.ndarray, np.ndarray]:
     """(i, j), i ≤ j, of the products xᵢxⱼ in the order ``phi`` holds them: by offset
     j - i, so that each offset's products are one elementwise product of two runs of
     consecutive rows of xᵀ (a broadcast product per i runs at half the speed)."""
     lengths = n_features - np.arange(n_features)
     rows = np.concatenate([np.arange(length) for length in lengths])
-    return rows, rows + np.repeat(np.arange(n_features), lengths)
+    cols = rows + np.repeat(np.arange(n_features), lengths)
+    rows.flags.writeable = cols.flags.writeable = False
+    return rows, cols
+
+
+def _packed_gram(scaled: np.ndarray) -> np.ndarray:
+    """Σ over rows of x xᵀ for the columns of ``scaled`` (D × rows), packed as the
+    products xᵢxⱼ are (numpy takes ``a @ a.T`` as a symmetric rank-k update)."""
+    return (scaled @ scaled.T)[product_pairs(len(scaled))]
 
 
 def _products_into(out: np.ndarray, Xt: np.ndarray) -> None:
@@ -176,13 +189,21 @@ class Covariance:
     def kernel(self, n_components: int, n_features: int) -> Covariance:
         """The structure whose features, coefficients, log_densities and moments the
         E-step uses for this many components and features: this one, unless another form
-        of the same math is faster there."""
+        of the same math is faster there. Any form's ``moments`` return the statistics in
+        this structure's layout, so the sums and the M-step do not depend on the form."""
         return self
 
     def coefficients(
         self, means: np.ndarray, prec_chol: np.ndarray, offsets: np.ndarray | None = None
     ) -> np.ndarray:
         """(K, features) such that ``coef @ phi`` = log N(x | μₖ, Σₖ) + ``offsets``."""
+        linear_and_constant = self._linear_and_constant(means, prec_chol, offsets)
+        return np.hstack([self.quadratic(means, prec_chol), linear_and_constant])
+
+    def _linear_and_constant(
+        self, means: np.ndarray, prec_chol: np.ndarray, offsets: np.ndarray | None
+    ) -> np.ndarray:
+        """(K, D + 1): Λₖμₖ and -μₖᵀΛₖμₖ/2 + log det Pₖ - D/2 log 2π + offsets."""
         n_features = means.shape[1]
         linear = self.linear(means, prec_chol)
         constant = -0.5 * (
@@ -190,7 +211,7 @@ class Covariance:
         ) + self.log_det(prec_chol, n_features)
         if offsets is not None:
             constant += offsets
-        return np.hstack([self.quadratic(means, prec_chol), linear, constant[:, None]])
+        return np.hstack([linear, constant[:, None]])
 
     def log_densities(self, coef: np.ndarray, phi: np.ndarray, n_features: int) -> np.ndarray:
         """``coef @ phi``: log-densities (plus offsets) of a block, shape (K, rows)."""
@@ -292,7 +313,8 @@ class Full(Covariance):
         # vs stacked: D = 50, K = 20: 4.1 vs 6.5 µs; D = 64, K = 8: 4.7 vs 4.3;
         # D = 100, K = 10: 11.2 vs 10.1; D = 200, K = 10: 99 vs 39; D = 40, K = 2:
         # 1.6 vs 0.7; D = 24, K = 2: 0.38 vs 0.27; D = 20, K = 3 and D = 40, K = 1:
-        # level; D = 16, K = 1: 0.19 vs 0.34.
+        # level; D = 16, K = 1: 0.19 vs 0.34. Near the boundary (D = 64, K = 8) the two
+        # differ by less than the machine's run-to-run drift.
         return STACKED_FULL if n_features >= 24 and n_features > 8 * n_components else self
 
 
@@ -347,13 +369,12 @@ class StackedFull(_PlainRows, Full):
 
     def moments(self, phi, wresp, weights, n_features):
         sums = wresp @ phi.T
-        rows, cols = product_pairs(n_features)
         X_t, roots = phi[:-1], np.sqrt(wresp)
         scaled = np.empty_like(X_t)
-        second = np.empty((len(wresp), len(rows)), sums.dtype)
+        second = np.empty((len(wresp), n_products(n_features)), sums.dtype)
         for k, root in enumerate(roots):
             np.multiply(X_t, root, out=scaled)
-            second[k] = (scaled @ scaled.T)[rows, cols]
+            second[k] = _packed_gram(scaled)
         return sums[:, -1], sums[:, :-1], second
 
 
@@ -427,11 +448,8 @@ class StackedTied(_PlainRows, Tied):
         return 3 * (n_features + 1) + 2 * n_components
 
     def coefficients(self, means, prec_chol, offsets=None):
-        linear_and_constants = Covariance.coefficients(self, means, prec_chol, offsets)[
-            :, -(means.shape[1] + 1) :
-        ]
         factor = np.hstack([prec_chol.T, np.zeros((len(prec_chol), 1))])
-        return np.vstack([linear_and_constants, factor])
+        return np.vstack([self._linear_and_constant(means, prec_chol, offsets), factor])
 
     def log_densities(self, coef, phi, n_features):
         products = coef @ phi
@@ -441,9 +459,7 @@ class StackedTied(_PlainRows, Tied):
 
     def moments(self, phi, wresp, weights, n_features):
         sums = wresp @ phi.T
-        scaled = phi[:-1] * np.sqrt(weights)
-        rows, cols = product_pairs(n_features)
-        return sums[:, -1], sums[:, :-1], (scaled @ scaled.T)[rows, cols]
+        return sums[:, -1], sums[:, :-1], _packed_gram(phi[:-1] * np.sqrt(weights))
 
 
 class Diag(Covariance):
