@@ -213,30 +213,41 @@ def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
     Taken in tiles of rows (``tile_rows``) summed in order, so that the products read the
     row features from a cache.
     """
-    rows = tile_rows(prepared.kernel, X.shape[1])
+    rows = tile_rows(prepared, X.shape[1])
     total = _e_tile(X[:rows], weights[:rows], prepared)
     for start in range(rows, len(X), rows):
         total.add(_e_tile(X[start : start + rows], weights[start : start + rows], prepared))
     return total
 
 
-TILE_BYTES = 1 << 19  # a tile's row features in float64: half a core's L2 cache (1 MB here)
-MIN_TILE_ROWS = 1024  # ...but enough rows to amortise numpy's per-call cost
-MAX_TILE_BYTES = 1 << 22  # ...and never so many that they leave the shared L3 cache
+SMALL_PRODUCT = 10**6  # multiply-adds up to which OpenBLAS takes its small-matrix kernels
+MIN_SMALL_TILE_ROWS = 256  # ...worth it for tiles of this many rows or more
+MIN_TILE_ROWS = 1024  # otherwise enough rows to amortise numpy's per-call cost
+MAX_TILE_BYTES = 1 << 22  # ...but never so many row features that they leave the L3 cache
 
 
-def tile_rows(cov: Covariance, n_features: int) -> int:
-    """Rows per tile of the E-step: their row features take about TILE_BYTES in float64,
-    or the rows of MIN_TILE_ROWS, but at most MAX_TILE_BYTES. Measured single-threaded:
-    at D = 50, K = 20 tiles of 1,024 rows (11 MB of features) took a quarter longer per
-    row than tiles of 384; float32 tiles of twice the rows (the same bytes) a third
-    longer at D = 10, K = 10, so the size does not depend on the dtype; diag at D = 10,
-    K = 10 took 5% less per row in tiles of 3,120 rows than of 1,560. The stacked forms
-    (Covariance.kernel) keep x and a row of ones as their row features, so their tiles
-    have at least MIN_TILE_ROWS rows and K·(D + 1) more values per row; large tiles
-    measured faster for them (D = 200, K = 10: 1,024 rows against 256)."""
-    per_row = cov.n_row_features(n_features) * np.dtype(np.float64).itemsize
-    return max(1, min(max(MIN_TILE_ROWS, TILE_BYTES // per_row), MAX_TILE_BYTES // per_row))
+def tile_rows(prepared: Prepared, n_features: int) -> int:
+    """Rows per tile of the E-step, from the size of its products.
+
+    ``coef @ phi`` costs coef.size multiply-adds per row, and no product of the M-step
+    costs more. OpenBLAS (numpy's BLAS) multiplies matrices of up to SMALL_PRODUCT
+    multiply-adds in small-matrix kernels, far faster than its general path on these
+    shapes: at K = D = 10 (full) a single-threaded E-step took 0.125 µs per row in tiles
+    of 1,515 rows, the most that stay within, 0.163 in tiles of 1,516, 0.141 in tiles of
+    1,024 (float32: 0.076, 0.122, 0.087; diag: 4,761 rows 0.059, 4,762 rows 0.077). So the
+    tile is the largest that stays within, if that is at least MIN_SMALL_TILE_ROWS rows
+    (at D = 30, K = 10, 201 rows were level with 1,024), else MIN_TILE_ROWS rows; either
+    way at most MAX_TILE_BYTES of row features (at D = 50, K = 20, tiles of 1,024 rows,
+    11 MB of features, took a quarter longer per row than tiles of 384). The sizes do not
+    depend on the dtype (float32 products change paths at the same size). The stacked forms
+    (Covariance.kernel) keep x and a row of ones as their row features and K·(D + 1) more
+    values per row; large tiles measured faster for them (D = 200, K = 10: 1,024 rows
+    against 256).
+    """
+    per_row = prepared.kernel.n_row_features(n_features) * np.dtype(np.float64).itemsize
+    small = SMALL_PRODUCT // prepared.coef.size
+    rows = small if small >= MIN_SMALL_TILE_ROWS else MIN_TILE_ROWS
+    return max(1, min(rows, MAX_TILE_BYTES // per_row))
 
 
 def _e_tile(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
