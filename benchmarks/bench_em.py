@@ -407,7 +407,7 @@ def main() -> None:
     for row in [header, *rows]:
         print(" | ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)))
     print(
-        f"ms per EM iteration, best of {args.rounds} rounds; ratios are the other tool's "
+        f"ms per EM iteration, least times of {args.rounds} rounds; ratios are the other tool's "
         "time over gmmcli's (float32 row: gmmcli float64 over float32)"
     )
     if not (args.quick or args.no_end_to_end):
