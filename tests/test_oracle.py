@@ -117,11 +117,15 @@ def test_predictions_match_sklearn_for_the_same_parameters(data_set, covariance_
 OFFSET = 1e6
 
 
+# (seed, rows, features); 24 features: full and tied through their precision factors
+@pytest.mark.parametrize(("seed", "n_rows", "n_features"), [(4, 300, 3), (5, 1200, 24)])
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_fit_matches_sklearn_on_data_offset_by_1e6(covariance_type, mixture, start):
-    X, _ = mixture(4, 300, 3, 2, 1.5)
+def test_fit_matches_sklearn_on_data_offset_by_1e6(
+    covariance_type, seed, n_rows, n_features, mixture, start
+):
+    X, _ = mixture(seed, n_rows, n_features, 2, 1.5)
     X_far = X + OFFSET
-    init = start(X_far, 2, covariance_type, 4)
+    init = start(X_far, 2, covariance_type, seed)
     ours = ours_fit(X_far, 2, covariance_type, init)
     if covariance_type == "full":
         # scikit-learn's full covariances are computed from centred differences: exact enough
