@@ -239,9 +239,9 @@ def best_of(runs: list[dict | None]) -> dict | None:
 
 
 def measure(shape: tuple, rate: float, ours_float64: dict, rounds: int) -> tuple:
-    """One table row: every tool on one shape, best of ``rounds`` rounds in which the
-    tools take turns (so that a slow spell of the machine falls on all of them). A
-    float32 row compares with our float64."""
+    """One table row: every tool on one shape, over ``rounds`` rounds in which the tools
+    take turns (so that a slow spell of the machine falls on all of them), each tool's
+    least times counting (best_of). A float32 row compares with our float64."""
     n, d, k, cov, dtype = shape
     print(f"{n}, {d}, {k} {cov} {dtype} ...", file=sys.stderr)
     path = prepare(*shape)
@@ -378,7 +378,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small shapes only")
     parser.add_argument("--no-end-to-end", action="store_true", help="skip the CLI run")
     parser.add_argument(
-        "--rounds", type=positive_int, default=3, help="turns per tool; the best is reported"
+        "--rounds", type=positive_int, default=3, help="turns per tool; its least times count"
     )
     args = parser.parse_args()
     shapes = QUICK_SHAPES if args.quick else SHAPES

@@ -182,9 +182,13 @@ def test_tiles_fit_the_small_products_or_hold_enough_rows(cov_name, n_features, 
     tile_bytes = rows * prepared.kernel.n_row_features(n_features) * 8
     assert rows >= 1
     assert tile_bytes <= em.MAX_TILE_BYTES or rows == 1
-    small = rows >= em.MIN_SMALL_TILE_ROWS and rows * prepared.coef.size <= em.SMALL_PRODUCT
     capped = tile_bytes > em.MAX_TILE_BYTES // 2
-    assert small or rows == em.MIN_TILE_ROWS or capped
+    size = prepared.coef.size
+    if em.MIN_SMALL_TILE_ROWS * size <= em.SMALL_PRODUCT:  # small products are in reach:
+        assert rows * size <= em.SMALL_PRODUCT  # the tile keeps to them,
+        assert (rows + 1) * size > em.SMALL_PRODUCT or capped  # as large as they allow
+    else:
+        assert rows == em.MIN_TILE_ROWS or capped
 
 
 def test_kept_workers_run_task_after_task():
