@@ -1,21 +1,32 @@
 """gmmcli: Gaussian mixture models fitted by EM, for the shell and for Python.
 
-The public Python API::
+The public Python API does what the command line does, on arrays, tables and files::
 
     import gmmcli
-    model = gmmcli.fit(X, 3, weights=w, covariance_type="full", seed=0)
+    model = gmmcli.fit("data.parquet", 3, weights="count", covariance_type="diag", seed=0)
     gmmcli.save(model, "model.json")
-    labels = gmmcli.load("model.json").predict(X)
+    labels = gmmcli.load("model.json").predict(table)       # columns by feature name
+    gmmcli.classify("big.csv", model, "labelled.csv")        # file to file, in chunks
 """
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
     "FitInfo": "gmmcli.core",
+    "FitOptions": "gmmcli.core",
     "GaussianMixture": "gmmcli.core",
-    "fit": "gmmcli.core",
+    "Grid": "gmmcli.core",
+    "GridPoint": "gmmcli.core",
+    "Source": "gmmcli.inputs",
+    "classify": "gmmcli.api",
+    "fit": "gmmcli.api",
+    "score": "gmmcli.api",
+    "select_k": "gmmcli.api",
+    "DataError": "gmmcli.errors",
     "GMMError": "gmmcli.errors",
     "GMMWarning": "gmmcli.errors",
+    "InvalidParameter": "gmmcli.errors",
+    "SingularCovarianceError": "gmmcli.errors",
     "UserError": "gmmcli.errors",
     "dumps": "gmmcli.io.modelfile",
     "load": "gmmcli.io.modelfile",

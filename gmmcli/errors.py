@@ -1,12 +1,77 @@
-"""gmmcli's exceptions and warnings, shared by the core, the I/O layer and the CLI."""
+"""gmmcli's exceptions and warnings, shared by the core, the I/O layer and the CLI.
+
+Errors that concern one parameter name it (``parameter``) and say what they say through
+``describe(name)``, so that the command line can name the flag (``--reg-covar``) where
+Python callers read the parameter (``reg_covar``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
 
 
 class GMMError(Exception):
     """Base of gmmcli's own errors: invalid data, options or models."""
 
+    parameter: str | None = None
+
+    def describe(self, name: Callable[[str], str] = str) -> str:
+        """The message, with ``name(parameter)`` wherever the parameter is named."""
+        return str(self)
+
 
 class UserError(GMMError):
     """A mistake in the user's input or options; the CLI prints it as one line, exit 2."""
+
+
+class InvalidParameter(GMMError, ValueError):
+    """A parameter outside what it may be: ``parameter`` must be ``requirement``."""
+
+    def __init__(self, parameter: str, value: object, requirement: str):
+        self.parameter, self.value, self.requirement = parameter, value, requirement
+        super().__init__(self.describe())
+
+    def describe(self, name: Callable[[str], str] = str) -> str:
+        return f"{name(self.parameter)} must be {self.requirement}, got {self.value!r}"
+
+
+class ParameterConflict(GMMError, ValueError):
+    """``parameter`` given where it does not work: it needs ``other`` to be ``needed``."""
+
+    def __init__(self, parameter: str, other: str, needed: str):
+        self.parameter, self.other, self.needed = parameter, other, needed
+        super().__init__(self.describe())
+
+    def describe(self, name: Callable[[str], str] = str) -> str:
+        return (
+            f"{name(self.parameter)} works with {name(self.other)} {self.needed} only; "
+            f"leave it out or change {name(self.other)}"
+        )
+
+
+class DataError(GMMError, ValueError):
+    """Data that cannot be fitted or predicted on: a shape, a NaN, a weight."""
+
+
+class SingularCovarianceError(GMMError, ArithmeticError):
+    """A covariance that is not positive definite even after regularisation;
+    ``component`` is its index (None: the shared covariance of a tied model)."""
+
+    parameter = "reg_covar"
+
+    def __init__(self, component: int | None):
+        self.component = component
+        super().__init__(self.describe())
+
+    @property
+    def where(self) -> str:
+        return "the shared covariance" if self.component is None else f"component {self.component}"
+
+    def describe(self, name: Callable[[str], str] = str) -> str:
+        return (
+            f"the covariance of {self.where} is singular (not positive definite); "
+            f"increase {name('reg_covar')}, e.g. by a factor of 10"
+        )
 
 
 def one_line(err: BaseException, limit: int | None = 200) -> str:

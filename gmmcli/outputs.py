@@ -1,7 +1,8 @@
 """What classify and score make of a table of input rows, wherever the rows are read.
 
-The local engine calls these chunk by chunk, the cluster engine partition by partition;
-both therefore write the same columns and sum the same scores.
+The local engine calls these chunk by chunk, the cluster engine partition by partition
+(gmmcli.inputs.predict_rows); both therefore write the same columns and sum the same
+scores.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import numpy as np
 import pyarrow as pa
 
 from gmmcli.core import GaussianMixture
-from gmmcli.errors import UserError
 from gmmcli.io import tables
 
 
@@ -32,33 +32,39 @@ class Scores:
         )
 
 
-def model_rows(
-    table: pa.Table,
-    mixture: GaussianMixture,
-    *,
-    weight_column: str | None,
-    source: str,
-    first_row: int,
-    drop_missing: bool,
-) -> tables.Features:
-    """The model's features (by name; require_feature_names() first) of a table or chunk;
-    a missing value is an error, or with ``drop_missing`` the row is marked in ``missing``
-    (outputs stay aligned)."""
-    features = tables.select_features(
-        table,
-        columns=mixture.feature_names,
-        weight_column=weight_column,
-        source=source,
-        first_row=first_row,
-        require_positive=False,
-    )
-    tables.require_complete(features, source=source, drop_missing=drop_missing, allow_empty=True)
-    return features
+@dataclass(frozen=True)
+class Classify:
+    """classify: a component column (and p_k columns), after the input's columns unless
+    ``only_new_columns``; summarised by (rows predicted, columns of an earlier classify
+    replaced)."""
+
+    model: GaussianMixture
+    probabilities: bool = True
+    only_new_columns: bool = False
+
+    @property
+    def keeps_input(self) -> bool:
+        return not self.only_new_columns
+
+    def __call__(
+        self, table: pa.Table, features: tables.Features
+    ) -> tuple[pa.Table, tuple[int, list[str]]]:
+        labelled = classified(
+            table, features, self.model, self.probabilities, self.only_new_columns
+        )
+        return labelled, (int((~features.missing).sum()), replaced_columns(table))
 
 
-def require_feature_names(mixture: GaussianMixture) -> None:
-    if not mixture.feature_names:
-        raise UserError("the model has no feature names; refit it with gmmcli fit")
+@dataclass(frozen=True)
+class Score:
+    """score: the input with a log_likelihood column, summarised by Scores; the input's
+    other columns are read only for a per-sample table."""
+
+    model: GaussianMixture
+    keeps_input: bool = False
+
+    def __call__(self, table: pa.Table, features: tables.Features) -> tuple[pa.Table, Scores]:
+        return scored(table, features, self.model)
 
 
 def replaced_columns(table: pa.Table) -> list[str]:
@@ -74,7 +80,6 @@ def classified(
     table: pa.Table,
     features: tables.Features,
     mixture: GaussianMixture,
-    *,
     probabilities: bool = True,
     only_new_columns: bool = False,
 ) -> pa.Table:

@@ -1,10 +1,13 @@
-"""Running the command line in process, shared by the CLI test modules."""
+"""Running the command line in process, and its CSV tables: shared by the CLI test modules."""
 
 from __future__ import annotations
 
+import io
 import shlex
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 from typer.testing import CliRunner
 
 from gmmcli.cli import app
@@ -40,3 +43,35 @@ def snapshot(folder: Path = Path(".")) -> dict[str, bytes | None]:
         str(path.relative_to(folder)): None if path.is_dir() else path.read_bytes()
         for path in sorted(folder.rglob("*"))
     }
+
+
+def read_csv(path: str | Path) -> pa.Table:
+    return pa_csv.read_csv(path)
+
+
+def read_stdout_csv(result) -> pa.Table:
+    return pa_csv.read_csv(io.BytesIO(result.stdout_bytes))
+
+
+def set_cell(csv_text: str, row: int, column: str, value: str) -> str:
+    """``csv_text`` with data row ``row`` (1-based, header not counted) of ``column`` set."""
+    lines = csv_text.splitlines()
+    header = [name.strip('"') for name in lines[0].split(",")]
+    cells = lines[row].split(",")
+    cells[header.index(column)] = value
+    lines[row] = ",".join(cells)
+    return "\n".join(lines) + "\n"
+
+
+def add_column(csv_text: str, name: str, values) -> str:
+    lines = csv_text.splitlines()
+    rows = [f"{lines[0]},{name}"]
+    rows += [f"{line},{value}" for line, value in zip(lines[1:], values, strict=True)]
+    return "\n".join(rows) + "\n"
+
+
+def missing_rows_csv(base) -> str:
+    """blobs with x0 empty in row 3, x1 = inf in row 6 and x1 = NaN in row 10."""
+    text = set_cell(base.blobs, 3, "x0", "")
+    text = set_cell(text, 6, "x1", "inf")
+    return set_cell(text, 10, "x1", "NaN")

@@ -2,11 +2,16 @@
 
 Both fixtures hand out plain functions (session scope, so hypothesis tests can use them):
 every data set is a pure function of its seed.
+
+The CLI test modules (test_cli_*.py) share three more: in_tmp_path, which they use for every
+test, and base and files, the data and models the CLI makes of a seed.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from types import SimpleNamespace
 
 # One BLAS thread per test process. The tests multiply tiny matrices, where OpenBLAS's
 # threads only add synchronisation; with pytest -n 2 on two busy cores its spinning
@@ -90,3 +95,47 @@ def mixture():
 def start():
     """make_start(X, n_components, covariance_type, seed, weights) -> explicit-init kwargs."""
     return make_start
+
+
+# --- the CLI test modules ----------------------------------------------------------------
+
+
+@pytest.fixture
+def in_tmp_path(tmp_path, monkeypatch):
+    """tmp_path as the current directory, so messages show short relative paths."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def base():
+    """Seeded data and models as text, made once by the CLI itself.
+
+    csv: 40 rows, 2 well-separated components (x0, x1, true_component); model: a 2-component
+    fit of it; blobs: 300 rows of 3 components; blobs_model: a 3-component fit of blobs.
+    """
+    # Imported here, not at the top: the core's tests must not need the command line.
+    from cli_helpers import gmm, ok
+
+    csv = ok(gmm("generate -k 2 -n 40 --seed 3 --separation 6 -q")).stdout
+    blobs = ok(gmm("generate -k 3 -n 300 --seed 1 -q")).stdout
+    return SimpleNamespace(
+        csv=csv,
+        model=ok(gmm("fit - -k 2 -q -o -", input=csv)).stdout,
+        blobs=blobs,
+        blobs_model=ok(gmm("fit - -k 3 -q -o -", input=blobs)).stdout,
+        n_rows=40,
+    )
+
+
+@pytest.fixture
+def files(base, in_tmp_path):
+    """data.csv and model.json (2 components), blobs.csv and blobs.json (3 components).
+
+    Written to the current directory, which in_tmp_path makes the test's own tmp_path.
+    """
+    Path("data.csv").write_text(base.csv)
+    Path("model.json").write_text(base.model)
+    Path("blobs.csv").write_text(base.blobs)
+    Path("blobs.json").write_text(base.blobs_model)
+    return base

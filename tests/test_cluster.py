@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pyarrow as pa
@@ -22,10 +23,14 @@ distributed = pytest.importorskip("distributed")
 
 import dask  # noqa: E402
 
+from gmmcli import fit  # noqa: E402
 from gmmcli.cli import app  # noqa: E402
-from gmmcli.core import em  # noqa: E402
-from gmmcli.core.fit import fit, fit_rows  # noqa: E402
+from gmmcli.core.em import SERIAL  # noqa: E402
+from gmmcli.core.fit import fit_rows  # noqa: E402
+from gmmcli.core.options import FitOptions  # noqa: E402
 from gmmcli.engines import cluster  # noqa: E402
+from gmmcli.engines import local as local_engine  # noqa: E402
+from gmmcli.inputs import Source, open_rows  # noqa: E402
 
 NAMES = ["a", "b", "c"]
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -41,6 +46,12 @@ def local_cluster(n_workers: int = 2):
         host="127.0.0.1",
         dashboard_address=None,
     )
+
+
+@pytest.fixture(autouse=True)
+def small_partitions(monkeypatch):
+    """Partitions of 32 row groups, so that the test files make several."""
+    monkeypatch.setattr(cluster, "PARTITION_BYTES", ROW_GROUP * 32)
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +108,10 @@ def test_rows_stay_in_partitions(client, data):
 def test_same_model_as_the_local_engine(client, data, covariance_type, init):
     root, X, weights = data
     options = dict(covariance_type=covariance_type, init=init, n_init=2, seed=5, tol=1e-6)
-    local = fit(X, 3, weights=weights, feature_names=NAMES, **options)
-    remote = fit_rows(cluster_rows(client, root / "all.parquet"), 3, feature_names=NAMES, **options)
+    local = fit(X, 3, weights=weights, **options)
+    remote = fit_rows(
+        cluster_rows(client, root / "all.parquet"), 3, FitOptions(**options), feature_names=NAMES
+    )
     assert_same_model(local, remote)
 
 
@@ -106,7 +119,7 @@ def test_a_folder_and_a_glob_give_the_model_of_the_whole_file(client, data):
     root, X, weights = data
     local = fit(X, 3, weights=weights, seed=2)
     for path in (root / "folder", root / "folder" / "p*.parquet"):
-        assert_same_model(local, fit_rows(cluster_rows(client, path), 3, seed=2))
+        assert_same_model(local, fit_rows(cluster_rows(client, path), 3, FitOptions(seed=2)))
 
 
 def test_a_worker_killed_mid_fit_is_replaced_and_the_fit_is_unchanged(data):
@@ -115,7 +128,8 @@ def test_a_worker_killed_mid_fit_is_replaced_and_the_fit_is_unchanged(data):
     root, _, _ = data
     with local_cluster() as running, distributed.Client(running) as own:
         rows = cluster_rows(own, root / "all.parquet")
-        expected = fit_rows(rows, 3, seed=4, tol=0, max_iter=8)
+        options = FitOptions(seed=4, tol=0, max_iter=8)
+        expected = fit_rows(rows, 3, options)
         holder = next(iter(own.who_has(rows.parts[:1]).values()))[0]
         victim = own.run(os.getpid, workers=[holder])[holder]
         killed = []
@@ -125,7 +139,7 @@ def test_a_worker_killed_mid_fit_is_replaced_and_the_fit_is_unchanged(data):
                 os.kill(victim, signal.SIGKILL)
                 killed.append(victim)
 
-        survived = fit_rows(rows, 3, seed=4, tol=0, max_iter=8, on_iteration=kill)
+        survived = fit_rows(rows, 3, options, on_iteration=kill)
         assert killed
         with pytest.raises(ProcessLookupError):
             os.kill(victim, 0)
@@ -348,17 +362,30 @@ def test_cli_classify_of_a_hive_folder_keeps_the_files_columns(client, data, mod
 
 
 def test_one_block_thread_per_task_without_touching_the_client(data, monkeypatch):
-    """Tasks run in the client's process with an in-process cluster: the limit to one block
-    thread must hold for them only."""
-    root, _, _ = data
+    """Tasks run in the client's process with an in-process cluster. GMMCLI_THREADS=4 shares
+    local passes out over four threads; the dask engine's rows come with the SERIAL reducer,
+    so each partition's task runs its blocks one after the other in its own thread (Dask
+    shares out the cores), the fit equals the local one, and the client's setting stays."""
+    root, X, weights = data
     monkeypatch.setenv("GMMCLI_THREADS", "4")
-    before = em.default_threads()
+    before = local_engine.default_threads()
+    assert before == 4 and local_engine.reducer() is not SERIAL
+    block_rows = ROW_GROUP // 4
     with distributed.Client(processes=False, n_workers=1, threads_per_worker=1,
                             dashboard_address=None) as in_process:  # fmt: skip
-        rows = cluster_rows(in_process, root / "all.parquet")
-        seen = rows.map_parts(lambda blocks, index, first_row: em.default_threads())
-    assert set(seen) == {1}
-    assert em.default_threads() == before
+        source = Source(str(root / "all.parquet"), columns=NAMES, weights="w", engine="dask",
+                        scheduler=in_process.scheduler.address)  # fmt: skip
+        with open_rows(source, lambda n_features: block_rows) as opened:
+            assert opened.reducer is SERIAL
+            seen = opened.reducer.sum(
+                opened.rows, lambda X, w: [(threading.current_thread().name, len(w))]
+            )
+            remote = fit_rows(opened.rows, 3, FitOptions(seed=2), reducer=opened.reducer)
+    assert [rows for _, rows in seen] == [block_rows] * (len(X) // block_rows)
+    assert not any(name.startswith("gmmcli-blocks") for name, _ in seen)
+    assert threading.current_thread().name not in {name for name, _ in seen}
+    assert local_engine.default_threads() == before
+    assert_same_model(fit(X, 3, weights=weights, seed=2), remote)
 
 
 @pytest.mark.parametrize("kind", ["link", "folder-named-like-a-part"])

@@ -8,12 +8,12 @@ import gmmcli
 from gmmcli.core.covariance import COVARIANCE_TYPES, STACKED_FULL, STACKED_TIED, product_pairs
 from gmmcli.core.em import (
     MIN_BLOCK_ROWS,
+    SERIAL,
     InMemoryRows,
     Params,
     Prepared,
     block_rows_for,
     e_step,
-    sum_blocks,
 )
 
 COVARIANCE_NAMES = list(COVARIANCE_TYPES)
@@ -52,7 +52,7 @@ def test_block_statistics_match_direct_computation(cov_name):
     params = Params(model.weights, model.means, model.covariances, model.precisions_cholesky)
     rows = InMemoryRows(X, weights, np.zeros(X.shape[1]), block_rows=700)
     prepared = Prepared.of(params, cov)
-    stats = sum_blocks(rows, lambda B, w: e_step(B, w, prepared))
+    stats = SERIAL.sum(rows, lambda B, w: e_step(B, w, prepared))
     nk, sx, second, log_likelihood = _reference_stats(X, weights, model)
     # Sums of a few thousand O(10) terms: agreement to ~1e-12 relative is rounding.
     np.testing.assert_allclose(stats.nk, nk, rtol=1e-10)
@@ -90,7 +90,7 @@ def test_stacked_forms_give_the_row_product_statistics(cov_name, stacked_form, d
     rows = InMemoryRows(X, weights, centre, block_rows=700, dtype=dtype)
     products_form = COVARIANCE_TYPES[cov_name]
     products, stacked = (
-        sum_blocks(rows, lambda B, w, form=form: e_step(B, w, _prepared_in(form, params, dtype)))
+        SERIAL.sum(rows, lambda B, w, form=form: e_step(B, w, _prepared_in(form, params, dtype)))
         for form in (products_form, stacked_form)
     )
     # float64: rounding of sums of a few thousand O(10) terms; float32: its precision.
@@ -115,7 +115,7 @@ def test_form_follows_features_and_components():
 def test_block_size_changes_nothing_but_rounding(cov_name):
     X = _data(seed=2, n=5000)
     fits = [
-        gmmcli.fit(X, 3, covariance_type=cov_name, seed=0, tol=0, max_iter=10, block_rows=rows)
+        gmmcli.fit(X, 3, covariance_type=cov_name, seed=0, tol=0, max_iter=10, chunk_rows=rows)
         for rows in (256, 1000, 5000)
     ]
     for other in fits[1:]:

@@ -41,7 +41,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def model(data):
-    return gmmcli.fit(data, 2, seed=3, feature_names=["x", "y"])
+    return gmmcli.fit(data, 2, seed=3, columns=["x", "y"])
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +226,7 @@ def test_missing_training_key(tmp_path, text, key):
 
 def test_unknown_covariance_type(tmp_path, text):
     content = edited(text, lambda d: d.update(covariance_type="banded"))
-    assert_rejected(tmp_path, content, "unknown covariance type 'banded'")
+    assert_rejected(tmp_path, content, "covariance_type must be one of full, tied, diag, spherical")
 
 
 @pytest.mark.parametrize(

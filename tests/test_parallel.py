@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import gmmcli
-from gmmcli.core import em, forked
+from gmmcli.core import em
 from gmmcli.core.covariance import COVARIANCE_TYPES, STACKED_FULL, STACKED_TIED
+from gmmcli.engines import forked, local
 from gmmcli.errors import GMMError
 
 pytestmark = pytest.mark.skipif(not forked.fork_available(), reason="fork() is Linux-only here")
@@ -42,7 +43,7 @@ def _data_in(cov_name, n_features, form, **options):
 def forks_counted(monkeypatch):
     """Fork for passes of any size, in groups of two 256-row blocks. Counts the passes
     forked for (initialisation's) and those sent to workers kept for the EM loop."""
-    monkeypatch.setattr(em, "FORK_MIN_VALUES", 0)
+    monkeypatch.setattr(local, "FORK_MIN_VALUES", 0)
     monkeypatch.setattr(em, "GROUP_ROWS", 512)
     calls = {"forked": [], "kept": []}
 
@@ -55,8 +56,8 @@ def forks_counted(monkeypatch):
             calls["kept"].append(1 + len(self.children))
             return super().map(task)
 
-    monkeypatch.setattr(em, "map_forked", counting)
-    monkeypatch.setattr(em, "Workers", CountingWorkers)
+    monkeypatch.setattr(local, "map_forked", counting)
+    monkeypatch.setattr(local, "Workers", CountingWorkers)
     return calls
 
 
@@ -67,10 +68,10 @@ def test_forked_passes_give_the_one_thread_fit_exactly(
     X = _data_in(cov_name, n_features, form)
     weights = np.random.default_rng(1).integers(0, 3, len(X)).astype(float)
     monkeypatch.setenv("GMMCLI_THREADS", "1")
-    alone = _fit(X, cov_name, weights=weights, block_rows=256)
+    alone = _fit(X, cov_name, weights=weights, chunk_rows=256)
     assert forks_counted == {"forked": [], "kept": []}
     monkeypatch.setenv("GMMCLI_THREADS", "3")
-    shared = _fit(X, cov_name, weights=weights, block_rows=256)
+    shared = _fit(X, cov_name, weights=weights, chunk_rows=256)
     assert set(forks_counted["forked"]) == {3}  # initialisation's passes
     assert forks_counted["kept"] == [3] * 9  # the EM loop's: 8 iterations and the start
     for name in ("weights", "means", "covariances"):
@@ -81,8 +82,8 @@ def test_forked_passes_give_the_one_thread_fit_exactly(
 def test_small_data_is_not_forked_for(monkeypatch):
     monkeypatch.setenv("GMMCLI_THREADS", "2")
     calls = []
-    monkeypatch.setattr(em, "map_forked", lambda *args: calls.append(args))
-    _fit(_data(), "full", block_rows=256)
+    monkeypatch.setattr(local, "map_forked", lambda *args: calls.append(args))
+    _fit(_data(), "full", chunk_rows=256)
     assert calls == []
 
 
@@ -92,9 +93,9 @@ def test_threads_give_the_one_thread_fit_exactly(monkeypatch):
     monkeypatch.setattr(em, "GROUP_ROWS", 768)
     X = _data(seed=2)
     monkeypatch.setenv("GMMCLI_THREADS", "1")
-    alone = _fit(X, "full", block_rows=256)
+    alone = _fit(X, "full", chunk_rows=256)
     monkeypatch.setenv("GMMCLI_THREADS", "2")
-    threaded = _fit(X, "full", block_rows=256)
+    threaded = _fit(X, "full", chunk_rows=256)
     np.testing.assert_array_equal(threaded.covariances, alone.covariances)
 
 
@@ -146,10 +147,10 @@ def test_an_error_here_leaves_no_child_behind(monkeypatch):
 @pytest.mark.parametrize(("cov_name", "n_features", "form"), FORMS)
 def test_tiles_change_nothing_but_rounding(cov_name, n_features, form, monkeypatch):
     X = _data_in(cov_name, n_features, form, n=3000, seed=3)
-    whole = _fit(X, cov_name, block_rows=3000)
+    whole = _fit(X, cov_name, chunk_rows=3000)
     monkeypatch.setattr(em, "SMALL_PRODUCT", 0)
     monkeypatch.setattr(em, "MIN_TILE_ROWS", 333)  # 9 full tiles and a 3-row one per block
-    tiled = _fit(X, cov_name, block_rows=3000)
+    tiled = _fit(X, cov_name, chunk_rows=3000)
     np.testing.assert_allclose(tiled.means, whole.means, rtol=1e-11, atol=1e-11)
     # Off-diagonal entries near zero carry the rounding of the largest entry.
     scale = np.abs(whole.covariances).max()

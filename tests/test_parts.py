@@ -12,8 +12,10 @@ import dataclasses
 import numpy as np
 import pytest
 
+from gmmcli import fit
 from gmmcli.core.em import InMemoryRows
-from gmmcli.core.fit import fit, fit_rows
+from gmmcli.core.fit import fit_rows
+from gmmcli.core.options import FitOptions
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 INITS = ("kmeans", "kmeans++", "random", "random-from-data")
@@ -48,7 +50,7 @@ class SplitRows:
 
 def split_fit(X, weights, lengths, n_components, **options):
     rows = SplitRows(X, weights, lengths, np.zeros(X.shape[1]))
-    return fit_rows(rows, n_components, **options)
+    return fit_rows(rows, n_components, FitOptions(**options))
 
 
 def assert_same_model(a, b, rtol=1e-10):
@@ -65,7 +67,7 @@ def test_parts_give_the_one_part_model(mixture, covariance_type, init):
     X, _ = mixture(3, n_samples=900, n_features=3, n_components=3, spread=10.0)
     weights = np.random.default_rng(0).integers(0, 4, len(X)).astype(float)
     options = dict(covariance_type=covariance_type, init=init, n_init=2, seed=7, tol=1e-6)
-    whole = fit(X, 3, weights=weights, block_rows=97, **options)
+    whole = fit(X, 3, weights=weights, chunk_rows=97, **options)
     split = split_fit(X, weights, [250, 1, 0, 349, 300], 3, **options)
     assert_same_model(whole, split)
 
@@ -75,7 +77,7 @@ def test_parts_draw_the_same_seeding_sample(mixture, init):
     X, _ = mixture(6, n_samples=900, n_features=2, n_components=3, spread=10.0)
     weights = np.random.default_rng(3).integers(0, 4, len(X)).astype(float)
     options = dict(init=init, n_init=2, seed=8, init_sample=150, max_iter=1)
-    whole = fit(X, 3, weights=weights, block_rows=97, **options)
+    whole = fit(X, 3, weights=weights, chunk_rows=97, **options)
     split = split_fit(X, weights, [300, 0, 120, 480], 3, **options)
     assert_same_model(whole, split)
 

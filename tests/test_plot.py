@@ -81,11 +81,11 @@ def fitted(tmp_path_factory, mixture):
     folder = tmp_path_factory.mktemp("plot")
     X, labels = make_mixture(11, n_samples=400, n_features=2, spread=6.0)
     data = write_csv(folder / "data.csv", {"x": X[:, 0], "y": X[:, 1], "true_component": labels})
-    model = gmmcli.fit(X, 3, seed=0, feature_names=["x", "y"])
+    model = gmmcli.fit(X, 3, seed=0, columns=["x", "y"])
     gmmcli.save(model, str(folder / "model.json"))
     X3, _ = make_mixture(12, n_samples=500, n_features=3, spread=6.0)
     data3 = write_csv(folder / "data3.csv", {f"f{i}": X3[:, i] for i in range(3)})
-    model3 = gmmcli.fit(X3, 2, seed=0, feature_names=["f0", "f1", "f2"])
+    model3 = gmmcli.fit(X3, 2, seed=0, columns=["f0", "f1", "f2"])
     gmmcli.save(model3, str(folder / "model3.json"))
     grid = write_csv(folder / "grid.csv", GRID)
     return {

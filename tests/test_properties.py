@@ -195,7 +195,7 @@ def test_blocks_of_rows_sum_to_the_whole(start, problem, block_rows):
     X, weights, k, covariance_type, seed = problem
     init = start(X, k, covariance_type, seed, weights)
     whole = fit_from(X, weights.astype(float), k, covariance_type, init)
-    blocked = fit_from(X, weights.astype(float), k, covariance_type, init, block_rows=block_rows)
+    blocked = fit_from(X, weights.astype(float), k, covariance_type, init, chunk_rows=block_rows)
     rtol = tolerance(whole, blocked)
     assert_same_parameters(whole, blocked, rtol)
     assert_same_log_likelihood(

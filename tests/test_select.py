@@ -10,6 +10,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,17 +24,16 @@ from threadpoolctl import threadpool_limits
 from typer.testing import CliRunner
 
 import gmmcli
+from gmmcli import fit, select_k
 from gmmcli.cli import app
-from gmmcli.core import fit
 from gmmcli.core.generate import random_mixture, spread_means
 from gmmcli.core.model import GaussianMixture
+from gmmcli.core.options import SELECT_DEFAULTS
 from gmmcli.core.select import (
-    FitOptions,
     GridPoint,
     choose,
     fold_labels,
     on_edge,
-    select,
     table_columns,
 )
 
@@ -186,11 +186,11 @@ def test_bic_finds_the_true_k_of_well_separated_mixtures(n_components, n_feature
         X, labels, truth = well_separated(n_components, n_features, seed)
         # Well separated: the true mixture classifies its own rows almost perfectly.
         assert np.mean(truth.predict(X) == labels) >= 0.99
-        _, winner = select(
+        _, winner = select_k(
             X,
-            k_values=list(range(1, n_components + 4)),
+            list(range(1, n_components + 4)),
             covariance_types=["full"],
-            options=FitOptions(seed=seed, **options),
+            options=replace(SELECT_DEFAULTS, seed=seed, **options),
         )
         chosen.append(winner.n_components)
     hits = sum(k == n_components for k in chosen)
@@ -201,11 +201,11 @@ def test_bic_finds_the_true_k_of_well_separated_mixtures(n_components, n_feature
 def test_spherical_clusters_prefer_spherical_or_diag(seed):
     """Measured: spherical wins outright in 20 of 20 seeds."""
     X, _, _ = well_separated(3, 3, seed, n=1000, separation=4.0, cov="spherical")
-    points, _ = select(
+    points, _ = select_k(
         X,
-        k_values=[1, 2, 3, 4],
+        [1, 2, 3, 4],
         covariance_types=ALL_TYPES,
-        options=FitOptions(n_init=2, seed=seed),
+        options=replace(SELECT_DEFAULTS, n_init=2, seed=seed),
     )
     assert best_row(points).covariance_type in ("spherical", "diag")
     by_type = {t: min(p.bic for p in points if p.covariance_type == t) for t in ALL_TYPES}
@@ -216,11 +216,11 @@ def test_spherical_clusters_prefer_spherical_or_diag(seed):
 def test_correlated_clusters_prefer_full_or_tied(seed):
     """Measured: full wins outright in 20 of 20 seeds."""
     X = correlated_clusters(seed)
-    points, _ = select(
+    points, _ = select_k(
         X,
-        k_values=[1, 2, 3, 4],
+        [1, 2, 3, 4],
         covariance_types=ALL_TYPES,
-        options=FitOptions(n_init=2, seed=seed),
+        options=replace(SELECT_DEFAULTS, n_init=2, seed=seed),
     )
     assert best_row(points).covariance_type in ("full", "tied")
     by_type = {t: min(p.bic for p in points if p.covariance_type == t) for t in ALL_TYPES}
@@ -264,9 +264,9 @@ def test_jobs_2_gives_the_same_table_and_winner_as_jobs_1(three_clusters_csv, tm
 def test_jobs_2_in_the_core_matches_jobs_1():
     X, _, _ = well_separated(2, 2, 5, n=200)
     weights = np.random.default_rng(5).integers(1, 4, len(X)).astype(float)
-    kwargs = dict(weights=weights, k_values=[1, 2, 3], covariance_types=["tied", "diag"])
-    serial, winner1 = select(X, jobs=1, **kwargs)
-    parallel, winner2 = select(X, jobs=2, **kwargs)
+    kwargs = dict(weights=weights, covariance_types=["tied", "diag"])
+    serial, winner1 = select_k(X, [1, 2, 3], jobs=1, **kwargs)
+    parallel, winner2 = select_k(X, [1, 2, 3], jobs=2, **kwargs)
     numbers = ("log_likelihood", "bic", "aic", "icl", "criterion")
     for a, b in zip(serial, parallel, strict=True):
         for name in COLUMNS:
@@ -311,10 +311,10 @@ def test_integer_weights_choose_the_same_model_as_repeated_rows(seed):
     X, _, _ = well_separated(3, 2, seed, n=300)
     weights = np.random.default_rng(seed + 100).integers(1, 6, len(X))
     repeated = np.repeat(X, weights, axis=0)
-    grid = dict(k_values=[1, 2, 3, 4, 5], covariance_types=ALL_TYPES)
-    options = FitOptions(n_init=2, seed=seed)
-    weighted_points, weighted = select(X, weights=weights, options=options, **grid)
-    repeated_points, plain = select(repeated, options=options, **grid)
+    k_values, grid = [1, 2, 3, 4, 5], dict(covariance_types=ALL_TYPES)
+    options = replace(SELECT_DEFAULTS, n_init=2, seed=seed)
+    weighted_points, weighted = select_k(X, k_values, weights=weights, options=options, **grid)
+    repeated_points, plain = select_k(repeated, k_values, options=options, **grid)
     a, b = best_row(weighted_points), best_row(repeated_points)
     assert (a.n_components, a.covariance_type) == (b.n_components, b.covariance_type)
     assert (weighted.n_components, weighted.covariance_type) == (b.n_components, b.covariance_type)
@@ -376,9 +376,9 @@ def test_rounded_data_winner_is_a_real_fit_where_naive_bic_collapses(tmp_path):
 
 def test_cv_criterion_is_never_computed_from_collapsed_fold_fits():
     X = rounded_two_clusters(seed=0)
-    options = FitOptions(seed=0)
-    points, _ = select(
-        X, k_values=list(range(1, 7)), covariance_types=["full"], criterion="cv", options=options
+    options = replace(SELECT_DEFAULTS, seed=0)
+    points, _ = select_k(
+        X, list(range(1, 7)), covariance_types=["full"], criterion="cv", options=options
     )
     best = best_row(points)
     folds = fold_labels(np.ones(len(X)), 5, options.seed)
@@ -407,11 +407,11 @@ def weighted_grid():
     """A small weighted grid with every criterion filled in."""
     X, _, _ = well_separated(3, 2, 3, n=240, separation=3.0)
     weights = np.random.default_rng(3).integers(1, 4, len(X)).astype(float)
-    options = FitOptions(n_init=2, seed=3)
-    points, winner = select(
+    options = replace(SELECT_DEFAULTS, n_init=2, seed=3)
+    points, winner = select_k(
         X,
+        [1, 2, 3, 4],
         weights=weights,
-        k_values=[1, 2, 3, 4],
         covariance_types=["full", "diag"],
         cv_folds=3,
         options=options,
@@ -560,9 +560,7 @@ def test_choose_without_eligible_points_marks_nothing():
 def test_points_with_more_components_than_rows_fail_in_their_row():
     X = np.array([[0.0, 1.0], [1.0, 0.5], [2.0, 2.5], [3.0, 1.0], [4.0, 3.5], [5.0, 0.0]])
     weights = np.array([1.0, 2.0, 0.0, 1.0, 1.0, 1.0])  # 5 rows with positive weight
-    points, winner = select(
-        X, weights=weights, k_values=[1, 5, 6, 7], covariance_types=["spherical"]
-    )
+    points, winner = select_k(X, [1, 5, 6, 7], weights=weights, covariance_types=["spherical"])
     failed = [p for p in points if p.n_components > 5]
     assert [p.n_components for p in failed] == [6, 7]
     for p in failed:
@@ -574,8 +572,11 @@ def test_points_with_more_components_than_rows_fail_in_their_row():
 
 def test_singular_covariances_fail_in_their_row():
     X = np.column_stack([np.arange(10.0), np.ones(10)])  # a constant feature
-    points, winner = select(
-        X, k_values=[1, 2], covariance_types=["full", "diag"], options=FitOptions(reg_covar=0.0)
+    points, winner = select_k(
+        X,
+        [1, 2],
+        covariance_types=["full", "diag"],
+        options=replace(SELECT_DEFAULTS, reg_covar=0.0),
     )
     assert winner is None and not any(p.best for p in points)
     for p in points:

@@ -20,21 +20,9 @@ import math
 
 import numpy as np
 
-from gmmcli.errors import GMMError
+from gmmcli.errors import InvalidParameter, SingularCovarianceError
 
 LOG_2PI = math.log(2 * math.pi)
-
-
-class SingularCovarianceError(GMMError):
-    """A covariance that is not positive definite even after regularisation."""
-
-    def __init__(self, component: int | None):
-        where = "the shared covariance" if component is None else f"component {component}"
-        super().__init__(
-            f"the covariance of {where} is singular (not positive definite); "
-            "increase reg_covar (--reg-covar), e.g. by a factor of 10"
-        )
-        self.component = component
 
 
 def _cholesky_lower(matrix: np.ndarray, component: int | None) -> np.ndarray:
@@ -561,9 +549,9 @@ STACKED_FULL, STACKED_TIED = StackedFull(), StackedTied()
 
 
 def get_covariance(name: str) -> Covariance:
-    """The structure called ``name``, or a GMMError listing the valid names."""
+    """The structure called ``name``, or an InvalidParameter listing the valid names."""
     try:
         return COVARIANCE_TYPES[name]
     except KeyError:
         valid = ", ".join(COVARIANCE_TYPES)
-        raise GMMError(f"unknown covariance type {name!r}; use one of {valid}") from None
+        raise InvalidParameter("covariance_type", name, f"one of {valid}") from None

@@ -4,7 +4,9 @@ An E-step maps one block of (centred) rows and their weights to a :class:`Stats`
 are summed; the M-step turns the sum into new parameters. Every pass asks the row source
 to run a function on each part of its rows (``RowSource.map_parts``) and adds up what the
 parts return, so the same code serves arrays in memory, chunks streamed from a file and
-partitions held by a cluster.
+partitions held by a cluster. How the blocks of a pass are shared out (threads,
+processes, a cluster's workers) is a :class:`Reducer`'s business, given by the caller; the
+order in which their statistics are added is fixed here, so it cannot change the result.
 """
 
 from __future__ import annotations
@@ -13,19 +15,18 @@ import contextlib
 import dataclasses
 import functools
 import itertools
-import os
-import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
-from gmmcli.core.covariance import Covariance
-from gmmcli.core.forked import Workers, fork_available, map_forked
+from gmmcli.core.covariance import Covariance, get_covariance
+
+if TYPE_CHECKING:
+    from gmmcli.core.options import FitOptions
 
 DEFAULT_BLOCK_ROWS = 65536
 T = TypeVar("T")
@@ -272,152 +273,72 @@ def _e_tile(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
     return stats
 
 
-_per_thread = threading.local()
+# Each thread runs in a context of its own, so this is kept per thread.
+_SCRATCH: ContextVar[np.ndarray | None] = ContextVar("gmmcli_scratch", default=None)
 
 
 def _scratch(size: int, dtype) -> np.ndarray:
     """A flat array of at least ``size`` values kept by this thread for the next block: a
     fresh array of the row features would be mapped into memory page by page every block."""
-    kept = getattr(_per_thread, "scratch", None)
+    kept = _SCRATCH.get()
     if kept is None or kept.size < size or kept.dtype != dtype:
-        kept = _per_thread.scratch = np.empty(size, dtype)
+        kept = np.empty(size, dtype)
+        _SCRATCH.set(kept)
     return kept
 
 
-_THREADS_HERE: ContextVar[int | None] = ContextVar("gmmcli_block_threads", default=None)
+BlockFunction = Callable[[np.ndarray, np.ndarray], T]
 
 
-@contextlib.contextmanager
-def block_threads(count: int) -> Iterator[None]:
-    """Within the block, in this thread only, default_threads() is ``count`` (for a task on
-    a cluster's worker, whose own threads and processes share out the cores)."""
-    token = _THREADS_HERE.set(count)
-    try:
-        yield
-    finally:
-        _THREADS_HERE.reset(token)
+class Reducer(Protocol):
+    """How a pass over a row source is run: the core's only way to sum over rows.
 
-
-def default_threads() -> int:
-    """Threads for the E-step's blocks: block_threads() if in effect; GMMCLI_THREADS if
-    set; else every core when BLAS is single-threaded (OPENBLAS_NUM_THREADS or
-    OMP_NUM_THREADS is 1), else 1 and BLAS threads inside each block instead, so the two
-    never oversubscribe the cores."""
-    here = _THREADS_HERE.get()
-    if here is not None:
-        return here
-    chosen = os.environ.get("GMMCLI_THREADS", "")
-    if chosen.isdigit():
-        return max(1, int(chosen))
-    if "1" in (os.environ.get("OPENBLAS_NUM_THREADS"), os.environ.get("OMP_NUM_THREADS")):
-        return os.cpu_count() or 1
-    return 1
-
-
-def sum_blocks(
-    source: RowSource,
-    block_stats: Callable[[np.ndarray, np.ndarray], Stats],
-) -> Stats | None:
-    """One pass over the source, summing the statistics of every block in block order.
-
-    Each part sums its own blocks where it lies; the parts' sums are added in part order.
-    Within a part, default_threads() threads (counted where the part runs: here, or on a
-    cluster's worker) process blocks concurrently (numpy and BLAS release the GIL), at most
-    two per thread in flight. Rows held in this process (over about 8 MB) are shared out
-    to as many processes instead, forked for the pass or kept for an EM run
-    (``pass_processes``), in groups of consecutive blocks (about GROUP_ROWS rows), so that
-    little has to be sent back.
-    Either way the blocks are summed in order within their group and the groups in order,
-    so the result depends neither on scheduling nor on the number of threads.
-    ``block_stats`` must not draw random numbers or change state the caller relies on.
-    None when there are no rows.
+    ``sum(rows, block_stats)`` returns the sum of ``block_stats(X, weights)`` over every
+    block (None when there are none), added in groups of ``group_blocks(rows)`` blocks in
+    block order and the groups in order (``sum_in_groups``), so that the result does not
+    depend on where or how concurrently the blocks were computed. ``block_stats`` must not
+    draw random numbers or change state the caller relies on. Within ``session(rows)``
+    (an EM run), a reducer may keep whatever it needs for the passes over ``rows``.
     """
-    threads = default_threads()
-    group = _group_blocks(source)
-    if threads > 1 and _worth_forking(source, group):
-        return add_up(_forked_group_sums(block_stats, source, threads, group))
 
-    def part_sum(blocks: Iterable[Block], index: int, first_row: int):
-        return _sum_in_groups(_in_order(block_stats, blocks, threads), group)
+    def sum(self, rows: RowSource, block_stats: BlockFunction) -> T | None: ...
 
-    return add_up(source.map_parts(part_sum))
+    def session(self, rows: RowSource) -> AbstractContextManager[None]: ...
 
 
+class Serial:
+    """The blocks one after the other, here (or where each part of the rows lies)."""
+
+    def sum(self, rows: RowSource, block_stats: BlockFunction) -> T | None:
+        group = group_blocks(rows)
+
+        def part_sum(blocks: Iterable[Block], index: int, first_row: int):
+            return sum_in_groups((block_stats(*block) for block in blocks), group)
+
+        return add_up(rows.map_parts(part_sum))
+
+    def session(self, rows: RowSource) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+SERIAL = Serial()
 GROUP_ROWS = 1 << 14
-FORK_MIN_VALUES = 1 << 20  # below about 8 MB of rows a pass is too short to fork for
 
 
-def _group_blocks(source: RowSource) -> int:
+def group_blocks(rows: RowSource) -> int:
     """Blocks per group: whole blocks of about GROUP_ROWS rows for rows in memory, else 1."""
-    if isinstance(source, InMemoryRows):
-        return max(1, GROUP_ROWS // source.block_rows)
+    if isinstance(rows, InMemoryRows):
+        return max(1, GROUP_ROWS // rows.block_rows)
     return 1
 
 
-def _sum_in_groups(values: Iterable, group: int) -> Stats | None:
+def sum_in_groups(values: Iterable, group: int) -> Stats | None:
     """add_up() of each run of ``group`` values, then of those sums, in order."""
     values = iter(values)
     total = None
     while run := list(itertools.islice(values, group)):
         total = add_up([total, add_up(run)])
     return total
-
-
-def _worth_forking(source: RowSource, group: int) -> bool:
-    return (
-        isinstance(source, InMemoryRows)
-        and source.X.size >= FORK_MIN_VALUES
-        and source.n_blocks > group
-        and fork_available()
-    )
-
-
-def _forked_group_sums(function, source: InMemoryRows, processes: int, group: int) -> Iterator:
-    """The sums of ``function(*block)`` over each group of blocks, in order; groups dealt
-    out in turn to ``processes`` processes (this one and children forked for the pass, or
-    kept by pass_processes() when ``function`` pickles)."""
-    kept = _KEPT_WORKERS.get()
-    if kept is not None and kept[0] is source:
-        per_share = kept[1].map(function)
-    else:
-        shares = _group_shares(source, processes, group)
-        per_share = map_forked(lambda share: _share_sums(function, source, share), shares)
-    for turn in itertools.zip_longest(*per_share):  # None pads the shorter shares
-        yield from turn
-
-
-def _group_shares(source: InMemoryRows, processes: int, group: int) -> list[list[range]]:
-    """Each process's groups (as ranges of block indices), groups dealt out in turn."""
-    n_blocks = source.n_blocks
-    runs = [range(start, min(n_blocks, start + group)) for start in range(0, n_blocks, group)]
-    return [runs[first::processes] for first in range(min(processes, len(runs)))]
-
-
-def _share_sums(function, source: InMemoryRows, share: list[range]) -> list:
-    return [add_up(function(*block) for block in source.blocks(run)) for run in share]
-
-
-_KEPT_WORKERS: ContextVar[tuple[RowSource, Workers] | None] = ContextVar(
-    "gmmcli_kept_workers", default=None
-)
-
-
-@contextlib.contextmanager
-def pass_processes(source: RowSource) -> Iterator[None]:
-    """Within, the passes of sum_blocks() over ``source`` with a block function that
-    pickles (a module-level function or a partial of one) go to processes forked once here
-    rather than once per pass, when sum_blocks() would fork for it at all."""
-    threads, group = default_threads(), _group_blocks(source)
-    if threads == 1 or not _worth_forking(source, group):
-        yield
-        return
-    shares = _group_shares(source, threads, group)
-    with Workers(lambda function, share: _share_sums(function, source, share), shares) as workers:
-        token = _KEPT_WORKERS.set((source, workers))
-        try:
-            yield
-        finally:
-            _KEPT_WORKERS.reset(token)
 
 
 def add_up(values: Iterable) -> Stats | None:
@@ -427,36 +348,6 @@ def add_up(values: Iterable) -> Stats | None:
         if value is not None:
             total = value if total is None else total + value
     return total
-
-
-def _in_order(function, blocks, threads):
-    """``function(*block)`` of every block, in block order: in the pool when there are
-    several threads and blocks, else here."""
-    blocks = iter(blocks)
-    head = list(itertools.islice(blocks, 2 if threads > 1 else 0))
-    blocks = itertools.chain(head, blocks)
-    if len(head) < 2:
-        yield from (function(*block) for block in blocks)
-        return
-    pool = _pool(threads)
-    pending: deque = deque()
-    try:
-        for block in blocks:
-            pending.append(pool.submit(function, *block))
-            if len(pending) >= 2 * threads:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:  # on an error or when abandoned: let no block run on unseen
-        for future in pending:
-            future.cancel()
-        wait(pending)
-
-
-@functools.cache
-def _pool(threads: int) -> ThreadPoolExecutor:
-    """One pool per thread count, kept for the process: a pass starts no threads."""
-    return ThreadPoolExecutor(threads, thread_name_prefix="gmmcli-blocks")
 
 
 def m_step(stats: Stats, cov: Covariance, reg_covar: float, previous: Params | None) -> Params:
@@ -510,31 +401,30 @@ class EMResult:
 def run_em(
     source: RowSource,
     params: Params,
-    cov: Covariance,
+    options: FitOptions,
     *,
     total_weight: float,
-    max_iter: int,
-    tol: float,
-    reg_covar: float,
-    dtype: type = np.float64,
+    reducer: Reducer = SERIAL,
     on_iteration: Callable[[int, float], None] | None = None,
 ) -> EMResult:
-    """EM from ``params`` until the mean log-likelihood gains less than ``tol``.
+    """EM from ``params`` until the mean log-likelihood gains less than ``options.tol``.
 
     Converged means -allowance <= gain < tol; a larger drop is recorded, never taken for
     convergence. With tol == 0 exactly ``max_iter`` iterations run. The returned
     statistics and last history entry belong to the returned parameters.
     """
+    cov, reg_covar = get_covariance(options.covariance_type), options.reg_covar
+    dtype = np.dtype(options.dtype).type
 
     def e_pass(current: Params) -> Stats:
         prepared = Prepared.of(current, cov, dtype)
-        return sum_blocks(source, functools.partial(e_step, prepared=prepared))
+        return reducer.sum(source, functools.partial(e_step, prepared=prepared))
 
-    with pass_processes(source):
+    with reducer.session(source):
         stats = e_pass(params)
         result = EMResult(params, stats, [stats.log_likelihood / total_weight])
         allowance = rounding_allowance(dtype)
-        for iteration in range(1, max_iter + 1):
+        for iteration in range(1, options.max_iter + 1):
             params = m_step(stats, cov, reg_covar, params)
             stats = e_pass(params)
             mean_ll = stats.log_likelihood / total_weight
@@ -548,7 +438,7 @@ def run_em(
             )
             if gain < -slack:
                 result.largest_drop = max(result.largest_drop, -gain)
-            elif tol > 0 and gain < tol:
+            elif options.tol > 0 and gain < options.tol:
                 result.converged = True
                 break
         return result

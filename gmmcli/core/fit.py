@@ -1,4 +1,4 @@
-"""fit(): validation, restarts, the degeneracy rule and canonical component order."""
+"""fit_rows(): restarts, the degeneracy rule and canonical component order, on any rows."""
 
 from __future__ import annotations
 
@@ -8,21 +8,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gmmcli.core.covariance import Covariance, SingularCovarianceError, get_covariance
+from gmmcli.core.covariance import Covariance, get_covariance
 from gmmcli.core.em import (
+    SERIAL,
     EMResult,
-    InMemoryRows,
     Params,
+    Reducer,
     RowSource,
     accumulate,
-    block_rows_for,
     rounding_allowance,
     run_em,
-    sum_blocks,
 )
-from gmmcli.core.init import INIT_METHODS, INIT_SAMPLE, initial_params, whole_data_start
+from gmmcli.core.init import initial_params, whole_data_start
 from gmmcli.core.model import FitInfo, GaussianMixture, n_parameters
-from gmmcli.errors import GMMError, GMMWarning
+from gmmcli.core.options import DEFAULT_OPTIONS, FitOptions
+from gmmcli.errors import DataError, GMMWarning, InvalidParameter, SingularCovarianceError
 
 COLLAPSE_RATIO = 1e-6
 REG_COVAR_DOMINANCE = 1e-3
@@ -37,16 +37,21 @@ class DataSummary:
     total_weight: float
     n_samples: int
 
+    @property
+    def variance(self) -> float:
+        """The mean variance per feature."""
+        return float(np.trace(self.covariance) / len(self.centre))
 
-def summarise(rows: RowSource) -> DataSummary:
+
+def summarise(rows: RowSource, reducer: Reducer = SERIAL) -> DataSummary:
     """Two passes: the weighted centre (and counts), then the covariance about it."""
     raw = rows.centred(np.zeros(rows.n_features))
-    sums = sum_blocks(raw, lambda X, w: np.concatenate([[w.sum(), np.count_nonzero(w)], w @ X]))
+    sums = reducer.sum(raw, lambda X, w: np.concatenate([[w.sum(), np.count_nonzero(w)], w @ X]))
     if sums is None or sums[0] <= 0:
-        raise GMMError("no row with a positive weight is left to fit")
+        raise DataError("no row with a positive weight is left to fit")
     total, n_samples, centre = float(sums[0]), int(sums[1]), sums[2:] / sums[0]
     full = get_covariance("full")
-    stats = sum_blocks(
+    stats = reducer.sum(
         rows.centred(centre), lambda X, w: accumulate(X, w, np.ones((1, len(X))), full)
     )
     covariance = full.estimate(stats.nk, stats.sx / total, stats.second, 0.0)[0]
@@ -86,60 +91,62 @@ def degeneracy(
     return None
 
 
-def validate_data(X, weights, n_components) -> tuple[np.ndarray, np.ndarray]:
-    """Arrays checked and converted; the counts are checked again by fit_rows."""
+def validate_data(X, weights) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays checked and converted (weights default to ones)."""
     X = np.asarray(X, dtype=float)
     if X.ndim == 1:
         X = X[:, None]
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise GMMError(f"data must be a non-empty 2-D array, got shape {X.shape}")
+        raise DataError(f"data must be a non-empty 2-D array, got shape {X.shape}")
     if not np.all(np.isfinite(X)):
-        raise GMMError("data contain NaN or infinite values")
+        raise DataError("data contain NaN or infinite values")
     weights = np.ones(len(X)) if weights is None else np.asarray(weights, dtype=float)
     if weights.shape != (len(X),):
-        raise GMMError(f"weights have shape {weights.shape}, expected ({len(X)},)")
+        raise DataError(f"weights have shape {weights.shape}, expected ({len(X)},)")
     if not np.all(np.isfinite(weights)) or np.any(weights < 0):
-        raise GMMError("weights must be finite and non-negative")
-    positive = int(np.count_nonzero(weights))
-    if positive == 0:
-        raise GMMError("all weights are zero")
-    if not 1 <= n_components <= positive:
-        raise GMMError(
-            f"the number of components (K) must be between 1 and the {positive} rows with "
-            f"positive weight, got {n_components}"
-        )
+        raise DataError("weights must be finite and non-negative")
+    if not np.any(weights):
+        raise DataError("all weights are zero")
     return np.ascontiguousarray(X), weights
 
 
+def check_components(n_components: int, n_samples: int) -> None:
+    """K must be a whole number from 1 to the rows of positive weight."""
+    if not (isinstance(n_components, int | np.integer) and 1 <= n_components <= n_samples):
+        raise InvalidParameter(
+            "n_components",
+            n_components,
+            f"a whole number from 1 to the {n_samples} rows with positive weight",
+        )
+
+
 def _explicit_start(
-    start: Params | None,
-    shape: tuple[int, int],
-    cov: Covariance,
-    centre: np.ndarray,
-    weights_init,
-    means_init,
-    precisions_init,
+    start: Params | None, shape: tuple[int, int], cov: Covariance, centre: np.ndarray, options
 ) -> Params:
-    """``start`` (None when all three are given) with the given initial values put in.
+    """``start`` (None when all three are given) with the options' initial values put in.
 
     Initial values have scikit-learn's shapes and meaning; means are centred here.
     """
     n_components, n_features = shape
     start = start or Params(None, None, None, None)
-    if weights_init is not None:
-        start.weights = np.asarray(weights_init, dtype=float)
+    if options.weights_init is not None:
+        start.weights = np.asarray(options.weights_init, dtype=float)
         if start.weights.shape != (n_components,) or abs(start.weights.sum() - 1) > 1e-6:
-            raise GMMError(f"weights_init must be {n_components} weights summing to 1")
-    if means_init is not None:
-        means = np.asarray(means_init, dtype=float)
+            raise InvalidParameter(
+                "weights_init", options.weights_init, f"{n_components} weights summing to 1"
+            )
+    if options.means_init is not None:
+        means = np.asarray(options.means_init, dtype=float)
         if means.shape != (n_components, n_features):
-            raise GMMError(f"means_init must have shape ({n_components}, {n_features})")
+            raise InvalidParameter(
+                "means_init", means.shape, f"of shape ({n_components}, {n_features})"
+            )
         start.means = means - centre
-    if precisions_init is not None:
-        precisions = np.asarray(precisions_init, dtype=float)
+    if options.precisions_init is not None:
+        precisions = np.asarray(options.precisions_init, dtype=float)
         expected = cov.shape(n_components, n_features)
         if precisions.shape != expected:
-            raise GMMError(f"precisions_init must have shape {expected}")
+            raise InvalidParameter("precisions_init", precisions.shape, f"of shape {expected}")
         start.prec_chol = cov.precision_cholesky_from_precisions(precisions)
         start.covariances = cov.covariances_from_precision_cholesky(start.prec_chol)
     return start
@@ -151,130 +158,62 @@ def _canonical_order(params: Params, centre: np.ndarray) -> np.ndarray:
     return np.lexsort((*means.T[::-1], -params.weights))
 
 
-def fit(
-    X: np.ndarray,
-    n_components: int,
-    *,
-    weights: np.ndarray | None = None,
-    covariance_type: str = "full",
-    block_rows: int | None = None,
-    dtype: str = "float64",
-    **options,
-) -> GaussianMixture:
-    """Fit a mixture of ``n_components`` Gaussians to the rows of ``X`` by EM.
-
-    ``weights`` are frequencies (a row of weight 3 counts as three rows). The other
-    options are those of :func:`fit_rows`; ``block_rows`` overrides the automatic block
-    size (from D and K).
-    """
-    cov = get_covariance(covariance_type)
-    X, weights = validate_data(X, weights, n_components)
-    if block_rows is None:
-        block_rows = block_rows_for(cov, X.shape[1], n_components, _dtype(dtype))
-    rows = InMemoryRows(X, weights, np.zeros(X.shape[1]), block_rows)
-    return fit_rows(rows, n_components, covariance_type=covariance_type, dtype=dtype, **options)
-
-
-def _dtype(name: str) -> type:
-    if name not in ("float32", "float64"):
-        raise GMMError(f"dtype must be float32 or float64, got {name!r}")
-    return np.dtype(name).type
-
-
 def fit_rows(
     rows: RowSource,
     n_components: int,
+    options: FitOptions = DEFAULT_OPTIONS,
     *,
-    covariance_type: str = "full",
-    init: str = "kmeans",
-    init_sample: int = INIT_SAMPLE,
-    n_init: int = 1,
-    max_iter: int = 100,
-    tol: float = 1e-3,
-    reg_covar: float = 1e-6,
-    seed: int | None = None,
-    weights_init: np.ndarray | None = None,
-    means_init: np.ndarray | None = None,
-    precisions_init: np.ndarray | None = None,
+    reducer: Reducer = SERIAL,
     feature_names: list[str] | None = None,
-    canonical_order: bool | None = None,
     on_iteration: Callable[[int, int, float], None] | None = None,
-    dtype: str = "float64",
 ) -> GaussianMixture:
     """Fit by EM on rows from any source (arrays, a file read in chunks, a cluster).
 
-    Restart i draws from ``SeedSequence(seed).spawn(n_init)[i]``; ``seed=None`` draws
-    fresh entropy and records it in ``fit_info.seed``. The best restart by final
-    log-likelihood wins, but a degenerate one never beats a sound one. Without initial
-    values, components come back in canonical order (descending weight, ties by the
-    means); ``canonical_order`` overrides that either way.
+    Restart i draws from ``SeedSequence(options.seed).spawn(n_init)[i]``; a seed of None
+    draws fresh entropy and records it in ``fit_info.seed``. The best restart by final
+    log-likelihood wins, but a degenerate one never beats a sound one. Without a given
+    start, components come back in canonical order (descending weight, ties by the
+    means); ``options.canonical_order`` overrides that either way.
     ``on_iteration(restart, iteration, mean_log_likelihood)`` is called after every EM
-    iteration. k-means++ seeds on a weighted random sample of about ``init_sample`` rows
-    when there are more (0: on every row). ``dtype="float32"`` runs the E-step in single
-    precision (data centred in float64 first, statistics summed in float64).
+    iteration; ``reducer`` runs every pass over the rows.
     """
-    cov = get_covariance(covariance_type)
-    if init not in INIT_METHODS:
-        raise GMMError(f"unknown init {init!r}; use one of {', '.join(INIT_METHODS)}")
-    if n_init < 1 or max_iter < 1 or tol < 0 or reg_covar < 0 or init_sample < 0:
-        raise GMMError(
-            "need n_init >= 1, max_iter >= 1, tol >= 0, reg_covar >= 0 and init_sample >= 0"
-        )
-    em_dtype = _dtype(dtype)
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy)
-    data = summarise(rows)
-    if n_components > data.n_samples:
-        raise GMMError(
-            f"the number of components (K) must be between 1 and the {data.n_samples} rows "
-            f"with positive weight, got {n_components}"
-        )
-    _warn_about_inputs(data, reg_covar)
+    cov = get_covariance(options.covariance_type)
+    seed = int(np.random.SeedSequence().entropy) if options.seed is None else options.seed
+    data = summarise(rows, reducer)
+    check_components(n_components, data.n_samples)
+    _warn_about_inputs(data, options.reg_covar)
     n_features = rows.n_features
-    rows, em_rows = rows.centred(data.centre), rows.centred(data.centre, em_dtype)
-    given = [v is not None for v in (weights_init, means_init, precisions_init)]
-    explicit, complete = any(given), all(given)
+    rows, em_rows = (
+        rows.centred(data.centre),
+        rows.centred(data.centre, np.dtype(options.dtype).type),
+    )
+    explicit, complete = options.given_start
 
     runs: list[tuple[EMResult, str | None]] = []
     failure: SingularCovarianceError | None = None
     fallback = None  # the same for every restart: one pass, on the first that needs it
-    for restart, child in enumerate(np.random.SeedSequence(seed).spawn(n_init)):
+    for restart, child in enumerate(np.random.SeedSequence(seed).spawn(options.n_init)):
         rng = np.random.default_rng(child)
         try:
             start = None  # a complete explicit start leaves nothing for the init method
             if not complete:
-                fallback = fallback or whole_data_start(rows, n_components, cov, reg_covar)
+                fallback = fallback or whole_data_start(rows, n_components, cov, options, reducer)
                 start = initial_params(
                     rows,
                     n_components,
-                    cov,
+                    options,
+                    data=data,
                     fallback=fallback,
-                    method=init,
-                    reg_covar=reg_covar,
-                    total_weight=data.total_weight,
-                    n_samples=data.n_samples,
-                    data_variance=float(np.trace(data.covariance) / n_features),
                     rng=rng,
-                    init_sample=init_sample,
+                    reducer=reducer,
                 )
-            start = _explicit_start(
-                start,
-                (n_components, n_features),
-                cov,
-                data.centre,
-                weights_init,
-                means_init,
-                precisions_init,
-            )
+            start = _explicit_start(start, (n_components, n_features), cov, data.centre, options)
             result = run_em(
                 em_rows,
                 start,
-                cov,
+                options,
                 total_weight=data.total_weight,
-                max_iter=max_iter,
-                tol=tol,
-                reg_covar=reg_covar,
-                dtype=em_dtype,
+                reducer=reducer,
                 on_iteration=None
                 if on_iteration is None
                 else (lambda it, ll, r=restart: on_iteration(r, it, ll)),
@@ -282,14 +221,14 @@ def fit_rows(
         except SingularCovarianceError as err:
             failure = err
             continue
-        runs.append((result, degeneracy(result.params, result.stats.nk, cov, data, reg_covar)))
+        reason = degeneracy(result.params, result.stats.nk, cov, data, options.reg_covar)
+        runs.append((result, reason))
     if not runs:
         raise failure
 
-    best, reason = _best_run(runs, em_dtype)
+    best, reason = _best_run(runs, np.dtype(options.dtype).type)
     params = best.params
-    if canonical_order is None:
-        canonical_order = not explicit
+    canonical_order = not explicit if options.canonical_order is None else options.canonical_order
     if canonical_order:
         order = _canonical_order(params, data.centre)
         params = Params(
@@ -298,7 +237,7 @@ def fit_rows(
             cov.select(params.covariances, order),
             cov.select(params.prec_chol, order),
         )
-        reason = degeneracy(params, best.stats.nk[order], cov, data, reg_covar)
+        reason = degeneracy(params, best.stats.nk[order], cov, data, options.reg_covar)
     info = FitInfo(
         log_likelihood=best.stats.log_likelihood,
         n_iter=best.n_iter,
@@ -308,11 +247,11 @@ def fit_rows(
         n_samples=data.n_samples,
         total_weight=data.total_weight,
         n_parameters=n_parameters(cov, n_components, n_features),
-        init="explicit" if explicit else init,
-        n_init=n_init,
-        max_iter=max_iter,
-        tol=tol,
-        reg_covar=reg_covar,
+        init="explicit" if explicit else options.init,
+        n_init=options.n_init,
+        max_iter=options.max_iter,
+        tol=options.tol,
+        reg_covar=options.reg_covar,
         seed=seed,
         largest_drop=best.largest_drop,
         history=best.history,

@@ -13,22 +13,28 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gmmcli.core.covariance import Covariance
+from gmmcli.core.covariance import Covariance, get_covariance
 from gmmcli.core.em import (
+    SERIAL,
     Block,
     InMemoryRows,
     Params,
+    Reducer,
     RowSource,
     Stats,
     T,
     accumulate,
     add_up,
     m_step,
-    sum_blocks,
 )
+
+if TYPE_CHECKING:
+    from gmmcli.core.fit import DataSummary
+    from gmmcli.core.options import FitOptions
 
 INIT_METHODS = ("kmeans", "kmeans++", "random", "random-from-data")
 INIT_SAMPLE = 100_000  # k-means++ seeds on a weighted sample of about this many rows
@@ -121,7 +127,11 @@ def _pick_in_order(
 
 
 def kmeans_plusplus(
-    rows: RowSource, n_components: int, total_weight: float, rng: np.random.Generator
+    rows: RowSource,
+    n_components: int,
+    total_weight: float,
+    rng: np.random.Generator,
+    reducer: Reducer = SERIAL,
 ) -> np.ndarray:
     """Greedy k-means++ seeding on weighted rows: 2 + ln K candidates per centre.
 
@@ -130,7 +140,7 @@ def kmeans_plusplus(
     """
     n_trials = 2 + int(math.log(n_components))
     centres = pick_rows(rows, lambda X, w: w, rng.random(1) * total_weight)
-    potential = sum_blocks(rows, lambda X, w: w @ _nearest(X, centres))
+    potential = reducer.sum(rows, lambda X, w: w @ _nearest(X, centres))
     for _ in range(1, n_components):
         if potential > 0:
             targets = rng.random(n_trials) * potential
@@ -142,7 +152,7 @@ def kmeans_plusplus(
             closest = _nearest(X, centres)[:, None]
             return w @ np.minimum(closest, squared_distances(X, candidates))
 
-        trial_potentials = sum_blocks(rows, potentials)
+        trial_potentials = reducer.sum(rows, potentials)
         best = int(np.argmin(trial_potentials))
         centres = np.vstack([centres, candidates[best]])
         potential = float(trial_potentials[best])
@@ -259,7 +269,9 @@ def _one_hot(labels: np.ndarray, n_components: int) -> np.ndarray:
     return resp
 
 
-def lloyd(rows: RowSource, centres: np.ndarray, data_variance: float) -> np.ndarray:
+def lloyd(
+    rows: RowSource, centres: np.ndarray, data_variance: float, reducer: Reducer = SERIAL
+) -> np.ndarray:
     """Weighted Lloyd iterations until the centres move less than 1e-4 of the variance."""
     n_components = len(centres)
     threshold = LLOYD_TOL * data_variance
@@ -271,7 +283,7 @@ def lloyd(rows: RowSource, centres: np.ndarray, data_variance: float) -> np.ndar
             wresp = _one_hot(labels, n_components) * weights
             return np.hstack([wresp.sum(axis=1)[:, None], wresp @ X])
 
-        sums = sum_blocks(rows, block)
+        sums = reducer.sum(rows, block)
         counts, sums = sums[:, 0], sums[:, 1:]
         moved = centres.copy()
         filled = counts > 0
@@ -283,14 +295,16 @@ def lloyd(rows: RowSource, centres: np.ndarray, data_variance: float) -> np.ndar
     return centres
 
 
-def _partition_stats(rows: RowSource, centres: np.ndarray, cov: Covariance) -> Stats:
+def _partition_stats(
+    rows: RowSource, centres: np.ndarray, cov: Covariance, reducer: Reducer
+) -> Stats:
     """Statistics of the hard partition of the rows by their nearest centre."""
 
     def block(X: np.ndarray, weights: np.ndarray) -> Stats:
         labels = nearest_labels(X, centres)
         return accumulate(X, weights, _one_hot(labels, len(centres)), cov)
 
-    return sum_blocks(rows, block)
+    return reducer.sum(rows, block)
 
 
 def _random_stats(
@@ -310,12 +324,12 @@ def _random_stats(
 
 
 def whole_data_start(
-    rows: RowSource, n_components: int, cov: Covariance, reg_covar: float
+    rows: RowSource, n_components: int, cov: Covariance, options: FitOptions, reducer: Reducer
 ) -> Params:
     """Every component as the whole data (what uniform memberships give): what a component
     that comes out empty keeps. One component's statistics (one pass), repeated K times."""
-    everything = sum_blocks(rows, lambda X, w: accumulate(X, w, np.ones((1, len(X))), cov))
-    whole = m_step(everything, cov, reg_covar, previous=None)
+    everything = reducer.sum(rows, lambda X, w: accumulate(X, w, np.ones((1, len(X))), cov))
+    whole = m_step(everything, cov, options.reg_covar, previous=None)
     repeat = np.zeros(n_components, dtype=int)
     return Params(
         np.full(n_components, 1.0 / n_components),
@@ -328,37 +342,38 @@ def whole_data_start(
 def initial_params(
     rows: RowSource,
     n_components: int,
-    cov: Covariance,
+    options: FitOptions,
     *,
+    data: DataSummary,
     fallback: Params,
-    method: str,
-    reg_covar: float,
-    total_weight: float,
-    n_samples: int,
-    data_variance: float,
     rng: np.random.Generator,
-    init_sample: int = INIT_SAMPLE,
+    reducer: Reducer = SERIAL,
 ) -> Params:
-    """First parameters by ``method`` (one of INIT_METHODS), in centred coordinates.
+    """First parameters by ``options.init`` (one of INIT_METHODS), in centred coordinates.
 
     k-means++ seeds on all rows when at most ``init_sample`` have a positive weight (or
     ``init_sample`` is 0), else on a weighted sample of about that many, at least 20 per
     component (sample_rows); Lloyd's iterations and the final partition use every row.
     Components that come out empty keep ``fallback`` (whole_data_start()).
     """
+    cov, method, reg_covar = (
+        get_covariance(options.covariance_type),
+        options.init,
+        options.reg_covar,
+    )
     if method == "random":
         return m_step(_random_stats(rows, n_components, cov, rng), cov, reg_covar, fallback)
     if method == "random-from-data":
         centres = distinct_random_rows(rows, n_components, rng)
     else:
-        seeding, seeding_weight = rows, total_weight
-        size = max(init_sample, SAMPLE_ROWS_PER_COMPONENT * n_components)
-        if init_sample > 0 and size < n_samples:
-            sample = sample_rows(rows, size, total_weight, rng)
+        seeding, seeding_weight = rows, data.total_weight
+        size = max(options.init_sample, SAMPLE_ROWS_PER_COMPONENT * n_components)
+        if options.init_sample > 0 and size < data.n_samples:
+            sample = sample_rows(rows, size, data.total_weight, rng)
             if len(sample.X) >= n_components:  # else (rare) seed on every row after all
                 seeding, seeding_weight = sample, float(sample.weights.sum())
-        centres = kmeans_plusplus(seeding, n_components, seeding_weight, rng)
+        centres = kmeans_plusplus(seeding, n_components, seeding_weight, rng, reducer)
         if method == "kmeans":
-            centres = lloyd(rows, centres, data_variance)
+            centres = lloyd(rows, centres, data.variance, reducer)
     previous = dataclasses.replace(fallback, means=centres)
-    return m_step(_partition_stats(rows, centres, cov), cov, reg_covar, previous)
+    return m_step(_partition_stats(rows, centres, cov, reducer), cov, reg_covar, previous)

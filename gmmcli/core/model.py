@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gmmcli.core.covariance import Covariance, SingularCovarianceError, get_covariance
+from gmmcli.core.covariance import Covariance, get_covariance
 from gmmcli.core.em import Params, Prepared, block_rows_for, log_joint, normalise
-from gmmcli.errors import GMMError
+from gmmcli.errors import DataError, GMMError, SingularCovarianceError
 
 WEIGHT_SUM_TOLERANCE = 1e-9
 SYMMETRY_TOLERANCE = 1e-10
@@ -112,7 +112,10 @@ class GaussianMixture:
         try:
             self.precisions_cholesky = cov.precision_cholesky(self.covariances)
         except SingularCovarianceError as err:
-            raise GMMError(str(err).split(";")[0] + ": not a valid covariance") from None
+            raise GMMError(
+                f"the covariance of {err.where} is singular (not positive definite): "
+                "not a valid covariance"
+            ) from None
 
     @property
     def n_components(self) -> int:
@@ -144,12 +147,29 @@ class GaussianMixture:
         centre = self.centre
         return Params(self.weights, self.means - centre, self.covariances, self.precisions_cholesky)
 
-    def _check(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X, dtype=float)
+    def _check(self, X) -> np.ndarray:
+        X = np.asarray(self._named_columns(X), dtype=float)
         if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise GMMError(f"data have shape {X.shape}, expected (n, {self.n_features})")
-        _check_finite("data", X)
+            raise DataError(f"data have shape {X.shape}, expected (n, {self.n_features})")
+        if not np.all(np.isfinite(X)):
+            raise DataError("data contain a non-finite number")
         return X
+
+    def _named_columns(self, X):
+        """A table's columns named like the features, in the model's order, wherever they
+        stand (an Arrow table by ``select``, pandas and polars DataFrames by indexing); an
+        array as it is."""
+        if self.feature_names is None or isinstance(X, np.ndarray) or not hasattr(X, "columns"):
+            return X
+        names = list(getattr(X, "column_names", X.columns))
+        absent = [name for name in self.feature_names if name not in names]
+        if absent:
+            raise DataError(
+                f"the table has no column '{absent[0]}' of the model's features "
+                f"({', '.join(self.feature_names)})"
+            )
+        arrow = hasattr(X, "column_names")
+        return X.select(self.feature_names) if arrow else X[self.feature_names]
 
     def _blocks(self, X: np.ndarray):
         """(log-likelihood, responsibilities) of each block of rows."""
@@ -163,7 +183,7 @@ class GaussianMixture:
             yield log_norm, resp.T
 
     def score_samples(self, X: np.ndarray) -> np.ndarray:
-        """Log-likelihood of every row."""
+        """Log-likelihood of every row (of an array, or of a table by feature names)."""
         return np.concatenate([ll for ll, _ in self._blocks(X)] or [np.empty(0)])
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

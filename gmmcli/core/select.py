@@ -10,33 +10,20 @@ never winners.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import multiprocessing
-import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from gmmcli.core.em import Block, InMemoryRows, PartFunction, RowSource, sum_blocks
-from gmmcli.core.fit import fit_rows, validate_data
-from gmmcli.core.init import INIT_SAMPLE
+from gmmcli.core.em import SERIAL, Block, PartFunction, Reducer, RowSource
+from gmmcli.core.fit import fit_rows
 from gmmcli.core.model import GaussianMixture
+from gmmcli.core.options import SELECT_DEFAULTS, FitOptions, Grid
 from gmmcli.errors import GMMError
 
-CRITERIA = ("bic", "aic", "icl", "cv")
 HIGHER_IS_BETTER = {"cv"}
-BLAS_THREAD_VARIABLES = (
-    "GMMCLI_THREADS",
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "BLIS_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-)
 
 
 @dataclass
@@ -64,28 +51,9 @@ class GridPoint:
         return self.status == "ok"
 
 
-@dataclass(frozen=True)
-class FitOptions:
-    """What every grid point is fitted with."""
-
-    n_init: int = 3
-    max_iter: int = 1000
-    tol: float = 1e-6
-    reg_covar: float = 1e-6
-    init: str = "kmeans"
-    init_sample: int = INIT_SAMPLE
-    seed: int = 0
-    dtype: str = "float64"
-
-
-def resolve_seed(seed: int | None) -> int:
-    """The seed itself, or fresh entropy when None, drawn once for the whole grid."""
-    return int(np.random.SeedSequence().entropy) if seed is None else seed
-
-
-def icl(model: GaussianMixture, rows: RowSource) -> float:
+def icl(model: GaussianMixture, rows: RowSource, reducer: Reducer = SERIAL) -> float:
     """BIC plus twice the entropy of the hard (most probable) classification (one pass)."""
-    hard = sum_blocks(rows, lambda X, w: w @ np.log(model.predict_proba(X).max(axis=1)))
+    hard = reducer.sum(rows, lambda X, w: w @ np.log(model.predict_proba(X).max(axis=1)))
     return model.fit_info.bic - 2.0 * float(hard)
 
 
@@ -163,30 +131,43 @@ def positive_counts_before(rows: RowSource) -> list[int]:
     return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist()
 
 
-def cross_validate(
-    rows: RowSource,
-    n_components: int,
-    covariance_type: str,
-    folds: tuple[int, list[int]],
-    options: FitOptions,
-) -> float:
+@dataclass(frozen=True)
+class Point:
+    """One grid point to fit: the rows, K, the options (with its covariance type), the
+    folds (their count and each part's positive rows before it) and the reducer."""
+
+    rows: RowSource
+    n_components: int
+    options: FitOptions
+    folds: tuple[int, list[int]] | None = None
+    reducer: Reducer = SERIAL
+
+    def fit(self, rows: RowSource) -> GaussianMixture:
+        return fit_rows(rows, self.n_components, self.options, reducer=self.reducer)
+
+
+def cross_validate(point: Point) -> float:
     """Held-out log-likelihood per unit of weight, summed over the folds.
 
     A fold fit that collapsed would score its held-out twins of the collapsed value
     without bound, so it makes the whole point degenerate (a GMMError).
     """
-    n_folds, positive_before = folds
+    n_folds, positive_before = point.folds
     held_out = total = 0.0
     labels: dict = {}  # shared by every fold's passes
     for fold in range(n_folds):
-        split = FoldRows(rows, fold, n_folds, options.seed, positive_before, labels=labels)
-        model = _fit(split, n_components, covariance_type, options)
+        split = FoldRows(
+            point.rows, fold, n_folds, point.options.seed, positive_before, labels=labels
+        )
+        model = point.fit(split)
         if model.fit_info.degenerate:
             raise DegenerateFold(
                 f"in cross-validation fold {fold}: {model.fit_info.degenerate_reason}"
             )
         test = dataclasses.replace(split, test=True)
-        scored = sum_blocks(test, lambda X, w, m=model: np.array([w @ m.score_samples(X), w.sum()]))
+        scored = point.reducer.sum(
+            test, lambda X, w, m=model: np.array([w @ m.score_samples(X), w.sum()])
+        )
         held_out, total = held_out + scored[0], total + scored[1]
     return held_out / total
 
@@ -195,53 +176,31 @@ class DegenerateFold(GMMError):
     """A cross-validation fold whose fit collapsed."""
 
 
-def _fit(rows: RowSource, n_components, covariance_type, options: FitOptions) -> GaussianMixture:
-    return fit_rows(
-        rows,
-        n_components,
-        covariance_type=covariance_type,
-        init=options.init,
-        init_sample=options.init_sample,
-        n_init=options.n_init,
-        max_iter=options.max_iter,
-        tol=options.tol,
-        reg_covar=options.reg_covar,
-        seed=options.seed,
-        dtype=options.dtype,
-    )
-
-
-def evaluate(
-    rows: RowSource,
-    n_components: int,
-    covariance_type: str,
-    options: FitOptions,
-    folds: tuple[int, list[int]] | None,
-) -> tuple[GridPoint, GaussianMixture | None]:
+def evaluate(point: Point) -> tuple[GridPoint, GaussianMixture | None]:
     """Fit one grid point and measure every criterion; failures become the row's status."""
-    point = GridPoint(n_components, covariance_type)
+    row = GridPoint(point.n_components, point.options.covariance_type)
     started = time.perf_counter()
     try:
-        model = _fit(rows, n_components, covariance_type, options)
+        model = point.fit(point.rows)
         info = model.fit_info
-        point.n_parameters = model.n_parameters
-        point.log_likelihood = info.log_likelihood
-        point.bic, point.aic = info.bic, info.aic
-        point.icl = icl(model, rows)
-        point.converged, point.n_iter = info.converged, info.n_iter
-        point.degenerate = info.degenerate
+        row.n_parameters = model.n_parameters
+        row.log_likelihood = info.log_likelihood
+        row.bic, row.aic = info.bic, info.aic
+        row.icl = icl(model, point.rows, point.reducer)
+        row.converged, row.n_iter = info.converged, info.n_iter
+        row.degenerate = info.degenerate
         if info.degenerate:
-            point.status = f"degenerate: {info.degenerate_reason}"
-        if folds is not None and not info.degenerate:
-            point.cv = cross_validate(rows, n_components, covariance_type, folds, options)
+            row.status = f"degenerate: {info.degenerate_reason}"
+        if point.folds is not None and not info.degenerate:
+            row.cv = cross_validate(point)
     except DegenerateFold as err:
-        point.status = f"degenerate: {err}"
-        point.degenerate = True
+        row.status = f"degenerate: {err}"
+        row.degenerate = True
     except GMMError as err:
         model = None
-        point.status = f"failed: {err}"
-    point.seconds = time.perf_counter() - started
-    return point, model
+        row.status = f"failed: {err}"
+    row.seconds = time.perf_counter() - started
+    return row, model
 
 
 def choose(points: list[GridPoint], criterion: str) -> GridPoint | None:
@@ -258,78 +217,43 @@ def choose(points: list[GridPoint], criterion: str) -> GridPoint | None:
     return best
 
 
-@contextlib.contextmanager
-def single_threaded_blas_environment() -> Iterator[None]:
-    """Environment in which new worker processes start with one BLAS thread each."""
-    saved = {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES}
-    os.environ.update(dict.fromkeys(BLAS_THREAD_VARIABLES, "1"))  # GMMCLI_THREADS among them
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def _evaluate_task(args):
-    return evaluate(*args)
-
-
-def select(
-    X: np.ndarray, *, weights: np.ndarray | None = None, **options
-) -> tuple[list[GridPoint], GaussianMixture | None]:
-    """select_rows() on an array (and its frequency weights)."""
-    X, weights = validate_data(X, weights, 1)
-    return select_rows(InMemoryRows(X, weights, np.zeros(X.shape[1])), **options)
-
-
 def select_rows(
     rows: RowSource,
+    grid: Grid,
+    options: FitOptions = SELECT_DEFAULTS,
     *,
-    k_values: list[int],
-    covariance_types: list[str],
-    criterion: str = "bic",
-    cv_folds: int | None = None,
-    options: FitOptions = FitOptions(),
-    jobs: int = 1,
+    reducer: Reducer = SERIAL,
+    map_points: Callable[[Callable, Sequence[Point]], Iterable] = map,
     on_point: Callable[[GridPoint], None] | None = None,
 ) -> tuple[list[GridPoint], GaussianMixture | None]:
-    """Fit every (K, covariance type), rank by ``criterion``; return the table and winner.
+    """Fit every (K, covariance type) of ``grid`` with ``options`` (its covariance type
+    replaced by each of the grid's), rank them by the grid's criterion; return the table
+    and the winner.
 
-    Rows come from any source (an array, a file read in chunks). With ``jobs`` > 1 the
-    points run in that many fresh processes, each limited to one BLAS thread; results do
-    not depend on ``jobs`` beyond rounding.
+    Rows come from any source (an array, a file read in chunks). ``map_points(evaluate,
+    points)`` runs the points (the built-in map: one after the other, here; an engine may
+    run them in other processes, whose results do not depend on it beyond rounding). A
+    seed of None draws fresh entropy once, for the whole grid.
     """
-    if options.n_init < 1 or options.max_iter < 1 or options.tol < 0 or options.reg_covar < 0:
-        raise GMMError("need n_init >= 1, max_iter >= 1, tol >= 0 and reg_covar >= 0")
-    if criterion not in CRITERIA:
-        raise GMMError(f"unknown criterion {criterion!r}; use one of {', '.join(CRITERIA)}")
-    if criterion == "cv" and cv_folds is None:
-        cv_folds = 5
-    if cv_folds is not None and cv_folds < 2:
-        raise GMMError("cross-validation needs at least 2 folds")
-    folds = None if cv_folds is None else (cv_folds, positive_counts_before(rows))
-    tasks = [(rows, k, cov, options, folds) for cov in covariance_types for k in k_values]
+    if options.seed is None:
+        options = dataclasses.replace(options, seed=int(np.random.SeedSequence().entropy))
+    folds = None
+    if grid.cv_folds is not None:
+        folds = (grid.cv_folds, positive_counts_before(rows))
+    points = [
+        Point(rows, k, dataclasses.replace(options, covariance_type=cov), folds, reducer)
+        for cov in grid.covariance_types
+        for k in grid.k_values
+    ]
     results: list[tuple[GridPoint, GaussianMixture | None]] = []
-    if jobs > 1:
-        with single_threaded_blas_environment():
-            pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(tasks)))
-        with pool:
-            for result in pool.imap(_evaluate_task, tasks):
-                results.append(result)
-                if on_point:
-                    on_point(result[0])
-    else:
-        for task in tasks:
-            results.append(evaluate(*task))
-            if on_point:
-                on_point(results[-1][0])
-    points = [point for point, _ in results]
-    best = choose(points, criterion)
-    winner = next((model for point, model in results if point is best), None)
-    return points, winner
+    for result in map_points(evaluate, points):
+        results.append(result)
+        if on_point:
+            on_point(result[0])
+    table = [row for row, _ in results]
+    best = choose(table, grid.criterion)
+    winner = next((model for row, model in results if row is best), None)
+    return table, winner
 
 
 def table_columns(points: list[GridPoint]) -> dict[str, list]:

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from distributed import Client, Future, LocalCluster
 
-from gmmcli.core.em import DEFAULT_BLOCK_ROWS, InMemoryRows, PartFunction, T, block_threads
+from gmmcli.core.em import DEFAULT_BLOCK_ROWS, InMemoryRows, PartFunction, T
 from gmmcli.errors import UserError, one_line
 from gmmcli.io import tables
 from gmmcli.io.atomic import atomic_folder
@@ -193,9 +193,8 @@ def _gather(client: Client, futures: list[Future], name: str) -> list:
 
 def _run_part(part, index, first_row, *, function, centre, dtype, block_rows):
     X, weights, _ = part
-    with block_threads(1):  # Dask's own threads and processes share out the cores
-        blocks = InMemoryRows(X, weights, centre, block_rows, dtype).blocks()
-        return function(blocks, index, first_row)
+    blocks = InMemoryRows(X, weights, centre, block_rows, dtype).blocks()
+    return function(blocks, index, first_row)
 
 
 def load_rows(

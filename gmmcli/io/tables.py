@@ -181,16 +181,29 @@ def select_features(
     weights = None
     if weight_column is not None:
         weights = _floats(table, weight_column, source, first_row, role="weight column")
-        bad = np.flatnonzero((weights < 0) | np.isinf(weights))
-        if bad.size:
-            raise UserError(
-                f"weight column '{weight_column}' in {source} has {float(weights[bad[0]])} "
-                f"at row {first_row + bad[0] + 1}; weights must be finite and not negative"
-            )
-        if require_positive and not (weights > 0).any():
-            raise no_positive_weight(weight_column, source)
+        weights = checked_weights(weights, weight_column, source, first_row, require_positive)
         missing |= np.isnan(weights)
     return Features(X, names, weights, missing, weight_column, first_row)
+
+
+def checked_weights(
+    weights: np.ndarray,
+    weight_column: str,
+    source: str,
+    first_row: int = 0,
+    require_positive: bool = True,
+) -> np.ndarray:
+    """Weights that are NaN (missing) or finite and not negative, some positive if
+    ``require_positive``; else a UserError naming the first bad row."""
+    bad = np.flatnonzero((weights < 0) | np.isinf(weights))
+    if bad.size:
+        raise UserError(
+            f"weight column '{weight_column}' in {source} has {float(weights[bad[0]])} "
+            f"at row {first_row + bad[0] + 1}; weights must be finite and not negative"
+        )
+    if require_positive and not (weights > 0).any():
+        raise no_positive_weight(weight_column, source)
+    return weights
 
 
 def _may_be_feature(name: str, exclude: list[str], weight_column: str | None) -> bool:

@@ -1,19 +1,20 @@
-"""End-to-end tests of the command line, in process through Typer's CliRunner.
+"""End-to-end tests of the command line as a whole, in process through Typer's CliRunner.
 
-Every test runs in its own empty folder (tmp_path is the current directory), so messages
-show the short relative paths a user would type. CliRunner keeps stdout and stderr apart:
-stdout must carry data only. Real processes and shell pipes are in test_cli_pipes.py.
+Tests of one subcommand are in test_cli_<command>.py; here are --version and --help, the
+conventions every command keeps (stdout carries data only, -q, the same bytes for the same
+command, input formats, bad input: exit 2 and one error line, nothing written) and tests that
+chain several commands. Every test runs in its own empty folder (tmp_path is the current
+directory), so messages show the short relative paths a user would type. Real processes and
+shell pipes are in test_cli_pipes.py.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import shlex
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -22,70 +23,23 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 import typer
-from cli_helpers import error_line, gmm, ok, runner, snapshot
+from cli_helpers import (
+    add_column,
+    error_line,
+    gmm,
+    missing_rows_csv,
+    ok,
+    read_csv,
+    read_stdout_csv,
+    runner,
+    set_cell,
+    snapshot,
+)
 
 from gmmcli.cli import app
 
-SCORE_KEYS = {"n_samples", "total_weight", "log_likelihood", "mean_log_likelihood", "bic", "aic"}
-
-
-def read_csv(path: str | Path) -> pa.Table:
-    return pa_csv.read_csv(path)
-
-
-def read_stdout_csv(result) -> pa.Table:
-    return pa_csv.read_csv(io.BytesIO(result.stdout_bytes))
-
-
-def set_cell(csv_text: str, row: int, column: str, value: str) -> str:
-    """``csv_text`` with data row ``row`` (1-based, header not counted) of ``column`` set."""
-    lines = csv_text.splitlines()
-    header = [name.strip('"') for name in lines[0].split(",")]
-    cells = lines[row].split(",")
-    cells[header.index(column)] = value
-    lines[row] = ",".join(cells)
-    return "\n".join(lines) + "\n"
-
-
-def add_column(csv_text: str, name: str, values) -> str:
-    lines = csv_text.splitlines()
-    rows = [f"{lines[0]},{name}"]
-    rows += [f"{line},{value}" for line, value in zip(lines[1:], values, strict=True)]
-    return "\n".join(rows) + "\n"
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_path(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-@pytest.fixture(scope="session")
-def base():
-    """Seeded data and models as text, made once by the CLI itself.
-
-    csv: 40 rows, 2 well-separated components (x0, x1, true_component); model: a 2-component
-    fit of it; blobs: 300 rows of 3 components; blobs_model: a 3-component fit of blobs.
-    """
-    csv = ok(gmm("generate -k 2 -n 40 --seed 3 --separation 6 -q")).stdout
-    blobs = ok(gmm("generate -k 3 -n 300 --seed 1 -q")).stdout
-    return SimpleNamespace(
-        csv=csv,
-        model=ok(gmm("fit - -k 2 -q -o -", input=csv)).stdout,
-        blobs=blobs,
-        blobs_model=ok(gmm("fit - -k 3 -q -o -", input=blobs)).stdout,
-        n_rows=40,
-    )
-
-
-@pytest.fixture
-def files(base):
-    """data.csv and model.json (2 components), blobs.csv and blobs.json (3 components)."""
-    Path("data.csv").write_text(base.csv)
-    Path("model.json").write_text(base.model)
-    Path("blobs.csv").write_text(base.blobs)
-    Path("blobs.json").write_text(base.blobs_model)
-    return base
+# Every test runs in its own empty folder (the in_tmp_path fixture of conftest.py).
+pytestmark = pytest.mark.usefixtures("in_tmp_path")
 
 
 # --- --version, --help ------------------------------------------------------------------
@@ -131,19 +85,7 @@ def test_help_examples_run_in_order():
         assert Path(output).is_file(), example
 
 
-# --- stdout carries data, stderr the rest --------------------------------------------------
-
-
-def test_fit_to_stdout_prints_only_the_model(files):
-    result = ok(gmm("fit blobs.csv -k 3 -o -"))
-    model = json.loads(result.stdout)
-    assert model["format"] == "gmmcli-model"
-    assert model["feature_names"] == ["x0", "x1"]
-    assert "features: x0, x1 (300 rows)" in result.stderr
-    for word in ("log-likelihood", "BIC", "iterations", "converged", "degenerate"):
-        assert word in result.stderr
-    ok(gmm("fit blobs.csv -k 3 -o model_file.json"))
-    assert Path("model_file.json").read_bytes() == result.stdout_bytes
+# --- stdout carries data, stderr the rest -----------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -163,36 +105,6 @@ def test_quiet_leaves_stderr_empty(files, command):
     assert result.stderr == ""
 
 
-def test_classify_says_which_columns_it_used(files):
-    result = ok(gmm("classify blobs.csv --model blobs.json -o out.csv"))
-    assert result.stdout == ""
-    assert "features: x0, x1" in result.stderr
-
-
-def test_score_prints_one_json_object(files):
-    result = ok(gmm("score blobs.csv --model blobs.json"))
-    assert result.stdout.count("\n") == 1
-    scores = json.loads(result.stdout)
-    assert set(scores) == SCORE_KEYS
-    assert scores["n_samples"] == 300
-    assert scores["total_weight"] == 300
-    assert scores["mean_log_likelihood"] == pytest.approx(scores["log_likelihood"] / 300)
-    # Scored on its training data, the model's record and the score agree.
-    training = json.loads(files.blobs_model)["training"]
-    assert scores["log_likelihood"] == pytest.approx(training["log_likelihood"], rel=1e-12)
-    assert scores["bic"] == pytest.approx(training["bic"], rel=1e-12)
-    n_parameters = training["n_parameters"]
-    assert scores["bic"] - scores["aic"] == pytest.approx(n_parameters * (math.log(300) - 2))
-
-
-def test_score_per_sample_writes_log_likelihoods(files):
-    result = ok(gmm("score blobs.csv --model blobs.json -q --per-sample scores.parquet"))
-    table = pq.read_table("scores.parquet")
-    assert table.column_names == ["x0", "x1", "true_component", "log_likelihood"]
-    total = float(np.sum(table["log_likelihood"].to_numpy()))
-    assert total == pytest.approx(json.loads(result.stdout)["log_likelihood"], rel=1e-12)
-
-
 # --- determinism ------------------------------------------------------------------------
 
 
@@ -205,25 +117,6 @@ def test_same_commands_give_the_same_bytes(files):
         assert Path(f"a{suffix}").read_bytes() == Path(f"b{suffix}").read_bytes(), suffix
     ok(gmm("generate -k 3 -n 200 --seed 6 -q -o c.csv"))
     assert Path("c.csv").read_bytes() != Path("a.csv").read_bytes()
-
-
-def test_seed_random_is_recorded_and_reproduces_the_model(files):
-    ok(gmm("fit blobs.csv -k 3 --init random --seed random -q -o r1.json"))
-    ok(gmm("fit blobs.csv -k 3 --init random --seed random -q -o r2.json"))
-    seed = json.loads(Path("r1.json").read_text())["training"]["seed"]
-    assert isinstance(seed, int)
-    assert seed != json.loads(Path("r2.json").read_text())["training"]["seed"]
-    ok(gmm(f"fit blobs.csv -k 3 --init random --seed {seed} -q -o again.json"))
-    assert Path("again.json").read_bytes() == Path("r1.json").read_bytes()
-
-
-def test_init_sample_seeds_on_a_sample_only_below_the_row_count(files):
-    def first_log_likelihood(size: int) -> float:
-        model = ok(gmm(f"fit blobs.csv -k 3 --init kmeans++ --max-iter 1 --init-sample {size} -q"))
-        return json.loads(model.stdout)["training"]["history"][0]
-
-    assert first_log_likelihood(0) == first_log_likelihood(300)  # 300 rows: no sample
-    assert first_log_likelihood(0) != first_log_likelihood(30)
 
 
 # --- formats ----------------------------------------------------------------------------
@@ -259,53 +152,7 @@ def test_format_option_overrides_the_extension(files):
     assert result.stdout_bytes == expected
 
 
-def test_output_format_by_extension_and_option(files):
-    expected = ok(gmm("classify blobs.csv --model blobs.json -q")).stdout_bytes
-    table = pa_csv.read_csv(io.BytesIO(expected))
-    ok(gmm("classify blobs.csv --model blobs.json -q -o out.parquet"))
-    assert pq.read_table("out.parquet").equals(table)
-    ok(gmm("classify blobs.csv --model blobs.json -q -o out.tsv"))
-    tsv = Path("out.tsv").read_text()
-    assert tsv == expected.decode().replace(",", "\t")
-    ok(gmm("classify blobs.csv --model blobs.json -q -o out.data --output-format parquet"))
-    assert pq.read_table("out.data").equals(table)
-    result = ok(gmm("classify blobs.csv --model blobs.json -q --output-format parquet"))
-    assert pq.read_table(io.BytesIO(result.stdout_bytes)).equals(table)
-
-
-def test_generate_writes_parquet_row_groups_of_at_most_128k_rows():
-    ok(gmm("generate -k 1 -d 1 -n 300000 --no-labels -q -o big.parquet"))
-    metadata = pq.ParquetFile("big.parquet").metadata
-    sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
-    assert sum(sizes) == 300000
-    assert max(sizes) <= 131072
-    assert len(sizes) == 3
-
-
 # --- columns ----------------------------------------------------------------------------
-
-
-def test_default_columns_skip_weights_and_gmmcli_outputs(files):
-    rng = np.random.default_rng(0)
-    n = 60
-    table = pa.table(
-        {
-            "a": rng.normal(size=n),
-            "name": [f"row{i}" for i in range(n)],  # not numeric: never a feature
-            "w": rng.integers(1, 4, n),
-            "true_component": rng.integers(0, 2, n),
-            "component": rng.integers(0, 2, n),
-            "p_0": rng.uniform(size=n),
-            "p_12": rng.uniform(size=n),
-            "log_likelihood": rng.normal(size=n),
-            "p_x": rng.normal(size=n),  # not p_<digits>: a feature
-            "b": rng.integers(0, 100, n),  # integers are numeric features too
-        }
-    )
-    pq.write_table(table, "mixed.parquet")
-    result = ok(gmm("fit mixed.parquet -k 1 --weight-column w -o m.json"))
-    assert json.loads(Path("m.json").read_text())["feature_names"] == ["a", "p_x", "b"]
-    assert "features: a, p_x, b (60 rows, weights from 'w')" in result.stderr
 
 
 def test_classify_output_feeds_back_into_fit(files):
@@ -314,69 +161,6 @@ def test_classify_output_feeds_back_into_fit(files):
     for name in ("labelled.csv", "scored.csv"):
         ok(gmm(f"fit {name} -k 3 -q -o {name}.json"))
         assert Path(f"{name}.json").read_bytes() == files.blobs_model.encode(), name
-
-
-def test_columns_and_exclude_choose_the_features(files):
-    Path("wide.csv").write_text(add_column(files.blobs, "extra", range(300)))
-    ok(gmm("fit wide.csv -k 2 --columns x1,x0 -q -o picked.json"))
-    assert json.loads(Path("picked.json").read_text())["feature_names"] == ["x1", "x0"]
-    ok(gmm("fit wide.csv -k 2 --columns 'x0, extra' -q -o spaced.json"))
-    assert json.loads(Path("spaced.json").read_text())["feature_names"] == ["x0", "extra"]
-    ok(gmm("fit wide.csv -k 2 --exclude extra,x1 -q -o excluded.json"))
-    assert json.loads(Path("excluded.json").read_text())["feature_names"] == ["x0"]
-    # true_component is skipped by default, but may be chosen by name.
-    ok(gmm("fit wide.csv -k 2 --columns x0,true_component -q -o named.json"))
-    names = json.loads(Path("named.json").read_text())["feature_names"]
-    assert names == ["x0", "true_component"]
-
-
-def test_classify_takes_the_model_columns_by_name(files):
-    """A model fitted on Parquet labels a CSV with shuffled columns the same way."""
-    table = read_csv("blobs.csv")
-    pq.write_table(table, "blobs.parquet")
-    ok(gmm("fit blobs.parquet -k 3 -q -o pq.json"))
-    ok(gmm("classify blobs.parquet --model pq.json -q --only-new-columns -o expected.csv"))
-    shuffled = table.select(["true_component", "x1", "x0"]).append_column(
-        "noise", pa.array(np.arange(300.0))
-    )
-    pa_csv.write_csv(shuffled, "shuffled.csv")
-    result = ok(gmm("classify shuffled.csv --model pq.json -o labelled.csv"))
-    assert "features: x0, x1" in result.stderr
-    labelled = read_csv("labelled.csv")
-    assert labelled.column_names == ["true_component", "x1", "x0", "noise", "component"] + [
-        f"p_{k}" for k in range(3)
-    ]
-    expected = read_csv("expected.csv")
-    assert labelled["component"].equals(expected["component"])
-    np.testing.assert_array_equal(labelled["p_1"].to_numpy(), expected["p_1"].to_numpy())
-
-
-def test_classify_replaces_its_own_columns_and_keeps_the_truth(files):
-    ok(gmm("classify blobs.csv --model blobs.json -q -o once.csv"))
-    ok(gmm("fit blobs.csv -k 2 -q -o two.json"))
-    result = ok(gmm("classify once.csv --model two.json -o twice.csv"))
-    assert "replacing the existing columns component, p_0, p_1, p_2" in result.stderr
-    twice = read_csv("twice.csv")
-    assert twice.column_names == ["x0", "x1", "true_component", "component", "p_0", "p_1"]
-    assert twice["true_component"].equals(read_csv("blobs.csv")["true_component"])
-    p = np.column_stack([twice["p_0"].to_numpy(), twice["p_1"].to_numpy()])
-    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-12)
-    np.testing.assert_array_equal(twice["component"].to_numpy(), p.argmax(axis=1))
-
-
-def test_only_new_columns_and_no_probabilities(files):
-    result = ok(gmm("classify blobs.csv --model blobs.json -q --only-new-columns"))
-    table = read_stdout_csv(result)
-    assert table.column_names == ["component", "p_0", "p_1", "p_2"]
-    assert table.num_rows == 300
-    result = ok(gmm("classify blobs.csv --model blobs.json -q --no-probabilities"))
-    assert read_stdout_csv(result).column_names == ["x0", "x1", "true_component", "component"]
-    result = ok(
-        gmm("classify blobs.csv --model blobs.json -q --no-probabilities --only-new-columns")
-    )
-    labels = read_stdout_csv(result)
-    assert labels.column_names == ["component"]
-    assert set(labels["component"].to_pylist()) == {0, 1, 2}
 
 
 # --- weights ----------------------------------------------------------------------------
@@ -398,67 +182,7 @@ def test_weights_in_fit_and_score(files):
     assert scores["mean_log_likelihood"] == pytest.approx(scores["log_likelihood"] / sum(weights))
 
 
-def test_generate_adds_integer_weights():
-    ok(gmm("generate -k 2 -n 500 --weight-column count -q -o weighted.parquet"))
-    table = pq.read_table("weighted.parquet")
-    assert table.column_names == ["x0", "x1", "true_component", "count"]
-    assert pa.types.is_integer(table.schema.field("count").type)
-    counts = table["count"].to_numpy()
-    assert counts.min() >= 1
-    ok(gmm("fit weighted.parquet -k 2 --weight-column count -q -o m.json"))
-    training = json.loads(Path("m.json").read_text())["training"]
-    assert training["total_weight"] == counts.sum()
-
-
-# --- --init-model, --strict ---------------------------------------------------------------
-
-
-def test_init_model_refines_a_saved_model(files):
-    ok(gmm("fit blobs.csv -k 3 --max-iter 1 --tol 1e-12 -q -o rough.json"))
-    result = ok(gmm("fit blobs.csv --init-model rough.json -o refined.json"))
-    rough = json.loads(Path("rough.json").read_text())
-    refined = json.loads(Path("refined.json").read_text())
-    assert refined["n_components"] == 3
-    assert refined["covariance_type"] == rough["covariance_type"]
-    assert refined["feature_names"] == rough["feature_names"]
-    assert refined["training"]["init"] == "explicit"
-    # EM from the saved parameters: its first likelihood is the saved model's, then it rises.
-    history = refined["training"]["history"]
-    assert history[0] == pytest.approx(rough["training"]["mean_log_likelihood"], rel=1e-12)
-    assert refined["training"]["log_likelihood"] >= rough["training"]["log_likelihood"]
-    assert "features: x0, x1" in result.stderr
-
-
-def test_strict_fit_that_does_not_converge_exits_3_and_writes_nothing(files):
-    command = "fit blobs.csv -k 3 --max-iter 1 --tol 1e-12 -o m.json"
-    Path("m.json").write_text("old\n")
-    result = gmm(f"{command} --strict")
-    error = error_line(result, code=3)
-    assert "--strict" in error
-    assert result.stdout == ""
-    assert Path("m.json").read_text() == "old\n"
-
-    result = ok(gmm(command))
-    assert "warning:" in result.stderr
-    assert "did not converge" in result.stderr
-    assert json.loads(Path("m.json").read_text())["training"]["converged"] is False
-
-
-# --- missing values -----------------------------------------------------------------------
-
-
-def missing_rows_csv(base) -> str:
-    """blobs with x0 empty in row 3, x1 = inf in row 6 and x1 = NaN in row 10."""
-    text = set_cell(base.blobs, 3, "x0", "")
-    text = set_cell(text, 6, "x1", "inf")
-    return set_cell(text, 10, "x1", "NaN")
-
-
-def test_fit_drop_missing_reports_the_dropped_rows(files):
-    Path("holes.csv").write_text(missing_rows_csv(files))
-    result = ok(gmm("fit holes.csv -k 3 --drop-missing -o m.json"))
-    assert "dropped 3 rows" in result.stderr
-    assert json.loads(Path("m.json").read_text())["training"]["n_samples"] == 297
+# --- missing values ---------------------------------------------------------------------
 
 
 def test_classify_and_score_keep_rows_aligned_with_drop_missing(files):
@@ -485,7 +209,7 @@ def test_classify_and_score_keep_rows_aligned_with_drop_missing(files):
     assert scores["log_likelihood"] == pytest.approx(pc.sum(per_sample).as_py())
 
 
-# --- bad input: exit 2, one line naming what and where, nothing written --------------------
+# --- bad input: exit 2, one line naming what and where, nothing written -----------------
 
 DIRECTORY = object()  # in a case's files: make a folder at that path
 
@@ -797,7 +521,17 @@ def test_bad_input_unreadable_file(files):
     assert snapshot() == before
 
 
-# --- messages are plain text, not markup -----------------------------------------------
+def test_unwritable_output_folder_is_a_user_error(files, monkeypatch):
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+    assert "Permission denied" in error_line(gmm("fit data.csv -k 2 -o out.json"))
+
+
+# --- messages are plain text, not markup ------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["data[/x].csv", "data[x].csv"])
@@ -812,50 +546,52 @@ def test_column_names_with_brackets_are_shown_verbatim():
     assert "features: a, [/b]" in result.stderr
 
 
-# --- outputs and columns checked before anything is written ------------------------------
-
-
-def test_bad_input_non_numeric_value_with_default_columns(files):
-    Path("typo.csv").write_text(set_cell(files.csv, 7, "x1", "abc"))
-    before = snapshot()
-    error = error_line(gmm("fit typo.csv -k 2 -o out.json"))
-    assert "'x1'" in error
-    assert "row 7" in error
-    assert snapshot() == before
-
-
-def test_generate_writes_nothing_when_truth_folder_is_missing():
-    error = error_line(gmm("generate -n 10 -o data.csv --truth nodir/truth.json"))
-    assert "'nodir'" in error
-    assert snapshot() == {}
+# --- usage errors and help -----------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("command", "needle"),
+    ("command", "names"),
     [
-        ("generate -n 10 --seed -1 -o d.csv", "--seed"),
-        ("generate -n 10 --separation nan -o d.csv", "--separation"),
-        ("generate -n 10 --separation inf -o d.csv", "--separation"),
-        ("generate -n 10 -d 2 --weight-column x1 -o d.csv", "'x1'"),
-        ("generate -n 10 --weight-column true_component -o d.csv", "'true_component'"),
+        ("fit data.csv -k 2 --no-such-option", ["--no-such-option", "gmmcli fit --help"]),
+        ("fit", ["Missing argument", "data"]),
+        ("classify data.csv", ["--model"]),
+        ("fit data.csv -k two", ["-k", "integer"]),
+        ("fit data.csv -k 2 --covariance-type banded", ["banded"]),
+        ("no-such-command", ["no-such-command"]),
     ],
 )
-def test_generate_rejects_bad_options(command, needle):
-    assert needle in error_line(gmm(command))
-    assert snapshot() == {}
-
-
-def test_score_per_sample_needs_a_file(files):
+def test_usage_errors_are_one_plain_line(files, command, names):
     before = snapshot()
-    assert "--per-sample" in error_line(gmm("score data.csv -m model.json --per-sample -"))
+    error = error_line(gmm(command))
+    for name in names:
+        assert name in error, (name, error)
+    assert not any(c in error for c in "╭╰│"), "no box"
     assert snapshot() == before
 
 
-def test_unwritable_output_folder_is_a_user_error(files, monkeypatch):
-    import tempfile
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [
+        ("fit nowhere.csv -k 2 --tol -1", "--tol"),
+        ("fit nowhere.csv -k 0", "-k"),
+        ("fit nowhere.csv -k 2 --n-init 0", "--n-init"),
+        ("select-k nowhere.csv --covariance-types full,banded", "--covariance-types"),
+        ("select-k nowhere.csv --criterion cv --cv-folds 1", "--cv-folds"),
+        ("fit nowhere.csv -k 2 --scheduler local:2", "--scheduler"),
+        ("generate -n 0", "-n"),
+    ],
+)
+def test_options_are_checked_before_the_data_and_named_by_their_flag(command, flag):
+    """nowhere.csv does not exist: the option's error comes first, naming the flag."""
+    error = error_line(gmm(command))
+    assert error.startswith(f"error: {flag} "), error
+    assert "nowhere.csv" not in error
 
-    def refuse(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
-    assert "Permission denied" in error_line(gmm("fit data.csv -k 2 -o out.json"))
+def test_fit_help_reads_in_panels_within_80_columns(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("TERMINAL_WIDTH", "80")
+    result = ok(gmm("fit --help"))
+    for panel in ("Model", "Input", "Scale-out", "Output"):
+        assert f"─ {panel} ─" in result.stdout, panel
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80

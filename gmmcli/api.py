@@ -1,0 +1,268 @@
+"""The Python API: what the command line does, on arrays, tables and files.
+
+``data`` is a 2-D array, a table (pandas or polars DataFrame, Arrow table, or anything
+with the Arrow PyCapsule interface) or a path (CSV, TSV, Parquet; streamed when reading
+it whole would take more than ``memory_limit``, default half the memory available).
+Keywords are those of :class:`gmmcli.FitOptions` (how to fit), of :class:`gmmcli.Grid`
+(select_k's grid) and of :class:`gmmcli.inputs.Source` (how to read: ``columns``,
+``exclude``, ``drop_missing``, ``chunk_rows``, ``memory_limit``, ``format``, ``engine``,
+``scheduler``); each is checked once, before any data are read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+
+import pyarrow as pa
+
+from gmmcli import inputs
+from gmmcli import jobs as run
+from gmmcli.core.model import GaussianMixture
+from gmmcli.core.options import SELECT_DEFAULTS, FitOptions, Grid
+from gmmcli.core.select import GridPoint
+from gmmcli.errors import UserError
+from gmmcli.inputs import Output, Source
+from gmmcli.io import modelfile
+from gmmcli.outputs import Classify
+
+
+def _typed(keywords: dict, *kinds: type) -> list[dict]:
+    """The keywords sorted by the dataclass among ``kinds`` that has a field of that name."""
+    parts: list[dict] = [{} for _ in kinds]
+    for name, value in keywords.items():
+        owner = next(
+            (part for part, kind in zip(parts, kinds, strict=True) if _has_field(kind, name)),
+            None,
+        )
+        if owner is None:
+            raise TypeError(f"unexpected keyword argument {name!r}")
+        owner[name] = value
+    return parts
+
+
+def _has_field(kind: type, name: str) -> bool:
+    return name in {f.name for f in dataclasses.fields(kind)} and name not in ("data", "weights")
+
+
+def _options(base: FitOptions, given: dict) -> FitOptions:
+    return dataclasses.replace(base, **given) if given else base
+
+
+def _model(model: GaussianMixture | str | os.PathLike) -> GaussianMixture:
+    return model if isinstance(model, GaussianMixture) else modelfile.load(os.fspath(model))
+
+
+def fit(
+    data,
+    n_components: int | None = None,
+    *,
+    weights=None,
+    options: FitOptions | None = None,
+    start: GaussianMixture | None = None,
+    on_iteration: Callable[[int, int, float], None] | None = None,
+    **keywords,
+) -> GaussianMixture:
+    """Fit a mixture of ``n_components`` Gaussians to ``data`` by EM.
+
+    Parameters
+    ----------
+    data : array of shape (n_samples, n_features), table or path
+        The rows. A table's or file's default features are its numeric columns other
+        than the weight column and gmmcli's own output columns, as on the command line.
+    n_components : int
+        K (default: ``start``'s).
+    weights : array of shape (n_samples,), str or None
+        Frequency weights (a row of weight 3 counts as three rows), or a weight column's
+        name.
+    options : FitOptions or None
+        How to fit; keywords naming FitOptions fields replace its values.
+    start : GaussianMixture or None
+        Run EM from this model's parameters.
+    on_iteration : callable or None
+        Called as ``on_iteration(restart, iteration, mean_log_likelihood)`` after every EM
+        iteration.
+    **keywords
+        Fields of FitOptions (``covariance_type``, ``n_init``, ``seed``, ...) and of
+        Source (``columns``, ``memory_limit``, ``engine``, ...).
+
+    Returns
+    -------
+    GaussianMixture
+        The fitted model, with its training record in ``fit_info`` and the feature
+        names of a table or file.
+
+    Examples
+    --------
+    >>> import numpy as np, gmmcli
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(-5, 1, (200, 2)), rng.normal(5, 1, (100, 2))])
+    >>> model = gmmcli.fit(X, 2, covariance_type="diag", seed=0)
+    >>> model.weights.round(2)
+    array([0.67, 0.33])
+    >>> model.predict(X[:3])
+    array([0, 0, 0])
+    """
+    fit_part, source_part = _typed(keywords, FitOptions, Source)
+    options = _options(options or FitOptions(), fit_part)
+    source = Source(data, weights=weights, **source_part)
+    return run.fit(source, n_components, options, start=start, on_iteration=on_iteration)
+
+
+def select_k(
+    data,
+    k_values=range(1, 11),
+    *,
+    weights=None,
+    options: FitOptions | None = None,
+    jobs: int = 1,
+    **keywords,
+) -> tuple[list[GridPoint], GaussianMixture | None]:
+    """Fit every K in ``k_values`` for every covariance type and rank them (select-k).
+
+    Parameters
+    ----------
+    data, weights
+        As for :func:`fit`.
+    k_values : iterable of int
+        The numbers of components tried.
+    options : FitOptions or None
+        What every point is fitted with (default: 3 restarts, ``tol=1e-6``,
+        ``max_iter=1000``, seed 0); keywords naming its fields replace its values.
+    jobs : int
+        Points fitted in parallel processes.
+    **keywords
+        Fields of Grid (``covariance_types``, ``criterion``, ``cv_folds``), FitOptions and
+        Source.
+
+    Returns
+    -------
+    points : list of GridPoint
+        One row per (K, covariance type): criteria, status, the winner marked ``best``.
+    winner : GaussianMixture or None
+        The best eligible model (None when every point failed).
+
+    Examples
+    --------
+    >>> import numpy as np, gmmcli
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(-5, 1, (200, 2)), rng.normal(5, 1, (100, 2))])
+    >>> points, best = gmmcli.select_k(X, range(1, 4), covariance_types=["diag"])
+    >>> best.n_components, best.covariance_type
+    (2, 'diag')
+    """
+    grid_part, fit_part, source_part = _typed(keywords, Grid, FitOptions, Source)
+    grid = Grid(k_values=tuple(k_values), **grid_part)
+    options = _options(options or SELECT_DEFAULTS, fit_part)
+    source = Source(data, weights=weights, **source_part)
+    return run.select_k(source, grid, options, jobs=jobs)
+
+
+def classify(
+    data,
+    model: GaussianMixture | str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    *,
+    probabilities: bool = True,
+    only_new_columns: bool = False,
+    output_format: str | None = None,
+    **keywords,
+) -> pa.Table | None:
+    """Label every row with its most probable component (and membership probabilities).
+
+    With ``output`` (a path; with ``engine="dask"`` a folder) the rows are read and written
+    chunk by chunk, whatever their number; without, the labelled table is returned, and
+    an input past ``memory_limit`` is refused.
+
+    Parameters
+    ----------
+    data
+        As for :func:`fit`; a table's or file's columns are taken by the model's feature
+        names, wherever they stand.
+    model : GaussianMixture or path
+        The model, or its JSON file.
+    output : path or None
+        Where to write the table (format by extension or ``output_format``).
+    probabilities : bool
+        Add p_0 .. p_{K-1} beside the component column.
+    only_new_columns : bool
+        Leave the input's columns out.
+    **keywords
+        Fields of Source.
+
+    Returns
+    -------
+    pyarrow.Table or None
+        The table (when there is no ``output``).
+
+    Examples
+    --------
+    >>> import numpy as np, gmmcli, pyarrow as pa
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(-5, 1, (200, 2)), rng.normal(5, 1, (100, 2))])
+    >>> table = pa.table({"a": X[:, 0], "b": X[:, 1], "id": np.arange(300)})
+    >>> model = gmmcli.fit(table, 2, columns=["a", "b"], seed=0)
+    >>> labelled = gmmcli.classify(table, model)
+    >>> labelled.column_names
+    ['a', 'b', 'id', 'component', 'p_0', 'p_1']
+    >>> labelled["component"].to_pylist()[-2:]
+    [1, 1]
+    """
+    (source_part,) = _typed(keywords, Source)
+    source, model = Source(data, **source_part), _model(model)
+    prediction = Classify(model, probabilities, only_new_columns)
+    if output is not None:
+        run.classify(source, model, Output(os.fspath(output), output_format), prediction=prediction)
+        return None
+    return _in_memory(source, model, prediction)
+
+
+def score(
+    data,
+    model: GaussianMixture | str | os.PathLike,
+    per_sample: str | os.PathLike | None = None,
+    *,
+    weights: str | None = None,
+    **keywords,
+) -> dict[str, float]:
+    """The log-likelihood, BIC and AIC of ``data`` under ``model`` (read chunk by chunk
+    past ``memory_limit``), each row's log_likelihood written to ``per_sample`` if given.
+
+    Returns
+    -------
+    dict
+        n_samples, total_weight, log_likelihood, mean_log_likelihood, bic, aic.
+
+    Examples
+    --------
+    >>> import numpy as np, gmmcli
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(-5, 1, (200, 2)), rng.normal(5, 1, (100, 2))])
+    >>> model = gmmcli.fit(X, 2, seed=0)
+    >>> round(gmmcli.score(X, model)["mean_log_likelihood"], 2)
+    -3.46
+    """
+    (source_part,) = _typed(keywords, Source)
+    source = Source(data, weights=weights, **source_part)
+    path = None if per_sample is None else os.fspath(per_sample)
+    return run.score(source, _model(model), Output(path))
+
+
+def _in_memory(source: Source, model: GaussianMixture, prediction: Classify) -> pa.Table:
+    """A prediction's whole table, refused for an input past the memory limit."""
+    if not inputs.fits_in_memory(source):
+        raise UserError(
+            f"{source.quoted} would take more than memory_limit to hold; give an output "
+            "path, to which the rows are written chunk by chunk"
+        )
+    collected: list[pa.Table] = []
+
+    def keep(table, features):
+        out, summary = prediction(table, features)
+        collected.append(out)
+        return out, summary
+
+    keep.keeps_input = prediction.keeps_input
+    inputs.predict_rows(source, model, keep, Output(None), accept=lambda results: None)
+    return pa.concat_tables(collected)

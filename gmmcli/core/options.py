@@ -1,0 +1,195 @@
+"""What a fit or a model selection is asked to do: typed options, each checked once.
+
+Every constraint stands in one table (``FIT_RULES``, ``GRID_RULES``) and is checked when
+the options are made, before any data are read; an :class:`InvalidParameter` names the
+parameter. The lists of choices live here, and the command line builds its choices
+from them.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gmmcli.core.covariance import COVARIANCE_TYPES
+from gmmcli.core.init import INIT_METHODS, INIT_SAMPLE
+from gmmcli.errors import InvalidParameter
+
+COVARIANCE_NAMES = tuple(COVARIANCE_TYPES)
+CRITERIA = ("bic", "aic", "icl", "cv")
+DTYPES = ("float64", "float32")
+
+Rule = tuple[Callable[[object], bool], str]
+
+
+def one_of(choices: Sequence[str]) -> Rule:
+    return (lambda value: value in choices), f"one of {', '.join(choices)}"
+
+
+def whole_number(at_least: int) -> Rule:
+    def test(value: object) -> bool:
+        return _is_integer(value) and value >= at_least
+
+    return test, f"a whole number of at least {at_least}"
+
+
+def _is_integer(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _finite_non_negative(value: object) -> bool:
+    return isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0
+
+
+NON_NEGATIVE: Rule = (_finite_non_negative, "a finite number of at least 0")
+SEED: Rule = (
+    lambda value: value is None or whole_number(0)[0](value),
+    "None or " + "an integer >= 0",
+)
+OPTIONAL_FLAG: Rule = (lambda value: value in (None, True, False), "None, True or False")
+
+
+def check(options: object, rules: dict[str, Rule]) -> None:
+    """An InvalidParameter for the first field of ``options`` that breaks its rule."""
+    for name, (test, requirement) in rules.items():
+        value = getattr(options, name)
+        if not test(value):
+            raise InvalidParameter(name, value, requirement)
+
+
+@dataclass(frozen=True, eq=False)
+class FitOptions:
+    """How a mixture is fitted, whatever the rows: checked on construction.
+
+    Parameters
+    ----------
+    covariance_type : {"full", "tied", "diag", "spherical"}
+        The covariance structure.
+    init : {"kmeans", "kmeans++", "random", "random-from-data"}
+        How each restart starts.
+    init_sample : int
+        k-means++ seeds on a weighted sample of about this many rows when there are more
+        (0: on every row).
+    n_init : int
+        Restarts; the best sound one wins.
+    max_iter : int
+        EM iterations at most per restart.
+    tol : float
+        EM stops when the mean log-likelihood gains less than this (0: run ``max_iter``).
+    reg_covar : float
+        Added to every covariance diagonal.
+    seed : int or None
+        Restart i draws from ``SeedSequence(seed).spawn(n_init)[i]``; None draws fresh
+        entropy, recorded in the model.
+    dtype : {"float64", "float32"}
+        Precision of the E-step (statistics are summed in float64 either way).
+    weights_init, means_init, precisions_init : array or None
+        A start in scikit-learn's shapes and meaning; components then keep the given
+        order unless ``canonical_order`` says otherwise.
+    canonical_order : bool or None
+        Sort components by descending weight, ties by the means (None: unless a start is
+        given).
+
+    Examples
+    --------
+    >>> FitOptions(covariance_type="diag", n_init=3).n_init
+    3
+    >>> FitOptions(tol=-1)
+    Traceback (most recent call last):
+    ...
+    gmmcli.errors.InvalidParameter: tol must be a finite number of at least 0, got -1
+    """
+
+    covariance_type: str = "full"
+    init: str = "kmeans"
+    init_sample: int = INIT_SAMPLE
+    n_init: int = 1
+    max_iter: int = 100
+    tol: float = 1e-3
+    reg_covar: float = 1e-6
+    seed: int | None = None
+    dtype: str = "float64"
+    weights_init: np.ndarray | None = field(default=None, repr=False)
+    means_init: np.ndarray | None = field(default=None, repr=False)
+    precisions_init: np.ndarray | None = field(default=None, repr=False)
+    canonical_order: bool | None = None
+
+    def __post_init__(self) -> None:
+        check(self, FIT_RULES)
+
+    @property
+    def given_start(self) -> tuple[bool, bool]:
+        """(any, all) of weights_init, means_init and precisions_init are given."""
+        given = [v is not None for v in (self.weights_init, self.means_init, self.precisions_init)]
+        return any(given), all(given)
+
+
+FIT_RULES: dict[str, Rule] = {
+    "covariance_type": one_of(COVARIANCE_NAMES),
+    "init": one_of(INIT_METHODS),
+    "init_sample": whole_number(0),
+    "n_init": whole_number(1),
+    "max_iter": whole_number(1),
+    "tol": NON_NEGATIVE,
+    "reg_covar": NON_NEGATIVE,
+    "seed": SEED,
+    "dtype": one_of(DTYPES),
+    "canonical_order": OPTIONAL_FLAG,
+}
+
+DEFAULT_OPTIONS = FitOptions()
+# What select-k fits every grid point with unless told otherwise: tight, so that
+# criteria compare converged fits.
+SELECT_DEFAULTS = FitOptions(n_init=3, max_iter=1000, tol=1e-6, seed=0)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The models a selection compares, and how it ranks them.
+
+    Parameters
+    ----------
+    k_values : sequence of int
+        Numbers of components tried.
+    covariance_types : sequence of str
+        Covariance structures tried (each of ``COVARIANCE_NAMES``).
+    criterion : {"bic", "aic", "icl", "cv"}
+        What picks the winner (cv: held-out mean log-likelihood, higher is better).
+    cv_folds : int or None
+        Cross-validation folds: 5 by default with ``criterion="cv"``, and any other
+        criterion can be given a cv column too.
+    """
+
+    k_values: tuple[int, ...] = tuple(range(1, 11))
+    covariance_types: tuple[str, ...] = COVARIANCE_NAMES
+    criterion: str = "bic"
+    cv_folds: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "k_values", tuple(self.k_values))
+        object.__setattr__(self, "covariance_types", tuple(self.covariance_types))
+        if self.criterion == "cv" and self.cv_folds is None:
+            object.__setattr__(self, "cv_folds", 5)
+        check(self, GRID_RULES)
+
+
+def _each(rule: Rule) -> Rule:
+    test, requirement = rule
+    return (lambda values: len(values) > 0 and all(test(v) for v in values)), (
+        f"a non-empty list, each {requirement}"
+    )
+
+
+GRID_RULES: dict[str, Rule] = {
+    "k_values": _each(whole_number(1)),
+    "covariance_types": _each(one_of(COVARIANCE_NAMES)),
+    "criterion": one_of(CRITERIA),
+    "cv_folds": (
+        lambda v: v is None or whole_number(2)[0](v),
+        "None or a whole number of at least 2",
+    ),
+}

@@ -1,0 +1,204 @@
+"""Passes over rows on this machine, shared out over its cores.
+
+The core sums statistics through a reducer (gmmcli.core.em.Reducer); this is the one
+that uses every core. Rows in memory (over about 8 MB, on Linux) go to processes: this
+one and children forked once per EM run (``session``), which read the rows through
+shared memory and send back sums of statistics. Other rows (a file read in chunks) go
+to threads, at most two blocks per thread in flight. Either way the blocks are summed in
+the groups and order the core fixes, so the result does not depend on the core count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TypeVar
+
+from gmmcli.core.em import (
+    SERIAL,
+    Block,
+    BlockFunction,
+    InMemoryRows,
+    Reducer,
+    RowSource,
+    add_up,
+    group_blocks,
+    sum_in_groups,
+)
+from gmmcli.engines.forked import Workers, fork_available, map_forked
+from gmmcli.errors import InvalidParameter
+
+S = TypeVar("S")
+T = TypeVar("T")
+FORK_MIN_VALUES = 1 << 20  # below about 8 MB of rows a pass is too short to fork for
+BLAS_THREAD_VARIABLES = (
+    "GMMCLI_THREADS",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+def default_threads() -> int:
+    """Workers for a pass: GMMCLI_THREADS if set; else every core when BLAS is
+    single-threaded (OPENBLAS_NUM_THREADS or OMP_NUM_THREADS is 1, as the command line
+    sets), else 1, with BLAS's own threads inside each block, so that the two never
+    oversubscribe the cores."""
+    chosen = os.environ.get("GMMCLI_THREADS", "")
+    if chosen.isdigit():
+        return max(1, int(chosen))
+    if "1" in (os.environ.get("OPENBLAS_NUM_THREADS"), os.environ.get("OMP_NUM_THREADS")):
+        return os.cpu_count() or 1
+    return 1
+
+
+def reducer(threads: int | None = None) -> Reducer:
+    """The reducer for ``threads`` workers (default: default_threads())."""
+    threads = default_threads() if threads is None else threads
+    return SERIAL if threads == 1 else Shared(threads)
+
+
+_KEPT_WORKERS: ContextVar[tuple[RowSource, Workers] | None] = ContextVar(
+    "gmmcli_kept_workers", default=None
+)
+
+
+@dataclass(frozen=True)
+class Shared:
+    """Blocks shared out over ``threads`` workers: forked processes for rows in memory,
+    threads for other rows."""
+
+    threads: int
+
+    def sum(self, rows: RowSource, block_stats: BlockFunction) -> T | None:
+        group = group_blocks(rows)
+        if _worth_forking(rows, group):
+            return add_up(self._forked_group_sums(block_stats, rows, group))
+
+        def part_sum(blocks: Iterable[Block], index: int, first_row: int):
+            return sum_in_groups(_in_order(block_stats, blocks, self.threads), group)
+
+        return add_up(rows.map_parts(part_sum))
+
+    def _forked_group_sums(self, function, rows: InMemoryRows, group: int) -> Iterator:
+        """The sums of ``function(*block)`` over each group of blocks, in order; groups dealt
+        out in turn to the processes (this one and children forked for the pass, or kept
+        by session() when ``function`` pickles)."""
+        kept = _KEPT_WORKERS.get()
+        if kept is not None and kept[0] is rows:
+            per_share = kept[1].map(function)
+        else:
+            shares = _group_shares(rows, self.threads, group)
+            per_share = map_forked(lambda share: _share_sums(function, rows, share), shares)
+        for turn in itertools.zip_longest(*per_share):  # None pads the shorter shares
+            yield from turn
+
+    @contextlib.contextmanager
+    def session(self, rows: RowSource) -> Iterator[None]:
+        """Within, the passes over ``rows`` with a block function that pickles (a
+        module-level function or a partial of one) go to processes forked once here rather
+        than once per pass, when sum() would fork for them at all."""
+        group = group_blocks(rows)
+        if not _worth_forking(rows, group):
+            yield
+            return
+        shares = _group_shares(rows, self.threads, group)
+        with Workers(lambda function, share: _share_sums(function, rows, share), shares) as workers:
+            token = _KEPT_WORKERS.set((rows, workers))
+            try:
+                yield
+            finally:
+                _KEPT_WORKERS.reset(token)
+
+
+def _worth_forking(rows: RowSource, group: int) -> bool:
+    return (
+        isinstance(rows, InMemoryRows)
+        and rows.X.size >= FORK_MIN_VALUES
+        and rows.n_blocks > group
+        and fork_available()
+    )
+
+
+def _group_shares(rows: InMemoryRows, processes: int, group: int) -> list[list[range]]:
+    """Each process's groups (as ranges of block indices), groups dealt out in turn."""
+    n_blocks = rows.n_blocks
+    runs = [range(start, min(n_blocks, start + group)) for start in range(0, n_blocks, group)]
+    return [runs[first::processes] for first in range(min(processes, len(runs)))]
+
+
+def _share_sums(function, rows: InMemoryRows, share: list[range]) -> list:
+    return [add_up(function(*block) for block in rows.blocks(run)) for run in share]
+
+
+def _in_order(function, blocks, threads):
+    """``function(*block)`` of every block, in block order: in the pool when there are
+    several threads and blocks, else here."""
+    blocks = iter(blocks)
+    head = list(itertools.islice(blocks, 2))
+    blocks = itertools.chain(head, blocks)
+    if len(head) < 2:
+        yield from (function(*block) for block in blocks)
+        return
+    pool = _pool(threads)
+    pending: deque = deque()
+    try:
+        for block in blocks:
+            pending.append(pool.submit(function, *block))
+            if len(pending) >= 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:  # on an error or when abandoned: let no block run on unseen
+        for future in pending:
+            future.cancel()
+        wait(pending)
+
+
+@functools.cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """One pool per thread count, kept for the process: a pass starts no threads."""
+    return ThreadPoolExecutor(threads, thread_name_prefix="gmmcli-blocks")
+
+
+def task_map(jobs: int) -> Callable[[Callable[[S], T], Sequence[S]], Iterator[T]]:
+    """A map over independent tasks (select-k's grid points) run in ``jobs`` fresh
+    processes with one BLAS thread each, results in order; the built-in map for 1 job."""
+    if not (isinstance(jobs, int) and jobs >= 1):
+        raise InvalidParameter("jobs", jobs, "a whole number of at least 1")
+    if jobs == 1:
+        return map
+
+    def in_processes(function: Callable[[S], T], tasks: Sequence[S]) -> Iterator[T]:
+        with _single_threaded_blas():
+            pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(tasks)))
+        with pool:
+            yield from pool.imap(function, tasks)
+
+    return in_processes
+
+
+@contextlib.contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """An environment in which new processes start with one BLAS thread each."""
+    saved = {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES}
+    os.environ.update(dict.fromkeys(BLAS_THREAD_VARIABLES, "1"))  # GMMCLI_THREADS among them
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

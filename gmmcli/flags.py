@@ -1,0 +1,130 @@
+"""The command line's shared declarations: choices built from the core's lists, and the
+options that several commands take, named alike everywhere, in help panels."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from gmmcli.core.init import INIT_METHODS
+from gmmcli.core.options import COVARIANCE_NAMES, CRITERIA, DTYPES
+from gmmcli.inputs import ENGINES
+from gmmcli.io.tables import FORMATS
+
+MODEL, INPUT, SCALE, OUTPUT = "Model", "Input", "Scale-out", "Output"
+
+
+def choices(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """A str Enum of the core's choices, so that values tab-complete."""
+    return Enum(name, {value: value for value in values}, type=str)
+
+
+CovarianceType = choices("CovarianceType", COVARIANCE_NAMES)
+InitMethod = choices("InitMethod", INIT_METHODS)
+Criterion = choices("Criterion", CRITERIA)
+Dtype = choices("Dtype", DTYPES)
+Engine = choices("Engine", ENGINES)
+Format = choices("Format", FORMATS)
+
+
+def option(*names: str, panel: str | None = None, **kwargs):
+    return typer.Option(*names, rich_help_panel=panel, **kwargs)
+
+
+# Options shared by several commands, named alike everywhere.
+DataArg = Annotated[
+    str, typer.Argument(help="Data file (.csv, .tsv, .parquet/.pq) or - for stdin.")
+]
+FormatOpt = Annotated[
+    Format | None, option("--format", panel=INPUT, help="Input format; overrides the extension.")
+]
+OutputOpt = Annotated[
+    str, option("--output", "-o", panel=OUTPUT, help="Output path; - for stdout.")
+]
+OutputFormatOpt = Annotated[
+    Format | None,
+    option("--output-format", panel=OUTPUT, help="Output table format; overrides the extension."),
+]
+ColumnsOpt = Annotated[
+    str | None,
+    option(panel=INPUT, help="Comma list of feature columns (default: every numeric column)."),
+]
+ExcludeOpt = Annotated[str | None, option(panel=INPUT, help="Comma list of columns to leave out.")]
+WeightOpt = Annotated[
+    str | None,
+    option("--weight-column", panel=INPUT, help="Column of frequency weights (counts per row)."),
+]
+DropMissingOpt = Annotated[
+    bool,
+    option(
+        "--drop-missing",
+        panel=INPUT,
+        help="Skip rows with a missing or infinite feature instead of failing.",
+    ),
+]
+SeedOpt = Annotated[
+    str, option(panel=MODEL, help="Random seed: an integer, or 'random' for fresh entropy.")
+]
+QuietOpt = Annotated[
+    bool, option("--quiet", "-q", panel=OUTPUT, help="Print nothing on stderr but errors.")
+]
+ModelOpt = Annotated[
+    str, option("--model", "-m", panel=MODEL, help="Model JSON written by gmmcli fit.")
+]
+RegCovarOpt = Annotated[
+    float,
+    option(panel=MODEL, help="Added to every covariance diagonal (absolute, as scikit-learn)."),
+]
+DtypeOpt = Annotated[
+    Dtype,
+    option(
+        panel=MODEL,
+        help="Precision of the E-step (float32: faster; statistics still summed in float64).",
+    ),
+]
+ChunkRowsOpt = Annotated[
+    int | None,
+    option(
+        panel=SCALE,
+        help="Rows per chunk when a file is streamed (default 200,000; CSV chunks are cut by "
+        "an estimate of bytes), and per block of work in memory (default from D and K).",
+        min=1,
+    ),
+]
+MemoryLimitOpt = Annotated[
+    str | None,
+    option(
+        panel=SCALE,
+        help="Stream the file in chunks when reading it whole would need more than this "
+        "(e.g. 2GB; default: half the memory available at start).",
+    ),
+]
+EngineOpt = Annotated[
+    Engine,
+    option(
+        panel=SCALE,
+        help="Where rows are processed: here (local), or on a Dask cluster (dask: DATA is a "
+        "Parquet file, a folder of them or a quoted glob; needs the dask extra).",
+    ),
+]
+SchedulerOpt = Annotated[
+    str | None,
+    option(
+        panel=SCALE,
+        help="With --engine dask: a scheduler ADDRESS (e.g. tcp://10.0.0.5:8786), or "
+        "local[:N] to start N worker processes here for this run \\[default: local].",
+    ),
+]
+InitSampleOpt = Annotated[
+    int,
+    option(
+        panel=MODEL,
+        help="k-means++ seeds on a seeded weighted sample of about this many rows when there "
+        "are more (one pass; Lloyd then uses every row); 0 seeds on every row.",
+        min=0,
+    ),
+]
+InitOpt = Annotated[InitMethod, option(panel=MODEL, help="Initialisation.")]
+MaxIterOpt = Annotated[int, option(panel=MODEL, help="EM iterations at most.")]

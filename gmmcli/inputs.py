@@ -1,0 +1,580 @@
+"""One way in: a typed description of the input, and the rows the core runs on.
+
+A :class:`Source` says what the user gave (a path or "-" for stdin, or an array or table
+in memory) and how to read it: format, columns, weights, missing values, chunks, memory
+limit, engine. :func:`open_rows` turns it into the row source a fit runs on (rows in
+memory, a file streamed in chunks, stdin spooled to a file first, partitions on a Dask
+cluster) with the feature names and the reducer that runs its passes; :func:`predict_rows`
+runs a per-row prediction over any source on either engine and writes its table.
+Every command and the Python API read through these two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+import numpy as np
+import pyarrow as pa
+
+from gmmcli.core.em import SERIAL, InMemoryRows, Reducer, RowSource
+from gmmcli.core.model import GaussianMixture
+from gmmcli.core.options import check, one_of, whole_number
+from gmmcli.engines import local, stream
+from gmmcli.errors import ParameterConflict, UserError
+from gmmcli.io import tables
+from gmmcli.io.atomic import check_output_folder, check_output_path
+
+T = TypeVar("T")
+ENGINES = ("local", "dask")
+
+
+Advance = Callable[[int, str], None]
+
+
+class Report(Protocol):
+    """What a job tells a person (the command line's stderr; nothing from Python): notes,
+    the features it reads, progress (``progress(total, label)`` yields ``advance(steps,
+    text)``)."""
+
+    def note(self, text: str) -> None: ...
+
+    def features(self, names: list[str], weight_column: str | None, detail: str = "") -> None: ...
+
+    def progress(self, total: int, label: str) -> contextlib.AbstractContextManager[Advance]: ...
+
+
+class Quiet:
+    """A report that says nothing."""
+
+    def note(self, text: str) -> None:
+        pass
+
+    def features(self, names: list[str], weight_column: str | None, detail: str = "") -> None:
+        pass
+
+    @contextlib.contextmanager
+    def progress(self, total: int, label: str) -> Iterator[Advance]:
+        yield lambda steps, text: None
+
+
+QUIET = Quiet()
+
+
+def _is_path(data: object) -> bool:
+    return isinstance(data, str | os.PathLike)
+
+
+def _is_array(data: object) -> bool:
+    """An array (or nested lists) of rows, as opposed to a table with named columns."""
+    return isinstance(data, np.ndarray | list)
+
+
+@dataclass(frozen=True, eq=False)
+class Source:
+    """Where rows come from and how they are read; checked on construction.
+
+    Parameters
+    ----------
+    data : str, path, array or table
+        A file (.csv, .tsv, .parquet/.pq), "-" for stdin, a 2-D array, or a table (pandas
+        or polars DataFrame, Arrow table, anything with the Arrow PyCapsule interface).
+        With ``engine="dask"``: a Parquet file, a folder of them or a glob.
+    format : {"csv", "tsv", "parquet"} or None
+        The file's format, if not its extension's.
+    columns : sequence of str or None
+        The feature columns (default: every numeric column but the weights, ``exclude``
+        and the columns gmmcli writes); for an array, its columns' names.
+    exclude : sequence of str
+        Columns left out of the default features.
+    weights : str, array or None
+        Frequency weights: a column's name, or one weight per row.
+    drop_missing : bool
+        Skip rows with a missing or infinite value instead of failing (prediction keeps
+        them, with empty outputs).
+    chunk_rows : int or None
+        Rows per chunk when a file is streamed, and per block of work in memory.
+    memory_limit : str, int or None
+        Stream a file when reading it whole would need more (bytes, or "2GB"; default:
+        half the memory available).
+    engine : {"local", "dask"}
+        Where rows are processed.
+    scheduler : str or None
+        With ``engine="dask"``: a scheduler address, or "local[:N]" (the default).
+    """
+
+    data: object
+    format: str | None = None
+    columns: Sequence[str] | None = None
+    exclude: Sequence[str] = ()
+    weights: str | np.ndarray | None = field(default=None, repr=False)
+    drop_missing: bool = False
+    chunk_rows: int | None = None
+    memory_limit: str | int | None = None
+    engine: str = "local"
+    scheduler: str | None = None
+
+    def __post_init__(self) -> None:
+        check(self, SOURCE_RULES)
+        if self.engine == "local":
+            if self.scheduler is not None:
+                raise ParameterConflict("scheduler", "engine", "dask")
+            return
+        if not _is_path(self.data) or self.data == "-":
+            raise UserError(
+                "the dask engine reads Parquet from files, not stdin or memory; "
+                "give a file, folder or glob"
+            )
+        for name in ("chunk_rows", "memory_limit", "format"):
+            if getattr(self, name) is not None:
+                raise ParameterConflict(name, "engine", "local")
+
+    @property
+    def is_path(self) -> bool:
+        return _is_path(self.data)
+
+    @property
+    def path(self) -> str:
+        return os.fspath(self.data)
+
+    @property
+    def name(self) -> str:
+        """How messages call the input: stdin, the path, or the data in memory."""
+        if not self.is_path:
+            return "the data"
+        return "stdin" if self.data == "-" else self.path
+
+    @property
+    def quoted(self) -> str:
+        return self.name if self.name in ("stdin", "the data") else f"'{self.name}'"
+
+    @property
+    def weight_column(self) -> str | None:
+        return self.weights if isinstance(self.weights, str) else None
+
+    @property
+    def memory_bytes(self) -> int:
+        if self.memory_limit is None:
+            return stream.available_memory() // 2
+        if isinstance(self.memory_limit, int):
+            return self.memory_limit
+        return stream.parse_size(self.memory_limit)
+
+    def file_format(self) -> str:
+        return tables.format_for(self.path, self.format)
+
+
+SOURCE_RULES = {
+    "format": (lambda v: v is None or v in tables.FORMATS, "None or one of csv, tsv, parquet"),
+    "chunk_rows": (lambda v: v is None or whole_number(1)[0](v), "None or a whole number >= 1"),
+    "engine": one_of(ENGINES),
+    "drop_missing": (lambda v: isinstance(v, bool), "True or False"),
+}
+
+
+@dataclass
+class Rows:
+    """What a fit runs on: the row source, its feature names (None for a bare array) and
+    the reducer that runs its passes."""
+
+    rows: RowSource
+    names: list[str] | None
+    reducer: Reducer
+
+
+@contextlib.contextmanager
+def open_rows(
+    source: Source, block_rows: Callable[[int], int], report: Report = QUIET
+) -> Iterator[Rows]:
+    """The rows of ``source`` for a fit, open for its passes (a spooled stdin, a cluster's
+    client), with a line on ``report`` naming the features. ``block_rows(n_features)``
+    sizes the blocks of work; ``source.chunk_rows`` overrides it for rows in memory."""
+    if source.engine == "dask":
+        with _cluster_rows(source, block_rows, report) as rows:
+            yield rows
+        return
+    if not source.is_path:
+        yield _in_memory(_features_in_memory(source), source, block_rows, report)
+        return
+    with spooled(source.path) as path:
+        fmt = source.file_format()
+        chosen = list(source.columns) if source.columns else None
+        streamed = streams(path, fmt, source.memory_bytes, len(chosen) if chosen else None)
+        if not streamed:
+            yield _in_memory(_read_features(path, fmt, source), source, block_rows, report)
+            return
+        names = stream.file_feature_names(
+            path, fmt, chosen, list(source.exclude), source.weight_column, source.quoted
+        )
+        chunk = source.chunk_rows or stream.DEFAULT_CHUNK_ROWS
+        detail = f"streamed from {source.name} in chunks of {chunk} rows"
+        report.features(names, source.weight_column, detail)
+        rows = stream.FileRows(
+            path,
+            fmt,
+            names,
+            source.weight_column,
+            chunk,
+            source.drop_missing,
+            name=source.name,
+            block_rows=block_rows(len(names)),
+        )
+        yield Rows(rows, names, local.reducer())
+
+
+def _in_memory(
+    features: tables.Features, source: Source, block_rows: Callable[[int], int], report: Report
+) -> Rows:
+    """Complete rows in memory (or a UserError, or those rows left after --drop-missing)."""
+    report.features(features.names, source.weight_column, f"{len(features.X)} rows")
+    features, dropped = tables.require_complete(
+        features, source=source.name, drop_missing=source.drop_missing
+    )
+    if dropped:
+        report.note(f"dropped {dropped} rows with missing values")
+    X, weights = features.X, features.weights
+    blocks = source.chunk_rows or block_rows(X.shape[1])
+    weights = np.ones(len(X)) if weights is None else weights
+    rows = InMemoryRows(X, weights, np.zeros(X.shape[1]), blocks)
+    names = None if _is_array(source.data) and not source.columns else features.names
+    return Rows(rows, names, local.reducer())
+
+
+def _read_features(path: str, fmt: str, source: Source) -> tables.Features:
+    """A file's features, read whole (Parquet column by column into one array)."""
+    chosen = list(source.columns) if source.columns else None
+    if fmt == "parquet":
+        names = stream.file_feature_names(
+            path, fmt, chosen, list(source.exclude), source.weight_column, source.quoted
+        )
+        return stream.read_parquet_features(path, names, source.weight_column, source.name)
+    return select(tables.read_table(path, fmt), source)
+
+
+def select(table: pa.Table, source: Source, columns: list[str] | None = None) -> tables.Features:
+    """The features (``columns``, else the source's choice) and weights of a table."""
+    return tables.select_features(
+        table,
+        columns=columns or (list(source.columns) if source.columns else None),
+        exclude=list(source.exclude),
+        weight_column=source.weight_column,
+        source=source.name,
+    )
+
+
+def in_memory_table(data: object) -> pa.Table:
+    """An in-memory table as Arrow: pandas, polars, Arrow, or the Arrow PyCapsule."""
+    if isinstance(data, pa.Table):
+        return data
+    try:
+        return pa.table(data)
+    except (TypeError, ValueError, pa.ArrowException) as err:
+        raise UserError(
+            f"cannot read {type(data).__name__} as a table ({err}); give an array, a "
+            "DataFrame, an Arrow table or a path"
+        ) from None
+
+
+def _features_in_memory(source: Source) -> tables.Features:
+    """The features of an array or table in memory, checked as a file's are."""
+    data, weights = source.data, source.weights
+    if _is_array(data):
+        X = np.asarray(data, dtype=float)
+        X = X[:, None] if X.ndim == 1 else X
+        if X.ndim != 2 or 0 in X.shape:
+            raise UserError(f"data must be a non-empty 2-D array, got shape {X.shape}")
+        names = list(source.columns or (f"x{i}" for i in range(X.shape[1])))
+        if len(names) != X.shape[1]:
+            raise UserError(f"{len(names)} column names for an array of {X.shape[1]} columns")
+        table = pa.table({name: X[:, i] for i, name in enumerate(names)})
+        features = tables.select_features(table, columns=names, source=source.name)
+    else:
+        features = select(in_memory_table(data), source)
+    if weights is None or isinstance(weights, str):
+        return features
+    weights = np.asarray(weights, dtype=float)
+    if weights.shape != (len(features.X),):
+        raise UserError(f"weights have shape {weights.shape}, expected ({len(features.X)},)")
+    weights = tables.checked_weights(weights, "weights", source.name, require_positive=True)
+    missing = features.missing | np.isnan(weights)
+    return tables.Features(features.X, features.names, weights, missing, "weights")
+
+
+@contextlib.contextmanager
+def _cluster_rows(
+    source: Source, block_rows: Callable[[int], int], report: Report
+) -> Iterator[Rows]:
+    """The feature rows of Parquet files, read and kept by a Dask cluster's workers."""
+    cluster = cluster_engine()
+    files = cluster.parquet_files(source.path)
+    chosen = list(source.columns) if source.columns else None
+    weight_column = source.weight_column
+    names = stream.parquet_feature_names(
+        cluster.file_schema(files[0]), chosen, list(source.exclude), weight_column, source.quoted
+    )
+    schema = cluster.common_schema(
+        files, source.quoted, names + [weight_column] * bool(weight_column)
+    )
+    with cluster.connect(source.scheduler or "local") as client:
+        rows = cluster.load_rows(
+            client,
+            files,
+            names,
+            schema=schema,
+            weight_column=weight_column,
+            drop_missing=source.drop_missing,
+            name=source.quoted,
+            block_rows=block_rows(len(names)),
+        )
+        workers = len(client.scheduler_info()["workers"])
+        detail = f"{rows.n_rows} rows in {rows.n_parts} partitions on {workers} Dask workers"
+        report.features(names, weight_column, detail)
+        if rows.dropped:
+            report.note(f"dropped {rows.dropped} rows with missing values")
+        yield Rows(rows, names, SERIAL)  # a task per partition, one thread each
+
+
+def cluster_engine():
+    """gmmcli.engines.cluster, or a UserError naming the extra that provides Dask."""
+    try:
+        from gmmcli.engines import cluster
+    except ImportError:
+        raise UserError(
+            "the dask engine needs Dask, which is not installed; install the extra: "
+            "pip install 'gmmcli[dask]'"
+        ) from None
+    return cluster
+
+
+@contextlib.contextmanager
+def spooled(data: str) -> Iterator[str]:
+    """The input as a path: stdin is first copied to a temporary file, since fitting reads
+    its data once per EM iteration (and Parquet needs its footer, at the end)."""
+    if data != "-":
+        yield data
+        return
+    with tempfile.NamedTemporaryFile(prefix="gmmcli-stdin-") as spool:
+        shutil.copyfileobj(sys.stdin.buffer, spool)
+        spool.flush()
+        yield spool.name
+
+
+def streams(path: str, fmt: str, limit: int, n_columns: int | None) -> bool:
+    """Whether reading ``path`` whole would take more than ``limit`` bytes, so that it is
+    streamed in chunks instead."""
+    try:
+        return stream.in_memory_bytes(path, fmt, n_columns) > limit
+    except (OSError, pa.ArrowException):
+        return False  # unreadable: the in-memory reader reports it properly
+
+
+# --- prediction ----------------------------------------------------------------------
+
+
+class Prediction(Protocol[T]):
+    """What classify or score makes of a table and the model's features in it: the
+    output table and a summary (added up over chunks or partitions). ``keeps_input``:
+    the output holds the input's columns too (else only the model's are read)."""
+
+    keeps_input: bool
+
+    def __call__(self, table: pa.Table, features: tables.Features) -> tuple[pa.Table, T]: ...
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where a per-row table goes: a path or "-" (stdout), its format; with the dask
+    engine a folder of Parquet files; None for no table."""
+
+    path: str | None
+    format: str | None = None
+
+    def check(self, source: Source) -> None:
+        """Before anything is read: the output can be written, in a known format."""
+        if source.engine == "dask" and self.path == "-":
+            raise UserError(
+                "the dask engine writes a folder of Parquet files, not stdout; give a folder "
+                "with -o FOLDER"
+            )
+        if self.path is None or self.path == "-":
+            return
+        if source.engine == "dask":
+            check_output_folder(self.path, [source.path])
+        else:
+            check_output_path(self.path)
+            tables.format_for(self.path, self.format, for_output=True)
+
+
+NO_OUTPUT = Output(None)
+
+
+def predict_rows(
+    source: Source,
+    model: GaussianMixture,
+    prediction: Prediction[T],
+    output: Output,
+    *,
+    accept: Callable[[list[T]], None],
+    report: Report = QUIET,
+) -> list[T]:
+    """``prediction`` of every chunk (local) or partition (dask) of ``source`` in order,
+    its tables written to ``output``; ``accept(summaries)`` may refuse the whole run
+    before the output appears (written atomically)."""
+    model = _named(model, source)
+    output.check(source)
+    if source.engine == "dask":
+        return _predict_on_cluster(source, model, prediction, output, accept, report)
+    writer = contextlib.nullcontext()
+    if output.path is not None:
+        fmt = output.format or ("csv" if output.path == "-" else None)
+        writer = tables.TableWriter(output.path, fmt)
+    results = []
+    with writer:
+        for table, features in _model_chunks(source, model):
+            if not results:  # once the input is seen to have rows
+                report.features(model.feature_names, source.weight_column)
+            out, result = prediction(table, features)
+            results.append(result)
+            if output.path is not None:
+                writer.write(out)
+        accept(results)
+    return results
+
+
+def _model_chunks(
+    source: Source, model: GaussianMixture
+) -> Iterator[tuple[pa.Table, tables.Features]]:
+    """(input chunk, the model's features in it) for every chunk of the input."""
+    first_row = 0
+    for table in _input_tables(source, model):
+        features = model_rows(table, model, source, first_row=first_row)
+        first_row += table.num_rows
+        yield table, features
+
+
+def _input_tables(source: Source, model: GaussianMixture) -> Iterator[pa.Table]:
+    """The input as tables: whole when it fits in the memory limit, else chunk by chunk.
+
+    CSV on stdin is always streamed (a pipe of any length works); Parquet on stdin is read
+    whole, its footer being at the end.
+    """
+    if not source.is_path:
+        data = source.data
+        if _is_array(data):
+            X = np.atleast_2d(np.asarray(data, dtype=float))
+            yield pa.table({name: X[:, i] for i, name in enumerate(model.feature_names)})
+        else:
+            yield in_memory_table(data)
+        return
+    fmt = source.file_format()
+    if source.data == "-":  # noqa: SIM108 (two cases, each with its reason above)
+        streamed = fmt != "parquet"
+    else:
+        streamed = streams(source.path, fmt, source.memory_bytes, None)
+    if not streamed:
+        yield tables.read_table(source.path, fmt)
+        return
+    float_columns = model.feature_names + ([source.weight_column] if source.weight_column else [])
+    size = source.chunk_rows or stream.DEFAULT_CHUNK_ROWS
+    rows = 0
+    for batch in stream.open_batches(source.path, fmt, size, float_columns=float_columns):
+        rows += batch.num_rows
+        yield pa.Table.from_batches([batch])
+    if rows == 0:
+        raise UserError(f"{source.name} has no data rows; give at least one row of data")
+
+
+def fits_in_memory(source: Source) -> bool:
+    """Whether the source can be read whole (in memory already, or within the limit)."""
+    if not source.is_path or source.data == "-" or source.engine == "dask":
+        return source.engine != "dask"
+    return not streams(source.path, source.file_format(), source.memory_bytes, None)
+
+
+def model_rows(
+    table: pa.Table,
+    model: GaussianMixture,
+    source: Source,
+    *,
+    first_row: int = 0,
+    where: str | None = None,
+) -> tables.Features:
+    """The model's features (by name) of a table or chunk (``first_row`` rows of the input
+    before it; messages call it ``where``, default the source's name); a missing value is
+    an error, or with ``drop_missing`` the row is marked in ``missing`` (outputs stay
+    aligned)."""
+    where = where or source.name
+    features = tables.select_features(
+        table,
+        columns=model.feature_names,
+        weight_column=source.weight_column,
+        source=where,
+        first_row=first_row,
+        require_positive=False,
+    )
+    tables.require_complete(
+        features, source=where, drop_missing=source.drop_missing, allow_empty=True
+    )
+    return features
+
+
+def _named(model: GaussianMixture, source: Source) -> GaussianMixture:
+    """The model, its features named x0, x1, ... for an array if it has no names (an
+    array's columns are taken in order); a model without names predicts on arrays only."""
+    if model.feature_names:
+        return model
+    if _is_array(source.data):
+        names = [f"x{i}" for i in range(model.n_features)]
+        return dataclasses.replace(model, feature_names=names)
+    raise UserError("the model has no feature names; refit it with gmmcli fit")
+
+
+@dataclass(frozen=True)
+class _OnPartition:
+    """A prediction of one partition on a worker (picklable: sent to the workers)."""
+
+    model: GaussianMixture
+    prediction: object
+    source: Source
+
+    def __call__(self, table: pa.Table, index: int):
+        where = f"partition {index} of {self.source.quoted}"
+        return self.prediction(table, model_rows(table, self.model, self.source, where=where))
+
+
+def _predict_on_cluster(source, model, prediction, output, accept, report) -> list:
+    """predict_rows() on the dask engine: every partition on the workers, its table
+    written into the output folder (if any) as one Parquet file per partition."""
+    cluster = cluster_engine()
+    files = cluster.parquet_files(source.path)
+    weights = [source.weight_column] if source.weight_column else []
+    stream.parquet_feature_names(
+        cluster.file_schema(files[0]), model.feature_names, [], source.weight_column, source.quoted
+    )
+    columns = None if prediction.keeps_input else model.feature_names + weights
+    schema = cluster.common_schema(files, source.quoted, columns)
+    plural = "s" if len(files) > 1 else ""
+    report.features(
+        model.feature_names, source.weight_column, f"from {len(files)} Parquet file{plural}"
+    )
+    with cluster.connect(source.scheduler or "local") as client:
+        results = cluster.write_parts(
+            client,
+            files,
+            schema,
+            _OnPartition(model, prediction, source),
+            output.path,
+            columns=columns,
+            accept=accept,
+            name=source.quoted,
+        )
+    if output.path is not None:
+        report.note(f"wrote {len(results)} Parquet files (one per partition) to {output.path}")
+    return results

@@ -1,0 +1,366 @@
+"""The jobs behind the commands and the Python API: read through the one way in
+(gmmcli.inputs), run the core, hand back or write the result.
+
+Each takes typed requests (a Source, FitOptions, a Grid, an Output) and a Report for what
+a person reads; none parses flags or prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from gmmcli.core import select as selection
+from gmmcli.core.covariance import get_covariance
+from gmmcli.core.em import SERIAL, block_rows_for
+from gmmcli.core.fit import fit_rows
+from gmmcli.core.generate import random_mixture
+from gmmcli.core.model import GaussianMixture, aic, bic
+from gmmcli.core.options import SELECT_DEFAULTS, FitOptions, Grid, whole_number
+from gmmcli.engines import local
+from gmmcli.errors import GMMWarning, InvalidParameter, UserError
+from gmmcli.inputs import NO_OUTPUT, QUIET, Output, Report, Source, open_rows, predict_rows
+from gmmcli.io import modelfile, tables
+from gmmcli.io.atomic import check_output_path
+from gmmcli.io.tables import parse_column_list  # noqa: F401 (the one comma-list parser)
+from gmmcli.outputs import Classify, Score, Scores
+
+
+def fit(
+    source: Source,
+    n_components: int | None,
+    options: FitOptions,
+    *,
+    start: GaussianMixture | None = None,
+    report: Report = QUIET,
+    on_iteration: Callable[[int, int, float], None] | None = None,
+) -> GaussianMixture:
+    """A mixture of ``n_components`` fitted to ``source``: EM from ``start``'s parameters
+    when given (K, the covariance type and the feature columns default to its own).
+    ``on_iteration(restart, iteration, mean_log_likelihood)`` follows EM."""
+    if start is not None:
+        n_components, options, source = _from_start(start, n_components, options, source)
+    if n_components is None:
+        raise InvalidParameter("n_components", None, "given (or a start model)")
+    if not whole_number(1)[0](n_components):
+        raise InvalidParameter("n_components", n_components, "a whole number of at least 1")
+    cov = get_covariance(options.covariance_type)
+    dtype = options.dtype
+    with open_rows(source, lambda d: block_rows_for(cov, d, n_components, dtype), report) as data:
+        if start is not None and start.feature_names and data.names != start.feature_names:
+            raise InvalidParameter(
+                "start",
+                data.names,
+                f"fitted on the same columns ({', '.join(start.feature_names)})",
+            )
+        steps = options.max_iter * options.n_init
+        with report.progress(steps, "EM") as advance:
+
+            def iterated(restart: int, iteration: int, mean_ll: float) -> None:
+                advance(1, f"restart {restart}, iteration {iteration}: {mean_ll:.6g}")
+                if on_iteration is not None:
+                    on_iteration(restart, iteration, mean_ll)
+
+            return fit_rows(
+                data.rows,
+                n_components,
+                options,
+                reducer=data.reducer,
+                feature_names=data.names,
+                on_iteration=iterated,
+            )
+
+
+def _from_start(
+    start: GaussianMixture, n_components: int | None, options: FitOptions, source: Source
+) -> tuple[int, FitOptions, Source]:
+    """K, options and source for EM from a saved model's parameters."""
+    if n_components not in (None, start.n_components):
+        raise InvalidParameter(
+            "n_components", n_components, f"{start.n_components}, as the start model has"
+        )
+    if options.covariance_type != start.covariance_type:
+        raise InvalidParameter(
+            "covariance_type",
+            options.covariance_type,
+            f"{start.covariance_type!r}, as the start model has",
+        )
+    options = dataclasses.replace(
+        options,
+        weights_init=start.weights,
+        means_init=start.means,
+        precisions_init=start.precisions,
+    )
+    if source.columns is None and start.feature_names:
+        source = dataclasses.replace(source, columns=tuple(start.feature_names))
+    return start.n_components, options, source
+
+
+def select_k(
+    source: Source,
+    grid: Grid,
+    options: FitOptions = SELECT_DEFAULTS,
+    *,
+    jobs: int = 1,
+    report: Report = QUIET,
+) -> tuple[list[selection.GridPoint], GaussianMixture | None]:
+    """Every (K, covariance type) of ``grid`` fitted to ``source`` and ranked: the table
+    and the winner (None if every point failed). ``jobs`` > 1 fits the points in that
+    many processes. Each point's warnings are in its status, not raised."""
+    map_points = local.task_map(jobs)
+    full = get_covariance("full")
+    k_max = max(grid.k_values)
+    points = len(grid.k_values) * len(grid.covariance_types)
+    with (
+        open_rows(source, lambda d: block_rows_for(full, d, k_max), report) as data,
+        report.progress(points, "select-k") as advance,
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore", GMMWarning)
+        table, winner = selection.select_rows(
+            data.rows,
+            grid,
+            options,
+            reducer=data.reducer if jobs == 1 else SERIAL,
+            map_points=map_points,
+            on_point=lambda p: advance(1, f"K={p.n_components} {p.covariance_type}"),
+        )
+    if winner is not None:
+        winner.feature_names = data.names
+    return table, winner
+
+
+def classify(
+    source: Source,
+    model: GaussianMixture,
+    output: Output,
+    *,
+    prediction: Classify | None = None,
+    report: Report = QUIET,
+) -> None:
+    """Every row of ``source`` labelled by ``model`` (``prediction``: which columns),
+    written to ``output``."""
+    if output.path is None:
+        raise UserError("classify writes a table; give an output path")
+    prediction = prediction or Classify(model)
+    results = predict_rows(
+        source,
+        model,
+        prediction,
+        output,
+        accept=lambda results: require_predicted(sum(n for n, _ in results), source),
+        report=report,
+    )
+    replaced = results[0][1]
+    if replaced and prediction.keeps_input:
+        report.note(f"replacing the existing columns {', '.join(replaced)}")
+
+
+def score(
+    source: Source,
+    model: GaussianMixture,
+    per_sample: Output = NO_OUTPUT,
+    *,
+    report: Report = QUIET,
+) -> dict[str, float]:
+    """The log-likelihood, BIC and AIC of ``source`` under ``model`` (with a per-row
+    log_likelihood table written to ``per_sample`` if it has a path)."""
+    if per_sample.path == "-":
+        raise UserError("--per-sample needs a file: stdout carries the summary JSON")
+
+    def accept(results: list[Scores]) -> None:
+        total = sum(results, Scores())
+        require_predicted(total.n_samples, source)
+        if total.total_weight <= 0:
+            raise tables.no_positive_weight(source.weight_column, source.name)
+
+    prediction = Score(model, keeps_input=per_sample.path is not None)
+    scores = sum(
+        predict_rows(source, model, prediction, per_sample, accept=accept, report=report),
+        Scores(),
+    )
+    return {
+        "n_samples": scores.n_samples,
+        "total_weight": scores.total_weight,
+        "log_likelihood": scores.log_likelihood,
+        "mean_log_likelihood": scores.log_likelihood / scores.total_weight,
+        "bic": bic(scores.log_likelihood, model.n_parameters, scores.total_weight),
+        "aic": aic(scores.log_likelihood, model.n_parameters),
+    }
+
+
+def require_predicted(n_predicted: int, source: Source) -> None:
+    if n_predicted == 0:
+        raise UserError(
+            f"every row of {source.name} has a missing or infinite value in the "
+            "model's columns; clean the data"
+        )
+
+
+def check_output(path: str | None) -> None:
+    """Before anything is read: a file can be written at ``path`` (None and "-" pass)."""
+    if path is not None and path != "-":
+        check_output_path(path)
+
+
+def write_model(model: GaussianMixture, output: str) -> None:
+    """The model as JSON to a file (atomically) or to stdout ("-")."""
+    if output == "-":
+        sys.stdout.write(modelfile.dumps(model))
+        sys.stdout.flush()
+    else:
+        modelfile.save(model, output)
+
+
+def write_grid(points: list[selection.GridPoint], output: str) -> None:
+    """The select-k grid as a table (format by the extension)."""
+    tables.write_table(pa.table(selection.table_columns(points)), output)
+
+
+GENERATE_CHUNK_ROWS = 131072  # also the Parquet row-group size
+
+
+@dataclass(frozen=True)
+class Draw:
+    """What generate draws: rows from a random mixture of ``n_components`` components in
+    ``n_features`` dimensions (means ``separation`` standard deviations apart), or from
+    ``model``; with a true_component column unless ``labels`` is False, and integer
+    frequency weights in ``weight_column`` if given."""
+
+    n_samples: int = 1000
+    n_components: int = 3
+    n_features: int = 2
+    covariance_type: str = "full"
+    separation: float = 3.0
+    model: GaussianMixture | None = None
+    labels: bool = True
+    weight_column: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("n_samples", "n_components", "n_features"):
+            if not whole_number(1)[0](getattr(self, name)):
+                raise InvalidParameter(name, getattr(self, name), "a whole number of at least 1")
+        if not 0 < self.separation < 1e6:
+            raise InvalidParameter("separation", self.separation, "a positive number below 1e6")
+        data_columns = ("true_component", *(f"x{i}" for i in range(self.n_features)))
+        if self.weight_column in data_columns:
+            raise InvalidParameter(
+                "weight_column", self.weight_column, "a name other than a data column's"
+            )
+
+
+def generate(
+    draw: Draw, seed: int | None, output: Output, truth: str | None = None
+) -> GaussianMixture:
+    """Rows drawn as ``draw`` says, written to ``output`` chunk by chunk (bounded memory
+    for any number), the mixture saved to ``truth`` if given; the mixture."""
+    check_output(truth)
+    fmt = output.format or ("csv" if output.path == "-" else None)
+    tables.format_for(output.path, fmt, for_output=True)
+    check_output(output.path)
+    mixture_seed, sample_seed, weight_seed = np.random.SeedSequence(seed).spawn(3)
+    mixture = draw.model or random_mixture(
+        draw.n_components,
+        draw.n_features,
+        covariance_type=draw.covariance_type,
+        separation=draw.separation,
+        rng=np.random.default_rng(mixture_seed),
+    )
+    names = mixture.feature_names or [f"x{i}" for i in range(mixture.n_features)]
+    mixture.feature_names = names
+    sample_rng, weight_rng = np.random.default_rng(sample_seed), np.random.default_rng(weight_seed)
+    with tables.TableWriter(output.path, fmt) as writer:
+        for start in range(0, draw.n_samples, GENERATE_CHUNK_ROWS):
+            rows = min(GENERATE_CHUNK_ROWS, draw.n_samples - start)
+            X, labels = mixture.sample(rows, sample_rng)
+            columns = {name: X[:, i] for i, name in enumerate(names)}
+            if draw.labels:
+                columns["true_component"] = labels
+            if draw.weight_column:
+                columns[draw.weight_column] = weight_rng.integers(1, 6, rows)
+            writer.write(pa.table(columns))
+    if truth is not None:
+        modelfile.save(mixture, truth)
+    return mixture
+
+
+def load_model(path: str) -> GaussianMixture:
+    """A model file, or a one-line error naming it."""
+    return modelfile.load(path)
+
+
+@dataclass(frozen=True)
+class Picture:
+    """What plot draws: ``data`` (with ``model`` over it) or a select-k ``grid`` table,
+    into the image ``output`` (.png, .svg, .pdf) of ``size`` inches ("8x6") at ``dpi``;
+    ``columns``: two features to draw; at most ``max_points`` rows, a subsample drawn
+    with ``seed``."""
+
+    output: str
+    size: str = "8x6"
+    dpi: int = 150
+    data: str | None = None
+    model: str | None = None
+    grid: str | None = None
+    columns: list[str] | None = None
+    max_points: int = 20000
+    seed: int | None = 0
+
+
+def plot(picture: Picture, report: Report = QUIET):
+    """Draw a fit over its data, the data alone, or a select-k grid (the plot extra);
+    the image written (gmmcli.plot.Image)."""
+    from gmmcli import plot as pictures  # matplotlib only loads when a picture is drawn
+
+    image = pictures.Image.from_options(picture.output, picture.size, picture.dpi)
+    data, model, grid, columns = picture.data, picture.model, picture.grid, picture.columns
+    if data is None and grid is None:
+        raise UserError("give a DATA file to draw (--model for a fit), or --table with a grid")
+    if data is not None and grid is not None:
+        raise UserError("give a DATA file or --table, not both: a picture shows one of them")
+    if grid is not None and (model is not None or columns is not None):
+        raise UserError("--table draws the select-k grid alone; leave out --model and --columns")
+    pictures.require_matplotlib()
+    if grid is not None:
+        source = "stdin" if grid == "-" else grid
+        figure = pictures.grid_figure(tables.read_table(grid).to_pydict(), image, source=source)
+        pictures.save(figure, image)
+        return image
+    pictures.check_columns(columns)
+    mixture = load_model(model) if model is not None else None
+    if mixture is not None and not mixture.feature_names:
+        raise UserError("the model has no feature names; refit it with gmmcli fit")
+    source = Source(data, columns=mixture.feature_names if mixture else columns)
+    frame = tables.read_table(source.path)
+    features = tables.select_features(
+        frame, columns=source.columns and list(source.columns), source=source.name
+    )
+    report.features(features.names, None, f"{len(features.X)} rows")
+    keep = ~features.missing
+    if not keep.any():
+        raise UserError(
+            f"every row of {source.name} has a missing feature value; "
+            "clean the data or choose other columns"
+        )
+    if not keep.all():
+        report.note(f"left out {int((~keep).sum())} row(s) with missing values")
+    X = features.X[keep]
+    view = pictures.choose_view(X, features.names, columns)
+    shown = pictures.subsample(len(X), picture.max_points, picture.seed)
+    if mixture is not None:
+        figure = pictures.fit_figure(X, shown, view, mixture, image)
+    else:
+        label = next((n for n in pictures.LABEL_COLUMNS if n in frame.column_names), None)
+        labels = None
+        if label is not None:
+            values = frame.column(frame.column_names.index(label)).to_pylist()
+            labels = (label, [v for v, kept in zip(values, keep, strict=True) if kept])
+        figure = pictures.data_figure(X, shown, view, image, source=source.name, labels=labels)
+    pictures.save(figure, image)
+    return image

@@ -1,0 +1,162 @@
+"""The Python API does what the command line does: arrays, DataFrames, Arrow tables and
+files (streamed past memory_limit) through the same way in, options checked once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+import gmmcli
+from gmmcli.errors import GMMError, InvalidParameter
+
+pytestmark = pytest.mark.filterwarnings("ignore::gmmcli.errors.GMMWarning")
+
+
+@pytest.fixture
+def frame(mixture) -> pd.DataFrame:
+    """Two features, integer weights, a text column and a column gmmcli writes itself."""
+    X, labels = mixture(11, n_samples=400, n_features=2, n_components=3, spread=8.0)
+    weights = np.random.default_rng(0).integers(1, 4, len(X))
+    return pd.DataFrame(
+        {"name": [f"r{i}" for i in range(len(X))], "b": X[:, 1], "a": X[:, 0], "w": weights}
+    ).assign(component=labels)
+
+
+def same_model(one: gmmcli.GaussianMixture, other: gmmcli.GaussianMixture, rtol=0.0) -> None:
+    for name in ("weights", "means", "covariances"):
+        assert_allclose(getattr(one, name), getattr(other, name), rtol=rtol, atol=rtol)
+
+
+def test_a_dataframe_fits_as_its_file_does_on_the_command_line(frame, tmp_path):
+    """Default features: numeric columns but the weights and gmmcli's own; same model."""
+    path = tmp_path / "data.csv"
+    frame.to_csv(path, index=False)
+    from_frame = gmmcli.fit(frame, 3, weights="w", seed=1)
+    from_file = gmmcli.fit(path, 3, weights="w", seed=1)
+    array = frame[["b", "a"]].to_numpy()
+    from_array = gmmcli.fit(array, 3, weights=frame["w"].to_numpy(), seed=1)
+    assert from_frame.feature_names == from_file.feature_names == ["b", "a"]
+    assert from_array.feature_names is None
+    same_model(from_frame, from_file)
+    same_model(from_frame, from_array)
+
+
+def test_arrow_tables_and_pycapsule_objects_fit_alike(frame):
+    table = pa.table(frame)
+
+    class Capsule:  # any object with the Arrow PyCapsule stream interface
+        def __arrow_c_stream__(self, requested_schema=None):
+            return table.__arrow_c_stream__(requested_schema)
+
+    expected = gmmcli.fit(frame, 2, weights="w", seed=3)
+    same_model(gmmcli.fit(table, 2, weights="w", seed=3), expected)
+    same_model(gmmcli.fit(Capsule(), 2, weights="w", seed=3), expected)
+
+
+def test_a_parquet_file_past_memory_limit_is_fitted_streamed(frame, tmp_path):
+    path = tmp_path / "data.parquet"
+    pq.write_table(pa.table(frame), path, row_group_size=64)
+    whole = gmmcli.fit(path, 3, weights="w", seed=2, tol=0, max_iter=20)
+    streamed = gmmcli.fit(
+        str(path), 3, weights="w", seed=2, tol=0, max_iter=20, memory_limit=1000, chunk_rows=50
+    )
+    # Same rows, blocks cut elsewhere: running sums round differently.
+    same_model(streamed, whole, rtol=1e-9)
+    assert streamed.fit_info.n_samples == len(frame)
+
+
+def test_a_model_predicts_on_a_table_by_feature_names(frame):
+    model = gmmcli.fit(frame, 3, columns=["a", "b"], seed=0)
+    reordered = frame[["w", "b", "a"]]
+    expected = model.predict(frame[["a", "b"]].to_numpy())
+    assert_array_equal(model.predict(reordered), expected)
+    assert_array_equal(model.predict(pa.table(reordered)), expected)
+    with pytest.raises(GMMError, match="no column 'a'"):
+        model.predict(frame[["b"]])
+
+
+def test_classify_path_to_path_and_in_memory_agree(frame, tmp_path):
+    path = tmp_path / "data.csv"
+    frame.to_csv(path, index=False)
+    model = gmmcli.fit(frame, 3, weights="w", seed=0)
+    gmmcli.classify(path, model, tmp_path / "whole.csv")
+    gmmcli.classify(path, model, tmp_path / "chunks.csv", memory_limit=100, chunk_rows=64)
+    whole = (tmp_path / "whole.csv").read_bytes()
+    assert (tmp_path / "chunks.csv").read_bytes() == whole
+    table = gmmcli.classify(path, model)
+    assert table.equals(pa_csv.read_csv(tmp_path / "whole.csv"))
+
+
+def test_methods_that_return_tables_refuse_an_input_past_memory_limit(frame, tmp_path):
+    path = tmp_path / "data.csv"
+    frame.to_csv(path, index=False)
+    model = gmmcli.fit(frame, 2, weights="w", seed=0)
+    with pytest.raises(GMMError, match="memory_limit"):
+        gmmcli.classify(path, model, memory_limit=100)
+
+
+def test_score_reads_a_file_and_takes_weights_by_column(frame, tmp_path):
+    path = tmp_path / "data.parquet"
+    pq.write_table(pa.table(frame), path)
+    model = gmmcli.fit(frame, 3, weights="w", seed=0)
+    summary = gmmcli.score(path, model, weights="w", memory_limit=100, chunk_rows=100)
+    ll = model.score_samples(frame[["b", "a"]])
+    assert_allclose(summary["log_likelihood"], frame["w"].to_numpy() @ ll, rtol=1e-12)
+    assert summary["total_weight"] == frame["w"].sum()
+
+
+def test_select_k_on_a_dataframe(frame):
+    points, winner = gmmcli.select_k(frame, range(2, 4), weights="w", covariance_types=["full"])
+    assert [p.n_components for p in points] == [2, 3]
+    assert winner.feature_names == ["b", "a"]
+
+
+@pytest.mark.parametrize(
+    ("keywords", "parameter"),
+    [
+        ({"tol": -1}, "tol"),
+        ({"n_init": 0}, "n_init"),
+        ({"covariance_type": "banded"}, "covariance_type"),
+        ({"dtype": "float16"}, "dtype"),
+        ({"chunk_rows": 0}, "chunk_rows"),
+        ({"engine": "spark"}, "engine"),
+    ],
+)
+def test_options_are_checked_before_any_data_are_read(keywords, parameter):
+    with pytest.raises(InvalidParameter) as caught:
+        gmmcli.fit("no such file.csv", 2, **keywords)
+    assert caught.value.parameter == parameter
+    assert isinstance(caught.value, ValueError)
+    assert str(caught.value).startswith(f"{parameter} must be")
+
+
+def test_an_unknown_keyword_is_a_type_error():
+    with pytest.raises(TypeError, match="n_iterations"):
+        gmmcli.fit(np.zeros((4, 1)), 1, n_iterations=3)
+
+
+def test_singular_covariance_names_the_parameter_and_the_component():
+    X = np.repeat(np.array([[0.0, 0.0], [1.0, 1.0]]), 5, axis=0)
+    with pytest.raises(gmmcli.SingularCovarianceError) as caught:
+        gmmcli.fit(X, 2, reg_covar=0.0, seed=0)
+    assert caught.value.component in (0, 1)
+    assert "increase reg_covar" in str(caught.value)
+    assert "--reg-covar" in caught.value.describe(lambda p: "--" + p.replace("_", "-"))
+
+
+def test_the_readmes_python_examples_run_as_written(tmp_path, monkeypatch):
+    """Every Python block of the README but the one that needs a Dask scheduler."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "10.0.0.5" not in b]
+    assert len(blocks) >= 2
+    monkeypatch.chdir(tmp_path)
+    exec(compile("\n".join(blocks), "README.md", "exec"), {})
+    assert (tmp_path / "labelled.csv").exists()
