@@ -17,12 +17,10 @@ from collections.abc import Callable
 
 import pyarrow as pa
 
-from gmmcli import inputs
 from gmmcli import jobs as run
 from gmmcli.core.model import GaussianMixture
 from gmmcli.core.options import SELECT_DEFAULTS, FitOptions, Grid
 from gmmcli.core.select import GridPoint
-from gmmcli.errors import UserError
 from gmmcli.inputs import Output, Source
 from gmmcli.io import modelfile
 from gmmcli.outputs import Classify
@@ -212,10 +210,8 @@ def classify(
     (source_part,) = _typed(keywords, Source)
     source, model = Source(data, **source_part), _model(model)
     prediction = Classify(model, probabilities, only_new_columns)
-    if output is not None:
-        run.classify(source, model, Output(os.fspath(output), output_format), prediction=prediction)
-        return None
-    return _in_memory(source, model, prediction)
+    path = None if output is None else os.fspath(output)
+    return run.classify(source, model, Output(path, output_format), prediction=prediction)
 
 
 def score(
@@ -247,22 +243,3 @@ def score(
     source = Source(data, weights=weights, **source_part)
     path = None if per_sample is None else os.fspath(per_sample)
     return run.score(source, _model(model), Output(path))
-
-
-def _in_memory(source: Source, model: GaussianMixture, prediction: Classify) -> pa.Table:
-    """A prediction's whole table, refused for an input past the memory limit."""
-    if not inputs.fits_in_memory(source):
-        raise UserError(
-            f"{source.quoted} would take more than memory_limit to hold; give an output "
-            "path, to which the rows are written chunk by chunk"
-        )
-    collected: list[pa.Table] = []
-
-    def keep(table, features):
-        out, summary = prediction(table, features)
-        collected.append(out)
-        return out, summary
-
-    keep.keeps_input = prediction.keeps_input
-    inputs.predict_rows(source, model, keep, Output(None), accept=lambda results: None)
-    return pa.concat_tables(collected)

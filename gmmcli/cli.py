@@ -144,6 +144,29 @@ def parse_seed(text: str) -> int | None:
     return int(text)
 
 
+def table_source(
+    data: str,
+    fmt: Enum | None,
+    columns: str | None,
+    exclude: str | None,
+    weight_column: str | None,
+    drop_missing: bool,
+    chunk_rows: int | None,
+    memory_limit: str | None,
+) -> Source:
+    """The input of fit and select-k as their shared options describe it."""
+    return Source(
+        data,
+        value(fmt),
+        jobs.parse_column_list(columns),
+        jobs.parse_column_list(exclude) or (),
+        weight_column,
+        drop_missing,
+        chunk_rows,
+        memory_limit,
+    )
+
+
 def value(choice: Enum | None) -> str | None:
     return None if choice is None else choice.value
 
@@ -277,18 +300,9 @@ def fit_command(
         dtype=value(dtype),
         canonical_order=True,
     )
-    source = Source(
-        data,
-        value(fmt),
-        jobs.parse_column_list(columns),
-        jobs.parse_column_list(exclude) or (),
-        weight_column,
-        drop_missing,
-        chunk_rows,
-        memory_limit,
-        value(engine),
-        scheduler,
-    )
+    source = table_source(
+        data, fmt, columns, exclude, weight_column, drop_missing, chunk_rows, memory_limit
+    ).on(value(engine), scheduler)
     jobs.check_output(output)
     with report.captured_warnings():
         model = jobs.fit(source, n_components, options, start=start, report=report)
@@ -385,15 +399,8 @@ def select_k(
         seed=parse_seed(seed),
         dtype=value(dtype),
     )
-    source = Source(
-        data,
-        value(fmt),
-        jobs.parse_column_list(columns),
-        jobs.parse_column_list(exclude) or (),
-        weight_column,
-        drop_missing,
-        chunk_rows,
-        memory_limit,
+    source = table_source(
+        data, fmt, columns, exclude, weight_column, drop_missing, chunk_rows, memory_limit
     )
     jobs.check_output(output)
     if table is not None:

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from gmmcli.core.em import SERIAL, InMemoryRows, Reducer, RowSource
 from gmmcli.core.model import GaussianMixture
-from gmmcli.core.options import check, one_of, whole_number
+from gmmcli.core.options import Rule, check, one_of, optional, whole_number
 from gmmcli.engines import local, stream
 from gmmcli.errors import ParameterConflict, UserError
 from gmmcli.io import tables
@@ -123,6 +123,8 @@ class Source:
 
     def __post_init__(self) -> None:
         check(self, SOURCE_RULES)
+        object.__setattr__(self, "columns", list(self.columns) if self.columns else None)
+        object.__setattr__(self, "exclude", list(self.exclude))
         if self.engine == "local":
             if self.scheduler is not None:
                 raise ParameterConflict("scheduler", "engine", "dask")
@@ -135,6 +137,10 @@ class Source:
         for name in ("chunk_rows", "memory_limit", "format"):
             if getattr(self, name) is not None:
                 raise ParameterConflict(name, "engine", "local")
+
+    def on(self, engine: str, scheduler: str | None = None) -> Source:
+        """The same input, read on ``engine`` (checked again)."""
+        return dataclasses.replace(self, engine=engine, scheduler=scheduler)
 
     @property
     def is_path(self) -> bool:
@@ -161,21 +167,32 @@ class Source:
 
     @property
     def memory_bytes(self) -> int:
+        """The memory limit in bytes (default: half the memory available now)."""
         if self.memory_limit is None:
             return stream.available_memory() // 2
-        if isinstance(self.memory_limit, int):
-            return self.memory_limit
-        return stream.parse_size(self.memory_limit)
+        return _size(self.memory_limit)
 
     def file_format(self) -> str:
         return tables.format_for(self.path, self.format)
 
 
+def _size(limit: str | int) -> int:
+    return limit if isinstance(limit, int) else stream.parse_size(limit)
+
+
+def _is_size(limit: object) -> bool:
+    try:
+        return isinstance(limit, int | str) and _size(limit) > 0
+    except UserError:
+        return False
+
+
 SOURCE_RULES = {
-    "format": (lambda v: v is None or v in tables.FORMATS, "None or one of csv, tsv, parquet"),
-    "chunk_rows": (lambda v: v is None or whole_number(1)[0](v), "None or a whole number >= 1"),
+    "format": optional(one_of(tables.FORMATS)),
+    "chunk_rows": optional(whole_number(1)),
+    "memory_limit": optional(Rule(_is_size, "a size such as 2GB, 500MB or 123456 (bytes)")),
     "engine": one_of(ENGINES),
-    "drop_missing": (lambda v: isinstance(v, bool), "True or False"),
+    "drop_missing": Rule(lambda v: isinstance(v, bool), "True or False"),
 }
 
 
@@ -205,14 +222,11 @@ def open_rows(
         return
     with spooled(source.path) as path:
         fmt = source.file_format()
-        chosen = list(source.columns) if source.columns else None
-        streamed = streams(path, fmt, source.memory_bytes, len(chosen) if chosen else None)
-        if not streamed:
+        n_columns = len(source.columns) if source.columns else None
+        if not streams(path, fmt, source.memory_bytes, n_columns):
             yield _in_memory(_read_features(path, fmt, source), source, block_rows, report)
             return
-        names = stream.file_feature_names(
-            path, fmt, chosen, list(source.exclude), source.weight_column, source.quoted
-        )
+        names = _feature_names(path, fmt, source)
         chunk = source.chunk_rows or stream.DEFAULT_CHUNK_ROWS
         detail = f"streamed from {source.name} in chunks of {chunk} rows"
         report.features(names, source.weight_column, detail)
@@ -247,23 +261,27 @@ def _in_memory(
     return Rows(rows, names, local.reducer())
 
 
+def _feature_names(path: str, fmt: str, source: Source) -> list[str]:
+    """The features to read from a file, from its schema or first block."""
+    return stream.file_feature_names(
+        path, fmt, source.columns, source.exclude, source.weight_column, source.quoted
+    )
+
+
 def _read_features(path: str, fmt: str, source: Source) -> tables.Features:
     """A file's features, read whole (Parquet column by column into one array)."""
-    chosen = list(source.columns) if source.columns else None
     if fmt == "parquet":
-        names = stream.file_feature_names(
-            path, fmt, chosen, list(source.exclude), source.weight_column, source.quoted
-        )
+        names = _feature_names(path, fmt, source)
         return stream.read_parquet_features(path, names, source.weight_column, source.name)
     return select(tables.read_table(path, fmt), source)
 
 
-def select(table: pa.Table, source: Source, columns: list[str] | None = None) -> tables.Features:
-    """The features (``columns``, else the source's choice) and weights of a table."""
+def select(table: pa.Table, source: Source) -> tables.Features:
+    """The source's features and weights from a table."""
     return tables.select_features(
         table,
-        columns=columns or (list(source.columns) if source.columns else None),
-        exclude=list(source.exclude),
+        columns=source.columns,
+        exclude=source.exclude,
         weight_column=source.weight_column,
         source=source.name,
     )
@@ -314,10 +332,9 @@ def _cluster_rows(
     """The feature rows of Parquet files, read and kept by a Dask cluster's workers."""
     cluster = cluster_engine()
     files = cluster.parquet_files(source.path)
-    chosen = list(source.columns) if source.columns else None
     weight_column = source.weight_column
     names = stream.parquet_feature_names(
-        cluster.file_schema(files[0]), chosen, list(source.exclude), weight_column, source.quoted
+        cluster.file_schema(files[0]), source.columns, source.exclude, weight_column, source.quoted
     )
     schema = cluster.common_schema(
         files, source.quoted, names + [weight_column] * bool(weight_column)
@@ -474,11 +491,7 @@ def _input_tables(source: Source, model: GaussianMixture) -> Iterator[pa.Table]:
             yield in_memory_table(data)
         return
     fmt = source.file_format()
-    if source.data == "-":  # noqa: SIM108 (two cases, each with its reason above)
-        streamed = fmt != "parquet"
-    else:
-        streamed = streams(source.path, fmt, source.memory_bytes, None)
-    if not streamed:
+    if not _tables_streamed(source):
         yield tables.read_table(source.path, fmt)
         return
     float_columns = model.feature_names + ([source.weight_column] if source.weight_column else [])
@@ -491,11 +504,22 @@ def _input_tables(source: Source, model: GaussianMixture) -> Iterator[pa.Table]:
         raise UserError(f"{source.name} has no data rows; give at least one row of data")
 
 
+def _tables_streamed(source: Source) -> bool:
+    """Whether a prediction reads the file chunk by chunk: CSV on stdin always (a pipe of
+    any length works), Parquet on stdin never (its footer is at the end), a file when
+    reading it whole would pass the memory limit."""
+    fmt = source.file_format()
+    if source.data == "-":
+        return fmt != "parquet"
+    return streams(source.path, fmt, source.memory_bytes, None)
+
+
 def fits_in_memory(source: Source) -> bool:
-    """Whether the source can be read whole (in memory already, or within the limit)."""
-    if not source.is_path or source.data == "-" or source.engine == "dask":
-        return source.engine != "dask"
-    return not streams(source.path, source.file_format(), source.memory_bytes, None)
+    """Whether a prediction's whole table may be held: data in memory, or a local file
+    read whole."""
+    if source.engine == "dask":
+        return False
+    return not source.is_path or not _tables_streamed(source)
 
 
 def model_rows(

@@ -19,17 +19,27 @@ import pyarrow as pa
 from gmmcli.core import select as selection
 from gmmcli.core.covariance import get_covariance
 from gmmcli.core.em import SERIAL, block_rows_for
-from gmmcli.core.fit import fit_rows
+from gmmcli.core.fit import check_components, fit_rows
 from gmmcli.core.generate import random_mixture
 from gmmcli.core.model import GaussianMixture, aic, bic
 from gmmcli.core.options import SELECT_DEFAULTS, FitOptions, Grid, whole_number
 from gmmcli.engines import local
 from gmmcli.errors import GMMWarning, InvalidParameter, UserError
-from gmmcli.inputs import NO_OUTPUT, QUIET, Output, Report, Source, open_rows, predict_rows
+from gmmcli.inputs import (
+    NO_OUTPUT,
+    QUIET,
+    Output,
+    Report,
+    Source,
+    fits_in_memory,
+    open_rows,
+    predict_rows,
+    select,
+)
 from gmmcli.io import modelfile, tables
 from gmmcli.io.atomic import check_output_path
 from gmmcli.io.tables import parse_column_list  # noqa: F401 (the one comma-list parser)
-from gmmcli.outputs import Classify, Score, Scores
+from gmmcli.outputs import Classify, Kept, Score, Scores
 
 
 def fit(
@@ -48,8 +58,7 @@ def fit(
         n_components, options, source = _from_start(start, n_components, options, source)
     if n_components is None:
         raise InvalidParameter("n_components", None, "given (or a start model)")
-    if not whole_number(1)[0](n_components):
-        raise InvalidParameter("n_components", n_components, "a whole number of at least 1")
+    check_components(n_components)
     cov = get_covariance(options.covariance_type)
     dtype = options.dtype
     with open_rows(source, lambda d: block_rows_for(cov, d, n_components, dtype), report) as data:
@@ -143,12 +152,19 @@ def classify(
     *,
     prediction: Classify | None = None,
     report: Report = QUIET,
-) -> None:
+) -> pa.Table | None:
     """Every row of ``source`` labelled by ``model`` (``prediction``: which columns),
-    written to ``output``."""
-    if output.path is None:
-        raise UserError("classify writes a table; give an output path")
+    written to ``output``; without an output path, the labelled table is returned (refused
+    for an input that may not fit in memory)."""
     prediction = prediction or Classify(model)
+    kept = None
+    if output.path is None:
+        if not fits_in_memory(source):
+            raise UserError(
+                f"{source.quoted} may not fit in memory (past memory_limit, or CSV on stdin); "
+                "give an output path, to which the rows are written chunk by chunk"
+            )
+        prediction = kept = Kept(prediction)
     results = predict_rows(
         source,
         model,
@@ -160,6 +176,7 @@ def classify(
     replaced = results[0][1]
     if replaced and prediction.keeps_input:
         report.note(f"replacing the existing columns {', '.join(replaced)}")
+    return None if kept is None else pa.concat_tables(kept.kept)
 
 
 def score(
@@ -244,7 +261,7 @@ class Draw:
 
     def __post_init__(self) -> None:
         for name in ("n_samples", "n_components", "n_features"):
-            if not whole_number(1)[0](getattr(self, name)):
+            if not whole_number(1).test(getattr(self, name)):
                 raise InvalidParameter(name, getattr(self, name), "a whole number of at least 1")
         if not 0 < self.separation < 1e6:
             raise InvalidParameter("separation", self.separation, "a positive number below 1e6")
@@ -338,9 +355,7 @@ def plot(picture: Picture, report: Report = QUIET):
         raise UserError("the model has no feature names; refit it with gmmcli fit")
     source = Source(data, columns=mixture.feature_names if mixture else columns)
     frame = tables.read_table(source.path)
-    features = tables.select_features(
-        frame, columns=source.columns and list(source.columns), source=source.name
-    )
+    features = select(frame, source)
     report.features(features.names, None, f"{len(features.X)} rows")
     keep = ~features.missing
     if not keep.any():

@@ -7,7 +7,7 @@ scores.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -65,6 +65,23 @@ class Score:
 
     def __call__(self, table: pa.Table, features: tables.Features) -> tuple[pa.Table, Scores]:
         return scored(table, features, self.model)
+
+
+@dataclass
+class Kept:
+    """A prediction whose output tables are kept (``kept``) as they are made."""
+
+    prediction: Classify | Score
+    kept: list[pa.Table] = field(default_factory=list)
+
+    @property
+    def keeps_input(self) -> bool:
+        return self.prediction.keeps_input
+
+    def __call__(self, table: pa.Table, features: tables.Features):
+        out, summary = self.prediction(table, features)
+        self.kept.append(out)
+        return out, summary
 
 
 def replaced_columns(table: pa.Table) -> list[str]:

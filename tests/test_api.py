@@ -125,6 +125,7 @@ def test_select_k_on_a_dataframe(frame):
         ({"dtype": "float16"}, "dtype"),
         ({"chunk_rows": 0}, "chunk_rows"),
         ({"engine": "spark"}, "engine"),
+        ({"memory_limit": "lots"}, "memory_limit"),
     ],
 )
 def test_options_are_checked_before_any_data_are_read(keywords, parameter):

@@ -579,6 +579,7 @@ def test_usage_errors_are_one_plain_line(files, command, names):
         ("select-k nowhere.csv --criterion cv --cv-folds 1", "--cv-folds"),
         ("fit nowhere.csv -k 2 --scheduler local:2", "--scheduler"),
         ("generate -n 0", "-n"),
+        ("fit nowhere.csv -k 2 --memory-limit lots", "--memory-limit"),
     ],
 )
 def test_options_are_checked_before_the_data_and_named_by_their_flag(command, flag):

@@ -414,7 +414,7 @@ def run_em(
     statistics and last history entry belong to the returned parameters.
     """
     cov, reg_covar = get_covariance(options.covariance_type), options.reg_covar
-    dtype = np.dtype(options.dtype).type
+    dtype = options.em_dtype
 
     def e_pass(current: Params) -> Stats:
         prepared = Prepared.of(current, cov, dtype)

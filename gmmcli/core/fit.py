@@ -21,7 +21,7 @@ from gmmcli.core.em import (
 )
 from gmmcli.core.init import initial_params, whole_data_start
 from gmmcli.core.model import FitInfo, GaussianMixture, n_parameters
-from gmmcli.core.options import DEFAULT_OPTIONS, FitOptions
+from gmmcli.core.options import DEFAULT_OPTIONS, FitOptions, whole_number
 from gmmcli.errors import DataError, GMMWarning, InvalidParameter, SingularCovarianceError
 
 COLLAPSE_RATIO = 1e-6
@@ -91,28 +91,12 @@ def degeneracy(
     return None
 
 
-def validate_data(X, weights) -> tuple[np.ndarray, np.ndarray]:
-    """Arrays checked and converted (weights default to ones)."""
-    X = np.asarray(X, dtype=float)
-    if X.ndim == 1:
-        X = X[:, None]
-    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise DataError(f"data must be a non-empty 2-D array, got shape {X.shape}")
-    if not np.all(np.isfinite(X)):
-        raise DataError("data contain NaN or infinite values")
-    weights = np.ones(len(X)) if weights is None else np.asarray(weights, dtype=float)
-    if weights.shape != (len(X),):
-        raise DataError(f"weights have shape {weights.shape}, expected ({len(X)},)")
-    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
-        raise DataError("weights must be finite and non-negative")
-    if not np.any(weights):
-        raise DataError("all weights are zero")
-    return np.ascontiguousarray(X), weights
-
-
-def check_components(n_components: int, n_samples: int) -> None:
-    """K must be a whole number from 1 to the rows of positive weight."""
-    if not (isinstance(n_components, int | np.integer) and 1 <= n_components <= n_samples):
+def check_components(n_components: int, n_samples: int | None = None) -> None:
+    """K must be a whole number from 1 to the ``n_samples`` rows of positive weight (when
+    they are known; at least 1 before the rows are read)."""
+    if not whole_number(1).test(n_components):
+        raise InvalidParameter("n_components", n_components, "a whole number of at least 1")
+    if n_samples is not None and n_components > n_samples:
         raise InvalidParameter(
             "n_components",
             n_components,
@@ -183,10 +167,7 @@ def fit_rows(
     check_components(n_components, data.n_samples)
     _warn_about_inputs(data, options.reg_covar)
     n_features = rows.n_features
-    rows, em_rows = (
-        rows.centred(data.centre),
-        rows.centred(data.centre, np.dtype(options.dtype).type),
-    )
+    rows, em_rows = rows.centred(data.centre), rows.centred(data.centre, options.em_dtype)
     explicit, complete = options.given_start
 
     runs: list[tuple[EMResult, str | None]] = []
@@ -197,7 +178,9 @@ def fit_rows(
         try:
             start = None  # a complete explicit start leaves nothing for the init method
             if not complete:
-                fallback = fallback or whole_data_start(rows, n_components, cov, options, reducer)
+                fallback = fallback or whole_data_start(
+                    rows, n_components, cov, options.reg_covar, reducer
+                )
                 start = initial_params(
                     rows,
                     n_components,
@@ -226,7 +209,7 @@ def fit_rows(
     if not runs:
         raise failure
 
-    best, reason = _best_run(runs, np.dtype(options.dtype).type)
+    best, reason = _best_run(runs, options.em_dtype)
     params = best.params
     canonical_order = not explicit if options.canonical_order is None else options.canonical_order
     if canonical_order:

@@ -324,12 +324,12 @@ def _random_stats(
 
 
 def whole_data_start(
-    rows: RowSource, n_components: int, cov: Covariance, options: FitOptions, reducer: Reducer
+    rows: RowSource, n_components: int, cov: Covariance, reg_covar: float, reducer: Reducer
 ) -> Params:
     """Every component as the whole data (what uniform memberships give): what a component
     that comes out empty keeps. One component's statistics (one pass), repeated K times."""
     everything = reducer.sum(rows, lambda X, w: accumulate(X, w, np.ones((1, len(X))), cov))
-    whole = m_step(everything, cov, options.reg_covar, previous=None)
+    whole = m_step(everything, cov, reg_covar, previous=None)
     repeat = np.zeros(n_components, dtype=int)
     return Params(
         np.full(n_components, 1.0 / n_components),

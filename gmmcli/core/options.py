@@ -12,6 +12,7 @@ import math
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,18 +24,28 @@ COVARIANCE_NAMES = tuple(COVARIANCE_TYPES)
 CRITERIA = ("bic", "aic", "icl", "cv")
 DTYPES = ("float64", "float32")
 
-Rule = tuple[Callable[[object], bool], str]
+
+class Rule(NamedTuple):
+    """What a value must pass (``test``), and how a message says it (``requirement``)."""
+
+    test: Callable[[object], bool]
+    requirement: str
 
 
 def one_of(choices: Sequence[str]) -> Rule:
-    return (lambda value: value in choices), f"one of {', '.join(choices)}"
+    return Rule(lambda value: value in choices, f"one of {', '.join(choices)}")
 
 
 def whole_number(at_least: int) -> Rule:
-    def test(value: object) -> bool:
-        return _is_integer(value) and value >= at_least
+    return Rule(
+        lambda value: _is_integer(value) and value >= at_least,
+        f"a whole number of at least {at_least}",
+    )
 
-    return test, f"a whole number of at least {at_least}"
+
+def optional(rule: Rule) -> Rule:
+    """``rule``, or None (what the parameter defaults to)."""
+    return Rule(lambda value: value is None or rule.test(value), rule.requirement)
 
 
 def _is_integer(value: object) -> bool:
@@ -45,12 +56,8 @@ def _finite_non_negative(value: object) -> bool:
     return isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0
 
 
-NON_NEGATIVE: Rule = (_finite_non_negative, "a finite number of at least 0")
-SEED: Rule = (
-    lambda value: value is None or whole_number(0)[0](value),
-    "None or " + "an integer >= 0",
-)
-OPTIONAL_FLAG: Rule = (lambda value: value in (None, True, False), "None, True or False")
+NON_NEGATIVE = Rule(_finite_non_negative, "a finite number of at least 0")
+OPTIONAL_FLAG = Rule(lambda value: value in (None, True, False), "None, True or False")
 
 
 def check(options: object, rules: dict[str, Rule]) -> None:
@@ -122,6 +129,11 @@ class FitOptions:
         check(self, FIT_RULES)
 
     @property
+    def em_dtype(self) -> type:
+        """The E-step's numpy scalar type."""
+        return np.dtype(self.dtype).type
+
+    @property
     def given_start(self) -> tuple[bool, bool]:
         """(any, all) of weights_init, means_init and precisions_init are given."""
         given = [v is not None for v in (self.weights_init, self.means_init, self.precisions_init)]
@@ -136,7 +148,7 @@ FIT_RULES: dict[str, Rule] = {
     "max_iter": whole_number(1),
     "tol": NON_NEGATIVE,
     "reg_covar": NON_NEGATIVE,
-    "seed": SEED,
+    "seed": optional(whole_number(0)),
     "dtype": one_of(DTYPES),
     "canonical_order": OPTIONAL_FLAG,
 }
@@ -178,9 +190,9 @@ class Grid:
 
 
 def _each(rule: Rule) -> Rule:
-    test, requirement = rule
-    return (lambda values: len(values) > 0 and all(test(v) for v in values)), (
-        f"a non-empty list, each {requirement}"
+    return Rule(
+        lambda values: len(values) > 0 and all(rule.test(v) for v in values),
+        f"a non-empty list, each {rule.requirement}",
     )
 
 
@@ -188,8 +200,5 @@ GRID_RULES: dict[str, Rule] = {
     "k_values": _each(whole_number(1)),
     "covariance_types": _each(one_of(COVARIANCE_NAMES)),
     "criterion": one_of(CRITERIA),
-    "cv_folds": (
-        lambda v: v is None or whole_number(2)[0](v),
-        "None or a whole number of at least 2",
-    ),
+    "cv_folds": optional(whole_number(2)),
 }
