@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 GMMCLI := $(BIN)/gmmcli
 OUT := out
 
-.PHONY: demo test lint format bench bench-onedal-2024 bench-scale sample-data clean
+.PHONY: demo test lint format bench bench-kernels bench-onedal-2024 bench-scale sample-data clean
 
 $(GMMCLI): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ bench: $(VENV)/.bench
 bench-onedal-2024:
 	$(PYTHON) -m venv benchmarks/.venv-onedal2024
 	benchmarks/.venv-onedal2024/bin/pip install --quiet daal4py==2024.7.0 'scikit-learn<1.6' packaging numpy
+
+## bench-kernels: the E-step's tile sizes and kernel forms, µs per row on one thread
+bench-kernels: $(GMMCLI)
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_kernels.py
 
 ## bench-scale: a ~4 GB Parquet file fitted streamed, peak RSS below 1 GB
 bench-scale: $(GMMCLI)

@@ -496,8 +496,6 @@ def score(
         engine=value(engine),
         scheduler=scheduler,
     )
-    if per_sample == "-":
-        raise UserError("--per-sample needs a file: stdout carries the summary JSON")
     mixture = jobs.load_model(model)
     summary = jobs.score(source, mixture, Output(per_sample), report=Reporter(quiet))
     sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")

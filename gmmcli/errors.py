@@ -21,7 +21,22 @@ class GMMError(Exception):
 
 
 class UserError(GMMError):
-    """A mistake in the user's input or options; the CLI prints it as one line, exit 2."""
+    """A mistake in the user's input or options; the CLI prints it as one line, exit 2.
+
+    The message writes each parameter it names in ``parameters`` as ``{parameter}``, so
+    that ``describe(name)`` says ``drop_missing`` to Python and ``--drop-missing`` to the
+    command line.
+    """
+
+    def __init__(self, message: str, parameters: tuple[str, ...] = ()):
+        self.template, self.parameters = message, parameters
+        super().__init__(self.describe())
+
+    def describe(self, name: Callable[[str], str] = str) -> str:
+        text = self.template
+        for parameter in self.parameters:
+            text = text.replace("{" + parameter + "}", name(parameter))
+        return text
 
 
 class InvalidParameter(GMMError, ValueError):

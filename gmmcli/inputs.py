@@ -330,15 +330,9 @@ def _cluster_rows(
     source: Source, block_rows: Callable[[int], int], report: Report
 ) -> Iterator[Rows]:
     """The feature rows of Parquet files, read and kept by a Dask cluster's workers."""
-    cluster = cluster_engine()
-    files = cluster.parquet_files(source.path)
+    cluster, files, names = _cluster_files(source, source.columns, source.exclude)
     weight_column = source.weight_column
-    names = stream.parquet_feature_names(
-        cluster.file_schema(files[0]), source.columns, source.exclude, weight_column, source.quoted
-    )
-    schema = cluster.common_schema(
-        files, source.quoted, names + [weight_column] * bool(weight_column)
-    )
+    schema = files.schema(names + [weight_column] * bool(weight_column))
     with cluster.connect(source.scheduler or "local") as client:
         rows = cluster.load_rows(
             client,
@@ -347,7 +341,6 @@ def _cluster_rows(
             schema=schema,
             weight_column=weight_column,
             drop_missing=source.drop_missing,
-            name=source.quoted,
             block_rows=block_rows(len(names)),
         )
         workers = len(client.scheduler_info()["workers"])
@@ -356,6 +349,17 @@ def _cluster_rows(
         if rows.dropped:
             report.note(f"dropped {rows.dropped} rows with missing values")
         yield Rows(rows, names, SERIAL)  # a task per partition, one thread each
+
+
+def _cluster_files(source: Source, columns: list[str] | None, exclude: list[str]):
+    """(gmmcli.engines.cluster, the source's Parquet files, the feature names: ``columns``
+    checked against the first file's schema, or its default features)."""
+    cluster = cluster_engine()
+    files = cluster.ParquetFiles(cluster.parquet_files(source.path), source.quoted)
+    names = stream.parquet_feature_names(
+        cluster.file_schema(files.paths[0]), columns, exclude, source.weight_column, source.quoted
+    )
+    return cluster, files, names
 
 
 def cluster_engine():
@@ -414,17 +418,15 @@ class Output:
     format: str | None = None
 
     def check(self, source: Source) -> None:
-        """Before anything is read: the output can be written, in a known format."""
+        """Before anything is read: the output can be written, in a known format (with
+        the dask engine, the folder is checked against the input files once they are
+        listed: _predict_on_cluster)."""
         if source.engine == "dask" and self.path == "-":
             raise UserError(
                 "the dask engine writes a folder of Parquet files, not stdout; give a folder "
                 "with -o FOLDER"
             )
-        if self.path is None or self.path == "-":
-            return
-        if source.engine == "dask":
-            check_output_folder(self.path, [source.path])
-        else:
+        if self.path is not None and self.path != "-" and source.engine == "local":
             check_output_path(self.path)
             tables.format_for(self.path, self.format, for_output=True)
 
@@ -576,17 +578,15 @@ class _OnPartition:
 def _predict_on_cluster(source, model, prediction, output, accept, report) -> list:
     """predict_rows() on the dask engine: every partition on the workers, its table
     written into the output folder (if any) as one Parquet file per partition."""
-    cluster = cluster_engine()
-    files = cluster.parquet_files(source.path)
+    cluster, files, _ = _cluster_files(source, model.feature_names, [])
+    if output.path is not None:
+        check_output_folder(output.path, [source.path, *files.paths])
     weights = [source.weight_column] if source.weight_column else []
-    stream.parquet_feature_names(
-        cluster.file_schema(files[0]), model.feature_names, [], source.weight_column, source.quoted
-    )
     columns = None if prediction.keeps_input else model.feature_names + weights
-    schema = cluster.common_schema(files, source.quoted, columns)
-    plural = "s" if len(files) > 1 else ""
+    schema = files.schema(columns)
+    plural = "s" if len(files.paths) > 1 else ""
     report.features(
-        model.feature_names, source.weight_column, f"from {len(files)} Parquet file{plural}"
+        model.feature_names, source.weight_column, f"from {len(files.paths)} Parquet file{plural}"
     )
     with cluster.connect(source.scheduler or "local") as client:
         results = cluster.write_parts(
@@ -597,7 +597,6 @@ def _predict_on_cluster(source, model, prediction, output, accept, report) -> li
             output.path,
             columns=columns,
             accept=accept,
-            name=source.quoted,
         )
     if output.path is not None:
         report.note(f"wrote {len(results)} Parquet files (one per partition) to {output.path}")

@@ -189,7 +189,7 @@ def score(
     """The log-likelihood, BIC and AIC of ``source`` under ``model`` (with a per-row
     log_likelihood table written to ``per_sample`` if it has a path)."""
     if per_sample.path == "-":
-        raise UserError("--per-sample needs a file: stdout carries the summary JSON")
+        raise InvalidParameter("per_sample", "-", "a file: stdout carries the summary JSON")
 
     def accept(results: list[Scores]) -> None:
         total = sum(results, Scores())

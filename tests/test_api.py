@@ -161,3 +161,13 @@ def test_the_readmes_python_examples_run_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile("\n".join(blocks), "README.md", "exec"), {})
     assert (tmp_path / "labelled.csv").exists()
+
+
+def test_messages_name_python_parameters_where_the_command_line_names_flags(tmp_path):
+    path = tmp_path / "holes.csv"
+    path.write_text("a,b\n1,2\n,3\n4,5\n")
+    with pytest.raises(GMMError) as caught:
+        gmmcli.fit(path, 1)
+    assert "pass drop_missing" in str(caught.value)
+    assert "--drop-missing" in caught.value.describe(lambda p: "--" + p.replace("_", "-"))
+    assert gmmcli.fit(path, 1, drop_missing=True).fit_info.n_samples == 2

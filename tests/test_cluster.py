@@ -87,10 +87,8 @@ def assert_same_model(a, b, rtol=1e-10):
 
 
 def cluster_rows(client, path, weight_column="w"):
-    files = cluster.parquet_files(str(path))
-    return cluster.load_rows(
-        client, files, NAMES, weight_column=weight_column, partition_bytes=ROW_GROUP * 32
-    )
+    files = cluster.ParquetFiles(cluster.parquet_files(str(path)), partition_bytes=ROW_GROUP * 32)
+    return cluster.load_rows(client, files, NAMES, weight_column=weight_column)
 
 
 def test_rows_stay_in_partitions(client, data):
@@ -313,15 +311,22 @@ def test_cli_bad_engine_options(data, model_file, tmp_path, args, message):
     assert os.listdir(tmp_path / "keep") == ["notes.txt"]
 
 
-@pytest.mark.parametrize("where", ["the input folder", "inside the input folder"])
+@pytest.mark.parametrize(
+    "where", ["the input folder", "inside the input folder", "holding the files of a glob"]
+)
 def test_cli_output_folder_may_not_overlap_the_input(data, model_file, tmp_path, where):
     root, _, _ = data
     folder = tmp_path / "in"
     folder.mkdir()
     pq.write_table(pq.read_table(root / "all.parquet"), folder / "part-00000.parquet")
-    target = folder if where == "the input folder" else folder / "labels"
+    # (data given, output folder): a glob's files are inputs too, whatever its text
+    given, target = {
+        "the input folder": (folder, folder),
+        "inside the input folder": (folder, folder / "labels"),
+        "holding the files of a glob": (tmp_path / "i*" / "*.parquet", folder),
+    }[where]
     before = sorted(os.listdir(folder))
-    code, _, err = run("classify", folder, "-m", model_file, "-o", target, "--engine", "dask")
+    code, _, err = run("classify", given, "-m", model_file, "-o", target, "--engine", "dask")
     assert code == 2
     assert "overlaps the input" in err
     assert sorted(os.listdir(folder)) == before

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from gmmcli.cli import flag
 from gmmcli.errors import UserError
 from gmmcli.io import tables
 from gmmcli.io.tables import (
@@ -53,10 +54,11 @@ def _parquet_bytes(table: pa.Table) -> bytes:
 
 
 def _user_error(func, *args, **kwargs) -> str:
-    """The message of the UserError that func raises; checks it is one line."""
+    """The message of the UserError that func raises, as the command line words it (its
+    parameters named by their flags); checks it is one line."""
     with pytest.raises(UserError) as info:
         func(*args, **kwargs)
-    message = str(info.value)
+    message = info.value.describe(flag)
     assert "\n" not in message
     return message
 

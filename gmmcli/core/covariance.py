@@ -297,12 +297,8 @@ class Full(Covariance):
 
     def kernel(self, n_components, n_features):
         # Row products cost D(D+1)/2 values per row whatever K, in ever smaller tiles;
-        # the stacked form about 3·K·D² flops. Single-threaded E-steps per row, products
-        # vs stacked: D = 50, K = 20: 4.1 vs 6.5 µs; D = 64, K = 8: 4.7 vs 4.3;
-        # D = 100, K = 10: 11.2 vs 10.1; D = 200, K = 10: 99 vs 39; D = 40, K = 2:
-        # 1.6 vs 0.7; D = 24, K = 2: 0.38 vs 0.27; D = 20, K = 3 and D = 40, K = 1:
-        # level; D = 16, K = 1: 0.19 vs 0.34. Near the boundary (D = 64, K = 8) the two
-        # differ by less than the machine's run-to-run drift.
+        # the stacked form about 3·K·D² flops: it wins with many features and few
+        # components (benchmarks/bench_kernels.py times both on either side of the rule).
         return STACKED_FULL if n_features >= 24 and n_features > 8 * n_components else self
 
 
@@ -419,9 +415,7 @@ class Tied(Full):
         return covariances
 
     def kernel(self, n_components, n_features):
-        # Single-threaded E-steps per row, products vs stacked: D = 2, K = 3: 0.03 vs
-        # 0.07 µs; D = 5, K = 5: level; D = 10, K = 10: 0.16 vs 0.11; D = 50, K = 20:
-        # 1.04 vs 0.58.
+        # No row products from 8 features on (benchmarks/bench_kernels.py times both).
         return STACKED_TIED if n_features >= 8 else self
 
 

@@ -232,18 +232,13 @@ def tile_rows(prepared: Prepared, n_features: int) -> int:
 
     ``coef @ phi`` costs coef.size multiply-adds per row, and no product of the M-step
     costs more. OpenBLAS (numpy's BLAS) multiplies matrices of up to SMALL_PRODUCT
-    multiply-adds in small-matrix kernels, far faster than its general path on these
-    shapes: at K = D = 10 (full) a single-threaded E-step took 0.125 µs per row in tiles
-    of 1,515 rows, the most that stay within, 0.163 in tiles of 1,516, 0.141 in tiles of
-    1,024 (float32: 0.076, 0.122, 0.087; diag: 4,761 rows 0.059, 4,762 rows 0.077). So the
-    tile is the largest that stays within, if that is at least MIN_SMALL_TILE_ROWS rows
-    (at D = 30, K = 10, 201 rows were level with 1,024), else MIN_TILE_ROWS rows; either
-    way at most MAX_TILE_BYTES of row features (at D = 50, K = 20, tiles of 1,024 rows,
-    11 MB of features, took a quarter longer per row than tiles of 384). The sizes do not
-    depend on the dtype (float32 products change paths at the same size). The stacked forms
-    (Covariance.kernel) keep x and a row of ones as their row features and K·(D + 1) more
-    values per row; large tiles measured faster for them (D = 200, K = 10: 1,024 rows
-    against 256).
+    multiply-adds in small-matrix kernels, faster than its general path on these shapes.
+    So the tile is the largest that stays within, if that is at least MIN_SMALL_TILE_ROWS
+    rows, else MIN_TILE_ROWS rows; either way at most MAX_TILE_BYTES of row features, so
+    that they stay in cache. The sizes do not depend on the dtype (float32 products change
+    paths at the same size). The stacked forms (Covariance.kernel) keep x and a row of
+    ones as their row features and K·(D + 1) more values per row. benchmarks/
+    bench_kernels.py times the tiles on either side of these bounds.
     """
     per_row = prepared.kernel.n_row_features(n_features) * np.dtype(np.float64).itemsize
     small = SMALL_PRODUCT // prepared.coef.size

@@ -71,10 +71,42 @@ def n_parameters(cov: Covariance, n_components: int, n_features: int) -> int:
 
 @dataclass
 class GaussianMixture:
-    """Mixture parameters in scikit-learn's shapes, with predictions and criteria.
+    """A Gaussian mixture: parameters in scikit-learn's shapes, predictions and criteria.
 
     Validated on construction: shapes, finite numbers, weights summing to 1 and
     positive-definite covariances (a GMMError says which check failed).
+
+    Parameters
+    ----------
+    weights : array of shape (K,)
+        Mixing weights, summing to 1.
+    means : array of shape (K, D)
+        Component means.
+    covariances : array
+        By ``covariance_type``: full (K, D, D), tied (D, D), diag (K, D), spherical (K,).
+    covariance_type : {"full", "tied", "diag", "spherical"}
+    feature_names : list of str or None
+        The D features' names: predictions on a table take these columns.
+    fit_info : FitInfo or None
+        The training record of a fitted model.
+
+    Attributes
+    ----------
+    precisions_cholesky : array
+        Cholesky factors P of the precisions (P Pᵀ = Σ⁻¹), shaped as ``covariances``.
+    precisions : array
+        The inverse covariances, shaped as ``covariances``.
+    n_components, n_features, n_parameters : int
+        K, D and the free parameters (covariances, means, K - 1 weights).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> model = GaussianMixture([0.5, 0.5], [[0.0, 0.0], [4.0, 4.0]], [1.0, 1.0], "spherical")
+    >>> model.predict(np.array([[0.5, 0.0], [3.0, 4.5]]))
+    array([0, 1])
+    >>> model.n_parameters
+    7
     """
 
     weights: np.ndarray

@@ -41,7 +41,9 @@ def connect(scheduler: str) -> Iterator[Client]:
     if scheduler == "local" or scheduler.startswith("local:"):
         count = scheduler.partition(":")[2] or str(os.cpu_count() or 1)
         if not count.isdigit() or int(count) < 1:
-            raise UserError(f"--scheduler {scheduler!r}: write local:N with N at least 1")
+            raise UserError(
+                f"{{scheduler}} {scheduler!r}: write local:N with N at least 1", ("scheduler",)
+            )
         with (
             LocalCluster(
                 n_workers=int(count),
@@ -61,7 +63,8 @@ def connect(scheduler: str) -> Iterator[Client]:
         raise UserError(
             f"cannot reach the Dask scheduler at {scheduler!r} ({one_line(err, limit=None)}); "
             "start one with "
-            "'dask scheduler', or use --scheduler local:N"
+            "'dask scheduler', or use {scheduler} local:N",
+            ("scheduler",),
         ) from None
     with client:
         yield client
@@ -120,6 +123,23 @@ def file_schema(path: str) -> pa.Schema:
         return pq.read_schema(path)
     except (OSError, pa.ArrowException):
         raise UserError(f"'{path}' is not a valid Parquet file (truncated?); check it") from None
+
+
+@dataclass(frozen=True)
+class ParquetFiles:
+    """Parquet files the workers read: their paths (parquet_files()), how messages call
+    them, and the size partitions gather row groups into."""
+
+    paths: list[str]
+    name: str = "the input"
+    partition_bytes: int = PARTITION_BYTES
+
+    def schema(self, columns: list[str] | None) -> pa.Schema:
+        """common_schema() of the files for ``columns``."""
+        return common_schema(self.paths, self.name, columns)
+
+    def partitions(self, columns: list[str] | None):
+        return _partitions(self.paths, columns, self.partition_bytes)
 
 
 def _partitions(files: list[str], columns: list[str] | None, partition_bytes: int):
@@ -199,22 +219,21 @@ def _run_part(part, index, first_row, *, function, centre, dtype, block_rows):
 
 def load_rows(
     client: Client,
-    files: list[str],
+    files: ParquetFiles,
     names: list[str],
     *,
     schema: pa.Schema | None = None,
     weight_column: str | None = None,
     drop_missing: bool = False,
-    name: str = "the input",
     block_rows: int = DEFAULT_BLOCK_ROWS,
-    partition_bytes: int = PARTITION_BYTES,
 ) -> ClusterRows:
     """Read the files on the workers and keep their feature rows there (checked as in
     memory; messages name the partition and the row in it). ``schema``: the files', from
-    common_schema() (read here if not given)."""
+    files.schema() (read here if not given)."""
     columns = names + ([weight_column] if weight_column else [])
-    schema = schema or common_schema(files, name, columns)
-    partitions = _partitions(files, columns, partition_bytes)
+    schema = schema or files.schema(columns)
+    partitions = files.partitions(columns)
+    name = files.name
     arrays = [
         dask.delayed(_part_arrays)(
             partition, index, schema, names, weight_column, drop_missing, name
@@ -259,30 +278,28 @@ def _shape(part) -> tuple[int, int]:
 
 def write_parts(
     client: Client,
-    files: list[str],
+    files: ParquetFiles,
     schema: pa.Schema,
     transform: Callable[[pa.Table, int], tuple[pa.Table, T]],
     folder: str | None,
     *,
     columns: list[str] | None = None,
     accept: Callable[[list[T]], None] = lambda results: None,
-    name: str = "the input",
-    partition_bytes: int = PARTITION_BYTES,
 ) -> list[T]:
     """``transform(table, index)`` of every partition on the workers, results in order.
 
     With ``folder``, each partition's table is written there as part-NNNNN.parquet: into
     a temporary folder beside it first, renamed into place when every part is written
-    and ``accept(results)`` has not raised. ``schema`` is the files' (common_schema()).
+    and ``accept(results)`` has not raised. ``schema`` is the files' (files.schema()).
     """
-    partitions = _partitions(files, columns, partition_bytes)
+    partitions = files.partitions(columns)
     with contextlib.ExitStack() as stack:
         target = stack.enter_context(atomic_folder(folder)) if folder else None
         tasks = [
             dask.delayed(_transform_part)(partition, index, schema, transform, target)
             for index, partition in enumerate(partitions)
         ]
-        results = _gather(client, client.compute(tasks), name)
+        results = _gather(client, client.compute(tasks), files.name)
         accept(results)
         return results
 

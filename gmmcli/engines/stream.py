@@ -126,7 +126,8 @@ def file_feature_names(
         except (OSError, pa.ArrowException):
             raise UserError(
                 f"{name} is not a valid Parquet file (truncated?); "
-                "check the file, or pass --format if it is not Parquet"
+                "check the file, or pass {format} if it is not Parquet",
+                ("format",),
             ) from None
         return parquet_feature_names(schema, columns, exclude, weight_column, name)
     if columns:
@@ -157,7 +158,9 @@ def parquet_feature_names(
                 f"{', '.join(schema.names)}"
             )
     if not chosen:
-        raise UserError(f"{name} has no numeric columns to use; pick them with --columns")
+        raise UserError(
+            f"{name} has no numeric columns to use; pick them with {{columns}}", ("columns",)
+        )
     return chosen
 
 
@@ -168,7 +171,9 @@ def _conversion_error(err: pa.ArrowInvalid, name: str) -> UserError:
         return UserError(
             f"{name} has a value that is not a number: it has {found.group(1)!r}; fix the data"
         )
-    return UserError(f"cannot read {name}: {one_line(err)}; fix the file or pass --format")
+    return UserError(
+        f"cannot read {name}: {one_line(err)}; fix the file or pass {{format}}", ("format",)
+    )
 
 
 @dataclass

@@ -54,10 +54,11 @@ def format_for(path: str, override: str | None, *, for_output: bool = False) -> 
         return "csv"
     fmt = _EXTENSIONS.get(os.path.splitext(path)[1].lower())
     if fmt is None:
-        option = "--output-format" if for_output else "--format"
+        option = "output_format" if for_output else "format"
         raise UserError(
             f"cannot tell the format of '{path}' from its extension; "
-            f"use .csv, .tsv, .parquet or {option}"
+            f"use .csv, .tsv, .parquet or {{{option}}}",
+            (option,),
         )
     return fmt
 
@@ -97,7 +98,8 @@ def _read(source: str | pa.NativeFile, fmt: str, name: str) -> pa.Table:
         except (pa.ArrowException, OSError):
             raise UserError(
                 f"{name} is not a valid Parquet file (truncated?); "
-                "check the file, or pass --format if it is not Parquet"
+                "check the file, or pass {format} if it is not Parquet",
+                ("format",),
             ) from None
     delimiter = "\t" if fmt == "tsv" else ","
     try:
@@ -106,7 +108,8 @@ def _read(source: str | pa.NativeFile, fmt: str, name: str) -> pa.Table:
         detail = one_line(e)
         raise UserError(
             f"cannot read {name} as {fmt.upper()}: {detail}; "
-            f"fix the file, or pass --format if it is not {fmt.upper()}"
+            f"fix the file, or pass {{format}} if it is not {fmt.upper()}",
+            ("format",),
         ) from None
 
 
@@ -171,7 +174,8 @@ def select_features(
     if not names:
         raise UserError(
             f"{source} has no numeric columns to use (columns: {_listing(table)}); "
-            "pick them with --columns"
+            "pick them with {columns}",
+            ("columns",),
         )
     X = np.empty((table.num_rows, len(names)))
     missing = np.zeros(table.num_rows, dtype=bool)
@@ -242,7 +246,8 @@ def require_complete(
         raise UserError(
             f"{what} in {source} has a missing or infinite value at row "
             f"{features.first_row + row + 1}; "
-            "clean it or pass --drop-missing"
+            "clean it or pass {drop_missing}",
+            ("drop_missing",),
         )
     keep = ~features.missing
     if not keep.any() and not allow_empty:
@@ -253,8 +258,9 @@ def require_complete(
     weights = None if features.weights is None else features.weights[keep]
     if weights is not None and not (weights > 0).any() and not allow_empty:
         raise UserError(
-            f"every row of {source} left after --drop-missing has weight zero; "
-            "clean the data or choose another weight column"
+            f"every row of {source} left after {{drop_missing}} has weight zero; "
+            "clean the data or choose another weight column",
+            ("drop_missing",),
         )
     X = features.X[keep]
     kept = dataclasses.replace(features, X=X, weights=weights, missing=np.zeros(len(X), bool))
