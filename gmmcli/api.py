@@ -22,8 +22,6 @@ from gmmcli.core.model import GaussianMixture
 from gmmcli.core.options import SELECT_DEFAULTS, FitOptions, Grid
 from gmmcli.core.select import GridPoint
 from gmmcli.inputs import Output, Source
-from gmmcli.io import modelfile
-from gmmcli.outputs import Classify
 
 
 def _typed(keywords: dict, *kinds: type) -> list[dict]:
@@ -46,10 +44,6 @@ def _has_field(kind: type, name: str) -> bool:
 
 def _options(base: FitOptions, given: dict) -> FitOptions:
     return dataclasses.replace(base, **given) if given else base
-
-
-def _model(model: GaussianMixture | str | os.PathLike) -> GaussianMixture:
-    return model if isinstance(model, GaussianMixture) else modelfile.load(os.fspath(model))
 
 
 def fit(
@@ -151,6 +145,8 @@ def select_k(
     (2, 'diag')
     """
     grid_part, fit_part, source_part = _typed(keywords, Grid, FitOptions, Source)
+    if "covariance_type" in fit_part:
+        raise TypeError("select_k() tries every one of covariance_types=, not covariance_type=")
     grid = Grid(k_values=tuple(k_values), **grid_part)
     options = _options(options or SELECT_DEFAULTS, fit_part)
     source = Source(data, weights=weights, **source_part)
@@ -208,10 +204,12 @@ def classify(
     [1, 1]
     """
     (source_part,) = _typed(keywords, Source)
-    source, model = Source(data, **source_part), _model(model)
-    prediction = Classify(model, probabilities, only_new_columns)
+    source = Source(data, **source_part)
     path = None if output is None else os.fspath(output)
-    return run.classify(source, model, Output(path, output_format), prediction=prediction)
+    output_to = Output(path, output_format)
+    return run.classify(
+        source, model, output_to, probabilities=probabilities, only_new_columns=only_new_columns
+    )
 
 
 def score(
@@ -242,4 +240,4 @@ def score(
     (source_part,) = _typed(keywords, Source)
     source = Source(data, weights=weights, **source_part)
     path = None if per_sample is None else os.fspath(per_sample)
-    return run.score(source, _model(model), Output(path))
+    return run.score(source, model, Output(path))

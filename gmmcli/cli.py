@@ -88,8 +88,12 @@ class PlainErrors(TyperGroup):
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
         except typer.TyperException as err:  # a usage error, as Typer's parser raises it
-            where = f" (see '{err.ctx.command_path} --help')" if getattr(err, "ctx", None) else ""
-            error(err.format_message().replace("\n", " ") + where)
+            message = err.format_message().replace("\n", " ")
+            if message:  # (none when no arguments asked for the help, shown already)
+                where = (
+                    f" (see '{err.ctx.command_path} --help')" if getattr(err, "ctx", None) else ""
+                )
+                error(message + where)
             sys.exit(err.exit_code)
         except typer.Abort:
             error("interrupted; nothing was written")
@@ -342,13 +346,12 @@ def select_k(
     reg_covar: RegCovarOpt = 1e-6,
     seed: SeedOpt = "0",
     dtype: DtypeOpt = Dtype["float64"],
-    jobs_: Annotated[
+    n_jobs: Annotated[
         int,
         option(
             "--jobs",
             panel=SCALE,
             help="Grid points fitted in parallel processes (one BLAS thread each).",
-            min=1,
         ),
     ] = 1,
     chunk_rows: ChunkRowsOpt = None,
@@ -386,7 +389,7 @@ def select_k(
         raise UserError(f"need 1 <= --k-min <= --k-max, got {k_min} and {k_max}")
     grid = Grid(
         range(k_min, k_max + 1),
-        jobs.parse_column_list(covariance_types),
+        jobs.parse_column_list(covariance_types, item="covariance type"),
         value(criterion),
         cv_folds,
     )
@@ -406,7 +409,7 @@ def select_k(
     if table is not None:
         Output(table).check(source)
     with report.captured_warnings():
-        points, winner = jobs.select_k(source, grid, options, jobs=jobs_, report=report)
+        points, winner = jobs.select_k(source, grid, options, jobs=n_jobs, report=report, name=flag)
     report.grid(points, grid.criterion)
     if winner is None:
         raise UserError(f"every grid point failed, the data support no model ({points[0].status})")
@@ -448,8 +451,6 @@ def classify(
     Large files (past --memory-limit) and CSV on stdin are read and written chunk by chunk.
     With --engine dask, -o is a folder: one Parquet file per partition.
     """
-    if value(engine) == "dask" and output_format is not None:
-        raise UserError("--output-format works with the local engine only; leave it out")
     source = Source(
         data,
         value(fmt),
@@ -459,10 +460,14 @@ def classify(
         engine=value(engine),
         scheduler=scheduler,
     )
-    mixture = jobs.load_model(model)
-    labelling = jobs.Classify(mixture, not no_probabilities, only_new_columns)
-    output_to = Output(output, value(output_format))
-    jobs.classify(source, mixture, output_to, prediction=labelling, report=Reporter(quiet))
+    jobs.classify(
+        source,
+        model,
+        Output(output, value(output_format)),
+        probabilities=not no_probabilities,
+        only_new_columns=only_new_columns,
+        report=Reporter(quiet),
+    )
 
 
 @command(example="gmmcli score data.csv --model model.json --per-sample scores.csv")
@@ -496,8 +501,7 @@ def score(
         engine=value(engine),
         scheduler=scheduler,
     )
-    mixture = jobs.load_model(model)
-    summary = jobs.score(source, mixture, Output(per_sample), report=Reporter(quiet))
+    summary = jobs.score(source, model, Output(per_sample), report=Reporter(quiet))
     sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
     sys.stdout.flush()
 

@@ -1,8 +1,9 @@
 """gmmcli's exceptions and warnings, shared by the core, the I/O layer and the CLI.
 
-Errors that concern one parameter name it (``parameter``) and say what they say through
+Errors that concern a parameter name it (``parameter``) and say what they say through
 ``describe(name)``, so that the command line can name the flag (``--reg-covar``) where
-Python callers read the parameter (``reg_covar``).
+Python callers read the parameter (``reg_covar``). Each keeps its constructor's arguments
+as ``args``, so it pickles (from a worker process) whole.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ class GMMError(Exception):
     parameter: str | None = None
 
     def describe(self, name: Callable[[str], str] = str) -> str:
-        """The message, with ``name(parameter)`` wherever the parameter is named."""
-        return str(self)
+        """The message, with ``name(parameter)`` wherever a parameter is named."""
+        return super().__str__()
+
+    def __str__(self) -> str:
+        return self.describe()
 
 
 class UserError(GMMError):
@@ -30,7 +34,7 @@ class UserError(GMMError):
 
     def __init__(self, message: str, parameters: tuple[str, ...] = ()):
         self.template, self.parameters = message, parameters
-        super().__init__(self.describe())
+        super().__init__(message, parameters)
 
     def describe(self, name: Callable[[str], str] = str) -> str:
         text = self.template
@@ -44,7 +48,7 @@ class InvalidParameter(GMMError, ValueError):
 
     def __init__(self, parameter: str, value: object, requirement: str):
         self.parameter, self.value, self.requirement = parameter, value, requirement
-        super().__init__(self.describe())
+        super().__init__(parameter, value, requirement)
 
     def describe(self, name: Callable[[str], str] = str) -> str:
         return f"{name(self.parameter)} must be {self.requirement}, got {self.value!r}"
@@ -55,7 +59,7 @@ class ParameterConflict(GMMError, ValueError):
 
     def __init__(self, parameter: str, other: str, needed: str):
         self.parameter, self.other, self.needed = parameter, other, needed
-        super().__init__(self.describe())
+        super().__init__(parameter, other, needed)
 
     def describe(self, name: Callable[[str], str] = str) -> str:
         return (
@@ -76,7 +80,7 @@ class SingularCovarianceError(GMMError, ArithmeticError):
 
     def __init__(self, component: int | None):
         self.component = component
-        super().__init__(self.describe())
+        super().__init__(component)
 
     @property
     def where(self) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import shutil
 import sys
@@ -77,6 +78,23 @@ def _is_array(data: object) -> bool:
     return isinstance(data, np.ndarray | list)
 
 
+def _names(given: str | Sequence[str] | None) -> list[str] | None:
+    """Column names as a list (one name alone, or None: no choice made)."""
+    if given is None or len(given) == 0:
+        return None
+    return [given] if isinstance(given, str) else list(given)
+
+
+def _rows_of(data: object) -> np.ndarray:
+    """An array's rows as float64 (one column for a 1-D array), without a copy when they
+    are float64 already."""
+    X = np.asarray(data, dtype=float)
+    X = X[:, None] if X.ndim == 1 else X
+    if X.ndim != 2 or 0 in X.shape:
+        raise UserError(f"data must be a non-empty 2-D array, got shape {X.shape}")
+    return X
+
+
 @dataclass(frozen=True, eq=False)
 class Source:
     """Where rows come from and how they are read; checked on construction.
@@ -123,8 +141,24 @@ class Source:
 
     def __post_init__(self) -> None:
         check(self, SOURCE_RULES)
-        object.__setattr__(self, "columns", list(self.columns) if self.columns else None)
-        object.__setattr__(self, "exclude", list(self.exclude))
+        object.__setattr__(self, "columns", _names(self.columns))
+        object.__setattr__(self, "exclude", _names(self.exclude) or [])
+        if not self.is_path and self.format is not None:
+            raise UserError(
+                "{format} names a file's format; leave it out for data in memory", ("format",)
+            )
+        if self.weights is not None and not isinstance(self.weights, str):
+            if self.is_path:
+                raise UserError(
+                    "{weights} as an array needs the data in memory; for a file, name its "
+                    "weight column",
+                    ("weights",),
+                )
+        elif self.weights is not None and _is_array(self.data):
+            raise UserError(
+                "an array has no named columns: give {weights} as an array of weights",
+                ("weights",),
+            )
         if self.engine == "local":
             if self.scheduler is not None:
                 raise ParameterConflict("scheduler", "engine", "dask")
@@ -159,13 +193,14 @@ class Source:
 
     @property
     def quoted(self) -> str:
-        return self.name if self.name in ("stdin", "the data") else f"'{self.name}'"
+        """The name, a path in quotes."""
+        return f"'{self.path}'" if self.is_path and self.data != "-" else self.name
 
     @property
     def weight_column(self) -> str | None:
         return self.weights if isinstance(self.weights, str) else None
 
-    @property
+    @functools.cached_property
     def memory_bytes(self) -> int:
         """The memory limit in bytes (default: half the memory available now)."""
         if self.memory_limit is None:
@@ -291,6 +326,8 @@ def in_memory_table(data: object) -> pa.Table:
     """An in-memory table as Arrow: pandas, polars, Arrow, or the Arrow PyCapsule."""
     if isinstance(data, pa.Table):
         return data
+    if type(data).__module__.startswith("pandas"):  # its index is no data column
+        return pa.Table.from_pandas(data, preserve_index=False)
     try:
         return pa.table(data)
     except (TypeError, ValueError, pa.ArrowException) as err:
@@ -302,27 +339,38 @@ def in_memory_table(data: object) -> pa.Table:
 
 def _features_in_memory(source: Source) -> tables.Features:
     """The features of an array or table in memory, checked as a file's are."""
-    data, weights = source.data, source.weights
-    if _is_array(data):
-        X = np.asarray(data, dtype=float)
-        X = X[:, None] if X.ndim == 1 else X
-        if X.ndim != 2 or 0 in X.shape:
-            raise UserError(f"data must be a non-empty 2-D array, got shape {X.shape}")
-        names = list(source.columns or (f"x{i}" for i in range(X.shape[1])))
+    if _is_array(source.data):
+        X = np.ascontiguousarray(_rows_of(source.data))
+        names = source.columns or [f"x{i}" for i in range(X.shape[1])]
         if len(names) != X.shape[1]:
             raise UserError(f"{len(names)} column names for an array of {X.shape[1]} columns")
-        table = pa.table({name: X[:, i] for i, name in enumerate(names)})
-        features = tables.select_features(table, columns=names, source=source.name)
+        features = tables.Features(X, names, None, _missing_rows(X))
     else:
-        features = select(in_memory_table(data), source)
-    if weights is None or isinstance(weights, str):
+        features = select(in_memory_table(source.data), source)
+    return _given_weights(features, source, require_positive=True)
+
+
+def _missing_rows(X: np.ndarray, block: int = 65536) -> np.ndarray:
+    """Which rows hold a NaN or an infinity, a block of rows at a time (no temporary the
+    size of X)."""
+    return np.concatenate(
+        [~np.isfinite(X[start : start + block]).all(axis=1) for start in range(0, len(X), block)]
+    )
+
+
+def _given_weights(
+    features: tables.Features, source: Source, require_positive: bool = False
+) -> tables.Features:
+    """``features`` with the source's array of weights (if it has one; in memory, the
+    input is one chunk), checked as a weight column is."""
+    if source.weights is None or isinstance(source.weights, str):
         return features
-    weights = np.asarray(weights, dtype=float)
+    weights = np.asarray(source.weights, dtype=float)
     if weights.shape != (len(features.X),):
         raise UserError(f"weights have shape {weights.shape}, expected ({len(features.X)},)")
-    weights = tables.checked_weights(weights, "weights", source.name, require_positive=True)
+    weights = tables.checked_weights(weights, "weights", source.name, 0, require_positive)
     missing = features.missing | np.isnan(weights)
-    return tables.Features(features.X, features.names, weights, missing, "weights")
+    return dataclasses.replace(features, weights=weights, missing=missing, weight_column="weights")
 
 
 @contextlib.contextmanager
@@ -417,6 +465,11 @@ class Output:
     path: str | None
     format: str | None = None
 
+    @property
+    def table_format(self) -> str | None:
+        """The format asked for; CSV on stdout; else None (by the path's extension)."""
+        return self.format or ("csv" if self.path == "-" else None)
+
     def check(self, source: Source) -> None:
         """Before anything is read: the output can be written, in a known format (with
         the dask engine, the folder is checked against the input files once they are
@@ -426,9 +479,17 @@ class Output:
                 "the dask engine writes a folder of Parquet files, not stdout; give a folder "
                 "with -o FOLDER"
             )
-        if self.path is not None and self.path != "-" and source.engine == "local":
+        if source.engine == "dask" and self.format is not None:
+            raise ParameterConflict("output_format", "engine", "local")
+        if source.engine == "local":
+            self.check_file()
+
+    def check_file(self) -> None:
+        """A table can be written at the path (if any), in a known format."""
+        if self.path is not None and self.path != "-":
             check_output_path(self.path)
-            tables.format_for(self.path, self.format, for_output=True)
+        if self.path is not None:
+            tables.format_for(self.path, self.table_format, for_output=True)
 
 
 NO_OUTPUT = Output(None)
@@ -444,21 +505,18 @@ def predict_rows(
     report: Report = QUIET,
 ) -> list[T]:
     """``prediction`` of every chunk (local) or partition (dask) of ``source`` in order,
-    its tables written to ``output``; ``accept(summaries)`` may refuse the whole run
-    before the output appears (written atomically)."""
+    its tables written to ``output`` (checked by the caller: Output.check);
+    ``accept(summaries)`` may refuse the whole run before the output appears (written
+    atomically)."""
     model = _named(model, source)
-    output.check(source)
     if source.engine == "dask":
         return _predict_on_cluster(source, model, prediction, output, accept, report)
     writer = contextlib.nullcontext()
     if output.path is not None:
-        fmt = output.format or ("csv" if output.path == "-" else None)
-        writer = tables.TableWriter(output.path, fmt)
+        writer = tables.TableWriter(output.path, output.table_format)
     results = []
     with writer:
-        for table, features in _model_chunks(source, model):
-            if not results:  # once the input is seen to have rows
-                report.features(model.feature_names, source.weight_column)
+        for table, features in _model_chunks(source, model, report):
             out, result = prediction(table, features)
             results.append(result)
             if output.path is not None:
@@ -468,11 +526,14 @@ def predict_rows(
 
 
 def _model_chunks(
-    source: Source, model: GaussianMixture
+    source: Source, model: GaussianMixture, report: Report
 ) -> Iterator[tuple[pa.Table, tables.Features]]:
-    """(input chunk, the model's features in it) for every chunk of the input."""
+    """(input chunk, the model's features in it) for every chunk of the input; the
+    features line once the input is seen to have rows."""
     first_row = 0
     for table in _input_tables(source, model):
+        if first_row == 0:
+            report.features(model.feature_names, source.weight_column)
         features = model_rows(table, model, source, first_row=first_row)
         first_row += table.num_rows
         yield table, features
@@ -487,7 +548,11 @@ def _input_tables(source: Source, model: GaussianMixture) -> Iterator[pa.Table]:
     if not source.is_path:
         data = source.data
         if _is_array(data):
-            X = np.atleast_2d(np.asarray(data, dtype=float))
+            X = _rows_of(data)
+            if X.shape[1] != model.n_features:
+                raise UserError(
+                    f"the data have {X.shape[1]} columns, the model {model.n_features} features"
+                )
             yield pa.table({name: X[:, i] for i, name in enumerate(model.feature_names)})
         else:
             yield in_memory_table(data)
@@ -545,6 +610,7 @@ def model_rows(
         first_row=first_row,
         require_positive=False,
     )
+    features = _given_weights(features, source)
     tables.require_complete(
         features, source=where, drop_missing=source.drop_missing, allow_empty=True
     )

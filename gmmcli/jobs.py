@@ -8,6 +8,7 @@ a person reads; none parses flags or prints.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -22,7 +23,16 @@ from gmmcli.core.em import SERIAL, block_rows_for
 from gmmcli.core.fit import check_components, fit_rows
 from gmmcli.core.generate import random_mixture
 from gmmcli.core.model import GaussianMixture, aic, bic
-from gmmcli.core.options import SELECT_DEFAULTS, FitOptions, Grid, whole_number
+from gmmcli.core.options import (
+    COVARIANCE_NAMES,
+    SELECT_DEFAULTS,
+    FitOptions,
+    Grid,
+    Rule,
+    check,
+    one_of,
+    whole_number,
+)
 from gmmcli.engines import local
 from gmmcli.errors import GMMWarning, InvalidParameter, UserError
 from gmmcli.inputs import (
@@ -57,17 +67,14 @@ def fit(
     if start is not None:
         n_components, options, source = _from_start(start, n_components, options, source)
     if n_components is None:
-        raise InvalidParameter("n_components", None, "given (or a start model)")
+        raise UserError(
+            "give the number of components with {n_components} (or {start})",
+            ("n_components", "start"),
+        )
     check_components(n_components)
     cov = get_covariance(options.covariance_type)
     dtype = options.dtype
     with open_rows(source, lambda d: block_rows_for(cov, d, n_components, dtype), report) as data:
-        if start is not None and start.feature_names and data.names != start.feature_names:
-            raise InvalidParameter(
-                "start",
-                data.names,
-                f"fitted on the same columns ({', '.join(start.feature_names)})",
-            )
         steps = options.max_iter * options.n_init
         with report.progress(steps, "EM") as advance:
 
@@ -89,16 +96,21 @@ def fit(
 def _from_start(
     start: GaussianMixture, n_components: int | None, options: FitOptions, source: Source
 ) -> tuple[int, FitOptions, Source]:
-    """K, options and source for EM from a saved model's parameters."""
-    if n_components not in (None, start.n_components):
-        raise InvalidParameter(
-            "n_components", n_components, f"{start.n_components}, as the start model has"
+    """K, options and source for EM from a saved model's parameters (its features by
+    default), checked against them before any data are read."""
+    given = (n_components or start.n_components, options.covariance_type)
+    if given != (start.n_components, start.covariance_type):
+        raise UserError(
+            f"{{start}} has {start.n_components} {start.covariance_type} components; "
+            "{n_components} and {covariance_type} must match it",
+            ("start", "n_components", "covariance_type"),
         )
-    if options.covariance_type != start.covariance_type:
-        raise InvalidParameter(
-            "covariance_type",
-            options.covariance_type,
-            f"{start.covariance_type!r}, as the start model has",
+    if source.columns is None and start.feature_names:
+        source = dataclasses.replace(source, columns=start.feature_names)
+    if start.feature_names and source.columns != start.feature_names:
+        raise UserError(
+            f"{{start}} was fitted on {', '.join(start.feature_names)}; select the same columns",
+            ("start",),
         )
     options = dataclasses.replace(
         options,
@@ -106,8 +118,6 @@ def _from_start(
         means_init=start.means,
         precisions_init=start.precisions,
     )
-    if source.columns is None and start.feature_names:
-        source = dataclasses.replace(source, columns=tuple(start.feature_names))
     return start.n_components, options, source
 
 
@@ -118,10 +128,12 @@ def select_k(
     *,
     jobs: int = 1,
     report: Report = QUIET,
+    name: Callable[[str], str] = str,
 ) -> tuple[list[selection.GridPoint], GaussianMixture | None]:
     """Every (K, covariance type) of ``grid`` fitted to ``source`` and ranked: the table
     and the winner (None if every point failed). ``jobs`` > 1 fits the points in that
-    many processes. Each point's warnings are in its status, not raised."""
+    many processes. Each point's warnings are in its status, not raised; its failure is
+    described with ``name`` for parameters (GMMError.describe)."""
     map_points = local.task_map(jobs)
     full = get_covariance("full")
     k_max = max(grid.k_values)
@@ -142,21 +154,25 @@ def select_k(
         )
     if winner is not None:
         winner.feature_names = data.names
-    return table, winner
+    return [point.described(name) for point in table], winner
 
 
 def classify(
     source: Source,
-    model: GaussianMixture,
+    model: GaussianMixture | str,
     output: Output,
     *,
-    prediction: Classify | None = None,
+    probabilities: bool = True,
+    only_new_columns: bool = False,
     report: Report = QUIET,
 ) -> pa.Table | None:
-    """Every row of ``source`` labelled by ``model`` (``prediction``: which columns),
-    written to ``output``; without an output path, the labelled table is returned (refused
-    for an input that may not fit in memory)."""
-    prediction = prediction or Classify(model)
+    """Every row of ``source`` labelled by ``model`` (or the model file it names): the
+    component, and p_k columns if ``probabilities``, after the input's columns unless
+    ``only_new_columns``. Written to ``output``; without an output path, the labelled
+    table is returned (refused for an input that may not fit in memory)."""
+    output.check(source)
+    model = load_model(model)
+    prediction = Classify(model, probabilities, only_new_columns)
     kept = None
     if output.path is None:
         if not fits_in_memory(source):
@@ -181,15 +197,18 @@ def classify(
 
 def score(
     source: Source,
-    model: GaussianMixture,
+    model: GaussianMixture | str,
     per_sample: Output = NO_OUTPUT,
     *,
     report: Report = QUIET,
 ) -> dict[str, float]:
-    """The log-likelihood, BIC and AIC of ``source`` under ``model`` (with a per-row
-    log_likelihood table written to ``per_sample`` if it has a path)."""
+    """The log-likelihood, BIC and AIC of ``source`` under ``model`` (or the model file it
+    names), with a per-row log_likelihood table written to ``per_sample`` if it has a
+    path."""
     if per_sample.path == "-":
         raise InvalidParameter("per_sample", "-", "a file: stdout carries the summary JSON")
+    per_sample.check(source)
+    model = load_model(model)
 
     def accept(results: list[Scores]) -> None:
         total = sum(results, Scores())
@@ -260,16 +279,21 @@ class Draw:
     weight_column: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("n_samples", "n_components", "n_features"):
-            if not whole_number(1).test(getattr(self, name)):
-                raise InvalidParameter(name, getattr(self, name), "a whole number of at least 1")
-        if not 0 < self.separation < 1e6:
-            raise InvalidParameter("separation", self.separation, "a positive number below 1e6")
+        check(self, DRAW_RULES)
         data_columns = ("true_component", *(f"x{i}" for i in range(self.n_features)))
         if self.weight_column in data_columns:
             raise InvalidParameter(
                 "weight_column", self.weight_column, "a name other than a data column's"
             )
+
+
+DRAW_RULES = {
+    "n_samples": whole_number(1),
+    "n_components": whole_number(1),
+    "n_features": whole_number(1),
+    "covariance_type": one_of(COVARIANCE_NAMES),
+    "separation": Rule(lambda v: 0 < v < 1e6, "a positive number below 1e6"),
+}
 
 
 def generate(
@@ -278,9 +302,7 @@ def generate(
     """Rows drawn as ``draw`` says, written to ``output`` chunk by chunk (bounded memory
     for any number), the mixture saved to ``truth`` if given; the mixture."""
     check_output(truth)
-    fmt = output.format or ("csv" if output.path == "-" else None)
-    tables.format_for(output.path, fmt, for_output=True)
-    check_output(output.path)
+    output.check_file()
     mixture_seed, sample_seed, weight_seed = np.random.SeedSequence(seed).spawn(3)
     mixture = draw.model or random_mixture(
         draw.n_components,
@@ -292,7 +314,7 @@ def generate(
     names = mixture.feature_names or [f"x{i}" for i in range(mixture.n_features)]
     mixture.feature_names = names
     sample_rng, weight_rng = np.random.default_rng(sample_seed), np.random.default_rng(weight_seed)
-    with tables.TableWriter(output.path, fmt) as writer:
+    with tables.TableWriter(output.path, output.table_format) as writer:
         for start in range(0, draw.n_samples, GENERATE_CHUNK_ROWS):
             rows = min(GENERATE_CHUNK_ROWS, draw.n_samples - start)
             X, labels = mixture.sample(rows, sample_rng)
@@ -307,9 +329,9 @@ def generate(
     return mixture
 
 
-def load_model(path: str) -> GaussianMixture:
-    """A model file, or a one-line error naming it."""
-    return modelfile.load(path)
+def load_model(model: GaussianMixture | str | os.PathLike) -> GaussianMixture:
+    """The model itself, or the model file it names (a one-line error names a bad one)."""
+    return model if isinstance(model, GaussianMixture) else modelfile.load(os.fspath(model))
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 import gmmcli
+from gmmcli.engines import stream
 from gmmcli.errors import GMMError, InvalidParameter
 
 pytestmark = pytest.mark.filterwarnings("ignore::gmmcli.errors.GMMWarning")
@@ -58,13 +59,19 @@ def test_arrow_tables_and_pycapsule_objects_fit_alike(frame):
     same_model(gmmcli.fit(Capsule(), 2, weights="w", seed=3), expected)
 
 
-def test_a_parquet_file_past_memory_limit_is_fitted_streamed(frame, tmp_path):
+def test_a_parquet_file_past_memory_limit_is_fitted_streamed(frame, tmp_path, monkeypatch):
     path = tmp_path / "data.parquet"
     pq.write_table(pa.table(frame), path, row_group_size=64)
     whole = gmmcli.fit(path, 3, weights="w", seed=2, tol=0, max_iter=20)
+    streamed_files = []
+    real = stream.FileRows
+    monkeypatch.setattr(
+        stream, "FileRows", lambda *a, **k: streamed_files.append(a) or real(*a, **k)
+    )
     streamed = gmmcli.fit(
         str(path), 3, weights="w", seed=2, tol=0, max_iter=20, memory_limit=1000, chunk_rows=50
     )
+    assert len(streamed_files) == 1  # read in chunks, not whole
     # Same rows, blocks cut elsewhere: running sums round differently.
     same_model(streamed, whole, rtol=1e-9)
     assert streamed.fit_info.n_samples == len(frame)
@@ -171,3 +178,60 @@ def test_messages_name_python_parameters_where_the_command_line_names_flags(tmp_
     assert "pass drop_missing" in str(caught.value)
     assert "--drop-missing" in caught.value.describe(lambda p: "--" + p.replace("_", "-"))
     assert gmmcli.fit(path, 1, drop_missing=True).fit_info.n_samples == 2
+
+
+def test_a_dataframes_index_is_no_feature(frame):
+    shuffled = frame.sample(frac=1.0, random_state=0)  # an index that is not 0..n-1
+    model = gmmcli.fit(shuffled, 2, weights="w", seed=0)
+    assert model.feature_names == ["b", "a"]
+    assert "__index_level_0__" not in gmmcli.classify(shuffled, model).column_names
+
+
+def test_weights_as_an_array_or_a_name_each_where_they_make_sense(frame, tmp_path):
+    path = tmp_path / "data.csv"
+    frame.to_csv(path, index=False)
+    weights = frame["w"].to_numpy()
+    with pytest.raises(GMMError, match="weights as an array needs the data in memory"):
+        gmmcli.fit(path, 2, weights=weights)
+    with pytest.raises(GMMError, match="no named columns"):
+        gmmcli.fit(frame[["a", "b"]].to_numpy(), 2, weights="w")
+    model = gmmcli.fit(frame, 2, weights="w", seed=0)
+    by_name = gmmcli.score(frame, model, weights="w")
+    by_array = gmmcli.score(frame.drop(columns="w"), model, weights=weights)
+    assert by_array == by_name
+    assert by_name["total_weight"] == weights.sum()
+
+
+def test_arrays_predict_by_position_with_the_fits_shapes():
+    values = [1.0, 2.0, 3.0, 10.0, 11.0, 12.0]
+    model = gmmcli.fit(values, 2, seed=0)  # a 1-D array: one feature, six rows
+    assert model.fit_info.n_samples == 6
+    assert gmmcli.score(values, model)["n_samples"] == 6
+    with pytest.raises(GMMError, match="the data have 2 columns, the model 1 features"):
+        gmmcli.score(np.ones((4, 2)), model)
+
+
+def test_one_column_name_alone_is_one_column(frame):
+    model = gmmcli.fit(frame, 1, columns="a", exclude="name", seed=0)
+    assert model.feature_names == ["a"]
+
+
+def test_classify_in_memory_refuses_when_every_row_is_missing(frame):
+    model = gmmcli.fit(frame, 2, columns=["a", "b"], seed=0)
+    holes = frame.assign(a=np.nan)
+    with pytest.raises(GMMError, match="every row"):
+        gmmcli.classify(holes, model, drop_missing=True)
+
+
+def test_select_k_takes_covariance_types_not_a_start(frame):
+    with pytest.raises(TypeError, match="covariance_types"):
+        gmmcli.select_k(frame, [2], covariance_type="diag")
+    with pytest.raises(GMMError, match="fits no grid"):
+        gmmcli.select_k(frame, [2, 3], means_init=np.zeros((2, 2)))
+    points, _ = gmmcli.select_k(frame, [2], covariance_types="diag", weights="w")
+    assert [p.covariance_type for p in points] == ["diag"]
+
+
+def test_a_format_is_for_files_only(frame):
+    with pytest.raises(GMMError, match="format names a file's format"):
+        gmmcli.fit(frame, 2, format="csv")

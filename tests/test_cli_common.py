@@ -587,6 +587,7 @@ def test_options_are_checked_before_the_data_and_named_by_their_flag(command, fl
     error = error_line(gmm(command))
     assert error.startswith(f"error: {flag} "), error
     assert "nowhere.csv" not in error
+    assert "None" not in error and "_" not in error.split(",")[0]  # said as flags say it
 
 
 def test_fit_help_reads_in_panels_within_80_columns(monkeypatch):
@@ -596,3 +597,39 @@ def test_fit_help_reads_in_panels_within_80_columns(monkeypatch):
     for panel in ("Model", "Input", "Scale-out", "Output"):
         assert f"─ {panel} ─" in result.stdout, panel
     assert max(len(line) for line in result.stdout.splitlines()) <= 80
+
+
+def test_no_arguments_show_the_help_and_no_empty_error():
+    result = gmm([])
+    assert result.exit_code == 2
+    assert "Usage" in result.stdout
+    assert "error:" not in result.stderr
+
+
+def test_select_k_statuses_name_flags(files):
+    Path("dup.csv").write_text(duplicate_rows(None))
+    result = gmm("select-k dup.csv --k-max 2 --covariance-types full --reg-covar 0 --table g.csv")
+    error = error_line(result)
+    assert "increase --reg-covar" in error
+    assert not Path("g.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "words"),
+    [
+        ("fit data.csv -o out.json", ["give the number of components with -k (or --init-model)"]),
+        ("fit data.csv --init-model model.json -k 3 -o out.json", ["-k and --covariance-type"]),
+        (
+            "fit data.csv --init-model model.json --covariance-type diag -o out.json",
+            ["--init-model has 2 full components"],
+        ),
+        (
+            "fit data.csv --init-model model.json --columns x1,x0 -o out.json",
+            ["--init-model was fitted on x0, x1"],
+        ),
+    ],
+)
+def test_start_model_mismatches_name_the_flags(files, command, words):
+    error = error_line(gmm(command))
+    for word in words:
+        assert word in error, error

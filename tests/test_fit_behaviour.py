@@ -616,7 +616,7 @@ def test_a_complete_explicit_start_does_not_depend_on_init(init):
         ({"n_components": -1}, "n_components must be a whole number"),
         ({"n_components": 5, "weights": [1, 1, 1, 0, 0, 0]}, "3 rows with positive weight"),
         ({"weights": [1, 1, -1, 1, 1, 1]}, "not negative"),
-        ({"weights": [1, 1, np.nan, 1, 1, 1]}, "finite"),
+        ({"weights": [1, 1, np.nan, 1, 1, 1]}, "missing or infinite"),
         ({"weights": [1, 1, np.inf, 1, 1, 1]}, "finite"),
         ({"weights": [0, 0, 0, 0, 0, 0]}, "no positive weight"),
         ({"weights": [1, 1, 1]}, "shape"),

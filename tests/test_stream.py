@@ -284,7 +284,7 @@ def assert_same_table(a: pa.Table, b: pa.Table, rtol: float) -> None:
 
 INTEGERS_AS_FLOATS = pytest.mark.xfail(
     strict=True,
-    reason="input_chunks reads a CSV's feature and weight columns as float64 when streaming, "
+    reason="a streamed read takes a CSV's feature and weight columns as float64, "
     "while the in-memory path keeps the int64 pyarrow infers, so a Parquet output has "
     "another schema (score --per-sample of integer weights, classify of integer features)",
 )

@@ -15,9 +15,9 @@ import contextlib
 import dataclasses
 import functools
 import itertools
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -268,17 +268,17 @@ def _e_tile(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
     return stats
 
 
-# Each thread runs in a context of its own, so this is kept per thread.
-_SCRATCH: ContextVar[np.ndarray | None] = ContextVar("gmmcli_scratch", default=None)
+# Per-thread storage only: the core starts no threads, but a reducer may run its blocks
+# in several (a context variable would not do: threads may start with a copy of another's).
+_per_thread = threading.local()
 
 
 def _scratch(size: int, dtype) -> np.ndarray:
     """A flat array of at least ``size`` values kept by this thread for the next block: a
     fresh array of the row features would be mapped into memory page by page every block."""
-    kept = _SCRATCH.get()
+    kept = getattr(_per_thread, "scratch", None)
     if kept is None or kept.size < size or kept.dtype != dtype:
-        kept = np.empty(size, dtype)
-        _SCRATCH.set(kept)
+        kept = _per_thread.scratch = np.empty(size, dtype)
     return kept
 
 

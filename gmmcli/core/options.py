@@ -60,12 +60,26 @@ NON_NEGATIVE = Rule(_finite_non_negative, "a finite number of at least 0")
 OPTIONAL_FLAG = Rule(lambda value: value in (None, True, False), "None, True or False")
 
 
-def check(options: object, rules: dict[str, Rule]) -> None:
+class Each(NamedTuple):
+    """A non-empty list whose every item passes ``rule`` (a message names the first that
+    does not)."""
+
+    rule: Rule
+
+
+def check(options: object, rules: dict[str, Rule | Each]) -> None:
     """An InvalidParameter for the first field of ``options`` that breaks its rule."""
-    for name, (test, requirement) in rules.items():
+    for name, rule in rules.items():
         value = getattr(options, name)
-        if not test(value):
-            raise InvalidParameter(name, value, requirement)
+        if isinstance(rule, Each):
+            if len(value) == 0:
+                raise InvalidParameter(name, value, "a non-empty list")
+            for item in value:
+                if not rule.rule.test(item):
+                    requirement = f"a list of which each is {rule.rule.requirement}"
+                    raise InvalidParameter(name, item, requirement)
+        elif not rule.test(value):
+            raise InvalidParameter(name, value, rule.requirement)
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,22 +197,18 @@ class Grid:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "k_values", tuple(self.k_values))
-        object.__setattr__(self, "covariance_types", tuple(self.covariance_types))
+        types = self.covariance_types
+        object.__setattr__(
+            self, "covariance_types", (types,) if isinstance(types, str) else tuple(types)
+        )
         if self.criterion == "cv" and self.cv_folds is None:
             object.__setattr__(self, "cv_folds", 5)
         check(self, GRID_RULES)
 
 
-def _each(rule: Rule) -> Rule:
-    return Rule(
-        lambda values: len(values) > 0 and all(rule.test(v) for v in values),
-        f"a non-empty list, each {rule.requirement}",
-    )
-
-
-GRID_RULES: dict[str, Rule] = {
-    "k_values": _each(whole_number(1)),
-    "covariance_types": _each(one_of(COVARIANCE_NAMES)),
+GRID_RULES: dict[str, Rule | Each] = {
+    "k_values": Each(whole_number(1)),
+    "covariance_types": Each(one_of(COVARIANCE_NAMES)),
     "criterion": one_of(CRITERIA),
     "cv_folds": optional(whole_number(2)),
 }

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from gmmcli.core.em import SERIAL, Block, PartFunction, Reducer, RowSource
 from gmmcli.core.fit import fit_rows
 from gmmcli.core.model import GaussianMixture
 from gmmcli.core.options import SELECT_DEFAULTS, FitOptions, Grid
-from gmmcli.errors import GMMError
+from gmmcli.errors import GMMError, UserError
 
 HIGHER_IS_BETTER = {"cv"}
 
@@ -45,10 +45,18 @@ class GridPoint:
     seconds: float = 0.0
     criterion: float | None = None
     best: bool = False
+    failure: GMMError | None = field(default=None, repr=False)  # why it failed, if it did
 
     @property
     def eligible(self) -> bool:
         return self.status == "ok"
+
+    def described(self, name: Callable[[str], str]) -> GridPoint:
+        """The point with its failure described by ``name`` (GMMError.describe)."""
+        if self.failure is None:
+            return self
+        status = f"failed: {self.failure.describe(name)}"
+        return dataclasses.replace(self, status=status)
 
 
 def icl(model: GaussianMixture, rows: RowSource, reducer: Reducer = SERIAL) -> float:
@@ -198,7 +206,7 @@ def evaluate(point: Point) -> tuple[GridPoint, GaussianMixture | None]:
         row.degenerate = True
     except GMMError as err:
         model = None
-        row.status = f"failed: {err}"
+        row.status, row.failure = f"failed: {err}", err
     row.seconds = time.perf_counter() - started
     return row, model
 
@@ -235,6 +243,11 @@ def select_rows(
     run them in other processes, whose results do not depend on it beyond rounding). A
     seed of None draws fresh entropy once, for the whole grid.
     """
+    if options.given_start[0]:
+        raise UserError(
+            "a start (weights_init, means_init, precisions_init) fits no grid: its points "
+            "differ in K; leave it out"
+        )
     if options.seed is None:
         options = dataclasses.replace(options, seed=int(np.random.SeedSequence().entropy))
     folds = None
@@ -257,9 +270,9 @@ def select_rows(
 
 
 def table_columns(points: list[GridPoint]) -> dict[str, list]:
-    """The grid as named columns, in the documented order."""
-    rows = [asdict(p) for p in points]
-    return {name: [row[name] for row in rows] for name in asdict(points[0])}
+    """The grid as named columns, in the documented order (the failure is in status)."""
+    names = [f.name for f in fields(GridPoint) if f.name != "failure"]
+    return {name: [getattr(p, name) for p in points] for name in names}
 
 
 def on_edge(best: GridPoint, k_values: list[int]) -> bool:

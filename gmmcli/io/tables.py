@@ -343,13 +343,14 @@ def _first_non_number(values: pa.Array) -> int | None:
     return lo
 
 
-def parse_column_list(text: str | None) -> list[str] | None:
-    """Split a comma list of column names: "a, b,c" -> ["a", "b", "c"]."""
+def parse_column_list(text: str | None, item: str = "column name") -> list[str] | None:
+    """Split a comma list of names (of columns, or of another ``item``): "a, b,c" ->
+    ["a", "b", "c"]."""
     if text is None:
         return None
     names = [name.strip() for name in text.split(",")]
     if "" in names:
-        raise UserError(f"empty column name in '{text}'; separate names with single commas")
+        raise UserError(f"empty {item} in '{text}'; separate names with single commas")
     return names
 
 
