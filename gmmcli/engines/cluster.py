@@ -168,7 +168,9 @@ def _arrow(frame, schema: pa.Schema) -> pa.Table:
 
 @dataclass
 class ClusterRows:
-    """Feature rows held on the workers, one (X, weights) pair per partition."""
+    """Feature rows held on the workers, one (X, weights) pair per partition. A pass's
+    function runs in each partition's task, so sum over them with the SERIAL reducer:
+    Dask's own threads and processes share out the cores (gmmcli.inputs does so)."""
 
     client: Client
     parts: list[Future]  # (X, weights, rows dropped) of every partition
