@@ -3,8 +3,6 @@ order, initialisation, degenerate data, collapsed fits, warnings and errors."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -658,13 +656,3 @@ def test_bad_arguments_raise_gmm_error(kwargs, match):
     arguments = {"X": np.arange(12.0).reshape(6, 2), "n_components": 2, "seed": 0, **kwargs}
     with pytest.raises(GMMError, match=match):
         gmmcli.fit(arguments.pop("X"), arguments.pop("n_components"), **arguments)
-
-
-def test_importing_the_core_loads_no_io_or_cli_libraries():
-    code = (
-        "import sys, gmmcli.core; "
-        "bad = [m for m in ('pyarrow', 'typer', 'rich', 'sklearn') if m in sys.modules]; "
-        "print(','.join(bad))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""

@@ -24,7 +24,7 @@ def test_the_core_schedules_nothing_and_reads_no_environment():
     passes. (em.py keeps a per-thread scratch array: threading.local, no thread started.)"""
     code = (
         "import sys, gmmcli.core, gmmcli.core.select; "
-        "bad = ('multiprocessing', 'concurrent.futures', 'pyarrow', 'typer', 'rich'); "
+        "bad = ('multiprocessing', 'concurrent.futures', 'pyarrow', 'typer', 'rich', 'sklearn'); "
         "print(','.join(m for m in bad if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
