@@ -253,15 +253,15 @@ def open_rows(
             yield rows
         return
     if not source.is_path:
-        yield _in_memory(_features_in_memory(source), source, block_rows, report)
+        yield _in_memory(_features_in_memory(source, report), source, block_rows, report)
         return
     with spooled(source.path) as path:
         fmt = source.file_format()
         n_columns = len(source.columns) if source.columns else None
         if not streams(path, fmt, source.memory_bytes, n_columns):
-            yield _in_memory(_read_features(path, fmt, source), source, block_rows, report)
+            yield _in_memory(_read_features(path, fmt, source, report), source, block_rows, report)
             return
-        names = _feature_names(path, fmt, source)
+        names = _feature_names(path, fmt, source, report)
         chunk = source.chunk_rows or stream.DEFAULT_CHUNK_ROWS
         detail = f"streamed from {source.name} in chunks of {chunk} rows"
         report.features(names, source.weight_column, detail)
@@ -296,29 +296,36 @@ def _in_memory(
     return Rows(rows, names, local.reducer())
 
 
-def _feature_names(path: str, fmt: str, source: Source) -> list[str]:
-    """The features to read from a file, from its schema or first block."""
+def _feature_names(path: str, fmt: str, source: Source, report: Report) -> list[str]:
+    """The features to read from a file, from its schema (Parquet) or a first pass (CSV)."""
     return stream.file_feature_names(
-        path, fmt, source.columns, source.exclude, source.weight_column, source.quoted
+        path,
+        fmt,
+        source.columns,
+        source.exclude,
+        source.weight_column,
+        source.quoted,
+        report.note,
     )
 
 
-def _read_features(path: str, fmt: str, source: Source) -> tables.Features:
+def _read_features(path: str, fmt: str, source: Source, report: Report) -> tables.Features:
     """A file's features, read whole (Parquet column by column into one array)."""
     if fmt == "parquet":
-        names = _feature_names(path, fmt, source)
+        names = _feature_names(path, fmt, source, report)
         return stream.read_parquet_features(path, names, source.weight_column, source.name)
-    return select(tables.read_table(path, fmt), source)
+    return select(tables.read_table(path, fmt), source, report)
 
 
-def select(table: pa.Table, source: Source) -> tables.Features:
-    """The source's features and weights from a table."""
+def select(table: pa.Table, source: Source, report: Report = QUIET) -> tables.Features:
+    """The source's features and weights from a table (an index left out is noted)."""
     return tables.select_features(
         table,
         columns=source.columns,
         exclude=source.exclude,
         weight_column=source.weight_column,
         source=source.name,
+        note=report.note,
     )
 
 
@@ -337,7 +344,7 @@ def in_memory_table(data: object) -> pa.Table:
         ) from None
 
 
-def _features_in_memory(source: Source) -> tables.Features:
+def _features_in_memory(source: Source, report: Report) -> tables.Features:
     """The features of an array or table in memory, checked as a file's are."""
     if _is_array(source.data):
         X = np.ascontiguousarray(_rows_of(source.data))
@@ -346,7 +353,7 @@ def _features_in_memory(source: Source) -> tables.Features:
             raise UserError(f"{len(names)} column names for an array of {X.shape[1]} columns")
         features = tables.Features(X, names, None, _missing_rows(X))
     else:
-        features = select(in_memory_table(source.data), source)
+        features = select(in_memory_table(source.data), source, report)
     return _given_weights(features, source, require_positive=True)
 
 
@@ -511,12 +518,13 @@ def predict_rows(
     model = _named(model, source)
     if source.engine == "dask":
         return _predict_on_cluster(source, model, prediction, output, accept, report)
-    writer = contextlib.nullcontext()
+    writer, fixed_types = contextlib.nullcontext(), False
     if output.path is not None:
         writer = tables.TableWriter(output.path, output.table_format)
+        fixed_types = prediction.keeps_input and writer.fmt == "parquet"  # a schema to keep
     results = []
     with writer:
-        for table, features in _model_chunks(source, model, report):
+        for table, features in _model_chunks(source, model, report, fixed_types):
             out, result = prediction(table, features)
             results.append(result)
             if output.path is not None:
@@ -526,12 +534,13 @@ def predict_rows(
 
 
 def _model_chunks(
-    source: Source, model: GaussianMixture, report: Report
+    source: Source, model: GaussianMixture, report: Report, fixed_types: bool
 ) -> Iterator[tuple[pa.Table, tables.Features]]:
     """(input chunk, the model's features in it) for every chunk of the input; the
-    features line once the input is seen to have rows."""
+    features line once the input is seen to have rows. ``fixed_types``: the first chunk's
+    column types hold for all (open_batches)."""
     first_row = 0
-    for table in _input_tables(source, model):
+    for table in _input_tables(source, model, fixed_types):
         if first_row == 0:
             report.features(model.feature_names, source.weight_column)
         features = model_rows(table, model, source, first_row=first_row)
@@ -539,11 +548,12 @@ def _model_chunks(
         yield table, features
 
 
-def _input_tables(source: Source, model: GaussianMixture) -> Iterator[pa.Table]:
-    """The input as tables: whole when it fits in the memory limit, else chunk by chunk.
+def _input_tables(source: Source, model: GaussianMixture, fixed_types: bool) -> Iterator[pa.Table]:
+    """The input as tables: whole when it fits in the memory limit, else chunk by chunk,
+    with the types a whole read gives (a CSV file's from a first pass: csv_profile).
 
-    CSV on stdin is always streamed (a pipe of any length works); Parquet on stdin is read
-    whole, its footer being at the end.
+    CSV on stdin is always streamed (a pipe of any length works), its types as its chunks
+    come (open_batches); Parquet on stdin is read whole, its footer being at the end.
     """
     if not source.is_path:
         data = source.data
@@ -561,10 +571,14 @@ def _input_tables(source: Source, model: GaussianMixture) -> Iterator[pa.Table]:
     if not _tables_streamed(source):
         yield tables.read_table(source.path, fmt)
         return
-    float_columns = model.feature_names + ([source.weight_column] if source.weight_column else [])
     size = source.chunk_rows or stream.DEFAULT_CHUNK_ROWS
+    types = None
+    if fmt != "parquet" and source.data != "-":
+        profile = stream.csv_profile(source.path, fmt, stream.PROFILE_BLOCK_BYTES, source.quoted)
+        types = profile.types
+    batches = stream.open_batches(source.path, fmt, size, types=types, fixed_types=fixed_types)
     rows = 0
-    for batch in stream.open_batches(source.path, fmt, size, float_columns=float_columns):
+    for batch in batches:
         rows += batch.num_rows
         yield pa.Table.from_batches([batch])
     if rows == 0:

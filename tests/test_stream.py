@@ -282,12 +282,6 @@ def assert_same_table(a: pa.Table, b: pa.Table, rtol: float) -> None:
             assert x.equals(y), name
 
 
-INTEGERS_AS_FLOATS = pytest.mark.xfail(
-    strict=True,
-    reason="a streamed read takes a CSV's feature and weight columns as float64, "
-    "while the in-memory path keeps the int64 pyarrow infers, so a Parquet output has "
-    "another schema (score --per-sample of integer weights, classify of integer features)",
-)
 TIED_BYTES = pytest.mark.xfail(
     strict=True,
     reason="tied log-densities add a 1 x F by F x rows product (BLAS gemv), whose rounding "
@@ -324,11 +318,9 @@ def test_streamed_outputs_are_the_same_csv_bytes(data, tmp_path, fmt, command, c
 @pytest.mark.parametrize("output", ["csv", "parquet"])
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_streamed_outputs_hold_the_same_numbers(
-    request, data, tmp_path, fmt, output, command, covariance_type
+    data, tmp_path, fmt, output, command, covariance_type
 ):
     # Every row is computed on its own, so only BLAS rounding may differ (see TIED_BYTES).
-    if (fmt, output, command) == ("csv", "parquet", "score"):
-        request.applymarker(INTEGERS_AS_FLOATS)  # the weight column w holds integers
     path, model = data / f"data.{fmt}", data / f"{covariance_type}.json"
     memory = run_output(command, path, model, tmp_path / f"memory.{output}")
     chunked = run_output(command, path, model, tmp_path / f"streamed.{output}", *CHUNKED)
@@ -357,7 +349,6 @@ def test_streamed_classify_same_bytes_in_chunks_of_one_row(data, tmp_path):
     assert same_bytes(chunked, memory)
 
 
-@INTEGERS_AS_FLOATS
 def test_streamed_classify_keeps_integer_feature_columns(tmp_path, table):
     rounded = table.set_column(0, "x0", pa.array(np.round(table["x0"].to_numpy()).astype(int)))
     path, model = tmp_path / "ints.csv", tmp_path / "model.json"
@@ -368,12 +359,6 @@ def test_streamed_classify_keeps_integer_feature_columns(tmp_path, table):
     assert chunked.schema == memory.schema
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the streaming CSV readers take the column types of the first block for every "
-    "block: a column of whole numbers there with a decimal later (not a feature) fails with "
-    "'has a value that is not a number' where the in-memory read works",
-)
 def test_streamed_classify_reads_a_column_that_turns_decimal_later(data, tmp_path, table):
     note = np.arange(N_ROWS, dtype=float)
     note[900] = 0.5  # pyarrow writes the others as whole numbers: 0, 1, 2, ...

@@ -13,7 +13,7 @@ import dataclasses
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -28,6 +28,7 @@ from gmmcli.io import tables
 
 DEFAULT_CHUNK_ROWS = 200_000
 CSV_BYTES_PER_VALUE = 20  # a generous guess that turns chunk rows into CSV block bytes
+PROFILE_BLOCK_BYTES = 1 << 24  # blocks of a CSV file's first pass (csv_profile)
 
 
 def open_batches(
@@ -36,33 +37,39 @@ def open_batches(
     chunk_rows: int,
     columns: list[str] | None = None,
     float_columns: list[str] = (),
+    *,
+    types: dict[str, pa.DataType] | None = None,
+    fixed_types: bool = False,
 ) -> Iterator[pa.RecordBatch]:
     """The file's rows as record batches of about ``chunk_rows`` rows, in file order.
 
-    ``columns`` limits what is read; ``float_columns`` are read as float64 (CSV types are
-    otherwise inferred from the first block). pyarrow opens the path (or stdin's
-    descriptor) itself, so its reader threads hold no Python objects. Read errors become
-    one-line UserErrors.
+    ``columns`` limits what is read; ``float_columns`` are read as float64, the other CSV
+    columns as ``types`` says (a file's: csv_profile), else as inferred. CSV on stdin
+    widens a column of whole numbers to float64 where a decimal comes (``fixed_types``:
+    refused, for an output whose schema the first chunk fixed). pyarrow opens the path
+    itself, so its reader threads hold no Python objects. Read errors become one-line
+    UserErrors.
     """
     name = "stdin" if path == "-" else f"'{path}'"
-    source = "/dev/stdin" if path == "-" else path
     try:
         if fmt == "parquet":
-            parquet = pq.ParquetFile(source, pre_buffer=False)
+            parquet = pq.ParquetFile("/dev/stdin" if path == "-" else path, pre_buffer=False)
+            tables.clean_names(parquet.schema_arrow.names, name, trim=False)
             yield from parquet.iter_batches(batch_size=chunk_rows, columns=columns)
             return
         width = len(columns) if columns else 8
         block_size = chunk_rows * width * CSV_BYTES_PER_VALUE
-        parse = pa_csv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",")
-        convert = pa_csv.ConvertOptions(
-            include_columns=columns, column_types=dict.fromkeys(float_columns, pa.float64())
-        )
+        parse = _parse_options(fmt)
         if path == "-":
-            yield from _pipe_batches(sys.stdin.buffer, block_size, parse, convert)
+            yield from _pipe_batches(sys.stdin.buffer, block_size, parse, name, fixed_types)
             return
-        read = pa_csv.ReadOptions(block_size=block_size)
+        with open(path, "rb") as f:
+            names, _, header_lines = _header(f, parse, name)
+        types = {**(types or {}), **dict.fromkeys(float_columns, pa.float64())}
+        read = pa_csv.ReadOptions(block_size=block_size, column_names=names, skip_rows=header_lines)
+        convert = pa_csv.ConvertOptions(include_columns=columns, column_types=types)
         yield from pa_csv.open_csv(
-            source, read_options=read, parse_options=parse, convert_options=convert
+            path, read_options=read, parse_options=parse, convert_options=convert
         )
     except pa.ArrowInvalid as err:
         raise _conversion_error(err, name) from None
@@ -70,41 +77,208 @@ def open_batches(
         raise UserError(f"cannot read {name}: {one_line(err)}") from None
 
 
-def _pipe_batches(
-    pipe: BinaryIO,
-    block_size: int,
+def _parse_options(fmt: str) -> pa_csv.ParseOptions:
+    return pa_csv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",")
+
+
+_LINE_END = re.compile(rb"\r\n|\n|\r(?=[^\n])")  # a lone \r at a read's end may precede \n
+
+
+def _header(f: BinaryIO, parse: pa_csv.ParseOptions, name: str) -> tuple[list[str], bytes, int]:
+    """The names in the first line of ``f`` that is not empty (checked: clean_names), the
+    bytes read past it and the lines it took."""
+    data, lines = b"", 0
+    while True:
+        end = _LINE_END.search(data)
+        if end is None:
+            more = f.read(65536)
+            if more:
+                data += more
+                continue
+        line, data = (data, b"") if end is None else (data[: end.end()], data[end.end() :])
+        lines += 1
+        if line.strip(b"\r\n") or end is None:
+            break
+    if not line.strip():
+        raise UserError(f"{name} has no data rows; give a file with at least one row of data")
+    header = pa_csv.read_csv(pa.BufferReader(tables.arrow_copy(line)), parse_options=parse)
+    return tables.clean_names(header.column_names, name), data, lines
+
+
+def _blocks(f: BinaryIO, data: bytes, block_size: int) -> Iterator[bytes]:
+    """What follows ``data`` in ``f`` in blocks of about ``block_size`` bytes that end at a
+    line end (so a quoted value may not hold one)."""
+    while True:
+        more = f.read(block_size)
+        block = data + more
+        cut = max(block.rfind(b"\n"), block.rfind(b"\r")) + 1 if more else len(block)
+        block, data = block[:cut], block[cut:]
+        if block.strip():
+            yield block
+        if not more:
+            return
+
+
+def _parse(
+    block: bytes,
+    names: list[str],
     parse: pa_csv.ParseOptions,
-    convert: pa_csv.ConvertOptions,
+    types: dict[str, pa.DataType] | None = None,
+    columns: list[str] | None = None,
+) -> pa.Table:
+    """A block of CSV lines as a table: ``types`` given, the others inferred."""
+    return pa_csv.read_csv(
+        pa.BufferReader(tables.arrow_copy(block)),
+        read_options=pa_csv.ReadOptions(column_names=names),
+        parse_options=parse,
+        convert_options=pa_csv.ConvertOptions(include_columns=columns, column_types=types),
+    )
+
+
+def _typed_blocks(
+    f: BinaryIO, data: bytes, names: list[str], block_size: int, parse: pa_csv.ParseOptions
+) -> Iterator[tuple[int, bytes, pa.Table]]:
+    """(rows before it, its bytes, its table with types inferred from it alone) for every
+    block of CSV lines after the header (``data``: read past it already)."""
+    first_row = 0
+    for block in _blocks(f, data, block_size):
+        table = _parse(block, names, parse)
+        yield first_row, block, table
+        first_row += table.num_rows
+
+
+def _first_bad(
+    block: bytes, table: pa.Table, column: str, dtype: pa.DataType, parse: pa_csv.ParseOptions
+) -> tuple[int, str | None]:
+    """(index, text) in a block of the first value of ``column`` that ``dtype`` cannot hold."""
+    text = _parse(block, table.column_names, parse, {column: pa.string()}, [column])[column]
+    index = tables.first_not(text.combine_chunks(), dtype)
+    return (0, None) if index is None else (index, text[index].as_py())
+
+
+def _pipe_batches(
+    pipe: BinaryIO, block_size: int, parse: pa_csv.ParseOptions, name: str, fixed: bool
 ) -> Iterator[pa.RecordBatch]:
     """CSV from a pipe, parsed block by block (pyarrow's own reader needs a seekable file).
 
-    Blocks end at a line end (so a quoted value may not hold one); every block is copied
-    into Arrow memory and parsed with the header's names and the first block's types.
+    Nothing can be read twice, so column types come as blocks come: an empty column takes
+    the first type it meets, whole numbers widen to float64 when a decimal comes (unless
+    ``fixed``), text stays text; anything else is a UserError naming the column and row.
     """
-    header = pipe.readline()
-    names = pa_csv.read_csv(pa.BufferReader(tables.arrow_copy(header + b"\n")), parse_options=parse)
-    names = names.column_names if names.num_columns else []
-    carry, types = b"", None
-    while True:
-        data = pipe.read(block_size)
-        block = carry + data
-        cut = block.rfind(b"\n") + 1 if data else len(block)
-        block, carry = block[:cut], block[cut:]
-        if block.strip():
-            options = pa_csv.ConvertOptions(
-                include_columns=convert.include_columns,
-                column_types=types or convert.column_types,
-            )
-            table = pa_csv.read_csv(
-                pa.BufferReader(tables.arrow_copy(block)),
-                read_options=pa_csv.ReadOptions(column_names=names),
+    names, data, _ = _header(pipe, parse, name)
+    types: dict[str, pa.DataType] = {}
+    for first_row, block, table in _typed_blocks(pipe, data, names, block_size, parse):
+        found = dict(zip(table.column_names, table.schema.types, strict=True))
+        wanted = {}
+        for column, dtype in found.items():
+            before = types.get(column, pa.null())
+            wanted[column] = _widened(before, dtype)
+            refused = fixed and first_row and wanted[column] != before
+            if wanted[column] is None or refused:
+                held = before if refused else (_widened(before, pa.float64()) or before)
+                index, value = _first_bad(block, table, column, held, parse)
+                raise _changed_type(name, column, before, first_row + index + 1, value, refused)
+        if wanted != found:
+            table = _parse(block, table.column_names, parse, wanted)
+        types = wanted
+        yield from table.to_batches()
+
+
+def _widened(before: pa.DataType, found: pa.DataType) -> pa.DataType | None:
+    """The type of a column read so far as ``before`` with a block read as ``found``
+    (empty: null; whole numbers widen to float64; text holds anything but bytes); None if
+    no type holds both."""
+    if pa.types.is_null(found) or found == before:
+        return before
+    if pa.types.is_null(before):
+        return found
+    if pa.types.is_string(before) and not pa.types.is_binary(found):
+        return before
+    if {before, found} == {pa.int64(), pa.float64()}:
+        return pa.float64()
+    return None
+
+
+def _changed_type(
+    name: str, column: str, before: pa.DataType, row: int, value: str | None, fixed: bool
+) -> UserError:
+    """A column of stdin whose row ``row`` (holding ``value``) does not fit the type of the
+    rows before it: a type that cannot change (``fixed``) or no type holds both."""
+    has = f"has {value!r} at row {row}" if value is not None else f"changes type at row {row}"
+    after = "empty values" if pa.types.is_null(before) else f"values read as {before}"
+    if fixed:
+        return UserError(
+            f"column '{column}' in {name} {has} after {after}, and a Parquet output's column "
+            "types are fixed by its first chunk; write CSV output, or give the input as a file"
+        )
+    return UserError(
+        f"column '{column}' in {name} {has} after {after}; "
+        "fix the data, or give the input as a file"
+    )
+
+
+@dataclass
+class Profile:
+    """A CSV file's column types as a whole read infers them, from a pass in blocks;
+    ``numbers``: the columns holding a number; ``text``: the first (row, value) that is
+    no number, per column read as text."""
+
+    types: dict[str, pa.DataType]
+    numbers: set[str]
+    text: dict[str, tuple[int, str]]
+    n_rows: int
+
+
+def csv_profile(path: str, fmt: str, block_size: int, name: str) -> Profile:
+    """The Profile of a CSV file: types unified over its blocks as a whole read unifies
+    them (null < int64 < float64 < text; any other mixture is asked of pyarrow)."""
+    parse = _parse_options(fmt)
+    numbers, text, n_rows = set(), {}, 0
+    try:
+        with open(path, "rb") as f:
+            names, data, lines = _header(f, parse, name)
+            types: dict[str, pa.DataType | None] = dict.fromkeys(names, pa.null())
+            for first_row, _, table in _typed_blocks(f, data, names, block_size, parse):
+                n_rows += table.num_rows
+                for column, values in zip(table.column_names, table.columns, strict=True):
+                    types[column] = _unified(types[column], values.type)
+                    if tables.is_numeric(values.type) or (
+                        tables.is_text(values.type) and tables.has_numbers(values)
+                    ):
+                        numbers.add(column)
+                    if tables.is_text(values.type) and column not in text:
+                        index = tables.first_not(values.combine_chunks())
+                        if index is not None:
+                            text[column] = (first_row + index + 1, values[index].as_py())
+        mixed = [column for column, dtype in types.items() if dtype is None]
+        if mixed:  # booleans and whole numbers, dates and times...: pyarrow's whole read
+            read = pa_csv.ReadOptions(column_names=names, skip_rows=lines)
+            whole = pa_csv.read_csv(
+                path,
+                read_options=read,
                 parse_options=parse,
-                convert_options=options,
+                convert_options=pa_csv.ConvertOptions(include_columns=mixed),
             )
-            types = types or dict(zip(table.column_names, table.schema.types, strict=True))
-            yield from table.to_batches()
-        if not data:
-            return
+            types.update(zip(whole.column_names, whole.schema.types, strict=True))
+    except pa.ArrowInvalid as err:
+        raise _conversion_error(err, name) from None
+    except (OSError, pa.ArrowException) as err:
+        raise UserError(f"cannot read {name}: {one_line(err)}") from None
+    return Profile(types, numbers, text, n_rows)
+
+
+def _unified(before: pa.DataType | None, found: pa.DataType) -> pa.DataType | None:
+    """What a whole read makes of a column read as ``before`` and a block of it read as
+    ``found`` (None: a mixture only pyarrow can tell)."""
+    if before is None:
+        return None
+    widened = _widened(before, found)
+    if widened is not None:
+        return widened
+    for dtype in (pa.binary(), pa.string()):  # a value no other type reads
+        if dtype in (before, found):
+            return dtype
+    return None
 
 
 def file_feature_names(
@@ -114,12 +288,11 @@ def file_feature_names(
     exclude: list[str],
     weight_column: str | None,
     name: str,
+    note: Callable[[str], None] | None = None,
 ) -> list[str]:
-    """The features to read from a file: ``columns``, else what --columns defaults to.
-
-    Parquet: from its schema, every name checked. CSV: from its first block, checked as in
-    memory (a number column with a typo is an error); later blocks check ``columns``.
-    """
+    """The features to read from a file: ``columns``, else what --columns defaults to;
+    every name checked, and (CSV) every chosen column and the weights numeric over the
+    whole file, a text column holding numbers an error (a typo), as in memory."""
     if fmt == "parquet":
         try:
             schema = pq.read_schema(path)
@@ -129,16 +302,27 @@ def file_feature_names(
                 "check the file, or pass {format} if it is not Parquet",
                 ("format",),
             ) from None
-        return parquet_feature_names(schema, columns, exclude, weight_column, name)
-    if columns:
-        return columns
-    first = next(open_batches(path, fmt, DEFAULT_CHUNK_ROWS), None)
-    if first is None:
+        return parquet_feature_names(schema, columns, exclude, weight_column, name, note)
+    profile = csv_profile(path, fmt, PROFILE_BLOCK_BYTES, name)
+    if profile.n_rows == 0 and not columns:
         raise UserError(f"{name} has no data rows; give a file with at least one row of data")
-    table = pa.Table.from_batches([first])
-    return tables.select_features(
-        table, exclude=exclude, weight_column=weight_column, source=name, require_positive=False
-    ).names
+    chosen = parquet_feature_names(
+        pa.schema(profile.types), columns, exclude, weight_column, name, note
+    )
+    typos = [
+        column
+        for column, dtype in profile.types.items()
+        if not columns
+        and tables.is_text(dtype)
+        and column in profile.numbers
+        and tables.may_be_feature(column, exclude, weight_column)
+    ]
+    for column in [*typos, *chosen, *([weight_column] if weight_column else [])]:
+        dtype = profile.types[column]
+        if not (tables.is_numeric(dtype) or pa.types.is_null(dtype)):
+            role = "weight column" if column == weight_column else "column"
+            raise tables.not_numeric(f"{role} '{column}'", name, dtype, profile.text.get(column))
+    return chosen
 
 
 def parquet_feature_names(
@@ -147,10 +331,13 @@ def parquet_feature_names(
     exclude: list[str],
     weight_column: str | None,
     name: str,
+    note: Callable[[str], None] | None = None,
 ) -> list[str]:
-    """The feature columns of a Parquet file from its schema: ``columns``, else every
-    numeric column but ``exclude`` and the weights; every name checked against the schema."""
-    chosen = columns or tables.default_feature_names(schema, exclude, weight_column)
+    """The feature columns of a Parquet file (or a CSV's Profile) from its schema:
+    ``columns``, else every numeric column but ``exclude`` and the weights; every name
+    checked against the schema."""
+    tables.clean_names(schema.names, name, trim=False)
+    chosen = columns or tables.default_feature_names(schema, exclude, weight_column, note)
     for column in [*chosen, *exclude, *([weight_column] if weight_column else [])]:
         if column not in schema.names:
             raise UserError(

@@ -10,6 +10,7 @@ import dataclasses
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -28,6 +29,7 @@ __all__ = [
     "Features",
     "atomic_write_bytes",
     "atomic_writer",
+    "clean_names",
     "format_for",
     "parse_column_list",
     "read_table",
@@ -86,6 +88,7 @@ def read_table(path: str, fmt: str | None = None, stdin: BinaryIO | None = None)
             ) from None
         source = path
     table = pa.table({}) if empty else _read(source, fmt, name)
+    table = table.rename_columns(clean_names(table.column_names, name, trim=fmt != "parquet"))
     if table.num_rows == 0:
         raise UserError(f"{name} has no data rows; give a file with at least one row of data")
     return table
@@ -120,6 +123,25 @@ def arrow_copy(data: bytes) -> pa.Buffer:
     return sink.getvalue()
 
 
+def clean_names(names: list[str], source: str, *, trim: bool = True) -> list[str]:
+    """A header's names, checked: a byte-order mark and (``trim``) surrounding spaces gone;
+    an empty name (but the first, an index as pandas and R write it) or a name given twice
+    is a UserError. Names that differ by case are different columns."""
+    names = [name.removeprefix("\ufeff") if i == 0 else name for i, name in enumerate(names)]
+    if trim:
+        names = [name.strip() for name in names]
+    empty = [i + 1 for i, name in enumerate(names) if name == "" and i > 0]
+    if empty:
+        raise UserError(
+            f"column {empty[0]} of {source} has no name; name every column but an index first"
+        )
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        listed = ", ".join(f"'{name}'" for name in twice)
+        raise UserError(f"{source} has more than one column named {listed}; rename them")
+    return names
+
+
 def no_positive_weight(weight_column: str, source: str) -> UserError:
     return UserError(
         f"weight column '{weight_column}' in {source} has no positive weight; "
@@ -148,6 +170,7 @@ def select_features(
     source: str = "input",
     first_row: int = 0,
     require_positive: bool = True,
+    note: Callable[[str], None] | None = None,
 ) -> Features:
     """Pick the feature columns (and weights) of ``table`` as float64 arrays.
 
@@ -156,16 +179,17 @@ def select_features(
     Names in ``exclude`` must exist, but only the default choice is affected by them.
     For a chunk of a longer file, ``first_row`` is the rows before it (row numbers in
     messages count from the file's start) and ``require_positive=False`` leaves the check
-    for a positive weight to the whole file.
+    for a positive weight to the whole file. ``note`` hears of an unnamed first column left
+    out of the default features.
     """
     for name in exclude:
         _column(table, name, source)  # an unknown name is a typo: say so
     if columns is None:
-        candidates = [f for f in table.schema if _may_be_feature(f.name, exclude, weight_column)]
+        candidates = [f for f in table.schema if may_be_feature(f.name, exclude, weight_column)]
         for field in candidates:
-            if _is_text(field.type) and _has_numbers(table.column(field.name)):
+            if is_text(field.type) and has_numbers(table.column(field.name)):
                 _floats(table, field.name, source, first_row)  # a typo among numbers: say where
-        names = default_feature_names(table.schema, exclude, weight_column)
+        names = default_feature_names(table.schema, exclude, weight_column, note)
     else:
         names = list(columns)
         for name in names:
@@ -210,18 +234,31 @@ def checked_weights(
     return weights
 
 
-def _may_be_feature(name: str, exclude: list[str], weight_column: str | None) -> bool:
-    return name != weight_column and name not in exclude and not GMMCLI_COLUMNS.fullmatch(name)
+def may_be_feature(name: str, exclude: list[str], weight_column: str | None) -> bool:
+    return (
+        name not in ("", weight_column)
+        and name not in exclude
+        and not GMMCLI_COLUMNS.fullmatch(name)
+    )
+
+
+UNNAMED_FIRST = "the unnamed first column (an index, as pandas and R write it) is no feature"
 
 
 def default_feature_names(
-    schema: pa.Schema, exclude: list[str], weight_column: str | None
+    schema: pa.Schema,
+    exclude: list[str],
+    weight_column: str | None,
+    note: Callable[[str], None] | None = None,
 ) -> list[str]:
-    """The numeric columns used when --columns is not given (from a schema alone)."""
+    """The numeric columns used when --columns is not given (from a schema alone); an
+    unnamed first column (an index) is left out, said to ``note``."""
+    if schema.names[:1] == [""] and note is not None:
+        note(UNNAMED_FIRST)
     return [
         field.name
         for field in schema
-        if _is_numeric(field.type) and _may_be_feature(field.name, exclude, weight_column)
+        if is_numeric(field.type) and may_be_feature(field.name, exclude, weight_column)
     ]
 
 
@@ -267,18 +304,18 @@ def require_complete(
     return kept, n_missing
 
 
-def _is_numeric(dtype: pa.DataType) -> bool:
+def is_numeric(dtype: pa.DataType) -> bool:
     return pa.types.is_integer(dtype) or pa.types.is_floating(dtype)
 
 
-def _is_text(dtype: pa.DataType) -> bool:
+def is_text(dtype: pa.DataType) -> bool:
     return pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
 
 
 _NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 
 
-def _has_numbers(column: pa.ChunkedArray) -> bool:
+def has_numbers(column: pa.ChunkedArray | pa.Array) -> bool:
     """Whether a text column holds numbers (so a non-number in it is likely a typo)."""
     return bool(pc.any(pc.match_substring_regex(column, _NUMBER)).as_py())
 
@@ -305,29 +342,54 @@ def _floats(
     """Column ``name`` as float64 with NaN for nulls, or a UserError if it is not numeric."""
     column = _column(table, name, source)
     # An all-empty CSV column has type null: accepted here, every value missing.
-    if _is_numeric(column.type) or pa.types.is_null(column.type):
+    if is_numeric(column.type) or pa.types.is_null(column.type):
         return column.cast(pa.float64(), safe=False).to_numpy()
-    message = f"{role} '{name}' in {source} is not numeric"
-    if _is_text(column.type):
-        row = _first_non_number(column.combine_chunks())
-        if row is not None:
-            message += f": row {first_row + row + 1} has {column[row].as_py()!r}"
+    bad = None
+    if is_text(column.type):
+        row = first_not(column.combine_chunks())
+        if row is None:  # a chunk of numbers in a column that holds text further on
+            return (
+                _cleaned(column.combine_chunks()).cast(pa.float64()).to_numpy(zero_copy_only=False)
+            )
+        bad = (first_row + row + 1, column[row].as_py())
+    raise not_numeric(f"{role} '{name}'", source, column.type, bad)
+
+
+def not_numeric(
+    what: str, source: str, dtype: pa.DataType, bad: tuple[int, object] | None
+) -> UserError:
+    """'``what`` in ``source`` is not numeric', with the first bad (row, value) of a text
+    column if known."""
+    if bad is not None:
+        detail = f": row {bad[0]} has {bad[1]!r}"
     else:
-        message += f" (type {column.type})"
-    raise UserError(f"{message}; fix the data or leave the column out")
+        detail = "" if is_text(dtype) else f" (type {dtype})"
+    return UserError(
+        f"{what} in {source} is not numeric{detail}; fix the data or leave the column out"
+    )
 
 
-def _first_non_number(values: pa.Array) -> int | None:
-    """Index of the first value that is neither a number nor a null token, by bisection."""
+def _cleaned(values: pa.Array) -> pa.Array:
+    """Text values trimmed, CSV's null tokens made null."""
     # built here, not at import: pa.array imports pandas when installed (0.2 s per command)
     null_tokens = pa.array(pa_csv.ConvertOptions().null_values)
     values = pc.utf8_trim_whitespace(values)
-    values = pc.if_else(pc.is_in(values, value_set=null_tokens), None, values)
+    return pc.if_else(pc.is_in(values, value_set=null_tokens), None, values)
+
+
+def first_not(values: pa.Array, dtype: pa.DataType | None = None) -> int | None:
+    """Index of the first text value that is neither a null token nor read as ``dtype``
+    (default float64; for the null type: any value), by bisection."""
+    dtype = dtype or pa.float64()
+    values = _cleaned(values)
+    if pa.types.is_null(dtype):
+        valid = np.flatnonzero(values.is_valid().to_numpy(zero_copy_only=False))
+        return int(valid[0]) if valid.size else None
 
     def parses(part: pa.Array) -> bool:
         try:
-            part.cast(pa.float64())
-        except pa.ArrowInvalid:
+            part.cast(dtype)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return False
         return True
 
