@@ -314,7 +314,7 @@ def _read_features(path: str, fmt: str, source: Source, report: Report) -> table
     if fmt == "parquet":
         names = _feature_names(path, fmt, source, report)
         return stream.read_parquet_features(path, names, source.weight_column, source.name)
-    return select(tables.read_table(path, fmt), source, report)
+    return select(tables.read_table(path, fmt, name=source.quoted), source, report)
 
 
 def select(table: pa.Table, source: Source, report: Report = QUIET) -> tables.Features:

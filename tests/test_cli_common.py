@@ -163,6 +163,56 @@ def test_classify_output_feeds_back_into_fit(files):
         assert Path(f"{name}.json").read_bytes() == files.blobs_model.encode(), name
 
 
+# --- table headers: names cleaned the same way by every reader --------------------------
+
+
+def header(base, names: str) -> str:
+    """The 40 rows of base.csv under another header line."""
+    return names + "\n" + base.csv.split("\n", 1)[1]
+
+
+STREAMED = "--memory-limit 1KB --chunk-rows 7"  # a file streamed in chunks of 7 rows
+
+
+@pytest.mark.parametrize("how", ["file", "streamed", "stdin"])
+def test_a_byte_order_mark_and_spaces_around_names_are_dropped(files, how):
+    Path("spaced.csv").write_text(header(files, "\ufeff x0 ,\tx1, true_component"))
+    source, extra = ("-", "") if how == "stdin" else ("spaced.csv", STREAMED * (how == "streamed"))
+    command = f"fit {source} -k 2 --columns x0,x1 {extra} -q -o -"
+    model = json.loads(ok(gmm(command, input=Path("spaced.csv").read_bytes())).stdout)
+    assert (model["feature_names"], model["training"]["n_samples"]) == (["x0", "x1"], 40)
+
+
+@pytest.mark.parametrize("how", ["file", "streamed", "stdin"])
+def test_an_unnamed_first_column_is_an_index_left_out_of_the_features(files, how):
+    lines = files.csv.splitlines()
+    indexed = "\n".join([f'"",{lines[0]}', *(f"{i},{line}" for i, line in enumerate(lines[1:]))])
+    Path("indexed.csv").write_text(indexed + "\n")  # as R writes it ("" names the index)
+    source, extra = ("-", "") if how == "stdin" else ("indexed.csv", STREAMED * (how == "streamed"))
+    result = ok(gmm(f"fit {source} -k 2 {extra} -o -", input=indexed + "\n"))
+    assert json.loads(result.stdout)["feature_names"] == ["x0", "x1"]
+    assert "the unnamed first column (an index, as pandas and R write it) is no feature" in (
+        result.stderr
+    )
+
+
+def test_classify_keeps_an_unnamed_first_column_in_its_output(files):
+    lines = ["," + files.csv.splitlines()[0]]
+    lines += [f"{i},{line}" for i, line in enumerate(files.csv.splitlines()[1:])]
+    Path("indexed.csv").write_text("\n".join(lines) + "\n")
+    for extra in ("", STREAMED):
+        ok(gmm(f"classify indexed.csv --model model.json {extra} -q -o out.csv"))
+        table = read_csv("out.csv")
+        assert table.column_names[:2] == ["", "x0"]
+        assert table.column("").to_pylist() == list(range(files.n_rows))
+
+
+def test_names_that_differ_by_case_are_different_columns(files):
+    Path("cased.csv").write_text(header(files, "x,X,true_component"))
+    result = ok(gmm("fit cased.csv -k 2 -o -"))
+    assert json.loads(result.stdout)["feature_names"] == ["x", "X"]
+
+
 # --- weights ----------------------------------------------------------------------------
 
 
@@ -484,7 +534,60 @@ BAD_INPUTS = [
         input=b"PAR1 not really parquet PAR1",
     ),
     case("bad-seed", "fit data.csv -k 2 --seed abc -o out.json", "--seed"),
+    # Header names: one line whatever the columns' types (a text column among repeated
+    # names once crashed with pyarrow's KeyError), from a file, streamed or stdin.
+    *(
+        case(
+            f"repeated-name-{how}",
+            f"fit {source} -k 1 {extra} -o out.json",
+            "more than one column named 'x1'",
+            files={"dup.csv": "x1,x0,x1,p_0\n1,2,3,--\n4,5,6,7\n"},
+            input=b"x1,x0,x1,p_0\n1,2,3,--\n4,5,6,7\n",
+        )
+        for how, source, extra in [
+            ("file", "dup.csv", ""),
+            ("streamed", "dup.csv", "--memory-limit 1KB"),
+            ("stdin", "-", ""),
+        ]
+    ),
+    case(
+        "repeated-name-in-classify-from-stdin",
+        "classify - --model model.json -o out.csv",
+        "more than one column named 'x0', 'x1'",
+        input=b"x0,x1,x0,x1\n1,2,3,--\n",
+    ),
+    case(
+        "repeated-name-once-trimmed",
+        "fit spaced.csv -k 1 --columns x0 -o out.json",
+        "'spaced.csv' has more than one column named 'x0'",
+        files={"spaced.csv": "x0, x0 ,x1\n1,2,3\n4,5,6\n"},
+    ),
+    case(
+        "repeated-name-in-parquet",
+        "classify dup.parquet --model model.json -o out.csv",
+        "'dup.parquet' has more than one column named 'x0'",
+        files={"dup.parquet": lambda b: repeated_parquet()},
+    ),
+    case(
+        "empty-name",
+        "fit blank.csv -k 1 -o out.json",
+        "column 3 of 'blank.csv' has no name",
+        files={"blank.csv": "x0,x1,,x2\n1,2,3,4\n5,6,7,8\n"},
+    ),
+    case(
+        "empty-name-streamed",
+        "fit blank.csv -k 1 --memory-limit 1KB -o out.json",
+        "column 2 of 'blank.csv' has no name",
+        files={"blank.csv": "x0, ,x2\n1,2,3\n5,6,7\n"},
+    ),
 ]
+
+
+def repeated_parquet() -> bytes:
+    sink = io.BytesIO()
+    columns = [pa.array([1.0, 2.0]), pa.array([3.0, 4.0])]
+    pq.write_table(pa.Table.from_arrays(columns, names=["x0", "x0"]), sink)
+    return sink.getvalue()
 
 
 @pytest.mark.parametrize(("command", "names", "extra_files", "stdin"), BAD_INPUTS)

@@ -369,6 +369,107 @@ def test_streamed_classify_reads_a_column_that_turns_decimal_later(data, tmp_pat
     assert_same_table(chunked, memory, SCORE_RTOL)
 
 
+def test_streamed_classify_writes_the_whole_reads_types_to_parquet(data, tmp_path, table):
+    # The integer weights w turn decimal at row 901 of 1500: float64 in either read.
+    weights = table["w"].to_numpy().astype(float)
+    weights[900] = 0.5
+    path, model = tmp_path / "late.csv", data / "full.json"
+    pa_csv.write_csv(table.set_column(3, "w", pa.array(weights)), path)
+    memory = run_output("classify", path, model, tmp_path / "memory.parquet")
+    chunked = run_output("classify", path, model, tmp_path / "streamed.parquet", *CHUNKED)
+    assert chunked.schema.field("w").type == pa.float64()
+    assert_same_table(chunked, memory, SCORE_RTOL)
+
+
+# --- 2b. CSV on stdin: types as the chunks come ----------------------------------------------
+
+PIPED = ["--chunk-rows", "50"]  # stdin blocks of 8,000 bytes: about 100 rows of data.csv
+
+
+def late_decimal(table: pa.Table, folder: Path) -> Path:
+    """data.csv with its integer weights w holding 0.5 at row 901."""
+    weights = table["w"].to_numpy().astype(float)
+    weights[900] = 0.5
+    path = folder / "late.csv"
+    pa_csv.write_csv(table.set_column(3, "w", pa.array(weights)), path)
+    return path
+
+
+def test_stdin_widens_whole_numbers_to_float64_for_csv_output(data, tmp_path, table):
+    path, model = late_decimal(table, tmp_path), data / "diag.json"
+    piped = ok(gmm(["classify", "-", "-m", model, *PIPED, "-q"], path.read_bytes()))
+    ok(gmm(["classify", path, "-m", model, "-q", "-o", tmp_path / "file.csv"]))
+    assert piped.stdout_bytes == (tmp_path / "file.csv").read_bytes()
+
+
+def test_stdin_keeps_integers_integer_in_parquet_output(data, tmp_path):
+    path, model = data / "data.csv", data / "diag.json"
+    out = tmp_path / "piped.parquet"
+    ok(gmm(["classify", "-", "-m", model, *PIPED, "-q", "-o", out], path.read_bytes()))
+    assert pq.read_table(out).schema.field("w").type == pa.int64()
+
+
+@pytest.mark.parametrize("command", ["classify", "score"])
+def test_bad_input_stdin_turning_decimal_with_parquet_output(data, tmp_path, table, command):
+    path = late_decimal(table, tmp_path)
+    option = OUTPUT_OPTION[command]
+    args = [command, "-", "-m", data / "diag.json", *PIPED, option, tmp_path / "out.parquet"]
+    before = snapshot(tmp_path)
+    error = error_line(gmm(args, path.read_bytes()))
+    assert "column 'w' in stdin has '0.5' at row 901" in error
+    assert "write CSV output, or give the input as a file" in error
+    assert snapshot(tmp_path) == before
+
+
+def test_stdin_turning_decimal_passes_without_its_columns_in_parquet_output(data, tmp_path, table):
+    path, out = late_decimal(table, tmp_path), tmp_path / "new.parquet"
+    args = ["classify", "-", "-m", data / "diag.json", *PIPED, "--only-new-columns", "-o", out]
+    ok(gmm(args, path.read_bytes()))
+    assert pq.read_table(out).num_rows == N_ROWS
+
+
+@pytest.mark.parametrize("column", ["x1", "w"])  # a feature, a column passed through
+def test_bad_input_stdin_text_in_a_column_read_as_numbers(data, tmp_path, column):
+    path = tmp_path / "typo.csv"
+    path.write_bytes((data / "data.csv").read_bytes())
+    set_csv_cell(path, 700, column, "abc")
+    args = ["classify", "-", "-m", data / "diag.json", *PIPED, "-o", tmp_path / "out.csv"]
+    before = snapshot(tmp_path)
+    error = error_line(gmm(args, path.read_bytes()))
+    assert f"column '{column}' in stdin has 'abc' at row 700" in error
+    assert snapshot(tmp_path) == before
+
+
+def test_stdin_reads_every_line_end(data):
+    text = (data / "data.csv").read_bytes()
+    model = data / "diag.json"
+    expected = ok(gmm(["classify", "-", "-m", model, *PIPED, "-q"], text)).stdout_bytes
+    for end in (b"\r\n", b"\r"):
+        piped = ok(gmm(["classify", "-", "-m", model, *PIPED, "-q"], text.replace(b"\n", end)))
+        assert piped.stdout_bytes == expected
+
+
+@pytest.mark.parametrize(
+    ("blocks", "expected"),
+    [
+        (["1", "2"], pa.int64()),
+        (["1", "2.5"], pa.float64()),
+        (["", "2"], pa.int64()),
+        (["1", "abc"], pa.string()),
+        (["abc", "1"], pa.string()),
+        (["0", "true"], pa.bool_()),  # a mixture pyarrow settles: its whole read
+    ],
+)
+def test_csv_profile_types_a_column_as_a_whole_read(tmp_path, blocks, expected):
+    rows = [value for value in blocks for _ in range(2000)]  # each value fills blocks
+    path = tmp_path / "p.csv"
+    path.write_text("a,b\n" + "".join(f"{value},x\n" for value in rows))
+    profile = stream.csv_profile(str(path), "csv", 1024, "'p.csv'")
+    assert profile.types == {"a": expected, "b": pa.string()}
+    assert profile.types["a"] == pa_csv.read_csv(path).schema.field("a").type
+    assert profile.n_rows == len(rows)
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_streamed_score_gives_the_same_numbers(data, table, fmt):
     path = data / f"data.{fmt}"

@@ -91,7 +91,7 @@ def _header(f: BinaryIO, parse: pa_csv.ParseOptions, name: str) -> tuple[list[st
     while True:
         end = _LINE_END.search(data)
         if end is None:
-            more = f.read(65536)
+            more = f.read(4096)
             if more:
                 data += more
                 continue
@@ -199,13 +199,16 @@ def _widened(before: pa.DataType, found: pa.DataType) -> pa.DataType | None:
     return None
 
 
+_READ_AS = {pa.null(): "empty values", pa.int64(): "whole numbers", pa.float64(): "numbers"}
+
+
 def _changed_type(
     name: str, column: str, before: pa.DataType, row: int, value: str | None, fixed: bool
 ) -> UserError:
     """A column of stdin whose row ``row`` (holding ``value``) does not fit the type of the
     rows before it: a type that cannot change (``fixed``) or no type holds both."""
     has = f"has {value!r} at row {row}" if value is not None else f"changes type at row {row}"
-    after = "empty values" if pa.types.is_null(before) else f"values read as {before}"
+    after = _READ_AS.get(before, f"values read as {before}")
     if fixed:
         return UserError(
             f"column '{column}' in {name} {has} after {after}, and a Parquet output's column "

@@ -65,8 +65,12 @@ def format_for(path: str, override: str | None, *, for_output: bool = False) -> 
     return fmt
 
 
-def read_table(path: str, fmt: str | None = None, stdin: BinaryIO | None = None) -> pa.Table:
-    """Read a whole table from ``path`` ("-" for ``stdin``, default standard input).
+def read_table(
+    path: str, fmt: str | None = None, stdin: BinaryIO | None = None, name: str | None = None
+) -> pa.Table:
+    """Read a whole table from ``path`` ("-" for ``stdin``, default standard input), its
+    names checked (clean_names); messages call it ``name`` (default: stdin, or the path
+    quoted).
 
     pyarrow reads the file by its path, or stdin from a copy in Arrow's own memory: its
     reader threads must not hold Python objects, whose release at interpreter exit would
@@ -74,11 +78,11 @@ def read_table(path: str, fmt: str | None = None, stdin: BinaryIO | None = None)
     """
     fmt = format_for(path, fmt)
     if path == "-":
-        name = "stdin"
+        name = name or "stdin"
         source = pa.BufferReader(arrow_copy((stdin or sys.stdin.buffer).read()))
         empty = source.size() == 0
     else:
-        name = f"'{path}'"
+        name = name or f"'{path}'"
         try:
             with open(path, "rb") as f:  # a readable regular file, or a clear error
                 empty = not f.read(1)
@@ -97,6 +101,7 @@ def read_table(path: str, fmt: str | None = None, stdin: BinaryIO | None = None)
 def _read(source: str | pa.NativeFile, fmt: str, name: str) -> pa.Table:
     if fmt == "parquet":
         try:
+            clean_names(pq.read_schema(source).names, name, trim=False)  # before pyarrow fails
             return pq.read_table(source, pre_buffer=False)  # pre-buffering ~doubles peak memory
         except (pa.ArrowException, OSError):
             raise UserError(
