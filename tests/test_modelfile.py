@@ -229,6 +229,12 @@ def test_unknown_covariance_type(tmp_path, text):
     assert_rejected(tmp_path, content, "covariance_type must be one of full, tied, diag, spherical")
 
 
+@pytest.mark.parametrize("value", [["full"], {"full": 1}])  # found by tests/test_fuzz.py
+def test_covariance_type_that_is_no_name(tmp_path, text, value):
+    content = edited(text, lambda d: d.update(covariance_type=value))
+    assert_rejected(tmp_path, content, "covariance_type must be one of full, tied, diag, spherical")
+
+
 @pytest.mark.parametrize(
     ("name", "edit", "match"),
     [

@@ -546,6 +546,6 @@ def get_covariance(name: str) -> Covariance:
     """The structure called ``name``, or an InvalidParameter listing the valid names."""
     try:
         return COVARIANCE_TYPES[name]
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: a list or dict from a model file
         valid = ", ".join(COVARIANCE_TYPES)
         raise InvalidParameter("covariance_type", name, f"one of {valid}") from None

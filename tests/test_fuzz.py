@@ -1,0 +1,219 @@
+"""Fuzzing every subcommand in process: odd tables and edited model files end in exit 0 or
+exit 2 with one error line, never a traceback, and a failed run leaves an existing output
+as it was.
+
+hypothesis draws CSV bytes from a small grammar (header names, separators, quoting, line
+ends, cells, ragged rows), mostly well formed so that many cases reach the fit or the
+prediction, and model files with a key deleted, a value of another type or shape, NaN or
+non-JSON. Each subcommand runs a fixed set of examples (derandomized, no database);
+GMMCLI_FUZZ_EXAMPLES=N runs N per subcommand instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cli_helpers import error_line, gmm
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+EXAMPLES = {"generate": 30, "fit": 60, "select-k": 40, "classify": 60, "score": 60, "plot": 30}
+MORE = int(os.environ.get("GMMCLI_FUZZ_EXAMPLES", "0"))
+REACHED = 20  # cases per subcommand that must get past the input to the fit or prediction
+
+ODD_NAMES = ["", " x0", "x1 ", "\ufeffx0", "X0", "x0", "x1", "p_0", "component", "w", "--"]
+QUOTED_NAMES = ['"x0"', '"x,1"', '"x""0"', '""', '"x0']  # the last one never closes
+ODD_CELLS = [
+    "", "NA", "nan", "NaN", "inf", "-inf", "--", "abc", '"1.5"', '" 2 "', "1e400", "1e-400",
+    "0x10", '"1,5"', '"a""b"', "true", "2024-01-01", "é", " ", '"', "1.5.2", "+3", ".5",
+]  # fmt: skip
+SEPARATORS = {"csv": ",", "tsv": "\t"}
+
+
+@dataclass(frozen=True)
+class Table:
+    """CSV or TSV bytes, and the extension their file gets."""
+
+    data: bytes
+    fmt: str
+
+
+def number(draw) -> str:
+    """A number as a CSV writer might spell it: whole, decimal or with an exponent."""
+    value = draw(st.floats(-50, 50, allow_nan=False))
+    style = draw(st.sampled_from(["repr", "repr", "int", "exp"]))
+    return {"repr": repr(value), "int": str(round(value)), "exp": f"{value:.3e}"}[style]
+
+
+@st.composite
+def tables(draw) -> Table:
+    """A table, well formed 7 times in 10; otherwise with odd names, cells and rows."""
+    fmt = draw(st.sampled_from(["csv", "csv", "tsv"]))
+    odd = draw(st.integers(0, 9)) >= 7
+    n_columns = draw(st.integers(2 if not odd else 1, 4))
+    names = [f"x{i}" for i in range(n_columns)]
+    rows = [[number(draw) for _ in names] for _ in range(draw(st.integers(4, 20)))]
+    separator, line_end = SEPARATORS[fmt], "\n"
+    if odd:
+        for _ in range(draw(st.integers(1, 3))):
+            i = draw(st.integers(0, n_columns - 1))
+            names[i] = draw(st.sampled_from(ODD_NAMES + QUOTED_NAMES))
+        for _ in range(draw(st.integers(0, 4))):
+            row = draw(st.integers(0, len(rows) - 1))
+            rows[row][draw(st.integers(0, n_columns - 1))] = draw(st.sampled_from(ODD_CELLS))
+        if draw(st.booleans()):
+            row = rows[draw(st.integers(0, len(rows) - 1))]
+            row.pop() if draw(st.booleans()) else row.append(number(draw))  # a ragged row
+        separator = draw(st.sampled_from([separator, separator, ";", ",", "\t"]))
+        line_end = draw(st.sampled_from(["\n", "\r\n", "\r"]))
+    lines = [separator.join(names), *(separator.join(row) for row in rows)]
+    text = line_end.join(lines) + (line_end if draw(st.booleans()) or not odd else "")
+    bom = "\ufeff" if odd and draw(st.booleans()) else ""
+    return Table((bom + text).encode(), fmt)
+
+
+@st.composite
+def models(draw, base: dict) -> bytes:
+    """The fitted model's JSON, unedited 6 times in 10; otherwise edited or cut short."""
+    if draw(st.integers(0, 9)) < 6:
+        return json.dumps(base).encode()
+    model = json.loads(json.dumps(base))
+    edit = draw(st.sampled_from(["delete", "replace", "negative", "shape", "cut"]))
+    if edit == "cut":
+        text = json.dumps(base).encode()
+        return text[: draw(st.integers(0, len(text) - 1))]
+    key = draw(st.sampled_from(sorted(model)))
+    if edit == "delete":
+        del model[key]
+    elif edit == "replace":
+        model[key] = draw(
+            st.sampled_from(["x", None, 1, -1, 0, 2.5, float("nan"), [], {}, True, [[1]]])
+        )
+    elif edit == "negative":
+        model["weights"] = [-0.5, 1.5]
+    elif isinstance(model[key], list) and model[key]:
+        model[key] = model[key][:-1] if draw(st.booleans()) else [*model[key], model[key][0]]
+    else:
+        model[key] = [model[key]]
+    return json.dumps(model).encode()  # NaN written as NaN: not strict JSON
+
+
+@dataclass(frozen=True)
+class Case:
+    """A command line to run in a fresh folder: its arguments, stdin, files and output."""
+
+    args: list[str]
+    stdin: bytes | None
+    files: dict[str, bytes]
+    output: str
+
+
+@st.composite
+def inputs(draw, options: bool = True) -> tuple[list[str], bytes | None, dict[str, bytes]]:
+    """A table as a file, a file streamed in small chunks, or stdin: (arguments naming
+    it, stdin, files); without ``options`` (plot), neither streamed nor --format."""
+    table = draw(tables())
+    how = draw(st.sampled_from(["file", "streamed", "stdin"] if options else ["file", "stdin"]))
+    if how == "stdin":
+        fmt = [] if table.fmt == "csv" or not options else ["--format", "tsv"]
+        return ["-", *fmt], table.data, {}
+    name = f"data.{table.fmt}"
+    chunks = ["--memory-limit", "1KB", "--chunk-rows", str(draw(st.integers(1, 7)))]
+    return [name, *(chunks if how == "streamed" else [])], None, {name: table.data}
+
+
+def options(draw, *choices: list[str]) -> list[str]:
+    """Some of ``choices``, each in or out."""
+    return [word for choice in choices if draw(st.booleans()) for word in choice]
+
+
+@st.composite
+def cases(draw, command: str, model: dict) -> Case:
+    if command == "generate":
+        files = {"model.json": draw(models(model))}
+        output = f"out.{draw(st.sampled_from(['csv', 'tsv', 'parquet']))}"
+        rows, seed = str(draw(st.integers(1, 30))), str(draw(st.integers(0, 99)))
+        some = options(draw, ["--no-labels"], ["--weight-column", "w"])
+        args = ["generate", "-m", "model.json", "-n", rows, "--seed", seed, *some, "-o", output]
+        return Case(args, None, files, output)
+    source, stdin, files = draw(inputs(options=command != "plot"))
+    some = options(draw, ["--drop-missing"])
+    if command != "classify":
+        some += options(draw, ["--weight-column", "x1"])
+    if command == "fit":
+        some += options(draw, ["--columns", "x0,x1"], ["--exclude", "x2"])
+        k = draw(st.sampled_from(["1", "2"]))
+        args = ["fit", *source, "-k", k, "--n-init", "1", "--max-iter", "5", *some]
+        return Case([*args, "-o", "out.json"], stdin, files, "out.json")
+    if command == "select-k":
+        grid = ["--k-max", "2", "--covariance-types", "diag", "--n-init", "1", "--max-iter", "5"]
+        args = ["select-k", *source, *grid, *some, "--table", "grid.csv", "-o", "out.json"]
+        return Case(args, stdin, files, "out.json")
+    files["model.json"] = draw(models(model))
+    if command == "plot":
+        drawn = draw(st.sampled_from(["model", "data", "grid"]))
+        what = {"model": [*source, "-m", "model.json"], "data": source}.get(drawn)
+        if what is None:  # the table as a select-k grid
+            what = ["--table", source[0]]
+        args = ["plot", *what, "--size", "2x2", "--dpi", "20", "-o", "out.png"]
+        return Case(args, stdin, files, "out.png")
+    output = f"out.{draw(st.sampled_from(['csv', 'parquet']))}"
+    if command == "classify":
+        some += options(draw, ["--only-new-columns"])
+        return Case(
+            [command, *source, "-m", "model.json", *some, "-o", output], stdin, files, output
+        )
+    args = ["score", *source, "-m", "model.json", *some, "--per-sample", output]
+    return Case(args, stdin, files, output)
+
+
+def run(case: Case, folder: Path) -> bool:
+    """Run ``case`` in ``folder``; check the outcome; whether it succeeded."""
+    for name, data in case.files.items():
+        (folder / name).write_bytes(data)
+    old = b"an earlier output\n"
+    (folder / case.output).write_bytes(old)
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        result = gmm(case.args, input=case.stdin)
+    finally:
+        os.chdir(cwd)
+    detail = (case, result.exit_code, result.stderr, result.exception)
+    assert result.exit_code in (0, 2), detail
+    assert "Traceback" not in result.stderr, detail
+    if result.exit_code == 0:
+        return True
+    error_line(result)
+    assert (folder / case.output).read_bytes() == old, detail
+    return False
+
+
+COMMANDS = ["generate", "fit", "select-k", "classify", "score", "plot"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_fuzz(command, base, tmp_path):
+    if command == "plot":
+        pytest.importorskip("matplotlib")
+    model = json.loads(base.model)
+    reached = []
+
+    @settings(
+        max_examples=MORE or EXAMPLES[command],
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=cases(command, model))
+    def fuzz(case):
+        reached.append(run(case, Path(tempfile.mkdtemp(dir=tmp_path))))
+
+    fuzz()
+    assert sum(reached) >= REACHED, (command, sum(reached), len(reached))
