@@ -306,6 +306,11 @@ def duplicate_rows(base) -> str:
     return "a,b\n" + "1.5,2\n" * 20 + "3,-1\n" * 20
 
 
+def latin_note(base) -> bytes:
+    """base.csv with a column of text in Latin-1, not UTF-8."""
+    return add_column(base.csv, "note", ["\xe9"] * base.n_rows).encode("latin-1")
+
+
 def case(id, command, *names, files=None, input=None, marks=()):
     """A bad input: the command, the words its error must contain, the files it needs."""
     return pytest.param(command, names, files or {}, input, id=id, marks=marks)
@@ -567,6 +572,32 @@ BAD_INPUTS = [
         "classify dup.parquet --model model.json -o out.csv",
         "'dup.parquet' has more than one column named 'x0'",
         files={"dup.parquet": lambda b: repeated_parquet()},
+    ),
+    # Bytes that are not UTF-8 (found by tests/test_fuzz.py: pyarrow's UnicodeDecodeError
+    # and its CSV writer's "Invalid UTF8 payload" were tracebacks).
+    *(
+        case(
+            f"name-not-utf8-{how}",
+            f"fit {source} -k 1 {extra} -o out.json",
+            f"{name} has a column name that is not UTF-8 text",
+            files={"latin.csv": b"x0,\xe9\n1,2\n3,4\n"},
+            input=b"x0,\xe9\n1,2\n3,4\n",
+        )
+        for how, source, extra, name in [
+            ("file", "latin.csv", "", "'latin.csv'"),
+            ("streamed", "latin.csv", "--memory-limit 1KB", "'latin.csv'"),
+            ("stdin", "-", "", "stdin"),
+        ]
+    ),
+    *(
+        case(
+            f"value-not-utf8-to-csv-{how}",
+            f"classify latin.csv --model model.json {extra} -o out.csv",
+            "cannot write the output as CSV",
+            "write Parquet instead",
+            files={"latin.csv": latin_note},
+        )
+        for how, extra in [("file", ""), ("streamed", "--memory-limit 1KB --chunk-rows 7")]
     ),
     case(
         "empty-name",

@@ -26,8 +26,8 @@ EXAMPLES = {"generate": 30, "fit": 60, "select-k": 40, "classify": 60, "score": 
 MORE = int(os.environ.get("GMMCLI_FUZZ_EXAMPLES", "0"))
 REACHED = 20  # cases per subcommand that must get past the input to the fit or prediction
 
-ODD_NAMES = ["", " x0", "x1 ", "\ufeffx0", "X0", "x0", "x1", "p_0", "component", "w", "--"]
-QUOTED_NAMES = ['"x0"', '"x,1"', '"x""0"', '""', '"x0']  # the last one never closes
+ODD_NAMES = ["", " x0", "x1 ", "\ufeffx0", "X0", "x0", "x1", "p_0", "component", "w", "--", "é"]
+QUOTED_NAMES = ['"x0"', '"x,1"', '"x""0"', '""', '"x\n0"', '"x0']  # the last one never closes
 ODD_CELLS = [
     "", "NA", "nan", "NaN", "inf", "-inf", "--", "abc", '"1.5"', '" 2 "', "1e400", "1e-400",
     "0x10", '"1,5"', '"a""b"', "true", "2024-01-01", "é", " ", '"', "1.5.2", "+3", ".5",
@@ -71,10 +71,13 @@ def tables(draw) -> Table:
             row.pop() if draw(st.booleans()) else row.append(number(draw))  # a ragged row
         separator = draw(st.sampled_from([separator, separator, ";", ",", "\t"]))
         line_end = draw(st.sampled_from(["\n", "\r\n", "\r"]))
+    if odd and draw(st.integers(0, 9)) == 0:
+        rows = rows[: draw(st.integers(0, 1))]  # a header alone, or one row
     lines = [separator.join(names), *(separator.join(row) for row in rows)]
     text = line_end.join(lines) + (line_end if draw(st.booleans()) or not odd else "")
     bom = "\ufeff" if odd and draw(st.booleans()) else ""
-    return Table((bom + text).encode(), fmt)
+    encoding = draw(st.sampled_from(["utf-8", "utf-8", "latin-1"])) if odd else "utf-8"
+    return Table((bom + text).encode(encoding, errors="replace"), fmt)
 
 
 @st.composite
@@ -119,12 +122,13 @@ def inputs(draw, options: bool = True) -> tuple[list[str], bytes | None, dict[st
     it, stdin, files); without ``options`` (plot), neither streamed nor --format."""
     table = draw(tables())
     how = draw(st.sampled_from(["file", "streamed", "stdin"] if options else ["file", "stdin"]))
+    chunks = ["--chunk-rows", str(draw(st.integers(1, 7)))] if options else []
     if how == "stdin":
         fmt = [] if table.fmt == "csv" or not options else ["--format", "tsv"]
-        return ["-", *fmt], table.data, {}
+        return ["-", *fmt, *chunks], table.data, {}  # classify and score: chunk by chunk
     name = f"data.{table.fmt}"
-    chunks = ["--memory-limit", "1KB", "--chunk-rows", str(draw(st.integers(1, 7)))]
-    return [name, *(chunks if how == "streamed" else [])], None, {name: table.data}
+    streamed = ["--memory-limit", "1KB", *chunks] if how == "streamed" else []
+    return [name, *streamed], None, {name: table.data}
 
 
 def options(draw, *choices: list[str]) -> list[str]:

@@ -102,7 +102,7 @@ def _header(f: BinaryIO, parse: pa_csv.ParseOptions, name: str) -> tuple[list[st
     if not line.strip():
         raise UserError(f"{name} has no data rows; give a file with at least one row of data")
     header = pa_csv.read_csv(pa.BufferReader(tables.arrow_copy(line)), parse_options=parse)
-    return tables.clean_names(header.column_names, name), data, lines
+    return tables.clean_names(tables.column_names(header, name), name), data, lines
 
 
 def _blocks(f: BinaryIO, data: bytes, block_size: int) -> Iterator[bytes]:
@@ -173,7 +173,7 @@ def _pipe_batches(
         for column, dtype in found.items():
             before = types.get(column, pa.null())
             wanted[column] = _widened(before, dtype)
-            refused = fixed and first_row and wanted[column] != before
+            refused = fixed and first_row > 0 and wanted[column] != before
             if wanted[column] is None or refused:
                 held = before if refused else (_widened(before, pa.float64()) or before)
                 index, value = _first_bad(block, table, column, held, parse)

@@ -10,7 +10,7 @@ import dataclasses
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -92,7 +92,8 @@ def read_table(
             ) from None
         source = path
     table = pa.table({}) if empty else _read(source, fmt, name)
-    table = table.rename_columns(clean_names(table.column_names, name, trim=fmt != "parquet"))
+    names = clean_names(column_names(table, name), name, trim=fmt != "parquet")
+    table = table.rename_columns(names)
     if table.num_rows == 0:
         raise UserError(f"{name} has no data rows; give a file with at least one row of data")
     return table
@@ -126,6 +127,16 @@ def arrow_copy(data: bytes) -> pa.Buffer:
     sink = pa.BufferOutputStream()
     sink.write(data)
     return sink.getvalue()
+
+
+def column_names(table: pa.Table, source: str) -> list[str]:
+    """The names of a table read from a file, or a UserError if one is not UTF-8 text."""
+    try:
+        return table.column_names
+    except UnicodeDecodeError:
+        raise UserError(
+            f"{source} has a column name that is not UTF-8 text; save the file as UTF-8"
+        ) from None
 
 
 def clean_names(names: list[str], source: str, *, trim: bool = True) -> list[str]:
@@ -447,7 +458,20 @@ def _write(table: pa.Table, f: BinaryIO, fmt: str, row_group_size: int) -> None:
         pq.write_table(table, f, row_group_size=row_group_size)
     else:
         options = pa_csv.WriteOptions(delimiter="\t" if fmt == "tsv" else ",")
-        pa_csv.write_csv(table, f, options)
+        with _as_text(fmt):
+            pa_csv.write_csv(table, f, options)
+
+
+@contextlib.contextmanager
+def _as_text(fmt: str) -> Iterator[None]:
+    """pyarrow's refusal to write a column as CSV or TSV as a UserError."""
+    try:
+        yield
+    except pa.ArrowInvalid as err:
+        raise UserError(
+            f"cannot write the output as {fmt.upper()} ({one_line(err)}): a column holds "
+            "bytes that are not UTF-8 text, or nested values; write Parquet instead"
+        ) from None
 
 
 class TableWriter:
@@ -483,7 +507,8 @@ class TableWriter:
                 options = pa_csv.WriteOptions(delimiter="\t" if self.fmt == "tsv" else ",")
                 self._writer = pa_csv.CSVWriter(self._file, table.schema, write_options=options)
         if self.fmt != "parquet":
-            self._writer.write_table(table)
+            with _as_text(self.fmt):
+                self._writer.write_table(table)
             return
         self._pending.append(table)
         self._pending_rows += table.num_rows
