@@ -21,8 +21,10 @@ LOG_WIDTH = 160
 
 
 def error(message: str) -> None:
-    """One error line (the message taken literally, not as markup)."""
-    Console(stderr=True).print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    """One error line (the message taken literally, not as markup; a line break in it,
+    from a column name for instance, shown as \\n)."""
+    line = message.replace("\r", "\\r").replace("\n", "\\n")
+    Console(stderr=True).print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 class Reporter:

@@ -599,6 +599,12 @@ BAD_INPUTS = [
         )
         for how, extra in [("file", ""), ("streamed", "--memory-limit 1KB --chunk-rows 7")]
     ),
+    case(  # found by tests/test_fuzz.py: the message took two lines
+        "name-with-a-line-break",
+        "classify broken.csv --model model.json -o out.csv",
+        "column 'x0' not found in broken.csv; available columns: x\\n0, x1",
+        files={"broken.csv": '"x\n0",x1\n1,2\n'},
+    ),
     case(
         "empty-name",
         "fit blank.csv -k 1 -o out.json",
