@@ -377,7 +377,7 @@ def plot(picture: Picture, report: Report = QUIET):
         raise UserError("the model has no feature names; refit it with gmmcli fit")
     source = Source(data, columns=mixture.feature_names if mixture else columns)
     frame = tables.read_table(source.path)
-    features = select(frame, source)
+    features = select(frame, source, report)
     report.features(features.names, None, f"{len(features.X)} rows")
     keep = ~features.missing
     if not keep.any():

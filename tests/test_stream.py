@@ -421,6 +421,16 @@ def test_bad_input_stdin_turning_decimal_with_parquet_output(data, tmp_path, tab
     assert snapshot(tmp_path) == before
 
 
+def test_bad_input_stdin_empty_column_filled_later_with_parquet_output(data, tmp_path, table):
+    note = pa.array([None] * 900 + [1.5] * (N_ROWS - 900))
+    path = tmp_path / "note.csv"
+    pa_csv.write_csv(table.append_column("note", note), path)
+    args = ["classify", "-", "-m", data / "diag.json", *PIPED, "-o", tmp_path / "out.parquet"]
+    error = error_line(gmm(args, path.read_bytes()))
+    assert "column 'note' in stdin has '1.5' at row 901 after empty values" in error
+    ok(gmm([*args[:-1], tmp_path / "out.csv"], path.read_bytes()))  # CSV output: fine
+
+
 def test_stdin_turning_decimal_passes_without_its_columns_in_parquet_output(data, tmp_path, table):
     path, out = late_decimal(table, tmp_path), tmp_path / "new.parquet"
     args = ["classify", "-", "-m", data / "diag.json", *PIPED, "--only-new-columns", "-o", out]
