@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from core_helpers import blocks_of
 from typer.testing import CliRunner
 
 distributed = pytest.importorskip("distributed")
@@ -380,7 +381,7 @@ def test_one_block_thread_per_task_without_touching_the_client(data, monkeypatch
                             dashboard_address=None) as in_process:  # fmt: skip
         source = Source(str(root / "all.parquet"), columns=NAMES, weights="w", engine="dask",
                         scheduler=in_process.scheduler.address)  # fmt: skip
-        with open_rows(source, lambda n_features: block_rows) as opened:
+        with blocks_of(block_rows), open_rows(source) as opened:
             assert opened.reducer is SERIAL
             seen = opened.reducer.sum(
                 opened.rows, lambda X, w: [(threading.current_thread().name, len(w))]

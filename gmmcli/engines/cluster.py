@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from distributed import Client, Future, LocalCluster
 
-from gmmcli.core.em import DEFAULT_BLOCK_ROWS, InMemoryRows, PartFunction, T
+from gmmcli.core.em import InMemoryRows, PartFunction, T, rows_per_block
 from gmmcli.errors import UserError, one_line
 from gmmcli.io import tables
 from gmmcli.io.atomic import atomic_folder
@@ -180,7 +180,10 @@ class ClusterRows:
     dropped: int = 0
     centre: np.ndarray | None = None
     dtype: type = np.float64
-    block_rows: int = DEFAULT_BLOCK_ROWS
+    block_rows: int = 0  # 0: rows_per_block(n_features)
+
+    def __post_init__(self) -> None:
+        self.block_rows = self.block_rows or rows_per_block(self.n_features)
 
     @property
     def n_parts(self) -> int:
@@ -215,7 +218,7 @@ def _gather(client: Client, futures: list[Future], name: str) -> list:
 
 def _run_part(part, index, first_row, *, function, centre, dtype, block_rows):
     X, weights, _ = part
-    blocks = InMemoryRows(X, weights, centre, block_rows, dtype).blocks()
+    blocks = InMemoryRows(X, weights, centre, dtype, block_rows).blocks()
     return function(blocks, index, first_row)
 
 
@@ -227,7 +230,6 @@ def load_rows(
     schema: pa.Schema | None = None,
     weight_column: str | None = None,
     drop_missing: bool = False,
-    block_rows: int = DEFAULT_BLOCK_ROWS,
 ) -> ClusterRows:
     """Read the files on the workers and keep their feature rows there (checked as in
     memory; messages name the partition and the row in it). ``schema``: the files', from
@@ -252,7 +254,6 @@ def load_rows(
         len(names),
         int(sum(lengths)),
         sum(dropped for _, dropped in shapes),
-        block_rows=block_rows,
     )
 
 
