@@ -152,7 +152,7 @@ def test_block_rows_follow_dimensions():
 
 @pytest.mark.parametrize("cov_name", COVARIANCE_NAMES)
 @pytest.mark.parametrize(("n_components", "n_features"), [(1, 1), (3, 2), (10, 20), (50, 60)])
-def test_tiles_are_powers_of_two_that_divide_blocks(cov_name, n_components, n_features):
+def test_tiles_fit_in_blocks(cov_name, n_components, n_features):
     cov = COVARIANCE_TYPES[cov_name]
     identity = np.eye(n_features)
     covariances = {
@@ -165,5 +165,4 @@ def test_tiles_are_powers_of_two_that_divide_blocks(cov_name, n_components, n_fe
     weights = np.full(n_components, 1 / n_components)
     params = Params(weights, means, covariances, cov.precision_cholesky(covariances))
     rows = tile_rows(Prepared.of(params, cov), n_features)
-    assert rows & (rows - 1) == 0
-    assert rows_per_block(n_features) % rows == 0
+    assert 1 <= rows <= rows_per_block(n_features)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from gmmcli.core.options import FitOptions
 
 T = TypeVar("T")
-BLOCK_BYTES = 1 << 23  # the float64 rows of one block: large enough to amortise numpy calls
+BLOCK_BYTES = 1 << 20  # the float64 rows of a block: few enough to stay in cache
 MIN_BLOCK_ROWS = 1024
 MAX_BLOCK_ROWS = 65536
 
@@ -40,7 +40,7 @@ def rows_per_block(n_features: int) -> int:
 
     Every row source cuts its rows into blocks of this many, counted from the first row
     (the last block shorter), whatever chunks it reads them in, so every path to the core
-    sees the same blocks and the same sums. Tiles (tile_rows) divide blocks.
+    sees the same blocks and the same sums.
     """
     rows = BLOCK_BYTES // (8 * max(1, n_features))
     return int(np.clip(1 << (rows.bit_length() - 1), MIN_BLOCK_ROWS, MAX_BLOCK_ROWS))
@@ -261,8 +261,8 @@ def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
     """Statistics of one block under the current parameters, with its log-likelihood.
 
     Taken in tiles of tile_rows() rows from the block's start, summed in order, so that
-    the products read the row features from a cache. Blocks start at multiples of the
-    tile (rows_per_block), so a row lies in the same tile whatever the path to the core.
+    the products read the row features from a cache. Every path to the core cuts the same
+    blocks (rows_per_block), so the same tiles.
     """
     rows = tile_rows(prepared, X.shape[1])
     total = _e_tile(X[:rows], weights[:rows], prepared)
@@ -278,9 +278,8 @@ MAX_TILE_BYTES = 1 << 22  # ...but never so many row features that they leave th
 
 
 def tile_rows(prepared: Prepared, n_features: int) -> int:
-    """Rows per tile of the E-step and of predictions, from the size of its products: a
-    power of two, so that tiles divide blocks (rows_per_block) and lie at the same row
-    positions whatever the blocks.
+    """Rows per tile of the E-step and of predictions, from the size of its products (at
+    most a block's rows).
 
     ``coef @ phi`` costs coef.size multiply-adds per row, and no product of the M-step
     costs more. OpenBLAS (numpy's BLAS) multiplies matrices of up to SMALL_PRODUCT
@@ -295,8 +294,7 @@ def tile_rows(prepared: Prepared, n_features: int) -> int:
     per_row = prepared.kernel.n_row_features(n_features) * np.dtype(np.float64).itemsize
     small = SMALL_PRODUCT // prepared.coef.size
     rows = small if small >= MIN_SMALL_TILE_ROWS else MIN_TILE_ROWS
-    rows = max(1, min(rows, MAX_TILE_BYTES // per_row, rows_per_block(n_features)))
-    return 1 << (rows.bit_length() - 1)
+    return max(1, min(rows, MAX_TILE_BYTES // per_row, rows_per_block(n_features)))
 
 
 def _e_tile(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
