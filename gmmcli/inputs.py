@@ -371,13 +371,12 @@ def _cluster_rows(source: Source, report: Report) -> Iterator[Rows]:
     """The feature rows of Parquet files, read and kept by a Dask cluster's workers."""
     cluster, files, names = _cluster_files(source, source.columns, source.exclude)
     weight_column = source.weight_column
-    schema = files.schema(names + [weight_column] * bool(weight_column))
+    files.schema(names + [weight_column] * bool(weight_column))  # checked before connecting
     with cluster.connect(source.scheduler or "local") as client:
         rows = cluster.load_rows(
             client,
             files,
             names,
-            schema=schema,
             weight_column=weight_column,
             drop_missing=source.drop_missing,
         )
@@ -626,9 +625,10 @@ class _OnPartition:
     prediction: object
     source: Source
 
-    def __call__(self, table: pa.Table, index: int):
-        where = f"partition {index} of {self.source.quoted}"
-        return self.prediction(table, model_rows(table, self.model, self.source, where=where))
+    def __call__(self, table: pa.Table, index: int, first_row: int):
+        where = f"partition {index} of {self.source.quoted}"  # rows numbered in the partition
+        features = model_rows(table, self.model, self.source, where=where)
+        return self.prediction(table, dataclasses.replace(features, first_row=first_row))
 
 
 def _predict_on_cluster(source, model, prediction, output, accept, report) -> list:
@@ -639,7 +639,7 @@ def _predict_on_cluster(source, model, prediction, output, accept, report) -> li
         check_output_folder(output.path, [source.path, *files.paths])
     weights = [source.weight_column] if source.weight_column else []
     columns = None if prediction.keeps_input else model.feature_names + weights
-    schema = files.schema(columns)
+    files.schema(columns)  # the same columns and types in every file, or a UserError
     plural = "s" if len(files.paths) > 1 else ""
     report.features(
         model.feature_names, source.weight_column, f"from {len(files.paths)} Parquet file{plural}"
@@ -648,7 +648,6 @@ def _predict_on_cluster(source, model, prediction, output, accept, report) -> li
         results = cluster.write_parts(
             client,
             files,
-            schema,
             _OnPartition(model, prediction, source),
             output.path,
             columns=columns,
