@@ -118,7 +118,7 @@ class Source:
         Skip rows with a missing or infinite value instead of failing (prediction keeps
         them, with empty outputs).
     chunk_rows : int or None
-        Rows per chunk when a file is streamed, and per block of work in memory.
+        Rows per chunk when a file is streamed (reading only: results do not depend on it).
     memory_limit : str, int or None
         Stream a file when reading it whole would need more (bytes, or "2GB"; default:
         half the memory available).

@@ -416,6 +416,34 @@ def test_spooled_stdin_fit_equals_the_file_fit(data, tmp_path):
         assert (tmp_path / "stdin.json").read_bytes() == (tmp_path / "file.json").read_bytes()
 
 
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_same_bytes_from_either_format_stdin_and_any_thread_count(data, tmp_path, covariance_type):
+    """Model files, labels and scores: CSV or Parquet, file or stdin, one thread or two,
+    whole or streamed: one result (test_parallel has larger data across threads and
+    processes)."""
+    model = data / f"{covariance_type}.json"
+    fit = f"-k {K} --weight-column w --covariance-type {covariance_type} --seed {SEED} -q"
+    shell(
+        f"""
+        gmmcli fit {data}/data.csv {fit} -o fit_csv.json
+        GMMCLI_THREADS=2 gmmcli fit {data}/data.parquet {fit} --chunk-rows 77 \
+            -o fit_parquet.json
+        cat {data}/data.csv | GMMCLI_THREADS=1 gmmcli fit - {fit} {" ".join(STREAM)} \
+            -o fit_stdin.json
+        cmp fit_csv.json fit_parquet.json && cmp fit_csv.json fit_stdin.json
+        gmmcli classify {data}/data.parquet -m {model} --only-new-columns -o labels_pq.csv
+        cat {data}/data.csv | gmmcli classify - -m {model} --only-new-columns \
+            --chunk-rows 3 > labels_stdin.csv
+        cmp labels_pq.csv labels_stdin.csv
+        gmmcli score {data}/data.csv -m {model} --per-sample scores_csv.csv > csv.json
+        gmmcli score {data}/data.parquet -m {model} --per-sample scores_pq.csv \
+            {" ".join(CHUNKED)} > pq.json
+        cmp scores_csv.csv scores_pq.csv && cmp csv.json pq.json
+        """,
+        tmp_path,
+    )
+
+
 # --- 3. bad input while streaming ------------------------------------------------------------
 
 
