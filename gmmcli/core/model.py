@@ -12,6 +12,7 @@ from gmmcli.core.em import Params, Prepared, aligned_tiles, log_joint, normalise
 from gmmcli.errors import DataError, GMMError, SingularCovarianceError
 
 WEIGHT_SUM_TOLERANCE = 1e-9
+PREDICTION_TILE_ROWS = 4096  # at most: a partial tile is padded, so a few rows stay cheap
 SYMMETRY_TOLERANCE = 1e-10
 
 
@@ -210,7 +211,7 @@ class GaussianMixture:
         X = self._check(X)
         centre = self.centre
         prepared = Prepared.of(self._params(), self.covariance)
-        rows = tile_rows(prepared, self.n_features)
+        rows = min(tile_rows(prepared, self.n_features), PREDICTION_TILE_ROWS)
         log_norm = np.empty(len(X))
         proba = np.empty((len(X), self.n_components))
         done = 0
