@@ -22,6 +22,7 @@ import dask
 import dask.dataframe as dd
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from distributed import Client, Future, LocalCluster
 
@@ -32,6 +33,7 @@ from gmmcli.io.atomic import atomic_folder
 
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 PARTITION_BYTES = 128 * 2**20  # row groups are gathered into partitions of about this size
+CHECKSUMS = pads.ParquetFragmentScanOptions(page_checksum_verification=True)
 
 
 @contextlib.contextmanager
@@ -152,7 +154,12 @@ def _partitions(files: list[str], columns: list[str] | None, partition_bytes: in
             split_row_groups="adaptive",
             blocksize=partition_bytes,
             dtype_backend="pyarrow",
-            dataset={"partitioning": None},  # no columns from folder names, as locally
+            dataset={
+                # No columns from folder names, as locally; a partitioning object (not
+                # None) also makes Dask read through the format, which checks checksums.
+                "partitioning": pads.DirectoryPartitioning(pa.schema([])),
+                "format": pads.ParquetFileFormat(default_fragment_scan_options=CHECKSUMS),
+            },
         )
     except (OSError, ValueError, KeyError, pa.ArrowException) as err:
         raise UserError(f"cannot read {files[0]}: {one_line(err)}") from None
