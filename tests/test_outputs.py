@@ -306,16 +306,33 @@ def test_a_folder_output_is_never_a_mix_of_old_and_new_parts():
     assert snapshot(Path("out")) == {"part-00000.parquet": b"new"} and leftovers() == []
 
 
+def test_a_folder_output_stopped_between_its_renames_is_put_back(monkeypatch):
+    Path("out").mkdir()
+    Path("out/part-00000.parquet").write_text("old")
+    before = snapshot()
+    rename = os.rename
+
+    def stopped(source, target):  # a signal as the new folder is renamed into place
+        if source.endswith(".tmp"):
+            raise KeyboardInterrupt
+        rename(source, target)
+
+    monkeypatch.setattr(os, "rename", stopped)
+    with pytest.raises(KeyboardInterrupt), atomic.atomic_folder("out") as building:
+        Path(building, "part-00000.parquet").write_text("new")
+    assert snapshot() == before and leftovers() == []
+
+
 @pytest.mark.parametrize("renamed", [False, True])
 def test_a_folder_left_by_a_kill_between_the_renames_is_named(files, renamed):
     Path("out").mkdir()
     Path("out/part-00000.parquet").write_text("old")
-    old = atomic._move_aside("out", os.getcwd(), "out")  # the first rename; then a kill
+    leftover = ".out.0123456789abcdef.old"
+    os.rename("out", leftover)  # atomic_folder's first rename; then a kill
     if renamed:  # killed after the second rename, while removing the old folder
         Path("out").mkdir()
     before = snapshot()
     line = error_line(gmm("classify data.csv -m model.json --engine dask -o out"))
-    leftover = os.path.basename(old)
     if renamed:
         assert f"'{leftover}' is left from a run stopped while replacing 'out'" in line
         assert "remove it" in line

@@ -13,7 +13,6 @@ import re
 import secrets
 import shutil
 import stat
-import tempfile
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
@@ -128,8 +127,7 @@ def _replacing(path: str) -> Iterator[BinaryIO]:
     """A temporary file beside ``path``, renamed over it if the block completes and
     removed if not: a signal's exception too, wherever it lands (the name is chosen
     before the file is made)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    name = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
+    name = _beside(path, "tmp")
     try:
         descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.chmod(name, _file_mode(path))
@@ -220,53 +218,35 @@ def atomic_folder(path: str) -> Iterator[str]:
 
     It is filled beside ``path`` under a temporary name; an existing folder at ``path`` is
     moved aside, the new one renamed into place, then the old one removed. On any
-    exception the temporary folder is removed and ``path`` is left as it was.
+    exception, a signal's wherever it lands, the temporary folder is removed and ``path``
+    is left as it was (the names are chosen first, so that the state tells what to undo).
     """
     check_output_folder(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    name = os.path.basename(os.path.abspath(path))
+    building, old = _beside(path, "tmp"), _beside(path, "old")
     try:
-        building = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".tmp")
-        os.chmod(building, 0o777 & ~_umask())
-    except OSError as err:
-        raise UserError(f"cannot write in '{parent}': {err.strerror}") from None
-    try:
+        os.mkdir(building)
         yield building
-        old = _move_aside(path, parent, name)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
-    try:
+        if os.path.isdir(path):
+            os.rename(path, old)
         os.rename(building, path)
-    except BaseException as err:  # a signal too: put the old folder back
+    except BaseException as err:
         shutil.rmtree(building, ignore_errors=True)
         kept = ""
-        if old is not None:
+        if os.path.isdir(old) and not os.path.exists(path):
             try:
-                os.replace(old, path)
+                os.rename(old, path)
             except OSError:
                 kept = f"; the folder that was there is kept as '{old}'"
         if not isinstance(err, OSError):
             raise
         raise UserError(f"cannot write '{path}': {err.strerror or err}{kept}") from None
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
 
 
-def _move_aside(path: str, parent: str, name: str) -> str | None:
-    """An existing folder at ``path`` moved to a temporary name beside it (that name)."""
-    if not os.path.isdir(path):
-        return None
-    old = None
-    try:
-        old = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".old")
-        os.replace(path, old)
-    except OSError as err:
-        if old is not None:
-            with contextlib.suppress(OSError):
-                os.rmdir(old)
-        raise UserError(f"cannot replace '{path}': {err.strerror or err}") from None
-    return old
+def _beside(path: str, kind: str) -> str:
+    """A new hidden name beside ``path``: '.NAME.RANDOM.KIND'."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.{secrets.token_hex(8)}.{kind}")
 
 
 def _check_leftovers(path: str) -> None:
