@@ -51,6 +51,8 @@ def writes_through(path: str) -> bool:
 
 
 def _names_descriptor(path: str) -> bool:
+    """Whether ``path`` or a link on the way to its file is /dev/stdout, /dev/fd/N or
+    /proc/PID/fd/N (such a path may end at a regular file, which must not be replaced)."""
     for _ in range(40):  # the kernel's limit on a chain of links
         if DESCRIPTOR.fullmatch(os.path.abspath(path)):
             return True
@@ -64,21 +66,20 @@ def check_distinct(outputs: dict[str, str | None], inputs: Iterable[str | None] 
     """A UserError if an output (keyed by its parameter) is one of ``inputs`` or another
     output: the same file however named. "-" is stdin among inputs, stdout among outputs;
     None is no file; character devices (/dev/null, a terminal) may be shared."""
-    seen: dict[object, tuple[str, tuple[str, ...]]] = {}
+    seen: dict[object, str] = {}  # identity -> how the message calls the file
     for path in inputs:
         if path is not None:
-            name = "stdin" if path == "-" else f"the input '{path}'"
-            seen.setdefault(_identity(path, 0), (name, ()))
+            seen.setdefault(_identity(path, 0), "stdin" if path == "-" else f"the input '{path}'")
     for parameter, path in outputs.items():
         if path is None:
             continue
         identity = _identity(path, 1)
-        name = ("stdout", ()) if path == "-" else (f"{{{parameter}}} '{path}'", (parameter,))
+        name = "stdout" if path == "-" else f"{{{parameter}}} '{path}'"
         if identity in seen:
-            other, others = seen[identity]
             raise UserError(
-                f"{name[0]} is the same file as {other}; write each output to a file of its own",
-                name[1] + others,
+                f"{name} is the same file as {seen[identity]}; write each output to a file "
+                "of its own",
+                tuple(outputs),
             )
         if identity is not None:
             seen[identity] = name

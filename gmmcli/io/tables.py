@@ -440,9 +440,9 @@ class TableWriter:
                     self._write_row_group(self._pending_rows)
                 self._writer.close()
             self._file.flush()
-        except BaseException as err:  # the sink sees the first error, and keeps no file
-            first = exc if exc[0] is not None else (type(err), err, err.__traceback__)
-            if not self._sink.__exit__(*first) and first[1] is err:
-                raise
-            return False
+        except BaseException as err:  # closing failed (a full disk): the sink keeps no file
+            if exc[0] is not None:  # the block's own error comes first
+                return self._sink.__exit__(*exc)
+            self._sink.__exit__(type(err), err, err.__traceback__)  # a UserError for OSError
+            raise
         return self._sink.__exit__(*exc)
