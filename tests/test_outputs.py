@@ -9,14 +9,15 @@ devices: tests never write to /dev.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -40,15 +41,6 @@ def leftovers(folder: Path = Path(".")) -> list[str]:
 # --- devices, pipes and links ----------------------------------------------------------
 
 
-def read_fifo(path: str) -> list[bytes]:
-    """A thread that reads the FIFO at ``path`` to its end; its bytes in the list."""
-    got: list[bytes] = []
-    reader = threading.Thread(target=lambda: got.append(Path(path).read_bytes()), daemon=True)
-    reader.start()
-    got.append(reader)  # joined by the caller
-    return got
-
-
 @pytest.mark.parametrize(
     "command",
     [
@@ -60,11 +52,14 @@ def read_fifo(path: str) -> list[bytes]:
 )
 def test_a_fifo_is_written_through_not_replaced(files, command):
     os.mkfifo("out.csv")
-    reader = read_fifo("out.csv")
-    ok(gmm(command.format(fifo="out.csv")))
-    reader[0].join(TIMEOUT)
+    with ThreadPoolExecutor(1) as pool:
+        read = pool.submit(Path("out.csv").read_bytes)
+        result = gmm(command.format(fifo="out.csv"))
+        with contextlib.suppress(OSError):  # a reader still waiting for a writer ends
+            os.close(os.open("out.csv", os.O_WRONLY | os.O_NONBLOCK))
+        ok(result)
+        assert read.result(TIMEOUT).strip()  # the whole output went through the pipe
     assert Path("out.csv").is_fifo()
-    assert reader[1].strip()  # the whole output went through the pipe
     assert leftovers() == []
 
 
