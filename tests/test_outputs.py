@@ -117,6 +117,8 @@ def test_fit_refuses_an_output_that_is_its_input(files, name):
         ("classify data.csv -m model.json -o model.json --output-format csv", "'model.json'"),
         ("score data.csv -m model.json --per-sample data.csv", "--per-sample 'data.csv'"),
         ("generate -m model.json -o model.json", "--output 'model.json'"),
+        ("fit data.csv --init-model model.json -o model.json", "--output 'model.json'"),
+        ("plot --table grid.png -o grid.png", "--output 'grid.png' is the same file as"),
         ("select-k data.csv -o g.csv --table g.csv", "--table 'g.csv' is the same file as"),
         ("generate -o g.csv --truth g.csv", "--truth 'g.csv' is the same file as --output"),
     ],
