@@ -18,8 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from gmmcli.core import select as selection
-from gmmcli.core.covariance import get_covariance
-from gmmcli.core.em import SERIAL, block_rows_for
+from gmmcli.core.em import SERIAL
 from gmmcli.core.fit import check_components, fit_rows
 from gmmcli.core.generate import random_mixture
 from gmmcli.core.model import GaussianMixture, aic, bic
@@ -72,9 +71,7 @@ def fit(
             ("n_components", "start"),
         )
     check_components(n_components)
-    cov = get_covariance(options.covariance_type)
-    dtype = options.dtype
-    with open_rows(source, lambda d: block_rows_for(cov, d, n_components, dtype), report) as data:
+    with open_rows(source, report) as data:
         steps = options.max_iter * options.n_init
         with report.progress(steps, "EM") as advance:
 
@@ -135,11 +132,9 @@ def select_k(
     many processes. Each point's warnings are in its status, not raised; its failure is
     described with ``name`` for parameters (GMMError.describe)."""
     map_points = local.task_map(jobs)
-    full = get_covariance("full")
-    k_max = max(grid.k_values)
     points = len(grid.k_values) * len(grid.covariance_types)
     with (
-        open_rows(source, lambda d: block_rows_for(full, d, k_max), report) as data,
+        open_rows(source, report) as data,
         report.progress(points, "select-k") as advance,
         warnings.catch_warnings(),
     ):
