@@ -270,10 +270,10 @@ def test_a_kill_in_the_middle_of_a_write_keeps_the_old_file(files):
 
 def test_two_runs_writing_one_file_leave_one_whole_output(files):
     for seed in (1, 2):
-        ok(gmm(f"generate -n 20000 --seed {seed} -q -o ref{seed}.csv"))
+        ok(gmm(f"generate -n 5000 --seed {seed} -q -o ref{seed}.csv"))
     runs = [
         subprocess.Popen(
-            [*GMMCLI, "generate", "-n", "20000", "--seed", str(seed), "-q", "-o", "same.csv"],
+            [*GMMCLI, "generate", "-n", "5000", "--seed", str(seed), "-q", "-o", "same.csv"],
             stderr=subprocess.PIPE,
         )
         for seed in (1, 2)
