@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 from cli_helpers import error_line, gmm, ok, snapshot
 
+from gmmcli.errors import UserError
 from gmmcli.io import atomic
 
 pytestmark = pytest.mark.usefixtures("in_tmp_path")
@@ -301,6 +302,20 @@ def test_a_folder_output_is_never_a_mix_of_old_and_new_parts():
     with atomic.atomic_folder("out") as building:
         Path(building, "part-00000.parquet").write_text("new")
     assert snapshot(Path("out")) == {"part-00000.parquet": b"new"} and leftovers() == []
+
+
+def test_a_folder_output_names_its_own_failures_only(monkeypatch):
+    with pytest.raises(FileNotFoundError), atomic.atomic_folder("out"):
+        Path("nowhere/part-00000.parquet").write_text("new")  # the block's error, as it is
+
+    def refuse(name, *args):
+        raise PermissionError(errno.EACCES, "Permission denied", name)
+
+    monkeypatch.setattr(os, "mkdir", refuse)
+    refused = pytest.raises(UserError, match="cannot write 'out': Permission denied")
+    with refused, atomic.atomic_folder("out"):
+        pass
+    assert leftovers() == [] and not Path("out").exists()
 
 
 def test_a_folder_output_stopped_between_its_renames_is_put_back(monkeypatch):

@@ -238,8 +238,8 @@ def atomic_folder(path: str) -> Iterator[str]:
                 os.rename(old, path)
             except OSError:
                 kept = f"; the folder that was there is kept as '{old}'"
-        if not isinstance(err, OSError):
-            raise
+        if not (isinstance(err, OSError) and err.filename in (building, path)):
+            raise  # the block's own error, or a signal's
         raise UserError(f"cannot write '{path}': {err.strerror or err}{kept}") from None
     shutil.rmtree(old, ignore_errors=True)
 
