@@ -225,6 +225,40 @@ def test_a_signal_stops_fit_from_a_pipe_and_removes_the_stdin_spool(files, signu
     assert os.listdir("tmp") == [] and not Path("m.json").exists()
 
 
+def state(pid: int) -> str | None:
+    """A process's state letter (R, S, Z for a zombie, ...); None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def children(pid: int) -> list[int]:
+    """The live (not zombie) child processes of ``pid``."""
+    found = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            letter, parent = Path(stat).read_text().rsplit(")", 1)[1].split()[:2]
+            if int(parent) == pid and letter != "Z":
+                found.append(int(Path(stat).parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_a_signal_ends_the_worker_processes_of_select_k_jobs(files):
+    args = ["select-k", "blobs.csv", "--jobs", "2", "--k-max", "30", "--n-init", "10", "--tol", "0"]
+    process = start(args)
+    deadline = time.monotonic() + TIMEOUT
+    while len(workers := children(process.pid)) < 2:  # the pool's (or a resource tracker)
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    code, _ = stopped(process, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM
+    while alive := [pid for pid in workers if state(pid) not in (None, "Z")]:
+        assert time.monotonic() < deadline, alive
+        time.sleep(0.05)
+
+
 # --- faults while writing ----------------------------------------------------------------
 
 
