@@ -470,6 +470,8 @@ class Output:
             )
         if source.engine == "dask" and self.format is not None:
             raise ParameterConflict("output_format", "engine", "local")
+        if source.engine == "dask" and self.path is not None:
+            check_output_folder(self.path)
         if source.engine == "local":
             self.check_file()
 

@@ -406,6 +406,21 @@ def test_one_block_thread_per_task_without_touching_the_client(data, monkeypatch
     assert_same_model(fit(X, 3, weights=weights, seed=2), remote)
 
 
+def test_cli_a_page_failing_its_checksum_is_one_line_naming_the_input(client, data, tmp_path):
+    root, _, _ = data
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pq.read_table(root / "all.parquet"), path, write_page_checksum=True)
+    chunk = pq.ParquetFile(path).metadata.row_group(0).column(0)  # column a
+    raw = bytearray(path.read_bytes())
+    raw[(chunk.dictionary_page_offset or chunk.data_page_offset) + 100] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    code, _, err = run("fit", path, "-k", 2, "--columns", "a,b", "-o", tmp_path / "m.json",
+                       "--engine", "dask", "--scheduler", client.scheduler.address)  # fmt: skip
+    assert code == 2, err
+    assert err.strip().splitlines() == [line for line in err.splitlines() if "error:" in line]
+    assert f"'{path}'" in err and "checksum" in err
+
+
 @pytest.mark.parametrize("kind", ["link", "folder-named-like-a-part"])
 def test_cli_refuses_an_output_folder_it_could_not_replace_safely(data, model_file, tmp_path, kind):
     root, _, _ = data

@@ -183,7 +183,7 @@ class Partition:
 
     def read(self, columns: list[str] | None) -> pa.Table:
         """The partition's ``columns`` (all if None), on a worker."""
-        parquet = pq.ParquetFile(self.path, pre_buffer=False)
+        parquet = pq.ParquetFile(self.path, pre_buffer=False, page_checksum_verification=True)
         return parquet.read_row_groups(list(self.row_groups), columns=columns, use_threads=False)
 
 

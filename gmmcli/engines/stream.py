@@ -48,7 +48,7 @@ def open_batches(
     source = "/dev/stdin" if path == "-" else path
     try:
         if fmt == "parquet":
-            parquet = pq.ParquetFile(source, pre_buffer=False)
+            parquet = pq.ParquetFile(source, pre_buffer=False, page_checksum_verification=True)
             yield from parquet.iter_batches(batch_size=chunk_rows, columns=columns)
             return
         width = len(columns) if columns else 8
@@ -250,7 +250,7 @@ def read_parquet_features(
     """A Parquet file's features in one array, read and checked column by column, so that
     reading takes the array plus one column (not the whole table as well)."""
     try:
-        parquet = pq.ParquetFile(path, pre_buffer=False)
+        parquet = pq.ParquetFile(path, pre_buffer=False, page_checksum_verification=True)
         if parquet.metadata.num_rows == 0:
             shown = name if name == "stdin" else f"'{name}'"
             raise UserError(f"{shown} has no data rows; give a file with at least one row of data")
