@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 GMMCLI := $(BIN)/gmmcli
 OUT := out
 
-.PHONY: demo test lint format bench bench-kernels bench-onedal-2024 bench-scale sample-data clean
+.PHONY: demo test lint format bench bench-commits bench-kernels bench-onedal-2024 bench-scale sample-data clean
 
 $(GMMCLI): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,14 @@ bench: $(VENV)/.bench
 bench-onedal-2024:
 	$(PYTHON) -m venv benchmarks/.venv-onedal2024
 	benchmarks/.venv-onedal2024/bin/pip install --quiet daal4py==2024.7.0 'scikit-learn<1.6' packaging numpy
+
+## bench-commits: EM time per iteration of two commits taking turns (OLD=rev NEW=rev ROUNDS=5)
+OLD ?= HEAD~1
+NEW ?= HEAD
+ROUNDS ?= 5
+bench-commits: $(GMMCLI)
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_commits.py \
+		$(OLD) $(NEW) --rounds $(ROUNDS)
 
 ## bench-kernels: the E-step's tile sizes and kernel forms, µs per row on one thread
 bench-kernels: $(GMMCLI)

@@ -28,13 +28,14 @@ from gmmcli.core.covariance import COVARIANCE_TYPES, STACKED_FULL, STACKED_TIED
 # (covariance type, D, K, dtype, form, tile rows): tiles around OpenBLAS's small-matrix
 # bound (10^6 multiply-adds per coef @ phi) and the forms on either side of the rules.
 FULL, TIED, DIAG = COVARIANCE_TYPES["full"], COVARIANCE_TYPES["tied"], COVARIANCE_TYPES["diag"]
-TILES = [
-    ("full", 10, 10, np.float64, FULL, rows)
-    for rows in (1515, 1516, 1024)  # 660 multiply-adds per row: 1,515 rows stay within
-] + [
-    ("full", 10, 10, np.float32, FULL, rows)
-    for rows in (1515, 1516, 1024)
-] + [("diag", 10, 10, np.float64, DIAG, rows) for rows in (4761, 4762)]
+TILES = (
+    [
+        ("full", 10, 10, np.float64, FULL, rows)
+        for rows in (1515, 1516, 1024)  # 660 multiply-adds per row: 1,515 rows stay within
+    ]
+    + [("full", 10, 10, np.float32, FULL, rows) for rows in (1515, 1516, 1024)]
+    + [("diag", 10, 10, np.float64, DIAG, rows) for rows in (4761, 4762)]
+)
 FORMS = [
     ("full", d, k, np.float64, form, None)
     for d, k in ((16, 1), (24, 2), (40, 2), (50, 20), (64, 8), (100, 10), (200, 10))

@@ -2,7 +2,8 @@
 jobs (gmmcli.jobs), prints their summaries.
 
 stdout carries data only; everything a person reads goes to stderr (gmmcli.console).
-Exit codes: 0 success, 1 internal error, 2 user error, 3 failed --strict, 130 interrupted.
+Exit codes: 0 success, 1 internal error, 2 user error, 3 failed --strict, 128 + N stopped
+by signal N (130 Ctrl-C, 129 SIGHUP, 143 SIGTERM).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from gmmcli import __version__, jobs
 from gmmcli.console import Reporter, error
 from gmmcli.core.init import INIT_SAMPLE
 from gmmcli.core.options import COVARIANCE_NAMES, FitOptions, Grid
-from gmmcli.errors import GMMError, UserError
+from gmmcli.errors import FULL, GMMError, UserError
 from gmmcli.flags import (
     INPUT,
     MODEL,
@@ -58,10 +59,10 @@ from gmmcli.flags import (
     option,
 )
 from gmmcli.inputs import Output, Source
+from gmmcli.stopping import handle_signals, interrupted
 
 EXIT_USER_ERROR = 2
 EXIT_STRICT = 3
-EXIT_INTERRUPTED = 130
 
 
 # Flags that are not the parameter's name with dashes.
@@ -95,9 +96,8 @@ class PlainErrors(TyperGroup):
                 )
                 error(message + where)
             sys.exit(err.exit_code)
-        except typer.Abort:
-            error("interrupted; nothing was written")
-            sys.exit(EXIT_INTERRUPTED)
+        except typer.Abort as err:  # click's, from a KeyboardInterrupt (a Stopped too)
+            sys.exit(interrupted(err.__cause__))
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -121,13 +121,18 @@ def command(*, example: str, **kwargs):
             except GMMError as err:
                 error(err.describe(flag))
                 raise typer.Exit(EXIT_USER_ERROR) from None
-            except KeyboardInterrupt:
-                error("interrupted; nothing was written")
-                raise typer.Exit(EXIT_INTERRUPTED) from None
-            except BrokenPipeError:
-                # The reader went away (| head): stop quietly, with stdout sent nowhere.
+            except KeyboardInterrupt as err:
+                raise typer.Exit(interrupted(err)) from None
+            except OSError as err:
+                if not isinstance(err, BrokenPipeError) and err.errno not in FULL:
+                    raise
+                # The reader went away (| head: stop quietly) or stdout's disk is full:
+                # stdout is sent nowhere, so that its last flush at exit cannot fail.
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-                raise typer.Exit(0) from None
+                if isinstance(err, BrokenPipeError):
+                    raise typer.Exit(0) from None
+                error(f"cannot write: {FULL[err.errno]}; make room, then run again")
+                raise typer.Exit(EXIT_USER_ERROR) from None
 
         return app.command(epilog=f"Example: {example}", **kwargs)(run)
 
@@ -229,7 +234,7 @@ def generate(
         n_features,
         value(covariance_type),
         separation,
-        jobs.load_model(model) if model is not None else None,
+        model,
         labels=not no_labels,
         weight_column=weight_column,
     )
@@ -307,7 +312,7 @@ def fit_command(
     source = table_source(
         data, fmt, columns, exclude, weight_column, drop_missing, chunk_rows, memory_limit
     ).on(value(engine), scheduler)
-    jobs.check_output(output)
+    jobs.check_outputs({"output": output}, [data, init_model])
     with report.captured_warnings():
         model = jobs.fit(source, n_components, options, start=start, report=report)
     info = model.fit_info
@@ -405,7 +410,7 @@ def select_k(
     source = table_source(
         data, fmt, columns, exclude, weight_column, drop_missing, chunk_rows, memory_limit
     )
-    jobs.check_output(output)
+    jobs.check_outputs({"output": output, "table": table}, [data])
     if table is not None:
         Output(table).check(source)
     with report.captured_warnings():
@@ -501,6 +506,8 @@ def score(
         engine=value(engine),
         scheduler=scheduler,
     )
+    if per_sample != "-":  # (the job refuses "-"): stdout carries the summary JSON
+        jobs.check_distinct({"stdout": "-", "per_sample": per_sample})
     summary = jobs.score(source, model, Output(per_sample), report=Reporter(quiet))
     sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
     sys.stdout.flush()
@@ -578,9 +585,9 @@ def plot(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (SIGTERM and SIGHUP stop a run as Ctrl-C does)."""
+    handle_signals()
     try:
         app()
-    except KeyboardInterrupt:
-        error("interrupted")
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as err:
+        sys.exit(interrupted(err, detail=""))

@@ -8,7 +8,14 @@ as ``args``, so it pickles (from a worker process) whole.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
+
+FULL = {  # why a write failed, for the errors that mean there is no room
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EFBIG: "the file size limit was hit (ulimit -f)",
+}
 
 
 class GMMError(Exception):

@@ -89,7 +89,8 @@ ChunkRowsOpt = Annotated[
     option(
         panel=SCALE,
         help="Rows per chunk when a file is streamed (default 200,000; CSV chunks are cut by "
-        "an estimate of bytes), and per block of work in memory (default from D and K).",
+        "an estimate of bytes). It sizes reading only: results are the same bytes whatever "
+        "the chunks.",
         min=1,
     ),
 ]

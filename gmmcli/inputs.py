@@ -118,7 +118,7 @@ class Source:
         Skip rows with a missing or infinite value instead of failing (prediction keeps
         them, with empty outputs).
     chunk_rows : int or None
-        Rows per chunk when a file is streamed, and per block of work in memory.
+        Rows per chunk when a file is streamed (reading only: results do not depend on it).
     memory_limit : str, int or None
         Stream a file when reading it whole would need more (bytes, or "2GB"; default:
         half the memory available).
@@ -242,24 +242,21 @@ class Rows:
 
 
 @contextlib.contextmanager
-def open_rows(
-    source: Source, block_rows: Callable[[int], int], report: Report = QUIET
-) -> Iterator[Rows]:
+def open_rows(source: Source, report: Report = QUIET) -> Iterator[Rows]:
     """The rows of ``source`` for a fit, open for its passes (a spooled stdin, a cluster's
-    client), with a line on ``report`` naming the features. ``block_rows(n_features)``
-    sizes the blocks of work; ``source.chunk_rows`` overrides it for rows in memory."""
+    client), with a line on ``report`` naming the features."""
     if source.engine == "dask":
-        with _cluster_rows(source, block_rows, report) as rows:
+        with _cluster_rows(source, report) as rows:
             yield rows
         return
     if not source.is_path:
-        yield _in_memory(_features_in_memory(source, report), source, block_rows, report)
+        yield _in_memory(_features_in_memory(source, report), source, report)
         return
     with spooled(source.path) as path:
         fmt = source.file_format()
         n_columns = len(source.columns) if source.columns else None
         if not streams(path, fmt, source.memory_bytes, n_columns):
-            yield _in_memory(_read_features(path, fmt, source, report), source, block_rows, report)
+            yield _in_memory(_read_features(path, fmt, source, report), source, report)
             return
         names = _feature_names(path, fmt, source, report)
         chunk = source.chunk_rows or stream.DEFAULT_CHUNK_ROWS
@@ -273,14 +270,11 @@ def open_rows(
             chunk,
             source.drop_missing,
             name=source.name,
-            block_rows=block_rows(len(names)),
         )
         yield Rows(rows, names, local.reducer())
 
 
-def _in_memory(
-    features: tables.Features, source: Source, block_rows: Callable[[int], int], report: Report
-) -> Rows:
+def _in_memory(features: tables.Features, source: Source, report: Report) -> Rows:
     """Complete rows in memory (or a UserError, or those rows left after --drop-missing)."""
     report.features(features.names, source.weight_column, f"{len(features.X)} rows")
     features, dropped = tables.require_complete(
@@ -289,9 +283,8 @@ def _in_memory(
     if dropped:
         report.note(f"dropped {dropped} rows with missing values")
     X, weights = features.X, features.weights
-    blocks = source.chunk_rows or block_rows(X.shape[1])
     weights = np.ones(len(X)) if weights is None else weights
-    rows = InMemoryRows(X, weights, np.zeros(X.shape[1]), blocks)
+    rows = InMemoryRows(X, weights, np.zeros(X.shape[1]))
     names = None if _is_array(source.data) and not source.columns else features.names
     return Rows(rows, names, local.reducer())
 
@@ -381,22 +374,18 @@ def _given_weights(
 
 
 @contextlib.contextmanager
-def _cluster_rows(
-    source: Source, block_rows: Callable[[int], int], report: Report
-) -> Iterator[Rows]:
+def _cluster_rows(source: Source, report: Report) -> Iterator[Rows]:
     """The feature rows of Parquet files, read and kept by a Dask cluster's workers."""
     cluster, files, names = _cluster_files(source, source.columns, source.exclude)
     weight_column = source.weight_column
-    schema = files.schema(names + [weight_column] * bool(weight_column))
+    files.schema(names + [weight_column] * bool(weight_column))  # checked before connecting
     with cluster.connect(source.scheduler or "local") as client:
         rows = cluster.load_rows(
             client,
             files,
             names,
-            schema=schema,
             weight_column=weight_column,
             drop_missing=source.drop_missing,
-            block_rows=block_rows(len(names)),
         )
         workers = len(client.scheduler_info()["workers"])
         detail = f"{rows.n_rows} rows in {rows.n_parts} partitions on {workers} Dask workers"
@@ -488,6 +477,8 @@ class Output:
             )
         if source.engine == "dask" and self.format is not None:
             raise ParameterConflict("output_format", "engine", "local")
+        if source.engine == "dask" and self.path is not None:
+            check_output_folder(self.path)
         if source.engine == "local":
             self.check_file()
 
@@ -650,9 +641,10 @@ class _OnPartition:
     prediction: object
     source: Source
 
-    def __call__(self, table: pa.Table, index: int):
-        where = f"partition {index} of {self.source.quoted}"
-        return self.prediction(table, model_rows(table, self.model, self.source, where=where))
+    def __call__(self, table: pa.Table, index: int, first_row: int):
+        where = f"partition {index} of {self.source.quoted}"  # rows numbered in the partition
+        features = model_rows(table, self.model, self.source, where=where)
+        return self.prediction(table, dataclasses.replace(features, first_row=first_row))
 
 
 def _predict_on_cluster(source, model, prediction, output, accept, report) -> list:
@@ -663,7 +655,7 @@ def _predict_on_cluster(source, model, prediction, output, accept, report) -> li
         check_output_folder(output.path, [source.path, *files.paths])
     weights = [source.weight_column] if source.weight_column else []
     columns = None if prediction.keeps_input else model.feature_names + weights
-    schema = files.schema(columns)
+    files.schema(columns)  # the same columns and types in every file, or a UserError
     plural = "s" if len(files.paths) > 1 else ""
     report.features(
         model.feature_names, source.weight_column, f"from {len(files.paths)} Parquet file{plural}"
@@ -672,7 +664,6 @@ def _predict_on_cluster(source, model, prediction, output, accept, report) -> li
         results = cluster.write_parts(
             client,
             files,
-            schema,
             _OnPartition(model, prediction, source),
             output.path,
             columns=columns,

@@ -11,15 +11,14 @@ import dataclasses
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
 from gmmcli.core import select as selection
-from gmmcli.core.covariance import get_covariance
-from gmmcli.core.em import SERIAL, block_rows_for
+from gmmcli.core.em import SERIAL
 from gmmcli.core.fit import check_components, fit_rows
 from gmmcli.core.generate import random_mixture
 from gmmcli.core.model import GaussianMixture, aic, bic
@@ -47,7 +46,7 @@ from gmmcli.inputs import (
     select,
 )
 from gmmcli.io import modelfile, tables
-from gmmcli.io.atomic import check_output_path
+from gmmcli.io.atomic import check_distinct, check_output_path
 from gmmcli.io.tables import parse_column_list  # noqa: F401 (the one comma-list parser)
 from gmmcli.outputs import Classify, Kept, Score, Scores
 
@@ -72,9 +71,7 @@ def fit(
             ("n_components", "start"),
         )
     check_components(n_components)
-    cov = get_covariance(options.covariance_type)
-    dtype = options.dtype
-    with open_rows(source, lambda d: block_rows_for(cov, d, n_components, dtype), report) as data:
+    with open_rows(source, report) as data:
         steps = options.max_iter * options.n_init
         with report.progress(steps, "EM") as advance:
 
@@ -135,11 +132,9 @@ def select_k(
     many processes. Each point's warnings are in its status, not raised; its failure is
     described with ``name`` for parameters (GMMError.describe)."""
     map_points = local.task_map(jobs)
-    full = get_covariance("full")
-    k_max = max(grid.k_values)
     points = len(grid.k_values) * len(grid.covariance_types)
     with (
-        open_rows(source, lambda d: block_rows_for(full, d, k_max), report) as data,
+        open_rows(source, report) as data,
         report.progress(points, "select-k") as advance,
         warnings.catch_warnings(),
     ):
@@ -170,7 +165,7 @@ def classify(
     component, and p_k columns if ``probabilities``, after the input's columns unless
     ``only_new_columns``. Written to ``output``; without an output path, the labelled
     table is returned (refused for an input that may not fit in memory)."""
-    output.check(source)
+    _check_prediction_output("output", output, source, model)
     model = load_model(model)
     prediction = Classify(model, probabilities, only_new_columns)
     kept = None
@@ -207,7 +202,7 @@ def score(
     path."""
     if per_sample.path == "-":
         raise InvalidParameter("per_sample", "-", "a file: stdout carries the summary JSON")
-    per_sample.check(source)
+    _check_prediction_output("per_sample", per_sample, source, model)
     model = load_model(model)
 
     def accept(results: list[Scores]) -> None:
@@ -231,6 +226,17 @@ def score(
     }
 
 
+def _check_prediction_output(
+    parameter: str, output: Output, source: Source, model: GaussianMixture | str
+) -> None:
+    """Before anything is read: ``output`` can be written (Output.check) and, locally, is
+    neither the data nor the model file (a dask folder is checked against the input files
+    once they are listed)."""
+    output.check(source)
+    if source.engine == "local":
+        check_distinct({parameter: output.path}, files(source.data, model))
+
+
 def require_predicted(n_predicted: int, source: Source) -> None:
     if n_predicted == 0:
         raise UserError(
@@ -239,10 +245,19 @@ def require_predicted(n_predicted: int, source: Source) -> None:
         )
 
 
-def check_output(path: str | None) -> None:
-    """Before anything is read: a file can be written at ``path`` (None and "-" pass)."""
-    if path is not None and path != "-":
-        check_output_path(path)
+def check_outputs(outputs: dict[str, str | None], inputs: Iterable[object] = ()) -> None:
+    """Before anything is read: a file can be written at each output (keyed by its
+    parameter; None and "-" pass), and none is an input or another output
+    (check_distinct)."""
+    for path in outputs.values():
+        if path is not None and path != "-":
+            check_output_path(path)
+    check_distinct(outputs, files(*inputs))
+
+
+def files(*given: object) -> list[str]:
+    """The paths among ``given`` (inputs may be data or models in memory)."""
+    return [os.fspath(item) for item in given if isinstance(item, str | os.PathLike)]
 
 
 def write_model(model: GaussianMixture, output: str) -> None:
@@ -266,15 +281,15 @@ GENERATE_CHUNK_ROWS = 131072  # also the Parquet row-group size
 class Draw:
     """What generate draws: rows from a random mixture of ``n_components`` components in
     ``n_features`` dimensions (means ``separation`` standard deviations apart), or from
-    ``model``; with a true_component column unless ``labels`` is False, and integer
-    frequency weights in ``weight_column`` if given."""
+    ``model`` (or the model file it names); with a true_component column unless ``labels``
+    is False, and integer frequency weights in ``weight_column`` if given."""
 
     n_samples: int = 1000
     n_components: int = 3
     n_features: int = 2
     covariance_type: str = "full"
     separation: float = 3.0
-    model: GaussianMixture | None = None
+    model: GaussianMixture | str | None = None
     labels: bool = True
     weight_column: str | None = None
 
@@ -301,15 +316,19 @@ def generate(
 ) -> GaussianMixture:
     """Rows drawn as ``draw`` says, written to ``output`` chunk by chunk (bounded memory
     for any number), the mixture saved to ``truth`` if given; the mixture."""
-    check_output(truth)
+    check_outputs({"output": output.path, "truth": truth}, [draw.model])
     output.check_file()
     mixture_seed, sample_seed, weight_seed = np.random.SeedSequence(seed).spawn(3)
-    mixture = draw.model or random_mixture(
-        draw.n_components,
-        draw.n_features,
-        covariance_type=draw.covariance_type,
-        separation=draw.separation,
-        rng=np.random.default_rng(mixture_seed),
+    mixture = (
+        load_model(draw.model)
+        if draw.model is not None
+        else random_mixture(
+            draw.n_components,
+            draw.n_features,
+            covariance_type=draw.covariance_type,
+            separation=draw.separation,
+            rng=np.random.default_rng(mixture_seed),
+        )
     )
     names = mixture.feature_names or [f"x{i}" for i in range(mixture.n_features)]
     mixture.feature_names = names
@@ -359,6 +378,7 @@ def plot(picture: Picture, report: Report = QUIET):
 
     image = pictures.Image.from_options(picture.output, picture.size, picture.dpi)
     data, model, grid, columns = picture.data, picture.model, picture.grid, picture.columns
+    check_distinct({"output": picture.output}, files(data, model, grid))
     if data is None and grid is None:
         raise UserError("give a DATA file to draw (--model for a fit), or --table with a grid")
     if data is not None and grid is not None:

@@ -15,21 +15,83 @@ import pyarrow as pa
 from gmmcli.core import GaussianMixture
 from gmmcli.io import tables
 
+SUM_ROWS = 4096
+
+
+@dataclass
+class RowSums:
+    """Column sums of per-row values that do not depend on where the rows were cut.
+
+    Values are summed in blocks of SUM_ROWS rows at fixed positions of the input, and the
+    blocks' sums are added in order. A piece of the input (rows ``start`` on) keeps its
+    rows before the first block boundary (``head``) and, if it holds a boundary, those
+    after the last one (``tail``) as they are, so that pieces added in row order join
+    them into whole blocks. ``RowSums()`` is the empty sum.
+    """
+
+    start: int | None = None
+    head: np.ndarray | None = None
+    blocks: list[np.ndarray] = field(default_factory=list)
+    tail: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, values: np.ndarray, start: int) -> RowSums:
+        """The sums of ``values`` (rows x columns), rows ``start`` on of the input."""
+        first = min(len(values), -start % SUM_ROWS)
+        if first == len(values) and (start + first) % SUM_ROWS:
+            return cls(start, values)  # no block boundary inside
+        cuts = range(first, len(values) - SUM_ROWS + 1, SUM_ROWS)
+        last = first + len(cuts) * SUM_ROWS
+        blocks = [_block_sum(values[cut : cut + SUM_ROWS]) for cut in cuts]
+        return cls(start, values[:first], blocks, values[last:])
+
+    def __add__(self, other: RowSums) -> RowSums:
+        """These sums and those of the rows that follow them."""
+        if self.start is None or other.start is None:
+            return other if self.start is None else self
+        if self.tail is None:
+            head = np.concatenate([self.head, other.head])
+            return RowSums(self.start, head, other.blocks, other.tail)
+        middle = np.concatenate([self.tail, other.head])
+        if other.tail is None:
+            return RowSums(self.start, self.head, self.blocks, middle)
+        blocks = [*self.blocks, _block_sum(middle), *other.blocks]
+        return RowSums(self.start, self.head, blocks, other.tail)
+
+    def total(self) -> np.ndarray:
+        """The sums: the head's, each block's and the tail's, added in order."""
+        if self.start is None:
+            return np.zeros(0)
+        total = _block_sum(self.head)
+        for part in [*self.blocks, *([] if self.tail is None else [_block_sum(self.tail)])]:
+            total = total + part
+        return total
+
+
+def _block_sum(values: np.ndarray) -> np.ndarray:
+    """Column sums, each of a contiguous copy of the column: the same rounding for every
+    path that holds these rows, wherever they lie in memory."""
+    return np.ascontiguousarray(values.T).sum(axis=1)
+
 
 @dataclass
 class Scores:
-    """Sums over scored rows: how many, their total weight and log-likelihood."""
+    """Sums over scored rows: how many, and (by row position: RowSums) their total weight
+    and weighted log-likelihood."""
 
     n_samples: int = 0
-    total_weight: float = 0.0
-    log_likelihood: float = 0.0
+    sums: RowSums = field(default_factory=RowSums)
 
     def __add__(self, other: Scores) -> Scores:
-        return Scores(
-            self.n_samples + other.n_samples,
-            self.total_weight + other.total_weight,
-            self.log_likelihood + other.log_likelihood,
-        )
+        return Scores(self.n_samples + other.n_samples, self.sums + other.sums)
+
+    @property
+    def total_weight(self) -> float:
+        return float(self.sums.total()[0]) if self.n_samples else 0.0
+
+    @property
+    def log_likelihood(self) -> float:
+        return float(self.sums.total()[1]) if self.n_samples else 0.0
 
 
 @dataclass(frozen=True)
@@ -102,7 +164,7 @@ def classified(
 ) -> pa.Table:
     """The table with a component column (and p_k columns); rows marked missing get nulls."""
     keep = ~features.missing
-    proba = mixture.predict_proba(features.X[keep])
+    proba = _row_predictions(features, mixture)[1][keep]
     new = {"component": _column(proba.argmax(axis=1), keep)}
     if probabilities:
         new.update({f"p_{k}": _column(proba[:, k], keep) for k in range(mixture.n_components)})
@@ -119,10 +181,24 @@ def scored(
 ) -> tuple[pa.Table, Scores]:
     """The table with a log_likelihood column, and the sums over its rows."""
     keep = ~features.missing
-    per_row = mixture.score_samples(features.X[keep])
-    weights = np.ones(len(per_row)) if features.weights is None else features.weights[keep]
-    scores = Scores(int(keep.sum()), float(weights.sum()), float(weights @ per_row))
+    per_row = _row_predictions(features, mixture)[0][keep]
+    weights = np.ones(len(keep)) if features.weights is None else features.weights
+    values = np.zeros((len(keep), 2))
+    values[keep, 0] = weights[keep]
+    values[keep, 1] = weights[keep] * per_row
+    scores = Scores(int(keep.sum()), RowSums.of(values, features.first_row))
     return table.append_column("log_likelihood", _column(per_row, keep)), scores
+
+
+def _row_predictions(
+    features: tables.Features, mixture: GaussianMixture
+) -> tuple[np.ndarray, np.ndarray]:
+    """mixture.row_predictions() of every row, a missing one taken at the mixture's centre
+    (its outputs are dropped): rows keep their positions, so their tiles too."""
+    X = features.X
+    if features.missing.any():
+        X = np.where(features.missing[:, None], mixture.centre, X)
+    return mixture.row_predictions(X, first_row=features.first_row)
 
 
 def _column(values: np.ndarray, keep: np.ndarray) -> pa.Array:

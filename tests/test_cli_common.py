@@ -662,12 +662,14 @@ def test_bad_input_unreadable_file(files):
 
 
 def test_unwritable_output_folder_is_a_user_error(files, monkeypatch):
-    import tempfile
+    make = os.open
 
-    def refuse(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
+    def refuse(path, flags, *args):  # the temporary file, made with O_EXCL
+        if flags & os.O_EXCL:
+            raise PermissionError(13, "Permission denied")
+        return make(path, flags, *args)
 
-    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+    monkeypatch.setattr(os, "open", refuse)
     assert "Permission denied" in error_line(gmm("fit data.csv -k 2 -o out.json"))
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from core_helpers import blocks_of
 from typer.testing import CliRunner
 
 distributed = pytest.importorskip("distributed")
@@ -113,6 +114,18 @@ def test_same_model_as_the_local_engine(client, data, covariance_type, init):
     assert_same_model(local, remote)
 
 
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_fixed_iterations_give_the_local_model_to_rounding(client, data, covariance_type):
+    # Partitions cut the rows elsewhere than local blocks: sums differ in the last bits
+    # only, so a fixed number of iterations lands within 1e-12 (a tolerance might stop EM
+    # one iteration apart).
+    root, X, weights = data
+    options = dict(covariance_type=covariance_type, seed=3, tol=0, max_iter=30)
+    local = fit(X, 3, weights=weights, **options)
+    remote = fit_rows(cluster_rows(client, root / "folder"), 3, FitOptions(**options))
+    assert_same_model(local, remote, rtol=1e-12)
+
+
 def test_a_folder_and_a_glob_give_the_model_of_the_whole_file(client, data):
     root, X, weights = data
     local = fit(X, 3, weights=weights, seed=2)
@@ -203,7 +216,7 @@ def test_cli_classify_and_score_write_folders_equal_to_the_local_outputs(
     local = classify_and_score(
         root / "all.parquet", model_file, tmp_path / "l.parquet", tmp_path / "s.parquet", []
     )
-    assert remote == pytest.approx(local, rel=1e-12)
+    assert remote == local  # partitions cut rows mid-tile: the same bits all the same
     for folder, file in (("labels", "l.parquet"), ("scores", "s.parquet")):
         parts = sorted(os.listdir(tmp_path / folder))
         assert parts == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
@@ -380,7 +393,7 @@ def test_one_block_thread_per_task_without_touching_the_client(data, monkeypatch
                             dashboard_address=None) as in_process:  # fmt: skip
         source = Source(str(root / "all.parquet"), columns=NAMES, weights="w", engine="dask",
                         scheduler=in_process.scheduler.address)  # fmt: skip
-        with open_rows(source, lambda n_features: block_rows) as opened:
+        with blocks_of(block_rows), open_rows(source) as opened:
             assert opened.reducer is SERIAL
             seen = opened.reducer.sum(
                 opened.rows, lambda X, w: [(threading.current_thread().name, len(w))]
@@ -391,6 +404,21 @@ def test_one_block_thread_per_task_without_touching_the_client(data, monkeypatch
     assert threading.current_thread().name not in {name for name, _ in seen}
     assert local_engine.default_threads() == before
     assert_same_model(fit(X, 3, weights=weights, seed=2), remote)
+
+
+def test_cli_a_page_failing_its_checksum_is_one_line_naming_the_input(client, data, tmp_path):
+    root, _, _ = data
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pq.read_table(root / "all.parquet"), path, write_page_checksum=True)
+    chunk = pq.ParquetFile(path).metadata.row_group(0).column(0)  # column a
+    raw = bytearray(path.read_bytes())
+    raw[(chunk.dictionary_page_offset or chunk.data_page_offset) + 100] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    code, _, err = run("fit", path, "-k", 2, "--columns", "a,b", "-o", tmp_path / "m.json",
+                       "--engine", "dask", "--scheduler", client.scheduler.address)  # fmt: skip
+    assert code == 2, err
+    assert err.strip().splitlines() == [line for line in err.splitlines() if "error:" in line]
+    assert f"'{path}'" in err and "checksum" in err
 
 
 @pytest.mark.parametrize("kind", ["link", "folder-named-like-a-part"])

@@ -2,18 +2,21 @@
 
 import numpy as np
 import pytest
+from core_helpers import blocks_of
 from scipy.special import logsumexp
 
 import gmmcli
 from gmmcli.core.covariance import COVARIANCE_TYPES, STACKED_FULL, STACKED_TIED, product_pairs
 from gmmcli.core.em import (
+    MAX_BLOCK_ROWS,
     MIN_BLOCK_ROWS,
     SERIAL,
     InMemoryRows,
     Params,
     Prepared,
-    block_rows_for,
     e_step,
+    rows_per_block,
+    tile_rows,
 )
 
 COVARIANCE_NAMES = list(COVARIANCE_TYPES)
@@ -114,10 +117,10 @@ def test_form_follows_features_and_components():
 @pytest.mark.parametrize("cov_name", COVARIANCE_NAMES)
 def test_block_size_changes_nothing_but_rounding(cov_name):
     X = _data(seed=2, n=5000)
-    fits = [
-        gmmcli.fit(X, 3, covariance_type=cov_name, seed=0, tol=0, max_iter=10, chunk_rows=rows)
-        for rows in (256, 1000, 5000)
-    ]
+    fits = []
+    for rows in (256, 1000, 5000):
+        with blocks_of(rows):
+            fits.append(gmmcli.fit(X, 3, covariance_type=cov_name, seed=0, tol=0, max_iter=10))
     for other in fits[1:]:
         # Only the order of the block sums differs.
         np.testing.assert_allclose(other.means, fits[0].means, rtol=1e-11, atol=1e-11)
@@ -143,6 +146,23 @@ def test_float32_agrees_with_float64(cov_name, n_features, n_components):
 
 
 def test_block_rows_follow_dimensions():
-    full, diag = COVARIANCE_TYPES["full"], COVARIANCE_TYPES["diag"]
-    assert block_rows_for(full, 50, 20) < block_rows_for(full, 10, 10) < block_rows_for(diag, 2, 3)
-    assert block_rows_for(full, 200, 50) == MIN_BLOCK_ROWS  # the floor, however wide
+    assert rows_per_block(200) < rows_per_block(20) < rows_per_block(2) == MAX_BLOCK_ROWS
+    assert rows_per_block(5000) == MIN_BLOCK_ROWS  # the floor, however wide
+
+
+@pytest.mark.parametrize("cov_name", COVARIANCE_NAMES)
+@pytest.mark.parametrize(("n_components", "n_features"), [(1, 1), (3, 2), (10, 20), (50, 60)])
+def test_tiles_fit_in_blocks(cov_name, n_components, n_features):
+    cov = COVARIANCE_TYPES[cov_name]
+    identity = np.eye(n_features)
+    covariances = {
+        "full": np.repeat(identity[None], n_components, axis=0),
+        "tied": identity,
+        "diag": np.ones((n_components, n_features)),
+        "spherical": np.ones(n_components),
+    }[cov_name]
+    means = np.zeros((n_components, n_features))
+    weights = np.full(n_components, 1 / n_components)
+    params = Params(weights, means, covariances, cov.precision_cholesky(covariances))
+    rows = tile_rows(Prepared.of(params, cov), n_features)
+    assert 1 <= rows <= rows_per_block(n_features)

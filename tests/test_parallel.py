@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from core_helpers import blocks_of
 
 import gmmcli
 from gmmcli.core import em
@@ -68,10 +69,11 @@ def test_forked_passes_give_the_one_thread_fit_exactly(
     X = _data_in(cov_name, n_features, form)
     weights = np.random.default_rng(1).integers(0, 3, len(X)).astype(float)
     monkeypatch.setenv("GMMCLI_THREADS", "1")
-    alone = _fit(X, cov_name, weights=weights, chunk_rows=256)
-    assert forks_counted == {"forked": [], "kept": []}
-    monkeypatch.setenv("GMMCLI_THREADS", "3")
-    shared = _fit(X, cov_name, weights=weights, chunk_rows=256)
+    with blocks_of(256):
+        alone = _fit(X, cov_name, weights=weights)
+        assert forks_counted == {"forked": [], "kept": []}
+        monkeypatch.setenv("GMMCLI_THREADS", "3")
+        shared = _fit(X, cov_name, weights=weights)
     assert set(forks_counted["forked"]) == {3}  # initialisation's passes
     assert forks_counted["kept"] == [3] * 9  # the EM loop's: 8 iterations and the start
     for name in ("weights", "means", "covariances"):
@@ -83,7 +85,8 @@ def test_small_data_is_not_forked_for(monkeypatch):
     monkeypatch.setenv("GMMCLI_THREADS", "2")
     calls = []
     monkeypatch.setattr(local, "map_forked", lambda *args: calls.append(args))
-    _fit(_data(), "full", chunk_rows=256)
+    with blocks_of(256):
+        _fit(_data(), "full")
     assert calls == []
 
 
@@ -93,9 +96,10 @@ def test_threads_give_the_one_thread_fit_exactly(monkeypatch):
     monkeypatch.setattr(em, "GROUP_ROWS", 768)
     X = _data(seed=2)
     monkeypatch.setenv("GMMCLI_THREADS", "1")
-    alone = _fit(X, "full", chunk_rows=256)
-    monkeypatch.setenv("GMMCLI_THREADS", "2")
-    threaded = _fit(X, "full", chunk_rows=256)
+    with blocks_of(256):
+        alone = _fit(X, "full")
+        monkeypatch.setenv("GMMCLI_THREADS", "2")
+        threaded = _fit(X, "full")
     np.testing.assert_array_equal(threaded.covariances, alone.covariances)
 
 
@@ -147,10 +151,11 @@ def test_an_error_here_leaves_no_child_behind(monkeypatch):
 @pytest.mark.parametrize(("cov_name", "n_features", "form"), FORMS)
 def test_tiles_change_nothing_but_rounding(cov_name, n_features, form, monkeypatch):
     X = _data_in(cov_name, n_features, form, n=3000, seed=3)
-    whole = _fit(X, cov_name, chunk_rows=3000)
-    monkeypatch.setattr(em, "SMALL_PRODUCT", 0)
-    monkeypatch.setattr(em, "MIN_TILE_ROWS", 333)  # 9 full tiles and a 3-row one per block
-    tiled = _fit(X, cov_name, chunk_rows=3000)
+    with blocks_of(3000):
+        whole = _fit(X, cov_name)
+        monkeypatch.setattr(em, "SMALL_PRODUCT", 0)
+        monkeypatch.setattr(em, "MIN_TILE_ROWS", 333)  # tiles of 256 rows, the last of 184
+        tiled = _fit(X, cov_name)
     np.testing.assert_allclose(tiled.means, whole.means, rtol=1e-11, atol=1e-11)
     # Off-diagonal entries near zero carry the rounding of the largest entry.
     scale = np.abs(whole.covariances).max()
@@ -183,7 +188,7 @@ def test_tiles_fit_the_small_products_or_hold_enough_rows(cov_name, n_features, 
     tile_bytes = rows * prepared.kernel.n_row_features(n_features) * 8
     assert rows >= 1
     assert tile_bytes <= em.MAX_TILE_BYTES or rows == 1
-    capped = tile_bytes > em.MAX_TILE_BYTES // 2
+    capped = tile_bytes > em.MAX_TILE_BYTES // 2 or rows == em.rows_per_block(n_features)
     size = prepared.coef.size
     if em.MIN_SMALL_TILE_ROWS * size <= em.SMALL_PRODUCT:  # small products are in reach:
         assert rows * size <= em.SMALL_PRODUCT  # the tile keeps to them,

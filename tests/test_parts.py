@@ -30,6 +30,7 @@ class SplitRows:
     lengths: list[int]
     centre: np.ndarray
     dtype: type = np.float64
+    block_rows: int = 97
 
     n_parts = property(lambda self: len(self.lengths))
     n_features = property(lambda self: self.X.shape[1])
@@ -42,7 +43,7 @@ class SplitRows:
         results = []
         for index, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
             part = InMemoryRows(
-                self.X[start:stop], self.weights[start:stop], self.centre, 97, self.dtype
+                self.X[start:stop], self.weights[start:stop], self.centre, self.dtype, 97
             )
             results.append(function(part.blocks(), index, int(start)))
         return results
@@ -67,7 +68,7 @@ def test_parts_give_the_one_part_model(mixture, covariance_type, init):
     X, _ = mixture(3, n_samples=900, n_features=3, n_components=3, spread=10.0)
     weights = np.random.default_rng(0).integers(0, 4, len(X)).astype(float)
     options = dict(covariance_type=covariance_type, init=init, n_init=2, seed=7, tol=1e-6)
-    whole = fit(X, 3, weights=weights, chunk_rows=97, **options)
+    whole = fit(X, 3, weights=weights, **options)
     split = split_fit(X, weights, [250, 1, 0, 349, 300], 3, **options)
     assert_same_model(whole, split)
 
@@ -77,7 +78,7 @@ def test_parts_draw_the_same_seeding_sample(mixture, init):
     X, _ = mixture(6, n_samples=900, n_features=2, n_components=3, spread=10.0)
     weights = np.random.default_rng(3).integers(0, 4, len(X)).astype(float)
     options = dict(init=init, n_init=2, seed=8, init_sample=150, max_iter=1)
-    whole = fit(X, 3, weights=weights, chunk_rows=97, **options)
+    whole = fit(X, 3, weights=weights, **options)
     split = split_fit(X, weights, [300, 0, 120, 480], 3, **options)
     assert_same_model(whole, split)
 

@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+from core_helpers import blocks_of
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
@@ -195,7 +196,8 @@ def test_blocks_of_rows_sum_to_the_whole(start, problem, block_rows):
     X, weights, k, covariance_type, seed = problem
     init = start(X, k, covariance_type, seed, weights)
     whole = fit_from(X, weights.astype(float), k, covariance_type, init)
-    blocked = fit_from(X, weights.astype(float), k, covariance_type, init, chunk_rows=block_rows)
+    with blocks_of(block_rows):
+        blocked = fit_from(X, weights.astype(float), k, covariance_type, init)
     rtol = tolerance(whole, blocked)
     assert_same_parameters(whole, blocked, rtol)
     assert_same_log_likelihood(

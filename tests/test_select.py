@@ -228,7 +228,7 @@ def test_correlated_clusters_prefer_full_or_tied(seed):
 
 
 def test_jobs_2_gives_the_same_table_and_winner_as_jobs_1(three_clusters_csv, tmp_path):
-    """Every column but seconds to rtol 1e-10 (BLAS threads may change the last bits)."""
+    """Every column but seconds, and the winner's model file: the same bytes."""
     tables, models = {}, {}
     for jobs in (1, 2):
         table = tmp_path / f"grid{jobs}.parquet"
@@ -244,21 +244,11 @@ def test_jobs_2_gives_the_same_table_and_winner_as_jobs_1(three_clusters_csv, tm
             "--quiet",
         )  # fmt: skip
         assert result.exit_code == 0, result.stderr
-        tables[jobs] = read_grid(table).to_pydict()
-        models[jobs] = gmmcli.loads(result.stdout)
-    assert list(tables[1]) == list(tables[2]) == COLUMNS
-    for name in COLUMNS:
-        one, two = tables[1][name], tables[2][name]
-        if name == "seconds":
-            continue
-        if name in ("log_likelihood", "bic", "aic", "icl", "cv", "criterion"):
-            assert_allclose(np.array(two, float), np.array(one, float), rtol=1e-10, err_msg=name)
-        else:
-            assert two == one, name
-    one, two = models[1], models[2]
-    assert (two.n_components, two.covariance_type) == (one.n_components, one.covariance_type)
-    for name in ("weights", "means", "covariances"):
-        assert_allclose(getattr(two, name), getattr(one, name), rtol=1e-10, err_msg=name)
+        tables[jobs] = read_grid(table).drop_columns(["seconds"]).to_pydict()
+        models[jobs] = result.stdout
+    assert list(tables[1]) == list(tables[2]) == [c for c in COLUMNS if c != "seconds"]
+    assert tables[2] == tables[1]
+    assert models[2] == models[1]
 
 
 def test_jobs_2_in_the_core_matches_jobs_1():

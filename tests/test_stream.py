@@ -1,11 +1,11 @@
 """Streaming on one machine: files read in chunks give the in-memory results, in bounded memory.
 
-A streamed fit re-reads the file on every pass; the core sees blocks of rows in file order,
-so the model equals the in-memory one up to the rounding of running sums (rtol 1e-10, the
-issue's promise). classify and score compute every row on its own, so their outputs should
-be identical; where BLAS rounds a row differently in a block of another length they are not
-(strict xfails below say where). `--memory-limit 1KB` forces streaming on the small files
-used here.
+A streamed fit re-reads the file on every pass; the core sees the same blocks of rows as
+from memory (chunks are re-cut into them), so the model file is the same bytes. classify and
+score compute every row in a tile at a fixed position of the input, whatever the chunks, so
+their outputs are the same bytes too; integer columns read as floats when streamed are the
+one known difference (a strict xfail says where). `--memory-limit 1KB` forces streaming on the
+small files used here.
 
 Shared data: 1500 rows of 3 correlated features from 3 components, with integer frequency
 weights 0..5 (zeros included, so the draws that skip rows of weight zero are exercised),
@@ -28,7 +28,6 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 from cli_helpers import error_line, gmm, ok, snapshot
-from numpy.testing import assert_allclose
 
 import gmmcli
 from gmmcli.core.fit import fit_rows
@@ -47,8 +46,6 @@ INITS = ["kmeans", "kmeans++", "random", "random-from-data"]
 FORMATS = ["parquet", "csv"]
 STREAM = ["--memory-limit", "1KB"]  # far below any file here: always streamed
 CHUNKED = ["--chunk-rows", "50", *STREAM]  # streamed in chunks of 50 rows
-FIT_RTOL = 1e-10  # running sums added in other blocks: rounding only (the issue's bound)
-SCORE_RTOL = 1e-12  # one per-row sum over chunks instead of over the whole file
 
 SCRIPT = Path(sys.executable).with_name("gmmcli")
 GMMCLI = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmcli"]
@@ -66,22 +63,6 @@ def shell(script: str, cwd: Path) -> subprocess.CompletedProcess:
     )
     assert result.returncode == 0, (result.returncode, result.stderr.decode())
     return result
-
-
-def assert_same_numbers(a, b, rtol: float, where: str = "model") -> None:
-    """Two JSON documents alike: every float within ``rtol``, everything else equal."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), where
-        for key in a:
-            assert_same_numbers(a[key], b[key], rtol, f"{where}.{key}")
-    elif isinstance(a, list):
-        assert isinstance(b, list) and len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same_numbers(x, y, rtol, f"{where}[{i}]")
-    elif isinstance(a, float) or isinstance(b, float):
-        assert_allclose(a, b, rtol=rtol, atol=0, err_msg=where)
-    else:
-        assert a == b, where
 
 
 def load_json(path: Path) -> dict:
@@ -164,7 +145,7 @@ def test_streamed_fit_equals_the_in_memory_fit(data, tmp_path, fmt, covariance_t
     path = data / f"data.{fmt}"
     options = dict(covariance_type=covariance_type, init=init, n_init=2, seed=int(SEED))
 
-    # The Python API: the file read in chunks of 700 rows against arrays in blocks of 700.
+    # The Python API: the file read in chunks of 700 rows against arrays in memory.
     features = tables.select_features(
         tables.read_table(str(path)), columns=NAMES, weight_column="w"
     )
@@ -177,7 +158,7 @@ def test_streamed_fit_equals_the_in_memory_fit(data, tmp_path, fmt, covariance_t
         feature_names=NAMES,
     )
     api = modelfile.to_dict(in_memory)
-    assert_same_numbers(modelfile.to_dict(streamed), api, FIT_RTOL)
+    assert modelfile.to_dict(streamed) == api
 
     # The command line: the same with and without --memory-limit.
     memory, chunked = tmp_path / "memory.json", tmp_path / "streamed.json"
@@ -187,23 +168,22 @@ def test_streamed_fit_equals_the_in_memory_fit(data, tmp_path, fmt, covariance_t
     )
     assert "streamed" not in kept.stderr
     assert "streamed" in read.stderr
-    assert_same_numbers(load_json(chunked), load_json(memory), FIT_RTOL)
-    assert_same_numbers(load_json(memory), api, FIT_RTOL)
+    assert same_bytes(chunked, memory)
+    assert load_json(memory) == json.loads(json.dumps(api))
 
 
 @pytest.mark.parametrize("init", INITS)
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_chunk_size_changes_only_the_rounding(data, tmp_path, fmt, covariance_type, init):
-    # Streamed in chunks of 333 rows against one in-memory block (the default block is far
-    # larger than the file): only running sums differ, so k-means++ and the random draws
-    # must pick the same rows; a different pick would show as a large difference here.
+def test_chunk_size_changes_nothing(data, tmp_path, fmt, covariance_type, init):
+    # Streamed in chunks of 333 rows against the file read whole: the core sees the same
+    # blocks, so the same sums, draws and picks, and the model file is the same bytes.
     path = data / f"data.{fmt}"
     memory, chunked = tmp_path / "memory.json", tmp_path / "streamed.json"
     streamed = ["--chunk-rows", "333", *STREAM, "-q", "-o", chunked]
     ok(gmm(fit_args(path, covariance_type, init, "-q", "-o", memory)))
     ok(gmm(fit_args(path, covariance_type, init, *streamed)))
-    assert_same_numbers(load_json(chunked), load_json(memory), FIT_RTOL)
+    assert same_bytes(chunked, memory)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -223,7 +203,7 @@ def test_streamed_fit_drops_missing_rows_like_in_memory(tmp_path, table, fmt):
     kept = np.ones(N_ROWS, bool)
     kept[[*holes, 777]] = False
     assert streamed["training"]["n_samples"] == np.count_nonzero(table["w"].to_numpy()[kept])
-    assert_same_numbers(streamed, load_json(tmp_path / "memory.json"), FIT_RTOL)
+    assert same_bytes(tmp_path / "s.json", tmp_path / "memory.json")
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -240,11 +220,9 @@ def test_streamed_select_k_equals_the_in_memory_one(data, tmp_path, fmt):
     ok(gmm([*common, *streamed]))
     memory = pa_csv.read_csv(tmp_path / "memory.csv").drop_columns(["seconds"]).to_pylist()
     chunked = pa_csv.read_csv(tmp_path / "streamed.csv").drop_columns(["seconds"]).to_pylist()
-    assert_same_numbers(memory, chunked, FIT_RTOL, "grid")
+    assert memory == chunked
     assert all(row["cv"] is not None for row in memory if row["status"] == "ok")
-    assert_same_numbers(
-        load_json(tmp_path / "memory.json"), load_json(tmp_path / "streamed.json"), FIT_RTOL
-    )
+    assert same_bytes(tmp_path / "memory.json", tmp_path / "streamed.json")
 
 
 # --- 2. classify and score streamed ----------------------------------------------------------
@@ -266,43 +244,7 @@ def run_output(command: str, path: Path, model: Path, output: Path, *extra) -> p
     return pq.read_table(output) if output.suffix == ".parquet" else pa_csv.read_csv(output)
 
 
-def assert_same_table(a: pa.Table, b: pa.Table, rtol: float) -> None:
-    """Same columns, types and empty cells; floats within ``rtol``, everything else equal.
-
-    atol 1e-300 only lets subnormal probabilities (which carry few digits) differ.
-    """
-    assert a.schema == b.schema
-    for name in a.column_names:
-        x, y = a[name], b[name]
-        assert x.is_null().equals(y.is_null()), name
-        if pa.types.is_floating(x.type):
-            x, y = (c.to_numpy(zero_copy_only=False) for c in (x, y))
-            assert_allclose(x, y, rtol=rtol, atol=1e-300, equal_nan=True, err_msg=name)
-        else:
-            assert x.equals(y), name
-
-
-TIED_BYTES = pytest.mark.xfail(
-    strict=True,
-    reason="tied log-densities add a 1 x F by F x rows product (BLAS gemv), whose rounding "
-    "depends on the block's length: chunks of 50 rows change the last digit of some "
-    "probabilities and log-likelihoods (they agree to rtol 1e-12 all the same)",
-)
-
-
-# The same for full covariances on some BLAS builds (OpenBLAS 0.3.31 with Haswell kernels:
-# rows near a block's end round differently with the block's length); issue 14's fixed
-# tiles make every per-row product see the same kernel.
-FULL_BYTES = pytest.mark.xfail(
-    strict=False, reason="full log-densities: last digits depend on the block's length here"
-)
-BYTES_MARKS = {"tied": TIED_BYTES, "full": FULL_BYTES}
-
-
-@pytest.mark.parametrize(
-    "covariance_type",
-    [pytest.param(c, marks=BYTES_MARKS.get(c, ())) for c in COVARIANCE_TYPES],
-)
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 @pytest.mark.parametrize("command", ["classify", "score"])
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_streamed_outputs_are_the_same_csv_bytes(data, tmp_path, fmt, command, covariance_type):
@@ -320,11 +262,11 @@ def test_streamed_outputs_are_the_same_csv_bytes(data, tmp_path, fmt, command, c
 def test_streamed_outputs_hold_the_same_numbers(
     data, tmp_path, fmt, output, command, covariance_type
 ):
-    # Every row is computed on its own, so only BLAS rounding may differ (see TIED_BYTES).
+    # Every row is computed in the same tile, so the numbers are the same.
     path, model = data / f"data.{fmt}", data / f"{covariance_type}.json"
     memory = run_output(command, path, model, tmp_path / f"memory.{output}")
     chunked = run_output(command, path, model, tmp_path / f"streamed.{output}", *CHUNKED)
-    assert_same_table(chunked, memory, SCORE_RTOL)
+    assert chunked.equals(memory)
 
 
 def test_streamed_classify_writes_the_same_parquet_bytes(data, tmp_path):
@@ -335,12 +277,6 @@ def test_streamed_classify_writes_the_same_parquet_bytes(data, tmp_path):
     assert same_bytes(chunked, memory)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="one-row blocks make predict_proba's coef @ phi a matrix-vector product (BLAS "
-    "gemv), rounded unlike the whole file's matrix product: --chunk-rows 1 changes the last "
-    "digit of some probabilities",
-)
 def test_streamed_classify_same_bytes_in_chunks_of_one_row(data, tmp_path):
     path, model = data / "data.parquet", data / "full.json"
     memory, chunked = tmp_path / "memory.csv", tmp_path / "streamed.csv"
@@ -366,24 +302,7 @@ def test_streamed_classify_reads_a_column_that_turns_decimal_later(data, tmp_pat
     pa_csv.write_csv(table.append_column("note", pa.array(note)), path)
     memory = run_output("classify", path, model, tmp_path / "memory.csv")
     chunked = run_output("classify", path, model, tmp_path / "streamed.csv", *CHUNKED)
-    assert_same_table(chunked, memory, SCORE_RTOL)
-
-
-def test_streamed_classify_writes_the_whole_reads_types_to_parquet(data, tmp_path, table):
-    # The integer weights w turn decimal at row 901 of 1500: float64 in either read.
-    weights = table["w"].to_numpy().astype(float)
-    weights[900] = 0.5
-    path, model = tmp_path / "late.csv", data / "full.json"
-    pa_csv.write_csv(table.set_column(3, "w", pa.array(weights)), path)
-    memory = run_output("classify", path, model, tmp_path / "memory.parquet")
-    chunked = run_output("classify", path, model, tmp_path / "streamed.parquet", *CHUNKED)
-    assert chunked.schema.field("w").type == pa.float64()
-    assert_same_table(chunked, memory, SCORE_RTOL)
-
-
-# --- 2b. CSV on stdin: types as the chunks come ----------------------------------------------
-
-PIPED = ["--chunk-rows", "50"]  # stdin blocks of 8,000 bytes: about 100 rows of data.csv
+    assert chunked.equals(memory)
 
 
 def late_decimal(table: pa.Table, folder: Path) -> Path:
@@ -393,6 +312,20 @@ def late_decimal(table: pa.Table, folder: Path) -> Path:
     path = folder / "late.csv"
     pa_csv.write_csv(table.set_column(3, "w", pa.array(weights)), path)
     return path
+
+
+def test_streamed_classify_writes_the_whole_reads_types_to_parquet(data, tmp_path, table):
+    # The integer weights w turn decimal at row 901 of 1500: float64 in either read.
+    path, model = late_decimal(table, tmp_path), data / "full.json"
+    memory = run_output("classify", path, model, tmp_path / "memory.parquet")
+    chunked = run_output("classify", path, model, tmp_path / "streamed.parquet", *CHUNKED)
+    assert chunked.schema.field("w").type == pa.float64()
+    assert chunked.equals(memory)
+
+
+# --- 2b. CSV on stdin: types as the chunks come ----------------------------------------------
+
+PIPED = ["--chunk-rows", "50"]  # stdin blocks of 8,000 bytes: about 100 rows of data.csv
 
 
 def test_stdin_widens_whole_numbers_to_float64_for_csv_output(data, tmp_path, table):
@@ -489,7 +422,7 @@ def test_streamed_score_gives_the_same_numbers(data, table, fmt):
         streamed = json.loads(ok(gmm([*common, "-q", *CHUNKED])).stdout)
         assert streamed["n_samples"] == N_ROWS
         assert streamed["total_weight"] == table["w"].to_numpy().sum()
-        assert_same_numbers(streamed, memory, SCORE_RTOL, covariance_type)
+        assert streamed == memory, covariance_type
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -508,13 +441,13 @@ def test_streamed_drop_missing_keeps_rows_aligned(data, tmp_path, table, fmt):
         assert chunked.num_rows == N_ROWS
         empty = chunked[computed].is_null().to_numpy(zero_copy_only=False)
         assert np.flatnonzero(empty).tolist() == holes, command
-        assert_same_table(chunked, memory, SCORE_RTOL)
+        assert chunked.equals(memory)
 
     common = ["score", path, "-m", model, "--weight-column", "w", "--drop-missing", "-q"]
     memory = json.loads(ok(gmm(common)).stdout)
     streamed = json.loads(ok(gmm([*common, *CHUNKED])).stdout)
     assert streamed["n_samples"] == N_ROWS - len(holes)
-    assert_same_numbers(streamed, memory, SCORE_RTOL, "score")
+    assert streamed == memory
 
 
 @pytest.mark.parametrize("command", ["classify", "score"])
@@ -529,7 +462,6 @@ def test_streamed_drop_missing_passes_a_chunk_with_no_complete_row(data, tmp_pat
     )
 
 
-@FULL_BYTES
 def test_csv_through_a_pipe_equals_the_file(data, tmp_path):
     # classify and score always stream CSV from stdin (--chunk-rows 100: blocks of 16,000
     # bytes, about 200 rows, so the pipe reader cuts many lines in two); fit spools stdin to
@@ -556,14 +488,14 @@ def test_csv_through_a_pipe_equals_the_file(data, tmp_path):
     scores = ok(gmm(["score", csv, "-m", model, "--weight-column", "w", "-q"]))
     piped = load_json(tmp_path / "piped.json")
     assert piped["n_samples"] == N_ROWS
-    assert_same_numbers(piped, json.loads(scores.stdout), SCORE_RTOL, "score")
+    assert piped == json.loads(scores.stdout)
 
     options = ["-k", K, "--weight-column", "w", "--seed", SEED, "-q"]
     ok(gmm(["fit", csv, *options, "-o", tmp_path / "file_fit.json"]))
     file_fit = (tmp_path / "file_fit.json").read_bytes()
     assert (tmp_path / "piped_fit.json").read_bytes() == file_fit
     for name in ("piped_streamed_fit.json", "piped_parquet_fit.json"):
-        assert_same_numbers(load_json(tmp_path / name), json.loads(file_fit), FIT_RTOL, name)
+        assert (tmp_path / name).read_bytes() == file_fit, name
 
 
 def test_spooled_stdin_fit_equals_the_file_fit(data, tmp_path):
@@ -573,6 +505,34 @@ def test_spooled_stdin_fit_equals_the_file_fit(data, tmp_path):
         ok(gmm(["fit", csv, *common, *extra, "-o", tmp_path / "file.json"]))
         ok(gmm(["fit", "-", *common, *extra, "-o", tmp_path / "stdin.json"], csv.read_bytes()))
         assert (tmp_path / "stdin.json").read_bytes() == (tmp_path / "file.json").read_bytes()
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_same_bytes_from_either_format_stdin_and_any_thread_count(data, tmp_path, covariance_type):
+    """Model files, labels and scores: CSV or Parquet, file or stdin, one thread or two,
+    whole or streamed: one result (test_parallel has larger data across threads and
+    processes)."""
+    model = data / f"{covariance_type}.json"
+    fit = f"-k {K} --weight-column w --covariance-type {covariance_type} --seed {SEED} -q"
+    shell(
+        f"""
+        gmmcli fit {data}/data.csv {fit} -o fit_csv.json
+        GMMCLI_THREADS=2 gmmcli fit {data}/data.parquet {fit} --chunk-rows 77 \
+            -o fit_parquet.json
+        cat {data}/data.csv | GMMCLI_THREADS=1 gmmcli fit - {fit} {" ".join(STREAM)} \
+            -o fit_stdin.json
+        cmp fit_csv.json fit_parquet.json && cmp fit_csv.json fit_stdin.json
+        gmmcli classify {data}/data.parquet -m {model} --only-new-columns -o labels_pq.csv
+        cat {data}/data.csv | gmmcli classify - -m {model} --only-new-columns \
+            --chunk-rows 3 > labels_stdin.csv
+        cmp labels_pq.csv labels_stdin.csv
+        gmmcli score {data}/data.csv -m {model} --per-sample scores_csv.csv > csv.json
+        gmmcli score {data}/data.parquet -m {model} --per-sample scores_pq.csv \
+            {" ".join(CHUNKED)} > pq.json
+        cmp scores_csv.csv scores_pq.csv && cmp csv.json pq.json
+        """,
+        tmp_path,
+    )
 
 
 # --- 3. bad input while streaming ------------------------------------------------------------

@@ -28,22 +28,22 @@ from gmmcli.core.covariance import Covariance, get_covariance
 if TYPE_CHECKING:
     from gmmcli.core.options import FitOptions
 
-DEFAULT_BLOCK_ROWS = 65536
 T = TypeVar("T")
-BLOCK_BYTES = 1 << 23  # per-row temporaries of one block: large enough to amortise numpy calls
+BLOCK_BYTES = 1 << 20  # the float64 rows of a block: few enough to stay in cache
 MIN_BLOCK_ROWS = 1024
+MAX_BLOCK_ROWS = 65536
 
 
-def block_rows_for(cov: Covariance, n_features: int, n_components: int, dtype=np.float64) -> int:
-    """Rows per block so that a block's temporaries (the rows, what the E-step keeps per
-    row) stay small."""
-    kernel = cov.kernel(n_components, n_features)
-    per_row = kernel.row_values(n_components, n_features) + n_features
-    return int(
-        np.clip(
-            BLOCK_BYTES // (per_row * np.dtype(dtype).itemsize), MIN_BLOCK_ROWS, DEFAULT_BLOCK_ROWS
-        )
-    )
+def rows_per_block(n_features: int) -> int:
+    """Rows per block of ``n_features`` features: the largest power of two whose rows fit
+    in BLOCK_BYTES, from MIN_BLOCK_ROWS to MAX_BLOCK_ROWS.
+
+    Every row source cuts its rows into blocks of this many, counted from the first row
+    (the last block shorter), whatever chunks it reads them in, so every path to the core
+    sees the same blocks and the same sums.
+    """
+    rows = BLOCK_BYTES // (8 * max(1, n_features))
+    return int(np.clip(1 << (rows.bit_length() - 1), MIN_BLOCK_ROWS, MAX_BLOCK_ROWS))
 
 
 Block = tuple[np.ndarray, np.ndarray]
@@ -58,13 +58,16 @@ class RowSource(Protocol):
     each part lies and returns the results in part order: ``blocks`` yields the part's
     (rows minus ``centre``, cast to ``dtype``; float64 weights) and ``first_row`` counts
     the rows of the parts before it. ``centred`` gives the same rows about another centre
-    or in another dtype. An engine (arrays in memory, a file read in chunks, a cluster)
-    only has to provide these; every pass of the core goes through ``map_parts``.
+    or in another dtype. Blocks hold ``block_rows`` rows (rows_per_block() unless a test
+    asks for others) counted from the part's first row, the last shorter. An engine
+    (arrays in memory, a file read in chunks, a cluster) only has to provide these; every
+    pass of the core goes through ``map_parts``.
     """
 
     n_features: int
     n_parts: int
     centre: np.ndarray
+    block_rows: int
 
     def map_parts(self, function: PartFunction) -> list[T]: ...
 
@@ -80,6 +83,30 @@ class OnePart:
         return [function(self.blocks(), 0, 0)]
 
 
+def in_blocks(pieces: Iterable[Block], rows: int) -> Iterator[Block]:
+    """Pieces of (rows, weights) of any lengths re-cut into blocks of ``rows`` rows, in
+    order, the last shorter: what a source reading chunks hands the core."""
+    held: list[Block] = []
+    count = 0
+    for X, weights in pieces:
+        start = 0
+        while start < len(X):
+            take = min(rows - count, len(X) - start)
+            held.append((X[start : start + take], weights[start : start + take]))
+            count, start = count + take, start + take
+            if count == rows:
+                yield _joined(held)
+                held, count = [], 0
+    if held:
+        yield _joined(held)
+
+
+def _joined(pieces: list[Block]) -> Block:
+    if len(pieces) == 1:
+        return pieces[0]
+    return np.concatenate([X for X, _ in pieces]), np.concatenate([w for _, w in pieces])
+
+
 @dataclass
 class InMemoryRows(OnePart):
     """An in-memory array served as centred blocks; no centred copy of the whole array.
@@ -90,8 +117,11 @@ class InMemoryRows(OnePart):
     X: np.ndarray
     weights: np.ndarray
     centre: np.ndarray
-    block_rows: int = DEFAULT_BLOCK_ROWS
     dtype: type = np.float64
+    block_rows: int = 0  # 0: rows_per_block(n_features)
+
+    def __post_init__(self) -> None:
+        self.block_rows = self.block_rows or rows_per_block(self.X.shape[1])
 
     @property
     def n_features(self) -> int:
@@ -174,6 +204,25 @@ class Prepared:
         return cls(coef.astype(dtype), kernel)
 
 
+def aligned_tiles(X: np.ndarray, first_row: int, rows: int) -> Iterator[tuple[np.ndarray, slice]]:
+    """``X`` (rows ``first_row`` on of a longer input) in tiles of ``rows`` rows that start
+    at multiples of ``rows`` in the whole input, as (tile, where X's rows lie in it).
+
+    A tile that X fills only in part is padded to full length with copies of its edge
+    rows, so that every row is computed by the same products, at the same position in a
+    tile of the same shape, however the input was cut.
+    """
+    offset = first_row % rows
+    start = 0
+    while start < len(X):
+        stop = min(len(X), start + rows - offset)
+        piece = X[start:stop]
+        if len(piece) < rows:
+            piece = np.pad(piece, ((offset, rows - offset - len(piece)), (0, 0)), mode="edge")
+        yield piece, slice(offset, offset + stop - start)
+        start, offset = stop, 0
+
+
 def log_joint(
     X: np.ndarray, prepared: Prepared, out: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -211,8 +260,9 @@ def _block_stats(
 def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
     """Statistics of one block under the current parameters, with its log-likelihood.
 
-    Taken in tiles of rows (``tile_rows``) summed in order, so that the products read the
-    row features from a cache.
+    Taken in tiles of tile_rows() rows from the block's start, summed in order, so that
+    the products read the row features from a cache. Every path to the core cuts the same
+    blocks (rows_per_block), so the same tiles.
     """
     rows = tile_rows(prepared, X.shape[1])
     total = _e_tile(X[:rows], weights[:rows], prepared)
@@ -228,7 +278,8 @@ MAX_TILE_BYTES = 1 << 22  # ...but never so many row features that they leave th
 
 
 def tile_rows(prepared: Prepared, n_features: int) -> int:
-    """Rows per tile of the E-step, from the size of its products.
+    """Rows per tile of the E-step and of predictions, from the size of its products (at
+    most a block's rows).
 
     ``coef @ phi`` costs coef.size multiply-adds per row, and no product of the M-step
     costs more. OpenBLAS (numpy's BLAS) multiplies matrices of up to SMALL_PRODUCT
@@ -243,7 +294,7 @@ def tile_rows(prepared: Prepared, n_features: int) -> int:
     per_row = prepared.kernel.n_row_features(n_features) * np.dtype(np.float64).itemsize
     small = SMALL_PRODUCT // prepared.coef.size
     rows = small if small >= MIN_SMALL_TILE_ROWS else MIN_TILE_ROWS
-    return max(1, min(rows, MAX_TILE_BYTES // per_row))
+    return max(1, min(rows, MAX_TILE_BYTES // per_row, rows_per_block(n_features)))
 
 
 def _e_tile(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
@@ -321,10 +372,8 @@ GROUP_ROWS = 1 << 14
 
 
 def group_blocks(rows: RowSource) -> int:
-    """Blocks per group: whole blocks of about GROUP_ROWS rows for rows in memory, else 1."""
-    if isinstance(rows, InMemoryRows):
-        return max(1, GROUP_ROWS // rows.block_rows)
-    return 1
+    """Blocks per group: whole blocks of about GROUP_ROWS rows."""
+    return max(1, GROUP_ROWS // rows.block_rows)
 
 
 def sum_in_groups(values: Iterable, group: int) -> Stats | None:

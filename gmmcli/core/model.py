@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gmmcli.core.covariance import Covariance, get_covariance
-from gmmcli.core.em import Params, Prepared, block_rows_for, log_joint, normalise
+from gmmcli.core.em import Params, Prepared, aligned_tiles, log_joint, normalise, tile_rows
 from gmmcli.errors import DataError, GMMError, SingularCovarianceError
 
 WEIGHT_SUM_TOLERANCE = 1e-9
+PREDICTION_TILE_ROWS = 4096  # at most: a partial tile is padded, so a few rows stay cheap
 SYMMETRY_TOLERANCE = 1e-10
 
 
@@ -203,26 +204,32 @@ class GaussianMixture:
         arrow = hasattr(X, "column_names")
         return X.select(self.feature_names) if arrow else X[self.feature_names]
 
-    def _blocks(self, X: np.ndarray):
-        """(log-likelihood, responsibilities) of each block of rows."""
+    def row_predictions(self, X, *, first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(score_samples(X), predict_proba(X)) at once, for rows ``first_row`` on of a
+        longer input: each row comes out bit for bit as from the whole input, however it
+        is cut into pieces (rows are computed in tiles at fixed positions of the input)."""
         X = self._check(X)
         centre = self.centre
         prepared = Prepared.of(self._params(), self.covariance)
-        rows = block_rows_for(self.covariance, self.n_features, self.n_components)
-        for start in range(0, len(X), rows):
-            block = X[start : start + rows] - centre
-            log_norm, resp = normalise(log_joint(block, prepared)[1])
-            yield log_norm, resp.T
+        rows = min(tile_rows(prepared, self.n_features), PREDICTION_TILE_ROWS)
+        log_norm = np.empty(len(X))
+        proba = np.empty((len(X), self.n_components))
+        done = 0
+        for tile, held in aligned_tiles(X, first_row, rows):
+            tile_norm, resp = normalise(log_joint(tile - centre, prepared)[1])
+            count = held.stop - held.start
+            log_norm[done : done + count] = tile_norm[held]
+            proba[done : done + count] = resp[:, held].T
+            done += count
+        return log_norm, proba
 
     def score_samples(self, X: np.ndarray) -> np.ndarray:
         """Log-likelihood of every row (of an array, or of a table by feature names)."""
-        return np.concatenate([ll for ll, _ in self._blocks(X)] or [np.empty(0)])
+        return self.row_predictions(X)[0]
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Membership probabilities, shape (n_rows, K); each row sums to 1."""
-        return np.concatenate(
-            [resp for _, resp in self._blocks(X)] or [np.empty((0, self.n_components))]
-        )
+        return self.row_predictions(X)[1]
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Most probable component of every row."""

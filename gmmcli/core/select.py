@@ -105,6 +105,7 @@ class FoldRows:
     n_features = property(lambda self: self.rows.n_features)
     n_parts = property(lambda self: self.rows.n_parts)
     centre = property(lambda self: self.rows.centre)
+    block_rows = property(lambda self: self.rows.block_rows)
 
     def centred(self, centre: np.ndarray, dtype: type = np.float64) -> FoldRows:
         return dataclasses.replace(self, rows=self.rows.centred(centre, dtype))

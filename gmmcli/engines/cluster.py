@@ -1,7 +1,8 @@
 """Rows kept on the workers of a Dask cluster (the optional extra ``gmmcli[dask]``).
 
-The Parquet input is read with ``dask.dataframe.read_parquet`` and each partition turned
-into float64 arrays once, on the worker that holds it. Every pass of the core then sends
+The Parquet files' row groups are gathered into partitions (from the files' footers, so
+every partition knows its first row in the input) and each partition is read with pyarrow
+and turned into float64 arrays once, on the worker that holds it. Every pass of the core then sends
 one small function per partition; each partition returns its partial sufficient
 statistics, which the client adds up in partition order. No rows travel to the client
 but the few that initialisation picks (the seeding sample, candidate rows). If a worker
@@ -19,13 +20,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import dask
-import dask.dataframe as dd
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from distributed import Client, Future, LocalCluster
 
-from gmmcli.core.em import DEFAULT_BLOCK_ROWS, InMemoryRows, PartFunction, T
+from gmmcli.core.em import InMemoryRows, PartFunction, T, rows_per_block
 from gmmcli.errors import UserError, one_line
 from gmmcli.io import tables
 from gmmcli.io.atomic import atomic_folder
@@ -138,32 +138,53 @@ class ParquetFiles:
         """common_schema() of the files for ``columns``."""
         return common_schema(self.paths, self.name, columns)
 
-    def partitions(self, columns: list[str] | None):
-        return _partitions(self.paths, columns, self.partition_bytes)
+    def partitions(self, columns: list[str] | None) -> list[Partition]:
+        """The files' row groups gathered into partitions of about ``partition_bytes`` of
+        ``columns`` (all if None) each, in order, from the files' footers."""
+        parts, first_row = [], 0
+        for path in self.paths:
+            metadata = _metadata(path)
+            groups, size, rows = [], 0, 0
+            for index in range(metadata.num_row_groups):
+                group = metadata.row_group(index)
+                chunks = (group.column(j) for j in range(group.num_columns))
+                nbytes = sum(
+                    chunk.total_uncompressed_size
+                    for chunk in chunks
+                    if columns is None or chunk.path_in_schema in columns
+                )
+                if groups and size + nbytes > self.partition_bytes:
+                    parts.append(Partition(path, tuple(groups), first_row))
+                    first_row, groups, size, rows = first_row + rows, [], 0, 0
+                groups.append(index)
+                size, rows = size + nbytes, rows + group.num_rows
+            if groups:
+                parts.append(Partition(path, tuple(groups), first_row))
+                first_row += rows
+        if not parts:
+            raise UserError(f"{self.name} has no data rows; give at least one row of data")
+        return parts
 
 
-def _partitions(files: list[str], columns: list[str] | None, partition_bytes: int):
-    """The files' partitions as delayed pandas frames of Arrow-backed columns."""
+def _metadata(path: str) -> pq.FileMetaData:
     try:
-        frame = dd.read_parquet(
-            files,
-            columns=columns,
-            index=False,  # a pandas index stored in the files stays a column
-            split_row_groups="adaptive",
-            blocksize=partition_bytes,
-            dtype_backend="pyarrow",
-            dataset={"partitioning": None},  # no columns from folder names, as locally
-        )
-    except (OSError, ValueError, KeyError, pa.ArrowException) as err:
-        raise UserError(f"cannot read {files[0]}: {one_line(err)}") from None
-    return frame.to_delayed()
+        return pq.ParquetFile(path).metadata
+    except (OSError, pa.ArrowException):
+        raise UserError(f"'{path}' is not a valid Parquet file (truncated?); check it") from None
 
 
-def _arrow(frame, schema: pa.Schema) -> pa.Table:
-    """A partition back as the Arrow table it was read from: the files' types and metadata."""
-    fields = pa.schema([schema.field(name) for name in frame.columns])
-    table = pa.Table.from_pandas(frame, schema=fields, preserve_index=False)
-    return table.replace_schema_metadata(schema.metadata)
+@dataclass(frozen=True)
+class Partition:
+    """Row groups of one file, read as one partition: rows ``first_row`` on of the input."""
+
+    path: str
+    row_groups: tuple[int, ...]
+    first_row: int
+
+    def read(self, columns: list[str] | None) -> pa.Table:
+        """The partition's ``columns`` (all if None), on a worker."""
+        parquet = pq.ParquetFile(self.path, pre_buffer=False, page_checksum_verification=True)
+        return parquet.read_row_groups(list(self.row_groups), columns=columns, use_threads=False)
 
 
 @dataclass
@@ -180,7 +201,10 @@ class ClusterRows:
     dropped: int = 0
     centre: np.ndarray | None = None
     dtype: type = np.float64
-    block_rows: int = DEFAULT_BLOCK_ROWS
+    block_rows: int = 0  # 0: rows_per_block(n_features)
+
+    def __post_init__(self) -> None:
+        self.block_rows = self.block_rows or rows_per_block(self.n_features)
 
     @property
     def n_parts(self) -> int:
@@ -215,7 +239,7 @@ def _gather(client: Client, futures: list[Future], name: str) -> list:
 
 def _run_part(part, index, first_row, *, function, centre, dtype, block_rows):
     X, weights, _ = part
-    blocks = InMemoryRows(X, weights, centre, block_rows, dtype).blocks()
+    blocks = InMemoryRows(X, weights, centre, dtype, block_rows).blocks()
     return function(blocks, index, first_row)
 
 
@@ -224,23 +248,17 @@ def load_rows(
     files: ParquetFiles,
     names: list[str],
     *,
-    schema: pa.Schema | None = None,
     weight_column: str | None = None,
     drop_missing: bool = False,
-    block_rows: int = DEFAULT_BLOCK_ROWS,
 ) -> ClusterRows:
     """Read the files on the workers and keep their feature rows there (checked as in
-    memory; messages name the partition and the row in it). ``schema``: the files', from
-    files.schema() (read here if not given)."""
+    memory; messages name the partition and the row in it)."""
     columns = names + ([weight_column] if weight_column else [])
-    schema = schema or files.schema(columns)
-    partitions = files.partitions(columns)
+    files.schema(columns)  # the same columns and types in every file, or a UserError
     name = files.name
     arrays = [
-        dask.delayed(_part_arrays)(
-            partition, index, schema, names, weight_column, drop_missing, name
-        )
-        for index, partition in enumerate(partitions)
+        dask.delayed(_part_arrays)(partition, index, names, weight_column, drop_missing, name)
+        for index, partition in enumerate(files.partitions(columns))
     ]
     futures = client.compute(arrays)
     shapes = _gather(client, client.map(_shape, futures, pure=False), name)
@@ -252,15 +270,14 @@ def load_rows(
         len(names),
         int(sum(lengths)),
         sum(dropped for _, dropped in shapes),
-        block_rows=block_rows,
     )
 
 
-def _part_arrays(frame, index, schema, names, weight_column, drop_missing, name):
+def _part_arrays(partition, index, names, weight_column, drop_missing, name):
     """(features, weights, rows dropped) of one partition, as float64 arrays."""
     source = f"partition {index} of {name}"
     features = tables.select_features(
-        _arrow(frame, schema),
+        partition.read(names + ([weight_column] if weight_column else [])),
         columns=names,
         weight_column=weight_column,
         source=source,
@@ -281,24 +298,24 @@ def _shape(part) -> tuple[int, int]:
 def write_parts(
     client: Client,
     files: ParquetFiles,
-    schema: pa.Schema,
-    transform: Callable[[pa.Table, int], tuple[pa.Table, T]],
+    transform: Callable[[pa.Table, int, int], tuple[pa.Table, T]],
     folder: str | None,
     *,
     columns: list[str] | None = None,
     accept: Callable[[list[T]], None] = lambda results: None,
 ) -> list[T]:
-    """``transform(table, index)`` of every partition on the workers, results in order.
+    """``transform(table, index, first_row)`` of every partition on the workers, results
+    in order.
 
     With ``folder``, each partition's table is written there as part-NNNNN.parquet: into
     a temporary folder beside it first, renamed into place when every part is written
-    and ``accept(results)`` has not raised. ``schema`` is the files' (files.schema()).
+    and ``accept(results)`` has not raised.
     """
     partitions = files.partitions(columns)
     with contextlib.ExitStack() as stack:
         target = stack.enter_context(atomic_folder(folder)) if folder else None
         tasks = [
-            dask.delayed(_transform_part)(partition, index, schema, transform, target)
+            dask.delayed(_transform_part)(partition, index, columns, transform, target)
             for index, partition in enumerate(partitions)
         ]
         results = _gather(client, client.compute(tasks), files.name)
@@ -306,8 +323,8 @@ def write_parts(
         return results
 
 
-def _transform_part(frame, index, schema, transform, folder):
-    table, result = transform(_arrow(frame, schema), index)
+def _transform_part(partition, index, columns, transform, folder):
+    table, result = transform(partition.read(columns), index, partition.first_row)
     if folder is not None:
         tables.write_table(table, os.path.join(folder, f"part-{index:05d}.parquet"), "parquet")
     return result

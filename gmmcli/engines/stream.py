@@ -3,8 +3,8 @@
 Memory stays at a chunk's worth of rows whatever the file's length. Parquet is read batch
 by batch (``ParquetFile.iter_batches`` without pre-buffering, which would hold whole row
 groups), CSV/TSV with pyarrow's streaming reader, features converted to float64 as they
-are read. The core sees the same blocks, in the same order, as from an array in memory,
-so a streamed fit equals the in-memory one up to the rounding of running sums.
+are read. The core sees the same blocks, in the same order, as from an array in memory
+(chunks are re-cut into them), so a streamed fit equals the in-memory one bit for bit.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from gmmcli.core.em import OnePart
+from gmmcli.core.em import OnePart, in_blocks, rows_per_block
 from gmmcli.errors import UserError, one_line
 from gmmcli.io import tables
 
@@ -53,7 +53,8 @@ def open_batches(
     name = "stdin" if path == "-" else f"'{path}'"
     try:
         if fmt == "parquet":
-            parquet = pq.ParquetFile("/dev/stdin" if path == "-" else path, pre_buffer=False)
+            source = "/dev/stdin" if path == "-" else path
+            parquet = pq.ParquetFile(source, pre_buffer=False, page_checksum_verification=True)
             tables.clean_names(parquet.schema_arrow.names, name, trim=False)
             yield from parquet.iter_batches(batch_size=chunk_rows, columns=columns)
             return
@@ -379,7 +380,10 @@ class FileRows(OnePart):
     centre: np.ndarray | None = None
     dtype: type = np.float64
     name: str | None = None  # how messages call the input (default: the path quoted)
-    block_rows: int = 16384  # rows the core works on at once; a chunk is cut into blocks
+    block_rows: int = 0  # rows per block of the core (0: rows_per_block); chunks are re-cut
+
+    def __post_init__(self) -> None:
+        self.block_rows = self.block_rows or rows_per_block(self.n_features)
 
     @property
     def n_features(self) -> int:
@@ -409,7 +413,13 @@ class FileRows(OnePart):
             yield chunk
 
     def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The complete rows centred, in blocks counted from the first (not by chunk)."""
         centre = np.zeros(self.n_features) if self.centre is None else self.centre
+        for X, weights in in_blocks(self._complete_rows(), self.block_rows):
+            yield (X - centre).astype(self.dtype, copy=False), weights
+
+    def _complete_rows(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Each chunk's complete rows (or an error) and their weights."""
         positive = False
         for chunk in self.features():
             chunk, _ = tables.require_complete(
@@ -420,9 +430,7 @@ class FileRows(OnePart):
             )
             weights = np.ones(len(chunk.X)) if chunk.weights is None else chunk.weights
             positive = positive or bool((weights > 0).any())
-            for start in range(0, len(chunk.X), self.block_rows):
-                block = chunk.X[start : start + self.block_rows] - centre
-                yield block.astype(self.dtype, copy=False), weights[start : start + self.block_rows]
+            yield chunk.X, weights
         if self.weight_column and not positive:
             raise tables.no_positive_weight(self.weight_column, self.label)
 
@@ -433,7 +441,7 @@ def read_parquet_features(
     """A Parquet file's features in one array, read and checked column by column, so that
     reading takes the array plus one column (not the whole table as well)."""
     try:
-        parquet = pq.ParquetFile(path, pre_buffer=False)
+        parquet = pq.ParquetFile(path, pre_buffer=False, page_checksum_verification=True)
         if parquet.metadata.num_rows == 0:
             shown = name if name == "stdin" else f"'{name}'"
             raise UserError(f"{shown} has no data rows; give a file with at least one row of data")

@@ -1,17 +1,24 @@
-"""Atomic writes: a temporary file (or folder) beside the target, then renamed into place."""
+"""Atomic writes: a temporary file (or folder) beside the target, then renamed into place.
+
+An existing device, pipe or open descriptor (/dev/null, a FIFO, /dev/stdout) is written
+through instead, and a symbolic link's target is replaced, the link kept.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
+import secrets
 import shutil
 import stat
-import tempfile
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
-from gmmcli.errors import UserError
+from gmmcli.errors import FULL, UserError, one_line
+
+DESCRIPTOR = re.compile(r"/dev/(std(in|out|err)|fd/\d+)|/proc/[^/]+/fd/\d+")
 
 
 def check_output_path(path: str) -> None:
@@ -19,6 +26,8 @@ def check_output_path(path: str) -> None:
 
     Commands check every output before writing any, so a bad second output leaves no first.
     """
+    if writes_through(path):
+        return
     _check_parent(path)
     if os.path.isdir(path):
         raise UserError(f"output path '{path}' is a folder; give a file name")
@@ -31,36 +40,107 @@ def _check_parent(path: str) -> None:
         )
 
 
+def writes_through(path: str) -> bool:
+    """Whether ``path`` is written in place rather than replaced: an existing device or
+    pipe (/dev/null, a FIFO), or an open descriptor (/dev/stdout, /dev/fd/N)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)) or _names_descriptor(path)
+
+
+def _names_descriptor(path: str) -> bool:
+    """Whether ``path`` or a link on the way to its file is /dev/stdout, /dev/fd/N or
+    /proc/PID/fd/N (such a path may end at a regular file, which must not be replaced)."""
+    for _ in range(40):  # the kernel's limit on a chain of links
+        if DESCRIPTOR.fullmatch(os.path.abspath(path)):
+            return True
+        if not os.path.islink(path):
+            return False
+        path = os.path.join(os.path.dirname(path), os.readlink(path))
+    return False
+
+
+def check_distinct(outputs: dict[str, str | None], inputs: Iterable[str | None] = ()) -> None:
+    """A UserError if an output (keyed by its parameter) is one of ``inputs`` or another
+    output: the same file however named. "-" is stdin among inputs, stdout among outputs;
+    None is no file; character devices (/dev/null, a terminal) may be shared."""
+    seen: dict[object, str] = {}  # identity -> how the message calls the file
+    for path in inputs:
+        if path is not None:
+            seen.setdefault(_identity(path, 0), "stdin" if path == "-" else f"the input '{path}'")
+    for parameter, path in outputs.items():
+        if path is None:
+            continue
+        identity = _identity(path, 1)
+        name = "stdout" if path == "-" else f"{{{parameter}}} '{path}'"
+        if identity in seen:
+            raise UserError(
+                f"{name} is the same file as {seen[identity]}; write each output to a file "
+                "of its own",
+                tuple(outputs),
+            )
+        if identity is not None:
+            seen[identity] = name
+
+
+def _identity(path: str, descriptor: int) -> object:
+    """What ``path`` names ("-": ``descriptor``): an existing file's device and inode, the
+    resolved name of a new one; None for a character device."""
+    try:
+        info = os.fstat(descriptor) if path == "-" else os.stat(path)
+    except OSError:
+        return None if path == "-" else os.path.realpath(path)
+    return None if stat.S_ISCHR(info.st_mode) else (info.st_dev, info.st_ino)
+
+
 @contextlib.contextmanager
 def atomic_writer(path: str) -> Iterator[BinaryIO]:
     """A binary file that appears at ``path`` only if the block completes.
 
     On any exception, KeyboardInterrupt included, the temporary file is removed and an
-    existing file at ``path`` is left as it was.
+    existing file at ``path`` is left as it was. A device, pipe or descriptor is written
+    through (writes_through); a symbolic link's target is replaced, the link kept.
     """
     check_output_path(path)
-    folder = os.path.dirname(os.path.abspath(path))
     try:
-        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below, kept on success)
-            dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp", delete=False
-        )
+        if writes_through(path):
+            with open(path, "ab") as handle:
+                yield handle
+        else:
+            with _replacing(os.path.realpath(path) if os.path.islink(path) else path) as handle:
+                yield handle
     except OSError as err:
-        raise UserError(f"cannot write in '{folder}': {err.strerror}") from None
+        if isinstance(err, BrokenPipeError):
+            raise
+        reason = FULL.get(err.errno)
+        if reason:
+            raise UserError(f"cannot write '{path}': {reason}; make room, then run again") from None
+        raise UserError(
+            f"cannot write '{path}': {err.strerror or one_line(err)}; check the folder's "
+            "permissions and free space"
+        ) from None
+
+
+@contextlib.contextmanager
+def _replacing(path: str) -> Iterator[BinaryIO]:
+    """A temporary file beside ``path``, renamed over it if the block completes and
+    removed if not: a signal's exception too, wherever it lands (the name is chosen
+    before the file is made)."""
+    name = _beside(path, "tmp")
     try:
-        os.chmod(handle.name, _file_mode(path))
-        with handle:
+        descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.chmod(name, _file_mode(path))
+        with open(descriptor, "wb") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(handle.name, path)
+        os.replace(name, path)
     except BaseException as err:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(handle.name)
-        if isinstance(err, OSError) and not isinstance(err, BrokenPipeError):
-            raise UserError(
-                f"cannot write '{path}': {err.strerror}; check the folder's permissions and "
-                "free space"
-            ) from None
+        if not isinstance(err, FileExistsError):  # (that file is not this run's)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
         raise
 
 
@@ -85,6 +165,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
 
 PART_FILE = re.compile(r"part-\d+\.parquet")  # the files of a folder output
+FILE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".parq", ".json")
 
 
 def check_output_folder(path: str, inputs: Iterable[str] = ()) -> None:
@@ -92,9 +173,18 @@ def check_output_folder(path: str, inputs: Iterable[str] = ()) -> None:
 
     Its parent must exist; an existing folder there (not a link) may hold only part files
     (what an earlier run wrote: it is replaced whole, so nothing else may be lost); and it
-    must neither be, hold nor lie inside one of ``inputs``.
+    must neither be, hold nor lie inside one of ``inputs``. A name with a table's
+    extension, or an earlier output moved aside by a run stopped while replacing it
+    (atomic_folder), is refused.
     """
     _check_parent(path)
+    suffix = os.path.splitext(path)[1]
+    if suffix.lower() in FILE_SUFFIXES:
+        raise UserError(
+            f"output '{path}' is named like a file, but a folder of Parquet files (one per "
+            f"partition) will be written there; give a folder name without '{suffix}'"
+        )
+    _check_leftovers(path)
     if os.path.islink(path) or (os.path.exists(path) and not os.path.isdir(path)):
         raise UserError(
             f"output path '{path}' is a file or a link; this output is a folder of Parquet "
@@ -129,48 +219,51 @@ def atomic_folder(path: str) -> Iterator[str]:
 
     It is filled beside ``path`` under a temporary name; an existing folder at ``path`` is
     moved aside, the new one renamed into place, then the old one removed. On any
-    exception the temporary folder is removed and ``path`` is left as it was.
+    exception, a signal's wherever it lands, the temporary folder is removed and ``path``
+    is left as it was (the names are chosen first, so that the state tells what to undo).
     """
     check_output_folder(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    name = os.path.basename(os.path.abspath(path))
+    building, old = _beside(path, "tmp"), _beside(path, "old")
     try:
-        building = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".tmp")
-        os.chmod(building, 0o777 & ~_umask())
-    except OSError as err:
-        raise UserError(f"cannot write in '{parent}': {err.strerror}") from None
-    try:
+        os.mkdir(building)
         yield building
-        old = _move_aside(path, parent, name)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
-    try:
+        if os.path.isdir(path):
+            os.rename(path, old)
         os.rename(building, path)
-    except OSError as err:
+    except BaseException as err:
         shutil.rmtree(building, ignore_errors=True)
         kept = ""
-        if old is not None:
+        if os.path.isdir(old) and not os.path.exists(path):
             try:
-                os.replace(old, path)
+                os.rename(old, path)
             except OSError:
                 kept = f"; the folder that was there is kept as '{old}'"
+        if not (isinstance(err, OSError) and err.filename in (building, path)):
+            raise  # the block's own error, or a signal's
         raise UserError(f"cannot write '{path}': {err.strerror or err}{kept}") from None
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
 
 
-def _move_aside(path: str, parent: str, name: str) -> str | None:
-    """An existing folder at ``path`` moved to a temporary name beside it (that name)."""
-    if not os.path.isdir(path):
-        return None
-    old = None
-    try:
-        old = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".old")
-        os.replace(path, old)
-    except OSError as err:
-        if old is not None:
-            with contextlib.suppress(OSError):
-                os.rmdir(old)
-        raise UserError(f"cannot replace '{path}': {err.strerror or err}") from None
-    return old
+def _beside(path: str, kind: str) -> str:
+    """A new hidden name beside ``path``: '.NAME.RANDOM.KIND'."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.{secrets.token_hex(8)}.{kind}")
+
+
+def _check_leftovers(path: str) -> None:
+    """A UserError naming a folder that atomic_folder moved aside beside ``path`` and a
+    stopped run left there, with how to recover."""
+    parent, name = os.path.split(os.path.abspath(path))
+    leftovers = sorted(glob.glob(os.path.join(glob.escape(parent), f".{glob.escape(name)}.*.old")))
+    if not leftovers:
+        return
+    old = os.path.join(os.path.dirname(path), os.path.basename(leftovers[0]))
+    if os.path.exists(path):
+        raise UserError(
+            f"'{old}' is left from a run stopped while replacing '{path}', which is whole; "
+            "remove it, then run again"
+        )
+    raise UserError(
+        f"'{old}' holds the earlier output of '{path}' (a run was stopped while replacing it); "
+        f"rename it back to '{path}' or remove it, then run again"
+    )

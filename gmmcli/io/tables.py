@@ -103,10 +103,13 @@ def _read(source: str | pa.NativeFile, fmt: str, name: str) -> pa.Table:
     if fmt == "parquet":
         try:
             clean_names(pq.read_schema(source).names, name, trim=False)  # before pyarrow fails
-            return pq.read_table(source, pre_buffer=False)  # pre-buffering ~doubles peak memory
-        except (pa.ArrowException, OSError):
+            return pq.read_table(  # pre-buffering ~doubles peak memory
+                source, pre_buffer=False, page_checksum_verification=True
+            )
+        except (pa.ArrowException, OSError) as err:  # a bad footer, checksum or page
+            why = "truncated?" if isinstance(err, pa.ArrowInvalid) else one_line(err)
             raise UserError(
-                f"{name} is not a valid Parquet file (truncated?); "
+                f"{name} is not a valid Parquet file ({why}); "
                 "check the file, or pass {format} if it is not Parquet",
                 ("format",),
             ) from None
@@ -455,7 +458,7 @@ def write_table(
 
 def _write(table: pa.Table, f: BinaryIO, fmt: str, row_group_size: int) -> None:
     if fmt == "parquet":
-        pq.write_table(table, f, row_group_size=row_group_size)
+        pq.write_table(table, f, row_group_size=row_group_size, write_page_checksum=True)
     else:
         options = pa_csv.WriteOptions(delimiter="\t" if fmt == "tsv" else ",")
         with _as_text(fmt):
@@ -502,7 +505,7 @@ class TableWriter:
     def write(self, table: pa.Table) -> None:
         if self._writer is None:
             if self.fmt == "parquet":
-                self._writer = pq.ParquetWriter(self._file, table.schema)
+                self._writer = pq.ParquetWriter(self._file, table.schema, write_page_checksum=True)
             else:
                 options = pa_csv.WriteOptions(delimiter="\t" if self.fmt == "tsv" else ",")
                 self._writer = pa_csv.CSVWriter(self._file, table.schema, write_options=options)
@@ -529,6 +532,9 @@ class TableWriter:
                     self._write_row_group(self._pending_rows)
                 self._writer.close()
             self._file.flush()
-        finally:
-            self._sink.__exit__(*exc)
-        return False
+        except BaseException as err:  # closing failed (a full disk): the sink keeps no file
+            if exc[0] is not None:  # the block's own error comes first
+                return self._sink.__exit__(*exc)
+            self._sink.__exit__(type(err), err, err.__traceback__)  # a UserError for OSError
+            raise
+        return self._sink.__exit__(*exc)
