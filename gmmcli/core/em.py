@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from gmmcli.core.options import FitOptions
 
 T = TypeVar("T")
-BLOCK_BYTES = 1 << 20  # the float64 rows of a block: few enough to stay in cache
+BLOCK_BYTES = 1 << 22  # the float64 rows of a block: enough to amortise a block's calls
 MIN_BLOCK_ROWS = 1024
 MAX_BLOCK_ROWS = 65536
 
@@ -278,8 +278,8 @@ MAX_TILE_BYTES = 1 << 22  # ...but never so many row features that they leave th
 
 
 def tile_rows(prepared: Prepared, n_features: int) -> int:
-    """Rows per tile of the E-step and of predictions, from the size of its products (at
-    most a block's rows).
+    """Rows per tile of the E-step and of predictions, from the size of its products; the
+    tiles of a full block are all alike (no short tile left over).
 
     ``coef @ phi`` costs coef.size multiply-adds per row, and no product of the M-step
     costs more. OpenBLAS (numpy's BLAS) multiplies matrices of up to SMALL_PRODUCT
@@ -294,7 +294,9 @@ def tile_rows(prepared: Prepared, n_features: int) -> int:
     per_row = prepared.kernel.n_row_features(n_features) * np.dtype(np.float64).itemsize
     small = SMALL_PRODUCT // prepared.coef.size
     rows = small if small >= MIN_SMALL_TILE_ROWS else MIN_TILE_ROWS
-    return max(1, min(rows, MAX_TILE_BYTES // per_row, rows_per_block(n_features)))
+    rows = max(1, min(rows, MAX_TILE_BYTES // per_row))
+    block = rows_per_block(n_features)
+    return -(-block // -(-block // rows))
 
 
 def _e_tile(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
