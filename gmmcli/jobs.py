@@ -205,24 +205,26 @@ def score(
     _check_prediction_output("per_sample", per_sample, source, model)
     model = load_model(model)
 
+    totals = {}
+
     def accept(results: list[Scores]) -> None:
         total = sum(results, Scores())
         require_predicted(total.n_samples, source)
-        if total.total_weight <= 0:
+        totals.update(zip(("weight", "log_likelihood"), total.sums.total(), strict=True))
+        if totals["weight"] <= 0:
             raise tables.no_positive_weight(source.weight_column, source.name)
+        totals["n_samples"] = total.n_samples
 
     prediction = Score(model, keeps_input=per_sample.path is not None)
-    scores = sum(
-        predict_rows(source, model, prediction, per_sample, accept=accept, report=report),
-        Scores(),
-    )
+    predict_rows(source, model, prediction, per_sample, accept=accept, report=report)
+    weight, log_likelihood = float(totals["weight"]), float(totals["log_likelihood"])
     return {
-        "n_samples": scores.n_samples,
-        "total_weight": scores.total_weight,
-        "log_likelihood": scores.log_likelihood,
-        "mean_log_likelihood": scores.log_likelihood / scores.total_weight,
-        "bic": bic(scores.log_likelihood, model.n_parameters, scores.total_weight),
-        "aic": aic(scores.log_likelihood, model.n_parameters),
+        "n_samples": totals["n_samples"],
+        "total_weight": weight,
+        "log_likelihood": log_likelihood,
+        "mean_log_likelihood": log_likelihood / weight,
+        "bic": bic(log_likelihood, model.n_parameters, weight),
+        "aic": aic(log_likelihood, model.n_parameters),
     }
 
 

@@ -85,14 +85,6 @@ class Scores:
     def __add__(self, other: Scores) -> Scores:
         return Scores(self.n_samples + other.n_samples, self.sums + other.sums)
 
-    @property
-    def total_weight(self) -> float:
-        return float(self.sums.total()[0]) if self.n_samples else 0.0
-
-    @property
-    def log_likelihood(self) -> float:
-        return float(self.sums.total()[1]) if self.n_samples else 0.0
-
 
 @dataclass(frozen=True)
 class Classify:

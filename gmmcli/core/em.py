@@ -42,7 +42,7 @@ def rows_per_block(n_features: int) -> int:
     (the last block shorter), whatever chunks it reads them in, so every path to the core
     sees the same blocks and the same sums.
     """
-    rows = BLOCK_BYTES // (8 * max(1, n_features))
+    rows = max(1, BLOCK_BYTES // (8 * max(1, n_features)))
     return int(np.clip(1 << (rows.bit_length() - 1), MIN_BLOCK_ROWS, MAX_BLOCK_ROWS))
 
 
@@ -278,8 +278,9 @@ MAX_TILE_BYTES = 1 << 22  # ...but never so many row features that they leave th
 
 
 def tile_rows(prepared: Prepared, n_features: int) -> int:
-    """Rows per tile of the E-step and of predictions, from the size of its products; the
-    tiles of a full block are all alike (no short tile left over).
+    """Rows per tile of the E-step and of predictions, from the size of its products; a
+    full block splits into tiles of this many rows but the last, short by fewer rows than
+    there are tiles (no small tile left over).
 
     ``coef @ phi`` costs coef.size multiply-adds per row, and no product of the M-step
     costs more. OpenBLAS (numpy's BLAS) multiplies matrices of up to SMALL_PRODUCT

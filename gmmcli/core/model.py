@@ -205,9 +205,23 @@ class GaussianMixture:
         return X.select(self.feature_names) if arrow else X[self.feature_names]
 
     def row_predictions(self, X, *, first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """(score_samples(X), predict_proba(X)) at once, for rows ``first_row`` on of a
-        longer input: each row comes out bit for bit as from the whole input, however it
-        is cut into pieces (rows are computed in tiles at fixed positions of the input)."""
+        """score_samples() and predict_proba() at once, for rows of a longer input.
+
+        Rows are computed in tiles at fixed positions of the whole input, so a row comes
+        out bit for bit the same however the input is cut into pieces.
+
+        Parameters
+        ----------
+        X : array or table of shape (n_rows, D)
+            Rows ``first_row`` to ``first_row + n_rows - 1`` of the input.
+        first_row : int
+            How many rows of the input come before ``X``.
+
+        Returns
+        -------
+        log_likelihood : array of shape (n_rows,)
+        probabilities : array of shape (n_rows, K)
+        """
         X = self._check(X)
         centre = self.centre
         prepared = Prepared.of(self._params(), self.covariance)
