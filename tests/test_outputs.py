@@ -14,6 +14,7 @@ import errno
 import glob
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -418,3 +419,33 @@ def test_a_corrupt_parquet_file_is_one_line_naming_it(command, how, streamed):
     if how == "checksum":
         assert "checksum" in line
     assert not Path("out.csv").exists() and leftovers() == []
+
+
+# --- what is and is not the same file, or a write's error -------------------------------
+
+
+def test_stdin_and_stdout_may_share_a_socket(files):
+    # As under inetd or socat: one socket is both the input and the output.
+    ours, theirs = socket.socketpair()
+    with ours:
+        with theirs:
+            run = subprocess.Popen(
+                [*GMMCLI, "classify", "-", "-m", "model.json", "--only-new-columns", "-q"],
+                stdin=theirs.fileno(),
+                stdout=theirs.fileno(),
+                stderr=subprocess.PIPE,
+            )
+        ours.sendall(Path("data.csv").read_bytes())
+        ours.shutdown(socket.SHUT_WR)
+        ours.settimeout(TIMEOUT)
+        received = b""
+        while chunk := ours.recv(1 << 16):
+            received += chunk
+        assert run.wait(timeout=TIMEOUT) == 0, run.stderr.read()
+    assert received.startswith(b'"component"')
+
+
+def test_an_input_error_inside_a_write_is_not_called_a_write_error(tmp_path):
+    with pytest.raises(FileNotFoundError), atomic.atomic_writer(str(tmp_path / "out.csv")):
+        open(tmp_path / "missing.csv")  # noqa: SIM115 - the block's own error
+    assert leftovers(tmp_path) == []

@@ -55,7 +55,7 @@ def open_batches(
         if fmt == "parquet":
             source = "/dev/stdin" if path == "-" else path
             parquet = pq.ParquetFile(source, pre_buffer=False, page_checksum_verification=True)
-            tables.clean_names(parquet.schema_arrow.names, name, trim=False)
+            tables.clean_names(parquet.schema_arrow.names, name, text=False)
             yield from parquet.iter_batches(batch_size=chunk_rows, columns=columns)
             return
         width = len(columns) if columns else 8
@@ -340,7 +340,7 @@ def parquet_feature_names(
     """The feature columns of a Parquet file (or a CSV's Profile) from its schema:
     ``columns``, else every numeric column but ``exclude`` and the weights; every name
     checked against the schema."""
-    tables.clean_names(schema.names, name, trim=False)
+    tables.clean_names(schema.names, name, text=False)
     chosen = columns or tables.default_feature_names(schema, exclude, weight_column, note)
     for column in [*chosen, *exclude, *([weight_column] if weight_column else [])]:
         if column not in schema.names:

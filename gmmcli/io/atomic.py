@@ -65,15 +65,14 @@ def _names_descriptor(path: str) -> bool:
 def check_distinct(outputs: dict[str, str | None], inputs: Iterable[str | None] = ()) -> None:
     """A UserError if an output (keyed by its parameter) is one of ``inputs`` or another
     output: the same file however named. "-" is stdin among inputs, stdout among outputs;
-    None is no file; character devices (/dev/null, a terminal) may be shared."""
+    None is no file; devices and sockets (a terminal, /dev/null) may be shared."""
     seen: dict[object, str] = {}  # identity -> how the message calls the file
     for path in inputs:
-        if path is not None:
-            seen.setdefault(_identity(path, 0), "stdin" if path == "-" else f"the input '{path}'")
+        identity = None if path is None else _identity(path, 0)
+        if identity is not None:
+            seen.setdefault(identity, "stdin" if path == "-" else f"the input '{path}'")
     for parameter, path in outputs.items():
-        if path is None:
-            continue
-        identity = _identity(path, 1)
+        identity = None if path is None else _identity(path, 1)
         name = "stdout" if path == "-" else f"{{{parameter}}} '{path}'"
         if identity in seen:
             raise UserError(
@@ -86,13 +85,15 @@ def check_distinct(outputs: dict[str, str | None], inputs: Iterable[str | None] 
 
 
 def _identity(path: str, descriptor: int) -> object:
-    """What ``path`` names ("-": ``descriptor``): an existing file's device and inode, the
-    resolved name of a new one; None for a character device."""
+    """What ``path`` names ("-": ``descriptor``): an existing file's or pipe's device and
+    inode, the resolved name of a new file; None for a device or a socket (one may be both
+    read and written: stdin and stdout often share a terminal or a socket)."""
     try:
         info = os.fstat(descriptor) if path == "-" else os.stat(path)
     except OSError:
         return None if path == "-" else os.path.realpath(path)
-    return None if stat.S_ISCHR(info.st_mode) else (info.st_dev, info.st_ino)
+    shared = stat.S_ISCHR(info.st_mode) or stat.S_ISSOCK(info.st_mode)
+    return None if shared else (info.st_dev, info.st_ino)
 
 
 @contextlib.contextmanager
@@ -112,7 +113,7 @@ def atomic_writer(path: str) -> Iterator[BinaryIO]:
             with _replacing(os.path.realpath(path) if os.path.islink(path) else path) as handle:
                 yield handle
     except OSError as err:
-        if isinstance(err, BrokenPipeError):
+        if isinstance(err, BrokenPipeError) or not _is_ours(err, path):
             raise
         reason = FULL.get(err.errno)
         if reason:
@@ -121,6 +122,18 @@ def atomic_writer(path: str) -> Iterator[BinaryIO]:
             f"cannot write '{path}': {err.strerror or one_line(err)}; check the folder's "
             "permissions and free space"
         ) from None
+
+
+def _is_ours(err: OSError, path: str) -> bool:
+    """Whether ``err`` came from writing ``path`` (a write names no file; the opening and
+    renaming name it, its link's target or the temporary file beside that) rather than
+    from something the block did, such as reading an input."""
+    if err.filename is None:
+        return True
+    target = os.path.realpath(path)
+    prefix = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.")
+    named = os.path.abspath(err.filename)
+    return named in (os.path.abspath(path), target) or named.startswith(prefix)
 
 
 @contextlib.contextmanager

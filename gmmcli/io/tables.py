@@ -5,6 +5,7 @@ Row numbers in messages are 1-based data rows (the header line is not counted).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import os
@@ -92,7 +93,7 @@ def read_table(
             ) from None
         source = path
     table = pa.table({}) if empty else _read(source, fmt, name)
-    names = clean_names(column_names(table, name), name, trim=fmt != "parquet")
+    names = clean_names(column_names(table, name), name, text=fmt != "parquet")
     table = table.rename_columns(names)
     if table.num_rows == 0:
         raise UserError(f"{name} has no data rows; give a file with at least one row of data")
@@ -102,7 +103,7 @@ def read_table(
 def _read(source: str | pa.NativeFile, fmt: str, name: str) -> pa.Table:
     if fmt == "parquet":
         try:
-            clean_names(pq.read_schema(source).names, name, trim=False)  # before pyarrow fails
+            clean_names(pq.read_schema(source).names, name, text=False)  # before pyarrow fails
             return pq.read_table(  # pre-buffering ~doubles peak memory
                 source, pre_buffer=False, page_checksum_verification=True
             )
@@ -142,23 +143,28 @@ def column_names(table: pa.Table, source: str) -> list[str]:
         ) from None
 
 
-def clean_names(names: list[str], source: str, *, trim: bool = True) -> list[str]:
-    """A header's names, checked: a byte-order mark and (``trim``) surrounding spaces gone;
-    an empty name (but the first, an index as pandas and R write it) or a name given twice
-    is a UserError. Names that differ by case are different columns."""
-    names = [name.removeprefix("\ufeff") if i == 0 else name for i, name in enumerate(names)]
-    if trim:
+def clean_names(names: list[str], source: str, *, text: bool = True) -> list[str]:
+    """Column names, checked: an empty name (but the first, an index as pandas and R write
+    it) or a name given twice is a UserError; names that differ by case are different
+    columns. A text header's (``text``: CSV, TSV) lose a byte-order mark and surrounding
+    spaces first; a Parquet schema's are kept as they are."""
+    if text:
+        names = [name.removeprefix("\ufeff") if i == 0 else name for i, name in enumerate(names)]
         names = [name.strip() for name in names]
     empty = [i + 1 for i, name in enumerate(names) if name == "" and i > 0]
     if empty:
         raise UserError(
             f"column {empty[0]} of {source} has no name; name every column but an index first"
         )
-    twice = sorted({name for name in names if names.count(name) > 1})
+    twice = sorted(name for name, count in collections.Counter(names).items() if count > 1)
     if twice:
-        listed = ", ".join(f"'{name}'" for name in twice)
-        raise UserError(f"{source} has more than one column named {listed}; rename them")
+        raise repeated_names(twice, source)
     return names
+
+
+def repeated_names(names: list[str], source: str) -> UserError:
+    listed = ", ".join(f"'{name}'" for name in names)
+    return UserError(f"{source} has more than one column named {listed}; rename them")
 
 
 def no_positive_weight(weight_column: str, source: str) -> UserError:
@@ -351,7 +357,7 @@ def _column(table: pa.Table, name: str, source: str) -> pa.ChunkedArray:
             f"column '{name}' not found in {source}; available columns: {_listing(table)}"
         )
     if len(found) > 1:
-        raise UserError(f"{source} has {len(found)} columns named '{name}'; rename them")
+        raise repeated_names([name], source)
     return table.column(found[0])
 
 
