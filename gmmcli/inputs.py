@@ -509,13 +509,13 @@ def predict_rows(
     model = _named(model, source)
     if source.engine == "dask":
         return _predict_on_cluster(source, model, prediction, output, accept, report)
-    writer, fixed_types = contextlib.nullcontext(), False
+    writer, kept = contextlib.nullcontext(), None
     if output.path is not None:
         writer = tables.TableWriter(output.path, output.table_format)
-        fixed_types = prediction.keeps_input and writer.fmt == "parquet"  # a schema to keep
+        kept = writer.fmt if prediction.keeps_input else None
     results = []
     with writer:
-        for table, features in _model_chunks(source, model, report, fixed_types):
+        for table, features in _model_chunks(source, model, report, kept):
             out, result = prediction(table, features)
             results.append(result)
             if output.path is not None:
@@ -525,13 +525,13 @@ def predict_rows(
 
 
 def _model_chunks(
-    source: Source, model: GaussianMixture, report: Report, fixed_types: bool
+    source: Source, model: GaussianMixture, report: Report, kept: str | None
 ) -> Iterator[tuple[pa.Table, tables.Features]]:
     """(input chunk, the model's features in it) for every chunk of the input; the
-    features line once the input is seen to have rows. ``fixed_types``: the first chunk's
-    column types hold for all (open_batches)."""
+    features line once the input is seen to have rows. ``kept``: the format the input's
+    columns are written in, if they are (open_batches)."""
     first_row = 0
-    for table in _input_tables(source, model, fixed_types):
+    for table in _input_tables(source, model, kept):
         if first_row == 0:
             report.features(model.feature_names, source.weight_column)
         features = model_rows(table, model, source, first_row=first_row)
@@ -539,7 +539,7 @@ def _model_chunks(
         yield table, features
 
 
-def _input_tables(source: Source, model: GaussianMixture, fixed_types: bool) -> Iterator[pa.Table]:
+def _input_tables(source: Source, model: GaussianMixture, kept: str | None) -> Iterator[pa.Table]:
     """The input as tables: whole when it fits in the memory limit, else chunk by chunk,
     with the types a whole read gives (a CSV file's from a first pass: csv_profile).
 
@@ -567,7 +567,7 @@ def _input_tables(source: Source, model: GaussianMixture, fixed_types: bool) -> 
     if fmt != "parquet" and source.data != "-":
         profile = stream.csv_profile(source.path, fmt, stream.PROFILE_BLOCK_BYTES, source.quoted)
         types = profile.types
-    batches = stream.open_batches(source.path, fmt, size, types=types, fixed_types=fixed_types)
+    batches = stream.open_batches(source.path, fmt, size, types=types, kept=kept)
     rows = 0
     for batch in batches:
         rows += batch.num_rows

@@ -335,6 +335,22 @@ def test_stdin_widens_whole_numbers_to_float64_for_csv_output(data, tmp_path, ta
     assert piped.stdout_bytes == (tmp_path / "file.csv").read_bytes()
 
 
+def test_bad_input_stdin_turning_decimal_after_numbers_a_decimal_writes_otherwise(
+    data, tmp_path, table
+):
+    # 1700000000000 as float64 is written 1.7e+12: the rows written already would differ
+    # from a file's output, so CSV output refuses; outputs without the column are fine.
+    path = tmp_path / "stamps.csv"
+    pa_csv.write_csv(table.append_column("stamp", pa.array([1_700_000_000_000] * N_ROWS)), path)
+    set_csv_cell(path, 901, "stamp", "0.5")
+    model, text = data / "diag.json", path.read_bytes()
+    error = error_line(gmm(["classify", "-", "-m", model, *PIPED, "-q"], text))
+    assert "column 'stamp' in stdin has '0.5' at row 901 after whole numbers" in error
+    assert "(1700000000000 as 1.7e+12); give the input as a file" in error
+    ok(gmm(["classify", "-", "-m", model, *PIPED, "--only-new-columns", "-q"], text))
+    ok(gmm(["score", "-", "-m", model, *PIPED, "-q"], text))
+
+
 def test_stdin_keeps_integers_integer_in_parquet_output(data, tmp_path):
     path, model = data / "data.csv", data / "diag.json"
     out = tmp_path / "piped.parquet"

@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
@@ -39,14 +40,15 @@ def open_batches(
     float_columns: list[str] = (),
     *,
     types: dict[str, pa.DataType] | None = None,
-    fixed_types: bool = False,
+    kept: str | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """The file's rows as record batches of about ``chunk_rows`` rows, in file order.
 
     ``columns`` limits what is read; ``float_columns`` are read as float64, the other CSV
     columns as ``types`` says (a file's: csv_profile), else as inferred. CSV on stdin
-    widens a column of whole numbers to float64 where a decimal comes (``fixed_types``:
-    refused, for an output whose schema the first chunk fixed). pyarrow opens the path
+    widens a column of whole numbers to float64 where a decimal comes, unless that would
+    change what was written of it already (``kept``: the format the columns are written
+    in, if they are; see _pipe_batches). pyarrow opens the path
     itself, so its reader threads hold no Python objects. Read errors become one-line
     UserErrors.
     """
@@ -62,7 +64,7 @@ def open_batches(
         block_size = chunk_rows * width * CSV_BYTES_PER_VALUE
         parse = _parse_options(fmt)
         if path == "-":
-            yield from _pipe_batches(sys.stdin.buffer, block_size, parse, name, fixed_types)
+            yield from _pipe_batches(sys.stdin.buffer, block_size, parse, name, kept)
             return
         with open(path, "rb") as f:
             names, _, header_lines = _header(f, parse, name)
@@ -158,31 +160,48 @@ def _first_bad(
 
 
 def _pipe_batches(
-    pipe: BinaryIO, block_size: int, parse: pa_csv.ParseOptions, name: str, fixed: bool
+    pipe: BinaryIO, block_size: int, parse: pa_csv.ParseOptions, name: str, kept: str | None
 ) -> Iterator[pa.RecordBatch]:
     """CSV from a pipe, parsed block by block (pyarrow's own reader needs a seekable file).
 
     Nothing can be read twice, so column types come as blocks come: an empty column takes
-    the first type it meets, whole numbers widen to float64 when a decimal comes (unless
-    ``fixed``), text stays text; anything else is a UserError naming the column and row.
+    the first type it meets, whole numbers widen to float64 when a decimal comes, text
+    stays text; anything else is a UserError naming the column and row. Where the input's
+    columns are written (``kept``: the output's format), a change that would alter what
+    was written already is refused too: any change in Parquet, whose schema the first
+    chunk fixes; in text, a widening of whole numbers written that a decimal column
+    writes otherwise (1700000000000 as 1.7e+12).
     """
     names, data, _ = _header(pipe, parse, name)
     types: dict[str, pa.DataType] = {}
+    reprinted: set[str] = set()  # whole numbers written that would read otherwise as float
     for first_row, block, table in _typed_blocks(pipe, data, names, block_size, parse):
         found = dict(zip(table.column_names, table.schema.types, strict=True))
         wanted = {}
         for column, dtype in found.items():
             before = types.get(column, pa.null())
             wanted[column] = _widened(before, dtype)
-            refused = fixed and first_row > 0 and wanted[column] != before
-            if wanted[column] is None or refused:
-                held = before if refused else (_widened(before, pa.float64()) or before)
+            alters = first_row > 0 and wanted[column] != before
+            alters = alters and (kept == "parquet" or column in reprinted)
+            if wanted[column] is None or alters:
+                held = before if alters else (_widened(before, pa.float64()) or before)
                 index, value = _first_bad(block, table, column, held, parse)
-                raise _changed_type(name, column, before, first_row + index + 1, value, refused)
+                row = first_row + index + 1
+                raise _changed_type(name, column, before, row, value, kept if alters else None)
         if wanted != found:
             table = _parse(block, table.column_names, parse, wanted)
         types = wanted
+        if kept not in (None, "parquet"):
+            whole = [c for c, dtype in wanted.items() if dtype == pa.int64()]
+            reprinted.update(c for c in whole if not _written_alike(table.column(c)))
         yield from table.to_batches()
+
+
+def _written_alike(values: pa.ChunkedArray) -> bool:
+    """Whether whole numbers are written as they would be as float64 (5, not 1.7e+12)."""
+    as_float = pc.cast(values, pa.float64(), safe=False)
+    same = pc.equal(pc.cast(values, pa.string()), pc.cast(as_float, pa.string()))
+    return pc.all(same).as_py() is not False
 
 
 def _widened(before: pa.DataType, found: pa.DataType) -> pa.DataType | None:
@@ -204,16 +223,23 @@ _READ_AS = {pa.null(): "empty values", pa.int64(): "whole numbers", pa.float64()
 
 
 def _changed_type(
-    name: str, column: str, before: pa.DataType, row: int, value: str | None, fixed: bool
+    name: str, column: str, before: pa.DataType, row: int, value: str | None, kept: str | None
 ) -> UserError:
     """A column of stdin whose row ``row`` (holding ``value``) does not fit the type of the
-    rows before it: a type that cannot change (``fixed``) or no type holds both."""
+    rows before it: no type holds both, or (``kept``: the output's format) the change
+    would alter what was written of it already."""
     has = f"has {value!r} at row {row}" if value is not None else f"changes type at row {row}"
     after = _READ_AS.get(before, f"values read as {before}")
-    if fixed:
+    if kept == "parquet":
         return UserError(
             f"column '{column}' in {name} {has} after {after}, and a Parquet output's column "
             "types are fixed by its first chunk; write CSV output, or give the input as a file"
+        )
+    if kept is not None:
+        return UserError(
+            f"column '{column}' in {name} {has} after {after} already written as such, which "
+            "a column of decimals writes otherwise (1700000000000 as 1.7e+12); give the input "
+            "as a file"
         )
     return UserError(
         f"column '{column}' in {name} {has} after {after}; "
