@@ -207,6 +207,15 @@ def test_classify_keeps_an_unnamed_first_column_in_its_output(files):
         assert table.column("").to_pylist() == list(range(files.n_rows))
 
 
+@pytest.mark.parametrize("how", ["file", "streamed", "stdin"])
+def test_a_quoted_name_may_hold_a_line_end(files, how):
+    Path("broken.csv").write_text(header(files, '"x\n0",x1,true_component'))
+    source, extra = ("-", "") if how == "stdin" else ("broken.csv", STREAMED * (how == "streamed"))
+    command = f"fit {source} -k 2 {extra} -q -o -"
+    model = json.loads(ok(gmm(command, input=Path("broken.csv").read_bytes())).stdout)
+    assert (model["feature_names"], model["training"]["n_samples"]) == (["x\n0", "x1"], 40)
+
+
 def test_names_that_differ_by_case_are_different_columns(files):
     Path("cased.csv").write_text(header(files, "x,X,true_component"))
     result = ok(gmm("fit cased.csv -k 2 -o -"))

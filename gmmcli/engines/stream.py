@@ -88,24 +88,32 @@ _LINE_END = re.compile(rb"\r\n|\n|\r(?=[^\n])")  # a lone \r at a read's end may
 
 
 def _header(f: BinaryIO, parse: pa_csv.ParseOptions, name: str) -> tuple[list[str], bytes, int]:
-    """The names in the first line of ``f`` that is not empty (checked: clean_names), the
-    bytes read past it and the lines it took."""
+    """The names in the first line of ``f`` that is not empty (checked: clean_names; a
+    quoted name may hold a line end), the bytes read past it and the lines it took."""
     data, lines = b"", 0
     while True:
-        end = _LINE_END.search(data)
+        end = _unquoted_line_end(data)
         if end is None:
             more = f.read(4096)
             if more:
                 data += more
                 continue
         line, data = (data, b"") if end is None else (data[: end.end()], data[end.end() :])
-        lines += 1
+        lines += len(_LINE_END.findall(line)) or 1
         if line.strip(b"\r\n") or end is None:
             break
     if not line.strip():
         raise UserError(f"{name} has no data rows; give a file with at least one row of data")
     header = pa_csv.read_csv(pa.BufferReader(tables.arrow_copy(line)), parse_options=parse)
     return tables.clean_names(tables.column_names(header, name), name), data, lines
+
+
+def _unquoted_line_end(data: bytes) -> re.Match | None:
+    """The first line end in ``data`` that no open quote holds."""
+    for end in _LINE_END.finditer(data):
+        if data.count(b'"', 0, end.start()) % 2 == 0:
+            return end
+    return None
 
 
 def _blocks(f: BinaryIO, data: bytes, block_size: int) -> Iterator[bytes]:
