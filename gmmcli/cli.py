@@ -131,7 +131,7 @@ def command(*, example: str, **kwargs):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
                 if isinstance(err, BrokenPipeError):
                     raise typer.Exit(0) from None
-                error(f"cannot write: {FULL[err.errno]}; make room, then run again")
+                error(f"cannot write to stdout: {FULL[err.errno]}; make room, then run again")
                 raise typer.Exit(EXIT_USER_ERROR) from None
 
         return app.command(epilog=f"Example: {example}", **kwargs)(run)

@@ -29,7 +29,7 @@ from gmmcli.core.em import SERIAL, InMemoryRows, Reducer, RowSource
 from gmmcli.core.model import GaussianMixture
 from gmmcli.core.options import Rule, check, one_of, optional, whole_number
 from gmmcli.engines import local, stream
-from gmmcli.errors import ParameterConflict, UserError
+from gmmcli.errors import FULL, ParameterConflict, UserError
 from gmmcli.io import tables
 from gmmcli.io.atomic import check_output_folder, check_output_path
 
@@ -426,8 +426,17 @@ def spooled(data: str) -> Iterator[str]:
         yield data
         return
     with tempfile.NamedTemporaryFile(prefix="gmmcli-stdin-") as spool:
-        shutil.copyfileobj(sys.stdin.buffer, spool)
-        spool.flush()
+        try:
+            shutil.copyfileobj(sys.stdin.buffer, spool)
+            spool.flush()
+        except OSError as err:
+            if err.errno not in FULL:
+                raise
+            raise UserError(
+                f"cannot copy stdin to a temporary file in '{tempfile.gettempdir()}': "
+                f"{FULL[err.errno]}; set TMPDIR to a folder with room, or give the data "
+                "as a file"
+            ) from None
         yield spool.name
 
 

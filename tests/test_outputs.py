@@ -268,7 +268,7 @@ def test_a_signal_ends_the_worker_processes_of_select_k_jobs(files):
     [
         ("-o big.csv", "cannot write 'big.csv': the file size limit was hit (ulimit -f)"),
         ("-o big.parquet", "cannot write 'big.parquet': the file size limit was hit (ulimit -f)"),
-        ("> stdout.csv", "cannot write: the file size limit was hit (ulimit -f)"),
+        ("> stdout.csv", "cannot write to stdout: the file size limit was hit (ulimit -f)"),
     ],
 )
 def test_the_file_size_limit_is_one_line_and_keeps_the_old_file(output, message):
@@ -281,6 +281,21 @@ def test_the_file_size_limit_is_one_line_and_keeps_the_old_file(output, message)
     assert stderr.strip().splitlines() == [f"error: {message}; make room, then run again"]
     assert Path("big.csv").read_text() == Path("big.parquet").read_text() == "old"
     assert leftovers() == []
+
+
+def test_no_room_for_the_stdin_spool_names_the_temporary_folder(tmp_path):
+    ok(gmm("generate -n 5000 -d 5 -q -o big.csv"))
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    command = f"ulimit -f 16; exec {' '.join(GMMCLI)} fit - -k 2 -q -o m.json < big.csv"
+    env = {**os.environ, "TMPDIR": str(spool)}
+    done = subprocess.run(["bash", "-c", command], capture_output=True, timeout=TIMEOUT, env=env)
+    assert done.returncode == 2
+    assert done.stderr.decode().strip().splitlines() == [
+        f"error: cannot copy stdin to a temporary file in '{spool}': the file size limit was "
+        "hit (ulimit -f); set TMPDIR to a folder with room, or give the data as a file"
+    ]
+    assert list(spool.iterdir()) == [] and not Path("m.json").exists()
 
 
 def test_a_full_disk_is_one_line_and_keeps_the_old_file(files, monkeypatch):
