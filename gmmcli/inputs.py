@@ -378,7 +378,7 @@ def _cluster_rows(source: Source, report: Report) -> Iterator[Rows]:
     """The feature rows of Parquet files, read and kept by a Dask cluster's workers."""
     cluster, files, names = _cluster_files(source, source.columns, source.exclude)
     weight_column = source.weight_column
-    files.schema(names + [weight_column] * bool(weight_column))  # checked before connecting
+    files.check_schemas(names + [weight_column] * bool(weight_column))
     with cluster.connect(source.scheduler or "local") as client:
         rows = cluster.load_rows(
             client,
@@ -664,7 +664,7 @@ def _predict_on_cluster(source, model, prediction, output, accept, report) -> li
         check_output_folder(output.path, [source.path, *files.paths])
     weights = [source.weight_column] if source.weight_column else []
     columns = None if prediction.keeps_input else model.feature_names + weights
-    files.schema(columns)  # the same columns and types in every file, or a UserError
+    files.check_schemas(columns)
     plural = "s" if len(files.paths) > 1 else ""
     report.features(
         model.feature_names, source.weight_column, f"from {len(files.paths)} Parquet file{plural}"

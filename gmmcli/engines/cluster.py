@@ -97,10 +97,9 @@ def parquet_files(path: str) -> list[str]:
     return sorted(found)
 
 
-def common_schema(files: list[str], name: str, columns: list[str] | None) -> pa.Schema:
-    """The first file's schema, once every file is seen to have ``columns`` (None: the
-    same columns throughout) with the same types; a UserError names the first file that
-    differs. Partitions are read back as Arrow tables in this schema."""
+def check_schemas(files: list[str], name: str, columns: list[str] | None) -> None:
+    """A UserError naming the first file that lacks ``columns`` (None: the first file's
+    columns) or has other types for them than the first file."""
     schemas = [file_schema(path) for path in files]
 
     def types(schema: pa.Schema) -> list:
@@ -115,7 +114,6 @@ def common_schema(files: list[str], name: str, columns: list[str] | None) -> pa.
                 f"'{path}' has other columns or types than '{files[0]}' in {name}; give "
                 "files of one schema"
             )
-    return schemas[0]
 
 
 def file_schema(path: str) -> pa.Schema:
@@ -134,9 +132,9 @@ class ParquetFiles:
     name: str = "the input"
     partition_bytes: int = PARTITION_BYTES
 
-    def schema(self, columns: list[str] | None) -> pa.Schema:
-        """common_schema() of the files for ``columns``."""
-        return common_schema(self.paths, self.name, columns)
+    def check_schemas(self, columns: list[str] | None) -> None:
+        """check_schemas() of the files for ``columns``."""
+        check_schemas(self.paths, self.name, columns)
 
     def partitions(self, columns: list[str] | None) -> list[Partition]:
         """The files' row groups gathered into partitions of about ``partition_bytes`` of
@@ -254,7 +252,6 @@ def load_rows(
     """Read the files on the workers and keep their feature rows there (checked as in
     memory; messages name the partition and the row in it)."""
     columns = names + ([weight_column] if weight_column else [])
-    files.schema(columns)  # the same columns and types in every file, or a UserError
     name = files.name
     arrays = [
         dask.delayed(_part_arrays)(partition, index, names, weight_column, drop_missing, name)
