@@ -192,55 +192,65 @@ def test_a_streamed_fit_in_small_blocks_equals_the_in_memory_fit(
 CLI_ROWS = 230
 CLI_TILE = 16
 CLI_SUM_ROWS = 8
+CLI_NAMES = ["x0", "x1", "x2", "x3", "x4"]
+MISSING = [0, 15, 16, 17, 100, CLI_ROWS - 1]  # x0 empty: at a tile's edges, first and last
 
 
 @pytest.fixture
 def cli_files(tmp_path, monkeypatch) -> Path:
-    """data.csv (CLI_ROWS rows: x0, x1 and float weights w) and a 3-component model of it,
-    in the current directory, with small prediction tiles and sum blocks for the test."""
+    """data.csv and data.parquet (row groups of 50 rows): CLI_ROWS rows of CLI_NAMES (x0
+    missing in the MISSING rows) and float weights w; and model.json, a 3-component model of them.
+    In the current directory, with small prediction tiles and sum blocks for the test."""
     monkeypatch.chdir(tmp_path)
-    X, _ = make_mixture(31, n_samples=CLI_ROWS, n_features=2, n_components=3)
+    X, _ = make_mixture(31, n_samples=CLI_ROWS, n_features=len(CLI_NAMES), n_components=3)
     weights = np.random.default_rng(32).uniform(0.5, 3.0, CLI_ROWS)  # never whole numbers
-    table = pa.table({"x0": X[:, 0], "x1": X[:, 1], "w": weights})
+    columns = {name: X[:, i] for i, name in enumerate(CLI_NAMES)}
+    columns["x0"] = pa.array(X[:, 0], mask=np.isin(np.arange(CLI_ROWS), MISSING))
+    table = pa.table({**columns, "w": weights})
     pa_csv.write_csv(table, "data.csv")
-    ok(gmm("fit data.csv -k 3 --columns x0,x1 --seed 3 -q -o model.json"))
+    pq.write_table(table, "data.parquet", row_group_size=50)
+    ok(gmm("fit data.csv -k 3 --exclude w --drop-missing --seed 3 -q -o model.json"))
     monkeypatch.setattr(model, "PREDICTION_TILE_ROWS", CLI_TILE)
     monkeypatch.setattr(outputs, "SUM_ROWS", CLI_SUM_ROWS)
     return tmp_path
 
 
-WAYS = {
-    "whole": ("data.csv", []),
-    "streamed": ("data.csv", ["--memory-limit", "1KB", "--chunk-rows", "7"]),
-    "stdin": ("-", ["--chunk-rows", "7"]),
-}
-
-
-def run_each_way(command: list[str], flag: str, output: str) -> dict[str, tuple[bytes, bytes]]:
-    """``command`` (the input left out) run on data.csv each way, writing ``flag`` NAME:
-    {way: (the output's bytes, stdout)}."""
+def run_each_way(
+    command: list[str], fmt: str, flag: str, output: str
+) -> dict[str, tuple[bytes, bytes]]:
+    """``command`` (its input left out) on data.``fmt`` read whole, streamed in chunks of 7
+    rows and from stdin (in chunks of 7 rows, or read whole for Parquet), writing ``flag``
+    NAME: {way: (the output's bytes, stdout)}."""
+    path = f"data.{fmt}"
+    ways = {
+        "whole": (path, []),
+        "streamed": (path, ["--memory-limit", "1KB", "--chunk-rows", "7"]),
+        "stdin": ("-", ["--format", fmt, "--chunk-rows", "7"]),
+    }
     found = {}
-    data = Path("data.csv").read_bytes()
-    for way, (source, extra) in WAYS.items():
+    for way, (source, extra) in ways.items():
         name = f"{way}-{output}"
         args = [command[0], source, *command[1:], *extra, flag, name]
-        result = ok(gmm(args, input=data if source == "-" else None))
+        result = ok(gmm(args, input=Path(path).read_bytes() if source == "-" else None))
         found[way] = Path(name).read_bytes(), result.stdout_bytes
     return found
 
 
 @pytest.mark.parametrize("output", ["csv", "parquet"])
-def test_classify_whole_streamed_or_stdin_writes_the_same_bytes(cli_files, output):
-    found = run_each_way(["classify", "-m", "model.json", "-q"], "-o", f"out.{output}")
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_classify_whole_streamed_or_stdin_writes_the_same_bytes(cli_files, fmt, output):
+    command = ["classify", "-m", "model.json", "--drop-missing", "-q"]
+    found = run_each_way(command, fmt, "-o", f"out.{output}")
     assert found["streamed"] == found["whole"]
     assert found["stdin"] == found["whole"]
 
 
 @pytest.mark.parametrize("output", ["csv", "parquet"])
-def test_score_whole_streamed_or_stdin_writes_the_same_bytes(cli_files, output):
-    command = ["score", "-m", "model.json", "--weight-column", "w", "-q"]
-    found = run_each_way(command, "--per-sample", f"scores.{output}")
-    assert found["streamed"] == found["whole"]
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_score_whole_streamed_or_stdin_writes_the_same_bytes(cli_files, fmt, output):
+    command = ["score", "-m", "model.json", "--weight-column", "w", "--drop-missing", "-q"]
+    found = run_each_way(command, fmt, "--per-sample", f"scores.{output}")
+    assert found["streamed"] == found["whole"]  # the rows' scores and the summary's bytes
     assert found["stdin"] == found["whole"]
     summary = json.loads(found["whole"][1])
-    assert summary["n_samples"] == CLI_ROWS, summary
+    assert summary["n_samples"] == CLI_ROWS - len(MISSING), summary
