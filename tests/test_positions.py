@@ -157,33 +157,51 @@ def test_pieces_recut_into_blocks_are_the_concatenation_split_every_block(length
 
 NAMES = ["x0", "x1", "x2"]
 FIT_ROWS = 500
+FIT_MISSING = [3, 63, 64, 65, 127, 128, FIT_ROWS - 1]  # x1 empty, around block boundaries
 
 
 @pytest.fixture(scope="module")
 def weighted_files(tmp_path_factory) -> dict[str, Path]:
-    """FIT_ROWS rows of 3 features with weights 0..4, as CSV and as Parquet (row groups of
-    100 rows, so that batches also break at row group ends)."""
+    """FIT_ROWS rows of 3 features (x1 missing in the FIT_MISSING rows) with weights 0..4,
+    as CSV and as Parquet (row groups of 100 rows, so that batches also break at row
+    group ends); and the table itself."""
     folder = tmp_path_factory.mktemp("positions")
     X, _ = make_mixture(21, n_samples=FIT_ROWS, n_features=len(NAMES), n_components=3)
     weights = np.random.default_rng(22).integers(0, 5, FIT_ROWS).astype(float)
-    table = pa.table({**{name: X[:, i] for i, name in enumerate(NAMES)}, "w": weights})
+    columns = {name: X[:, i] for i, name in enumerate(NAMES)}
+    columns["x1"] = pa.array(X[:, 1], mask=np.isin(np.arange(FIT_ROWS), FIT_MISSING))
+    table = pa.table({**columns, "w": weights})
     pa_csv.write_csv(table, folder / "data.csv")
     pq.write_table(table, folder / "data.parquet", row_group_size=100)
     return {"csv": folder / "data.csv", "parquet": folder / "data.parquet", "table": table}
 
 
-@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize(
+    ("covariance_type", "init", "dtype"),
+    [
+        ("full", "kmeans", "float64"),
+        ("tied", "kmeans++", "float64"),
+        ("diag", "random", "float32"),
+        ("spherical", "random-from-data", "float64"),
+    ],
+)
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_a_streamed_fit_in_small_blocks_equals_the_in_memory_fit(
-    weighted_files, fmt, covariance_type
+    weighted_files, fmt, covariance_type, init, dtype
 ):
-    options = dict(covariance_type=covariance_type, n_init=2, max_iter=20, seed=5)
+    options = dict(
+        covariance_type=covariance_type, init=init, dtype=dtype, n_init=2, max_iter=20, seed=5
+    )
     table = weighted_files["table"]
-    with blocks_of(64):  # 500 rows: 8 blocks, the last short; chunks of 37 rows cut across
-        in_memory = gmmcli.fit(table.select(NAMES), 3, weights=table["w"].to_numpy(), **options)
-        rows = FileRows(str(weighted_files[fmt]), fmt, NAMES, "w", chunk_rows=37)
+    with blocks_of(64):  # ~500 rows: 8 blocks, the last short; chunks of 37 rows cut across
+        in_memory = gmmcli.fit(table, 3, weights="w", columns=NAMES, drop_missing=True, **options)
+        path = str(weighted_files[fmt])
+        rows = FileRows(path, fmt, NAMES, "w", chunk_rows=37, drop_missing=True)
         assert rows.block_rows == 64
         streamed = fit_rows(rows, 3, FitOptions(**options), feature_names=NAMES)
+    complete = np.isin(np.arange(FIT_ROWS), FIT_MISSING, invert=True)
+    counted = complete & (table["w"].to_numpy() > 0)  # rows of weight 0 are not samples
+    assert in_memory.fit_info.n_samples == counted.sum()
     assert modelfile.to_dict(streamed) == modelfile.to_dict(in_memory)
 
 
