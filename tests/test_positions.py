@@ -233,24 +233,30 @@ def cli_files(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def run_each_way(
-    command: list[str], fmt: str, flag: str, output: str
-) -> dict[str, tuple[bytes, bytes]]:
-    """``command`` (its input left out) on data.``fmt`` read whole, streamed in chunks of 7
-    rows and from stdin (in chunks of 7 rows, or read whole for Parquet), writing ``flag``
-    NAME: {way: (the output's bytes, stdout)}."""
-    path = f"data.{fmt}"
-    ways = {
+def ways(fmt: str) -> dict[str, tuple[str, list[str]]]:
+    """How data.``fmt`` is read: {way: (the input argument, options)}; read whole,
+    streamed in chunks of 7 rows or of 1 row, and from stdin (CSV in chunks of 7 rows,
+    Parquet read whole)."""
+    path, streamed = f"data.{fmt}", ["--memory-limit", "1KB", "--chunk-rows"]
+    return {
         "whole": (path, []),
-        "streamed": (path, ["--memory-limit", "1KB", "--chunk-rows", "7"]),
+        "streamed": (path, [*streamed, "7"]),
+        "streamed by row": (path, [*streamed, "1"]),
         "stdin": ("-", ["--format", fmt, "--chunk-rows", "7"]),
     }
+
+
+def run_each_way(
+    command: list[str], fmt: str, output: list[str]
+) -> dict[str, tuple[bytes | None, bytes]]:
+    """``command`` (its input left out) on data.``fmt`` each way, with ``output`` (a flag
+    and a file name, or nothing) last: {way: (the output file's bytes, stdout)}."""
     found = {}
-    for way, (source, extra) in ways.items():
-        name = f"{way}-{output}"
-        args = [command[0], source, *command[1:], *extra, flag, name]
-        result = ok(gmm(args, input=Path(path).read_bytes() if source == "-" else None))
-        found[way] = Path(name).read_bytes(), result.stdout_bytes
+    for way, (source, extra) in ways(fmt).items():
+        named = [*output[:-1], f"{way}-{output[-1]}"] if output else []
+        data = Path(f"data.{fmt}").read_bytes() if source == "-" else None
+        result = ok(gmm([command[0], source, *command[1:], *extra, *named], input=data))
+        found[way] = Path(named[-1]).read_bytes() if named else None, result.stdout_bytes
     return found
 
 
@@ -258,17 +264,19 @@ def run_each_way(
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_classify_whole_streamed_or_stdin_writes_the_same_bytes(cli_files, fmt, output):
     command = ["classify", "-m", "model.json", "--drop-missing", "-q"]
-    found = run_each_way(command, fmt, "-o", f"out.{output}")
-    assert found["streamed"] == found["whole"]
-    assert found["stdin"] == found["whole"]
+    found = run_each_way(command, fmt, ["-o", f"out.{output}"])
+    assert all(found[way] == found["whole"] for way in found), found.keys()
 
 
 @pytest.mark.parametrize("output", ["csv", "parquet"])
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_score_whole_streamed_or_stdin_writes_the_same_bytes(cli_files, fmt, output):
     command = ["score", "-m", "model.json", "--weight-column", "w", "--drop-missing", "-q"]
-    found = run_each_way(command, fmt, "--per-sample", f"scores.{output}")
-    assert found["streamed"] == found["whole"]  # the rows' scores and the summary's bytes
-    assert found["stdin"] == found["whole"]
-    summary = json.loads(found["whole"][1])
-    assert summary["n_samples"] == CLI_ROWS - len(MISSING), summary
+    found = run_each_way(command, fmt, ["--per-sample", f"scores.{output}"])
+    # the rows' scores, and the summary's bytes
+    assert all(found[way] == found["whole"] for way in found), found.keys()
+    summary = found["whole"][1]
+    assert json.loads(summary)["n_samples"] == CLI_ROWS - len(MISSING), summary
+    # The summary alone (no per-sample table, so no other column read) is the same bytes.
+    alone = run_each_way(command, fmt, [])
+    assert all(stdout == summary for _, stdout in alone.values()), alone
