@@ -100,6 +100,12 @@ def test_row_predictions_of_pieces_are_those_of_the_whole(fitted, form, data, ti
     np.testing.assert_array_equal(np.concatenate([p for _, p in parts]), whole_proba)
     for (a, b), (ll, proba) in zip(pieces(bounds), parts, strict=True):
         assert ll.shape == (b - a,) and proba.shape == (b - a, mixture.n_components)
+    # Small tiles change the rounding only: the rows are those of the real tiles (all
+    # N_ROWS rows in one). Log-likelihoods of order 10 differ by a few units of 1e-16 at
+    # most; probabilities by as much relative to themselves, tiny ones absolutely.
+    one_tile_ll, one_tile_proba = mixture.row_predictions(X)
+    np.testing.assert_allclose(whole_ll, one_tile_ll, rtol=1e-12)
+    np.testing.assert_allclose(whole_proba, one_tile_proba, rtol=1e-9, atol=1e-12)
 
 
 # --- sums by row position ----------------------------------------------------------------
@@ -128,6 +134,18 @@ def test_row_sums_of_pieces_added_in_order_are_those_of_the_whole(values, data, 
             added = added + outputs.RowSums.of(values[a:b], start + a)
         total = added.total()
     assert whole.tobytes() == total.tobytes(), (whole, total)
+    assert whole.tobytes() == by_position(values, start).tobytes()
+
+
+def by_position(values: np.ndarray, start: int) -> np.ndarray:
+    """What RowSums promises, spelled out: the rows cut where their position in the input
+    (``start`` + index) is a multiple of SUM_ROWS, each part's column sums taken from a
+    contiguous copy, added in order."""
+    cuts = [i for i in range(1, len(values)) if (start + i) % SUM_ROWS == 0]
+    total = np.zeros(values.shape[1])
+    for part in np.split(values, cuts):
+        total = total + np.ascontiguousarray(part.T).sum(axis=1)
+    return total
 
 
 # --- EM blocks ---------------------------------------------------------------------------
