@@ -115,12 +115,12 @@ def models(draw, base: dict, odd: bool) -> bytes:
 
 @dataclass(frozen=True)
 class Case:
-    """A command line to run in a fresh folder: its arguments, stdin, files and output."""
+    """A command line to run in a fresh folder: its arguments, stdin, files and outputs."""
 
     args: list[str]
     stdin: bytes | None
     files: dict[str, bytes]
-    output: str
+    outputs: tuple[str, ...]
 
 
 @st.composite
@@ -152,7 +152,7 @@ def cases(draw, command: str, model: dict, odd: bool) -> Case:
         rows, seed = str(draw(st.integers(1, 30))), str(draw(st.integers(0, 99)))
         some = options(draw, ["--no-labels"], ["--weight-column", "w"])
         args = ["generate", "-m", "model.json", "-n", rows, "--seed", seed, *some, "-o", output]
-        return Case(args, None, files, output)
+        return Case(args, None, files, (output,))
     source, stdin, files = draw(inputs(odd, options=command != "plot"))
     some = options(draw, ["--drop-missing"])
     if odd and command != "classify":
@@ -161,11 +161,11 @@ def cases(draw, command: str, model: dict, odd: bool) -> Case:
         some += options(draw, ["--columns", "x0,x1"], ["--exclude", "x2"])
         k = draw(st.sampled_from(["1", "2"]))
         args = ["fit", *source, "-k", k, "--n-init", "1", "--max-iter", "5", *some]
-        return Case([*args, "-o", "out.json"], stdin, files, "out.json")
+        return Case([*args, "-o", "out.json"], stdin, files, ("out.json",))
     if command == "select-k":
         grid = ["--k-max", "2", "--covariance-types", "diag", "--n-init", "1", "--max-iter", "5"]
         args = ["select-k", *source, *grid, *some, "--table", "grid.csv", "-o", "out.json"]
-        return Case(args, stdin, files, "out.json")
+        return Case(args, stdin, files, ("out.json", "grid.csv"))
     files["model.json"] = draw(models(model, odd))
     if command == "plot":
         drawn = draw(st.sampled_from(["model", "data", "grid"] if odd else ["model", "data"]))
@@ -173,23 +173,24 @@ def cases(draw, command: str, model: dict, odd: bool) -> Case:
         if what is None:  # the table as a select-k grid
             what = ["--table", source[0]]
         args = ["plot", *what, "--size", "4x3", "--dpi", "20", "-o", "out.png"]
-        return Case(args, stdin, files, "out.png")
+        return Case(args, stdin, files, ("out.png",))
     output = f"out.{draw(st.sampled_from(['csv', 'parquet']))}"
     if command == "classify":
         some += options(draw, ["--only-new-columns"])
         return Case(
-            [command, *source, "-m", "model.json", *some, "-o", output], stdin, files, output
+            [command, *source, "-m", "model.json", *some, "-o", output], stdin, files, (output,)
         )
     args = ["score", *source, "-m", "model.json", *some, "--per-sample", output]
-    return Case(args, stdin, files, output)
+    return Case(args, stdin, files, (output,))
 
 
 def run(case: Case, folder: Path) -> str:
     """Run ``case`` in ``folder``; check the outcome; "" if it succeeded, else its error."""
     for name, data in case.files.items():
         (folder / name).write_bytes(data)
-    old = b"an earlier output\n"
-    (folder / case.output).write_bytes(old)
+    old = {name: f"an earlier {name}\n".encode() for name in case.outputs}
+    for name, data in old.items():
+        (folder / name).write_bytes(data)
     cwd = os.getcwd()
     os.chdir(folder)
     try:
@@ -201,7 +202,7 @@ def run(case: Case, folder: Path) -> str:
     assert "Traceback" not in result.stderr, detail
     if result.exit_code == 0:
         return ""
-    assert (folder / case.output).read_bytes() == old, detail
+    assert {name: (folder / name).read_bytes() for name in case.outputs} == old, detail
     return error_line(result)
 
 
