@@ -420,15 +420,16 @@ def select_k(
         raise UserError(f"every grid point failed, the data support no model ({points[0].status})")
     if strict and not winner.fit_info.converged:
         raise strict_failure("the winning fit did not converge")
-    if table is not None:
-        jobs.write_grid(points, table)
     best = next(p for p in points if p.best)
     if jobs.selection.on_edge(best, list(grid.k_values)):
         report.warn(
             f"the best K ({best.n_components}) is at the edge of the range "
             f"{k_min}..{k_max}; widen it with --k-min/--k-max"
         )
-    jobs.write_model(winner, output)
+    with jobs.replaced_together():
+        if table is not None:
+            jobs.write_grid(points, table)
+        jobs.write_model(winner, output)
 
 
 @command(example="gmmcli classify data.csv --model model.json -o labelled.csv")

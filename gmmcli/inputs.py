@@ -365,7 +365,7 @@ def _given_weights(
     input is one chunk), checked as a weight column is."""
     if source.weights is None or isinstance(source.weights, str):
         return features
-    weights = np.asarray(source.weights, dtype=float)
+    weights = np.ascontiguousarray(source.weights, dtype=float)
     if weights.shape != (len(features.X),):
         raise UserError(f"weights have shape {weights.shape}, expected ({len(features.X)},)")
     weights = tables.checked_weights(weights, "weights", source.name, 0, require_positive)

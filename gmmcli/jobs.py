@@ -46,7 +46,7 @@ from gmmcli.inputs import (
     select,
 )
 from gmmcli.io import modelfile, tables
-from gmmcli.io.atomic import check_distinct, check_output_path
+from gmmcli.io.atomic import check_distinct, check_output_path, replaced_together
 from gmmcli.io.tables import parse_column_list  # noqa: F401 (the one comma-list parser)
 from gmmcli.outputs import Classify, Kept, Score, Scores
 
@@ -335,7 +335,7 @@ def generate(
     names = mixture.feature_names or [f"x{i}" for i in range(mixture.n_features)]
     mixture.feature_names = names
     sample_rng, weight_rng = np.random.default_rng(sample_seed), np.random.default_rng(weight_seed)
-    with tables.TableWriter(output.path, output.table_format) as writer:
+    with replaced_together(), tables.TableWriter(output.path, output.table_format) as writer:
         for start in range(0, draw.n_samples, GENERATE_CHUNK_ROWS):
             rows = min(GENERATE_CHUNK_ROWS, draw.n_samples - start)
             X, labels = mixture.sample(rows, sample_rng)
@@ -345,8 +345,8 @@ def generate(
             if draw.weight_column:
                 columns[draw.weight_column] = weight_rng.integers(1, 6, rows)
             writer.write(pa.table(columns))
-    if truth is not None:
-        modelfile.save(mixture, truth)
+        if truth is not None:
+            modelfile.save(mixture, truth)
     return mixture
 
 

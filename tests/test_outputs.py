@@ -310,11 +310,6 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_file(files, monkeypatch):
     assert Path("m.json").read_text() == "old" and leftovers() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the outputs of one run are replaced one after the other: the first is already "
-    "new when the second fails (select-k's --table before -o, generate's -o before --truth)",
-)
 @pytest.mark.parametrize(
     "command",
     [

@@ -223,12 +223,6 @@ def test_a_streamed_fit_in_small_blocks_equals_the_in_memory_fit(
     assert modelfile.to_dict(streamed) == modelfile.to_dict(in_memory)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gmmcli/inputs.py _given_weights keeps an array of weights as given (np.asarray), "
-    "not contiguous as the features (np.ascontiguousarray): a strided vector in the centre's "
-    "w @ X and the E-step's weights @ log_norm rounds otherwise",
-)
 def test_weights_as_a_column_of_a_2d_array_fit_the_bytes_of_a_contiguous_copy():
     X, _ = make_mixture(1, n_samples=700, n_features=3, n_components=2)
     weights = np.random.default_rng(0).integers(0, 4, len(X)).astype(float)

@@ -14,6 +14,7 @@ import secrets
 import shutil
 import stat
 from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from typing import BinaryIO
 
 from gmmcli.errors import FULL, UserError, one_line
@@ -136,11 +137,34 @@ def _is_ours(err: OSError, path: str) -> bool:
     return named in (os.path.abspath(path), target) or named.startswith(prefix)
 
 
+# Files written within replaced_together(), to be renamed into place at its end.
+_PENDING: ContextVar[list[tuple[str, str]] | None] = ContextVar("gmmcli_pending", default=None)
+
+
+@contextlib.contextmanager
+def replaced_together() -> Iterator[None]:
+    """Within: the files atomic_writer() writes are renamed into place together when the
+    block completes, and none of them if it fails (a command's outputs all or none)."""
+    pending: list[tuple[str, str]] = []
+    token = _PENDING.set(pending)
+    try:
+        yield
+    except BaseException:
+        for name, _ in pending:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+        raise
+    finally:
+        _PENDING.reset(token)
+    for name, path in pending:
+        os.replace(name, path)
+
+
 @contextlib.contextmanager
 def _replacing(path: str) -> Iterator[BinaryIO]:
-    """A temporary file beside ``path``, renamed over it if the block completes and
-    removed if not: a signal's exception too, wherever it lands (the name is chosen
-    before the file is made)."""
+    """A temporary file beside ``path``, renamed over it if the block completes (at the
+    end of replaced_together() when within) and removed if not: a signal's exception too,
+    wherever it lands (the name is chosen before the file is made)."""
     name = _beside(path, "tmp")
     try:
         descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -149,7 +173,11 @@ def _replacing(path: str) -> Iterator[BinaryIO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(name, path)
+        pending = _PENDING.get()
+        if pending is None:
+            os.replace(name, path)
+        else:
+            pending.append((name, path))
     except BaseException as err:
         if not isinstance(err, FileExistsError):  # (that file is not this run's)
             with contextlib.suppress(FileNotFoundError):
