@@ -3,9 +3,9 @@
 Each commit is checked out into a temporary worktree; in every round each shape runs once
 per commit, in a fresh subprocess of the Python API (an ordinary session: numpy's default
 BLAS threads), the commits' order swapped every round. Time per iteration is
-(T(6 iterations) - T(1 iteration)) / 5 from the same start (bench_em.py's data and
-worker). Printed: per shape, each commit's median over the rounds with its spread, and
-the ratio of the medians.
+(T(1 + ITERATIONS) - T(1)) / ITERATIONS from the same start (bench_em.py's data), after a
+first fit that warms everything up. Printed: per shape, each commit's median over the
+rounds with its spread, and the ratio of the medians.
 
     python benchmarks/bench_commits.py OLD NEW [--rounds 5] [--quick]
 """
@@ -19,26 +19,42 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import bench_em
+import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
+ITERATIONS = 20  # enough that the small shapes' iterations outweigh the timer's noise
+
+
+def worker(path: str, cov: str, dtype: str) -> None:
+    """In a subprocess: ms per EM iteration of the gmmcli on PYTHONPATH, as JSON."""
+    arrays = dict(np.load(path))
+    bench_em.run_gmmcli(arrays, cov, dtype, 1)  # warm-up: imports, scratch arrays
+    times = []
+    for iterations in (1, 1 + ITERATIONS):
+        started = time.perf_counter()
+        bench_em.run_gmmcli(arrays, cov, dtype, iterations)
+        times.append(time.perf_counter() - started)
+    print(json.dumps((times[1] - times[0]) / ITERATIONS * 1000))
 
 
 def per_iteration_ms(tree: Path, path: Path, cov: str, dtype: str) -> float:
-    """One run of bench_em's worker on the gmmcli of ``tree``."""
-    out = path.with_name(f"{path.stem}_commits_params.npz")
-    command = [sys.executable, bench_em.__file__, "worker", "gmmcli", str(path), cov, dtype]
+    """One worker run on the gmmcli of ``tree``."""
+    command = [sys.executable, __file__, "worker", str(path), cov, dtype]
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    done = subprocess.run([*command, str(out)], capture_output=True, text=True, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(done.stderr)
-    first, second = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
-    return (second - first) / (bench_em.ITERATIONS[1] - bench_em.ITERATIONS[0]) * 1000
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["worker"]:
+        worker(*sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("old")
     parser.add_argument("new")
