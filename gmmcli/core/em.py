@@ -278,9 +278,8 @@ MAX_TILE_BYTES = 1 << 22  # ...but never so many row features that they leave th
 
 
 def tile_rows(prepared: Prepared, n_features: int) -> int:
-    """Rows per tile of the E-step and of predictions, from the size of its products; a
-    full block splits into tiles of this many rows but the last, short by fewer rows than
-    there are tiles (no small tile left over).
+    """Rows per tile of the E-step and of predictions, from the size of its products (at
+    most a block's rows).
 
     ``coef @ phi`` costs coef.size multiply-adds per row, and no product of the M-step
     costs more. OpenBLAS (numpy's BLAS) multiplies matrices of up to SMALL_PRODUCT
@@ -295,9 +294,7 @@ def tile_rows(prepared: Prepared, n_features: int) -> int:
     per_row = prepared.kernel.n_row_features(n_features) * np.dtype(np.float64).itemsize
     small = SMALL_PRODUCT // prepared.coef.size
     rows = small if small >= MIN_SMALL_TILE_ROWS else MIN_TILE_ROWS
-    rows = max(1, min(rows, MAX_TILE_BYTES // per_row))
-    block = rows_per_block(n_features)
-    return -(-block // -(-block // rows))
+    return max(1, min(rows, MAX_TILE_BYTES // per_row, rows_per_block(n_features)))
 
 
 def _e_tile(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
