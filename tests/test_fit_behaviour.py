@@ -510,7 +510,42 @@ def test_too_few_effective_rows_is_degenerate():
     X = np.concatenate([rng.normal(0.0, 1.0, (40, 2)), [[50.0, 50.0], [51.0, 49.0]]])
     with pytest.warns(GMMWarning, match="degenerate"):
         model = gmmcli.fit(X, 2, seed=0)
-    assert "fewer than D + 1" in model.fit_info.degenerate_reason
+    assert "fewer than the D + 1 = 3 its full covariance needs" in model.fit_info.degenerate_reason
+
+
+def small_component_data() -> np.ndarray:
+    """Two clusters of 100 rows and one of 4 rows in five dimensions, far apart."""
+    rng = np.random.default_rng(3)
+    sizes, centres = (100, 100, 4), (0.0, 30.0, 60.0)
+    return np.concatenate([rng.normal(c, 1.0, (n, 5)) for n, c in zip(sizes, centres, strict=True)])
+
+
+@pytest.mark.parametrize(
+    ("covariance_type", "degenerate"),
+    [("full", True), ("tied", False), ("diag", False), ("spherical", False)],
+)
+def test_each_structure_asks_for_the_rows_its_estimate_needs(covariance_type, degenerate):
+    # A component of 4 rows in 5 dimensions: too few for its own full covariance (D + 1),
+    # enough for its own variances or volume (2) or a covariance pooled over all rows.
+    model = fit_quietly(small_component_data(), 3, covariance_type=covariance_type, seed=0)
+    assert sorted(np.round(model.weights * 204)) == [4, 100, 100]
+    assert model.fit_info.degenerate is degenerate
+    if degenerate:
+        assert "holds 4 effective rows, fewer than the D + 1 = 6" in (
+            model.fit_info.degenerate_reason
+        )
+
+
+def test_a_shared_covariance_needs_its_rows_in_all():
+    rng = np.random.default_rng(4)
+    # Five rows in four dimensions, two means: the pooled scatter has 3 degrees of freedom.
+    X = np.concatenate([rng.normal(0.0, 1.0, (3, 4)), rng.normal(50.0, 1.0, (2, 4))])
+    model = fit_quietly(X, 2, covariance_type="tied", seed=0)
+    assert model.fit_info.degenerate_reason == (
+        "the components hold 5 effective rows in all, fewer than the K + D = 6 their "
+        "shared tied covariance needs"
+    )
+    assert not fit_quietly(X[:, :3], 2, covariance_type="tied", seed=0).fit_info.degenerate
 
 
 # A small weighted 1-D set: a broad hump over 0..12 and one heavily weighted value, 6.

@@ -129,6 +129,15 @@ class Covariance:
 
     name: str
 
+    def own_rows(self, n_components: int, n_features: int) -> tuple[int, str]:
+        """Effective rows a component needs for what it has of its own (here variances or
+        a volume), and how that reads."""
+        return 2, "2"
+
+    def pooled_rows(self, n_components: int, n_features: int) -> tuple[int, str] | None:
+        """Effective rows the components need in all for what they share (None: nothing)."""
+        return None
+
     def shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
         raise NotImplementedError
 
@@ -248,6 +257,9 @@ class Covariance:
 class Full(Covariance):
     name = "full"
 
+    def own_rows(self, n_components, n_features):
+        return n_features + 1, "D + 1"
+
     def shape(self, n_components, n_features):
         return (n_components, n_features, n_features)
 
@@ -366,6 +378,12 @@ class Tied(Full):
     """One covariance shared by all components: the quadratic term is one row for all."""
 
     name = "tied"
+
+    def own_rows(self, n_components, n_features):
+        return 1, "1"
+
+    def pooled_rows(self, n_components, n_features):
+        return n_components + n_features, "K + D"  # the pooled scatter: D beyond K means
 
     def shape(self, n_components, n_features):
         return (n_features, n_features)

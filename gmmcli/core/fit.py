@@ -64,16 +64,26 @@ def degeneracy(
     """Why a fit is degenerate, or None.
 
     Component k has collapsed when its covariance before regularisation has an eigenvalue
-    λ below 1e-6 · vᵀ Σ_data v (v the eigenvector), or when it holds fewer than D + 1
-    effective rows. The same rule for every covariance type keeps model selection
-    reproducible.
+    λ below 1e-6 · vᵀ Σ_data v (v the eigenvector), or when it holds fewer effective rows
+    than the structure's estimate needs: D + 1 for a component's own full covariance, 2
+    for its own variances or volume, at least 1 for any; and in all, what shared
+    parameters need (Covariance.own_rows, pooled_rows).
     """
     n_components, n_features = params.means.shape
-    few = np.nonzero(nk < n_features + 1)[0]
+    own, rule = cov.own_rows(n_components, n_features)
+    few = np.nonzero(nk < max(own, 1))[0]
     if len(few):
         k = int(few[0])
+        needs = rule if rule == str(own) else f"{rule} = {own}"
         return (
-            f"component {k} holds {nk[k]:.3g} effective rows, fewer than D + 1 = {n_features + 1}"
+            f"component {k} holds {nk[k]:.3g} effective rows, fewer than the {needs} "
+            f"its {cov.name} covariance needs"
+        )
+    pooled = cov.pooled_rows(n_components, n_features)
+    if pooled is not None and nk.sum() < pooled[0]:
+        return (
+            f"the components hold {nk.sum():.3g} effective rows in all, fewer than the "
+            f"{pooled[1]} = {pooled[0]} their shared {cov.name} covariance needs"
         )
     full = cov.full_matrices(params.covariances, n_components, n_features)
     unregularised = full - reg_covar * np.eye(n_features)
