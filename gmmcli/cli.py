@@ -27,13 +27,13 @@ from gmmcli.core.init import INIT_SAMPLE
 from gmmcli.core.options import COVARIANCE_NAMES, FitOptions, Grid
 from gmmcli.errors import FULL, GMMError, UserError
 from gmmcli.flags import (
+    COVARIANCE_HELP,
     INPUT,
     MODEL,
     OUTPUT,
     SCALE,
     ChunkRowsOpt,
     ColumnsOpt,
-    CovarianceType,
     Criterion,
     DataArg,
     DropMissingOpt,
@@ -203,8 +203,8 @@ def generate(
     n_samples: Annotated[int, option("-n", panel=OUTPUT, help="Number of rows.")] = 1000,
     seed: SeedOpt = "0",
     covariance_type: Annotated[
-        CovarianceType, option("--covariance-type", panel=MODEL, help="Covariance structure.")
-    ] = CovarianceType["full"],
+        str, option("--covariance-type", panel=MODEL, help=COVARIANCE_HELP)
+    ] = "full",
     separation: Annotated[
         float, option(panel=MODEL, help="Spread of the means, in standard deviations.")
     ] = 3.0,
@@ -232,7 +232,7 @@ def generate(
         n_samples,
         n_components,
         n_features,
-        value(covariance_type),
+        covariance_type,
         separation,
         model,
         labels=not no_labels,
@@ -253,8 +253,8 @@ def fit_command(
         option("-k", panel=MODEL, help="Number of components (default: --init-model's)."),
     ] = None,
     covariance_type: Annotated[
-        CovarianceType | None,
-        option("--covariance-type", panel=MODEL, help="Covariance structure \\[default: full]."),
+        str | None,
+        option("--covariance-type", panel=MODEL, help=f"{COVARIANCE_HELP} \\[default: full]"),
     ] = None,
     init: InitOpt = InitMethod["kmeans"],
     init_sample: InitSampleOpt = INIT_SAMPLE,
@@ -296,7 +296,7 @@ def fit_command(
     """
     report = Reporter(quiet)
     start = jobs.load_model(init_model) if init_model else None
-    given_type = value(covariance_type) or (start.covariance_type if start else "full")
+    given_type = covariance_type or (start.covariance_type if start else "full")
     options = FitOptions(
         covariance_type=given_type,
         init=value(init),

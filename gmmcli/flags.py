@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from gmmcli.core.init import INIT_METHODS
-from gmmcli.core.options import COVARIANCE_NAMES, CRITERIA, DTYPES
+from gmmcli.core.options import COVARIANCE_CHOICES, CRITERIA, DTYPES
 from gmmcli.inputs import ENGINES
 from gmmcli.io.tables import FORMATS
 
@@ -21,8 +21,8 @@ def choices(name: str, values: tuple[str, ...]) -> type[Enum]:
     return Enum(name, {value: value for value in values}, type=str)
 
 
-CovarianceType = choices("CovarianceType", COVARIANCE_NAMES)
 InitMethod = choices("InitMethod", INIT_METHODS)
+COVARIANCE_HELP = f"Covariance structure: {COVARIANCE_CHOICES}, by either name, in any case."
 Criterion = choices("Criterion", CRITERIA)
 Dtype = choices("Dtype", DTYPES)
 Engine = choices("Engine", ENGINES)

@@ -23,13 +23,12 @@ from gmmcli.core.fit import check_components, fit_rows
 from gmmcli.core.generate import random_mixture
 from gmmcli.core.model import GaussianMixture, aic, bic
 from gmmcli.core.options import (
-    COVARIANCE_NAMES,
+    COVARIANCE,
     SELECT_DEFAULTS,
     FitOptions,
     Grid,
     Rule,
     check,
-    one_of,
     whole_number,
 )
 from gmmcli.engines import local
@@ -308,7 +307,7 @@ DRAW_RULES = {
     "n_samples": whole_number(1),
     "n_components": whole_number(1),
     "n_features": whole_number(1),
-    "covariance_type": one_of(COVARIANCE_NAMES),
+    "covariance_type": COVARIANCE,
     "separation": Rule(lambda v: 0 < v < 1e6, "a positive number below 1e6"),
 }
 

@@ -65,7 +65,7 @@ def test_help_shows_defaults_written_in_brackets():
     """Rich reads [text] in help as markup; the defaults written in help must survive it."""
     result = ok(runner.invoke(app, ["fit", "--help"], env={"COLUMNS": "300"}))
     help_text = " ".join(result.stdout.split())
-    assert "Covariance structure [default: full]" in help_text
+    assert "by either name, in any case. [default: full]" in help_text
     assert "for this run [default: local]" in help_text
 
 

@@ -151,3 +151,14 @@ def test_bad_input_non_numeric_value_with_default_columns(files):
     assert "'x1'" in error
     assert "row 7" in error
     assert snapshot() == before
+
+
+def test_covariance_type_takes_mclust_names_in_any_case(tmp_path):
+    ok(gmm(["generate", "-n", "300", "--seed", "1", "-q", "-o", tmp_path / "d.csv"]))
+    ok(gmm(["fit", tmp_path / "d.csv", "-k", "2", "-q", "-o", tmp_path / "diag.json",
+            "--covariance-type", "diag"]))  # fmt: skip
+    ok(gmm(["fit", tmp_path / "d.csv", "-k", "2", "-q", "-o", tmp_path / "vvi.json",
+            "--covariance-type", "vvi"]))  # fmt: skip
+    assert (tmp_path / "vvi.json").read_bytes() == (tmp_path / "diag.json").read_bytes()
+    line = error_line(gmm(["fit", tmp_path / "d.csv", "-k", "2", "--covariance-type", "VEV"]))
+    assert "--covariance-type must be one of full (VVV), tied (EEE)" in line

@@ -691,3 +691,31 @@ def test_bad_arguments_raise_gmm_error(kwargs, match):
     arguments = {"X": np.arange(12.0).reshape(6, 2), "n_components": 2, "seed": 0, **kwargs}
     with pytest.raises(GMMError, match=match):
         gmmcli.fit(arguments.pop("X"), arguments.pop("n_components"), **arguments)
+
+
+@pytest.mark.parametrize(
+    ("name", "mclust"),
+    [("full", "VVV"), ("tied", "EEE"), ("diag", "VVI"), ("spherical", "VII")],
+)
+def test_mclust_names_are_the_same_structures(blobs, name, mclust):
+    ours = fit_quietly(blobs, 2, covariance_type=name, seed=0)
+    for given in (mclust, mclust.lower()):
+        theirs = fit_quietly(blobs, 2, covariance_type=given, seed=0)
+        assert gmmcli.dumps(theirs) == gmmcli.dumps(ours)  # kept as scikit-learn's name
+    assert ours.mclust_name == mclust
+    made = gmmcli.GaussianMixture(ours.weights, ours.means, ours.covariances, mclust)
+    assert made.covariance_type == name
+
+
+def test_a_covariance_type_named_twice_in_a_grid_is_fitted_once():
+    from gmmcli.core.options import Grid
+
+    assert Grid(covariance_types=["full", "VVV", "vvi", "diag"]).covariance_types == (
+        "full",
+        "diag",
+    )
+
+
+def test_an_unknown_covariance_type_lists_both_names():
+    with pytest.raises(gmmcli.GMMError, match=r"one of full \(VVV\), tied \(EEE\)"):
+        gmmcli.fit(np.zeros((10, 2)), 1, covariance_type="VEV")

@@ -125,9 +125,14 @@ def _unpack(packed: np.ndarray, n_features: int) -> np.ndarray:
 
 
 class Covariance:
-    """Base of the four structures; subclasses fill in the type-specific pieces."""
+    """Base of the four structures; subclasses fill in the type-specific pieces.
+
+    ``name`` is scikit-learn's, ``mclust_name`` R mclust's (volume, shape, orientation:
+    Equal, Variable or Identity across components).
+    """
 
     name: str
+    mclust_name: str
 
     def own_rows(self, n_components: int, n_features: int) -> tuple[int, str]:
         """Effective rows a component needs for what it has of its own (here variances or
@@ -256,6 +261,7 @@ class Covariance:
 
 class Full(Covariance):
     name = "full"
+    mclust_name = "VVV"
 
     def own_rows(self, n_components, n_features):
         return n_features + 1, "D + 1"
@@ -378,6 +384,7 @@ class Tied(Full):
     """One covariance shared by all components: the quadratic term is one row for all."""
 
     name = "tied"
+    mclust_name = "EEE"
 
     def own_rows(self, n_components, n_features):
         return 1, "1"
@@ -464,6 +471,7 @@ class StackedTied(_PlainRows, Tied):
 
 class Diag(Covariance):
     name = "diag"
+    mclust_name = "VVI"
 
     def shape(self, n_components, n_features):
         return (n_components, n_features)
@@ -519,6 +527,7 @@ class Diag(Covariance):
 
 class Spherical(Diag):
     name = "spherical"
+    mclust_name = "VII"
 
     def shape(self, n_components, n_features):
         return (n_components,)
@@ -558,12 +567,20 @@ class Spherical(Diag):
 
 COVARIANCE_TYPES: dict[str, Covariance] = {c.name: c for c in (Full(), Tied(), Diag(), Spherical())}
 STACKED_FULL, STACKED_TIED = StackedFull(), StackedTied()
+# Every name a structure answers to, in lower case: scikit-learn's and mclust's.
+_BY_NAME = {n.lower(): c for c in COVARIANCE_TYPES.values() for n in (c.name, c.mclust_name)}
+COVARIANCE_CHOICES = ", ".join(f"{c.name} ({c.mclust_name})" for c in COVARIANCE_TYPES.values())
+
+
+def find_covariance(name: object) -> Covariance | None:
+    """The structure called ``name`` (scikit-learn's or mclust's name, in any case)."""
+    return _BY_NAME.get(name.lower()) if isinstance(name, str) else None
 
 
 def get_covariance(name: str) -> Covariance:
-    """The structure called ``name``, or an InvalidParameter listing the valid names."""
-    try:
-        return COVARIANCE_TYPES[name]
-    except (KeyError, TypeError):  # TypeError: a list or dict from a model file
-        valid = ", ".join(COVARIANCE_TYPES)
-        raise InvalidParameter("covariance_type", name, f"one of {valid}") from None
+    """The structure called ``name`` (find_covariance), or an InvalidParameter listing the
+    names."""
+    found = find_covariance(name)
+    if found is None:
+        raise InvalidParameter("covariance_type", name, f"one of {COVARIANCE_CHOICES}")
+    return found

@@ -86,6 +86,8 @@ class GaussianMixture:
     covariances : array
         By ``covariance_type``: full (K, D, D), tied (D, D), diag (K, D), spherical (K,).
     covariance_type : {"full", "tied", "diag", "spherical"}
+        Or mclust's name for the same ("VVV", "EEE", "VVI", "VII"; any case), kept as
+        scikit-learn's.
     feature_names : list of str or None
         The D features' names: predictions on a table take these columns.
     fit_info : FitInfo or None
@@ -123,6 +125,7 @@ class GaussianMixture:
         self.means = np.atleast_2d(np.asarray(self.means, dtype=float))
         self.covariances = np.asarray(self.covariances, dtype=float)
         cov = get_covariance(self.covariance_type)
+        self.covariance_type = cov.name
         n_components, n_features = self.means.shape
         if self.weights.shape != (n_components,):
             raise GMMError(f"weights have shape {self.weights.shape}, expected ({n_components},)")
@@ -161,6 +164,11 @@ class GaussianMixture:
     @property
     def covariance(self) -> Covariance:
         return get_covariance(self.covariance_type)
+
+    @property
+    def mclust_name(self) -> str:
+        """R mclust's name for the covariance structure (VVV, EEE, VVI or VII)."""
+        return self.covariance.mclust_name
 
     @property
     def n_parameters(self) -> int:

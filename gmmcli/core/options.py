@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gmmcli.core.covariance import COVARIANCE_TYPES
+from gmmcli.core.covariance import COVARIANCE_CHOICES, COVARIANCE_TYPES, find_covariance
 from gmmcli.core.init import INIT_METHODS, INIT_SAMPLE
 from gmmcli.errors import InvalidParameter
 
@@ -57,6 +57,10 @@ def _finite_non_negative(value: object) -> bool:
 
 
 NON_NEGATIVE = Rule(_finite_non_negative, "a finite number of at least 0")
+COVARIANCE = Rule(
+    lambda value: find_covariance(value) is not None,
+    f"one of {COVARIANCE_CHOICES}: scikit-learn's or mclust's name, in any case",
+)
 OPTIONAL_FLAG = Rule(lambda value: value in (None, True, False), "None, True or False")
 
 
@@ -89,7 +93,8 @@ class FitOptions:
     Parameters
     ----------
     covariance_type : {"full", "tied", "diag", "spherical"}
-        The covariance structure.
+        The covariance structure; mclust's names for the same ("VVV", "EEE", "VVI",
+        "VII", in any case) are taken and kept as scikit-learn's.
     init : {"kmeans", "kmeans++", "random", "random-from-data"}
         How each restart starts.
     init_sample : int
@@ -141,6 +146,7 @@ class FitOptions:
 
     def __post_init__(self) -> None:
         check(self, FIT_RULES)
+        object.__setattr__(self, "covariance_type", find_covariance(self.covariance_type).name)
 
     @property
     def em_dtype(self) -> type:
@@ -155,7 +161,7 @@ class FitOptions:
 
 
 FIT_RULES: dict[str, Rule] = {
-    "covariance_type": one_of(COVARIANCE_NAMES),
+    "covariance_type": COVARIANCE,
     "init": one_of(INIT_METHODS),
     "init_sample": whole_number(0),
     "n_init": whole_number(1),
@@ -182,7 +188,8 @@ class Grid:
     k_values : sequence of int
         Numbers of components tried.
     covariance_types : sequence of str
-        Covariance structures tried (each of ``COVARIANCE_NAMES``).
+        Covariance structures tried, by scikit-learn's or mclust's names (a structure
+        named twice is fitted once).
     criterion : {"bic", "aic", "icl", "cv"}
         What picks the winner (cv: held-out mean log-likelihood, higher is better).
     cv_folds : int or None
@@ -204,11 +211,13 @@ class Grid:
         if self.criterion == "cv" and self.cv_folds is None:
             object.__setattr__(self, "cv_folds", 5)
         check(self, GRID_RULES)
+        names = dict.fromkeys(find_covariance(t).name for t in self.covariance_types)
+        object.__setattr__(self, "covariance_types", tuple(names))  # full,VVV: fitted once
 
 
 GRID_RULES: dict[str, Rule | Each] = {
     "k_values": Each(whole_number(1)),
-    "covariance_types": Each(one_of(COVARIANCE_NAMES)),
+    "covariance_types": Each(COVARIANCE),
     "criterion": one_of(CRITERIA),
     "cv_folds": optional(whole_number(2)),
 }
