@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from gmmcli.core.covariance import get_covariance
 from gmmcli.core.em import SERIAL, Block, PartFunction, Reducer, RowSource
 from gmmcli.core.fit import fit_rows
 from gmmcli.core.model import GaussianMixture
@@ -271,9 +272,14 @@ def select_rows(
 
 
 def table_columns(points: list[GridPoint]) -> dict[str, list]:
-    """The grid as named columns, in the documented order (the failure is in status)."""
-    names = [f.name for f in fields(GridPoint) if f.name != "failure"]
-    return {name: [getattr(p, name) for p in points] for name in names}
+    """The grid as named columns, in the documented order (the failure is in status), with
+    mclust's name of each structure in ``model`` after its covariance_type."""
+    columns = {}
+    for name in (f.name for f in fields(GridPoint) if f.name != "failure"):
+        columns[name] = [getattr(p, name) for p in points]
+        if name == "covariance_type":
+            columns["model"] = [get_covariance(p.covariance_type).mclust_name for p in points]
+    return columns
 
 
 def on_edge(best: GridPoint, k_values: list[int]) -> bool:
