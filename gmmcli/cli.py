@@ -331,7 +331,12 @@ def select_k(
     k_min: Annotated[int, option(panel=MODEL, help="Smallest K tried.")] = 1,
     k_max: Annotated[int, option(panel=MODEL, help="Largest K tried.")] = 10,
     covariance_types: Annotated[
-        str, option(panel=MODEL, help="Comma list of covariance structures to try.")
+        str,
+        option(
+            panel=MODEL,
+            help="Comma list of covariance structures to try, by scikit-learn's or mclust's "
+            "names (see --covariance-type of fit), or sklearn for the four.",
+        ),
     ] = ",".join(COVARIANCE_NAMES),
     criterion: Annotated[
         Criterion,

@@ -714,6 +714,10 @@ def test_a_covariance_type_named_twice_in_a_grid_is_fitted_once():
         "full",
         "diag",
     )
+    four = ("full", "tied", "diag", "spherical")
+    assert Grid(covariance_types="sklearn").covariance_types == four
+    expected = ("tied", "full", "diag", "spherical")
+    assert Grid(covariance_types=["EEE", "SKLearn"]).covariance_types == expected
 
 
 def test_an_unknown_covariance_type_lists_both_names():

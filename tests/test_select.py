@@ -719,3 +719,13 @@ def test_cli_bad_options_exit_2(three_clusters_csv, tmp_path, args, message):
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     assert result.stdout == ""
     assert not out.exists() and not grid.exists()
+
+
+def test_covariance_types_take_mclust_names_and_sklearn(three_clusters_csv, tmp_path):
+    table = tmp_path / "grid.csv"
+    result = run(three_clusters_csv, "--exclude", "label", "--k-max", 1, "--n-init", 1,
+                 "--covariance-types", "VVV,sklearn,eee", "--table", table, "-q")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    grid = read_grid(table)
+    assert grid["covariance_type"].to_pylist() == ["full", "tied", "diag", "spherical"]
+    assert grid["model"].to_pylist() == ["VVV", "EEE", "VVI", "VII"]

@@ -188,8 +188,8 @@ class Grid:
     k_values : sequence of int
         Numbers of components tried.
     covariance_types : sequence of str
-        Covariance structures tried, by scikit-learn's or mclust's names (a structure
-        named twice is fitted once).
+        Covariance structures tried, by scikit-learn's or mclust's names, or "sklearn"
+        for scikit-learn's four (a structure named twice is fitted once).
     criterion : {"bic", "aic", "icl", "cv"}
         What picks the winner (cv: held-out mean log-likelihood, higher is better).
     cv_folds : int or None
@@ -205,14 +205,19 @@ class Grid:
     def __post_init__(self) -> None:
         object.__setattr__(self, "k_values", tuple(self.k_values))
         types = self.covariance_types
-        object.__setattr__(
-            self, "covariance_types", (types,) if isinstance(types, str) else tuple(types)
-        )
+        types = (types,) if isinstance(types, str) else types
+        types = [t for given in types for t in _expanded(given)]
+        object.__setattr__(self, "covariance_types", tuple(types))
         if self.criterion == "cv" and self.cv_folds is None:
             object.__setattr__(self, "cv_folds", 5)
         check(self, GRID_RULES)
         names = dict.fromkeys(find_covariance(t).name for t in self.covariance_types)
         object.__setattr__(self, "covariance_types", tuple(names))  # full,VVV: fitted once
+
+
+def _expanded(name: object) -> tuple[object, ...]:
+    """The structures a grid's entry names: "sklearn" (any case) is scikit-learn's four."""
+    return COVARIANCE_NAMES if isinstance(name, str) and name.lower() == "sklearn" else (name,)
 
 
 GRID_RULES: dict[str, Rule | Each] = {
