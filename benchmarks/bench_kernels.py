@@ -23,7 +23,8 @@ import time
 import numpy as np
 
 from gmmcli.core import em
-from gmmcli.core.covariance import COVARIANCE_TYPES, STACKED_FULL, STACKED_TIED
+from gmmcli.core.covariance import STACKED_FULL, STACKED_TIED
+from gmmcli.core.structures import COVARIANCE_TYPES
 
 # (covariance type, D, K, dtype, form, tile rows): tiles around OpenBLAS's small-matrix
 # bound (10^6 multiply-adds per coef @ phi) and the forms on either side of the rules.

@@ -160,5 +160,5 @@ def test_covariance_type_takes_mclust_names_in_any_case(tmp_path):
     ok(gmm(["fit", tmp_path / "d.csv", "-k", "2", "-q", "-o", tmp_path / "vvi.json",
             "--covariance-type", "vvi"]))  # fmt: skip
     assert (tmp_path / "vvi.json").read_bytes() == (tmp_path / "diag.json").read_bytes()
-    line = error_line(gmm(["fit", tmp_path / "d.csv", "-k", "2", "--covariance-type", "VEV"]))
-    assert "--covariance-type must be one of full (VVV), tied (EEE)" in line
+    line = error_line(gmm(["fit", tmp_path / "d.csv", "-k", "2", "--covariance-type", "VXV"]))
+    assert "--covariance-type must be one of EII, spherical (VII), EEI" in line

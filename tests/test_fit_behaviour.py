@@ -721,5 +721,7 @@ def test_a_covariance_type_named_twice_in_a_grid_is_fitted_once():
 
 
 def test_an_unknown_covariance_type_lists_both_names():
-    with pytest.raises(gmmcli.GMMError, match=r"one of full \(VVV\), tied \(EEE\)"):
-        gmmcli.fit(np.zeros((10, 2)), 1, covariance_type="VEV")
+    with pytest.raises(
+        gmmcli.GMMError, match=r"one of EII, spherical \(VII\), EEI, .*, full \(VVV\)"
+    ):
+        gmmcli.fit(np.zeros((10, 2)), 1, covariance_type="VXV")

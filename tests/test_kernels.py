@@ -6,7 +6,7 @@ from core_helpers import blocks_of
 from scipy.special import logsumexp
 
 import gmmcli
-from gmmcli.core.covariance import COVARIANCE_TYPES, STACKED_FULL, STACKED_TIED, product_pairs
+from gmmcli.core.covariance import STACKED_FULL, STACKED_TIED, product_pairs
 from gmmcli.core.em import (
     MAX_BLOCK_ROWS,
     MIN_BLOCK_ROWS,
@@ -18,8 +18,9 @@ from gmmcli.core.em import (
     rows_per_block,
     tile_rows,
 )
+from gmmcli.core.structures import COVARIANCE_TYPES, SKLEARN_NAMES
 
-COVARIANCE_NAMES = list(COVARIANCE_TYPES)
+COVARIANCE_NAMES = list(SKLEARN_NAMES)  # the four kernels; the other ten use theirs
 FULL = COVARIANCE_TYPES["full"]
 
 

@@ -224,7 +224,7 @@ def test_missing_training_key(tmp_path, text, key):
     assert_rejected(tmp_path, content, f"'training' lacks '{key}'")
 
 
-UNKNOWN_COVARIANCE = r"covariance_type must be one of full \(VVV\), tied \(EEE\), diag"
+UNKNOWN_COVARIANCE = r"covariance_type must be one of EII, spherical \(VII\), EEI"
 
 
 def test_unknown_covariance_type(tmp_path, text):

@@ -26,9 +26,10 @@ from hypothesis import strategies as st
 import gmmcli
 from gmmcli import outputs
 from gmmcli.core import em, model
-from gmmcli.core.covariance import STACKED_FULL, STACKED_TIED, get_covariance
+from gmmcli.core.covariance import STACKED_FULL, STACKED_TIED
 from gmmcli.core.fit import fit_rows
 from gmmcli.core.options import FitOptions
+from gmmcli.core.structures import get_covariance
 from gmmcli.engines.stream import FileRows
 from gmmcli.io import modelfile
 

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from gmmcli.errors import InvalidParameter, SingularCovarianceError
+from gmmcli.errors import SingularCovarianceError
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -61,6 +61,12 @@ def _covariance_from_factor(factor: np.ndarray) -> np.ndarray:
 
 def _symmetrise(matrices: np.ndarray) -> np.ndarray:
     return 0.5 * (matrices + np.swapaxes(matrices, -1, -2))
+
+
+def empty_components(nk: np.ndarray) -> np.ndarray:
+    """Components whose weight is below one rounding unit of the total: the M-step keeps
+    their previous parameters (with weight zero), so nothing hangs on noise."""
+    return nk <= np.finfo(float).eps * nk.sum()
 
 
 def _safe(nk: np.ndarray) -> np.ndarray:
@@ -115,7 +121,7 @@ def _pack(matrices: np.ndarray) -> np.ndarray:
     return matrices[..., rows, cols] * np.where(rows == cols, 1.0, 2.0)
 
 
-def _unpack(packed: np.ndarray, n_features: int) -> np.ndarray:
+def unpack(packed: np.ndarray, n_features: int) -> np.ndarray:
     """Symmetric (…, D, D) matrices from their upper triangles (plain entries)."""
     rows, cols = product_pairs(n_features)
     out = np.zeros((*packed.shape[:-1], n_features, n_features))
@@ -231,9 +237,16 @@ class Covariance:
         return sums
 
     def estimate(
-        self, nk: np.ndarray, means: np.ndarray, second: np.ndarray, reg_covar: float
+        self,
+        nk: np.ndarray,
+        means: np.ndarray,
+        second: np.ndarray,
+        reg_covar: float,
+        previous: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Covariances from summed statistics (means already divided out)."""
+        """Covariances from summed statistics (means already divided out), reg_covar
+        added to the scatter matrices (Wₖ + reg_covar·nₖ·I); ``previous`` covariances are
+        where an iterative M-step starts."""
         raise NotImplementedError
 
     def full_matrices(
@@ -241,6 +254,20 @@ class Covariance:
     ) -> np.ndarray:
         """Every component's covariance as a (K, D, D) array."""
         raise NotImplementedError
+
+    def unregularised(
+        self,
+        covariances: np.ndarray,
+        nk: np.ndarray,
+        means: np.ndarray,
+        second: np.ndarray,
+        reg_covar: float,
+    ) -> np.ndarray:
+        """Full (K, D, D) covariances as the M-step gives them without reg_covar: here,
+        where it only adds reg_covar·I to each, ``covariances`` less that."""
+        n_components, n_features = means.shape
+        full = self.full_matrices(covariances, n_components, n_features)
+        return full - reg_covar * np.eye(n_features)
 
     def log_gaussian(self, X: np.ndarray, means: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
         """log N(x | μₖ, Σₖ) for every row and component, shape (n_rows, K)."""
@@ -302,9 +329,9 @@ class Full(Covariance):
     def linear(self, means, prec_chol):
         return np.einsum("kij,kj->ki", self.precisions(prec_chol), means)
 
-    def estimate(self, nk, means, second, reg_covar):
+    def estimate(self, nk, means, second, reg_covar, previous=None):
         n_features = means.shape[1]
-        cov = _unpack(second, n_features) / _safe(nk)[:, None, None]
+        cov = unpack(second, n_features) / _safe(nk)[:, None, None]
         cov -= means[:, :, None] * means[:, None, :]
         idx = np.arange(n_features)
         cov[:, idx, idx] += reg_covar
@@ -425,8 +452,8 @@ class Tied(Full):
         sums = wresp @ phi[n_quad:].T
         return sums[:, -1], sums[:, :-1], phi[:n_quad] @ weights
 
-    def estimate(self, nk, means, second, reg_covar):
-        cov = _symmetrise(_unpack(second, means.shape[1]) - (means.T * nk) @ means) / nk.sum()
+    def estimate(self, nk, means, second, reg_covar, previous=None):
+        cov = _symmetrise(unpack(second, means.shape[1]) - (means.T * nk) @ means) / nk.sum()
         cov.flat[:: len(cov) + 1] += reg_covar
         return cov
 
@@ -518,7 +545,7 @@ class Diag(Covariance):
     def linear(self, means, prec_chol):
         return self.precisions(prec_chol) * means
 
-    def estimate(self, nk, means, second, reg_covar):
+    def estimate(self, nk, means, second, reg_covar, previous=None):
         return second / _safe(nk)[:, None] - means**2 + reg_covar
 
     def full_matrices(self, covariances, n_components, n_features):
@@ -556,7 +583,7 @@ class Spherical(Diag):
     def _second(self, sums):
         return sums[:, 0]
 
-    def estimate(self, nk, means, second, reg_covar):
+    def estimate(self, nk, means, second, reg_covar, previous=None):
         return (second / _safe(nk) - np.einsum("ki,ki->k", means, means)) / means.shape[
             1
         ] + reg_covar
@@ -565,22 +592,4 @@ class Spherical(Diag):
         return covariances[:, None, None] * np.eye(n_features)
 
 
-COVARIANCE_TYPES: dict[str, Covariance] = {c.name: c for c in (Full(), Tied(), Diag(), Spherical())}
 STACKED_FULL, STACKED_TIED = StackedFull(), StackedTied()
-# Every name a structure answers to, in lower case: scikit-learn's and mclust's.
-_BY_NAME = {n.lower(): c for c in COVARIANCE_TYPES.values() for n in (c.name, c.mclust_name)}
-COVARIANCE_CHOICES = ", ".join(f"{c.name} ({c.mclust_name})" for c in COVARIANCE_TYPES.values())
-
-
-def find_covariance(name: object) -> Covariance | None:
-    """The structure called ``name`` (scikit-learn's or mclust's name, in any case)."""
-    return _BY_NAME.get(name.lower()) if isinstance(name, str) else None
-
-
-def get_covariance(name: str) -> Covariance:
-    """The structure called ``name`` (find_covariance), or an InvalidParameter listing the
-    names."""
-    found = find_covariance(name)
-    if found is None:
-        raise InvalidParameter("covariance_type", name, f"one of {COVARIANCE_CHOICES}")
-    return found

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
-from gmmcli.core.covariance import Covariance, get_covariance
+from gmmcli.core.covariance import Covariance, empty_components
+from gmmcli.core.structures import get_covariance
 
 if TYPE_CHECKING:
     from gmmcli.core.options import FitOptions
@@ -398,15 +399,17 @@ def m_step(stats: Stats, cov: Covariance, reg_covar: float, previous: Params | N
     """New parameters from summed statistics.
 
     A component whose weight is below one rounding unit of the total keeps its previous
-    mean and covariance, with weight zero: nothing is divided by zero and the outcome does
-    not depend on noise.
+    mean and covariance (what of it is its own), with weight zero: nothing is divided by
+    zero and the outcome does not depend on noise. An iterative M-step starts from the
+    previous covariances.
     """
     total = stats.nk.sum()
-    empty = stats.nk <= np.finfo(float).eps * total
+    empty = empty_components(stats.nk)
     means = stats.sx / np.where(empty, 1.0, stats.nk)[:, None]
     if empty.any():
         means[empty] = previous.means[empty]
-    covariances = cov.estimate(stats.nk, means, stats.second, reg_covar)
+    before = None if previous is None else previous.covariances
+    covariances = cov.estimate(stats.nk, means, stats.second, reg_covar, before)
     if empty.any():
         covariances = cov.keep_previous(covariances, previous.covariances, empty)
     weights = np.where(empty, 0.0, stats.nk / total)

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gmmcli.core.covariance import Covariance, get_covariance
+from gmmcli.core.covariance import Covariance, empty_components
 from gmmcli.core.em import (
     SERIAL,
     EMResult,
     Params,
     Reducer,
     RowSource,
+    Stats,
     accumulate,
     rounding_allowance,
     run_em,
@@ -22,6 +23,7 @@ from gmmcli.core.em import (
 from gmmcli.core.init import initial_params, whole_data_start
 from gmmcli.core.model import FitInfo, GaussianMixture, n_parameters
 from gmmcli.core.options import DEFAULT_OPTIONS, FitOptions, whole_number
+from gmmcli.core.structures import get_covariance
 from gmmcli.errors import DataError, GMMWarning, InvalidParameter, SingularCovarianceError
 
 COLLAPSE_RATIO = 1e-6
@@ -58,8 +60,21 @@ def summarise(rows: RowSource, reducer: Reducer = SERIAL) -> DataSummary:
     return DataSummary(centre, covariance, total, n_samples)
 
 
+def unregularised(params: Params, stats: Stats, cov: Covariance, reg_covar: float) -> np.ndarray:
+    """Every component's covariance (K, D, D) as the M-step gives it without reg_covar,
+    from the final statistics (Covariance.unregularised)."""
+    means = stats.sx / np.where(empty_components(stats.nk), 1.0, stats.nk)[:, None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GMMWarning)  # a capped inner loop was reported
+        return cov.unregularised(params.covariances, stats.nk, means, stats.second, reg_covar)
+
+
 def degeneracy(
-    params: Params, nk: np.ndarray, cov: Covariance, data: DataSummary, reg_covar: float
+    params: Params,
+    nk: np.ndarray,
+    cov: Covariance,
+    data: DataSummary,
+    unregularised: np.ndarray,
 ) -> str | None:
     """Why a fit is degenerate, or None.
 
@@ -86,14 +101,16 @@ def degeneracy(
             f"{pooled[1]} = {pooled[0]} their shared {cov.name} covariance needs"
         )
     full = cov.full_matrices(params.covariances, n_components, n_features)
-    unregularised = full - reg_covar * np.eye(n_features)
-    values, vectors = np.linalg.eigh(unregularised)
+    broken = ~np.isfinite(unregularised).all(axis=(1, 2))
+    values, vectors = np.linalg.eigh(np.where(broken[:, None, None], 0.0, unregularised))
     smallest, direction = values[:, 0], vectors[:, :, 0]
     spread = np.einsum("ki,ij,kj->k", direction, data.covariance, direction)
     slack = 64 * np.finfo(float).eps * np.abs(full).max(axis=(1, 2))
-    collapsed = np.nonzero(smallest < COLLAPSE_RATIO * spread - slack)[0]
+    collapsed = np.nonzero(broken | (smallest < COLLAPSE_RATIO * spread - slack))[0]
     if len(collapsed):
         k = int(collapsed[0])
+        if broken[k]:
+            return f"component {k} has collapsed: its covariance is singular"
         return (
             f"component {k} has collapsed: its variance along one direction is "
             f"{smallest[k]:.3g}, below {COLLAPSE_RATIO:g} of the data's {spread[k]:.3g}"
@@ -180,7 +197,7 @@ def fit_rows(
     rows, em_rows = rows.centred(data.centre), rows.centred(data.centre, options.em_dtype)
     explicit, complete = options.given_start
 
-    runs: list[tuple[EMResult, str | None]] = []
+    runs: list[tuple[EMResult, str | None, np.ndarray]] = []
     failure: SingularCovarianceError | None = None
     fallback = None  # the same for every restart: one pass, on the first that needs it
     for restart, child in enumerate(np.random.SeedSequence(seed).spawn(options.n_init)):
@@ -214,12 +231,13 @@ def fit_rows(
         except SingularCovarianceError as err:
             failure = err
             continue
-        reason = degeneracy(result.params, result.stats.nk, cov, data, options.reg_covar)
-        runs.append((result, reason))
+        plain = unregularised(result.params, result.stats, cov, options.reg_covar)
+        reason = degeneracy(result.params, result.stats.nk, cov, data, plain)
+        runs.append((result, reason, plain))
     if not runs:
         raise failure
 
-    best, reason = _best_run(runs, options.em_dtype)
+    best, reason, plain = _best_run(runs, options.em_dtype)
     params = best.params
     canonical_order = not explicit if options.canonical_order is None else options.canonical_order
     if canonical_order:
@@ -230,7 +248,7 @@ def fit_rows(
             cov.select(params.covariances, order),
             cov.select(params.prec_chol, order),
         )
-        reason = degeneracy(params, best.stats.nk[order], cov, data, options.reg_covar)
+        reason = degeneracy(params, best.stats.nk[order], cov, data, plain[order])
     info = FitInfo(
         log_likelihood=best.stats.log_likelihood,
         n_iter=best.n_iter,
@@ -261,12 +279,12 @@ def fit_rows(
     return model
 
 
-def _best_run(runs: list[tuple[EMResult, str | None]], dtype: type) -> tuple[EMResult, str | None]:
+def _best_run(runs: list[tuple[EMResult, str | None, np.ndarray]], dtype: type):
     """The restart with the highest log-likelihood, sound before degenerate; restarts
     within rounding of the highest count as equal and the first of them wins, so the
     choice does not hang on the order in which partial sums were added."""
     sound = [run for run in runs if run[1] is None] or runs
-    top = max(result.stats.log_likelihood for result, _ in sound)
+    top = max(result.stats.log_likelihood for result, *_ in sound)
     slack = rounding_allowance(dtype) * abs(top)
     return next(run for run in sound if run[0].stats.log_likelihood >= top - slack)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from gmmcli.core.covariance import get_covariance
 from gmmcli.core.model import GaussianMixture
+from gmmcli.core.structures import get_covariance
 
 WEIGHT_CONCENTRATION = 5.0
 VARIANCE_RANGE = (0.3, 1.5)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gmmcli.core.covariance import Covariance, get_covariance
+from gmmcli.core.covariance import Covariance
 from gmmcli.core.em import (
     SERIAL,
     Block,
@@ -31,6 +31,7 @@ from gmmcli.core.em import (
     add_up,
     m_step,
 )
+from gmmcli.core.structures import get_covariance
 
 if TYPE_CHECKING:
     from gmmcli.core.fit import DataSummary

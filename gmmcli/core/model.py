@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gmmcli.core.covariance import Covariance, get_covariance
+from gmmcli.core.covariance import Covariance
 from gmmcli.core.em import Params, Prepared, aligned_tiles, log_joint, normalise, tile_rows
+from gmmcli.core.structures import get_covariance
 from gmmcli.errors import DataError, GMMError, SingularCovarianceError
 
 WEIGHT_SUM_TOLERANCE = 1e-9

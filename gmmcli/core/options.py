@@ -16,11 +16,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gmmcli.core.covariance import COVARIANCE_CHOICES, COVARIANCE_TYPES, find_covariance
 from gmmcli.core.init import INIT_METHODS, INIT_SAMPLE
+from gmmcli.core.structures import COVARIANCE_CHOICES, SKLEARN_NAMES, find_covariance
 from gmmcli.errors import InvalidParameter
 
-COVARIANCE_NAMES = tuple(COVARIANCE_TYPES)
+COVARIANCE_NAMES = SKLEARN_NAMES
 CRITERIA = ("bic", "aic", "icl", "cv")
 DTYPES = ("float64", "float32")
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from gmmcli.core.covariance import get_covariance
 from gmmcli.core.em import SERIAL, Block, PartFunction, Reducer, RowSource
 from gmmcli.core.fit import fit_rows
 from gmmcli.core.model import GaussianMixture
 from gmmcli.core.options import SELECT_DEFAULTS, FitOptions, Grid
+from gmmcli.core.structures import get_covariance
 from gmmcli.errors import GMMError, UserError
 
 HIGHER_IS_BETTER = {"cv"}

@@ -1,0 +1,348 @@
+"""The ten constrained structures of Celeux and Govaert (1995), by mclust's names.
+
+Every covariance is Σₖ = λₖ Oₖ diag(Aₖ) Oₖᵀ: a volume λ > 0, a shape A (positive, its
+product 1) and an orientation O (orthonormal columns). The three letters of a name say
+whether each is Equal across components, Variable, or the Identity (shape and orientation
+only). scikit-learn's four are VII, VVI, EEE and VVV (gmmcli.core.covariance); the ten
+here keep their covariances in the shape of the nearest of those (spherical for EII,
+diagonal for EEI, VEI and EVI, full for the rest) and use its E-step unchanged. Only the
+M-step differs: it maximises the expected complete-data log-likelihood over the
+structure's parameters, from the scatter matrices Wₖ = Σ w r (x - μₖ)(x - μₖ)ᵀ, i.e. it
+minimises Σₖ nₖ log|Σₖ| + tr(Σₖ⁻¹ Wₖ), in closed form where one exists and otherwise by
+updating volumes, shapes and orientations in turn, each step the best for the others held
+fixed (a common orientation with varying shapes by Browne and McNicholas's (2014)
+majorise-minimise step), so no step loses likelihood. The steps start from the previous
+M-step's parameters, so EM stays monotone and the inner loop short.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from gmmcli.core.covariance import Diag, Full, Spherical, empty_components, unpack
+from gmmcli.errors import GMMWarning
+
+INNER_TOL = 1.5e-8  # relative change of the objective at which the inner loop stops
+INNER_MAX_ITER = 1000
+CONSTRAINT_TOLERANCE = 1e-8
+
+
+@dataclass
+class Parts:
+    """Volumes (K,), shapes (K, D) and orientations (K, D, D), one entry per component
+    even where the structure shares them."""
+
+    volumes: np.ndarray
+    shapes: np.ndarray
+    orientations: np.ndarray
+
+    def matrices(self) -> np.ndarray:
+        """Σₖ = λₖ Oₖ diag(Aₖ) Oₖᵀ for every component."""
+        scaled = self.orientations * (self.volumes[:, None] * self.shapes)[:, None, :]
+        return scaled @ np.swapaxes(self.orientations, 1, 2)
+
+
+def _geometric_mean(values: np.ndarray) -> np.ndarray:
+    """Over the last axis, in log space."""
+    with np.errstate(divide="ignore"):
+        return np.exp(np.log(values).mean(axis=-1))
+
+
+def _unit_product(values: np.ndarray) -> np.ndarray:
+    """Positive values scaled so that their product (over the last axis) is 1."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return values / _geometric_mean(values)[..., None]
+
+
+def _rotated_diagonal(scatter: np.ndarray, orientations: np.ndarray) -> np.ndarray:
+    """diag(Oₖᵀ Wₖ Oₖ) for every component, shape (K, D)."""
+    return np.einsum("kij,kil,klj->kj", orientations, scatter, orientations)
+
+
+class Constrained:
+    """What the ten structures share; mixed into the form of covariance they are kept in.
+
+    ``volume``, ``shape_kind`` and ``orientation`` are the letters of mclust's name.
+    """
+
+    volume: str
+    shape_kind: str
+    orientation: str
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.name = cls.mclust_name = cls.__name__
+
+    @property
+    def iterative(self) -> bool:
+        """Whether the M-step has no closed form (VEI, VEE, VEV, EVE, VVE)."""
+        shared_shape = self.shape_kind == "E" and self.orientation == "E"
+        return (self.volume == "V" and self.shape_kind == "E") or (
+            self.orientation == "E" and not shared_shape
+        )
+
+    def own_rows(self, n_components, n_features):
+        if self.orientation == "V":
+            return n_features + 1, "D + 1"
+        if "V" in (self.volume, self.shape_kind):
+            return 2, "2"
+        return 1, "1"
+
+    def pooled_rows(self, n_components, n_features):
+        if self.orientation == "E":
+            return n_components + n_features, "K + D"
+        return n_components + 1, "K + 1"
+
+    def n_parameters(self, n_components, n_features):
+        """Free covariance parameters as mclust counts them."""
+        count = {"E": 1, "V": n_components}[self.volume]
+        count += {"E": n_features - 1, "V": n_components * (n_features - 1), "I": 0}[
+            self.shape_kind
+        ]
+        rotations = n_features * (n_features - 1) // 2
+        count += {"E": rotations, "V": n_components * rotations, "I": 0}[self.orientation]
+        return count
+
+    def keep_previous(self, covariances, previous, mask):
+        return covariances  # estimate() already kept an empty component's own parameters
+
+    # Between the stored form and the parts.
+
+    def stored(self, matrices: np.ndarray) -> np.ndarray:
+        """Full (K, D, D) covariances in the shape this structure keeps them in."""
+        return matrices
+
+    def parts(self, covariances: np.ndarray, n_features: int) -> Parts:
+        """The volumes, shapes and orientations of covariances with this structure (shared
+        ones averaged over the components, which hold the same up to rounding)."""
+        matrices = self.full_matrices(covariances, len(covariances), n_features)
+        n_components = len(matrices)
+        if self.orientation == "I":
+            orientations = np.broadcast_to(np.eye(n_features), matrices.shape).copy()
+            values = np.diagonal(matrices, axis1=1, axis2=2).copy()
+        elif self.orientation == "V":
+            values, orientations = np.linalg.eigh(matrices)
+        else:
+            orientations = np.broadcast_to(_common_axes(matrices), matrices.shape).copy()
+            values = _rotated_diagonal(matrices, orientations)
+        volumes = _geometric_mean(values)
+        shapes = _unit_product(values)
+        if self.volume == "E":
+            volumes = np.full(n_components, volumes.mean())
+        if self.shape_kind == "E":
+            shapes = np.broadcast_to(_unit_product(shapes.mean(axis=0)), shapes.shape).copy()
+        elif self.shape_kind == "I":
+            shapes = np.ones_like(shapes)
+        return Parts(volumes, shapes, orientations)
+
+    def constraint_error(self, covariances: np.ndarray, n_features: int) -> str | None:
+        """Why covariances (in the stored shape) do not have this structure, or None."""
+        matrices = self.full_matrices(covariances, len(covariances), n_features)
+        scale = np.abs(matrices).max(initial=0.0)
+        with np.errstate(all="ignore"):
+            rebuilt = self.parts(covariances, n_features).matrices()
+        if not np.all(np.abs(rebuilt - matrices) <= CONSTRAINT_TOLERANCE * scale):
+            return f"the covariances do not have the {self.name} structure ({self.describe()})"
+        return None
+
+    def describe(self) -> str:
+        words = {"E": "equal", "V": "varying", "I": "identity"}
+        return (
+            f"{words[self.volume]} volume, {words[self.shape_kind]} shape, "
+            f"{words[self.orientation]} orientation"
+        )
+
+    # The M-step.
+
+    def unregularised(self, covariances, nk, means, second, reg_covar):
+        """The estimate with no reg_covar from the statistics, started at ``covariances``
+        (NaN where a scatter matrix is singular)."""
+        plain = self.estimate(nk, means, second, 0.0, covariances)
+        return self.full_matrices(plain, *means.shape)
+
+    def estimate(self, nk, means, second, reg_covar, previous=None):
+        scatter = self._scatter(nk, means, second)
+        live = ~empty_components(nk)
+        scatter[live] += reg_covar * nk[live, None, None] * np.eye(means.shape[1])
+        start = None if previous is None else self.parts(previous, means.shape[1])
+        with np.errstate(all="ignore"):  # a singular scatter gives NaN, refused downstream
+            parts = self._maximise(scatter, nk, live, start)
+        return self.stored(parts.matrices())
+
+    def _scatter(self, nk, means, second) -> np.ndarray:
+        """Wₖ = Σ w r x xᵀ - nₖ μₖ μₖᵀ as (K, D, D) from the stored form's statistics."""
+        raise NotImplementedError
+
+    def _maximise(
+        self, scatter: np.ndarray, nk: np.ndarray, live: np.ndarray, start: Parts | None
+    ) -> Parts:
+        """The parts that minimise Σₖ nₖ log|Σₖ| + tr(Σₖ⁻¹ Wₖ) over the live components;
+        an empty component keeps its own parts from ``start``."""
+        n_features = scatter.shape[-1]
+        parts = start or _first_parts(scatter, nk, live)
+        if self.shape_kind == "I":
+            parts.shapes[:] = 1.0
+        if self.orientation == "I":
+            parts.orientations[:] = np.eye(n_features)
+        if self.orientation == "V":
+            values, axes = np.linalg.eigh(scatter[live])
+            parts.orientations[live] = axes
+        elif self.orientation == "I":
+            values = np.diagonal(scatter[live], axis1=1, axis2=2)
+        counts = nk[live]
+        total = counts.sum() * n_features
+        largest = None  # each scatter's largest eigenvalue, for the majorise-minimise step
+        if self.orientation == "E" and self.shape_kind == "V":
+            largest = np.linalg.eigvalsh(scatter[live])[:, -1]
+        objective = np.inf
+        for _ in range(INNER_MAX_ITER if self.iterative else 1):
+            if self.orientation == "E":
+                self._update_orientation(parts, scatter, live, largest)
+                values = _rotated_diagonal(scatter[live], parts.orientations[live])
+            self._update_shape(parts, values, live)
+            ratios = (values / parts.shapes[live]).sum(axis=1)
+            if self.volume == "V":
+                parts.volumes[live] = ratios / (n_features * counts)
+            else:
+                parts.volumes[:] = ratios.sum() / total
+            volumes = parts.volumes[live]
+            previous, objective = (
+                objective,
+                float(n_features * counts @ np.log(volumes) + (ratios / volumes).sum()),
+            )
+            if abs(previous - objective) <= INNER_TOL * (abs(objective) + total):
+                break
+        else:
+            if self.iterative and np.isfinite(objective):
+                warnings.warn(
+                    f"the {self.name} M-step stopped at its cap of {INNER_MAX_ITER} inner "
+                    "iterations before its objective settled",
+                    GMMWarning,
+                    stacklevel=2,
+                )
+        return parts
+
+    def _update_orientation(
+        self, parts: Parts, scatter: np.ndarray, live: np.ndarray, largest: np.ndarray
+    ) -> None:
+        """A common orientation: with a common shape too, the eigenvectors of Σ Wₖ/λₖ
+        (shape from its eigenvalues); with varying shapes, one majorise-minimise step."""
+        volumes = parts.volumes[live]
+        if self.shape_kind == "E":
+            values, axes = np.linalg.eigh((scatter[live] / volumes[:, None, None]).sum(axis=0))
+            parts.shapes[:] = _unit_product(values)
+        else:
+            # f(O) = Σ tr(Wₖ O Bₖ Oᵀ), Bₖ = diag(1/(λₖAₖ)), is concave plus a constant
+            # once each Wₖ is shifted by its largest eigenvalue; its tangent plane at O
+            # bounds it from above and is least at the polar factor of H below.
+            current = parts.orientations[0]
+            inverse = 1.0 / (volumes[:, None] * parts.shapes[live])
+            shifted = largest[:, None, None] * current - scatter[live] @ current
+            left, _, right = np.linalg.svd((shifted * inverse[:, None, :]).sum(axis=0))
+            axes = left @ right
+        parts.orientations[:] = axes
+
+    def _update_shape(self, parts: Parts, values: np.ndarray, live: np.ndarray) -> None:
+        """Shapes for the orientations and volumes held: each component's own from its
+        rotated scatter, or one common to all from the scatter over the volumes."""
+        if self.shape_kind == "V":
+            parts.shapes[live] = _unit_product(values)
+        elif self.shape_kind == "E" and self.orientation != "E":
+            weighted = (values / parts.volumes[live, None]).sum(axis=0)
+            parts.shapes[:] = _unit_product(weighted)
+
+
+def _first_parts(scatter: np.ndarray, nk: np.ndarray, live: np.ndarray) -> Parts:
+    """Where the inner loop starts without previous parameters: every component with the
+    pooled covariance (its volume, shape and axes)."""
+    n_components = len(scatter)
+    pooled = scatter[live].sum(axis=0) / nk[live].sum()
+    values, axes = np.linalg.eigh(pooled)
+    return Parts(
+        np.full(n_components, _geometric_mean(values)),
+        np.tile(_unit_product(values), (n_components, 1)),
+        np.tile(axes, (n_components, 1, 1)),
+    )
+
+
+def _common_axes(matrices: np.ndarray) -> np.ndarray:
+    """Axes that diagonalise every one of commuting symmetric matrices: the eigenvectors of
+    a combination of them with unequal weights, so that no two axes share an eigenvalue
+    unless every matrix treats them alike."""
+    volumes = _geometric_mean(np.linalg.eigvalsh(matrices))
+    weights = 1.0 + (np.arange(len(matrices)) * 0.6180339887498949) % 1.0
+    return np.linalg.eigh(np.einsum("k,kij->ij", weights / volumes, matrices))[1]
+
+
+class _FullForm(Constrained, Full):
+    def _scatter(self, nk, means, second):
+        return unpack(second, means.shape[1]) - nk[:, None, None] * (
+            means[:, :, None] * means[:, None, :]
+        )
+
+
+class _DiagForm(Constrained, Diag):
+    def _scatter(self, nk, means, second):
+        return np.einsum("kd,de->kde", second - nk[:, None] * means**2, np.eye(means.shape[1]))
+
+    def stored(self, matrices):
+        return np.diagonal(matrices, axis1=1, axis2=2).copy()
+
+
+class _SphericalForm(Constrained, Spherical):
+    def _scatter(self, nk, means, second):
+        n_features = means.shape[1]
+        spread = (second - nk * np.einsum("ki,ki->k", means, means)) / n_features
+        return spread[:, None, None] * np.eye(n_features)
+
+    def stored(self, matrices):
+        return matrices[:, 0, 0].copy()
+
+
+class EII(_SphericalForm):
+    volume, shape_kind, orientation = "E", "I", "I"
+
+
+class EEI(_DiagForm):
+    volume, shape_kind, orientation = "E", "E", "I"
+
+
+class VEI(_DiagForm):
+    volume, shape_kind, orientation = "V", "E", "I"
+
+
+class EVI(_DiagForm):
+    volume, shape_kind, orientation = "E", "V", "I"
+
+
+class VEE(_FullForm):
+    volume, shape_kind, orientation = "V", "E", "E"
+
+
+class EVE(_FullForm):
+    volume, shape_kind, orientation = "E", "V", "E"
+
+
+class VVE(_FullForm):
+    volume, shape_kind, orientation = "V", "V", "E"
+
+
+class EEV(_FullForm):
+    volume, shape_kind, orientation = "E", "E", "V"
+
+
+class VEV(_FullForm):
+    volume, shape_kind, orientation = "V", "E", "V"
+
+
+class EVV(_FullForm):
+    volume, shape_kind, orientation = "E", "V", "V"
+
+
+CONSTRAINED: tuple[Constrained, ...] = (
+    *(EII(), EEI(), VEI(), EVI(), VEE()),
+    *(EVE(), VVE(), EEV(), VEV(), EVV()),
+)
