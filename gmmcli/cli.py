@@ -570,7 +570,7 @@ def plot(
 
     Without --model: the rows alone, coloured by a component or true_component column.
 
-    With --table: the criterion against K, one line per covariance type.
+    With --table: the criterion against K, one line per covariance structure (mclust's name).
 
     Needs the plot extra: pip install 'gmmcli\[plot]'
     """

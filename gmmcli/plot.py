@@ -51,6 +51,14 @@ MAHALANOBIS_RADII = ((1.0, "-"), (2.0, "--"))
 LABEL_COLUMNS = ("component", "true_component")
 MAX_LABELS = len(OKABE_ITO) * len(MARKERS)
 MAX_FAILED_LISTED = 6
+GRID_MARKER_SIZE = 7.0  # points across
+# A grid's key, measured at matplotlib's default font size: an entry's height in the small
+# font (with its spacing), and in the x-small font a column's marker and gap, and a letter.
+LEGEND_ENTRY_INCHES = 0.19
+TITLE_INCHES = 0.5
+X_LABEL_INCHES = 0.45  # the tick labels and the label under the axes
+LEGEND_HANDLE_INCHES = 0.3
+LEGEND_CHARACTER_INCHES = 0.04
 
 
 # ------------------------------------------------------------------------------ options
@@ -272,6 +280,33 @@ def _legend(axes: Axes, handles: list, title: str | None = None) -> None:
     )
 
 
+def _grid_legend(figure: Figure, axes: Axes, handles: list, image: Image) -> None:
+    """The key beside the axes when it fits the figure's height in one column, as with a
+    few structures or the default size; else under the plot in as many columns as fit the
+    width, so that all fourteen structures stay readable in a small picture."""
+    from matplotlib.transforms import offset_copy
+
+    title = "covariance structure"
+    if (len(handles) + 1) * LEGEND_ENTRY_INCHES <= image.height - TITLE_INCHES:
+        _legend(axes, handles, title)
+        return
+    longest = max(len(handle.get_label()) for handle in handles)
+    column = LEGEND_HANDLE_INCHES + longest * LEGEND_CHARACTER_INCHES
+    axes.legend(  # an axes' legend: the layout keeps it clear of the note of failed points
+        handles=handles,
+        title=title,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        bbox_transform=offset_copy(axes.transAxes, figure, y=-X_LABEL_INCHES, units="inches"),
+        ncols=max(1, min(len(handles), int(image.width // column))),
+        fontsize="x-small",
+        title_fontsize="x-small",
+        columnspacing=1.0,
+        handlelength=1.5,
+        frameon=False,
+    )
+
+
 def _shown_note(n_shown: int, n_rows: int) -> str:
     if n_shown == n_rows:
         return f"{n_rows:,} rows"
@@ -475,6 +510,81 @@ def _category_key(value: Any) -> tuple[int, Any]:
     return (1, str(value))
 
 
+# ------------------------------------------------------------- covariance structures
+
+
+@dataclass(frozen=True)
+class Structure:
+    """How a select-k grid draws one covariance structure, named as R mclust names it."""
+
+    name: str  # mclust's: EII ... VVV, or E and V for one feature
+    alias: str  # scikit-learn's name for the same structure, or ""
+    colour: str
+    marker: str
+
+    @property
+    def label(self) -> str:
+        """The legend's name: mclust's, with scikit-learn's beside it ("VVV (full)")."""
+        return f"{self.name} ({self.alias})" if self.alias else self.name
+
+
+# One fixed style per structure, in mclust's order, so a structure looks the same in every
+# grid whatever else the grid holds. mclust's names read volume, shape, orientation (Equal,
+# Variable, Identity); neighbours in this order differ in volume alone, so each such pair
+# shares a hue, dark for equal volume and light for variable. Every structure has a colour
+# and a marker of its own (the marker tells apart what a colour-blind reader cannot);
+# E and V, mclust's names for one feature, have a hue of their own too. Markers are all
+# filled shapes: a hollow marker means a degenerate fit.
+STRUCTURES: dict[str, Structure] = {
+    s.name: s
+    for s in (
+        Structure("EII", "", "#3B3B3B", "o"),
+        Structure("VII", "spherical", "#9A9A9A", "s"),
+        Structure("EEI", "", "#0072B2", "^"),
+        Structure("VEI", "", "#56B4E9", "v"),
+        Structure("EVI", "", "#A6400A", "D"),
+        Structure("VVI", "diag", "#F08A3C", "P"),
+        Structure("EEE", "tied", "#006E50", "X"),
+        Structure("VEE", "", "#3DC495", "<"),
+        Structure("EVE", "", "#882255", ">"),
+        Structure("VVE", "", "#D070A8", "p"),
+        Structure("EEV", "", "#7A5A00", "h"),
+        Structure("VEV", "", "#D4AA2A", "*"),
+        Structure("EVV", "", "#4B2C8C", "d"),
+        Structure("VVV", "full", "#9C82D9", "H"),
+        Structure("E", "", "#8E1B1B", "o"),  # the shapes of EII and VII, which
+        Structure("V", "", "#E0676F", "s"),  # select-k fits for E and V
+    )
+}
+# Every name a table may give a structure, in lower case: mclust's and scikit-learn's.
+_STRUCTURE_NAMES = {n.lower(): s for s in STRUCTURES.values() for n in (s.name, s.alias) if n}
+
+
+def find_structure(name: Any) -> Structure | None:
+    """The structure a table's cell names (mclust's or scikit-learn's name, any case)."""
+    if not isinstance(name, str):
+        return None
+    return _STRUCTURE_NAMES.get(name.strip().lower())
+
+
+def _structure(row: int, covariance_type: Any, model: Any, source: str) -> Structure:
+    """A grid row's structure: by its ``model`` cell (mclust's name) when the table has
+    one, else by its ``covariance_type`` (tables written before the model column)."""
+    if model is None or not str(model).strip():
+        column, value = "covariance_type", covariance_type
+    else:
+        column, value = "model", model
+    found = find_structure(value)
+    if found is None:
+        known = ", ".join(n for n in STRUCTURES if len(n) == 3)
+        raise UserError(
+            f"{column} in {source} row {row + 1} is {value!r}, not a covariance structure "
+            f"gmmcli knows ({known}, E, V or scikit-learn's spherical, diag, tied, full); "
+            "write the grid with gmmcli select-k --table"
+        )
+    return found
+
+
 GRID_COLUMNS = ("n_components", "covariance_type", "criterion", "degenerate", "status", "best")
 CRITERION_LABELS = {
     "bic": "BIC (lower is better)",
@@ -498,13 +608,15 @@ def criterion_name(columns: dict[str, list]) -> str | None:
 
 
 def grid_rows(columns: dict[str, list], source: str) -> list[dict[str, Any]]:
-    """The rows of a select-k grid, checked: K a whole number, criterion a number or None."""
+    """The rows of a select-k grid, checked: K a whole number, criterion a number or None,
+    each row's covariance structure one gmmcli knows (in ``structure``)."""
     missing = [name for name in GRID_COLUMNS if name not in columns]
     if missing:
         raise UserError(
             f"{source} is not a select-k grid (no column '{missing[0]}'); "
             "write one with gmmcli select-k --table"
         )
+    models = columns.get("model", [None] * len(columns["criterion"]))
     rows = []
     for i in range(len(columns["criterion"])):
         k, value = columns["n_components"][i], columns["criterion"][i]
@@ -523,7 +635,7 @@ def grid_rows(columns: dict[str, list], source: str) -> list[dict[str, Any]]:
         rows.append(
             {
                 "n_components": k,
-                "covariance_type": str(columns["covariance_type"][i]),
+                "structure": _structure(i, columns["covariance_type"][i], models[i], source),
                 "criterion": None if value is None or math.isnan(value) else float(value),
                 "degenerate": _flag(columns["degenerate"][i]),
                 "status": "" if columns["status"][i] is None else str(columns["status"][i]),
@@ -541,10 +653,13 @@ def _flag(value: Any) -> bool:
 
 
 def grid_figure(columns: dict[str, list], image: Image, *, source: str) -> Figure:
-    """A select-k grid: the criterion against K, one line per covariance type.
+    """A select-k grid: the criterion against K, one line per covariance structure.
 
+    Each structure has its own colour and marker (``STRUCTURES``), keyed in mclust's order.
     Degenerate points are hollow, the best point is ringed, and points without a value
-    (failed fits) are listed under the plot with their status.
+    (failed fits) are listed under the plot with their status. A structure's line carries
+    gid "line-NAME" (mclust's name) and its sound points as markers; its hollow points are
+    the collection "degenerate-NAME".
     """
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
@@ -553,12 +668,12 @@ def grid_figure(columns: dict[str, list], image: Image, *, source: str) -> Figur
     name = criterion_name(columns)
     with _style():
         figure, axes = _figure(image)
-        types = list(dict.fromkeys(row["covariance_type"] for row in rows))
+        present = {row["structure"].name for row in rows}
         handles = []
-        for index, kind in enumerate(types):
-            colour, marker = group_style(index)
+        for structure in (s for s in STRUCTURES.values() if s.name in present):
+            colour, marker, kind = structure.colour, structure.marker, structure.name
             mine = sorted(
-                (row for row in rows if row["covariance_type"] == kind),
+                (row for row in rows if row["structure"] is structure),
                 key=lambda row: row["n_components"],
             )
             k = np.array([row["n_components"] for row in mine], dtype=float)
@@ -566,23 +681,40 @@ def grid_figure(columns: dict[str, list], image: Image, *, source: str) -> Figur
                 [np.nan if row["criterion"] is None else row["criterion"] for row in mine]
             )
             hollow = np.array([row["degenerate"] for row in mine], dtype=bool)
-            axes.plot(k, value, color=colour, linewidth=1.6, zorder=2)  # NaN breaks the line
-            for fill, chosen, gid in (
-                (colour, ~hollow & np.isfinite(value), f"points-{kind}"),
-                ("white", hollow & np.isfinite(value), f"degenerate-{kind}"),
-            ):
-                axes.scatter(
-                    k[chosen],
-                    value[chosen],
-                    s=45,
+            axes.plot(  # NaN breaks the line
+                k,
+                value,
+                color=colour,
+                linewidth=1.6,
+                marker=marker,
+                markersize=GRID_MARKER_SIZE,
+                markevery=np.flatnonzero(~hollow & np.isfinite(value)).tolist(),
+                markeredgewidth=1.5,
+                zorder=2,
+                gid=f"line-{kind}",
+            )
+            chosen = hollow & np.isfinite(value)
+            axes.scatter(
+                k[chosen],
+                value[chosen],
+                s=GRID_MARKER_SIZE**2,
+                marker=marker,
+                facecolors="white",
+                edgecolors=colour,
+                linewidths=1.5,
+                zorder=3,
+                gid=f"degenerate-{kind}",
+            )
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color=colour,
                     marker=marker,
-                    facecolors=fill,
-                    edgecolors=colour,
-                    linewidths=1.5,
-                    zorder=3,
-                    gid=gid,
+                    markersize=GRID_MARKER_SIZE,
+                    label=structure.label,
                 )
-            handles.append(Line2D([], [], color=colour, marker=marker, label=kind))
+            )
         best = [row for row in rows if row["best"] and row["criterion"] is not None]
         for row in best:
             axes.scatter(
@@ -617,7 +749,7 @@ def grid_figure(columns: dict[str, list], image: Image, *, source: str) -> Figur
                 label="best",
             ),
         ]
-        _legend(axes, handles, "covariance type")
+        _grid_legend(figure, axes, handles, image)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_xlabel("number of components K")
         axes.set_ylabel(CRITERION_LABELS.get(name, "criterion"))
@@ -626,7 +758,7 @@ def grid_figure(columns: dict[str, list], image: Image, *, source: str) -> Figur
         subtitle = ""
         if best:
             row = best[0]
-            subtitle = f"best: K = {row['n_components']}, {row['covariance_type']}"
+            subtitle = f"best: K = {row['n_components']}, {row['structure'].label}"
             if name:
                 subtitle += f", {name.upper() if name != 'cv' else 'CV'} {row['criterion']:.6g}"
         _titles(figure, axes, title, subtitle)
@@ -644,7 +776,7 @@ def _failed_note(failed: list[dict]) -> str:
         status = " ".join((row["status"] or "no value").split())
         if len(status) > 100:
             status = status[:99] + "…"
-        lines.append(f"K = {row['n_components']}, {row['covariance_type']}: {status}")
+        lines.append(f"K = {row['n_components']}, {row['structure'].label}: {status}")
     if len(failed) > MAX_FAILED_LISTED:
         lines.append(f"… and {len(failed) - MAX_FAILED_LISTED} more (see the table)")
     return "\n".join(lines)

@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 import gmmcli
 from gmmcli import plot as pictures
 from gmmcli.cli import app
+from gmmcli.core.covariance import COVARIANCE_TYPES, find_covariance
 from gmmcli.errors import UserError
 
 runner = CliRunner()
@@ -88,6 +89,8 @@ def fitted(tmp_path_factory, mixture):
     model3 = gmmcli.fit(X3, 2, seed=0, columns=["f0", "f1", "f2"])
     gmmcli.save(model3, str(folder / "model3.json"))
     grid = write_csv(folder / "grid.csv", GRID)
+    typo_grid = write_csv(folder / "typo-grid.csv", grid_of(["full", "fulll"]))
+    odd_grid = write_csv(folder / "odd-grid.csv", grid_of(["full"], ["XYZ"]))
     return {
         "folder": folder,
         "data": data,
@@ -99,6 +102,8 @@ def fitted(tmp_path_factory, mixture):
         "X3": X3,
         "fit3": model3,
         "grid": grid,
+        "typo_grid": typo_grid,
+        "odd_grid": odd_grid,
     }
 
 
@@ -124,6 +129,56 @@ GRID = {
 
 def image(path="x.png", size="4x3", dpi=50) -> pictures.Image:
     return pictures.Image.from_options(str(path), size, dpi)
+
+
+# R mclust's fourteen covariance structures in its order, and scikit-learn's names of four.
+MCLUST = ["EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE"]
+MCLUST += ["VEE", "EVE", "VVE", "EEV", "VEV", "EVV", "VVV"]
+SKLEARN = {"VII": "spherical", "VVI": "diag", "EEE": "tied", "VVV": "full"}
+
+
+def grid_of(covariance_types, models=None, k_max=3) -> dict[str, list]:
+    """A select-k grid with K = 1..k_max for each structure: a value falling with K and
+    with the structure's place, no failures, the last point best; ``model`` when given."""
+    n = len(covariance_types)
+    columns = {
+        "n_components": [k for _ in range(n) for k in range(1, k_max + 1)],
+        "covariance_type": [c for c in covariance_types for _ in range(k_max)],
+    }
+    if models is not None:
+        columns["model"] = [m for m in models for _ in range(k_max)]
+    values = [1000.0 - 10 * i - 50 * k for i in range(n) for k in range(1, k_max + 1)]
+    return {
+        **columns,
+        "bic": values,
+        "criterion": values,
+        "degenerate": [False] * len(values),
+        "status": ["ok"] * len(values),
+        "best": [False] * (len(values) - 1) + [True],
+    }
+
+
+def grid_lines(figure) -> dict:
+    """A grid picture's line of each structure, by mclust's name."""
+    lines = [x for x in figure.axes[0].lines if (x.get_gid() or "").startswith("line-")]
+    return {x.get_gid().removeprefix("line-"): x for x in lines}
+
+
+def line_styles(figure) -> dict[str, tuple[str, str]]:
+    """(colour, marker) of each structure's line, by mclust's name."""
+    from matplotlib.colors import to_hex
+
+    return {n: (to_hex(x.get_color()), x.get_marker()) for n, x in grid_lines(figure).items()}
+
+
+def marked_points(line) -> np.ndarray:
+    """The points a line marks (its sound ones)."""
+    return line.get_xydata()[line.get_markevery()]
+
+
+def legend_texts(figure) -> list[str]:
+    legend = figure.axes[0].get_legend()
+    return [t.get_text() for t in legend.get_texts()]
 
 
 # ------------------------------------------------------------------------ the layering
@@ -407,17 +462,20 @@ def test_grid_picture_marks_degenerate_failed_and_best():
     figure = pictures.grid_figure(GRID, image(), source="grid.csv")
     axes = figure.axes[0]
     by_gid = {c.get_gid(): c for c in axes.collections}
-    hollow = by_gid["degenerate-full"]
+    hollow = by_gid["degenerate-VVV"]
     np.testing.assert_array_equal(hollow.get_offsets(), [[3, 720.0]])
     np.testing.assert_allclose(hollow.get_facecolors()[0], [1, 1, 1, 1])  # white inside
-    np.testing.assert_array_equal(by_gid["points-diag"].get_offsets(), [[1, 950.0], [2, 760.0]])
+    full, diag = grid_lines(figure)["VVV"], grid_lines(figure)["VVI"]
+    np.testing.assert_array_equal(marked_points(full), [[1, 900.0], [2, 700.0]])  # not K=3
+    np.testing.assert_array_equal(marked_points(diag), [[1, 950.0], [2, 760.0]])
     np.testing.assert_array_equal(by_gid["best"].get_offsets(), [[2, 700.0]])
     failed = supxlabel(figure)
     assert failed.startswith("1 point without a value")
-    assert "K = 3, diag: failed: the covariance of component 1 is singular" in failed
+    assert "K = 3, VVI (diag): failed: the covariance of component 1 is singular" in failed
     assert suptitle(figure) == "model selection by BIC"
+    assert axes.get_title() == "best: K = 2, VVV (full), BIC 700"
     assert axes.get_ylabel() == "BIC (lower is better)"
-    assert [t.get_text() for t in axes.get_legend().get_texts()][:2] == ["full", "diag"]
+    assert legend_texts(figure)[:2] == ["VVI (diag)", "VVV (full)"]  # mclust's order
 
 
 def test_grid_criterion_is_named_by_the_column_it_copies():
@@ -425,6 +483,152 @@ def test_grid_criterion_is_named_by_the_column_it_copies():
     assert pictures.criterion_name(GRID) == "bic"
     assert pictures.criterion_name(aic_grid) == "aic"
     assert pictures.criterion_name({**GRID, "criterion": [1.0] * 6}) is None
+
+
+# ------------------------------------------------------ the covariance structures of a grid
+
+
+def drawn_grids(monkeypatch) -> list:
+    """The figures grid_figure returns from now on, kept to look into."""
+    drawn, draw = [], pictures.grid_figure
+
+    def spy(*args, **kwargs):
+        drawn.append(draw(*args, **kwargs))
+        return drawn[-1]
+
+    monkeypatch.setattr(pictures, "grid_figure", spy)
+    return drawn
+
+
+def test_all_fourteen_structures_have_a_colour_and_a_marker_of_their_own(tmp_path, monkeypatch):
+    table = write_csv(tmp_path / "grid.csv", grid_of([SKLEARN.get(m, m) for m in MCLUST], MCLUST))
+    drawn = drawn_grids(monkeypatch)
+    out = tmp_path / "grid.png"
+    result = runner.invoke(app, ["plot", "--table", table, "-o", str(out), *SMALL])
+    assert result.exit_code == 0, result.output
+    assert png_size(out.read_bytes()) == (200, 150)
+    (figure,) = drawn
+    styles = line_styles(figure)
+    assert list(styles) == MCLUST  # in mclust's order
+    assert len(set(styles.values())) == 14
+    assert len({colour for colour, _ in styles.values()}) == 14  # colour alone tells them apart
+    assert len({marker for _, marker in styles.values()}) == 14  # and so does the marker
+    for i, name in enumerate(MCLUST):  # each line holds its own rows
+        line = grid_lines(figure)[name]
+        np.testing.assert_array_equal(
+            line.get_xydata(), [[k, 1000 - 10 * i - 50 * k] for k in (1, 2, 3)]
+        )
+    names = [f"{m} ({SKLEARN[m]})" if m in SKLEARN else m for m in MCLUST]
+    assert legend_texts(figure) == [*names, "degenerate (hollow)", "best"]
+    from matplotlib.colors import to_hex
+
+    keys = figure.axes[0].get_legend().legend_handles[:14]
+    assert [(to_hex(h.get_color()), h.get_marker()) for h in keys] == list(styles.values())
+
+
+@pytest.mark.parametrize("subset", [["VEV"], ["VVV", "VEV"], ["VVV", "EII", "VEV", "diag"]])
+def test_a_structure_looks_the_same_whatever_else_the_grid_holds(subset):
+    every = line_styles(pictures.grid_figure(grid_of(MCLUST, MCLUST), image(), source="g"))
+    some = line_styles(pictures.grid_figure(grid_of(subset), image(), source="g"))
+    names = [pictures.find_structure(n).name for n in subset]
+    assert list(some) == [m for m in MCLUST if m in names]  # mclust's order, not the table's
+    assert some == {m: every[m] for m in names}
+
+
+def test_without_a_model_column_the_structure_is_read_from_covariance_type():
+    written = ["FULL", "Diag", "spherical", "tied", "vev", "Eii"]  # any name, in any case
+    mclust = ["VVV", "VVI", "VII", "EEE", "VEV", "EII"]
+    old = pictures.grid_figure(grid_of(written), image(), source="old.csv")
+    new = pictures.grid_figure(
+        grid_of([SKLEARN.get(m, m) for m in mclust], mclust), image(), source="new.csv"
+    )
+    assert line_styles(old) == line_styles(new)
+    assert list(line_styles(old)) == ["EII", "VII", "VVI", "EEE", "VEV", "VVV"]
+    assert legend_texts(old)[:6] == legend_texts(new)[:6]
+
+
+def test_an_old_grid_plots_through_the_command(fitted, tmp_path, monkeypatch):
+    assert "model" not in GRID  # written before select-k's table had a model column
+    drawn = drawn_grids(monkeypatch)
+    out = tmp_path / "old.png"
+    result = runner.invoke(app, ["plot", "--table", fitted["grid"], "-o", str(out), *SMALL])
+    assert result.exit_code == 0, result.output
+    assert list(line_styles(drawn[0])) == ["VVI", "VVV"]
+
+
+@pytest.mark.parametrize("blank", [None, ""])
+def test_a_row_without_a_model_name_is_read_by_its_covariance_type(blank):
+    grid = grid_of(["full", "VEV"], [blank, "VEV"])  # an old grid with new rows added
+    assert list(line_styles(pictures.grid_figure(grid, image(), source="g"))) == ["VEV", "VVV"]
+
+
+def test_a_one_feature_grid_draws_e_and_v(tmp_path, monkeypatch):
+    table = write_csv(tmp_path / "grid.csv", grid_of(["EII", "spherical"], ["E", "V"]))
+    drawn = drawn_grids(monkeypatch)
+    out = tmp_path / "grid.png"
+    result = runner.invoke(app, ["plot", "--table", table, "-o", str(out), *SMALL])
+    assert result.exit_code == 0, result.output
+    styles = line_styles(drawn[0])
+    assert list(styles) == ["E", "V"] and styles["E"] != styles["V"]
+    assert legend_texts(drawn[0])[:2] == ["E", "V"]
+    from matplotlib.colors import to_hex
+
+    for name, (colour, marker) in styles.items():
+        assert (colour, marker) == (
+            to_hex(pictures.STRUCTURES[name].colour),
+            pictures.STRUCTURES[name].marker,
+        )
+
+
+def test_every_style_differs_from_every_other():
+    styles = [(s.colour.lower(), s.marker) for s in pictures.STRUCTURES.values()]
+    assert list(pictures.STRUCTURES) == [*MCLUST, "E", "V"]
+    assert len(set(styles)) == len(styles) == 16
+    assert len({colour for colour, _ in styles}) == 16
+
+
+@pytest.mark.parametrize("name", list(COVARIANCE_TYPES))
+def test_the_plot_names_scikit_learns_four_as_the_core_does(name):
+    core = find_covariance(name)
+    assert pictures.find_structure(name).name == core.mclust_name
+    assert pictures.find_structure(core.mclust_name.lower()).alias == name
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        (grid_of(["full", "fulll"]), "covariance_type in g.csv row 4 is 'fulll', not a"),
+        (grid_of(["full", "VEV"], ["VVV", "XYZ"]), "model in g.csv row 4 is 'XYZ', not a"),
+        (grid_of(["full", None]), "covariance_type in g.csv row 4 is None, not a"),
+        (grid_of(["full", "full"], ["VVV", 3.0]), "model in g.csv row 4 is 3.0, not a"),
+    ],
+)
+def test_an_unknown_structure_is_refused_naming_the_known_ones(grid, message):
+    with pytest.raises(UserError) as caught:
+        pictures.grid_figure(grid, image(), source="g.csv")
+    text = str(caught.value)
+    assert message in text and "\n" not in text
+    assert "(EII, VII, EEI, VEI, EVI, VVI, EEE, VEE, EVE, VVE, EEV, VEV, EVV, VVV, E, V" in text
+    assert "spherical, diag, tied, full" in text
+
+
+@pytest.mark.parametrize(("size", "beside"), [("8x6", True), ("4x3", False)])
+def test_a_key_of_fourteen_stays_clear_of_the_lines_and_inside_the_picture(size, beside):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    grid = grid_of(MCLUST, MCLUST)
+    grid["bic"][0] = grid["criterion"][0] = None
+    grid["status"][0] = "failed: singular"  # a note under the plot
+    figure = pictures.grid_figure(grid, image(size=size), source="g.csv")
+    FigureCanvasAgg(figure).draw()  # lays the figure out
+    renderer = figure.canvas.get_renderer()
+    plot = figure.axes[0].get_window_extent(renderer)
+    key = figure.axes[0].get_legend().get_window_extent(renderer)
+    note = figure._supxlabel.get_window_extent(renderer)
+    assert not key.overlaps(plot) and not key.overlaps(note)
+    page = figure.bbox
+    assert page.x0 <= key.x0 and key.x1 <= page.x1 and page.y0 <= key.y0 and key.y1 <= page.y1
+    assert (key.x0 >= plot.x1) == beside and (key.y1 <= plot.y0) == (not beside)
 
 
 # ------------------------------------------------------------------------------ errors
@@ -453,6 +657,8 @@ BAD = [
     (["{empty}"], "every row of"),
     (["--table", "{grid}", "-m", "{model}"], "leave out --model and --columns"),
     (["--table", "{data}"], "is not a select-k grid (no column 'n_components')"),
+    (["--table", "{typo_grid}"], "row 4 is 'fulll', not a covariance structure gmmcli knows"),
+    (["--table", "{odd_grid}"], "row 1 is 'XYZ', not a covariance structure gmmcli knows"),
     (["{data}", "--columns", "x"], "--columns takes two names"),
     (["{data}", "--columns", "x,y,true_component"], "--columns takes two names"),
     (["{data3}", "-m", "{model3}", "--columns", "f0,g"], "'g', which is not among the features"),
