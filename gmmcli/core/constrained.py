@@ -25,7 +25,7 @@ import numpy as np
 from gmmcli.core.covariance import Diag, Full, Spherical, empty_components, unpack
 from gmmcli.errors import GMMWarning
 
-INNER_TOL = 1.5e-8  # relative change of the objective at which the inner loop stops
+INNER_TOL = 1.5e-8  # relative change of the covariances at which the inner loop stops
 INNER_MAX_ITER = 1000
 CONSTRAINT_TOLERANCE = 1e-8
 
@@ -197,7 +197,7 @@ class Constrained:
         largest = None  # each scatter's largest eigenvalue, for the majorise-minimise step
         if self.orientation == "E" and self.shape_kind == "V":
             largest = np.linalg.eigvalsh(scatter[live])[:, -1]
-        objective = np.inf
+        matrices = None
         for _ in range(INNER_MAX_ITER if self.iterative else 1):
             if self.orientation == "E":
                 self._update_orientation(parts, scatter, live, largest)
@@ -208,18 +208,16 @@ class Constrained:
                 parts.volumes[live] = ratios / (n_features * counts)
             else:
                 parts.volumes[:] = ratios.sum() / total
-            volumes = parts.volumes[live]
-            previous, objective = (
-                objective,
-                float(n_features * counts @ np.log(volumes) + (ratios / volumes).sum()),
-            )
-            if abs(previous - objective) <= INNER_TOL * (abs(objective) + total):
+            if not self.iterative:
+                break
+            previous, matrices = matrices, parts.matrices()
+            if previous is not None and _relative_change(previous, matrices) <= INNER_TOL:
                 break
         else:
-            if self.iterative and np.isfinite(objective):
+            if np.isfinite(matrices).all():
                 warnings.warn(
                     f"the {self.name} M-step stopped at its cap of {INNER_MAX_ITER} inner "
-                    "iterations before its objective settled",
+                    f"iterations before its covariances settled to {INNER_TOL:g}",
                     GMMWarning,
                     stacklevel=2,
                 )
@@ -235,14 +233,12 @@ class Constrained:
             values, axes = np.linalg.eigh((scatter[live] / volumes[:, None, None]).sum(axis=0))
             parts.shapes[:] = _unit_product(values)
         else:
-            # f(O) = Σ tr(Wₖ O Bₖ Oᵀ), Bₖ = diag(1/(λₖAₖ)), is concave plus a constant
-            # once each Wₖ is shifted by its largest eigenvalue; its tangent plane at O
-            # bounds it from above and is least at the polar factor of H below.
-            current = parts.orientations[0]
-            inverse = 1.0 / (volumes[:, None] * parts.shapes[live])
-            shifted = largest[:, None, None] * current - scatter[live] @ current
-            left, _, right = np.linalg.svd((shifted * inverse[:, None, :]).sum(axis=0))
-            axes = left @ right
+            axes = _majorised_axes(
+                scatter[live],
+                parts.orientations[0],
+                1.0 / (volumes[:, None] * parts.shapes[live]),
+                largest,
+            )
         parts.orientations[:] = axes
 
     def _update_shape(self, parts: Parts, values: np.ndarray, live: np.ndarray) -> None:
@@ -253,6 +249,34 @@ class Constrained:
         elif self.shape_kind == "E" and self.orientation != "E":
             weighted = (values / parts.volumes[live, None]).sum(axis=0)
             parts.shapes[:] = _unit_product(weighted)
+
+
+def _relative_change(before: np.ndarray, after: np.ndarray) -> float:
+    """The largest change of an entry of covariance matrices, relative to their largest
+    entry."""
+    return float(np.abs(after - before).max() / np.abs(after).max())
+
+
+def _majorised_axes(
+    scatter: np.ndarray, axes: np.ndarray, inverse: np.ndarray, largest: np.ndarray
+) -> np.ndarray:
+    """Axes O that lower f(O) = Σₖ tr(Wₖ O Bₖ Oᵀ), Bₖ = diag(``inverse``ₖ), from ``axes``:
+    two majorise-minimise steps (Browne and McNicholas 2014). Shifted by the largest
+    eigenvalue of Wₖ, and then of Bₖ, f is concave in O plus a constant; its tangent plane
+    at the current axes bounds it from above and is least at the polar factor of the
+    shifted gradient."""
+    shifted = largest[:, None, None] * axes - scatter @ axes
+    axes = _polar((shifted * inverse[:, None, :]).sum(axis=0))
+    top = inverse.max(axis=1)
+    axes = _polar(((scatter @ axes) * (top[:, None] - inverse)[:, None, :]).sum(axis=0))
+    return axes
+
+
+def _polar(matrix: np.ndarray) -> np.ndarray:
+    """The orthogonal factor of ``matrix`` (the orthogonal Q nearest to it, maximising
+    tr(matrixᵀ Q))."""
+    left, _, right = np.linalg.svd(matrix)
+    return left @ right
 
 
 def _first_parts(scatter: np.ndarray, nk: np.ndarray, live: np.ndarray) -> Parts:

@@ -255,6 +255,11 @@ class Covariance:
         """Every component's covariance as a (K, D, D) array."""
         raise NotImplementedError
 
+    def constraint_error(self, covariances: np.ndarray, n_features: int) -> str | None:
+        """Why covariances of the right shape do not have this structure, or None (none of
+        the four constrains more than its shape)."""
+        return None
+
     def unregularised(
         self,
         covariances: np.ndarray,
