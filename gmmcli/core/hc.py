@@ -106,19 +106,22 @@ def agglomerate(
 
 
 class _Agglomeration:
-    """The state of agglomerate(): clusters by their smallest leaf, their sums, and the
-    costs of merging every pair."""
+    """The state of agglomerate(): the clusters' sums and the costs of merging every pair,
+    at positions 0 .. size - 1. A merger keeps the pair's lower position; the cluster at
+    the last position moves into the other (as mclust does), so every operation reads a
+    compact block. ``leaf[i]`` is the smallest leaf of the cluster at position i."""
 
     def __init__(self, Z: np.ndarray, weights: np.ndarray, alpha: float, beta: float):
         n_leaves, p = Z.shape
         self.p, self.alpha, self.beta = p, alpha, beta
+        self.size = n_leaves
+        self.leaf = np.arange(n_leaves)
         self.weight = weights.astype(float, copy=True)
         self.distinct = np.ones(n_leaves, dtype=np.intp)  # leaves per cluster
         self.mean = Z.astype(float, copy=True)
         self.scatter = np.zeros((n_leaves, p, p))
         self.trace = np.zeros(n_leaves)
         self.term = self._terms(self.weight, self.trace)
-        self.active = np.ones(n_leaves, dtype=bool)
         # Every pair of single leaves at once: their scatter is c δδᵀ, its trace c |δ|².
         squared = np.einsum("ij,ij->i", Z, Z)
         distance = squared[:, None] + squared[None, :] - 2.0 * (Z @ Z.T)
@@ -149,13 +152,13 @@ class _Agglomeration:
         terms *= weight
         return terms
 
-    def _merged_terms(self, a: int, others: np.ndarray) -> np.ndarray:
-        """The term of cluster ``a`` merged with each of ``others``."""
+    def _merged_terms(self, a: int, others: slice | np.ndarray) -> np.ndarray:
+        """The term of the cluster at ``a`` merged with each of those at ``others``."""
         weight = self.weight[a] + self.weight[others]
         factor = self.weight[a] * self.weight[others] / weight
         delta = self.mean[others] - self.mean[a]
         trace = self.trace[a] + self.trace[others] + factor * np.einsum("ij,ij->i", delta, delta)
-        logdet = np.full(len(others), -np.inf)
+        logdet = np.full(len(weight), -np.inf)
         full_rank = self.distinct[a] + self.distinct[others] > self.p
         if self.p == 1:
             with np.errstate(divide="ignore"):
@@ -166,15 +169,14 @@ class _Agglomeration:
             if factor_a is not None:
                 # A single row adds c δδᵀ: |W + c δδᵀ| = |W| (1 + c |L⁻¹δ|²), W = L Lᵀ.
                 single = full_rank & (self.distinct[others] == 1)
-                inverse = np.linalg.inv(factor_a)
-                solved = delta[single] @ inverse.T
+                solved = delta[single] @ np.linalg.inv(factor_a).T
                 log_w = 2.0 * np.log(np.diag(factor_a)).sum()
                 lifted = np.log1p(factor[single] * np.einsum("ij,ij->i", solved, solved))
                 logdet[single] = log_w + lifted
                 general = full_rank & ~single
             if general.any():
                 d = delta[general]
-                scatter = self.scatter[others[general]] + self.scatter[a]
+                scatter = self.scatter[others][general] + self.scatter[a]
                 scatter += factor[general, None, None] * (d[:, :, None] * d[:, None, :])
                 sign, value = np.linalg.slogdet(scatter)
                 logdet[general] = np.where(sign > 0, value, -np.inf)
@@ -182,7 +184,7 @@ class _Agglomeration:
         return self._terms(weight, trace, logdet)
 
     def _cholesky(self, a: int) -> np.ndarray | None:
-        """The Cholesky factor of cluster ``a``'s scatter, if it has full rank."""
+        """The Cholesky factor of the scatter of the cluster at ``a``, if it has full rank."""
         if self.distinct[a] <= self.p:
             return None
         try:
@@ -191,19 +193,20 @@ class _Agglomeration:
             return None
 
     def run(self) -> Tree:
-        n_leaves = len(self.weight)
+        n_leaves = self.size
         merges = np.empty((n_leaves - 1, 2), dtype=np.intp)
         costs = np.empty(n_leaves - 1)
         for stage in range(n_leaves - 1):
-            first = int(np.argmin(self.best))
+            first = int(np.argmin(self.best[: self.size]))
             a, b = sorted((first, int(self.nearest[first])))
-            merges[stage] = a, b
+            merges[stage] = sorted((self.leaf[a], self.leaf[b]))
             costs[stage] = self.cost[a, b]
             self._merge(a, b)
         return Tree(n_leaves, merges, costs)
 
     def _merge(self, a: int, b: int) -> None:
-        """Cluster ``b`` joins ``a``; the costs of ``a`` with every other are renewed."""
+        """The cluster at ``b`` joins the one at ``a``, the last moves into ``b``, and the
+        costs of ``a`` with every other are renewed."""
         self.term[a] = self._merged_terms(a, np.array([b]))[0]
         weight = self.weight[a] + self.weight[b]
         factor = self.weight[a] * self.weight[b] / weight
@@ -213,28 +216,39 @@ class _Agglomeration:
         self.mean[a] += (self.weight[b] / weight) * delta
         self.weight[a] = weight
         self.distinct[a] += self.distinct[b]
-        self.active[b] = False
+        self.leaf[a] = min(self.leaf[a], self.leaf[b])
         cost, best, nearest = self.cost, self.best, self.nearest
-        cost[b, :] = np.inf
-        cost[:, b] = np.inf
-        best[b] = np.inf
-        others = np.flatnonzero(self.active)
-        others = others[others != a]
-        if len(others) == 0:
-            best[a] = np.inf
+        last = self.size - 1
+        # rows whose minimum was a pair with a or b: renewed below, or scanned again
+        lost = (nearest[: last + 1] == a) | (nearest[: last + 1] == b)
+        if b != last:
+            for values in (self.leaf, self.weight, self.distinct, self.mean, self.scatter):
+                values[b] = values[last]
+            for values in (self.trace, self.term, best, nearest, lost):
+                values[b] = values[last]
+            cost[b, :last] = cost[last, :last]
+            cost[:last, b] = cost[:last, last]
+            cost[b, b] = np.inf
+            nearest[: last + 1][nearest[: last + 1] == last] = b
+        self.size = size = last
+        lost = lost[:size]
+        if size == 1:
+            best[0] = np.inf
             return
-        renewed = self._merged_terms(a, others) - self.term[a] - self.term[others]
-        cost[a, others] = renewed
-        cost[others, a] = renewed
-        best[a] = cost[a].min()
-        nearest[a] = cost[a].argmin()
-        # Rows whose minimum was the pair with a or b: the new cost with a is their
-        # minimum if it is no higher, else their row is scanned again.
-        lost = (nearest[others] == a) | (nearest[others] == b)
-        closer = renewed <= best[others]
-        best[others[closer]] = renewed[closer]
-        nearest[others[closer]] = a
-        rescan = others[lost & ~closer]
+        renewed = self._merged_terms(a, slice(0, size))
+        renewed -= self.term[:size]
+        renewed -= self.term[a]
+        renewed[a] = np.inf
+        cost[a, :size] = renewed
+        cost[:size, a] = renewed
+        closer = renewed <= best[:size]
+        best[:size][closer] = renewed[closer]
+        nearest[:size][closer] = a
+        best[a] = renewed.min()
+        nearest[a] = renewed.argmin()
+        rescan = np.flatnonzero(lost & ~closer)
+        rescan = rescan[rescan != a]
         if len(rescan):
-            best[rescan] = cost[rescan].min(axis=1)
-            nearest[rescan] = cost[rescan].argmin(axis=1)
+            rows = cost[rescan, :size]
+            best[rescan] = rows.min(axis=1)
+            nearest[rescan] = rows.argmin(axis=1)
