@@ -10,7 +10,7 @@ and trace T contributes
 
 and a merger costs the contribution of the merged cluster less those of its two parts
 (lower is better). |W / n| is taken as 0 while the cluster holds at most p distinct rows
-(W is singular then), so small clusters are compared by their trace, smoothed by
+(p features: W is singular then), so small clusters are compared by their trace, smoothed by
 α = tr(scatter of all rows) / (n p) and β = 1: mclust's defaults. Without α and β the
 criterion Σ n log |W / n| would be undefined until clusters outgrow the dimension.
 
@@ -23,9 +23,10 @@ axis divided by the square root of its singular value. Features of zero variance
 directions the rows do not span, are left out.
 
 The costs of merging every pair are kept in an n × n matrix with each row's minimum, so
-a stage only computes the costs of the merged cluster with the others (one batched
-determinant per pair whose merger holds more than p distinct rows) and rescans the rows
-whose minimum it changed. Memory is O(n²): 32 MB at n = 2,000.
+a stage only computes the costs of the merged cluster with the others and rescans the rows
+whose minimum it changed. A pair whose merger holds more than p distinct rows needs a
+determinant: a rank-one update of the merged cluster's Cholesky factor when the other is
+a single row, else one of a batch. Memory is O(n²): 32 MB at n = 2,000.
 """
 
 from __future__ import annotations

@@ -390,8 +390,10 @@ def hc_tree(
     its chance of being drawn, 1 - exp(-w τ) (τ the next smallest key), scaled so that
     the leaves weigh ``size`` in all: rows of equal weight weigh 1 each, as the rows of
     mclust's unweighted subset do, and a row so heavy that it would be drawn several
-    times weighs that many. A sample of rows with weights other than the first's summed
-    weights takes a second pass, which sums them.
+    times weighs that many. Once the drawing pass has passed rows over it no longer knows
+    every drawn row's summed weight, and a second pass sums them. Without a sample, a row
+    of weight w and w copies of it give the same leaves and tree; with one, the same law
+    of draws (not the same draws).
     """
     leaves, weights, key_bound, exact = _draw_leaves(rows, size, rng)
     sampled = key_bound is not None
