@@ -82,7 +82,7 @@ def scaled_svd(X: np.ndarray, weights: np.ndarray) -> np.ndarray:
     total = float(weights.sum())
     centred = X - (weights @ X) / total
     variance = weights @ np.square(centred) / (total - 1.0 if total > 1.0 else total)
-    spread = variance > np.finfo(float).tiny
+    spread = variance > 0
     scaled = centred[:, spread] / np.sqrt(variance[spread])
     squared, axes = np.linalg.eigh((scaled * weights[:, None]).T @ scaled)  # D², V
     spanned = squared > np.finfo(float).eps * len(squared) * max(squared.max(initial=0.0), 0.0)
