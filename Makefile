@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 GMMCLI := $(BIN)/gmmcli
 OUT := out
 
-.PHONY: demo test lint format bench bench-commits bench-kernels bench-onedal-2024 bench-scale sample-data clean
+.PHONY: demo test lint format bench bench-commits bench-hc bench-kernels bench-onedal-2024 bench-scale sample-data clean
 
 $(GMMCLI): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,10 @@ bench-commits: $(GMMCLI)
 ## bench-kernels: the E-step's tile sizes and kernel forms, µs per row on one thread
 bench-kernels: $(GMMCLI)
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_kernels.py
+
+## bench-hc: seconds to build the hc start's tree on 2,000 rows at D = 10 and D = 50
+bench-hc: $(GMMCLI)
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_hc.py
 
 ## bench-scale: a ~4 GB Parquet file fitted streamed, peak RSS below 1 GB
 bench-scale: $(GMMCLI)

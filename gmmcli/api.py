@@ -120,8 +120,9 @@ def select_k(
     k_values : iterable of int
         The numbers of components tried.
     options : FitOptions or None
-        What every point is fitted with (default: 3 restarts, ``tol=1e-6``,
-        ``max_iter=1000``, seed 0); keywords naming its fields replace its values.
+        What every point is fitted with (default: 3 restarts, the first from hc and the
+        others from kmeans, ``init="auto"``, ``tol=1e-6``, ``max_iter=1000``, seed 0);
+        keywords naming its fields replace its values.
     jobs : int
         Points fitted in parallel processes.
     **keywords

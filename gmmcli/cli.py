@@ -23,7 +23,7 @@ from typer.core import TyperGroup
 
 from gmmcli import __version__, jobs
 from gmmcli.console import Reporter, error
-from gmmcli.core.init import INIT_SAMPLE
+from gmmcli.core.init import HC_ROWS, INIT_SAMPLE
 from gmmcli.core.options import COVARIANCE_NAMES, FitOptions, Grid
 from gmmcli.errors import FULL, GMMError, UserError
 from gmmcli.flags import (
@@ -31,7 +31,6 @@ from gmmcli.flags import (
     INPUT,
     MODEL,
     OUTPUT,
-    SCALE,
     ChunkRowsOpt,
     ColumnsOpt,
     Criterion,
@@ -43,9 +42,11 @@ from gmmcli.flags import (
     EngineOpt,
     ExcludeOpt,
     FormatOpt,
+    HcRowsOpt,
     InitMethod,
     InitOpt,
     InitSampleOpt,
+    JobsOpt,
     MaxIterOpt,
     MemoryLimitOpt,
     ModelOpt,
@@ -258,6 +259,7 @@ def fit_command(
     ] = None,
     init: InitOpt = InitMethod["kmeans"],
     init_sample: InitSampleOpt = INIT_SAMPLE,
+    hc_rows: HcRowsOpt = HC_ROWS,
     init_model: Annotated[
         str | None, option(panel=MODEL, help="Start EM from this model's parameters.")
     ] = None,
@@ -301,6 +303,7 @@ def fit_command(
         covariance_type=given_type,
         init=value(init),
         init_sample=init_sample,
+        hc_rows=hc_rows,
         n_init=n_init,
         max_iter=max_iter,
         tol=tol,
@@ -347,7 +350,9 @@ def select_k(
         option(panel=MODEL, help="Cross-validation folds (default 5 with --criterion cv)."),
     ] = None,
     n_init: Annotated[int, option(panel=MODEL, help="Restarts per grid point.")] = 3,
+    init: InitOpt = InitMethod["auto"],
     init_sample: InitSampleOpt = INIT_SAMPLE,
+    hc_rows: HcRowsOpt = HC_ROWS,
     max_iter: Annotated[int, option(panel=MODEL, help="EM iterations at most per fit.")] = 1000,
     tol: Annotated[
         float,
@@ -356,14 +361,7 @@ def select_k(
     reg_covar: RegCovarOpt = 1e-6,
     seed: SeedOpt = "0",
     dtype: DtypeOpt = Dtype["float64"],
-    n_jobs: Annotated[
-        int,
-        option(
-            "--jobs",
-            panel=SCALE,
-            help="Grid points fitted in parallel processes (one BLAS thread each).",
-        ),
-    ] = 1,
+    n_jobs: JobsOpt = 1,
     chunk_rows: ChunkRowsOpt = None,
     memory_limit: MemoryLimitOpt = None,
     columns: ColumnsOpt = None,
@@ -404,8 +402,10 @@ def select_k(
         cv_folds,
     )
     options = FitOptions(
+        init=value(init),
         n_init=n_init,
         init_sample=init_sample,
+        hc_rows=hc_rows,
         max_iter=max_iter,
         tol=tol,
         reg_covar=reg_covar,

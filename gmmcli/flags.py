@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from gmmcli.core.init import INIT_METHODS
+from gmmcli.core.init import INIT_CHOICES
 from gmmcli.core.options import COVARIANCE_CHOICES, CRITERIA, DTYPES
 from gmmcli.inputs import ENGINES
 from gmmcli.io.tables import FORMATS
@@ -21,7 +21,7 @@ def choices(name: str, values: tuple[str, ...]) -> type[Enum]:
     return Enum(name, {value: value for value in values}, type=str)
 
 
-InitMethod = choices("InitMethod", INIT_METHODS)
+InitMethod = choices("InitMethod", INIT_CHOICES)
 COVARIANCE_HELP = f"Covariance structure: {COVARIANCE_CHOICES}, by either name, in any case."
 Criterion = choices("Criterion", CRITERIA)
 Dtype = choices("Dtype", DTYPES)
@@ -118,6 +118,14 @@ SchedulerOpt = Annotated[
         "local[:N] to start N worker processes here for this run \\[default: local].",
     ),
 ]
+JobsOpt = Annotated[
+    int,
+    option(
+        "--jobs",
+        panel=SCALE,
+        help="Grid points fitted in parallel processes (one BLAS thread each).",
+    ),
+]
 InitSampleOpt = Annotated[
     int,
     option(
@@ -127,5 +135,20 @@ InitSampleOpt = Annotated[
         min=0,
     ),
 ]
-InitOpt = Annotated[InitMethod, option(panel=MODEL, help="Initialisation.")]
+InitOpt = Annotated[
+    InitMethod,
+    option(
+        panel=MODEL,
+        help="How each restart starts (hc: mclust's model-based hierarchical clustering; "
+        "auto: hc for the first restart, kmeans for the others).",
+    ),
+]
+HcRowsOpt = Annotated[
+    int,
+    option(
+        panel=MODEL,
+        help="hc clusters at most this many distinct rows, a seeded sample drawn by weight "
+        "when there are more (at least K).",
+    ),
+]
 MaxIterOpt = Annotated[int, option(panel=MODEL, help="EM iterations at most.")]

@@ -445,6 +445,26 @@ BAD_INPUTS = [
     ),
     case("k-below-1", "fit data.csv -k 0 -o out.json", "got 0"),
     case(
+        "hc-rows-zero", "fit data.csv -k 2 --init hc --hc-rows 0 -o out.json", "--hc-rows", "got 0"
+    ),
+    case("hc-rows-negative", "fit data.csv -k 2 --hc-rows -5 -o out.json", "--hc-rows", "got -5"),
+    case("hc-rows-not-an-integer", "fit data.csv -k 2 --hc-rows 2.5 -o out.json", "--hc-rows"),
+    case(
+        "hc-rows-below-k",
+        "fit data.csv -k 3 --init hc --hc-rows 2 -o out.json",
+        "--hc-rows",
+        "K (3)",
+    ),
+    case(
+        "select-k-hc-rows-zero", "select-k data.csv --hc-rows 0 -o out.json", "--hc-rows", "got 0"
+    ),
+    case(
+        "select-k-hc-rows-below-k",
+        "select-k data.csv --k-max 4 --hc-rows 3 -o out.json",
+        "--hc-rows",
+        "K (4)",
+    ),
+    case(
         "k-above-rows-with-positive-weight",
         "fit w.csv -k 3 --weight-column w -o out.json",
         "2 rows with positive weight",

@@ -57,6 +57,24 @@ def test_init_sample_seeds_on_a_sample_only_below_the_row_count(files):
     assert first_log_likelihood(0) != first_log_likelihood(30)
 
 
+def test_init_hc_starts_from_mclusts_hierarchical_clustering(files):
+    ok(gmm("fit blobs.csv -k 3 --init hc -o hc.json"))
+    model = json.loads(Path("hc.json").read_text())
+    assert model["training"]["init"] == "hc"
+    assert not model["training"]["degenerate"]
+    # 300 distinct rows: clustered whole under any --hc-rows from 300 up, the same bytes
+    ok(gmm("fit blobs.csv -k 3 --init hc --hc-rows 300 -q -o whole.json"))
+    assert Path("whole.json").read_bytes() == Path("hc.json").read_bytes()
+    ok(gmm("fit blobs.csv -k 3 --init hc --hc-rows 30 --max-iter 1 -q -o sampled.json"))
+    ok(gmm("fit blobs.csv -k 3 --init hc --max-iter 1 -q -o first.json"))
+    history = [
+        json.loads(Path(f).read_text())["training"]["history"]
+        for f in ("sampled.json", "first.json")
+    ]
+    assert history[0][0] != history[1][0]  # a sample of 30 rows starts elsewhere
+    assert "[default: kmeans]" in ok(gmm("fit --help")).stdout
+
+
 # --- columns ----------------------------------------------------------------------------
 
 

@@ -114,6 +114,16 @@ def test_same_model_as_the_local_engine(client, data, covariance_type, init):
     assert_same_model(local, remote)
 
 
+def test_the_hc_start_is_the_local_one(client, data):
+    # 2,400 rows: the hc start draws 300 of them by weight in the partitions, sums their
+    # weights in another pass and assigns the others in a third, as a local fit does.
+    root, X, weights = data
+    options = dict(init="hc", hc_rows=300, n_init=2, seed=5, tol=1e-6)
+    local = fit(X, 3, weights=weights, **options)
+    remote = fit_rows(cluster_rows(client, root / "folder"), 3, FitOptions(**options))
+    assert_same_model(local, remote)
+
+
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_fixed_iterations_give_the_local_model_to_rounding(client, data, covariance_type):
     # Partitions cut the rows elsewhere than local blocks: sums differ in the last bits

@@ -186,6 +186,18 @@ def test_chunk_size_changes_nothing(data, tmp_path, fmt, covariance_type, init):
     assert same_bytes(chunked, memory)
 
 
+def test_streamed_hc_start_is_the_same_bytes(data, tmp_path):
+    # 1,500 rows, 150 of them drawn for the tree: the drawing pass, the pass that sums
+    # their weights and the one that assigns the other rows see the same blocks.
+    path = data / "data.csv"
+    memory, chunked = tmp_path / "memory.json", tmp_path / "streamed.json"
+    streamed = ["--chunk-rows", "333", *STREAM, "-q", "-o", chunked]
+    ok(gmm(fit_args(path, "full", "hc", "--hc-rows", "150", "-q", "-o", memory)))
+    ok(gmm(fit_args(path, "full", "hc", "--hc-rows", "150", *streamed)))
+    assert same_bytes(chunked, memory)
+    assert load_json(memory)["training"]["init"] == "hc"
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_streamed_fit_drops_missing_rows_like_in_memory(tmp_path, table, fmt):
     # Rows 100..149 are a whole Parquet chunk of 50 rows: a chunk left empty is skipped.

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,7 @@ from gmmcli.core.em import (
     rounding_allowance,
     run_em,
 )
-from gmmcli.core.init import initial_params, whole_data_start
+from gmmcli.core.init import HcTree, initial_params, whole_data_start
 from gmmcli.core.model import FitInfo, GaussianMixture, n_parameters
 from gmmcli.core.options import DEFAULT_OPTIONS, FitOptions, whole_number
 from gmmcli.core.structures import get_covariance
@@ -177,6 +178,7 @@ def fit_rows(
     reducer: Reducer = SERIAL,
     feature_names: list[str] | None = None,
     on_iteration: Callable[[int, int, float], None] | None = None,
+    hc_trees: Mapping[int, HcTree] | None = None,
 ) -> GaussianMixture:
     """Fit by EM on rows from any source (arrays, a file read in chunks, a cluster).
 
@@ -186,7 +188,8 @@ def fit_rows(
     start, components come back in canonical order (descending weight, ties by the
     means); ``options.canonical_order`` overrides that either way.
     ``on_iteration(restart, iteration, mean_log_likelihood)`` is called after every EM
-    iteration; ``reducer`` runs every pass over the rows.
+    iteration; ``reducer`` runs every pass over the rows. A restart that starts from hc
+    cuts ``hc_trees[restart]`` when given (select-k builds them once for every K).
     """
     cov = get_covariance(options.covariance_type)
     seed = int(np.random.SeedSequence().entropy) if options.seed is None else options.seed
@@ -211,11 +214,12 @@ def fit_rows(
                 start = initial_params(
                     rows,
                     n_components,
-                    options,
+                    dataclasses.replace(options, init=options.init_for(restart)),
                     data=data,
                     fallback=fallback,
                     rng=rng,
                     reducer=reducer,
+                    hc=(hc_trees or {}).get(restart),
                 )
             start = _explicit_start(start, (n_components, n_features), cov, data.centre, options)
             result = run_em(

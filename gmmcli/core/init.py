@@ -1,11 +1,13 @@
-"""Starting parameters: weighted k-means, k-means++ seeding, random, random rows.
+"""Starting parameters: weighted k-means, k-means++ seeding, random, random rows, and
+mclust's model-based hierarchical clustering (hc).
 
 Every method works in passes over blocks of rows, so the same code serves arrays in memory
 and files streamed in chunks, and gives the same start whatever the block size (up to
 rounding of running sums). Rows are drawn by inverse CDF over their weights in row order,
 so a row of weight 3 is exactly as likely as three copies of it. Every method ends with the
 ordinary M-step: on the partition of the rows by their nearest centre (kmeans, kmeans++,
-random-from-data), or on random soft memberships (random).
+random-from-data) or by their hierarchical cluster (hc), or on random soft memberships
+(random).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,22 +26,28 @@ from gmmcli.core.em import (
     Block,
     InMemoryRows,
     Params,
+    Prepared,
     Reducer,
     RowSource,
     Stats,
     T,
     accumulate,
     add_up,
+    log_joint,
     m_step,
 )
+from gmmcli.core.hc import Tree, agglomerate, scaled_svd
 from gmmcli.core.structures import get_covariance
+from gmmcli.errors import InvalidParameter
 
 if TYPE_CHECKING:
     from gmmcli.core.fit import DataSummary
     from gmmcli.core.options import FitOptions
 
-INIT_METHODS = ("kmeans", "kmeans++", "random", "random-from-data")
+INIT_METHODS = ("kmeans", "kmeans++", "random", "random-from-data", "hc")
+INIT_CHOICES = (*INIT_METHODS, "auto")  # auto: hc for the first restart, kmeans after
 INIT_SAMPLE = 100_000  # k-means++ seeds on a weighted sample of about this many rows
+HC_ROWS = 2000  # hc clusters at most this many distinct rows (mclust's subset size)
 SAMPLE_ROWS_PER_COMPONENT = 20  # and at least this many per component
 LLOYD_MAX_ITER = 300
 LLOYD_TOL = 1e-4
@@ -340,6 +349,200 @@ def whole_data_start(
     )
 
 
+@dataclass(frozen=True)
+class HcTree:
+    """The hierarchical clustering of the rows that the hc start cuts, built by hc_tree().
+
+    Attributes
+    ----------
+    leaves : array of shape (n_leaves, n_features)
+        Distinct rows, about ``centre`` and in the order of their bytes.
+    weights : array of shape (n_leaves,)
+        What each leaf weighs in the clustering: its rows' summed weight, or, for a
+        sample, as hc_tree() says.
+    centre : array of shape (n_features,)
+        The origin of the leaves' coordinates (the rows' centre).
+    tree : Tree
+        The merges of the leaves.
+    sampled : bool
+        Whether the leaves are a sample (there were more distinct rows than wanted);
+        if not, the tree does not depend on the random generator.
+    """
+
+    leaves: np.ndarray
+    weights: np.ndarray
+    centre: np.ndarray
+    tree: Tree
+    sampled: bool
+
+
+def hc_tree(
+    rows: RowSource, size: int, rng: np.random.Generator, reducer: Reducer = SERIAL
+) -> HcTree:
+    """mclust's hierarchical clustering (gmmcli.core.hc) of at most ``size`` distinct rows.
+
+    Equal rows are one leaf with their summed weight (mclust starts duplicated rows in
+    one cluster; a row of weight w is w such rows). With more distinct rows than
+    ``size``, ``size`` of them are drawn without replacement, each with probability in
+    proportion to its summed weight: one pass in which every row draws one uniform u and
+    the key -log(1 - u) / w, each distinct row keeps the smallest key of its rows (so its
+    key follows the law of one row of their summed weight) and the ``size`` smallest
+    keys win (Efraimidis and Spirakis). A leaf then weighs its summed weight w divided by
+    its chance of being drawn, 1 - exp(-w τ) (τ the next smallest key), scaled so that
+    the leaves weigh ``size`` in all: rows of equal weight weigh 1 each, as the rows of
+    mclust's unweighted subset do, and a row so heavy that it would be drawn several
+    times weighs that many. Once the drawing pass has passed rows over it no longer knows
+    every drawn row's summed weight, and a second pass sums them. Without a sample, a row
+    of weight w and w copies of it give the same leaves and tree; with one, the same law
+    of draws (not the same draws).
+    """
+    leaves, weights, key_bound, exact = _draw_leaves(rows, size, rng)
+    sampled = key_bound is not None
+    if sampled and not exact:
+        weights = _summed_weights(rows, leaves, reducer)
+    if sampled:
+        chance = -np.expm1(-weights * key_bound)
+        weights = weights / chance
+        weights *= len(weights) / weights.sum()
+    tree = agglomerate(scaled_svd(leaves, weights), weights)
+    return HcTree(leaves, weights, rows.centre, tree, sampled)
+
+
+def _row_bytes(X: np.ndarray) -> np.ndarray:
+    """Each row as one opaque value (its bytes, -0.0 read as 0.0), to find equal rows."""
+    X = np.ascontiguousarray(X + 0.0, dtype=np.float64)
+    return X.view(np.dtype((np.void, 8 * X.shape[1]))).ravel()
+
+
+@dataclass
+class _Drawn:
+    """The distinct rows of smallest key met so far, in the order of their bytes: each
+    with its smallest key and its summed weight; ``exact`` while no row was passed over
+    (then the weights are the sums over all the rows)."""
+
+    keys: np.ndarray
+    rows: np.ndarray
+    weights: np.ndarray
+    exact: bool = True
+
+    def joined(self, other: _Drawn, count: int) -> _Drawn:
+        """The ``count`` distinct rows of smallest key of both."""
+        keys = np.concatenate([self.keys, other.keys])
+        rows = np.concatenate([self.rows, other.rows])
+        weights = np.concatenate([self.weights, other.weights])
+        exact = self.exact and other.exact
+        # weights summed in row order (so that their rounding does not hang on the keys)
+        _, inverse = np.unique(_row_bytes(rows), return_inverse=True)
+        inverse = inverse.ravel()
+        summed = np.bincount(inverse, weights=weights)
+        by_value = np.lexsort((keys, inverse))  # each distinct row's smallest key first
+        firsts = np.flatnonzero(np.diff(inverse[by_value], prepend=-1))
+        chosen = by_value[firsts]  # in the order of the rows' bytes
+        if len(chosen) > count:
+            kept = np.sort(np.argpartition(keys[chosen], count - 1)[:count])
+            chosen, summed, exact = chosen[kept], summed[kept], False
+        return _Drawn(keys[chosen], rows[chosen], summed, exact)
+
+
+def _draw_leaves(
+    rows: RowSource, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, float | None, bool]:
+    """One pass: the distinct rows of positive weight with their summed weights, or, when
+    there are more than ``size``, the ``size`` of smallest key (hc_tree()) with their
+    weights so far, the next smallest key, and whether those weights are the sums."""
+    n_features = rows.n_features
+    keep = size + 1  # one more tells whether there are more than size
+
+    def part(blocks: Iterable[Block], part_rng: np.random.Generator) -> _Drawn:
+        drawn = _Drawn(np.empty(0), np.empty((0, n_features)), np.empty(0))
+        for X, weights in blocks:
+            u = part_rng.random(len(X))
+            positive = weights > 0
+            keys = -np.log1p(-u[positive]) / weights[positive]
+            block = _Drawn(keys, X[positive], weights[positive])
+            if len(drawn.keys) == keep:  # only keys below the largest kept can get in
+                below = keys < drawn.keys.max()
+                if not below.all():
+                    block = _Drawn(keys[below], block.rows[below], block.weights[below], False)
+            drawn = drawn.joined(block, keep)
+        return drawn
+
+    parts = map_parts_drawing(rows, rng, 1, part)
+    drawn = parts[0]
+    for other in parts[1:]:
+        drawn = drawn.joined(other, keep)
+    if len(drawn.keys) <= size:
+        return drawn.rows, drawn.weights, None, True
+    key_bound = float(drawn.keys.max())
+    kept = np.sort(np.argpartition(drawn.keys, size - 1)[:size])
+    return drawn.rows[kept], drawn.weights[kept], key_bound, drawn.exact
+
+
+def _leaf_index(leaf_bytes: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """Which leaf each row of ``X`` equals (-1: none); ``leaf_bytes`` sorted."""
+    found = _row_bytes(X)
+    index = np.minimum(np.searchsorted(leaf_bytes, found), len(leaf_bytes) - 1)
+    return np.where(leaf_bytes[index] == found, index, -1)
+
+
+def _summed_weights(rows: RowSource, leaves: np.ndarray, reducer: Reducer) -> np.ndarray:
+    """The summed weight of the rows equal to each leaf (one pass)."""
+    leaf_bytes = _row_bytes(leaves)
+
+    def block(X: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        index = _leaf_index(leaf_bytes, X)
+        found = index >= 0
+        return np.bincount(index[found], weights=weights[found], minlength=len(leaves))
+
+    return reducer.sum(rows, block)
+
+
+def hc_params(
+    rows: RowSource,
+    n_components: int,
+    hc: HcTree,
+    cov: Covariance,
+    reg_covar: float,
+    fallback: Params,
+    reducer: Reducer = SERIAL,
+) -> Params:
+    """The M-step of the partition given by cutting ``hc`` at ``n_components`` clusters.
+
+    When the leaves are all the distinct rows, that is their own partition (no pass:
+    the leaves carry the summed weights). When they are a sample, the rows that are
+    leaves keep their leaf's cluster and every other row joins the cluster of highest
+    posterior probability under the M-step of the leaves' partition (what mclust's
+    E-step after its subset does, made hard), in one pass that also sums the partition's
+    statistics. Clusters beyond the leaves' count, and empty ones, keep ``fallback``.
+    """
+    labels = hc.tree.labels(n_components)
+    shift = hc.centre - rows.centre  # leaves' coordinates = the rows' minus shift
+    previous = dataclasses.replace(fallback, means=fallback.means - shift)
+    leaf_stats = accumulate(hc.leaves, hc.weights, _one_hot(labels, n_components), cov)
+    params = m_step(leaf_stats, cov, reg_covar, previous)
+    if hc.sampled:
+        prepared = Prepared.of(params, cov)
+        leaf_bytes = _row_bytes(hc.leaves)
+
+        def block(X: np.ndarray, weights: np.ndarray) -> Stats:
+            index = _leaf_index(leaf_bytes, X)
+            cluster = np.where(index >= 0, labels[index], -1)
+            others = np.flatnonzero(index < 0)
+            if len(others):
+                cluster[others] = log_joint(X[others], prepared)[1].argmax(axis=0)
+            return accumulate(X, weights, _one_hot(cluster, n_components), cov)
+
+        stats = reducer.sum(rows.centred(hc.centre), block)
+        params = m_step(stats, cov, reg_covar, previous)
+    return dataclasses.replace(params, means=params.means + shift)
+
+
+def check_hc_rows(hc_rows: int, n_components: int) -> None:
+    """The hc start needs at least as many leaves as components."""
+    if hc_rows < n_components:
+        raise InvalidParameter("hc_rows", hc_rows, f"at least K ({n_components}) for the hc start")
+
+
 def initial_params(
     rows: RowSource,
     n_components: int,
@@ -349,12 +552,15 @@ def initial_params(
     fallback: Params,
     rng: np.random.Generator,
     reducer: Reducer = SERIAL,
+    hc: HcTree | None = None,
 ) -> Params:
-    """First parameters by ``options.init`` (one of INIT_METHODS), in centred coordinates.
+    """First parameters by ``options.init`` (one of INIT_METHODS: a restart's method,
+    FitOptions.init_for()), in centred coordinates.
 
     k-means++ seeds on all rows when at most ``init_sample`` have a positive weight (or
     ``init_sample`` is 0), else on a weighted sample of about that many, at least 20 per
     component (sample_rows); Lloyd's iterations and the final partition use every row.
+    hc cuts ``hc`` if given, else the tree of hc_tree() on at most ``hc_rows`` rows.
     Components that come out empty keep ``fallback`` (whole_data_start()).
     """
     cov, method, reg_covar = (
@@ -362,6 +568,10 @@ def initial_params(
         options.init,
         options.reg_covar,
     )
+    if method == "hc":
+        check_hc_rows(options.hc_rows, n_components)
+        hc = hc or hc_tree(rows, options.hc_rows, rng, reducer)
+        return hc_params(rows, n_components, hc, cov, reg_covar, fallback, reducer)
     if method == "random":
         return m_step(_random_stats(rows, n_components, cov, rng), cov, reg_covar, fallback)
     if method == "random-from-data":

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gmmcli.core.init import INIT_METHODS, INIT_SAMPLE
+from gmmcli.core.init import HC_ROWS, INIT_CHOICES, INIT_SAMPLE
 from gmmcli.core.structures import COVARIANCE_CHOICES, SKLEARN_NAMES, find_covariance
 from gmmcli.errors import InvalidParameter
 
@@ -95,11 +95,15 @@ class FitOptions:
     covariance_type : {"full", "tied", "diag", "spherical"}
         The covariance structure; mclust's names for the same ("VVV", "EEE", "VVI",
         "VII", in any case) are taken and kept as scikit-learn's.
-    init : {"kmeans", "kmeans++", "random", "random-from-data"}
-        How each restart starts.
+    init : {"kmeans", "kmeans++", "random", "random-from-data", "hc", "auto"}
+        How each restart starts; "hc" is mclust's hierarchical clustering, "auto" starts
+        the first restart from hc and the others from kmeans.
     init_sample : int
         k-means++ seeds on a weighted sample of about this many rows when there are more
         (0: on every row).
+    hc_rows : int
+        hc clusters at most this many distinct rows, a sample drawn by weight when there
+        are more (at least the number of components).
     n_init : int
         Restarts; the best sound one wins.
     max_iter : int
@@ -133,6 +137,7 @@ class FitOptions:
     covariance_type: str = "full"
     init: str = "kmeans"
     init_sample: int = INIT_SAMPLE
+    hc_rows: int = HC_ROWS
     n_init: int = 1
     max_iter: int = 100
     tol: float = 1e-3
@@ -153,6 +158,13 @@ class FitOptions:
         """The E-step's numpy scalar type."""
         return np.dtype(self.dtype).type
 
+    def init_for(self, restart: int) -> str:
+        """The method restart ``restart`` starts with: ``init``, or for "auto" hc for the
+        first restart and kmeans for the others."""
+        if self.init == "auto":
+            return "hc" if restart == 0 else "kmeans"
+        return self.init
+
     @property
     def given_start(self) -> tuple[bool, bool]:
         """(any, all) of weights_init, means_init and precisions_init are given."""
@@ -162,8 +174,9 @@ class FitOptions:
 
 FIT_RULES: dict[str, Rule] = {
     "covariance_type": COVARIANCE,
-    "init": one_of(INIT_METHODS),
+    "init": one_of(INIT_CHOICES),
     "init_sample": whole_number(0),
+    "hc_rows": whole_number(1),
     "n_init": whole_number(1),
     "max_iter": whole_number(1),
     "tol": NON_NEGATIVE,
@@ -175,8 +188,9 @@ FIT_RULES: dict[str, Rule] = {
 
 DEFAULT_OPTIONS = FitOptions()
 # What select-k fits every grid point with unless told otherwise: tight, so that
-# criteria compare converged fits.
-SELECT_DEFAULTS = FitOptions(n_init=3, max_iter=1000, tol=1e-6, seed=0)
+# criteria compare converged fits; each point's first restart from mclust's start (hc),
+# the others from k-means.
+SELECT_DEFAULTS = FitOptions(init="auto", n_init=3, max_iter=1000, tol=1e-6, seed=0)
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from gmmcli.core.em import SERIAL, Block, PartFunction, Reducer, RowSource
-from gmmcli.core.fit import fit_rows
+from gmmcli.core.fit import fit_rows, summarise
+from gmmcli.core.init import HcTree, check_hc_rows, hc_tree
 from gmmcli.core.model import GaussianMixture
 from gmmcli.core.options import SELECT_DEFAULTS, FitOptions, Grid
 from gmmcli.core.structures import get_covariance
-from gmmcli.errors import GMMError, UserError
+from gmmcli.errors import DataError, GMMError, UserError
 
 HIGHER_IS_BETTER = {"cv"}
 
@@ -141,19 +142,52 @@ def positive_counts_before(rows: RowSource) -> list[int]:
     return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist()
 
 
+HcTrees = dict[int, HcTree]
+
+
 @dataclass(frozen=True)
 class Point:
     """One grid point to fit: the rows, K, the options (with its covariance type), the
-    folds (their count and each part's positive rows before it) and the reducer."""
+    folds (their count and each part's positive rows before it), the reducer, and the
+    hierarchical trees of its hc starts, by restart, for the rows and for each training
+    fold (hc_trees())."""
 
     rows: RowSource
     n_components: int
     options: FitOptions
     folds: tuple[int, list[int]] | None = None
     reducer: Reducer = SERIAL
+    trees: HcTrees | None = field(default=None, repr=False)
+    fold_trees: list[HcTrees] | None = field(default=None, repr=False)
 
-    def fit(self, rows: RowSource) -> GaussianMixture:
-        return fit_rows(rows, self.n_components, self.options, reducer=self.reducer)
+    def fit(self, rows: RowSource, trees: HcTrees | None = None) -> GaussianMixture:
+        return fit_rows(rows, self.n_components, self.options, reducer=self.reducer, hc_trees=trees)
+
+
+def hc_trees(rows: RowSource, options: FitOptions, reducer: Reducer = SERIAL) -> HcTrees:
+    """The hierarchical trees of the restarts that start from hc, built once for every
+    point of a grid: restart i's as fit_rows() would build it (on the rows about their
+    centre, drawing from ``SeedSequence(seed).spawn(n_init)[i]``), so that a point
+    starts as the same fit on its own would. When the rows are few enough to be clustered
+    whole, the tree does not depend on the draws and one serves every restart. Rows with
+    no positive weight get none (every point fails on them anyway).
+    """
+    restarts = [i for i in range(options.n_init) if options.init_for(i) == "hc"]
+    if not restarts:
+        return {}
+    try:
+        centred = rows.centred(summarise(rows, reducer).centre)
+    except DataError:
+        return {}
+    children = np.random.SeedSequence(options.seed).spawn(options.n_init)
+    trees: HcTrees = {}
+    tree = None
+    for restart in restarts:
+        if tree is None or tree.sampled:
+            rng = np.random.default_rng(children[restart])
+            tree = hc_tree(centred, options.hc_rows, rng, reducer)
+        trees[restart] = tree
+    return trees
 
 
 def cross_validate(point: Point) -> float:
@@ -169,7 +203,7 @@ def cross_validate(point: Point) -> float:
         split = FoldRows(
             point.rows, fold, n_folds, point.options.seed, positive_before, labels=labels
         )
-        model = point.fit(split)
+        model = point.fit(split, point.fold_trees[fold] if point.fold_trees else None)
         if model.fit_info.degenerate:
             raise DegenerateFold(
                 f"in cross-validation fold {fold}: {model.fit_info.degenerate_reason}"
@@ -191,7 +225,7 @@ def evaluate(point: Point) -> tuple[GridPoint, GaussianMixture | None]:
     row = GridPoint(point.n_components, point.options.covariance_type)
     started = time.perf_counter()
     try:
-        model = point.fit(point.rows)
+        model = point.fit(point.rows, point.trees)
         info = model.fit_info
         row.n_parameters = model.n_parameters
         row.log_likelihood = info.log_likelihood
@@ -243,7 +277,8 @@ def select_rows(
     Rows come from any source (an array, a file read in chunks). ``map_points(evaluate,
     points)`` runs the points (the built-in map: one after the other, here; an engine may
     run them in other processes, whose results do not depend on it beyond rounding). A
-    seed of None draws fresh entropy once, for the whole grid.
+    seed of None draws fresh entropy once, for the whole grid. The trees of hc starts
+    are built once, here, for every point (hc_trees(); for each training fold too).
     """
     if options.given_start[0]:
         raise UserError(
@@ -252,11 +287,31 @@ def select_rows(
         )
     if options.seed is None:
         options = dataclasses.replace(options, seed=int(np.random.SeedSequence().entropy))
-    folds = None
+    if any(options.init_for(i) == "hc" for i in range(options.n_init)):
+        check_hc_rows(options.hc_rows, max(grid.k_values))
+    folds = fold_trees = None
     if grid.cv_folds is not None:
         folds = (grid.cv_folds, positive_counts_before(rows))
+        labels: dict = {}
+        fold_trees = [
+            hc_trees(
+                FoldRows(rows, fold, grid.cv_folds, options.seed, folds[1], labels=labels),
+                options,
+                reducer,
+            )
+            for fold in range(grid.cv_folds)
+        ]
+    trees = hc_trees(rows, options, reducer)
     points = [
-        Point(rows, k, dataclasses.replace(options, covariance_type=cov), folds, reducer)
+        Point(
+            rows,
+            k,
+            dataclasses.replace(options, covariance_type=cov),
+            folds,
+            reducer,
+            trees,
+            fold_trees,
+        )
         for cov in grid.covariance_types
         for k in grid.k_values
     ]
