@@ -24,7 +24,7 @@ from typer.core import TyperGroup
 from gmmcli import __version__, jobs
 from gmmcli.console import Reporter, error
 from gmmcli.core.init import HC_ROWS, INIT_SAMPLE
-from gmmcli.core.options import COVARIANCE_NAMES, FitOptions, Grid
+from gmmcli.core.options import FitOptions, Grid
 from gmmcli.errors import FULL, GMMError, UserError
 from gmmcli.flags import (
     COVARIANCE_HELP,
@@ -338,9 +338,10 @@ def select_k(
         option(
             panel=MODEL,
             help="Comma list of covariance structures to try, by scikit-learn's or mclust's "
-            "names (see --covariance-type of fit), or sklearn for the four.",
+            "names (see --covariance-type of fit), all for the fourteen or sklearn for "
+            "scikit-learn's four.",
         ),
-    ] = ",".join(COVARIANCE_NAMES),
+    ] = "all",
     criterion: Annotated[
         Criterion,
         option(panel=MODEL, help="What picks the winner (cv: held-out log-likelihood)."),

@@ -23,6 +23,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
+from gmmcli.core.structures import get_covariance  # noqa: E402
+
 # CI runs the same hypothesis examples every time, so a red build is reproducible.
 settings.register_profile("ci", derandomize=True)
 if os.environ.get("CI"):
@@ -53,6 +55,13 @@ def make_mixture(
     return X, labels
 
 
+def _stored_like(covariance_type: str) -> str:
+    """Which of scikit-learn's four a structure's parameters are shaped like."""
+    cov = get_covariance(covariance_type)
+    forms = ("tied", "full", "spherical", "diag")  # subclasses before their bases
+    return next(form for form in forms if isinstance(cov, type(get_covariance(form))))
+
+
 def make_start(
     X: np.ndarray,
     n_components: int,
@@ -77,7 +86,7 @@ def make_start(
         "tied": np.linalg.inv(data_cov),
         "diag": np.stack([np.diag(p) for p in full]),
         "spherical": np.array([np.diag(p).mean() for p in full]),
-    }[covariance_type]
+    }[_stored_like(covariance_type)]
     return {
         "weights_init": rng.dirichlet(np.full(n_components, 5.0)),
         "means_init": means,

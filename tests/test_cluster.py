@@ -28,7 +28,7 @@ from gmmcli import fit  # noqa: E402
 from gmmcli.cli import app  # noqa: E402
 from gmmcli.core.em import SERIAL  # noqa: E402
 from gmmcli.core.fit import fit_rows  # noqa: E402
-from gmmcli.core.options import FitOptions  # noqa: E402
+from gmmcli.core.options import ALL_NAMES, FitOptions  # noqa: E402
 from gmmcli.engines import cluster  # noqa: E402
 from gmmcli.engines import local as local_engine  # noqa: E402
 from gmmcli.inputs import Source, open_rows  # noqa: E402
@@ -124,7 +124,7 @@ def test_the_hc_start_is_the_local_one(client, data):
     assert_same_model(local, remote)
 
 
-@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("covariance_type", ALL_NAMES)
 def test_fixed_iterations_give_the_local_model_to_rounding(client, data, covariance_type):
     # Partitions cut the rows elsewhere than local blocks: sums differ in the last bits
     # only, so a fixed number of iterations lands within 1e-12 (a tolerance might stop EM

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
 import gmmcli
+from gmmcli.core.structures import SKLEARN_NAMES
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+COVARIANCE_TYPES = SKLEARN_NAMES  # the other ten: tests/test_structures.py
 INIT_METHODS = ("kmeans", "kmeans++", "random", "random-from-data")
 MAX_ITER = 8
 

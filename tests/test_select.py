@@ -517,7 +517,7 @@ def test_fold_labels_do_not_depend_on_how_the_rows_are_cut():
 
 
 def _point(k, cov, n_parameters, bic, status="ok"):
-    return GridPoint(k, cov, n_parameters=n_parameters, bic=bic, cv=-bic, status=status)
+    return GridPoint(k, cov, "VVV", n_parameters=n_parameters, bic=bic, cv=-bic, status=status)
 
 
 @pytest.mark.parametrize("criterion", ["bic", "cv"])
@@ -536,7 +536,7 @@ def test_ties_go_to_fewer_parameters(criterion):
 def test_choose_never_picks_a_failed_or_degenerate_point():
     points = [
         _point(4, "full", 23, 50.0, status="degenerate: component 1 has collapsed"),
-        GridPoint(9, "full", status="failed: n_components must be between 1 and 5"),
+        GridPoint(9, "full", "VVV", status="failed: n_components must be between 1 and 5"),
         _point(2, "full", 11, 120.0),
         _point(3, "full", 17, 110.0),
     ]
@@ -546,7 +546,10 @@ def test_choose_never_picks_a_failed_or_degenerate_point():
 
 
 def test_choose_without_eligible_points_marks_nothing():
-    points = [GridPoint(3, "full", status="failed: singular"), _point(2, "full", 5, 1.0, "x")]
+    points = [
+        GridPoint(3, "full", "VVV", status="failed: singular"),
+        _point(2, "full", 5, 1.0, "x"),
+    ]
     points[1].best = True
     assert choose(points, "bic") is None
     assert not any(p.best for p in points)
@@ -580,7 +583,7 @@ def test_singular_covariances_fail_in_their_row():
 
 def test_on_edge():
     def best(k):
-        return GridPoint(k, "full")
+        return GridPoint(k, "full", "VVV")
 
     assert on_edge(best(5), [1, 2, 3, 4, 5])
     assert not on_edge(best(1), [1, 2, 3, 4, 5])  # K=1 is a real lower bound

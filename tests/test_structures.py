@@ -245,3 +245,42 @@ def test_one_feature_collapses_to_equal_or_varying_variance(name):
         model.fit_info.log_likelihood, reference.fit_info.log_likelihood, rtol=1e-9
     )
     assert model.n_parameters == reference.n_parameters
+
+
+def test_a_grid_takes_all_and_defaults_to_the_fourteen():
+    assert gmmcli.Grid().covariance_types == tuple(COVARIANCE_TYPES)
+    assert gmmcli.Grid(covariance_types=["ALL", "full"]).covariance_types == tuple(COVARIANCE_TYPES)
+    assert gmmcli.Grid(covariance_types=["vev", "sklearn"]).covariance_types == (
+        "VEV",
+        *SKLEARN_NAMES,
+    )
+
+
+def test_one_feature_fits_e_and_v_once_each_and_says_so():
+    X = _three_blobs()[:, :1]
+    points, best = gmmcli.select_k(X, [1, 2], n_init=1)
+    assert [(p.covariance_type, p.model, p.n_components) for p in points] == [
+        ("EII", "E", 1), ("EII", "E", 2), ("spherical", "V", 1), ("spherical", "V", 2),
+    ]  # fmt: skip
+    assert best.n_components == 2
+
+
+def test_the_table_names_each_structure_by_mclusts_name_too():
+    points, _ = gmmcli.select_k(_three_blobs(200), [2], covariance_types=["VEV", "diag"], n_init=1)
+    assert [(p.covariance_type, p.model) for p in points] == [("VEV", "VEV"), ("diag", "VVI")]
+
+
+@pytest.mark.parametrize("name", [n for n in COVARIANCE_TYPES if n not in SKLEARN_NAMES])
+def test_integer_weights_are_repeated_rows(name):
+    """On well-conditioned data (tests/test_properties.py draws tiny problems for the four:
+    there a shared shape or orientation of near-singular scatters can turn on rounding)."""
+    X = _three_blobs(300)
+    weights = np.random.default_rng(2).integers(0, 4, len(X))
+    options = dict(covariance_type=name, seed=4, tol=1e-10, max_iter=200, n_init=1)
+    weighted = gmmcli.fit(X, 3, weights=weights, **options)
+    repeated = gmmcli.fit(np.repeat(X, weights, axis=0), 3, **options)
+    np.testing.assert_allclose(weighted.covariances, repeated.covariances, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(weighted.means, repeated.means, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(
+        weighted.fit_info.log_likelihood, repeated.fit_info.log_likelihood, rtol=1e-10
+    )

@@ -208,8 +208,8 @@ class Constrained:
                 parts.volumes[live] = ratios / (n_features * counts)
             else:
                 parts.volumes[:] = ratios.sum() / total
-            if not self.iterative:
-                break
+            if not self.iterative or not np.all(parts.volumes[live] > 0):
+                break  # closed form, or a singular scatter (the result is refused later)
             previous, matrices = matrices, parts.matrices()
             if previous is not None and _relative_change(previous, matrices) <= INNER_TOL:
                 break

@@ -17,10 +17,16 @@ from typing import NamedTuple
 import numpy as np
 
 from gmmcli.core.init import HC_ROWS, INIT_CHOICES, INIT_SAMPLE
-from gmmcli.core.structures import COVARIANCE_CHOICES, SKLEARN_NAMES, find_covariance
+from gmmcli.core.structures import (
+    COVARIANCE_CHOICES,
+    COVARIANCE_TYPES,
+    SKLEARN_NAMES,
+    find_covariance,
+)
 from gmmcli.errors import InvalidParameter
 
-COVARIANCE_NAMES = SKLEARN_NAMES
+ALL_NAMES = tuple(COVARIANCE_TYPES)  # the fourteen, in mclust's order
+GROUPS = {"all": ALL_NAMES, "sklearn": SKLEARN_NAMES}
 CRITERIA = ("bic", "aic", "icl", "cv")
 DTYPES = ("float64", "float32")
 
@@ -202,8 +208,9 @@ class Grid:
     k_values : sequence of int
         Numbers of components tried.
     covariance_types : sequence of str
-        Covariance structures tried, by scikit-learn's or mclust's names, or "sklearn"
-        for scikit-learn's four (a structure named twice is fitted once).
+        Covariance structures tried, by scikit-learn's or mclust's names, "all" for the
+        fourteen (the default) or "sklearn" for scikit-learn's four (a structure named
+        twice is fitted once).
     criterion : {"bic", "aic", "icl", "cv"}
         What picks the winner (cv: held-out mean log-likelihood, higher is better).
     cv_folds : int or None
@@ -212,7 +219,7 @@ class Grid:
     """
 
     k_values: tuple[int, ...] = tuple(range(1, 11))
-    covariance_types: tuple[str, ...] = COVARIANCE_NAMES
+    covariance_types: tuple[str, ...] = ALL_NAMES
     criterion: str = "bic"
     cv_folds: int | None = None
 
@@ -230,8 +237,9 @@ class Grid:
 
 
 def _expanded(name: object) -> tuple[object, ...]:
-    """The structures a grid's entry names: "sklearn" (any case) is scikit-learn's four."""
-    return COVARIANCE_NAMES if isinstance(name, str) and name.lower() == "sklearn" else (name,)
+    """The structures a grid's entry names: "all" the fourteen, "sklearn" scikit-learn's
+    four (in any case)."""
+    return GROUPS.get(name.lower(), (name,)) if isinstance(name, str) else (name,)
 
 
 GRID_RULES: dict[str, Rule | Each] = {

@@ -34,6 +34,7 @@ class GridPoint:
 
     n_components: int
     covariance_type: str
+    model: str  # mclust's name of the structure (E or V for one feature)
     n_parameters: int | None = None
     log_likelihood: float | None = None
     bic: float | None = None
@@ -155,6 +156,7 @@ class Point:
     rows: RowSource
     n_components: int
     options: FitOptions
+    model: str
     folds: tuple[int, list[int]] | None = None
     reducer: Reducer = SERIAL
     trees: HcTrees | None = field(default=None, repr=False)
@@ -222,7 +224,7 @@ class DegenerateFold(GMMError):
 
 def evaluate(point: Point) -> tuple[GridPoint, GaussianMixture | None]:
     """Fit one grid point and measure every criterion; failures become the row's status."""
-    row = GridPoint(point.n_components, point.options.covariance_type)
+    row = GridPoint(point.n_components, point.options.covariance_type, point.model)
     started = time.perf_counter()
     try:
         model = point.fit(point.rows, point.trees)
@@ -307,12 +309,13 @@ def select_rows(
             rows,
             k,
             dataclasses.replace(options, covariance_type=cov),
+            model,
             folds,
             reducer,
             trees,
             fold_trees,
         )
-        for cov in grid.covariance_types
+        for cov, model in structures(grid.covariance_types, rows.n_features).items()
         for k in grid.k_values
     ]
     results: list[tuple[GridPoint, GaussianMixture | None]] = []
@@ -326,15 +329,24 @@ def select_rows(
     return table, winner
 
 
+def structures(names: Sequence[str], n_features: int) -> dict[str, str]:
+    """The structures a grid fits, by canonical name, with mclust's name of each. With one
+    feature the fourteen are two, as in mclust: E (equal variance), fitted as EII, and V
+    (varying), fitted as VII; each is fitted once."""
+    found = {name: get_covariance(name).mclust_name for name in names}
+    if n_features > 1:
+        return found
+    one = {"E": ("EII", "E"), "V": (get_covariance("VII").name, "V")}
+    return dict(one[mclust[0]] for mclust in found.values())
+
+
 def table_columns(points: list[GridPoint]) -> dict[str, list]:
-    """The grid as named columns, in the documented order (the failure is in status), with
-    mclust's name of each structure in ``model`` after its covariance_type."""
-    columns = {}
-    for name in (f.name for f in fields(GridPoint) if f.name != "failure"):
-        columns[name] = [getattr(p, name) for p in points]
-        if name == "covariance_type":
-            columns["model"] = [get_covariance(p.covariance_type).mclust_name for p in points]
-    return columns
+    """The grid as named columns, in the documented order (the failure is in status)."""
+    return {
+        f.name: [getattr(p, f.name) for p in points]
+        for f in fields(GridPoint)
+        if f.name != "failure"
+    }
 
 
 def on_edge(best: GridPoint, k_values: list[int]) -> bool:
