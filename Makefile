@@ -49,9 +49,11 @@ $(VENV)/.bench: $(GMMCLI)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	touch $@
 
-## bench: EM speed against scikit-learn and oneDAL (OpenBLAS reads these variables at load)
+## bench: EM speed against scikit-learn and oneDAL, mclust's structures against the nearest of the four
+## (OpenBLAS reads these variables at load)
 bench: $(VENV)/.bench
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_em.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_structures.py
 
 ## bench-onedal-2024: the older, faster oneDAL in a venv of its own (bench uses it if present)
 bench-onedal-2024:
