@@ -17,6 +17,7 @@ M-step's parameters, so EM stays monotone and the inner loop short.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -25,6 +26,9 @@ import numpy as np
 from gmmcli.core.covariance import Diag, Full, Spherical, empty_components, unpack
 from gmmcli.errors import GMMWarning
 
+# The parts of the covariances each thread's last M-step returned (threads may share the
+# structure objects).
+_last = threading.local()
 INNER_TOL = 1.5e-8  # relative change of the covariances at which the inner loop stops
 INNER_MAX_ITER = 1000
 CONSTRAINT_TOLERANCE = 1e-8
@@ -46,15 +50,13 @@ class Parts:
 
 
 def _geometric_mean(values: np.ndarray) -> np.ndarray:
-    """Over the last axis, in log space."""
-    with np.errstate(divide="ignore"):
-        return np.exp(np.log(values).mean(axis=-1))
+    """Over the last axis, in log space (callers decide what a zero may warn)."""
+    return np.exp(np.log(values).sum(axis=-1) / values.shape[-1])
 
 
 def _unit_product(values: np.ndarray) -> np.ndarray:
     """Positive values scaled so that their product (over the last axis) is 1."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return values / _geometric_mean(values)[..., None]
+    return values / _geometric_mean(values)[..., None]
 
 
 def _rotated_diagonal(scatter: np.ndarray, orientations: np.ndarray) -> np.ndarray:
@@ -167,10 +169,20 @@ class Constrained:
         scatter = self._scatter(nk, means, second)
         live = ~empty_components(nk)
         scatter[live] += reg_covar * nk[live, None, None] * np.eye(means.shape[1])
-        start = None if previous is None else self.parts(previous, means.shape[1])
         with np.errstate(all="ignore"):  # a singular scatter gives NaN, refused downstream
+            start = None if previous is None else self._parts_of(previous, means.shape[1])
             parts = self._maximise(scatter, nk, live, start)
-        return self.stored(parts.matrices())
+        covariances = self.stored(parts.matrices())
+        _last.owner, _last.result, _last.parts = self, covariances, parts
+        return covariances
+
+    def _parts_of(self, covariances: np.ndarray, n_features: int) -> Parts:
+        """parts(), or a copy of the parts this thread's last estimate() returned these
+        covariances from (EM's next M-step starts there; no decomposition needed)."""
+        if getattr(_last, "owner", None) is self and _last.result is covariances:
+            kept = _last.parts
+            return Parts(kept.volumes.copy(), kept.shapes.copy(), kept.orientations.copy())
+        return self.parts(covariances, n_features)
 
     def _scatter(self, nk, means, second) -> np.ndarray:
         """Wₖ = Σ w r x xᵀ - nₖ μₖ μₖᵀ as (K, D, D) from the stored form's statistics."""
