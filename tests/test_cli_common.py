@@ -285,6 +285,26 @@ def model_with(**changes):
     return make
 
 
+def vev_model_with(**changes):
+    """A version-2 model (VEV) of data.csv's features, with ``changes``."""
+
+    def make(base) -> str:
+        data = {
+            **{"format": "gmmcli-model", "version": 2, "covariance_type": "VEV"},
+            **{"n_components": 2, "n_features": 2, "feature_names": ["x0", "x1"]},
+            **{"weights": [0.5, 0.5], "means": [[0.0, 0.0], [4.0, 4.0]], "training": None},
+            **{
+                "volumes": [1.0, 2.0],
+                "shape": [2.0, 0.5],
+                "orientations": [np.eye(2).tolist()] * 2,
+            },
+        }
+        data.update(changes)
+        return json.dumps(data)
+
+    return make
+
+
 def weighted(values):
     return lambda base: add_column(base.csv, "w", values)
 
@@ -497,10 +517,31 @@ BAD_INPUTS = [
     ),
     case(
         "model-file-of-another-version",
+        "classify data.csv --model v3.json -o out.csv",
+        "'v3.json'",
+        "version 3",
+        files={"v3.json": model_with(version=3)},
+    ),
+    case(
+        "model-file-of-the-other-version",
         "classify data.csv --model v2.json -o out.csv",
         "'v2.json'",
-        "version 2",
+        "version 2, which has no full models",
         files={"v2.json": model_with(version=2)},
+    ),
+    case(
+        "model-file-v2-unknown-key",
+        "score data.csv --model vev.json",
+        "'vev.json'",
+        "has key 'covariances', unknown to format version 2",
+        files={"vev.json": vev_model_with(covariances=[])},
+    ),
+    case(
+        "model-file-v2-shape-product",
+        "classify data.csv --model vev.json -o out.csv",
+        "'vev.json'",
+        "the shape has product 1.5, not 1",
+        files={"vev.json": vev_model_with(shape=[3.0, 0.5])},
     ),
     case(
         "model-file-invalid",

@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from cli_helpers import error_line, gmm, ok, snapshot
+from cli_helpers import error_line, gmm, ok, read_csv, snapshot
 
 # Every test runs in its own empty folder (the in_tmp_path fixture of conftest.py).
 pytestmark = pytest.mark.usefixtures("in_tmp_path")
@@ -37,6 +38,27 @@ def test_generate_adds_integer_weights():
     ok(gmm("fit weighted.parquet -k 2 --weight-column count -q -o m.json"))
     training = json.loads(Path("m.json").read_text())["training"]
     assert training["total_weight"] == counts.sum()
+
+
+def test_a_constrained_mixture_is_generated_fitted_classified_and_scored():
+    ok(gmm("generate --covariance-type vev -k 2 -d 3 -n 400 --seed 4 -q -o d.csv --truth t.json"))
+    truth = json.loads(Path("t.json").read_text())
+    assert (truth["covariance_type"], truth["version"]) == ("VEV", 2)
+    assert {"volumes", "shape", "orientations"} <= set(truth)
+    ok(gmm("fit d.csv -k 2 --covariance-type VEV --seed 1 -q -o m.json"))
+    model = json.loads(Path("m.json").read_text())
+    assert (model["covariance_type"], model["version"]) == ("VEV", 2)
+
+    ok(gmm("classify d.csv --model m.json -q -o c.csv"))
+    classified = read_csv("c.csv")
+    same = np.mean(classified["component"].to_numpy() == classified["true_component"].to_numpy())
+    assert max(same, 1 - same) > 0.95  # the labels up to the order of the components
+    fitted = json.loads(ok(gmm("score d.csv --model m.json -q")).stdout)
+    true = json.loads(ok(gmm("score d.csv --model t.json -q")).stdout)
+    assert fitted["log_likelihood"] >= true["log_likelihood"]  # the fit is the maximum
+
+    ok(gmm("fit d.csv --init-model m.json -q -o again.json"))
+    assert json.loads(Path("again.json").read_text())["covariance_type"] == "VEV"
 
 
 # --- bad options: exit 2, nothing written -----------------------------------------------

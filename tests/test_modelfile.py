@@ -1,5 +1,6 @@
-"""The JSON model format, version 1: what a valid file looks like, and one test per way
-a file can be broken (each raising ModelFileError, a UserError, that names the problem)."""
+"""The JSON model format, version 1 (scikit-learn's four structures): what a valid file
+looks like, and one test per way a file can be broken (each raising ModelFileError, a
+UserError, that names the problem). Version 2 is tested in test_modelfile_v2.py."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 
 import numpy as np
 import pytest
+from modelfile_helpers import assert_rejected, edited
 
 import gmmcli
 from gmmcli.errors import UserError
@@ -47,24 +49,6 @@ def model(data):
 @pytest.fixture(scope="module")
 def text(model):
     return gmmcli.dumps(model)
-
-
-def edited(text, edit):
-    """The model text with ``edit`` applied to its parsed JSON."""
-    document = json.loads(text)
-    edit(document)
-    return json.dumps(document, sort_keys=True, indent=2)
-
-
-def assert_rejected(tmp_path, content, match):
-    """Both load(path) and loads(text) refuse ``content``, naming the problem (and file)."""
-    path = tmp_path / "model.json"
-    path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    with pytest.raises(ModelFileError, match=match) as err:
-        gmmcli.load(str(path))
-    assert str(path) in str(err.value)
-    with pytest.raises(ModelFileError, match=match):
-        gmmcli.loads(content)
 
 
 def test_model_file_error_is_a_user_error():
@@ -205,7 +189,7 @@ def test_missing_format(tmp_path, text):
     assert_rejected(tmp_path, edited(text, lambda d: d.pop("format")), "is not a gmmcli model")
 
 
-@pytest.mark.parametrize("value", [2, 0, "1", 1.5, None])
+@pytest.mark.parametrize("value", [2, 3, 0, "1", 1.5, True, None])
 def test_wrong_version(tmp_path, text, value):
     content = edited(text, lambda d: d.update(version=value))
     assert_rejected(tmp_path, content, "version")

@@ -9,6 +9,7 @@ from scipy.optimize import minimize
 
 import gmmcli
 from gmmcli.core import constrained
+from gmmcli.core.constrained import Parts
 from gmmcli.core.covariance import unpack
 from gmmcli.core.em import accumulate
 from gmmcli.core.structures import COVARIANCE_TYPES, SKLEARN_NAMES, get_covariance
@@ -284,3 +285,86 @@ def test_integer_weights_are_repeated_rows(name):
     np.testing.assert_allclose(
         weighted.fit_info.log_likelihood, repeated.fit_info.log_likelihood, rtol=1e-10
     )
+
+
+# -- GaussianMixture refuses covariances that break their structure -----------------------
+
+
+def _turned(angle):
+    """The rotation of the plane by ``angle``."""
+    return np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+
+
+def _built(volumes, shape, angles):
+    """Two 2-D covariances λₖ Oₖ diag(A) Oₖᵀ."""
+    return np.stack(
+        [
+            v * _turned(a) @ np.diag(shape) @ _turned(a).T
+            for v, a in zip(volumes, angles, strict=True)
+        ]
+    )
+
+
+BREAKING = {  # (structure, covariances that break it, which holds the one next to it)
+    "EII-unequal-values": ("EII", [1.0, 2.0], "VII"),
+    "EEI-unequal-rows": ("EEI", [[1.0, 2.0], [2.0, 1.0]], "VVI"),
+    "EEI-unequal-volumes": ("EEI", [[1.0, 2.0], [2.0, 4.0]], "VEI"),
+    "VEI-unequal-shapes": ("VEI", [[1.0, 2.0], [1.0, 3.0]], "VVI"),
+    "EVI-unequal-volumes": ("EVI", [[1.0, 1.0], [2.0, 2.0]], "VVI"),
+    "VEE-different-orientations": ("VEE", _built([1.0, 2.0], [2.0, 0.5], [0.3, 0.0]), "VEV"),
+    "EVE-different-orientations": ("EVE", _built([1.0, 1.0], [2.0, 0.5], [0.3, 0.0]), "EEV"),
+    "VVE-different-orientations": ("VVE", _built([1.0, 2.0], [2.0, 0.5], [0.3, 0.0]), "VEV"),
+    "EEV-unequal-volumes": ("EEV", _built([1.0, 2.0], [2.0, 0.5], [0.3, 0.0]), "VEV"),
+    "VEV-unequal-shapes": (
+        "VEV",
+        np.stack([_built([1.0], [2.0, 0.5], [0.3])[0], _built([2.0], [4.0, 0.25], [0.0])[0]]),
+        "VVV",
+    ),
+    "EVV-unequal-volumes": ("EVV", _built([1.0, 2.0], [2.0, 0.5], [0.3, 0.0]), "VEV"),
+}
+
+
+@pytest.mark.parametrize("case", list(BREAKING))
+def test_a_model_refuses_covariances_that_break_its_structure(case):
+    name, covariances, holds = BREAKING[case]
+    weights, means = [0.5, 0.5], [[0.0, 0.0], [3.0, 3.0]]
+    words = get_covariance(name).describe()
+    with pytest.raises(gmmcli.GMMError, match=rf"^the covariances do not have the {name} "):
+        gmmcli.GaussianMixture(weights, means, covariances, name)
+    with pytest.raises(gmmcli.GMMError, match=rf"\({words}\)$"):
+        gmmcli.GaussianMixture(weights, means, covariances, name.lower())
+    assert gmmcli.GaussianMixture(weights, means, covariances, holds).mclust_name == holds
+
+
+@pytest.mark.parametrize("name", ["VEE", "EVE", "VVE", "EEV", "VEV", "EVV"])
+def test_a_model_of_matrices_refuses_asymmetric_ones(name):
+    covariances = _built([1.0, 1.0], [2.0, 0.5], [0.0, 0.0])
+    covariances[0, 0, 1] += 1e-6
+    with pytest.raises(gmmcli.GMMError, match="covariances are not symmetric"):
+        gmmcli.GaussianMixture([0.5, 0.5], [[0.0, 0.0], [3.0, 3.0]], covariances, name)
+
+
+def test_a_model_checks_a_covariance_is_valid_before_its_structure():
+    with pytest.raises(gmmcli.GMMError, match="component 1 is singular"):
+        gmmcli.GaussianMixture(
+            [0.5, 0.5], [[0.0, 0.0], [3.0, 3.0]], [[1.0, 2.0], [-1.0, -2.0]], "VEI"
+        )
+
+
+def test_a_model_takes_covariances_that_keep_the_structure_to_rounding():
+    covariances = _built([1.0, 2.0], [2.0, 0.5], [0.3, 0.3])
+    covariances[1] *= 1 + 1e-12
+    model = gmmcli.GaussianMixture([0.5, 0.5], [[0.0, 0.0], [3.0, 3.0]], covariances, "vee")
+    assert model.covariance_type == "VEE"
+    np.testing.assert_allclose(model.parts.volumes, [1.0, 2.0], rtol=1e-11)
+
+
+def test_from_parts_refuses_parts_that_break_the_structure():
+    parts = Parts(np.array([1.0, 2.0]), np.ones((2, 2)), np.stack([np.eye(2)] * 2))
+    with pytest.raises(gmmcli.GMMError, match="the volumes differ across components"):
+        gmmcli.GaussianMixture.from_parts([0.5, 0.5], [[0, 0], [3, 3]], parts, "EII")
+    stretched = Parts(np.ones(2), np.array([[2.0, 0.5]] * 2), parts.orientations)
+    with pytest.raises(gmmcli.GMMError, match="the shapes of EII are the identity, but others"):
+        gmmcli.GaussianMixture.from_parts([0.5, 0.5], [[0, 0], [3, 3]], stretched, "EII")
+    with pytest.raises(gmmcli.GMMError, match="full covariances are not built from parts"):
+        gmmcli.GaussianMixture.from_parts([0.5, 0.5], [[0, 0], [3, 3]], parts, "full")

@@ -32,6 +32,8 @@ _last = threading.local()
 INNER_TOL = 1.5e-8  # relative change of the covariances at which the inner loop stops
 INNER_MAX_ITER = 1000
 CONSTRAINT_TOLERANCE = 1e-8
+UNIT_PRODUCT_TOLERANCE = 1e-9  # |log ∏ aᵢ|, relative to Σ |log aᵢ| (at least 1)
+ORTHONORMAL_TOLERANCE = 1e-9  # the largest entry of |OᵀO - I|
 
 
 @dataclass
@@ -150,6 +152,39 @@ class Constrained:
             return f"the covariances do not have the {self.name} structure ({self.describe()})"
         return None
 
+    def parts_error(self, parts: Parts, n_components: int, n_features: int) -> str | None:
+        """Why ``parts`` (one entry per component) are not parts of this structure, or
+        None: their shapes, finite positive volumes and shapes, each shape's product 1
+        (to UNIT_PRODUCT_TOLERANCE relative in log), orthonormal orientations (OᵀO within
+        ORTHONORMAL_TOLERANCE of I), shared parts the same for every component and
+        identity parts the identity."""
+        expected = {
+            "volumes": (n_components,),
+            "shapes": (n_components, n_features),
+            "orientations": (n_components, n_features, n_features),
+        }
+        for name, shape in expected.items():
+            value = np.asarray(getattr(parts, name))
+            if value.shape != shape:
+                return f"{name} have shape {value.shape}, expected {shape}"
+            if not np.all(np.isfinite(value)):
+                return f"{name} contain a non-finite number"
+        for letter, name, identity in (
+            (self.volume, "volume", None),
+            (self.shape_kind, "shape", np.ones(n_features)),
+            (self.orientation, "orientation", np.eye(n_features)),
+        ):
+            values = np.asarray(getattr(parts, name + "s"))
+            if letter == "E" and np.any(values != values[:1]):
+                return f"the {name}s differ across components, but {self.name} shares one"
+            if letter == "I" and np.any(values != identity):
+                return f"the {name}s of {self.name} are the identity, but others were given"
+        return (
+            _volume_error(parts.volumes, self.volume)
+            or _shape_error(parts.shapes, self.shape_kind)
+            or _orientation_error(parts.orientations, self.orientation)
+        )
+
     def describe(self) -> str:
         words = {"E": "equal", "V": "varying", "I": "identity"}
         return (
@@ -261,6 +296,43 @@ class Constrained:
         elif self.shape_kind == "E" and self.orientation != "E":
             weighted = (values / parts.volumes[live, None]).sum(axis=0)
             parts.shapes[:] = _unit_product(weighted)
+
+
+def _which(letter: str, name: str, index: int) -> str:
+    """How a message names one part: "the volume" when shared, else its component's."""
+    return f"the {name}" if letter == "E" else f"the {name} of component {index}"
+
+
+def _volume_error(volumes: np.ndarray, letter: str) -> str | None:
+    bad = np.flatnonzero(volumes <= 0)
+    if len(bad):
+        return f"{_which(letter, 'volume', bad[0])} is {float(volumes[bad[0]])!r}, not positive"
+    return None
+
+
+def _shape_error(shapes: np.ndarray, letter: str) -> str | None:
+    bad = np.flatnonzero(np.any(shapes <= 0, axis=1))
+    if len(bad):
+        return f"{_which(letter, 'shape', bad[0])} has an entry that is not positive"
+    logs = np.log(shapes)
+    slack = UNIT_PRODUCT_TOLERANCE * np.maximum(1.0, np.abs(logs).sum(axis=1))
+    bad = np.flatnonzero(np.abs(logs.sum(axis=1)) > slack)
+    if len(bad):
+        product = float(np.exp(logs[bad[0]].sum()))
+        return f"{_which(letter, 'shape', bad[0])} has product {product:.12g}, not 1"
+    return None
+
+
+def _orientation_error(orientations: np.ndarray, letter: str) -> str | None:
+    gram = np.swapaxes(orientations, 1, 2) @ orientations
+    off = np.abs(gram - np.eye(orientations.shape[-1])).max(axis=(1, 2), initial=0.0)
+    bad = np.flatnonzero(off > ORTHONORMAL_TOLERANCE)
+    if len(bad):
+        return (
+            f"{_which(letter, 'orientation', bad[0])} is not orthonormal "
+            f"(an entry of OᵀO - I is {off[bad[0]]:.3g})"
+        )
+    return None
 
 
 def _relative_change(before: np.ndarray, after: np.ndarray) -> float:

@@ -139,6 +139,7 @@ class Covariance:
 
     name: str
     mclust_name: str
+    stores_matrices = False  # whether covariances are kept as (…, D, D) matrices
 
     def own_rows(self, n_components: int, n_features: int) -> tuple[int, str]:
         """Effective rows a component needs for what it has of its own (here variances or
@@ -294,6 +295,7 @@ class Covariance:
 class Full(Covariance):
     name = "full"
     mclust_name = "VVV"
+    stores_matrices = True
 
     def own_rows(self, n_components, n_features):
         return n_features + 1, "D + 1"

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gmmcli.core.constrained import Constrained, Parts
 from gmmcli.core.covariance import Covariance
 from gmmcli.core.em import Params, Prepared, aligned_tiles, log_joint, normalise, tile_rows
 from gmmcli.core.structures import get_covariance
@@ -75,8 +76,9 @@ def n_parameters(cov: Covariance, n_components: int, n_features: int) -> int:
 class GaussianMixture:
     """A Gaussian mixture: parameters in scikit-learn's shapes, predictions and criteria.
 
-    Validated on construction: shapes, finite numbers, weights summing to 1 and
-    positive-definite covariances (a GMMError says which check failed).
+    Validated on construction: shapes, finite numbers, weights summing to 1, symmetric
+    positive-definite covariances and, for mclust's ten constrained structures, the
+    structure's constraint (a GMMError says which check failed).
 
     Parameters
     ----------
@@ -85,10 +87,16 @@ class GaussianMixture:
     means : array of shape (K, D)
         Component means.
     covariances : array
-        By ``covariance_type``: full (K, D, D), tied (D, D), diag (K, D), spherical (K,).
-    covariance_type : {"full", "tied", "diag", "spherical"}
-        Or mclust's name for the same ("VVV", "EEE", "VVI", "VII"; any case), kept as
-        scikit-learn's.
+        By ``covariance_type``: full (K, D, D), tied (D, D), diag (K, D), spherical (K,);
+        of mclust's ten, EII (K,) as spherical, EEI, VEI and EVI (K, D) as diag, VEE, EVE,
+        VVE, EEV, VEV and EVV (K, D, D) as full. Those ten must have the structure
+        Σₖ = λₖ Oₖ diag(Aₖ) Oₖᵀ with the parts it shares equal across components (to
+        1e-8 relative); ``from_parts`` builds them from volumes, shapes and orientations.
+    covariance_type : str
+        One of the fourteen structures, by scikit-learn's name ("full", "tied", "diag",
+        "spherical") or mclust's ("EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE", "VEE",
+        "EVE", "VVE", "EEV", "VEV", "EVV", "VVV"), in any case; kept as scikit-learn's
+        name for the four it has (VVV, EEE, VVI, VII) and as mclust's for the others.
     feature_names : list of str or None
         The D features' names: predictions on a table take these columns.
     fit_info : FitInfo or None
@@ -100,6 +108,11 @@ class GaussianMixture:
         Cholesky factors P of the precisions (P Pᵀ = Σ⁻¹), shaped as ``covariances``.
     precisions : array
         The inverse covariances, shaped as ``covariances``.
+    parts : Parts or None
+        For mclust's ten structures, the volumes (K,), shapes (K, D) and orientations
+        (K, D, D) the covariances are built from; None for scikit-learn's four.
+    mclust_name : str
+        R mclust's name for the structure.
     n_components, n_features, n_parameters : int
         K, D and the free parameters (covariances, means, K - 1 weights).
 
@@ -120,6 +133,10 @@ class GaussianMixture:
     feature_names: list[str] | None = None
     fit_info: FitInfo | None = None
     precisions_cholesky: np.ndarray = field(init=False, repr=False)
+    # The parts the model was built from, and a copy of the covariances built from them.
+    _given_parts: tuple[Parts, np.ndarray] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self.weights = np.asarray(self.weights, dtype=float)
@@ -140,7 +157,7 @@ class GaussianMixture:
             _check_finite(name, getattr(self, name))
         if np.any(self.weights < 0) or abs(self.weights.sum() - 1) > WEIGHT_SUM_TOLERANCE:
             raise GMMError("weights must be non-negative and sum to 1")
-        if self.covariance_type in ("full", "tied"):
+        if cov.stores_matrices:
             asym = np.abs(self.covariances - np.swapaxes(self.covariances, -1, -2))
             if np.any(asym > SYMMETRY_TOLERANCE * np.abs(self.covariances).max()):
                 raise GMMError("covariances are not symmetric")
@@ -153,6 +170,47 @@ class GaussianMixture:
                 f"the covariance of {err.where} is singular (not positive definite): "
                 "not a valid covariance"
             ) from None
+        problem = cov.constraint_error(self.covariances, n_features)
+        if problem is not None:
+            raise GMMError(problem)
+
+    @classmethod
+    def from_parts(
+        cls,
+        weights: np.ndarray,
+        means: np.ndarray,
+        parts: Parts,
+        covariance_type: str,
+        feature_names: list[str] | None = None,
+        fit_info: FitInfo | None = None,
+    ) -> GaussianMixture:
+        """A model of one of mclust's ten structures from its covariances' parts.
+
+        Parameters
+        ----------
+        parts : Parts
+            Volumes (K,), shapes (K, D) and orientations (K, D, D), one entry per
+            component: volumes positive, each shape positive with product 1,
+            orientations orthonormal; the parts the structure shares the same for every
+            component, and those it has not (letter I) the identity.
+
+        The model keeps ``parts`` as given (``model.parts``, what a model file holds), and
+        its covariances are Σₖ = λₖ Oₖ diag(Aₖ) Oₖᵀ in the structure's stored shape.
+        Other parameters are as for the constructor.
+        """
+        cov = get_covariance(covariance_type)
+        if not isinstance(cov, Constrained):
+            raise GMMError(f"{cov.name} covariances are not built from parts; give the covariances")
+        parts = Parts(
+            *(np.array(p, dtype=float) for p in (parts.volumes, parts.shapes, parts.orientations))
+        )
+        n_components, n_features = np.atleast_2d(np.asarray(means)).shape
+        problem = cov.parts_error(parts, n_components, n_features)
+        if problem is not None:
+            raise GMMError(problem)
+        model = cls(weights, means, cov.stored(parts.matrices()), cov.name, feature_names, fit_info)
+        model._given_parts = (parts, model.covariances.copy())
+        return model
 
     @property
     def n_components(self) -> int:
@@ -168,8 +226,26 @@ class GaussianMixture:
 
     @property
     def mclust_name(self) -> str:
-        """R mclust's name for the covariance structure (VVV, EEE, VVI or VII)."""
+        """R mclust's name for the covariance structure: one of EII, VII, EEI, VEI, EVI,
+        VVI, EEE, VEE, EVE, VVE, EEV, VEV, EVV and VVV (VII, VVI, EEE and VVV are
+        spherical, diag, tied and full)."""
         return self.covariance.mclust_name
+
+    @property
+    def parts(self) -> Parts | None:
+        """For mclust's ten structures, the volumes (K,), shapes (K, D) and orientations
+        (K, D, D) of the covariances, one entry per component even where shared: those the
+        model was built from (``from_parts``, a model file), or else recovered from the
+        covariances (shared parts averaged over the components). None for the four of
+        scikit-learn."""
+        cov = self.covariance
+        if not isinstance(cov, Constrained):
+            return None
+        if self._given_parts is not None:
+            parts, built = self._given_parts
+            if np.array_equal(built, self.covariances):
+                return parts
+        return cov.parts(self.covariances, self.n_features)
 
     @property
     def n_parameters(self) -> int:

@@ -1,24 +1,65 @@
-"""The JSON model format, version 1: dump, load, validate. Never pickle.
+"""The JSON model format: dump, load, validate. Never pickle.
+
+Version 1 holds scikit-learn's four structures (full, tied, diag, spherical) by their
+covariances, as since gmmcli 0.1.0. Version 2 holds mclust's ten constrained structures by
+what defines them: volumes, shapes and orientations, one entry where the structure shares a
+part, one per component where it varies and none where it is the identity; covariances
+follow on load. A model is written in its structure's version, so files of the four stay
+readable by older gmmcli, and the version-2 loader refuses keys it does not know, so that a
+later format is not misread as this one.
 
 Floats are written by ``repr`` (Python's json does this), so a saved model loads back
 bit-identical; keys are sorted and there are no timestamps, so reruns give the same bytes.
+A model of the ten keeps the parts it was loaded from, so it saves to the same bytes; one
+fitted or given by covariances is saved with the parts recovered from them, whose
+covariances differ from the fitted ones by rounding only.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from gmmcli import __version__
+from gmmcli.core.constrained import Constrained, Parts
+from gmmcli.core.covariance import Covariance
 from gmmcli.core.model import FitInfo, GaussianMixture
+from gmmcli.core.structures import get_covariance
 from gmmcli.errors import GMMError, UserError
 from gmmcli.io.atomic import atomic_write_bytes
 
 FORMAT = "gmmcli-model"
-VERSION = 1
+VERSION = 1  # scikit-learn's four structures, by their covariances
+PARTS_VERSION = 2  # mclust's ten constrained structures, by their parts
+# The keys of every version-2 file; its part keys (PART_KEYS) depend on its structure.
+COMMON_KEYS = (
+    *("format", "version", "covariance_type", "n_components", "n_features"),
+    *("feature_names", "weights", "means", "training"),
+)
+
+
+@dataclass(frozen=True)
+class PartKeys:
+    """How a version-2 file holds one part of the covariances: ``shared`` is the key of
+    the one entry of a part every component shares (letter E), ``field`` (also the Parts
+    field) that of one entry per component (letter V); a part that is the identity (I)
+    has no key. An entry has ``axes`` axes of length D: a number, a vector, a matrix."""
+
+    letter: str  # the structure's attribute holding the part's letter
+    field: str
+    shared: str
+    axes: int
+
+
+PART_KEYS = (
+    PartKeys("volume", "volumes", "volume", 0),
+    PartKeys("shape_kind", "shapes", "shape", 1),
+    PartKeys("orientation", "orientations", "orientation", 2),
+)
 
 TRAINING_FIELDS: dict[str, tuple[type, ...]] = {
     "log_likelihood": (float, int),
@@ -44,8 +85,19 @@ class ModelFileError(UserError):
     """A model file or text that is not a valid gmmcli model."""
 
 
+def _part_keys(structure: Constrained) -> list[tuple[PartKeys, str]]:
+    """Each part a version-2 file of ``structure`` holds, with its key."""
+    keys = []
+    for part in PART_KEYS:
+        letter = getattr(structure, part.letter)
+        if letter != "I":
+            keys.append((part, part.shared if letter == "E" else part.field))
+    return keys
+
+
 def to_dict(model: GaussianMixture) -> dict[str, Any]:
-    """The model as plain JSON-ready data."""
+    """The model as plain JSON-ready data: format version 1 for scikit-learn's four
+    structures, 2 for mclust's ten."""
     data: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
@@ -55,9 +107,16 @@ def to_dict(model: GaussianMixture) -> dict[str, Any]:
         "feature_names": model.feature_names,
         "weights": model.weights.tolist(),
         "means": model.means.tolist(),
-        "covariances": model.covariances.tolist(),
         "training": None,
     }
+    parts = model.parts  # None for scikit-learn's four
+    if parts is None:
+        data["covariances"] = model.covariances.tolist()
+    else:
+        data["version"] = PARTS_VERSION
+        for part, key in _part_keys(model.covariance):
+            values = getattr(parts, part.field)
+            data[key] = (values if key == part.field else values[0]).tolist()
     info = model.fit_info
     if info is not None:
         training = {name: getattr(info, name) for name in TRAINING_FIELDS}
@@ -89,15 +148,22 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _number_array(value: Any) -> np.ndarray:
-    """A JSON (nested) list of numbers as a float array; strings and booleans are refused."""
-    message = "weights, means and covariances must be (nested) arrays of numbers"
+def _number_array(data: dict[str, Any], key: str, number: bool = False) -> np.ndarray:
+    """``data[key]``, a JSON (nested) list of numbers (or, if ``number``, a number), as a
+    float array; strings and booleans are refused."""
+    message = f"'{key}' must be " + ("a number" if number else "(nested) arrays of numbers")
     try:
-        entries = np.array(value, dtype=object)
+        entries = np.array(data[key], dtype=object)
     except ValueError:  # ragged nesting
         raise ModelFileError(message) from None
     _require(all(_is_number(v) for v in entries.flat), message)
     return entries.astype(float)
+
+
+def _listing(keys: list[str]) -> str:
+    """'a', 'b' and 'c'."""
+    quoted = [f"'{key}'" for key in keys]
+    return " and ".join([", ".join(quoted[:-1]), quoted[-1]] if len(quoted) > 1 else quoted)
 
 
 def _fit_info(training: Any) -> FitInfo | None:
@@ -123,6 +189,69 @@ def _fit_info(training: Any) -> FitInfo | None:
     return FitInfo(**values)
 
 
+def _structure(name: Any) -> Covariance:
+    try:
+        return get_covariance(name)
+    except GMMError as err:
+        raise ModelFileError(str(err)) from None
+
+
+def _check_version(version: Any) -> None:
+    _require(
+        type(version) is int and version in (VERSION, PARTS_VERSION),
+        f"has model format version {version!r}; this gmmcli reads versions {VERSION} and "
+        f"{PARTS_VERSION} (upgrade gmmcli or refit)",
+    )
+
+
+def _check_structure(version: int, structure: Covariance) -> None:
+    """The file's version is the one of its structure."""
+    if isinstance(structure, Constrained):
+        _require(
+            version == PARTS_VERSION,
+            f"is format version {version}, which has no {structure.name} models "
+            f"(mclust's ten constrained structures are version {PARTS_VERSION})",
+        )
+    else:
+        _require(
+            version == VERSION,
+            f"is format version {version}, which has no {structure.name} models "
+            f"(full, tied, diag and spherical are version {VERSION})",
+        )
+
+
+def _parts(data: dict[str, Any], structure: Constrained, shape: tuple[int, int]) -> Parts:
+    """The parts a version-2 file holds, one entry per component (shared entries
+    repeated, identity parts filled in); unknown, missing and misshapen keys refused."""
+    n_components, n_features = shape
+    keys = _part_keys(structure)
+    listing = _listing([key for _, key in keys])
+    unknown = sorted(set(data) - {*COMMON_KEYS, *(key for _, key in keys)})
+    if unknown:
+        raise ModelFileError(
+            f"has key '{unknown[0]}', unknown to format version {PARTS_VERSION} "
+            f"({structure.name} models have {listing})"
+        )
+    entries: dict[str, np.ndarray] = {
+        "shapes": np.stack([np.ones(n_features)] * n_components),
+        "orientations": np.stack([np.eye(n_features)] * n_components),
+    }
+    for part, key in keys:
+        _require(key in data, f"lacks '{key}' ({structure.name} models have {listing})")
+        expected = (n_features,) * part.axes
+        if key == part.field:
+            expected = (n_components, *expected)
+        value = _number_array(data, key, number=expected == ())
+        _require(
+            value.shape == expected,
+            f"'{key}' must be one number, not an array of shape {value.shape}"
+            if expected == ()
+            else f"'{key}' has shape {value.shape}, expected {expected}",
+        )
+        entries[part.field] = value if key == part.field else np.stack([value] * n_components)
+    return Parts(entries["volumes"], entries["shapes"], entries["orientations"])
+
+
 def from_dict(data: Any) -> GaussianMixture:
     """A validated model from parsed JSON; ModelFileError names what is wrong."""
     _require(isinstance(data, dict), "is not a JSON object")
@@ -130,37 +259,33 @@ def from_dict(data: Any) -> GaussianMixture:
         data.get("format") == FORMAT,
         f"is not a gmmcli model (format {data.get('format')!r}, expected {FORMAT!r})",
     )
-    _require(
-        data.get("version") == VERSION,
-        f"has model format version {data.get('version')!r}; this gmmcli reads version "
-        f"{VERSION} (upgrade gmmcli or refit)",
-    )
+    _check_version(data.get("version"))
     for key in ("covariance_type", "n_components", "n_features", "weights", "means"):
         _require(key in data, f"lacks '{key}'")
-    _require("covariances" in data, "lacks 'covariances'")
+    structure = _structure(data["covariance_type"])
+    _check_structure(data["version"], structure)
+    constrained = isinstance(structure, Constrained)
+    _require(constrained or "covariances" in data, "lacks 'covariances'")
     names = data.get("feature_names")
     _require(
         names is None or (isinstance(names, list) and all(isinstance(n, str) for n in names)),
         "'feature_names' must be a list of strings or null",
     )
-    arrays = {k: _number_array(data[k]) for k in ("weights", "means", "covariances")}
-    shape = arrays["means"].shape
+    weights, means = _number_array(data, "weights"), _number_array(data, "means")
     _require(
-        shape == (data["n_components"], data["n_features"]),
-        f"means have shape {shape}, but n_components is {data['n_components']} "
+        means.shape == (data["n_components"], data["n_features"]),
+        f"means have shape {means.shape}, but n_components is {data['n_components']} "
         f"and n_features {data['n_features']}",
     )
+    if constrained:
+        parts = _parts(data, structure, means.shape)
+    else:
+        covariances = _number_array(data, "covariances")
+    info = _fit_info(data.get("training"))
     try:
-        return GaussianMixture(
-            arrays["weights"],
-            arrays["means"],
-            arrays["covariances"],
-            data["covariance_type"],
-            names,
-            _fit_info(data.get("training")),
-        )
-    except ModelFileError:
-        raise
+        if constrained:
+            return GaussianMixture.from_parts(weights, means, parts, structure.name, names, info)
+        return GaussianMixture(weights, means, covariances, structure.name, names, info)
     except GMMError as err:
         raise ModelFileError(str(err)) from None
 
