@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -425,19 +426,32 @@ def spooled(data: str) -> Iterator[str]:
     if data != "-":
         yield data
         return
-    with tempfile.NamedTemporaryFile(prefix="gmmcli-stdin-") as spool:
+    # The name is chosen before the file is made, inside the try: a signal's exception
+    # removes the file wherever it lands, even just after it was made.
+    name = os.path.join(tempfile.gettempdir(), f"gmmcli-stdin-{secrets.token_hex(8)}")
+    try:
         try:
-            shutil.copyfileobj(sys.stdin.buffer, spool)
-            spool.flush()
-        except OSError as err:
-            if err.errno not in FULL:
-                raise
-            raise UserError(
-                f"cannot copy stdin to a temporary file in '{tempfile.gettempdir()}': "
-                f"{FULL[err.errno]}; set TMPDIR to a folder with room, or give the data "
-                "as a file"
-            ) from None
-        yield spool.name
+            descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            name = None  # another's file, not ours to remove
+            raise
+        with open(descriptor, "wb") as spool:
+            try:
+                shutil.copyfileobj(sys.stdin.buffer, spool)
+                spool.flush()
+            except OSError as err:
+                if err.errno not in FULL:
+                    raise
+                raise UserError(
+                    f"cannot copy stdin to a temporary file in '{tempfile.gettempdir()}': "
+                    f"{FULL[err.errno]}; set TMPDIR to a folder with room, or give the "
+                    "data as a file"
+                ) from None
+        yield name
+    finally:
+        if name is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
 
 
 def streams(path: str, fmt: str, limit: int, n_columns: int | None) -> bool:
