@@ -366,7 +366,8 @@ def _rounds(n_axes: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
             for a, b in zip(seats[: len(seats) // 2], seats[::-1], strict=False)
             if a >= 0 and b >= 0
         )
-        rounds.append((np.array([a for a, _ in pairs]), np.array([b for _, b in pairs])))
+        pairs = np.array(pairs, dtype=int).reshape(-1, 2)
+        rounds.append((pairs[:, 0], pairs[:, 1]))
         seats = [seats[0], seats[-1], *seats[1:-1]]
     return tuple(rounds)
 
