@@ -78,8 +78,11 @@ class Constrained:
     orientation: str
 
     def __init_subclass__(cls, **kwargs):
+        """A structure class is named by mclust's three letters, which say the rest."""
         super().__init_subclass__(**kwargs)
-        cls.name = cls.mclust_name = cls.__name__
+        if not cls.__name__.startswith("_"):
+            cls.name = cls.mclust_name = cls.__name__
+            cls.volume, cls.shape_kind, cls.orientation = cls.__name__
 
     @property
     def iterative(self) -> bool:
@@ -448,43 +451,43 @@ class _SphericalForm(Constrained, Spherical):
 
 
 class EII(_SphericalForm):
-    volume, shape_kind, orientation = "E", "I", "I"
+    """Spherical, equal volume."""
 
 
 class EEI(_DiagForm):
-    volume, shape_kind, orientation = "E", "E", "I"
+    """Diagonal, equal volume and shape."""
 
 
 class VEI(_DiagForm):
-    volume, shape_kind, orientation = "V", "E", "I"
+    """Diagonal, equal shape."""
 
 
 class EVI(_DiagForm):
-    volume, shape_kind, orientation = "E", "V", "I"
+    """Diagonal, equal volume."""
 
 
 class VEE(_FullForm):
-    volume, shape_kind, orientation = "V", "E", "E"
+    """Equal shape and orientation."""
 
 
 class EVE(_FullForm):
-    volume, shape_kind, orientation = "E", "V", "E"
+    """Equal volume and orientation."""
 
 
 class VVE(_FullForm):
-    volume, shape_kind, orientation = "V", "V", "E"
+    """Equal orientation."""
 
 
 class EEV(_FullForm):
-    volume, shape_kind, orientation = "E", "E", "V"
+    """Equal volume and shape."""
 
 
 class VEV(_FullForm):
-    volume, shape_kind, orientation = "V", "E", "V"
+    """Equal shape."""
 
 
 class EVV(_FullForm):
-    volume, shape_kind, orientation = "E", "V", "V"
+    """Equal volume."""
 
 
 CONSTRAINED: tuple[Constrained, ...] = (
