@@ -110,10 +110,10 @@ def _newton_polished(objective, x, steps=8):
 
 
 def _full_statistics(seed):
-    cov = get_covariance("full")
-    nk, means, second = _statistics(cov, seed)
+    """(nk, Wₖ) of _statistics(), the scatter matrices computed here from the full moments."""
+    nk, means, second = _statistics(get_covariance("full"), seed)
     scatter = unpack(second, N_FEATURES) - nk[:, None, None] * means[:, :, None] * means[:, None, :]
-    return cov, nk, means, scatter
+    return nk, scatter
 
 
 ITERATIVE = ("VEI", "VEE", "EVE", "VVE", "VEV")
@@ -123,7 +123,7 @@ CASES = [(name, 1) for name in COVARIANCE_TYPES] + [(name, 0) for name in ITERAT
 @pytest.mark.parametrize(("name", "seed"), CASES)
 def test_m_step_is_the_structures_maximum(name, seed):
     cov = get_covariance(name)
-    _, nk, _, scatter = _full_statistics(seed)
+    nk, scatter = _full_statistics(seed)
     own_stats = _statistics(cov, seed)
     estimate = cov.estimate(*own_stats, 0.0)
     ours = cov.full_matrices(estimate, N_COMPONENTS, N_FEATURES)
@@ -154,7 +154,7 @@ NESTED = [
 def test_a_constraint_never_gains_likelihood(seed):
     """From the same memberships, a structure's M-step reaches no higher an expected
     log-likelihood than any structure it is a special case of (EII ≤ VII ≤ VVI ≤ VVV, ...)."""
-    _, nk, _, scatter = _full_statistics(seed)
+    nk, scatter = _full_statistics(seed)
     value = {}
     for name, cov in COVARIANCE_TYPES.items():
         estimate = cov.estimate(*_statistics(cov, seed), 0.0)

@@ -278,7 +278,8 @@ class Constrained:
         self, parts: Parts, scatter: np.ndarray, live: np.ndarray, largest: np.ndarray
     ) -> None:
         """A common orientation: with a common shape too, the eigenvectors of Σ Wₖ/λₖ
-        (shape from its eigenvalues); with varying shapes, one majorise-minimise step."""
+        (shape from its eigenvalues); with varying shapes, the two majorise-minimise steps
+        and a sweep of plane rotations."""
         volumes = parts.volumes[live]
         if self.shape_kind == "E":
             values, axes = np.linalg.eigh((scatter[live] / volumes[:, None, None]).sum(axis=0))
