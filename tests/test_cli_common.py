@@ -36,6 +36,7 @@ from cli_helpers import (
     snapshot,
 )
 
+import gmmcli
 from gmmcli.cli import app
 
 # Every test runs in its own empty folder (the in_tmp_path fixture of conftest.py).
@@ -83,6 +84,33 @@ def test_help_examples_run_in_order():
         assert argv[:2] == ["gmmcli", name]
         ok(gmm(argv[1:]))
         assert Path(output).is_file(), example
+
+
+def test_seed_help_and_the_api_say_their_defaults_differ():
+    """The command line's --seed defaults to 0, the Python API's fit to fresh entropy."""
+    result = ok(runner.invoke(app, ["fit", "--help"], env={"COLUMNS": "300"}))
+    seed_row = next(line for line in result.stdout.splitlines() if "--seed" in line)
+    assert "The Python API's fit defaults to fresh entropy (seed=None)" in seed_row
+    assert "[default: 0]" in seed_row
+    api_doc = " ".join(gmmcli.fit.__doc__.split())
+    assert "``seed`` defaults to None: fresh entropy, recorded in ``fit_info.seed``" in api_doc
+    assert "the command line's ``--seed`` defaults to 0" in api_doc
+
+
+def test_make_demo_reads_every_file_that_generate_writes():
+    makefile = (Path(__file__).parent.parent / "Makefile").read_text()
+    recipe = makefile.split("\ndemo:")[1].split("\n\n")[0].splitlines()
+    commands = [shlex.split(line.rstrip("\\")) for line in recipe[1:]]
+    generate = next(i for i, words in enumerate(commands) if "generate" in words)
+    words = commands[generate]
+    written = {words[words.index(flag) + 1] for flag in ("-o", "--truth")}
+    read = {
+        word
+        for words in commands[generate + 1 :]
+        for before, word in zip(["", *words], words, strict=False)
+        if before not in ("-o", "--per-sample", ">")
+    }
+    assert written <= read, written - read
 
 
 # --- stdout carries data, stderr the rest -----------------------------------------------
