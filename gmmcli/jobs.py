@@ -42,6 +42,7 @@ from gmmcli.inputs import (
     fits_in_memory,
     open_rows,
     predict_rows,
+    require_one_file,
     select,
 )
 from gmmcli.io import modelfile, tables
@@ -70,6 +71,7 @@ def fit(
             ("n_components", "start"),
         )
     check_components(n_components)
+    require_one_file(source)
     with open_rows(source, report) as data:
         steps = options.max_iter * options.n_init
         with report.progress(steps, "EM") as advance:
@@ -130,6 +132,7 @@ def select_k(
     and the winner (None if every point failed). ``jobs`` > 1 fits the points in that
     many processes. Each point's warnings are in its status, not raised; its failure is
     described with ``name`` for parameters (GMMError.describe)."""
+    require_one_file(source, dask_reads_many=False)
     map_points = local.task_map(jobs)
     points = len(grid.k_values) * len(grid.covariance_types)
     with (
@@ -233,6 +236,7 @@ def _check_prediction_output(
     """Before anything is read: ``output`` can be written (Output.check) and, locally, is
     neither the data nor the model file (a dask folder is checked against the input files
     once they are listed)."""
+    require_one_file(source)
     output.check(source)
     if source.engine == "local":
         check_distinct({parameter: output.path}, files(source.data, model))
@@ -397,6 +401,7 @@ def plot(picture: Picture, report: Report = QUIET):
     if mixture is not None and not mixture.feature_names:
         raise UserError("the model has no feature names; refit it with gmmcli fit")
     source = Source(data, columns=mixture.feature_names if mixture else columns)
+    require_one_file(source, dask_reads_many=False)
     frame = tables.read_table(source.path)
     features = select(frame, source, report)
     report.features(features.names, None, f"{len(features.X)} rows")
