@@ -56,7 +56,7 @@ def main() -> None:
     make(big, args.rows)
     chunks = ("--chunk-rows", "200000")
     memory_rate, memory_peak = per_iteration(small, small_rows)
-    small_rate, small_peak = per_iteration(small, small_rows, "--memory-limit", "1MB", *chunks)
+    small_rate, small_peak = per_iteration(small, small_rows, *chunks)  # a chunk size streams
     big_rate, big_peak = per_iteration(big, args.rows, "--memory-limit", "1GB", *chunks)
     size_gb = big.stat().st_size / 1e9
     print(f"{small_rows:,} rows in memory: {memory_rate:,.0f} rows/s per iteration, "

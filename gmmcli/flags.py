@@ -93,9 +93,10 @@ ChunkRowsOpt = Annotated[
     int | None,
     option(
         panel=SCALE,
-        help="Rows per chunk when a file is streamed (default 200,000; CSV chunks are cut by "
-        "an estimate of bytes). It sizes reading only: results are the same bytes whatever "
-        "the chunks.",
+        help="Stream the file in chunks of this many rows (CSV chunks are cut by an estimate "
+        "of bytes; at most what --memory-limit allows). Without it, a file is streamed only "
+        "past --memory-limit, in chunks of up to 200,000 rows. It sizes reading only: "
+        "results are the same bytes whatever the chunks.",
         min=1,
     ),
 ]
@@ -103,8 +104,11 @@ MemoryLimitOpt = Annotated[
     str | None,
     option(
         panel=SCALE,
-        help="Stream the file in chunks when reading it whole would need more than this "
-        "(e.g. 2GB; default: half the memory available at start).",
+        help="Cap on the memory the command's processes allocate beyond their program and "
+        "libraries (rows, buffers, forked workers; e.g. 2GB; default: half the memory "
+        "available at start). The file is read whole if that fits, else in chunks sized "
+        "to fit, with the workers that fit; a limit too small exits 2 naming the smallest "
+        "that works.",
     ),
 ]
 EngineOpt = Annotated[
@@ -128,7 +132,8 @@ JobsOpt = Annotated[
     option(
         "--jobs",
         panel=SCALE,
-        help="Grid points fitted in parallel processes (one BLAS thread each).",
+        help="Grid points fitted in parallel processes (one BLAS thread each; forked, they "
+        "share the rows; as many as --memory-limit allows).",
     ),
 ]
 InitSampleOpt = Annotated[

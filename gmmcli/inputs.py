@@ -30,7 +30,7 @@ import pyarrow as pa
 from gmmcli.core.em import SERIAL, InMemoryRows, Reducer, RowSource
 from gmmcli.core.model import GaussianMixture
 from gmmcli.core.options import Rule, check, one_of, optional, whole_number
-from gmmcli.engines import local, stream
+from gmmcli.engines import local, memory, stream
 from gmmcli.errors import FULL, ParameterConflict, UserError
 from gmmcli.io import tables
 from gmmcli.io.atomic import check_output_folder, check_output_path
@@ -257,48 +257,114 @@ SOURCE_RULES = {
 
 @dataclass
 class Rows:
-    """What a fit runs on: the row source, its feature names (None for a bare array) and
-    the reducer that runs its passes."""
+    """What a fit runs on: the row source, its feature names (None for a bare array), the
+    reducer that runs its passes and the workers the memory limit allows."""
 
     rows: RowSource
     names: list[str] | None
     reducer: Reducer
+    workers: int = 1
+
+
+def no_core(n_features: int, n_rows: int) -> memory.Needs:
+    """What a reader that runs no core holds beside the rows: nothing."""
+    return memory.Needs()
 
 
 @contextlib.contextmanager
-def open_rows(source: Source, report: Report = QUIET) -> Iterator[Rows]:
+def open_rows(
+    source: Source, report: Report = QUIET, core: Callable[[int, int], memory.Needs] = no_core
+) -> Iterator[Rows]:
     """The rows of ``source`` for a fit, open for its passes (a spooled stdin, a cluster's
-    client), with a line on ``report`` naming the features."""
+    client), with a line on ``report`` naming the features. A file is read whole when it
+    fits in the memory limit beside what ``core(n_features, n_rows)`` holds (and no chunk
+    size is given), else streamed in chunks that fit; passes have the workers that fit."""
     if source.engine == "dask":
         with _cluster_rows(source, report) as rows:
             yield rows
         return
     if not source.is_path:
-        yield _in_memory(_features_in_memory(source, report), source, report)
+        features = _features_in_memory(source, report)
+        yield _in_memory(features, source, report, local.default_threads())
         return
     with spooled(source.path) as path:
         fmt = source.file_format()
-        n_columns = len(source.columns) if source.columns else None
-        if not streams(path, fmt, source.memory_bytes, n_columns):
-            yield _in_memory(_read_features(path, fmt, source, report), source, report)
+        limit, shape = source.memory_bytes, stream.layout(path, fmt)
+        workers = _whole_read_workers(source, path, shape, core)
+        if workers is not None:
+            features = _read_features(path, fmt, source, report)
+            yield _in_memory(features, source, report, workers)
             return
-        names = _feature_names(path, fmt, source, report)
-        chunk = source.chunk_rows or stream.DEFAULT_CHUNK_ROWS
-        detail = f"streamed from {source.name} in chunks of {chunk} rows"
+        _check_limit_before_reading(source, shape, core)
+        names = _feature_names(path, fmt, source, report, memory.profile_block(limit))
+        plan = _stream_plan(source, shape, core, len(names))
+        detail = f"streamed from {source.name} in chunks of {plan.chunk_rows} rows"
         report.features(names, source.weight_column, detail)
         rows = stream.FileRows(
             path,
             fmt,
             names,
             source.weight_column,
-            chunk,
+            plan.chunk_rows,
             source.drop_missing,
             name=source.quoted,
+            block_bytes=memory.block_bytes(plan.chunk_rows, shape.text_bytes),
         )
-        yield Rows(rows, names, local.reducer())
+        yield Rows(rows, names, local.reducer(plan.workers), plan.workers)
 
 
-def _in_memory(features: tables.Features, source: Source, report: Report) -> Rows:
+def _stream_plan(
+    source: Source,
+    shape: stream.Layout,
+    core: Callable[[int, int], memory.Needs],
+    n_features: int,
+) -> memory.Plan:
+    """How a fit streams ``n_features`` features of the file within the memory limit."""
+    read = n_features + bool(source.weight_column)
+    needs = memory.reading(source.file_format(), read, shape.text_bytes)
+    needs += memory.features(n_features) + core(n_features, shape.n_rows)
+    return memory.plan(source.memory_bytes, needs, source.chunk_rows, stream.DEFAULT_CHUNK_ROWS)
+
+
+def _check_limit_before_reading(
+    source: Source, shape: stream.Layout, core: Callable[[int, int], memory.Needs]
+) -> None:
+    """A memory limit too small for the file, said before its first pass (a CSV file's
+    finds its features): too small for the fewest features the file can have, the error
+    names the limit that fits the most (all its columns), which surely works."""
+    given = len(source.columns or ())
+    try:
+        _stream_plan(source, shape, core, given or 1)
+    except UserError:
+        _stream_plan(source, shape, core, given or shape.n_columns)
+        raise
+
+
+def _whole_read_workers(
+    source: Source,
+    path: str,
+    shape: stream.Layout | None,
+    core: Callable[[int, int], memory.Needs],
+) -> int | None:
+    """The workers of a fit's passes when the file is read whole (unless a chunk size is
+    given): None if even one does not fit in the memory limit. A CSV file's table is
+    held whole beside its features (at most all its columns); Parquet is read column by
+    column (its features known from its schema)."""
+    if shape is None:
+        return 1  # unreadable: the whole read says why
+    if source.chunk_rows is not None:
+        return None
+    fmt = source.file_format()
+    if fmt == "parquet":
+        n_features = len(_feature_names(path, fmt, source, QUIET))
+    else:
+        n_features = len(source.columns) if source.columns else shape.n_columns
+    table = memory.Needs(per_row=16 if fmt == "parquet" else shape.row_bytes)
+    held = table + memory.features(n_features) + core(n_features, shape.n_rows)
+    return memory.in_memory(source.memory_bytes, shape.n_rows, held)
+
+
+def _in_memory(features: tables.Features, source: Source, report: Report, workers: int) -> Rows:
     """Complete rows in memory (or a UserError, or those rows left after --drop-missing)."""
     report.features(features.names, source.weight_column, f"{len(features.X)} rows")
     features, dropped = tables.require_complete(
@@ -310,11 +376,14 @@ def _in_memory(features: tables.Features, source: Source, report: Report) -> Row
     weights = np.ones(len(X)) if weights is None else weights
     rows = InMemoryRows(X, weights, np.zeros(X.shape[1]))
     names = None if _is_array(source.data) and not source.columns else features.names
-    return Rows(rows, names, local.reducer())
+    return Rows(rows, names, local.reducer(workers), workers)
 
 
-def _feature_names(path: str, fmt: str, source: Source, report: Report) -> list[str]:
-    """The features to read from a file, from its schema (Parquet) or a first pass (CSV)."""
+def _feature_names(
+    path: str, fmt: str, source: Source, report: Report, block_bytes: int = memory.MAX_BLOCK_BYTES
+) -> list[str]:
+    """The features to read from a file, from its schema (Parquet) or a first pass (CSV,
+    in blocks of ``block_bytes``)."""
     return stream.file_feature_names(
         path,
         fmt,
@@ -323,6 +392,7 @@ def _feature_names(path: str, fmt: str, source: Source, report: Report) -> list[
         source.weight_column,
         source.quoted,
         report.note,
+        block_bytes,
     )
 
 
@@ -477,15 +547,6 @@ def spooled(data: str) -> Iterator[str]:
                 os.unlink(name)
 
 
-def streams(path: str, fmt: str, limit: int, n_columns: int | None) -> bool:
-    """Whether reading ``path`` whole would take more than ``limit`` bytes, so that it is
-    streamed in chunks instead."""
-    try:
-        return stream.in_memory_bytes(path, fmt, n_columns) > limit
-    except (OSError, pa.ArrowException):
-        return False  # unreadable: the in-memory reader reports it properly
-
-
 # --- prediction ----------------------------------------------------------------------
 
 
@@ -551,33 +612,37 @@ def predict_rows(
     """``prediction`` of every chunk (local) or partition (dask) of ``source`` in order,
     its tables written to ``output`` (checked by the caller: Output.check);
     ``accept(summaries)`` may refuse the whole run before the output appears (written
-    atomically)."""
+    atomically). The local engine adds its chunks' summaries up as they come (into one,
+    or none without rows), so that they hold nothing of rows already written."""
     model = _named(model, source)
     if source.engine == "dask":
         return _predict_on_cluster(source, model, prediction, output, accept, report)
-    writer, kept = contextlib.nullcontext(), None
+    writer, kept, written = contextlib.nullcontext(), None, None
     if output.path is not None:
         writer = tables.TableWriter(output.path, output.table_format)
-        kept = writer.fmt if prediction.keeps_input else None
-    results = []
+        written = writer.fmt
+        kept = written if prediction.keeps_input else None
+    total = None
     with writer:
-        for table, features in _model_chunks(source, model, report, kept):
+        for table, features in _model_chunks(source, model, report, kept, written):
             out, result = prediction(table, features)
-            results.append(result)
+            total = result if total is None else total + result
             if output.path is not None:
                 writer.write(out)
+        results = [] if total is None else [total]
         accept(results)
     return results
 
 
 def _model_chunks(
-    source: Source, model: GaussianMixture, report: Report, kept: str | None
+    source: Source, model: GaussianMixture, report: Report, kept: str | None, written: str | None
 ) -> Iterator[tuple[pa.Table, tables.Features]]:
     """(input chunk, the model's features in it) for every chunk of the input; the
     features line once the input is seen to have rows. ``kept``: the format the input's
-    columns are written in, if they are (open_batches)."""
+    columns are written in, if they are (open_batches); ``written``: the output's, if
+    any."""
     first_row = 0
-    for table in _input_tables(source, model, kept):
+    for table in _input_tables(source, model, kept, written):
         if first_row == 0:
             report.features(model.feature_names, source.weight_column)
         features = model_rows(table, model, source, first_row=first_row)
@@ -585,12 +650,16 @@ def _model_chunks(
         yield table, features
 
 
-def _input_tables(source: Source, model: GaussianMixture, kept: str | None) -> Iterator[pa.Table]:
-    """The input as tables: whole when it fits in the memory limit, else chunk by chunk,
-    with the types a whole read gives (a CSV file's from a first pass: csv_profile).
+def _input_tables(
+    source: Source, model: GaussianMixture, kept: str | None, written: str | None = None
+) -> Iterator[pa.Table]:
+    """The input as tables: whole when it fits in the memory limit (and no chunk size is
+    given), else in chunks that fit beside the prediction's arrays and the output's
+    buffers (``written``: its format), with the types a whole read gives (a CSV file's
+    from a first pass: csv_profile).
 
     CSV on stdin is always streamed (a pipe of any length works), its types as its chunks
-    come (open_batches); Parquet on stdin is read whole, its footer being at the end.
+    come (pipe_batches); Parquet on stdin is read whole, its footer being at the end.
     """
     if not source.is_path:
         data = source.data
@@ -605,15 +674,30 @@ def _input_tables(source: Source, model: GaussianMixture, kept: str | None) -> I
             yield in_memory_table(data)
         return
     fmt = source.file_format()
-    if not _tables_streamed(source):
+    if not _tables_streamed(source, model, written):
         yield tables.read_table(source.path, fmt)
         return
-    size = source.chunk_rows or stream.DEFAULT_CHUNK_ROWS
-    types = None
-    if fmt != "parquet" and source.data != "-":
-        profile = stream.csv_profile(source.path, fmt, stream.PROFILE_BLOCK_BYTES, source.quoted)
+    limit, types, header, piped = source.memory_bytes, None, None, source.data == "-"
+    if piped:
+        header = stream.pipe_header(fmt, source.name)
+        n_columns = len(header[0])
+        text_bytes = n_columns * stream.CSV_BYTES_PER_VALUE  # a guess: blocks are cut to it
+    else:
+        shape = stream.layout(source.path, fmt)
+        n_columns, text_bytes = shape.n_columns, shape.text_bytes
+    needs = memory.reading(fmt, n_columns, text_bytes, piped)
+    needs += _prediction_needs(model, n_columns, written)
+    plan = memory.plan(limit, needs, source.chunk_rows, stream.DEFAULT_CHUNK_ROWS)
+    if fmt != "parquet" and not piped:
+        profile = stream.csv_profile(source.path, fmt, memory.profile_block(limit), source.quoted)
         types = profile.types
-    batches = stream.open_batches(source.path, fmt, size, types=types, kept=kept)
+    block = memory.block_bytes(plan.chunk_rows, text_bytes, piped)
+    if piped:
+        batches = stream.pipe_batches(header, fmt, plan.chunk_rows, block, kept)
+    else:
+        batches = stream.open_batches(
+            source.path, fmt, plan.chunk_rows, types=types, block_bytes=block
+        )
     rows = 0
     for batch in batches:
         rows += batch.num_rows
@@ -622,22 +706,36 @@ def _input_tables(source: Source, model: GaussianMixture, kept: str | None) -> I
         raise UserError(f"{source.name} has no data rows; give at least one row of data")
 
 
-def _tables_streamed(source: Source) -> bool:
+def _prediction_needs(model: GaussianMixture, n_columns: int, written: str | None) -> memory.Needs:
+    """What classify or score holds per chunk of an input of ``n_columns`` columns."""
+    n_features, n_components = model.n_features, model.n_components
+    return memory.features(n_features) + memory.prediction(
+        n_features, n_components, n_columns, written
+    )
+
+
+def _tables_streamed(source: Source, model: GaussianMixture, written: str | None) -> bool:
     """Whether a prediction reads the file chunk by chunk: CSV on stdin always (a pipe of
-    any length works), Parquet on stdin never (its footer is at the end), a file when
-    reading it whole would pass the memory limit."""
+    any length works), Parquet on stdin never (its footer is at the end), a file when a
+    chunk size is given or reading it whole would pass the memory limit."""
     fmt = source.file_format()
     if source.data == "-":
         return fmt != "parquet"
-    return streams(source.path, fmt, source.memory_bytes, None)
+    shape = stream.layout(source.path, fmt)
+    if source.chunk_rows is not None or shape is None:
+        return shape is not None  # unreadable: the whole read says why
+    held = memory.Needs(per_row=shape.row_bytes) + _prediction_needs(
+        model, shape.n_columns, written
+    )
+    return memory.in_memory(source.memory_bytes, shape.n_rows, held) is None
 
 
-def fits_in_memory(source: Source) -> bool:
+def fits_in_memory(source: Source, model: GaussianMixture) -> bool:
     """Whether a prediction's whole table may be held: data in memory, or a local file
     read whole."""
     if source.engine == "dask":
         return False
-    return not source.is_path or not _tables_streamed(source)
+    return not source.is_path or not _tables_streamed(source, _named(model, source), None)
 
 
 def model_rows(

@@ -31,7 +31,7 @@ from gmmcli.core.options import (
     check,
     whole_number,
 )
-from gmmcli.engines import local
+from gmmcli.engines import local, memory
 from gmmcli.errors import GMMWarning, InvalidParameter, UserError
 from gmmcli.inputs import (
     NO_OUTPUT,
@@ -48,7 +48,7 @@ from gmmcli.inputs import (
 from gmmcli.io import modelfile, tables
 from gmmcli.io.atomic import check_distinct, check_output_path, replaced_together
 from gmmcli.io.tables import parse_column_list  # noqa: F401 (the one comma-list parser)
-from gmmcli.outputs import Classify, Kept, Score, Scores
+from gmmcli.outputs import Classify, Kept, Labelled, Score, Scores
 
 
 def fit(
@@ -72,7 +72,8 @@ def fit(
         )
     check_components(n_components)
     require_one_file(source)
-    with open_rows(source, report) as data:
+    core = core_needs(options, n_components, local.default_threads())
+    with open_rows(source, report, core) as data:
         steps = options.max_iter * options.n_init
         with report.progress(steps, "EM") as advance:
 
@@ -119,6 +120,24 @@ def _from_start(
     return start.n_components, options, source
 
 
+def core_needs(
+    options: FitOptions, n_components: int, workers: int, forked: bool = False
+) -> Callable[[int, int], memory.Needs]:
+    """What fits with ``options`` hold, for each number of features and of rows
+    (memory.core): the k-means start's sample, hc's matrices, ``workers`` workers
+    (processes of their own if ``forked``)."""
+    starts = {options.init_for(restart) for restart in range(options.n_init)}
+    hc_rows = options.hc_rows if "hc" in starts else 0
+    sample = options.init_sample if starts & {"kmeans", "kmeans++"} else 0
+
+    def needs(n_features: int, n_rows: int) -> memory.Needs:
+        return memory.core(
+            n_features, n_components, workers, min(hc_rows, n_rows), min(sample, n_rows), forked
+        )
+
+    return needs
+
+
 def select_k(
     source: Source,
     grid: Grid,
@@ -133,10 +152,12 @@ def select_k(
     many processes. Each point's warnings are in its status, not raised; its failure is
     described with ``name`` for parameters (GMMError.describe)."""
     require_one_file(source, dask_reads_many=False)
-    map_points = local.task_map(jobs)
+    local.check_jobs(jobs)
     points = len(grid.k_values) * len(grid.covariance_types)
+    workers = jobs if jobs > 1 else local.default_threads()
+    core = core_needs(options, max(grid.k_values), workers, forked=jobs > 1)
     with (
-        open_rows(source, report) as data,
+        open_rows(source, report, core) as data,
         report.progress(points, "select-k") as advance,
         warnings.catch_warnings(),
     ):
@@ -146,7 +167,7 @@ def select_k(
             grid,
             options,
             reducer=data.reducer if jobs == 1 else SERIAL,
-            map_points=map_points,
+            map_points=local.task_map(min(jobs, data.workers)),
             on_point=lambda p: advance(1, f"K={p.n_components} {p.covariance_type}"),
         )
     if winner is not None:
@@ -172,10 +193,11 @@ def classify(
     prediction = Classify(model, probabilities, only_new_columns)
     kept = None
     if output.path is None:
-        if not fits_in_memory(source):
+        if not fits_in_memory(source, model):
             raise UserError(
-                f"{source.quoted} may not fit in memory (past memory_limit, or CSV on stdin); "
-                "give an output path, to which the rows are written chunk by chunk"
+                f"{source.quoted} may not fit in memory (past memory_limit, read in chunks "
+                "of chunk_rows, or CSV on stdin); give an output path, to which the rows are "
+                "written chunk by chunk"
             )
         prediction = kept = Kept(prediction)
     results = predict_rows(
@@ -183,10 +205,10 @@ def classify(
         model,
         prediction,
         output,
-        accept=lambda results: require_predicted(sum(n for n, _ in results), source),
+        accept=lambda results: require_predicted(sum(results, Labelled()).n_samples, source),
         report=report,
     )
-    replaced = results[0][1]
+    replaced = sum(results, Labelled()).replaced
     if replaced and prediction.keeps_input:
         report.note(f"replacing the existing columns {', '.join(replaced)}")
     return None if kept is None else pa.concat_tables(kept.kept)

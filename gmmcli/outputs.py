@@ -39,11 +39,12 @@ class RowSums:
         """The sums of ``values`` (rows x columns), rows ``start`` on of the input."""
         first = min(len(values), -start % SUM_ROWS)
         if first == len(values) and (start + first) % SUM_ROWS:
-            return cls(start, values)  # no block boundary inside
+            return cls(start, values.copy())  # no block boundary inside
         cuts = range(first, len(values) - SUM_ROWS + 1, SUM_ROWS)
         last = first + len(cuts) * SUM_ROWS
         blocks = [_block_sum(values[cut : cut + SUM_ROWS]) for cut in cuts]
-        return cls(start, values[:first], blocks, values[last:])
+        return cls(start, values[:first].copy(), blocks, values[last:].copy())  # not views:
+        # they would keep every chunk's values while the sums of later chunks are taken
 
     def __add__(self, other: RowSums) -> RowSums:
         """These sums and those of the rows that follow them."""
@@ -87,10 +88,21 @@ class Scores:
 
 
 @dataclass(frozen=True)
+class Labelled:
+    """classify's summary: the rows labelled, and the columns of an earlier classify that
+    it replaces (the same in every chunk)."""
+
+    n_samples: int = 0
+    replaced: tuple[str, ...] = ()
+
+    def __add__(self, other: Labelled) -> Labelled:
+        return Labelled(self.n_samples + other.n_samples, self.replaced or other.replaced)
+
+
+@dataclass(frozen=True)
 class Classify:
     """classify: a component column (and p_k columns), after the input's columns unless
-    ``only_new_columns``; summarised by (rows predicted, columns of an earlier classify
-    replaced)."""
+    ``only_new_columns``; summarised by Labelled."""
 
     model: GaussianMixture
     probabilities: bool = True
@@ -100,13 +112,12 @@ class Classify:
     def keeps_input(self) -> bool:
         return not self.only_new_columns
 
-    def __call__(
-        self, table: pa.Table, features: tables.Features
-    ) -> tuple[pa.Table, tuple[int, list[str]]]:
+    def __call__(self, table: pa.Table, features: tables.Features) -> tuple[pa.Table, Labelled]:
         labelled = classified(
             table, features, self.model, self.probabilities, self.only_new_columns
         )
-        return labelled, (int((~features.missing).sum()), replaced_columns(table))
+        summary = Labelled(int((~features.missing).sum()), tuple(replaced_columns(table)))
+        return labelled, summary
 
 
 @dataclass(frozen=True)

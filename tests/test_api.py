@@ -59,7 +59,7 @@ def test_arrow_tables_and_pycapsule_objects_fit_alike(frame):
     same_model(gmmcli.fit(Capsule(), 2, weights="w", seed=3), expected)
 
 
-def test_a_parquet_file_past_memory_limit_is_fitted_streamed(frame, tmp_path, monkeypatch):
+def test_a_parquet_file_read_in_chunks_is_fitted_streamed(frame, tmp_path, monkeypatch):
     path = tmp_path / "data.parquet"
     pq.write_table(pa.table(frame), path, row_group_size=64)
     whole = gmmcli.fit(path, 3, weights="w", seed=2, tol=0, max_iter=20)
@@ -68,9 +68,7 @@ def test_a_parquet_file_past_memory_limit_is_fitted_streamed(frame, tmp_path, mo
     monkeypatch.setattr(
         stream, "FileRows", lambda *a, **k: streamed_files.append(a) or real(*a, **k)
     )
-    streamed = gmmcli.fit(
-        str(path), 3, weights="w", seed=2, tol=0, max_iter=20, memory_limit=1000, chunk_rows=50
-    )
+    streamed = gmmcli.fit(str(path), 3, weights="w", seed=2, tol=0, max_iter=20, chunk_rows=50)
     assert len(streamed_files) == 1  # read in chunks, not whole
     # Same rows, blocks cut elsewhere: running sums round differently.
     same_model(streamed, whole, rtol=1e-9)
@@ -92,7 +90,7 @@ def test_classify_path_to_path_and_in_memory_agree(frame, tmp_path):
     frame.to_csv(path, index=False)
     model = gmmcli.fit(frame, 3, weights="w", seed=0)
     gmmcli.classify(path, model, tmp_path / "whole.csv")
-    gmmcli.classify(path, model, tmp_path / "chunks.csv", memory_limit=100, chunk_rows=64)
+    gmmcli.classify(path, model, tmp_path / "chunks.csv", chunk_rows=64)
     whole = (tmp_path / "whole.csv").read_bytes()
     assert (tmp_path / "chunks.csv").read_bytes() == whole
     table = gmmcli.classify(path, model)
@@ -111,7 +109,7 @@ def test_score_reads_a_file_and_takes_weights_by_column(frame, tmp_path):
     path = tmp_path / "data.parquet"
     pq.write_table(pa.table(frame), path)
     model = gmmcli.fit(frame, 3, weights="w", seed=0)
-    summary = gmmcli.score(path, model, weights="w", memory_limit=100, chunk_rows=100)
+    summary = gmmcli.score(path, model, weights="w", chunk_rows=100)
     ll = model.score_samples(frame[["b", "a"]])
     assert_allclose(summary["log_likelihood"], frame["w"].to_numpy() @ ll, rtol=1e-12)
     assert summary["total_weight"] == frame["w"].sum()

@@ -199,7 +199,7 @@ def header(base, names: str) -> str:
     return names + "\n" + base.csv.split("\n", 1)[1]
 
 
-STREAMED = "--memory-limit 1KB --chunk-rows 7"  # a file streamed in chunks of 7 rows
+STREAMED = "--chunk-rows 7"  # a file streamed in chunks of 7 rows
 
 
 def fit_in_every_reader(text: str, how: str, options: str = "") -> dict:
@@ -726,7 +726,7 @@ BAD_INPUTS = [
         )
         for how, source, extra in [
             ("file", "dup.csv", ""),
-            ("streamed", "dup.csv", "--memory-limit 1KB"),
+            ("streamed", "dup.csv", STREAMED),
             ("stdin", "-", ""),
         ]
     ),
@@ -760,7 +760,7 @@ BAD_INPUTS = [
         )
         for how, source, extra, name in [
             ("file", "latin.csv", "", "'latin.csv'"),
-            ("streamed", "latin.csv", "--memory-limit 1KB", "'latin.csv'"),
+            ("streamed", "latin.csv", STREAMED, "'latin.csv'"),
             ("stdin", "-", "", "stdin"),
         ]
     ),
@@ -772,7 +772,7 @@ BAD_INPUTS = [
             "write Parquet instead",
             files={"latin.csv": latin_note},
         )
-        for how, extra in [("file", ""), ("streamed", "--memory-limit 1KB --chunk-rows 7")]
+        for how, extra in [("file", ""), ("streamed", STREAMED)]
     ),
     case(  # found by tests/test_fuzz.py: the message took two lines
         "name-with-a-line-break",
@@ -788,7 +788,7 @@ BAD_INPUTS = [
     ),
     case(
         "empty-name-streamed",
-        "fit blank.csv -k 1 --memory-limit 1KB -o out.json",
+        f"fit blank.csv -k 1 {STREAMED} -o out.json",
         "column 2 of 'blank.csv' has no name",
         files={"blank.csv": "x0, ,x2\n1,2,3\n5,6,7\n"},
     ),

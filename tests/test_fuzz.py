@@ -134,7 +134,7 @@ def inputs(draw, odd: bool, options: bool = True) -> tuple[list[str], bytes | No
         fmt = [] if table.fmt == "csv" or not options else ["--format", "tsv"]
         return ["-", *fmt, *chunks], table.data, {}  # classify and score: chunk by chunk
     name = f"data.{table.fmt}"
-    streamed = ["--memory-limit", "1KB", *chunks] if how == "streamed" else []
+    streamed = chunks if how == "streamed" else []
     return [name, *streamed], None, {name: table.data}
 
 

@@ -463,7 +463,7 @@ def corrupt(path: str, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["footer", "checksum", "page"])
 @pytest.mark.parametrize("command", ["fit data.parquet -k 2", "classify data.parquet -m m.json"])
-@pytest.mark.parametrize("streamed", ["", " --memory-limit 1KB --chunk-rows 100"])
+@pytest.mark.parametrize("streamed", ["", " --chunk-rows 100"])
 def test_a_corrupt_parquet_file_is_one_line_naming_it(command, how, streamed):
     ok(gmm("generate -k 2 -n 2000 --seed 4 -q -o data.parquet"))
     ok(gmm("fit data.parquet -k 2 -q -o m.json"))

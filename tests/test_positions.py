@@ -266,7 +266,7 @@ def ways(fmt: str) -> dict[str, tuple[str, list[str]]]:
     """How data.``fmt`` is read: {way: (the input argument, options)}; read whole,
     streamed in chunks of 7 rows or of 1 row, and from stdin (CSV in chunks of 7 rows,
     Parquet read whole)."""
-    path, streamed = f"data.{fmt}", ["--memory-limit", "1KB", "--chunk-rows"]
+    path, streamed = f"data.{fmt}", ["--chunk-rows"]
     return {
         "whole": (path, []),
         "streamed": (path, [*streamed, "7"]),

@@ -4,8 +4,8 @@ A streamed fit re-reads the file on every pass; the core sees the same blocks of
 from memory (chunks are re-cut into them), so the model file is the same bytes. classify and
 score compute every row in a tile at a fixed position of the input, whatever the chunks, so
 their outputs are the same bytes too; integer columns read as floats when streamed are the
-one known difference (a strict xfail says where). `--memory-limit 1KB` forces streaming on the
-small files used here.
+one known difference (a strict xfail says where). A `--chunk-rows` given forces streaming on
+the small files used here.
 
 Shared data: 1500 rows of 3 correlated features from 3 components, with integer frequency
 weights 0..5 (zeros included, so the draws that skip rows of weight zero are exercised),
@@ -45,8 +45,8 @@ SEED = "7"
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 INITS = ["kmeans", "kmeans++", "random", "random-from-data"]
 FORMATS = ["parquet", "csv"]
-STREAM = ["--memory-limit", "1KB"]  # far below any file here: always streamed
-CHUNKED = ["--chunk-rows", "50", *STREAM]  # streamed in chunks of 50 rows
+STREAM = ["--chunk-rows", "200000"]  # a chunk size given: always streamed (in one chunk here)
+CHUNKED = ["--chunk-rows", "50"]  # streamed in chunks of 50 rows
 
 SCRIPT = Path(sys.executable).with_name("gmmcli")
 GMMCLI = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmcli"]
@@ -166,12 +166,10 @@ def test_streamed_fit_equals_the_in_memory_fit(data, tmp_path, fmt, covariance_t
     api = modelfile.to_dict(in_memory)
     assert modelfile.to_dict(streamed) == api
 
-    # The command line: the same with and without --memory-limit.
+    # The command line: the same read whole and in chunks.
     memory, chunked = tmp_path / "memory.json", tmp_path / "streamed.json"
-    kept = ok(gmm(fit_args(path, covariance_type, init, "--chunk-rows", "700", "-o", memory)))
-    read = ok(
-        gmm(fit_args(path, covariance_type, init, "--chunk-rows", "700", *STREAM, "-o", chunked))
-    )
+    kept = ok(gmm(fit_args(path, covariance_type, init, "-o", memory)))
+    read = ok(gmm(fit_args(path, covariance_type, init, "--chunk-rows", "700", "-o", chunked)))
     assert "streamed" not in kept.stderr
     assert "streamed" in read.stderr
     assert same_bytes(chunked, memory)
@@ -186,7 +184,7 @@ def test_chunk_size_changes_nothing(data, tmp_path, fmt, covariance_type, init):
     # blocks, so the same sums, draws and picks, and the model file is the same bytes.
     path = data / f"data.{fmt}"
     memory, chunked = tmp_path / "memory.json", tmp_path / "streamed.json"
-    streamed = ["--chunk-rows", "333", *STREAM, "-q", "-o", chunked]
+    streamed = ["--chunk-rows", "333", "-q", "-o", chunked]
     ok(gmm(fit_args(path, covariance_type, init, "-q", "-o", memory)))
     ok(gmm(fit_args(path, covariance_type, init, *streamed)))
     assert same_bytes(chunked, memory)
@@ -197,7 +195,7 @@ def test_streamed_hc_start_is_the_same_bytes(data, tmp_path):
     # their weights and the one that assigns the other rows see the same blocks.
     path = data / "data.csv"
     memory, chunked = tmp_path / "memory.json", tmp_path / "streamed.json"
-    streamed = ["--chunk-rows", "333", *STREAM, "-q", "-o", chunked]
+    streamed = ["--chunk-rows", "333", "-q", "-o", chunked]
     ok(gmm(fit_args(path, "full", "hc", "--hc-rows", "150", "-q", "-o", memory)))
     ok(gmm(fit_args(path, "full", "hc", "--hc-rows", "150", *streamed)))
     assert same_bytes(chunked, memory)
@@ -214,7 +212,7 @@ def test_streamed_fit_drops_missing_rows_like_in_memory(tmp_path, table, fmt):
     path = tmp_path / f"holes.{fmt}"
     common = ["-k", K, "--weight-column", "w", "--drop-missing", "--seed", SEED]
     whole = ok(gmm(["fit", path, *common, "-o", tmp_path / "memory.json"]))
-    read = ok(gmm(["fit", path, *common, "--chunk-rows", "50", *STREAM, "-o", tmp_path / "s.json"]))
+    read = ok(gmm(["fit", path, *common, *CHUNKED, "-o", tmp_path / "s.json"]))
     assert "dropped 53 rows" in whole.stderr
     assert "streamed" in read.stderr
     streamed = load_json(tmp_path / "s.json")
@@ -233,7 +231,7 @@ def test_streamed_select_k_equals_the_in_memory_one(data, tmp_path, fmt):
         "--tol", "1e-4", "--max-iter", "50", "-q",
     ]  # fmt: skip
     ok(gmm([*common, "--table", tmp_path / "memory.csv", "-o", tmp_path / "memory.json"]))
-    streamed = ["--chunk-rows", "400", *STREAM, "--table", tmp_path / "streamed.csv"]
+    streamed = ["--chunk-rows", "400", "--table", tmp_path / "streamed.csv"]
     streamed += ["-o", tmp_path / "streamed.json"]
     ok(gmm([*common, *streamed]))
     memory = pa_csv.read_csv(tmp_path / "memory.csv").drop_columns(["seconds"]).to_pylist()
@@ -299,7 +297,7 @@ def test_streamed_classify_same_bytes_in_chunks_of_one_row(data, tmp_path):
     path, model = data / "data.parquet", data / "full.json"
     memory, chunked = tmp_path / "memory.csv", tmp_path / "streamed.csv"
     run_output("classify", path, model, memory)
-    run_output("classify", path, model, chunked, "--chunk-rows", "1", *STREAM)
+    run_output("classify", path, model, chunked, "--chunk-rows", "1")
     assert same_bytes(chunked, memory)
 
 
@@ -343,7 +341,7 @@ def test_streamed_classify_writes_the_whole_reads_types_to_parquet(data, tmp_pat
 
 # --- 2b. CSV on stdin: types as the chunks come ----------------------------------------------
 
-PIPED = ["--chunk-rows", "50"]  # stdin blocks of 8,000 bytes: about 100 rows of data.csv
+PIPED = ["--chunk-rows", "50"]  # stdin in blocks of about 50 rows
 
 
 def test_stdin_widens_whole_numbers_to_float64_for_csv_output(data, tmp_path, table):
@@ -497,9 +495,9 @@ def test_streamed_drop_missing_passes_a_chunk_with_no_complete_row(data, tmp_pat
 
 
 def test_csv_through_a_pipe_equals_the_file(data, tmp_path):
-    # classify and score always stream CSV from stdin (--chunk-rows 100: blocks of 16,000
-    # bytes, about 200 rows, so the pipe reader cuts many lines in two); fit spools stdin to
-    # a file first, then reads it whole or (--memory-limit) in chunks.
+    # classify and score always stream CSV from stdin (--chunk-rows 100: blocks of about
+    # 100 rows, so the pipe reader cuts many lines in two); fit spools stdin to
+    # a file first, then reads it whole or (--chunk-rows) in chunks.
     model = data / "full.json"
     fit = f"-k {K} --weight-column w --seed {SEED} -q"
     shell(
@@ -508,10 +506,9 @@ def test_csv_through_a_pipe_equals_the_file(data, tmp_path):
         cat {data}/data.csv | gmmcli score - --model {model} --weight-column w \
             --chunk-rows 100 -q > piped.json
         cat {data}/data.csv | gmmcli fit - {fit} -o piped_fit.json
-        cat {data}/data.csv | gmmcli fit - {fit} --memory-limit 1KB --chunk-rows 333 \
-            -o piped_streamed_fit.json
-        cat {data}/data.parquet | gmmcli fit - --format parquet {fit} --memory-limit 1KB \
-            --chunk-rows 333 -o piped_parquet_fit.json
+        cat {data}/data.csv | gmmcli fit - {fit} --chunk-rows 333 -o piped_streamed_fit.json
+        cat {data}/data.parquet | gmmcli fit - --format parquet {fit} --chunk-rows 333 \
+            -o piped_parquet_fit.json
         """,
         tmp_path,
     )
@@ -534,8 +531,8 @@ def test_csv_through_a_pipe_equals_the_file(data, tmp_path):
 
 def test_spooled_stdin_fit_equals_the_file_fit(data, tmp_path):
     csv = data / "data.csv"
-    common = ["-k", K, "--weight-column", "w", "--seed", SEED, "--chunk-rows", "333", "-q"]
-    for extra in ([], STREAM):
+    common = ["-k", K, "--weight-column", "w", "--seed", SEED, "-q"]
+    for extra in ([], ["--chunk-rows", "333"]):
         ok(gmm(["fit", csv, *common, *extra, "-o", tmp_path / "file.json"]))
         ok(gmm(["fit", "-", *common, *extra, "-o", tmp_path / "stdin.json"], csv.read_bytes()))
         assert (tmp_path / "stdin.json").read_bytes() == (tmp_path / "file.json").read_bytes()
@@ -680,9 +677,7 @@ def test_bad_input_no_rows_left_in_a_streamed_fit(tmp_path, table, rows):
         bad = table.slice(0, 0)
     pa_csv.write_csv(bad, tmp_path / "bad.csv")
     args = ["fit", tmp_path / "bad.csv", "-k", K, "--columns", ",".join(NAMES), "--drop-missing"]
-    error = fails_leaving_nothing(
-        [*args, "--memory-limit", "1B", "-o", tmp_path / "m.json"], tmp_path
-    )
+    error = fails_leaving_nothing([*args, *CHUNKED, "-o", tmp_path / "m.json"], tmp_path)
     assert "no row with a positive weight is left to fit" in error
 
 
@@ -740,7 +735,9 @@ def test_bad_memory_limit_is_a_user_error(data, tmp_path):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_memory_limit_decides_whether_fit_streams(data, tmp_path, fmt):
+def test_a_chunk_size_makes_fit_stream(data, tmp_path, fmt):
+    """Without one, a file that fits in the memory limit is read whole (test_memory.py:
+    one that does not is streamed)."""
     path, output = data / f"data.{fmt}", tmp_path / "m.json"
     assert "streamed" in ok(gmm(["fit", path, "-k", K, *STREAM, "-o", output])).stderr
     for big in (["--memory-limit", "1GB"], []):  # [] : half the memory available
@@ -748,9 +745,7 @@ def test_memory_limit_decides_whether_fit_streams(data, tmp_path, fmt):
 
 
 @pytest.mark.parametrize("command", ["classify", "score"])
-def test_memory_limit_decides_whether_classify_and_score_stream(
-    data, tmp_path, monkeypatch, command
-):
+def test_a_chunk_size_makes_classify_and_score_stream(data, tmp_path, monkeypatch, command):
     opened = []
 
     def counting(*args, **kwargs):
@@ -781,7 +776,7 @@ def peak():
 atexit.register(peak)
 from gmmcli.cli import main
 sys.argv = ["gmmcli", "fit", sys.argv[1], "-k", "2", "--max-iter", "3", "--tol", "0",
-    "--n-init", "1", "--memory-limit", "1KB", "--chunk-rows", "50000", "-q", "-o", sys.argv[2]]
+    "--n-init", "1", "--chunk-rows", "50000", "-q", "-o", sys.argv[2]]
 main()
 """
 

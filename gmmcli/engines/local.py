@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import itertools
 import multiprocessing
 import os
+import signal
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -58,7 +61,7 @@ def default_threads() -> int:
     chosen = os.environ.get("GMMCLI_THREADS", "")
     if chosen.isdigit():
         return max(1, int(chosen))
-    if "1" in (os.environ.get("OPENBLAS_NUM_THREADS"), os.environ.get("OMP_NUM_THREADS")):
+    if _blas_single_threaded():
         return os.cpu_count() or 1
     return 1
 
@@ -172,21 +175,66 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(threads, thread_name_prefix="gmmcli-blocks")
 
 
-def task_map(jobs: int) -> Callable[[Callable[[S], T], Sequence[S]], Iterator[T]]:
-    """A map over independent tasks (select-k's grid points) run in ``jobs`` fresh
-    processes with one BLAS thread each, results in order; the built-in map for 1 job."""
+def check_jobs(jobs: object) -> None:
     if not (isinstance(jobs, int) and jobs >= 1):
         raise InvalidParameter("jobs", jobs, "a whole number of at least 1")
+
+
+def task_map(jobs: int) -> Callable[[Callable[[S], T], Sequence[S]], Iterator[T]]:
+    """A map over independent tasks (select-k's grid points) run in ``jobs`` processes
+    with one BLAS thread each, results in order; the built-in map for 1 job.
+
+    Where BLAS is single-threaded already (the command line) the processes are forked:
+    they read the tasks and their rows through the pages they share with this one (a
+    frozen heap, so that its pages stay shared), and only results are copied. Otherwise
+    they are fresh processes, to which each task is sent.
+    """
+    check_jobs(jobs)
     if jobs == 1:
         return map
 
     def in_processes(function: Callable[[S], T], tasks: Sequence[S]) -> Iterator[T]:
-        with _single_threaded_blas():
-            pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(tasks)))
-        with pool:
-            yield from pool.imap(function, tasks)
+        processes = min(jobs, len(tasks))
+        if not (fork_available() and _blas_single_threaded()):
+            with _single_threaded_blas():
+                pool = multiprocessing.get_context("spawn").Pool(processes)
+            with pool:
+                yield from pool.imap(function, tasks)
+            return
+        global _FORKED_TASKS
+        _FORKED_TASKS = (function, tasks)
+        gc.freeze()
+        try:
+            with warnings.catch_warnings():  # Python 3.12+ warns of fork() beside threads
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pool = multiprocessing.get_context("fork").Pool(processes, _quiet_worker)
+            with pool:
+                yield from pool.imap(_forked_task, range(len(tasks)))
+        finally:
+            gc.unfreeze()
+            _FORKED_TASKS = None
 
     return in_processes
+
+
+_FORKED_TASKS: tuple[Callable, Sequence] | None = None  # what a forked pool's children run
+
+
+def _quiet_worker() -> None:
+    """A forked worker ends quietly when its pool ends it (SIGTERM), and leaves Ctrl-C
+    and a closed terminal to its parent, which ends the pool."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _forked_task(index: int):
+    function, tasks = _FORKED_TASKS
+    return function(tasks[index])
+
+
+def _blas_single_threaded() -> bool:
+    return "1" in (os.environ.get("OPENBLAS_NUM_THREADS"), os.environ.get("OMP_NUM_THREADS"))
 
 
 @contextlib.contextmanager

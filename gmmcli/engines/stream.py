@@ -9,11 +9,12 @@ are read. The core sees the same blocks, in the same order, as from an array in 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -24,12 +25,15 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from gmmcli.core.em import OnePart, in_blocks, rows_per_block
+from gmmcli.engines.memory import MAX_BLOCK_BYTES
 from gmmcli.errors import UserError, one_line
 from gmmcli.io import tables
 
 DEFAULT_CHUNK_ROWS = 200_000
 CSV_BYTES_PER_VALUE = 20  # a generous guess that turns chunk rows into CSV block bytes
-PROFILE_BLOCK_BYTES = 1 << 24  # blocks of a CSV file's first pass (csv_profile)
+FIRST_BLOCK_BYTES = 1 << 13  # the first block of CSV text from a pipe, which sizes the next
+HEAD_BYTES = 1 << 16  # the start of a CSV file whose lines tell its rows' length (layout)
+PARQUET_BUFFER_BYTES = 1 << 20  # what a Parquet column reader reads at once
 
 
 def open_batches(
@@ -40,42 +44,73 @@ def open_batches(
     float_columns: list[str] = (),
     *,
     types: dict[str, pa.DataType] | None = None,
-    kept: str | None = None,
     name: str | None = None,
+    block_bytes: int | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """The file's rows as record batches of about ``chunk_rows`` rows, in file order.
 
     ``columns`` limits what is read; ``float_columns`` are read as float64, the other CSV
-    columns as ``types`` says (a file's: csv_profile), else as inferred. CSV on stdin
-    widens a column of whole numbers to float64 where a decimal comes, unless that would
-    change what was written of it already (``kept``: the format the columns are written
-    in, if they are; see _pipe_batches). pyarrow opens the path
-    itself, so its reader threads hold no Python objects. Read errors become one-line
-    UserErrors calling the input ``name`` (default: stdin, or the path quoted; a spooled
-    stdin's caller says stdin).
+    columns as ``types`` says (a file's: csv_profile), else as inferred. CSV is read by
+    pyarrow's streaming reader in blocks of ``block_bytes`` (default: a guess from
+    ``chunk_rows``), up to 32 of which it reads ahead (memory.csv_reading counts them);
+    pyarrow opens the path itself, so its reader threads hold no Python objects. Read
+    errors become one-line UserErrors calling the input ``name`` (default: the path
+    quoted; a spooled stdin's caller says stdin).
     """
-    name = name or ("stdin" if path == "-" else f"'{path}'")
-    try:
+    name = name or f"'{path}'"
+    with _read_errors(name):
         if fmt == "parquet":
-            source = "/dev/stdin" if path == "-" else path
-            parquet = pq.ParquetFile(source, pre_buffer=False, page_checksum_verification=True)
+            parquet = pq.ParquetFile(
+                path,
+                pre_buffer=False,
+                buffer_size=PARQUET_BUFFER_BYTES,
+                page_checksum_verification=True,
+            )
             tables.clean_names(parquet.schema_arrow.names, name, text=False)
             yield from parquet.iter_batches(batch_size=chunk_rows, columns=columns)
             return
-        width = len(columns) if columns else 8
-        block_size = chunk_rows * width * CSV_BYTES_PER_VALUE
         parse = _parse_options(fmt)
-        if path == "-":
-            yield from _pipe_batches(sys.stdin.buffer, block_size, parse, name, kept)
-            return
         with open(path, "rb") as f:
             names, _, header_lines = _header(f, parse, name)
+        block_size = block_bytes or chunk_rows * len(columns or names) * CSV_BYTES_PER_VALUE
         types = {**(types or {}), **dict.fromkeys(float_columns, pa.float64())}
         read = pa_csv.ReadOptions(block_size=block_size, column_names=names, skip_rows=header_lines)
         convert = pa_csv.ConvertOptions(include_columns=columns, column_types=types)
         yield from pa_csv.open_csv(
             path, read_options=read, parse_options=parse, convert_options=convert
         )
+
+
+def pipe_header(fmt: str, name: str = "stdin") -> tuple[list[str], bytes]:
+    """The names in stdin's CSV header and the bytes read past them (for pipe_batches)."""
+    with _read_errors(name):
+        return _header(sys.stdin.buffer, _parse_options(fmt), name)[:2]
+
+
+def pipe_batches(
+    header: tuple[list[str], bytes],
+    fmt: str,
+    chunk_rows: int,
+    block_bytes: int,
+    kept: str | None = None,
+    name: str = "stdin",
+) -> Iterator[pa.RecordBatch]:
+    """The rows of CSV on stdin after its ``header`` (pipe_header), as record batches of
+    about ``chunk_rows`` rows read in blocks of at most ``block_bytes``; a column of whole
+    numbers widens to float64 where a decimal comes, unless that would change what was
+    written of it already (``kept``: the format the columns are written in, if they are;
+    see _pipe_batches). Read errors are one-line UserErrors calling the input ``name``."""
+    with _read_errors(name):
+        sizes = RowBlocks(chunk_rows, block_bytes)
+        parse = _parse_options(fmt)
+        yield from _pipe_batches(sys.stdin.buffer, header, sizes, parse, name, kept)
+
+
+@contextlib.contextmanager
+def _read_errors(name: str) -> Iterator[None]:
+    """pyarrow's and the system's read errors as one-line UserErrors naming the input."""
+    try:
+        yield
     except pa.ArrowInvalid as err:
         raise _conversion_error(err, name) from None
     except (OSError, pa.ArrowException) as err:
@@ -118,22 +153,76 @@ def _unquoted_line_end(data: bytes) -> re.Match | None:
     return None
 
 
-def _blocks(f: BinaryIO, data: bytes, block_size: int) -> Iterator[bytes]:
-    """What follows ``data`` in ``f`` in blocks of about ``block_size`` bytes that end at a
-    line end (so a quoted value may not hold one)."""
+def _blocks(f: BinaryIO, data: bytes, size: Callable[[], int]) -> Iterator[pa.Buffer]:
+    """What follows ``data`` in ``f`` in blocks of about ``size()`` bytes (asked before
+    each read) that end at a line end (so a quoted value may not hold one): Arrow buffers
+    read into directly, which pyarrow parses without a copy."""
     while True:
-        more = f.read(block_size)
-        block = data + more
-        cut = max(block.rfind(b"\n"), block.rfind(b"\r")) + 1 if more else len(block)
-        block, data = block[:cut], block[cut:]
-        if block.strip():
-            yield block
-        if not more:
+        want = size()
+        buffer = pa.allocate_buffer(len(data) + want, resizable=True)
+        view = memoryview(buffer).cast("B")
+        view[: len(data)] = data
+        end = len(data) + _read_into(f, view[len(data) :])
+        if end == len(data):  # the end of the input: what is left, unless only spaces
+            if data and not data.isspace():
+                yield buffer.slice(0, end)
             return
+        cut = _after_last_line_end(view, end)
+        if not cut:  # a line longer than a block: read on
+            data = bytes(view[:end])
+            continue
+        data = bytes(view[cut:end])
+        if cut > 4096 or not bytes(view[:cut]).isspace():
+            yield buffer.slice(0, cut)
+
+
+def _after_last_line_end(view: memoryview, end: int, window: int = 1 << 16) -> int:
+    """The position after the last line end in ``view[:end]`` (0 if none), looked for a
+    window at a time from the end (no copy of the whole block)."""
+    while end > 0:
+        start = max(0, end - window)
+        tail = bytes(view[start:end])
+        found = max(tail.rfind(b"\n"), tail.rfind(b"\r"))
+        if found >= 0:
+            return start + found + 1
+        end = start
+    return 0
+
+
+def _read_into(f: BinaryIO, view: memoryview) -> int:
+    """Bytes read into ``view``: as many as fit, fewer only at the end of the input."""
+    done = 0
+    while done < len(view):
+        got = f.readinto(view[done:])
+        if not got:
+            break
+        done += got
+    return done
+
+
+@dataclass
+class RowBlocks:
+    """Sizes of blocks of CSV text of about ``rows`` rows and at most ``most`` bytes: the
+    first of FIRST_BLOCK_BYTES, each next from the bytes per row of the blocks before
+    (``seen``)."""
+
+    rows: int
+    most: int
+    seen_bytes: int = 0
+    seen_rows: int = 0
+
+    def size(self) -> int:
+        if not self.seen_rows:
+            return min(self.most, FIRST_BLOCK_BYTES)
+        return max(1, min(self.most, self.rows * self.seen_bytes // self.seen_rows))
+
+    def seen(self, block: pa.Buffer, table: pa.Table) -> None:
+        self.seen_bytes += block.size
+        self.seen_rows += table.num_rows
 
 
 def _parse(
-    block: bytes,
+    block: pa.Buffer,
     names: list[str],
     parse: pa_csv.ParseOptions,
     types: dict[str, pa.DataType] | None = None,
@@ -141,7 +230,7 @@ def _parse(
 ) -> pa.Table:
     """A block of CSV lines as a table: ``types`` given, the others inferred."""
     return pa_csv.read_csv(
-        pa.BufferReader(tables.arrow_copy(block)),
+        pa.BufferReader(block),
         read_options=pa_csv.ReadOptions(column_names=names),
         parse_options=parse,
         convert_options=pa_csv.ConvertOptions(include_columns=columns, column_types=types),
@@ -149,28 +238,33 @@ def _parse(
 
 
 def _typed_blocks(
-    f: BinaryIO, data: bytes, names: list[str], block_size: int, parse: pa_csv.ParseOptions
-) -> Iterator[tuple[int, bytes, pa.Table]]:
+    blocks: Iterable[pa.Buffer], names: list[str], parse: pa_csv.ParseOptions
+) -> Iterator[tuple[int, pa.Buffer, pa.Table]]:
     """(rows before it, its bytes, its table with types inferred from it alone) for every
-    block of CSV lines after the header (``data``: read past it already)."""
+    block of CSV lines after the header."""
     first_row = 0
-    for block in _blocks(f, data, block_size):
+    for block in blocks:
         table = _parse(block, names, parse)
         yield first_row, block, table
         first_row += table.num_rows
 
 
 def _first_bad(
-    block: bytes, table: pa.Table, column: str, dtype: pa.DataType, parse: pa_csv.ParseOptions
+    block: pa.Buffer, names: list[str], column: str, dtype: pa.DataType, parse: pa_csv.ParseOptions
 ) -> tuple[int, str | None]:
     """(index, text) in a block of the first value of ``column`` that ``dtype`` cannot hold."""
-    text = _parse(block, table.column_names, parse, {column: pa.string()}, [column])[column]
+    text = _parse(block, names, parse, {column: pa.string()}, [column])[column]
     index = tables.first_not(text.combine_chunks(), dtype)
     return (0, None) if index is None else (index, text[index].as_py())
 
 
 def _pipe_batches(
-    pipe: BinaryIO, block_size: int, parse: pa_csv.ParseOptions, name: str, kept: str | None
+    pipe: BinaryIO,
+    header: tuple[list[str], bytes],
+    sizes: RowBlocks,
+    parse: pa_csv.ParseOptions,
+    name: str,
+    kept: str | None,
 ) -> Iterator[pa.RecordBatch]:
     """CSV from a pipe, parsed block by block (pyarrow's own reader needs a seekable file).
 
@@ -182,10 +276,11 @@ def _pipe_batches(
     chunk fixes; in text, a widening of whole numbers written that a decimal column
     writes otherwise (1700000000000 as 1.7e+12).
     """
-    names, data, _ = _header(pipe, parse, name)
+    names, data = header
     types: dict[str, pa.DataType] = {}
     reprinted: set[str] = set()  # whole numbers written that would read otherwise as float
-    for first_row, block, table in _typed_blocks(pipe, data, names, block_size, parse):
+    for first_row, block, table in _typed_blocks(_blocks(pipe, data, sizes.size), names, parse):
+        sizes.seen(block, table)
         found = dict(zip(table.column_names, table.schema.types, strict=True))
         wanted = {}
         for column, dtype in found.items():
@@ -195,7 +290,7 @@ def _pipe_batches(
             alters = alters and (kept == "parquet" or column in reprinted)
             if wanted[column] is None or alters:
                 held = before if alters else (_widened(before, pa.float64()) or before)
-                index, value = _first_bad(block, table, column, held, parse)
+                index, value = _first_bad(block, table.column_names, column, held, parse)
                 row = first_row + index + 1
                 raise _changed_type(name, column, before, row, value, kept if alters else None)
         if wanted != found:
@@ -278,7 +373,8 @@ def csv_profile(path: str, fmt: str, block_size: int, name: str) -> Profile:
         with open(path, "rb") as f:
             names, data, lines = _header(f, parse, name)
             types: dict[str, pa.DataType | None] = dict.fromkeys(names, pa.null())
-            for first_row, _, table in _typed_blocks(f, data, names, block_size, parse):
+            blocks = _blocks(f, data, lambda: block_size)
+            for first_row, _, table in _typed_blocks(blocks, names, parse):
                 n_rows += table.num_rows
                 for column, values in zip(table.column_names, table.columns, strict=True):
                     types[column] = _unified(types[column], values.type)
@@ -329,10 +425,12 @@ def file_feature_names(
     weight_column: str | None,
     name: str,
     note: Callable[[str], None] | None = None,
+    block_bytes: int = MAX_BLOCK_BYTES,
 ) -> list[str]:
     """The features to read from a file: ``columns``, else what --columns defaults to;
-    every name checked, and (CSV) every chosen column and the weights numeric over the
-    whole file, a text column holding numbers an error (a typo), as in memory."""
+    every name checked, and (CSV, read in blocks of ``block_bytes``) every chosen column
+    and the weights numeric over the whole file, a text column holding numbers an error
+    (a typo), as in memory."""
     if fmt == "parquet":
         try:
             schema = pq.read_schema(path)
@@ -343,7 +441,7 @@ def file_feature_names(
                 ("format",),
             ) from None
         return parquet_feature_names(schema, columns, exclude, weight_column, name, note)
-    profile = csv_profile(path, fmt, PROFILE_BLOCK_BYTES, name)
+    profile = csv_profile(path, fmt, block_bytes, name)
     if profile.n_rows == 0 and not columns:
         raise UserError(f"{name} has no data rows; give a file with at least one row of data")
     chosen = parquet_feature_names(
@@ -417,6 +515,7 @@ class FileRows(OnePart):
     dtype: type = np.float64
     name: str | None = None  # how messages call the input (default: the path quoted)
     block_rows: int = 0  # rows per block of the core (0: rows_per_block); chunks are re-cut
+    block_bytes: int = MAX_BLOCK_BYTES  # CSV text read at once, at most
 
     def __post_init__(self) -> None:
         self.block_rows = self.block_rows or rows_per_block(self.n_features)
@@ -437,7 +536,13 @@ class FileRows(OnePart):
         columns = self.names + ([self.weight_column] if self.weight_column else [])
         first_row = 0
         batches = open_batches(
-            self.path, self.fmt, self.chunk_rows, columns, columns, name=self.label
+            self.path,
+            self.fmt,
+            self.chunk_rows,
+            columns,
+            columns,
+            name=self.label,
+            block_bytes=self.block_bytes,
         )
         for batch in batches:
             chunk = tables.select_features(
@@ -526,10 +631,34 @@ def parse_size(text: str) -> int:
     return int(float(found.group(1)) * scale)
 
 
-def in_memory_bytes(path: str, fmt: str, n_columns: int | None = None) -> int:
-    """A generous estimate of what reading the file whole would take (all its columns
-    unless ``n_columns`` is given)."""
-    if fmt == "parquet":
-        metadata = pq.ParquetFile(path).metadata
-        return metadata.num_rows * (n_columns or metadata.num_columns) * 8 * 3
-    return os.path.getsize(path) * 3
+@dataclass(frozen=True)
+class Layout:
+    """What a file's head tells of it: its columns, its rows and a row's bytes of CSV
+    text (a CSV file's estimated from the lines of its first block, generously: its
+    lines may be shorter further on), and the bytes a row takes in a table read whole."""
+
+    n_columns: int
+    n_rows: int
+    row_bytes: int
+    text_bytes: int = 0
+
+
+def layout(path: str, fmt: str) -> Layout | None:
+    """The file's Layout, or None if it cannot be read (its reader says why)."""
+    try:
+        if fmt == "parquet":
+            metadata = pq.ParquetFile(path).metadata
+            n_rows, n_columns = metadata.num_rows, metadata.num_columns
+            groups = range(metadata.num_row_groups)
+            stored = sum(metadata.row_group(i).total_byte_size for i in groups)
+            return Layout(n_columns, n_rows, max(8 * n_columns, stored // max(1, n_rows)))
+        parse = _parse_options(fmt)
+        with open(path, "rb") as f:
+            names, data, _ = _header(f, parse, f"'{path}'")
+            head = data + f.read(HEAD_BYTES)
+    except (OSError, pa.ArrowException, UserError):
+        return None
+    line = len(head) / max(1, head.count(b"\n"), head.count(b"\r"))
+    text_bytes = int(0.75 * line) + 1
+    n_rows = os.path.getsize(path) // text_bytes + 1
+    return Layout(len(names), n_rows, int(max(8 * len(names), 2 * line)), text_bytes)

@@ -464,11 +464,23 @@ def write_table(
 
 def _write(table: pa.Table, f: BinaryIO, fmt: str, row_group_size: int) -> None:
     if fmt == "parquet":
-        pq.write_table(table, f, row_group_size=row_group_size, write_page_checksum=True)
+        pq.write_table(
+            table,
+            f,
+            row_group_size=row_group_size,
+            use_dictionary=dictionary_columns(table.schema),
+            write_page_checksum=True,
+        )
     else:
         options = pa_csv.WriteOptions(delimiter="\t" if fmt == "tsv" else ",")
         with _as_text(fmt):
             pa_csv.write_csv(table, f, options)
+
+
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The columns a Parquet output dictionary-encodes: all but floating point numbers,
+    whose values rarely repeat (their dictionaries would cost memory and time only)."""
+    return [field.name for field in schema if not pa.types.is_floating(field.type)]
 
 
 @contextlib.contextmanager
@@ -511,7 +523,12 @@ class TableWriter:
     def write(self, table: pa.Table) -> None:
         if self._writer is None:
             if self.fmt == "parquet":
-                self._writer = pq.ParquetWriter(self._file, table.schema, write_page_checksum=True)
+                self._writer = pq.ParquetWriter(
+                    self._file,
+                    table.schema,
+                    use_dictionary=dictionary_columns(table.schema),
+                    write_page_checksum=True,
+                )
             else:
                 options = pa_csv.WriteOptions(delimiter="\t" if self.fmt == "tsv" else ",")
                 self._writer = pa_csv.CSVWriter(self._file, table.schema, write_options=options)
