@@ -12,7 +12,6 @@ import gmmcli.threads  # noqa: F401 (first: sets BLAS threads before numpy loads
 
 # isort: split
 import functools
-import json
 import os
 import sys
 from enum import Enum
@@ -57,6 +56,7 @@ from gmmcli.flags import (
     SchedulerOpt,
     SeedOpt,
     WeightOpt,
+    flag,
     option,
 )
 from gmmcli.inputs import Output, Source
@@ -64,21 +64,6 @@ from gmmcli.stopping import handle_signals, interrupted
 
 EXIT_USER_ERROR = 2
 EXIT_STRICT = 3
-
-
-# Flags that are not the parameter's name with dashes.
-FLAGS = {
-    "n_components": "-k",
-    "n_features": "-d",
-    "n_samples": "-n",
-    "weights": "--weight-column",
-    "start": "--init-model",
-}
-
-
-def flag(parameter: str) -> str:
-    """The flag that sets a parameter of the core or the jobs."""
-    return FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
 
 
 class PlainErrors(TyperGroup):
@@ -380,7 +365,7 @@ def select_k(
     output: OutputOpt = "-",
     table: Annotated[
         str | None,
-        option(panel=OUTPUT, help="Write the whole grid here (.csv, .tsv or .parquet)."),
+        option(panel=OUTPUT, help="Write the whole grid here (.csv, .csv.gz, .tsv, .parquet)."),
     ] = None,
     fmt: FormatOpt = None,
     quiet: QuietOpt = False,
@@ -460,6 +445,8 @@ def classify(
 ) -> None:
     """Label every row with its most probable component and membership probabilities.
 
+    The features are the model's, taken from DATA by their names wherever they stand.
+
     Large files (past --memory-limit) and CSV on stdin are read and written chunk by chunk.
     With --engine dask, -o is a folder: one Parquet file per partition.
     """
@@ -490,6 +477,7 @@ def score(
     per_sample: Annotated[
         str | None, option(panel=OUTPUT, help="Also write every row with its log_likelihood.")
     ] = None,
+    output: OutputOpt = "-",
     drop_missing: DropMissingOpt = False,
     chunk_rows: ChunkRowsOpt = None,
     memory_limit: MemoryLimitOpt = None,
@@ -498,7 +486,9 @@ def score(
     fmt: FormatOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Print the log-likelihood, BIC and AIC of data under a model, as JSON on stdout.
+    """Print the log-likelihood, BIC and AIC of data under a model, as JSON (stdout or -o).
+
+    The features are the model's, taken from DATA by their names wherever they stand.
 
     Large files (past --memory-limit) and CSV on stdin are read chunk by chunk.
     With --engine dask, --per-sample is a folder: one Parquet file per partition.
@@ -513,11 +503,12 @@ def score(
         engine=value(engine),
         scheduler=scheduler,
     )
-    if per_sample != "-":  # (the job refuses "-"): stdout carries the summary JSON
-        jobs.check_distinct({"stdout": "-", "per_sample": per_sample})
-    summary = jobs.score(source, model, Output(per_sample), report=Reporter(quiet))
-    sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
-    sys.stdout.flush()
+    jobs.check_outputs({"output": output}, [data, model])
+    if per_sample != "-":  # (the job refuses "-"; with dask, --per-sample is a folder)
+        jobs.check_distinct({"output": output, "per_sample": per_sample})
+    with jobs.replaced_together():
+        summary = jobs.score(source, model, Output(per_sample), report=Reporter(quiet))
+        jobs.write_summary(summary, output)
 
 
 @command(example="gmmcli plot data.csv --model model.json -o fit.png")
@@ -525,7 +516,7 @@ def plot(
     data: Annotated[
         str | None,
         typer.Argument(
-            help="Data file (.csv, .tsv, .parquet/.pq) or - for stdin; leave out with --table."
+            help="Data file (.csv, .tsv, .csv.gz, ..., .parquet) or - for stdin; not with --table."
         ),
     ] = None,
     model: Annotated[
@@ -550,6 +541,11 @@ def plot(
         str | None,
         option(panel=INPUT, help="Two features to draw, x,y (default: principal axes when D > 2)."),
     ] = None,
+    exclude: ExcludeOpt = None,
+    color_by: Annotated[
+        str | None,
+        option(panel=INPUT, help="Colour the data alone by this label column (no feature)."),
+    ] = None,
     max_points: Annotated[
         int,
         option(
@@ -569,7 +565,7 @@ def plot(
 
     More than two features: the first two principal axes of the data, or two --columns.
 
-    Without --model: the rows alone, coloured by a component or true_component column.
+    Without --model: the rows alone, coloured by --color-by (or component, true_component).
 
     With --table: the criterion against K, one line per covariance structure (mclust's name).
 
@@ -586,6 +582,8 @@ def plot(
         jobs.parse_column_list(columns),
         max_points,
         parse_seed(seed),
+        jobs.parse_column_list(exclude) or [],
+        color_by,
     )
     image = jobs.plot(picture, report)
     report.note(f"drew {output} ({image.width:g}x{image.height:g} in at {image.dpi} dpi)")

@@ -15,6 +15,7 @@ from rich.table import Table
 from gmmcli.core.model import GaussianMixture
 from gmmcli.core.select import GridPoint
 from gmmcli.errors import GMMWarning
+from gmmcli.flags import flag
 from gmmcli.inputs import Advance
 
 LOG_WIDTH = 160
@@ -47,6 +48,10 @@ class Reporter:
 
     def note(self, text: str) -> None:
         self.console.print(escape(text), highlight=False, soft_wrap=True)
+
+    def notice(self, warning: GMMWarning) -> None:
+        """A notice about the input, as a note naming flags."""
+        self.note(warning.describe(flag))
 
     def warn(self, text: str) -> None:
         self.console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)

@@ -29,13 +29,32 @@ Engine = choices("Engine", ENGINES)
 Format = choices("Format", FORMATS)
 
 
+# Flags that are not the parameter's name with dashes.
+FLAGS = {
+    "n_components": "-k",
+    "n_features": "-d",
+    "n_samples": "-n",
+    "weights": "--weight-column",
+    "start": "--init-model",
+}
+
+
+def flag(parameter: str) -> str:
+    """The flag that sets a parameter of the core or the jobs."""
+    return FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
+
+
 def option(*names: str, panel: str | None = None, **kwargs):
     return typer.Option(*names, rich_help_panel=panel, **kwargs)
 
 
 # Options shared by several commands, named alike everywhere.
 DataArg = Annotated[
-    str, typer.Argument(help="Data file (.csv, .tsv, .parquet/.pq) or - for stdin.")
+    str,
+    typer.Argument(
+        help="Data file (.csv or .tsv, compressed .csv.gz, .csv.zst, .csv.bz2 too; "
+        ".parquet/.pq) or - for stdin."
+    ),
 ]
 FormatOpt = Annotated[
     Format | None, option("--format", panel=INPUT, help="Input format; overrides the extension.")

@@ -19,6 +19,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -30,7 +31,7 @@ from gmmcli.core.em import SERIAL, InMemoryRows, Reducer, RowSource
 from gmmcli.core.model import GaussianMixture
 from gmmcli.core.options import Rule, check, one_of, optional, whole_number
 from gmmcli.engines import local, stream
-from gmmcli.errors import FULL, ParameterConflict, UserError
+from gmmcli.errors import FULL, GMMWarning, ParameterConflict, UserError
 from gmmcli.io import tables
 from gmmcli.io.atomic import check_output_folder, check_output_path
 
@@ -42,11 +43,14 @@ Advance = Callable[[int, str], None]
 
 
 class Report(Protocol):
-    """What a job tells a person (the command line's stderr; nothing from Python): notes,
+    """What a job tells a person (the command line's stderr; from Python, notices only, as
+    GMMWarnings): notes, notices about the input (such as a column taken for a row index),
     the features it reads, progress (``progress(total, label)`` yields ``advance(steps,
     text)``)."""
 
     def note(self, text: str) -> None: ...
+
+    def notice(self, warning: GMMWarning) -> None: ...
 
     def features(self, names: list[str], weight_column: str | None, detail: str = "") -> None: ...
 
@@ -54,10 +58,13 @@ class Report(Protocol):
 
 
 class Quiet:
-    """A report that says nothing."""
+    """The report of Python callers: nothing printed; notices are raised as GMMWarnings."""
 
     def note(self, text: str) -> None:
         pass
+
+    def notice(self, warning: GMMWarning) -> None:
+        warnings.warn(warning, stacklevel=2)
 
     def features(self, names: list[str], weight_column: str | None, detail: str = "") -> None:
         pass
@@ -103,14 +110,16 @@ class Source:
     Parameters
     ----------
     data : str, path, array or table
-        A file (.csv, .tsv, .parquet/.pq), "-" for stdin, a 2-D array, or a table (pandas
-        or polars DataFrame, Arrow table, anything with the Arrow PyCapsule interface).
-        With ``engine="dask"``: a Parquet file, a folder of them or a glob.
+        A file (.csv or .tsv, compressed as .csv.gz, .csv.zst or .csv.bz2 too;
+        .parquet/.pq), "-" for stdin, a 2-D array, or a table (pandas or polars
+        DataFrame, Arrow table, anything with the Arrow PyCapsule interface). With
+        ``engine="dask"``: a Parquet file, a folder of them or a glob.
     format : {"csv", "tsv", "parquet"} or None
         The file's format, if not its extension's.
     columns : sequence of str or None
-        The feature columns (default: every numeric column but the weights, ``exclude``
-        and the columns gmmcli writes); for an array, its columns' names.
+        The feature columns (default: every numeric column but the weights, ``exclude``,
+        the columns gmmcli writes and a row index by its name, with a GMMWarning); for an
+        array, its columns' names.
     exclude : sequence of str
         Columns left out of the default features.
     weights : str, array or None
@@ -299,7 +308,7 @@ def _feature_names(path: str, fmt: str, source: Source, report: Report) -> list[
         source.exclude,
         source.weight_column,
         source.quoted,
-        report.note,
+        report.notice,
     )
 
 
@@ -312,14 +321,14 @@ def _read_features(path: str, fmt: str, source: Source, report: Report) -> table
 
 
 def select(table: pa.Table, source: Source, report: Report = QUIET) -> tables.Features:
-    """The source's features and weights from a table (an index left out is noted)."""
+    """The source's features and weights from a table (notices to ``report``)."""
     return tables.select_features(
         table,
         columns=source.columns,
         exclude=source.exclude,
         weight_column=source.weight_column,
         source=source.name,
-        note=report.note,
+        notice=report.notice,
     )
 
 
@@ -377,7 +386,7 @@ def _given_weights(
 @contextlib.contextmanager
 def _cluster_rows(source: Source, report: Report) -> Iterator[Rows]:
     """The feature rows of Parquet files, read and kept by a Dask cluster's workers."""
-    cluster, files, names = _cluster_files(source, source.columns, source.exclude)
+    cluster, files, names = _cluster_files(source, source.columns, source.exclude, report)
     weight_column = source.weight_column
     files.check_schemas(names + [weight_column] * bool(weight_column))
     with cluster.connect(source.scheduler or "local") as client:
@@ -396,13 +405,19 @@ def _cluster_rows(source: Source, report: Report) -> Iterator[Rows]:
         yield Rows(rows, names, SERIAL)  # a task per partition, one thread each
 
 
-def _cluster_files(source: Source, columns: list[str] | None, exclude: list[str]):
+def _cluster_files(
+    source: Source, columns: list[str] | None, exclude: list[str], report: Report = QUIET
+):
     """(gmmcli.engines.cluster, the source's Parquet files, the feature names: ``columns``
-    checked against the first file's schema, or its default features)."""
+    checked against the first file's schema, or its default features, as the first file's
+    first rows show them)."""
     cluster = cluster_engine()
     files = cluster.ParquetFiles(cluster.parquet_files(source.path), source.quoted)
+    first = files.paths[0]
+    schema = cluster.file_schema(first)
+    head = None if columns else stream.first_rows(first, "parquet", schema)
     names = stream.parquet_feature_names(
-        cluster.file_schema(files.paths[0]), columns, exclude, source.weight_column, source.quoted
+        schema, columns, exclude, source.weight_column, source.quoted, head, report.notice
     )
     return cluster, files, names
 

@@ -8,6 +8,7 @@ a person reads; none parses flags or prints.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import warnings
@@ -270,6 +271,16 @@ def write_model(model: GaussianMixture, output: str) -> None:
         modelfile.save(model, output)
 
 
+def write_summary(summary: dict[str, float], output: str) -> None:
+    """score's summary as one line of JSON to a file (atomically) or to stdout ("-")."""
+    text = json.dumps(summary, sort_keys=True) + "\n"
+    if output == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        tables.atomic_write_bytes(output, text.encode())
+
+
 def write_grid(points: list[selection.GridPoint], output: str) -> None:
     """The select-k grid as a table (format by the extension)."""
     tables.write_table(pa.table(selection.table_columns(points)), output)
@@ -358,8 +369,9 @@ def load_model(model: GaussianMixture | str | os.PathLike) -> GaussianMixture:
 class Picture:
     """What plot draws: ``data`` (with ``model`` over it) or a select-k ``grid`` table,
     into the image ``output`` (.png, .svg, .pdf) of ``size`` inches ("8x6") at ``dpi``;
-    ``columns``: two features to draw; at most ``max_points`` rows, a subsample drawn
-    with ``seed``."""
+    ``columns``: two features to draw; ``exclude``: columns left out of the default
+    features; ``color_by``: a label column that colours the data alone (no feature); at
+    most ``max_points`` rows, a subsample drawn with ``seed``."""
 
     output: str
     size: str = "8x6"
@@ -370,6 +382,8 @@ class Picture:
     columns: list[str] | None = None
     max_points: int = 20000
     seed: int | None = 0
+    exclude: list[str] = dataclasses.field(default_factory=list)
+    color_by: str | None = None
 
 
 def plot(picture: Picture, report: Report = QUIET):
@@ -384,8 +398,15 @@ def plot(picture: Picture, report: Report = QUIET):
         raise UserError("give a DATA file to draw (--model for a fit), or --table with a grid")
     if data is not None and grid is not None:
         raise UserError("give a DATA file or --table, not both: a picture shows one of them")
-    if grid is not None and (model is not None or columns is not None):
-        raise UserError("--table draws the select-k grid alone; leave out --model and --columns")
+    if grid is not None and (model, columns, picture.color_by) != (None, None, None):
+        raise UserError(
+            "--table draws the select-k grid alone; leave out --model, --columns and --color-by"
+        )
+    if model is not None and picture.color_by is not None:
+        raise UserError(
+            "--color-by colours the data alone; leave out --model, whose picture colours "
+            "the rows by their components"
+        )
     pictures.require_matplotlib()
     if grid is not None:
         source = "stdin" if grid == "-" else grid
@@ -396,8 +417,15 @@ def plot(picture: Picture, report: Report = QUIET):
     mixture = load_model(model) if model is not None else None
     if mixture is not None and not mixture.feature_names:
         raise UserError("the model has no feature names; refit it with gmmcli fit")
-    source = Source(data, columns=mixture.feature_names if mixture else columns)
+    label = picture.color_by
+    exclude = [*picture.exclude, *([label] if label else [])]
+    source = Source(data, columns=mixture.feature_names if mixture else columns, exclude=exclude)
     frame = tables.read_table(source.path)
+    if label is not None and label not in frame.column_names:
+        raise UserError(
+            f"--color-by names '{label}', which is not a column of {source.quoted}; "
+            f"available columns: {tables.listing(frame)}"
+        )
     features = select(frame, source, report)
     report.features(features.names, None, f"{len(features.X)} rows")
     keep = ~features.missing
@@ -414,7 +442,7 @@ def plot(picture: Picture, report: Report = QUIET):
     if mixture is not None:
         figure = pictures.fit_figure(X, shown, view, mixture, image)
     else:
-        label = next((n for n in pictures.LABEL_COLUMNS if n in frame.column_names), None)
+        label = label or next((n for n in pictures.LABEL_COLUMNS if n in frame.column_names), None)
         labels = None
         if label is not None:
             values = frame.column(frame.column_names.index(label)).to_pylist()

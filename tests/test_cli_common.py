@@ -203,9 +203,7 @@ def test_an_unnamed_first_column_is_an_index_left_out_of_the_features(files, how
     source, extra = ("-", "") if how == "stdin" else ("indexed.csv", STREAMED * (how == "streamed"))
     result = ok(gmm(f"fit {source} -k 2 {extra} -o -", input=indexed + "\n"))
     assert json.loads(result.stdout)["feature_names"] == ["x0", "x1"]
-    assert "the unnamed first column (an index, as pandas and R write it) is no feature" in (
-        result.stderr
-    )
+    assert "the unnamed first column is taken for a row index" in result.stderr
 
 
 def test_classify_keeps_an_unnamed_first_column_in_its_output(files):

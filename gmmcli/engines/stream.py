@@ -9,6 +9,7 @@ are read. The core sees the same blocks, in the same order, as from an array in 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -24,12 +25,13 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from gmmcli.core.em import OnePart, in_blocks, rows_per_block
-from gmmcli.errors import UserError, one_line
+from gmmcli.errors import GMMWarning, UserError, one_line
 from gmmcli.io import tables
 
 DEFAULT_CHUNK_ROWS = 200_000
 CSV_BYTES_PER_VALUE = 20  # a generous guess that turns chunk rows into CSV block bytes
 PROFILE_BLOCK_BYTES = 1 << 24  # blocks of a CSV file's first pass (csv_profile)
+COMPRESSION_RATIO = 10  # a generous guess of how much a compressed CSV file grows when read
 
 
 def open_batches(
@@ -48,9 +50,9 @@ def open_batches(
     columns as ``types`` says (a file's: csv_profile), else as inferred. CSV on stdin
     widens a column of whole numbers to float64 where a decimal comes, unless that would
     change what was written of it already (``kept``: the format the columns are written
-    in, if they are; see _pipe_batches). pyarrow opens the path
-    itself, so its reader threads hold no Python objects. Read errors become one-line
-    UserErrors.
+    in, if they are; see _pipe_batches). A file is read through an Arrow stream
+    (decompressed as its extension says), so pyarrow's reader threads hold no Python
+    objects. Read errors become one-line UserErrors.
     """
     name = "stdin" if path == "-" else f"'{path}'"
     try:
@@ -66,13 +68,16 @@ def open_batches(
         if path == "-":
             yield from _pipe_batches(sys.stdin.buffer, block_size, parse, name, kept)
             return
-        with open(path, "rb") as f:
+        with tables.open_input(path) as f:
             names, _, header_lines = _header(f, parse, name)
         types = {**(types or {}), **dict.fromkeys(float_columns, pa.float64())}
         read = pa_csv.ReadOptions(block_size=block_size, column_names=names, skip_rows=header_lines)
         convert = pa_csv.ConvertOptions(include_columns=columns, column_types=types)
-        yield from pa_csv.open_csv(
-            path, read_options=read, parse_options=parse, convert_options=convert
+        yield from pa_csv.open_csv(  # the reader owns the stream, as it would the path
+            tables.open_input(path),
+            read_options=read,
+            parse_options=parse,
+            convert_options=convert,
         )
     except pa.ArrowInvalid as err:
         raise _conversion_error(err, name) from None
@@ -273,7 +278,7 @@ def csv_profile(path: str, fmt: str, block_size: int, name: str) -> Profile:
     parse = _parse_options(fmt)
     numbers, text, n_rows = set(), {}, 0
     try:
-        with open(path, "rb") as f:
+        with tables.open_input(path) as f:
             names, data, lines = _header(f, parse, name)
             types: dict[str, pa.DataType | None] = dict.fromkeys(names, pa.null())
             for first_row, _, table in _typed_blocks(f, data, names, block_size, parse):
@@ -291,12 +296,11 @@ def csv_profile(path: str, fmt: str, block_size: int, name: str) -> Profile:
         mixed = [column for column, dtype in types.items() if dtype is None]
         if mixed:  # booleans and whole numbers, dates and times...: pyarrow's whole read
             read = pa_csv.ReadOptions(column_names=names, skip_rows=lines)
-            whole = pa_csv.read_csv(
-                path,
-                read_options=read,
-                parse_options=parse,
-                convert_options=pa_csv.ConvertOptions(include_columns=mixed),
-            )
+            convert = pa_csv.ConvertOptions(include_columns=mixed)
+            with tables.open_input(path) as f:
+                whole = pa_csv.read_csv(
+                    f, read_options=read, parse_options=parse, convert_options=convert
+                )
             types.update(zip(whole.column_names, whole.schema.types, strict=True))
     except pa.ArrowInvalid as err:
         raise _conversion_error(err, name) from None
@@ -326,11 +330,12 @@ def file_feature_names(
     exclude: list[str],
     weight_column: str | None,
     name: str,
-    note: Callable[[str], None] | None = None,
+    notice: Callable[[GMMWarning], None] | None = None,
 ) -> list[str]:
-    """The features to read from a file: ``columns``, else what --columns defaults to;
-    every name checked, and (CSV) every chosen column and the weights numeric over the
-    whole file, a text column holding numbers an error (a typo), as in memory."""
+    """The features to read from a file: ``columns``, else what --columns defaults to
+    (told to ``notice``: default_feature_names); every name checked, and (CSV) every
+    chosen column and the weights numeric over the whole file, a text column holding
+    numbers an error (a typo), as in memory."""
     if fmt == "parquet":
         try:
             schema = pq.read_schema(path)
@@ -340,13 +345,14 @@ def file_feature_names(
                 "check the file, or pass {format} if it is not Parquet",
                 ("format",),
             ) from None
-        return parquet_feature_names(schema, columns, exclude, weight_column, name, note)
+        head = None if columns else first_rows(path, fmt, schema)
+        return parquet_feature_names(schema, columns, exclude, weight_column, name, head, notice)
     profile = csv_profile(path, fmt, PROFILE_BLOCK_BYTES, name)
     if profile.n_rows == 0 and not columns:
         raise UserError(f"{name} has no data rows; give a file with at least one row of data")
-    chosen = parquet_feature_names(
-        pa.schema(profile.types), columns, exclude, weight_column, name, note
-    )
+    schema = pa.schema(profile.types)
+    head = None if columns else first_rows(path, fmt, schema)
+    chosen = parquet_feature_names(schema, columns, exclude, weight_column, name, head, notice)
     typos = [
         column
         for column, dtype in profile.types.items()
@@ -369,13 +375,14 @@ def parquet_feature_names(
     exclude: list[str],
     weight_column: str | None,
     name: str,
-    note: Callable[[str], None] | None = None,
+    head: pa.Table | None = None,
+    notice: Callable[[GMMWarning], None] | None = None,
 ) -> list[str]:
     """The feature columns of a Parquet file (or a CSV's Profile) from its schema:
-    ``columns``, else every numeric column but ``exclude`` and the weights; every name
-    checked against the schema."""
+    ``columns``, else the default features (tables.default_feature_names, seen in
+    ``head``, the file's first rows); every name checked against the schema."""
     tables.clean_names(schema.names, name, text=False)
-    chosen = columns or tables.default_feature_names(schema, exclude, weight_column, note)
+    chosen = columns or tables.default_feature_names(schema, exclude, weight_column, head, notice)
     for column in [*chosen, *exclude, *([weight_column] if weight_column else [])]:
         if column not in schema.names:
             raise UserError(
@@ -387,6 +394,24 @@ def parquet_feature_names(
             f"{name} has no numeric columns to use; pick them with {{columns}}", ("columns",)
         )
     return chosen
+
+
+def first_rows(path: str, fmt: str, schema: pa.Schema) -> pa.Table:
+    """The numeric columns of a file's first rows (up to tables.FIRST_ROWS), with the
+    types of ``schema`` (a CSV file's from csv_profile)."""
+    numeric = pa.schema([field for field in schema if tables.is_numeric(field.type)])
+    types = dict(zip(numeric.names, numeric.types, strict=True))
+    batches, rows = [], 0
+    if numeric.names:  # (no columns named reads them all)
+        read = open_batches(path, fmt, tables.FIRST_ROWS, numeric.names, types=types)
+        with contextlib.closing(read):
+            for batch in read:
+                batches.append(batch)
+                rows += batch.num_rows
+                if rows >= tables.FIRST_ROWS:
+                    break
+    head = pa.Table.from_batches(batches) if batches else numeric.empty_table()
+    return head.slice(0, tables.FIRST_ROWS)
 
 
 def _conversion_error(err: pa.ArrowInvalid, name: str) -> UserError:
@@ -527,4 +552,5 @@ def in_memory_bytes(path: str, fmt: str, n_columns: int | None = None) -> int:
     if fmt == "parquet":
         metadata = pq.ParquetFile(path).metadata
         return metadata.num_rows * (n_columns or metadata.num_columns) * 8 * 3
-    return os.path.getsize(path) * 3
+    grows = COMPRESSION_RATIO if tables.compression_for(path) else 1
+    return os.path.getsize(path) * 3 * grows

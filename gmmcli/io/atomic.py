@@ -206,7 +206,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
 
 PART_FILE = re.compile(r"part-\d+\.parquet")  # the files of a folder output
-FILE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".parq", ".json")
+FILE_SUFFIXES = (".csv", ".tsv", ".gz", ".zst", ".bz2", ".parquet", ".pq", ".parq", ".json")
 
 
 def check_output_folder(path: str, inputs: Iterable[str] = ()) -> None:
