@@ -140,8 +140,8 @@ def command(*, example: str, **kwargs):
     return register
 
 
-def strict_failure(message: str) -> typer.Exit:
-    error(f"{message} (--strict); nothing written")
+def strict_failure(message: str, written: str = "nothing written") -> typer.Exit:
+    error(f"{message} (--strict); {written}")
     return typer.Exit(EXIT_STRICT)
 
 
@@ -371,17 +371,17 @@ def select_k(
     drop_missing: DropMissingOpt = False,
     strict: Annotated[
         bool,
-        option(
-            "--strict",
-            panel=OUTPUT,
-            help="Exit 3, writing nothing, if the winner did not converge.",
-        ),
+        option("--strict", panel=OUTPUT, help="If the winner did not converge: exit 3, no model."),
     ] = False,
     output: OutputOpt = "-",
     table: Annotated[
         str | None,
-        option(panel=OUTPUT, help="Write the whole grid here (.csv, .tsv or .parquet)."),
+        option(panel=OUTPUT, help="Write the grid here as points finish (.csv, .tsv, .parquet)."),
     ] = None,
+    resume: Annotated[
+        bool,
+        option("--resume", panel=OUTPUT, help="Reuse the rows of --table made alike (README)."),
+    ] = False,
     fmt: FormatOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -419,23 +419,19 @@ def select_k(
     jobs.check_outputs({"output": output, "table": table}, [data])
     if table is not None:
         Output(table).check(source)
+    elif resume:
+        raise UserError("--resume goes on with the grid in --table; give --table")
+    kept = None if table is None else jobs.GridTable(table, resume)
     with report.captured_warnings():
-        points, winner = jobs.select_k(source, grid, options, jobs=n_jobs, report=report, name=flag)
-    report.grid(points, grid.criterion)
+        points, winner = jobs.select_k(
+            source, grid, options, jobs=n_jobs, report=report, name=flag, table=kept
+        )
+    report.grid(points, grid)
     if winner is None:
         raise UserError(f"every grid point failed, the data support no model ({points[0].status})")
     if strict and not winner.fit_info.converged:
-        raise strict_failure("the winning fit did not converge")
-    best = next(p for p in points if p.best)
-    if jobs.selection.on_edge(best, list(grid.k_values)):
-        report.warn(
-            f"the best K ({best.n_components}) is at the edge of the range "
-            f"{k_min}..{k_max}; widen it with --k-min/--k-max"
-        )
-    with jobs.replaced_together():
-        if table is not None:
-            jobs.write_grid(points, table)
-        jobs.write_model(winner, output)
+        raise strict_failure("the winning fit did not converge", "no model written")
+    jobs.write_model(winner, output)
 
 
 @command(example="gmmcli classify data.csv --model model.json -o labelled.csv")
