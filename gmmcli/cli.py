@@ -33,6 +33,7 @@ from gmmcli.flags import (
     OUTPUT,
     ChunkRowsOpt,
     ColumnsOpt,
+    Command,
     Criterion,
     DataArg,
     DropMissingOpt,
@@ -52,6 +53,7 @@ from gmmcli.flags import (
     ModelOpt,
     OutputFormatOpt,
     OutputOpt,
+    PlainHelp,
     QuietOpt,
     RegCovarOpt,
     SchedulerOpt,
@@ -81,7 +83,7 @@ def flag(parameter: str) -> str:
     return FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
 
 
-class PlainErrors(TyperGroup):
+class PlainErrors(PlainHelp, TyperGroup):
     """Usage errors (an unknown option, a missing argument) as one plain line, exit 2."""
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
@@ -105,7 +107,6 @@ class PlainErrors(TyperGroup):
 app = typer.Typer(
     name="gmmcli",
     cls=PlainErrors,
-    help="Gaussian mixture models fitted by EM: generate, fit, classify and score tables.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -135,7 +136,7 @@ def command(*, example: str, **kwargs):
                 error(f"cannot write to stdout: {FULL[err.errno]}; make room, then run again")
                 raise typer.Exit(EXIT_USER_ERROR) from None
 
-        return app.command(epilog=f"Example: {example}", **kwargs)(run)
+        return app.command(epilog=f"Example: {example}", cls=Command, **kwargs)(run)
 
     return register
 
@@ -194,7 +195,7 @@ def main_options(
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
     ] = False,
 ) -> None:
-    """Gaussian mixture models fitted by EM: generate, fit, classify and score tables."""
+    """Gaussian mixture models fitted by EM: generate, fit, select-k, classify, score, plot."""
 
 
 @command(example="gmmcli generate -k 3 -d 2 -n 1000 --seed 1 -o data.csv")
