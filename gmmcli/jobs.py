@@ -44,7 +44,7 @@ from gmmcli.inputs import (
     predict_rows,
     select,
 )
-from gmmcli.io import modelfile, tables
+from gmmcli.io import gridtable, modelfile, tables
 from gmmcli.io.atomic import check_distinct, check_output_path, replaced_together
 from gmmcli.io.tables import parse_column_list  # noqa: F401 (the one comma-list parser)
 from gmmcli.outputs import Classify, Kept, Score, Scores
@@ -156,16 +156,24 @@ def select_k(
                 table.keep(finished)
             advance(finished[-1])
 
-        with report.grid_progress(len(keys) - len(done), grid.criterion) as advance:
-            points, winner = selection.select_rows(
-                data.rows,
-                grid,
-                options,
-                reducer=data.reducer if jobs == 1 else SERIAL,
-                map_points=map_points,
-                on_point=on_point,
-                done=done,
-            )
+        try:
+            with report.grid_progress(len(keys) - len(done), grid.criterion) as advance:
+                points, winner = selection.select_rows(
+                    data.rows,
+                    grid,
+                    options,
+                    reducer=data.reducer if jobs == 1 else SERIAL,
+                    map_points=map_points,
+                    on_point=on_point,
+                    done=done,
+                )
+        except KeyboardInterrupt as stop:  # (Ctrl-C, or a signal's Stopped)
+            if table is not None and finished and gridtable.read_back(table.path):
+                stop.written = (
+                    f"; the grid points fitted so far are in '{table.path}', which "
+                    f"{name('resume')} goes on with"
+                )
+            raise
     points = [point.described(name) for point in points]
     if table is not None:
         table.save(points)

@@ -24,6 +24,7 @@ from cli_helpers import error_line, gmm, ok, runner, snapshot
 from gmmcli import cli, jobs
 from gmmcli.cli import app
 from gmmcli.console import Reporter
+from gmmcli.core import select as selection
 from gmmcli.core.init import INIT_CHOICES
 from gmmcli.core.options import FitOptions, Grid
 from gmmcli.core.select import GridPoint
@@ -107,29 +108,21 @@ def test_a_terminal_gets_a_bar_with_the_time_left(files):
 
 
 class Watch(Quiet):
-    """A report that reads the table each time a grid point is fitted (and can stop the
-    run there, as Ctrl-C would)."""
+    """A report that reads the table each time a grid point is fitted."""
 
-    def __init__(self, table: Path, stop_after: int | None = None):
-        self.table, self.stop_after, self.rows = table, stop_after, []
+    def __init__(self, table: Path):
+        self.table, self.rows = table, []
 
     @contextlib.contextmanager
     def grid_progress(self, total, criterion):
-        def fitted(point):
-            self.rows.append(read(self.table).num_rows)
-            if len(self.rows) == self.stop_after:
-                raise KeyboardInterrupt
-
-        yield fitted
+        yield lambda point: self.rows.append(read(self.table).num_rows)
 
 
-def run_job(table: Path, watch: Watch, resume: bool = False):
+def run_job(table: Path, watch: Watch):
     grid = Grid(range(1, 4), ("diag", "full"))
     options = FitOptions(init="auto", n_init=1, max_iter=1000, tol=1e-6, seed=0)
     source = Source("data.csv", exclude=["true_component"])
-    return jobs.select_k(
-        source, grid, options, report=watch, table=jobs.GridTable(str(table), resume)
-    )
+    return jobs.select_k(source, grid, options, report=watch, table=jobs.GridTable(str(table)))
 
 
 @pytest.mark.parametrize("name", ["grid.csv", "grid.parquet"])
@@ -150,10 +143,25 @@ def test_a_table_on_stdout_is_written_once_when_the_grid_is_done(files):
     assert table.num_rows == 6 and table["best"].to_pylist().count(True) == 1
 
 
-def test_a_stopped_run_keeps_its_rows_and_resumes_to_the_same_result(files):
+def test_a_stopped_run_keeps_its_rows_and_resumes_to_the_same_result(files, monkeypatch):
     scratch = from_scratch(files)
-    with pytest.raises(KeyboardInterrupt):
-        run_job(Path("grid.csv"), Watch(Path("grid.csv"), stop_after=4))
+
+    def evaluate_until_ctrl_c(point):
+        if len(fitted) == 4:
+            raise KeyboardInterrupt  # Ctrl-C in the fifth point's fit
+        fitted.append(point)
+        return evaluate(point)
+
+    fitted, evaluate = [], selection.evaluate
+    with monkeypatch.context() as patch:
+        patch.setattr(selection, "evaluate", evaluate_until_ctrl_c)
+        stopped = gmm(f"select-k data.csv {GRID} --table grid.csv -o best.json")
+    assert stopped.exit_code == 130
+    assert stopped.stderr.splitlines()[-1] == (
+        "error: interrupted; the grid points fitted so far are in 'grid.csv', which --resume "
+        "goes on with"
+    )
+    assert not Path("best.json").exists()
     kept = read(Path("grid.csv"))
     assert kept.num_rows == 4 and kept["best"].to_pylist() == [False] * 4
     assert not [name for name in os.listdir() if name.startswith(".")]  # no temporary file
