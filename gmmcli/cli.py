@@ -32,6 +32,7 @@ from gmmcli.flags import (
     OUTPUT,
     ChunkRowsOpt,
     ColumnsOpt,
+    Command,
     Criterion,
     DataArg,
     DropMissingOpt,
@@ -51,6 +52,7 @@ from gmmcli.flags import (
     ModelOpt,
     OutputFormatOpt,
     OutputOpt,
+    PlainHelp,
     QuietOpt,
     RegCovarOpt,
     SchedulerOpt,
@@ -66,7 +68,7 @@ EXIT_USER_ERROR = 2
 EXIT_STRICT = 3
 
 
-class PlainErrors(TyperGroup):
+class PlainErrors(PlainHelp, TyperGroup):
     """Usage errors (an unknown option, a missing argument) as one plain line, exit 2."""
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
@@ -90,7 +92,6 @@ class PlainErrors(TyperGroup):
 app = typer.Typer(
     name="gmmcli",
     cls=PlainErrors,
-    help="Gaussian mixture models fitted by EM: generate, fit, classify and score tables.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -120,13 +121,13 @@ def command(*, example: str, **kwargs):
                 error(f"cannot write to stdout: {FULL[err.errno]}; make room, then run again")
                 raise typer.Exit(EXIT_USER_ERROR) from None
 
-        return app.command(epilog=f"Example: {example}", **kwargs)(run)
+        return app.command(epilog=f"Example: {example}", cls=Command, **kwargs)(run)
 
     return register
 
 
-def strict_failure(message: str) -> typer.Exit:
-    error(f"{message} (--strict); nothing written")
+def strict_failure(message: str, written: str = "nothing written") -> typer.Exit:
+    error(f"{message} (--strict); {written}")
     return typer.Exit(EXIT_STRICT)
 
 
@@ -179,7 +180,7 @@ def main_options(
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
     ] = False,
 ) -> None:
-    """Gaussian mixture models fitted by EM: generate, fit, classify and score tables."""
+    """Gaussian mixture models fitted by EM: generate, fit, select-k, classify, score, plot."""
 
 
 @command(example="gmmcli generate -k 3 -d 2 -n 1000 --seed 1 -o data.csv")
@@ -356,17 +357,20 @@ def select_k(
     drop_missing: DropMissingOpt = False,
     strict: Annotated[
         bool,
-        option(
-            "--strict",
-            panel=OUTPUT,
-            help="Exit 3, writing nothing, if the winner did not converge.",
-        ),
+        option("--strict", panel=OUTPUT, help="If the winner did not converge: exit 3, no model."),
     ] = False,
     output: OutputOpt = "-",
     table: Annotated[
         str | None,
-        option(panel=OUTPUT, help="Write the whole grid here (.csv, .csv.gz, .tsv, .parquet)."),
+        option(
+            panel=OUTPUT,
+            help="Write the grid here as points finish (.csv, .csv.gz, .tsv, .parquet).",
+        ),
     ] = None,
+    resume: Annotated[
+        bool,
+        option("--resume", panel=OUTPUT, help="Reuse the rows of --table made alike (README)."),
+    ] = False,
     fmt: FormatOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -404,23 +408,19 @@ def select_k(
     jobs.check_outputs({"output": output, "table": table}, [data])
     if table is not None:
         Output(table).check(source)
+    elif resume:
+        raise UserError("--resume goes on with the grid in --table; give --table")
+    kept = None if table is None else jobs.GridTable(table, resume)
     with report.captured_warnings():
-        points, winner = jobs.select_k(source, grid, options, jobs=n_jobs, report=report, name=flag)
-    report.grid(points, grid.criterion)
+        points, winner = jobs.select_k(
+            source, grid, options, jobs=n_jobs, report=report, name=flag, table=kept
+        )
+    report.grid(points, grid)
     if winner is None:
         raise UserError(f"every grid point failed, the data support no model ({points[0].status})")
     if strict and not winner.fit_info.converged:
-        raise strict_failure("the winning fit did not converge")
-    best = next(p for p in points if p.best)
-    if jobs.selection.on_edge(best, list(grid.k_values)):
-        report.warn(
-            f"the best K ({best.n_components}) is at the edge of the range "
-            f"{k_min}..{k_max}; widen it with --k-min/--k-max"
-        )
-    with jobs.replaced_together():
-        if table is not None:
-            jobs.write_grid(points, table)
-        jobs.write_model(winner, output)
+        raise strict_failure("the winning fit did not converge", "no model written")
+    jobs.write_model(winner, output)
 
 
 @command(example="gmmcli classify data.csv --model model.json -o labelled.csv")

@@ -30,6 +30,7 @@ import pyarrow as pa
 from gmmcli.core.em import SERIAL, InMemoryRows, Reducer, RowSource
 from gmmcli.core.model import GaussianMixture
 from gmmcli.core.options import Rule, check, one_of, optional, whole_number
+from gmmcli.core.select import GridPoint
 from gmmcli.engines import local, stream
 from gmmcli.errors import FULL, GMMWarning, ParameterConflict, UserError
 from gmmcli.io import tables
@@ -46,7 +47,8 @@ class Report(Protocol):
     """What a job tells a person (the command line's stderr; from Python, notices only, as
     GMMWarnings): notes, notices about the input (such as a column taken for a row index),
     the features it reads, progress (``progress(total, label)`` yields ``advance(steps,
-    text)``)."""
+    text)``; ``grid_progress(total, criterion)`` yields a callback for each grid point
+    fitted)."""
 
     def note(self, text: str) -> None: ...
 
@@ -55,6 +57,10 @@ class Report(Protocol):
     def features(self, names: list[str], weight_column: str | None, detail: str = "") -> None: ...
 
     def progress(self, total: int, label: str) -> contextlib.AbstractContextManager[Advance]: ...
+
+    def grid_progress(
+        self, total: int, criterion: str
+    ) -> contextlib.AbstractContextManager[Callable[[GridPoint], None]]: ...
 
 
 class Quiet:
@@ -72,6 +78,10 @@ class Quiet:
     @contextlib.contextmanager
     def progress(self, total: int, label: str) -> Iterator[Advance]:
         yield lambda steps, text: None
+
+    @contextlib.contextmanager
+    def grid_progress(self, total: int, criterion: str) -> Iterator[Callable[[GridPoint], None]]:
+        yield lambda point: None
 
 
 QUIET = Quiet()

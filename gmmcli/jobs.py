@@ -45,10 +45,11 @@ from gmmcli.inputs import (
     predict_rows,
     select,
 )
-from gmmcli.io import modelfile, tables
+from gmmcli.io import gridtable, modelfile, tables
 from gmmcli.io.atomic import check_distinct, check_output_path, replaced_together
 from gmmcli.io.tables import parse_column_list  # noqa: F401 (the one comma-list parser)
 from gmmcli.outputs import Classify, Kept, Score, Scores
+from gmmcli.resume import GridTable
 
 
 def fit(
@@ -126,30 +127,60 @@ def select_k(
     jobs: int = 1,
     report: Report = QUIET,
     name: Callable[[str], str] = str,
+    table: GridTable | None = None,
 ) -> tuple[list[selection.GridPoint], GaussianMixture | None]:
     """Every (K, covariance type) of ``grid`` fitted to ``source`` and ranked: the table
     and the winner (None if every point failed). ``jobs`` > 1 fits the points in that
     many processes. Each point's warnings are in its status, not raised; its failure is
-    described with ``name`` for parameters (GMMError.describe)."""
+    described with ``name`` for parameters (GMMError.describe). ``table`` keeps the grid
+    as points finish, ranked at the end, and gives back the rows of an earlier run to
+    resume (GridTable)."""
     map_points = local.task_map(jobs)
-    points = len(grid.k_values) * len(grid.covariance_types)
-    with (
-        open_rows(source, report) as data,
-        report.progress(points, "select-k") as advance,
-        warnings.catch_warnings(),
-    ):
+    if table is not None:
+        table.check(source)
+        if options.seed is None:  # drawn here, to be recorded with the table
+            options = dataclasses.replace(options, seed=int(np.random.SeedSequence().entropy))
+    with open_rows(source, report) as data, warnings.catch_warnings():
         warnings.simplefilter("ignore", GMMWarning)
-        table, winner = selection.select_rows(
-            data.rows,
-            grid,
-            options,
-            reducer=data.reducer if jobs == 1 else SERIAL,
-            map_points=map_points,
-            on_point=lambda p: advance(1, f"K={p.n_components} {p.covariance_type}"),
-        )
+        keys = [
+            (k, structure)
+            for structure in selection.structures(grid.covariance_types, data.rows.n_features)
+            for k in grid.k_values
+        ]
+        done = table.open(source, grid, options, report) if table is not None else {}
+        done = {key: done[key] for key in keys if key in done}
+        finished = list(done.values())
+
+        def on_point(point: selection.GridPoint) -> None:
+            finished.append(point.described(name))
+            if table is not None:
+                table.keep(finished)
+            advance(finished[-1])
+
+        try:
+            with report.grid_progress(len(keys) - len(done), grid.criterion) as advance:
+                points, winner = selection.select_rows(
+                    data.rows,
+                    grid,
+                    options,
+                    reducer=data.reducer if jobs == 1 else SERIAL,
+                    map_points=map_points,
+                    on_point=on_point,
+                    done=done,
+                )
+        except KeyboardInterrupt as stop:  # (Ctrl-C, or a signal's Stopped)
+            if table is not None and finished and gridtable.read_back(table.path):
+                stop.written = (
+                    f"; the grid points fitted so far are in '{table.path}', which "
+                    f"{name('resume')} goes on with"
+                )
+            raise
+    points = [point.described(name) for point in points]
+    if table is not None:
+        table.save(points)
     if winner is not None:
         winner.feature_names = data.names
-    return [point.described(name) for point in table], winner
+    return points, winner
 
 
 def classify(
@@ -279,11 +310,6 @@ def write_summary(summary: dict[str, float], output: str) -> None:
         sys.stdout.flush()
     else:
         tables.atomic_write_bytes(output, text.encode())
-
-
-def write_grid(points: list[selection.GridPoint], output: str) -> None:
-    """The select-k grid as a table (format by the extension)."""
-    tables.write_table(pa.table(selection.table_columns(points)), output)
 
 
 GENERATE_CHUNK_ROWS = 131072  # also the Parquet row-group size
