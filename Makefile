@@ -17,20 +17,24 @@ $(VENV)/.dev: $(GMMCLI)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-## demo: install, then generate -> fit -> classify -> score (-> plot) on sample_data/ into out/
+## demo: install, then generate -> fit -> classify -> score (-> plot) into out/: rows drawn from a
+## known mixture, fitted, labelled and scored beside the true mixture; and a weighted fit of sample_data/
 demo: $(GMMCLI)
 	mkdir -p $(OUT)
 	$(GMMCLI) generate -k 3 -d 2 -n 500 --seed 7 -o $(OUT)/generated.csv --truth $(OUT)/truth.json
-	$(GMMCLI) fit sample_data/blobs.csv -k 3 --n-init 3 -o $(OUT)/model.json
-	$(GMMCLI) classify sample_data/blobs.csv --model $(OUT)/model.json -o $(OUT)/classified.csv
-	$(GMMCLI) score sample_data/blobs.csv --model $(OUT)/model.json --per-sample $(OUT)/scores.csv > $(OUT)/score.json
+	$(GMMCLI) fit $(OUT)/generated.csv -k 3 --n-init 3 -o $(OUT)/model.json
+	$(GMMCLI) classify $(OUT)/generated.csv --model $(OUT)/model.json -o $(OUT)/classified.csv
+	$(GMMCLI) score $(OUT)/generated.csv --model $(OUT)/model.json --per-sample $(OUT)/scores.csv > $(OUT)/score.json
+	$(GMMCLI) score $(OUT)/generated.csv --model $(OUT)/truth.json > $(OUT)/truth-score.json
 	$(GMMCLI) fit sample_data/weighted.csv -k 3 --weight-column count -q -o $(OUT)/weighted-model.json
 	@if $(BIN)/python -c 'import matplotlib' 2>/dev/null; then \
-		set -x; $(GMMCLI) plot sample_data/blobs.csv --model $(OUT)/model.json -q -o $(OUT)/fit.png; \
+		set -x; $(GMMCLI) plot $(OUT)/generated.csv --model $(OUT)/model.json -q -o $(OUT)/fit.png; \
 	else \
 		echo "no picture: for $(OUT)/fit.png install the plot extra: $(BIN)/pip install -e '.[plot]'"; \
 	fi
-	@echo "results in $(OUT)/: model.json classified.csv score.json scores.csv weighted-model.json" \
+	@echo "results in $(OUT)/: generated.csv truth.json (the true mixture) model.json (its fit)" \
+		"classified.csv (component beside true_component) score.json scores.csv" \
+		"truth-score.json (the truth's score, to compare) weighted-model.json" \
 		"and, with the plot extra, fit.png"
 
 ## test: the whole suite, with the dev extras

@@ -77,7 +77,9 @@ def fit(
         iteration.
     **keywords
         Fields of FitOptions (``covariance_type``, ``n_init``, ``seed``, ...) and of
-        Source (``columns``, ``memory_limit``, ``engine``, ...).
+        Source (``columns``, ``memory_limit``, ``engine``, ...). ``seed`` defaults to None:
+        fresh entropy, recorded in ``fit_info.seed``, where the command line's ``--seed``
+        defaults to 0; ``seed=0`` gives the command line's model.
 
     Returns
     -------

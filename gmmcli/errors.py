@@ -85,19 +85,28 @@ class DataError(GMMError, ValueError):
 
 class SingularCovarianceError(GMMError, ArithmeticError):
     """A covariance that is not positive definite even after regularisation;
-    ``component`` is its index (None: the shared covariance of a tied model)."""
+    ``component`` is its index (None: the shared covariance of a tied model, or the
+    data's). ``overflow``: it is not finite though the data are, its sums of squares
+    having passed float64's range, which no regularisation mends: the data need
+    rescaling."""
 
     parameter = "reg_covar"
 
-    def __init__(self, component: int | None):
-        self.component = component
-        super().__init__(component)
+    def __init__(self, component: int | None, overflow: bool = False):
+        self.component, self.overflow = component, overflow
+        super().__init__(component, overflow)
 
     @property
     def where(self) -> str:
         return "the shared covariance" if self.component is None else f"component {self.component}"
 
     def describe(self, name: Callable[[str], str] = str) -> str:
+        if self.overflow:
+            return (
+                "the data's sums of squares overflow float64 (values near 1e150 or beyond), "
+                "so no covariance can be computed; rescale the data, e.g. divide it by a "
+                f"power of ten (a larger {name('reg_covar')} does not help)"
+            )
         return (
             f"the covariance of {self.where} is singular (not positive definite); "
             f"increase {name('reg_covar')}, e.g. by a factor of 10"

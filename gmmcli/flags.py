@@ -143,7 +143,12 @@ DropMissingOpt = Annotated[
     ),
 ]
 SeedOpt = Annotated[
-    str, option(panel=MODEL, help="Random seed: an integer, or 'random' for fresh entropy.")
+    str,
+    option(
+        panel=MODEL,
+        help="Random seed: an integer, or 'random' for fresh entropy (recorded in a fitted "
+        "model). The Python API's fit defaults to fresh entropy (seed=None) instead.",
+    ),
 ]
 QuietOpt = Annotated[
     bool, option("--quiet", "-q", panel=OUTPUT, help="Print nothing on stderr but errors.")

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -231,6 +232,28 @@ class Source:
         return tables.format_for(self.path, self.format)
 
 
+GLOB_CHARACTERS = re.compile(r"[*?[]")
+
+
+def require_one_file(source: Source, *, dask_reads_many: bool = True) -> None:
+    """A UserError for a folder or a glob given to the local engine, which reads one file;
+    ``dask_reads_many``: the command can read them on the dask engine, and says so."""
+    if source.engine != "local" or not source.is_path or source.data == "-":
+        return
+    if os.path.isdir(source.path):
+        what = "a folder"
+    elif GLOB_CHARACTERS.search(source.path) and not os.path.exists(source.path):
+        what = "a glob"
+    else:
+        return
+    how = ", or read a folder or glob of Parquet files with {engine} dask"
+    raise UserError(
+        f"{source.quoted} is {what}, and the local engine reads one file: give a file"
+        + (how if dask_reads_many else ""),
+        ("engine",),
+    )
+
+
 def _size(limit: str | int) -> int:
     return limit if isinstance(limit, int) else stream.parse_size(limit)
 
@@ -289,7 +312,7 @@ def open_rows(source: Source, report: Report = QUIET) -> Iterator[Rows]:
             source.weight_column,
             chunk,
             source.drop_missing,
-            name=source.name,
+            name=source.quoted,
         )
         yield Rows(rows, names, local.reducer())
 

@@ -43,6 +43,7 @@ from gmmcli.inputs import (
     fits_in_memory,
     open_rows,
     predict_rows,
+    require_one_file,
     select,
 )
 from gmmcli.io import gridtable, modelfile, tables
@@ -72,6 +73,7 @@ def fit(
             ("n_components", "start"),
         )
     check_components(n_components)
+    require_one_file(source)
     with open_rows(source, report) as data:
         steps = options.max_iter * options.n_init
         with report.progress(steps, "EM") as advance:
@@ -135,6 +137,7 @@ def select_k(
     described with ``name`` for parameters (GMMError.describe). ``table`` keeps the grid
     as points finish, ranked at the end, and gives back the rows of an earlier run to
     resume (GridTable)."""
+    require_one_file(source, dask_reads_many=False)
     map_points = local.task_map(jobs)
     if table is not None:
         table.check(source)
@@ -265,6 +268,7 @@ def _check_prediction_output(
     """Before anything is read: ``output`` can be written (Output.check) and, locally, is
     neither the data nor the model file (a dask folder is checked against the input files
     once they are listed)."""
+    require_one_file(source)
     output.check(source)
     if source.engine == "local":
         check_distinct({parameter: output.path}, files(source.data, model))
@@ -446,6 +450,7 @@ def plot(picture: Picture, report: Report = QUIET):
     label = picture.color_by
     exclude = [*picture.exclude, *([label] if label else [])]
     source = Source(data, columns=mixture.feature_names if mixture else columns, exclude=exclude)
+    require_one_file(source, dask_reads_many=False)
     frame = tables.read_table(source.path)
     if label is not None and label not in frame.column_names:
         raise UserError(

@@ -155,6 +155,23 @@ def test_singular_covariance_names_the_parameter_and_the_component():
     assert caught.value.component in (0, 1)
     assert "increase reg_covar" in str(caught.value)
     assert "--reg-covar" in caught.value.describe(lambda p: "--" + p.replace("_", "-"))
+    assert not caught.value.overflow
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical", "VEV"])
+@pytest.mark.parametrize("how", ["fit", "select_k"])
+def test_finite_data_whose_squares_overflow_are_told_apart_from_singular(covariance_type, how):
+    """Values near 1e300 square past float64's range: a larger reg_covar cannot help."""
+    X = np.random.default_rng(0).normal(size=(60, 2)) * 1e300
+    with pytest.raises(gmmcli.SingularCovarianceError) as caught:
+        if how == "fit":
+            gmmcli.fit(X, 2, covariance_type=covariance_type, reg_covar=1.0, seed=0)
+        else:
+            gmmcli.select_k(X, [1, 2], covariance_types=[covariance_type], reg_covar=1.0)
+    assert caught.value.overflow
+    message = str(caught.value)
+    assert "overflow" in message and "rescale the data" in message
+    assert "singular" not in message
 
 
 def test_the_readmes_python_examples_run_as_written(tmp_path, monkeypatch):

@@ -38,6 +38,7 @@ from cli_helpers import (
     snapshot,
 )
 
+import gmmcli
 from gmmcli.cli import app
 
 # Every test runs in its own empty folder (the in_tmp_path fixture of conftest.py).
@@ -85,6 +86,33 @@ def test_help_examples_run_in_order():
         assert argv[:2] == ["gmmcli", name]
         ok(gmm(argv[1:]))
         assert Path(output).is_file(), example
+
+
+def test_seed_help_and_the_api_say_their_defaults_differ():
+    """The command line's --seed defaults to 0, the Python API's fit to fresh entropy."""
+    result = ok(runner.invoke(app, ["fit", "--help"], env={"COLUMNS": "300"}))
+    seed_row = next(line for line in result.stdout.splitlines() if "--seed" in line)
+    assert "The Python API's fit defaults to fresh entropy (seed=None)" in seed_row
+    assert "[default: 0]" in seed_row
+    api_doc = " ".join(gmmcli.fit.__doc__.split())
+    assert "``seed`` defaults to None: fresh entropy, recorded in ``fit_info.seed``" in api_doc
+    assert "the command line's ``--seed`` defaults to 0" in api_doc
+
+
+def test_make_demo_reads_every_file_that_generate_writes():
+    makefile = (Path(__file__).parent.parent / "Makefile").read_text()
+    recipe = makefile.split("\ndemo:")[1].split("\n\n")[0].splitlines()
+    commands = [shlex.split(line.rstrip("\\")) for line in recipe[1:]]
+    generate = next(i for i, words in enumerate(commands) if "generate" in words)
+    words = commands[generate]
+    written = {words[words.index(flag) + 1] for flag in ("-o", "--truth")}
+    read = {
+        word
+        for words in commands[generate + 1 :]
+        for before, word in zip(["", *words], words, strict=False)
+        if before not in ("-o", "--per-sample", ">")
+    }
+    assert written <= read, written - read
 
 
 # --- stdout carries data, stderr the rest -----------------------------------------------
@@ -314,11 +342,25 @@ def ones_except(row: int, value: str, n: int = 40) -> list[str]:
     return ["1"] * (row - 1) + [value] + ["1"] * (n - row)
 
 
-def truncated_parquet(base) -> bytes:
+def parquet_of_csv(base) -> bytes:
     sink = io.BytesIO()
     pq.write_table(pa_csv.read_csv(io.BytesIO(base.csv.encode())), sink)
-    data = sink.getvalue()
+    return sink.getvalue()
+
+
+def truncated_parquet(base) -> bytes:
+    data = parquet_of_csv(base)
     return data[: len(data) // 2]
+
+
+def corrupt_page_parquet(base) -> bytes:
+    """A Parquet file whose footer reads but whose first data page fails its checksum."""
+    sink = io.BytesIO()
+    table = pa_csv.read_csv(io.BytesIO(base.csv.encode()))
+    pq.write_table(table, sink, write_page_checksum=True, compression="none")
+    data = bytearray(sink.getvalue())
+    data[60:70] = bytes(b ^ 0x55 for b in data[60:70])
+    return bytes(data)
 
 
 def empty_parquet(base) -> bytes:
@@ -332,6 +374,13 @@ def zero_weights_parquet(base) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table.append_column("w", pa.array([0.0] * table.num_rows)), sink)
     return sink.getvalue()
+
+
+def huge_values(base) -> str:
+    """base.csv's features times 1e300: finite, but their squares pass float64's range."""
+    table = pa_csv.read_csv(io.BytesIO(base.csv.encode()))
+    rows = zip(table["x0"].to_pylist(), table["x1"].to_pylist(), strict=True)
+    return "x0,x1\n" + "".join(f"{a * 1e300!r},{b * 1e300!r}\n" for a, b in rows)
 
 
 def duplicate_rows(base) -> str:
@@ -370,7 +419,43 @@ BAD_INPUTS = [
         "--output-format",
     ),
     case("empty-file", "fit empty.csv -k 2 -o out.json", "'empty.csv'", files={"empty.csv": ""}),
-    case("empty-stdin", "fit - -k 2 -o out.json", "stdin", input=b""),
+    case("empty-stdin", "fit - -k 2 -o out.json", "stdin has no data rows", input=b""),
+    *(
+        case(f"empty-stdin-{command.split()[0]}", command, "stdin has no data rows", input=b"")
+        for command in [
+            "select-k - --k-max 2 -o out.json",
+            "classify - --model model.json -o out.csv",
+            "score - --model model.json",
+            f"fit - -k 2 {STREAMED} -o out.json",
+        ]
+    ),
+    case(  # the spooled stdin's file was named
+        "corrupt-parquet-on-stdin-streamed",
+        f"fit - -k 2 --format parquet {STREAMED} -o out.json",
+        "cannot read stdin: ",
+        input=corrupt_page_parquet,
+    ),
+    case(
+        "folder-to-the-local-engine",
+        "fit parts -k 2 -o out.json",
+        "'parts' is a folder, and the local engine reads one file",
+        "--engine dask",
+        files={"parts": DIRECTORY},
+    ),
+    case(  # it was "not a valid Parquet file (truncated?)"
+        "folder-read-as-parquet",
+        "classify parts/ --model model.json --format parquet -o out.csv",
+        "'parts/' is a folder, and the local engine reads one file",
+        "--engine dask",
+        files={"parts": DIRECTORY},
+    ),
+    case(
+        "glob-to-the-local-engine",
+        "score 'parts/*.parquet' --model model.json",
+        "'parts/*.parquet' is a glob, and the local engine reads one file",
+        "--engine dask",
+        files={"parts": DIRECTORY, "parts/a.parquet": parquet_of_csv},
+    ),
     case(
         "header-only",
         "fit header.csv -k 2 -o out.json",
@@ -384,6 +469,23 @@ BAD_INPUTS = [
         "row 7",
         "'abc'",
         files={"typo.csv": lambda b: set_cell(b.csv, 7, "x1", "abc")},
+    ),
+    *(
+        case(
+            f"non-numeric-value-streamed-{command}",
+            f"{command} typo.csv --model model.json {STREAMED}{output}",
+            "column 'x1' in typo.csv is not numeric: row 33 has 'abc'",
+            files={"typo.csv": lambda b: set_cell(b.csv, 33, "x1", "abc")},
+        )
+        for command, output in [("classify", " -o out.csv"), ("score", "")]
+    ),
+    case(  # it said "singular ... increase --reg-covar"
+        "squares-overflow",
+        "fit huge.csv -k 2 --reg-covar 1 -o out.json",
+        "the data's sums of squares overflow float64",
+        "rescale the data",
+        "a larger --reg-covar does not help",
+        files={"huge.csv": huge_values},
     ),
     case(
         "nan-in-feature",
@@ -716,12 +818,21 @@ def test_bad_input(files, command, names, extra_files, stdin):
     Path("out.csv").write_text("old,table\n")
     before = snapshot()
 
-    result = gmm(command, input=stdin)
+    result = gmm(command, input=stdin(files) if callable(stdin) else stdin)
     error = error_line(result)
     for name in names:
         assert name in error, (name, error)
     assert result.stdout == ""
     assert snapshot() == before
+
+
+@pytest.mark.parametrize(
+    "command", ["select-k parts --k-max 2 -o out.json", "plot parts -o out.png"]
+)
+def test_a_folder_to_a_command_without_the_dask_engine_is_refused_without_naming_it(files, command):
+    Path("parts").mkdir()
+    error = error_line(gmm(command))
+    assert error.endswith("'parts' is a folder, and the local engine reads one file: give a file")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads a chmod 000 file anyway")

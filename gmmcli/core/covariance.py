@@ -45,8 +45,8 @@ def _lower_solve_identity(lower: np.ndarray) -> np.ndarray:
 
 def _precision_factor(covariance: np.ndarray, component: int | None) -> np.ndarray:
     """Upper-triangular P with P Pᵀ = covariance⁻¹, by a triangular solve."""
-    if not np.all(np.isfinite(covariance)):
-        raise SingularCovarianceError(component)
+    if not np.all(np.isfinite(covariance)):  # from finite data: sums that overflowed
+        raise SingularCovarianceError(component, overflow=True)
     return _lower_solve_identity(_cholesky_lower(covariance, component)).T
 
 
@@ -516,7 +516,9 @@ class Diag(Covariance):
     def precision_cholesky(self, covariances):
         bad = ~(covariances > 0)  # also catches NaN
         if np.any(bad):
-            raise SingularCovarianceError(int(np.nonzero(bad)[0][0]))
+            first = np.nonzero(bad)[0][0]
+            overflow = not np.isfinite(covariances[first]).all()
+            raise SingularCovarianceError(int(first), overflow=overflow)
         return 1.0 / np.sqrt(covariances)
 
     def precision_cholesky_from_precisions(self, precisions):

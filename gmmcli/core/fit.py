@@ -29,6 +29,7 @@ from gmmcli.errors import DataError, GMMWarning, InvalidParameter, SingularCovar
 
 COLLAPSE_RATIO = 1e-6
 REG_COVAR_DOMINANCE = 1e-3
+FULL = get_covariance("full")
 
 
 @dataclass
@@ -47,18 +48,40 @@ class DataSummary:
 
 
 def summarise(rows: RowSource, reducer: Reducer = SERIAL) -> DataSummary:
-    """Two passes: the weighted centre (and counts), then the covariance about it."""
+    """Two passes: the weighted centre (and counts), then the covariance about it.
+
+    Finite data whose sums overflow float64 are a SingularCovarianceError with
+    ``overflow`` set, found here, before any other pass computes with them.
+    """
     raw = rows.centred(np.zeros(rows.n_features))
-    sums = reducer.sum(raw, lambda X, w: np.concatenate([[w.sum(), np.count_nonzero(w)], w @ X]))
+    sums = reducer.sum(raw, _weighted_sums)
     if sums is None or sums[0] <= 0:
         raise DataError("no row with a positive weight is left to fit")
-    total, n_samples, centre = float(sums[0]), int(sums[1]), sums[2:] / sums[0]
-    full = get_covariance("full")
-    stats = reducer.sum(
-        rows.centred(centre), lambda X, w: accumulate(X, w, np.ones((1, len(X))), full)
-    )
-    covariance = full.estimate(stats.nk, stats.sx / total, stats.second, 0.0)[0]
-    return DataSummary(centre, covariance, total, n_samples)
+    total, n_samples, centre = float(sums[0]), int(sums[1]), _finite(sums[2:] / sums[0])
+    stats = reducer.sum(rows.centred(centre), _second_moments)
+    with np.errstate(over="ignore", invalid="ignore"):
+        covariance = FULL.estimate(stats.nk, stats.sx / total, stats.second, 0.0)[0]
+    return DataSummary(centre, _finite(covariance), total, n_samples)
+
+
+def _finite(summary: np.ndarray) -> np.ndarray:
+    """A summary of finite data, unless it overflowed."""
+    if not np.isfinite(summary).all():
+        raise SingularCovarianceError(None, overflow=True)
+    return summary
+
+
+def _weighted_sums(X: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """A block's total weight, rows of positive weight and Σ w·x (an overflow is seen in
+    the sum: summarise)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.concatenate([[weights.sum(), np.count_nonzero(weights)], weights @ X])
+
+
+def _second_moments(X: np.ndarray, weights: np.ndarray) -> Stats:
+    """A block's statistics as one component (an overflow is seen in the sum: summarise)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return accumulate(X, weights, np.ones((1, len(X))), FULL)
 
 
 def unregularised(params: Params, stats: Stats, cov: Covariance, reg_covar: float) -> np.ndarray:

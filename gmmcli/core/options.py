@@ -119,8 +119,9 @@ class FitOptions:
     reg_covar : float
         Added to every covariance diagonal.
     seed : int or None
-        Restart i draws from ``SeedSequence(seed).spawn(n_init)[i]``; None draws fresh
-        entropy, recorded in the model.
+        Restart i draws from ``SeedSequence(seed).spawn(n_init)[i]``; None (the default)
+        draws fresh entropy, recorded in the model. The command line's ``--seed``
+        defaults to 0 instead.
     dtype : {"float64", "float32"}
         Precision of the E-step (statistics are summed in float64 either way).
     weights_init, means_init, precisions_init : array or None

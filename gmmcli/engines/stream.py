@@ -43,6 +43,7 @@ def open_batches(
     *,
     types: dict[str, pa.DataType] | None = None,
     kept: str | None = None,
+    name: str | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """The file's rows as record batches of about ``chunk_rows`` rows, in file order.
 
@@ -52,9 +53,10 @@ def open_batches(
     change what was written of it already (``kept``: the format the columns are written
     in, if they are; see _pipe_batches). A file is read through an Arrow stream
     (decompressed as its extension says), so pyarrow's reader threads hold no Python
-    objects. Read errors become one-line UserErrors.
+    objects. Read errors become one-line UserErrors calling the input ``name`` (default:
+    stdin, or the path quoted; a spooled stdin's caller says stdin).
     """
-    name = "stdin" if path == "-" else f"'{path}'"
+    name = name or ("stdin" if path == "-" else f"'{path}'")
     try:
         if fmt == "parquet":
             source = "/dev/stdin" if path == "-" else path
@@ -459,7 +461,10 @@ class FileRows(OnePart):
         """Each chunk's features, checked as in memory; row numbers count from the file's start."""
         columns = self.names + ([self.weight_column] if self.weight_column else [])
         first_row = 0
-        for batch in open_batches(self.path, self.fmt, self.chunk_rows, columns, columns):
+        batches = open_batches(
+            self.path, self.fmt, self.chunk_rows, columns, columns, name=self.label
+        )
+        for batch in batches:
             chunk = tables.select_features(
                 pa.Table.from_batches([batch]),
                 columns=self.names,
