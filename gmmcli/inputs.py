@@ -448,7 +448,7 @@ def _cluster_files(
     files = cluster.ParquetFiles(cluster.parquet_files(source.path), source.quoted)
     first = files.paths[0]
     schema = cluster.file_schema(first)
-    head = None if columns else stream.first_rows(first, "parquet", schema)
+    head = None if columns else stream.first_rows(first, "parquet", schema, source.quoted)
     names = stream.parquet_feature_names(
         schema, columns, exclude, source.weight_column, source.quoted, head, report.notice
     )

@@ -347,13 +347,13 @@ def file_feature_names(
                 "check the file, or pass {format} if it is not Parquet",
                 ("format",),
             ) from None
-        head = None if columns else first_rows(path, fmt, schema)
+        head = None if columns else first_rows(path, fmt, schema, name)
         return parquet_feature_names(schema, columns, exclude, weight_column, name, head, notice)
     profile = csv_profile(path, fmt, PROFILE_BLOCK_BYTES, name)
     if profile.n_rows == 0 and not columns:
         raise UserError(f"{name} has no data rows; give a file with at least one row of data")
     schema = pa.schema(profile.types)
-    head = None if columns else first_rows(path, fmt, schema)
+    head = None if columns else first_rows(path, fmt, schema, name)
     chosen = parquet_feature_names(schema, columns, exclude, weight_column, name, head, notice)
     typos = [
         column
@@ -398,14 +398,14 @@ def parquet_feature_names(
     return chosen
 
 
-def first_rows(path: str, fmt: str, schema: pa.Schema) -> pa.Table:
+def first_rows(path: str, fmt: str, schema: pa.Schema, name: str) -> pa.Table:
     """The numeric columns of a file's first rows (up to tables.FIRST_ROWS), with the
-    types of ``schema`` (a CSV file's from csv_profile)."""
+    types of ``schema`` (a CSV file's from csv_profile); messages call the file ``name``."""
     numeric = pa.schema([field for field in schema if tables.is_numeric(field.type)])
     types = dict(zip(numeric.names, numeric.types, strict=True))
     batches, rows = [], 0
     if numeric.names:  # (no columns named reads them all)
-        read = open_batches(path, fmt, tables.FIRST_ROWS, numeric.names, types=types)
+        read = open_batches(path, fmt, tables.FIRST_ROWS, numeric.names, types=types, name=name)
         with contextlib.closing(read):
             for batch in read:
                 batches.append(batch)
