@@ -12,7 +12,6 @@ import gmmcli.threads  # noqa: F401 (first: sets BLAS threads before numpy loads
 
 # isort: split
 import functools
-import json
 import os
 import sys
 from enum import Enum
@@ -33,6 +32,7 @@ from gmmcli.flags import (
     OUTPUT,
     ChunkRowsOpt,
     ColumnsOpt,
+    Command,
     Criterion,
     DataArg,
     DropMissingOpt,
@@ -52,11 +52,13 @@ from gmmcli.flags import (
     ModelOpt,
     OutputFormatOpt,
     OutputOpt,
+    PlainHelp,
     QuietOpt,
     RegCovarOpt,
     SchedulerOpt,
     SeedOpt,
     WeightOpt,
+    flag,
     option,
 )
 from gmmcli.inputs import Output, Source
@@ -66,22 +68,7 @@ EXIT_USER_ERROR = 2
 EXIT_STRICT = 3
 
 
-# Flags that are not the parameter's name with dashes.
-FLAGS = {
-    "n_components": "-k",
-    "n_features": "-d",
-    "n_samples": "-n",
-    "weights": "--weight-column",
-    "start": "--init-model",
-}
-
-
-def flag(parameter: str) -> str:
-    """The flag that sets a parameter of the core or the jobs."""
-    return FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
-
-
-class PlainErrors(TyperGroup):
+class PlainErrors(PlainHelp, TyperGroup):
     """Usage errors (an unknown option, a missing argument) as one plain line, exit 2."""
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
@@ -105,7 +92,6 @@ class PlainErrors(TyperGroup):
 app = typer.Typer(
     name="gmmcli",
     cls=PlainErrors,
-    help="Gaussian mixture models fitted by EM: generate, fit, classify and score tables.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -135,13 +121,13 @@ def command(*, example: str, **kwargs):
                 error(f"cannot write to stdout: {FULL[err.errno]}; make room, then run again")
                 raise typer.Exit(EXIT_USER_ERROR) from None
 
-        return app.command(epilog=f"Example: {example}", **kwargs)(run)
+        return app.command(epilog=f"Example: {example}", cls=Command, **kwargs)(run)
 
     return register
 
 
-def strict_failure(message: str) -> typer.Exit:
-    error(f"{message} (--strict); nothing written")
+def strict_failure(message: str, written: str = "nothing written") -> typer.Exit:
+    error(f"{message} (--strict); {written}")
     return typer.Exit(EXIT_STRICT)
 
 
@@ -194,7 +180,7 @@ def main_options(
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
     ] = False,
 ) -> None:
-    """Gaussian mixture models fitted by EM: generate, fit, classify and score tables."""
+    """Gaussian mixture models fitted by EM: generate, fit, select-k, classify, score, plot."""
 
 
 @command(example="gmmcli generate -k 3 -d 2 -n 1000 --seed 1 -o data.csv")
@@ -371,17 +357,20 @@ def select_k(
     drop_missing: DropMissingOpt = False,
     strict: Annotated[
         bool,
-        option(
-            "--strict",
-            panel=OUTPUT,
-            help="Exit 3, writing nothing, if the winner did not converge.",
-        ),
+        option("--strict", panel=OUTPUT, help="If the winner did not converge: exit 3, no model."),
     ] = False,
     output: OutputOpt = "-",
     table: Annotated[
         str | None,
-        option(panel=OUTPUT, help="Write the whole grid here (.csv, .tsv or .parquet)."),
+        option(
+            panel=OUTPUT,
+            help="Write the grid here as points finish (.csv, .csv.gz, .tsv, .parquet).",
+        ),
     ] = None,
+    resume: Annotated[
+        bool,
+        option("--resume", panel=OUTPUT, help="Reuse the rows of --table made alike (README)."),
+    ] = False,
     fmt: FormatOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -419,23 +408,19 @@ def select_k(
     jobs.check_outputs({"output": output, "table": table}, [data])
     if table is not None:
         Output(table).check(source)
+    elif resume:
+        raise UserError("--resume goes on with the grid in --table; give --table")
+    kept = None if table is None else jobs.GridTable(table, resume)
     with report.captured_warnings():
-        points, winner = jobs.select_k(source, grid, options, jobs=n_jobs, report=report, name=flag)
-    report.grid(points, grid.criterion)
+        points, winner = jobs.select_k(
+            source, grid, options, jobs=n_jobs, report=report, name=flag, table=kept
+        )
+    report.grid(points, grid)
     if winner is None:
         raise UserError(f"every grid point failed, the data support no model ({points[0].status})")
     if strict and not winner.fit_info.converged:
-        raise strict_failure("the winning fit did not converge")
-    best = next(p for p in points if p.best)
-    if jobs.selection.on_edge(best, list(grid.k_values)):
-        report.warn(
-            f"the best K ({best.n_components}) is at the edge of the range "
-            f"{k_min}..{k_max}; widen it with --k-min/--k-max"
-        )
-    with jobs.replaced_together():
-        if table is not None:
-            jobs.write_grid(points, table)
-        jobs.write_model(winner, output)
+        raise strict_failure("the winning fit did not converge", "no model written")
+    jobs.write_model(winner, output)
 
 
 @command(example="gmmcli classify data.csv --model model.json -o labelled.csv")
@@ -459,6 +444,8 @@ def classify(
     quiet: QuietOpt = False,
 ) -> None:
     """Label every row with its most probable component and membership probabilities.
+
+    The features are the model's, taken from DATA by their names wherever they stand.
 
     Large files (past --memory-limit) and CSV on stdin are read and written chunk by chunk.
     With --engine dask, -o is a folder: one Parquet file per partition.
@@ -490,6 +477,7 @@ def score(
     per_sample: Annotated[
         str | None, option(panel=OUTPUT, help="Also write every row with its log_likelihood.")
     ] = None,
+    output: OutputOpt = "-",
     drop_missing: DropMissingOpt = False,
     chunk_rows: ChunkRowsOpt = None,
     memory_limit: MemoryLimitOpt = None,
@@ -498,7 +486,9 @@ def score(
     fmt: FormatOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Print the log-likelihood, BIC and AIC of data under a model, as JSON on stdout.
+    """Print the log-likelihood, BIC and AIC of data under a model, as JSON (stdout or -o).
+
+    The features are the model's, taken from DATA by their names wherever they stand.
 
     Large files (past --memory-limit) and CSV on stdin are read chunk by chunk.
     With --engine dask, --per-sample is a folder: one Parquet file per partition.
@@ -513,11 +503,12 @@ def score(
         engine=value(engine),
         scheduler=scheduler,
     )
-    if per_sample != "-":  # (the job refuses "-"): stdout carries the summary JSON
-        jobs.check_distinct({"stdout": "-", "per_sample": per_sample})
-    summary = jobs.score(source, model, Output(per_sample), report=Reporter(quiet))
-    sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
-    sys.stdout.flush()
+    jobs.check_outputs({"output": output}, [data, model])
+    if per_sample != "-":  # (the job refuses "-"; with dask, --per-sample is a folder)
+        jobs.check_distinct({"output": output, "per_sample": per_sample})
+    with jobs.replaced_together():
+        summary = jobs.score(source, model, Output(per_sample), report=Reporter(quiet))
+        jobs.write_summary(summary, output)
 
 
 @command(example="gmmcli plot data.csv --model model.json -o fit.png")
@@ -525,7 +516,7 @@ def plot(
     data: Annotated[
         str | None,
         typer.Argument(
-            help="Data file (.csv, .tsv, .parquet/.pq) or - for stdin; leave out with --table."
+            help="Data file (.csv, .tsv, .csv.gz, ..., .parquet) or - for stdin; not with --table."
         ),
     ] = None,
     model: Annotated[
@@ -550,6 +541,11 @@ def plot(
         str | None,
         option(panel=INPUT, help="Two features to draw, x,y (default: principal axes when D > 2)."),
     ] = None,
+    exclude: ExcludeOpt = None,
+    color_by: Annotated[
+        str | None,
+        option(panel=INPUT, help="Colour the data alone by this label column (no feature)."),
+    ] = None,
     max_points: Annotated[
         int,
         option(
@@ -569,7 +565,7 @@ def plot(
 
     More than two features: the first two principal axes of the data, or two --columns.
 
-    Without --model: the rows alone, coloured by a component or true_component column.
+    Without --model: the rows alone, coloured by --color-by (or component, true_component).
 
     With --table: the criterion against K, one line per covariance structure (mclust's name).
 
@@ -586,6 +582,8 @@ def plot(
         jobs.parse_column_list(columns),
         max_points,
         parse_seed(seed),
+        jobs.parse_column_list(exclude) or [],
+        color_by,
     )
     image = jobs.plot(picture, report)
     report.note(f"drew {output} ({image.width:g}x{image.height:g} in at {image.dpi} dpi)")

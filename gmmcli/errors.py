@@ -44,10 +44,14 @@ class UserError(GMMError):
         super().__init__(message, parameters)
 
     def describe(self, name: Callable[[str], str] = str) -> str:
-        text = self.template
-        for parameter in self.parameters:
-            text = text.replace("{" + parameter + "}", name(parameter))
-        return text
+        return _named(self.template, self.parameters, name)
+
+
+def _named(template: str, parameters: tuple[str, ...], name: Callable[[str], str]) -> str:
+    """``template`` with each ``{parameter}`` written as ``name(parameter)``."""
+    for parameter in parameters:
+        template = template.replace("{" + parameter + "}", name(parameter))
+    return template
 
 
 class InvalidParameter(GMMError, ValueError):
@@ -115,4 +119,17 @@ def one_line(err: BaseException, limit: int | None = 200) -> str:
 
 
 class GMMWarning(UserWarning):
-    """Something about a fit the user should know: degenerate, not converged, suspicious input."""
+    """Something about a fit the user should know: degenerate, not converged, suspicious input.
+
+    A warning that names parameters writes them as UserError does (``{parameter}``, listed
+    in ``parameters``), so that the command line names the flag."""
+
+    def __init__(self, message: str, parameters: tuple[str, ...] = ()):
+        self.template, self.parameters = message, parameters
+        super().__init__(message, parameters)
+
+    def describe(self, name: Callable[[str], str] = str) -> str:
+        return _named(self.template, self.parameters, name)
+
+    def __str__(self) -> str:
+        return self.describe()

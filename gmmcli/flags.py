@@ -3,10 +3,12 @@ options that several commands take, named alike everywhere, in help panels."""
 
 from __future__ import annotations
 
+import inspect
 from enum import Enum
 from typing import Annotated
 
 import typer
+from typer.core import TyperArgument, TyperCommand
 
 from gmmcli.core.init import INIT_CHOICES
 from gmmcli.core.options import COVARIANCE_CHOICES, CRITERIA, DTYPES
@@ -29,13 +31,89 @@ Engine = choices("Engine", ENGINES)
 Format = choices("Format", FORMATS)
 
 
+# Flags that are not the parameter's name with dashes.
+FLAGS = {
+    "n_components": "-k",
+    "n_features": "-d",
+    "n_samples": "-n",
+    "weights": "--weight-column",
+    "start": "--init-model",
+}
+
+
+def flag(parameter: str) -> str:
+    """The flag that sets a parameter of the core or the jobs."""
+    return FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
+
+
 def option(*names: str, panel: str | None = None, **kwargs):
     return typer.Option(*names, rich_help_panel=panel, **kwargs)
 
 
+# What an option's value is, by parameter name (alike in every command), as --help shows
+# it after the flag in place of the type (<str>, or <int range> for a number with bounds);
+# a flag shows none, a choice its values.
+VALUE_NAMES = {
+    "output": "<path>",
+    "table": "<file>",
+    "truth": "<file>",
+    "model": "<file>",
+    "init_model": "<file>",
+    "per_sample": "<file>",
+    "columns": "<names>",
+    "exclude": "<names>",
+    "covariance_types": "<names>",
+    "covariance_type": "<name>",
+    "weight_column": "<name>",
+    "color_by": "<column>",
+    "init": "<method>",
+    "seed": "<int|random>",
+    "chunk_rows": "<int>",
+    "init_sample": "<int>",
+    "max_points": "<int>",
+    "memory_limit": "<size>",
+    "scheduler": "<address>",
+    "size": "<WxH>",
+}
+
+
+class PlainHelp:
+    """--help that reads well: paragraphs wrapped at the terminal's width (rich keeps the
+    line breaks of a docstring), and no type names that say nothing: options show
+    VALUE_NAMES, flags no <bool>, an argument no <str> (its help says what it takes)."""
+
+    def __init__(self, *args, help: str | None = None, **kwargs):
+        super().__init__(*args, help=help and reflowed(help), **kwargs)
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if isinstance(param, TyperArgument):
+                param.display_type_rich = lambda ctx: None
+            elif getattr(param, "is_flag", False):
+                param.metavar = ""
+            elif param.metavar is None:
+                param.metavar = VALUE_NAMES.get(param.name)
+        return params
+
+
+class Command(PlainHelp, TyperCommand):
+    """A subcommand whose --help reads well (PlainHelp)."""
+
+
+def reflowed(text: str) -> str:
+    """A docstring's paragraphs each on one line."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
+
+
 # Options shared by several commands, named alike everywhere.
 DataArg = Annotated[
-    str, typer.Argument(help="Data file (.csv, .tsv, .parquet/.pq) or - for stdin.")
+    str,
+    typer.Argument(
+        help="Data file (.csv or .tsv, compressed .csv.gz, .csv.zst, .csv.bz2 too; "
+        ".parquet/.pq) or - for stdin."
+    ),
 ]
 FormatOpt = Annotated[
     Format | None, option("--format", panel=INPUT, help="Input format; overrides the extension.")
@@ -149,8 +227,8 @@ InitOpt = Annotated[
     InitMethod,
     option(
         panel=MODEL,
-        help="How each restart starts (hc: mclust's model-based hierarchical clustering; "
-        "auto: hc for the first restart, kmeans for the others).",
+        help=f"How each restart starts: {', '.join(INIT_CHOICES)} (hc: mclust's model-based "
+        "hierarchical clustering; auto: hc for the first restart, kmeans for the others).",
     ),
 ]
 HcRowsOpt = Annotated[

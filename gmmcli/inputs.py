@@ -20,6 +20,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -30,8 +31,9 @@ import pyarrow as pa
 from gmmcli.core.em import SERIAL, InMemoryRows, Reducer, RowSource
 from gmmcli.core.model import GaussianMixture
 from gmmcli.core.options import Rule, check, one_of, optional, whole_number
+from gmmcli.core.select import GridPoint
 from gmmcli.engines import local, memory, stream
-from gmmcli.errors import FULL, ParameterConflict, UserError
+from gmmcli.errors import FULL, GMMWarning, ParameterConflict, UserError
 from gmmcli.io import tables
 from gmmcli.io.atomic import check_output_folder, check_output_path
 
@@ -43,22 +45,33 @@ Advance = Callable[[int, str], None]
 
 
 class Report(Protocol):
-    """What a job tells a person (the command line's stderr; nothing from Python): notes,
+    """What a job tells a person (the command line's stderr; from Python, notices only, as
+    GMMWarnings): notes, notices about the input (such as a column taken for a row index),
     the features it reads, progress (``progress(total, label)`` yields ``advance(steps,
-    text)``)."""
+    text)``; ``grid_progress(total, criterion)`` yields a callback for each grid point
+    fitted)."""
 
     def note(self, text: str) -> None: ...
+
+    def notice(self, warning: GMMWarning) -> None: ...
 
     def features(self, names: list[str], weight_column: str | None, detail: str = "") -> None: ...
 
     def progress(self, total: int, label: str) -> contextlib.AbstractContextManager[Advance]: ...
 
+    def grid_progress(
+        self, total: int, criterion: str
+    ) -> contextlib.AbstractContextManager[Callable[[GridPoint], None]]: ...
+
 
 class Quiet:
-    """A report that says nothing."""
+    """The report of Python callers: nothing printed; notices are raised as GMMWarnings."""
 
     def note(self, text: str) -> None:
         pass
+
+    def notice(self, warning: GMMWarning) -> None:
+        warnings.warn(warning, stacklevel=2)
 
     def features(self, names: list[str], weight_column: str | None, detail: str = "") -> None:
         pass
@@ -66,6 +79,10 @@ class Quiet:
     @contextlib.contextmanager
     def progress(self, total: int, label: str) -> Iterator[Advance]:
         yield lambda steps, text: None
+
+    @contextlib.contextmanager
+    def grid_progress(self, total: int, criterion: str) -> Iterator[Callable[[GridPoint], None]]:
+        yield lambda point: None
 
 
 QUIET = Quiet()
@@ -104,14 +121,16 @@ class Source:
     Parameters
     ----------
     data : str, path, array or table
-        A file (.csv, .tsv, .parquet/.pq), "-" for stdin, a 2-D array, or a table (pandas
-        or polars DataFrame, Arrow table, anything with the Arrow PyCapsule interface).
-        With ``engine="dask"``: a Parquet file, a folder of them or a glob.
+        A file (.csv or .tsv, compressed as .csv.gz, .csv.zst or .csv.bz2 too;
+        .parquet/.pq), "-" for stdin, a 2-D array, or a table (pandas or polars
+        DataFrame, Arrow table, anything with the Arrow PyCapsule interface). With
+        ``engine="dask"``: a Parquet file, a folder of them or a glob.
     format : {"csv", "tsv", "parquet"} or None
         The file's format, if not its extension's.
     columns : sequence of str or None
-        The feature columns (default: every numeric column but the weights, ``exclude``
-        and the columns gmmcli writes); for an array, its columns' names.
+        The feature columns (default: every numeric column but the weights, ``exclude``,
+        the columns gmmcli writes and a row index by its name, with a GMMWarning); for an
+        array, its columns' names.
     exclude : sequence of str
         Columns left out of the default features.
     weights : str, array or None
@@ -290,7 +309,7 @@ def open_rows(
     with spooled(source.path) as path:
         fmt = source.file_format()
         limit, shape = source.memory_bytes, stream.layout(path, fmt)
-        workers = _whole_read_workers(source, path, shape, core)
+        workers = _whole_read_workers(source, shape, core)
         if workers is not None:
             features = _read_features(path, fmt, source, report)
             yield _in_memory(features, source, report, workers)
@@ -341,25 +360,18 @@ def _check_limit_before_reading(
 
 
 def _whole_read_workers(
-    source: Source,
-    path: str,
-    shape: stream.Layout | None,
-    core: Callable[[int, int], memory.Needs],
+    source: Source, shape: stream.Layout | None, core: Callable[[int, int], memory.Needs]
 ) -> int | None:
     """The workers of a fit's passes when the file is read whole (unless a chunk size is
     given): None if even one does not fit in the memory limit. A CSV file's table is
     held whole beside its features (at most all its columns); Parquet is read column by
-    column (its features known from its schema)."""
+    column."""
     if shape is None:
         return 1  # unreadable: the whole read says why
     if source.chunk_rows is not None:
         return None
-    fmt = source.file_format()
-    if fmt == "parquet":
-        n_features = len(_feature_names(path, fmt, source, QUIET))
-    else:
-        n_features = len(source.columns) if source.columns else shape.n_columns
-    table = memory.Needs(per_row=16 if fmt == "parquet" else shape.row_bytes)
+    n_features = len(source.columns) if source.columns else shape.n_columns
+    table = memory.Needs(per_row=16 if source.file_format() == "parquet" else shape.row_bytes)
     held = table + memory.features(n_features) + core(n_features, shape.n_rows)
     return memory.in_memory(source.memory_bytes, shape.n_rows, held)
 
@@ -391,7 +403,7 @@ def _feature_names(
         source.exclude,
         source.weight_column,
         source.quoted,
-        report.note,
+        report.notice,
         block_bytes,
     )
 
@@ -405,14 +417,14 @@ def _read_features(path: str, fmt: str, source: Source, report: Report) -> table
 
 
 def select(table: pa.Table, source: Source, report: Report = QUIET) -> tables.Features:
-    """The source's features and weights from a table (an index left out is noted)."""
+    """The source's features and weights from a table (notices to ``report``)."""
     return tables.select_features(
         table,
         columns=source.columns,
         exclude=source.exclude,
         weight_column=source.weight_column,
         source=source.name,
-        note=report.note,
+        notice=report.notice,
     )
 
 
@@ -470,7 +482,7 @@ def _given_weights(
 @contextlib.contextmanager
 def _cluster_rows(source: Source, report: Report) -> Iterator[Rows]:
     """The feature rows of Parquet files, read and kept by a Dask cluster's workers."""
-    cluster, files, names = _cluster_files(source, source.columns, source.exclude)
+    cluster, files, names = _cluster_files(source, source.columns, source.exclude, report)
     weight_column = source.weight_column
     files.check_schemas(names + [weight_column] * bool(weight_column))
     with cluster.connect(source.scheduler or "local") as client:
@@ -489,13 +501,19 @@ def _cluster_rows(source: Source, report: Report) -> Iterator[Rows]:
         yield Rows(rows, names, SERIAL)  # a task per partition, one thread each
 
 
-def _cluster_files(source: Source, columns: list[str] | None, exclude: list[str]):
+def _cluster_files(
+    source: Source, columns: list[str] | None, exclude: list[str], report: Report = QUIET
+):
     """(gmmcli.engines.cluster, the source's Parquet files, the feature names: ``columns``
-    checked against the first file's schema, or its default features)."""
+    checked against the first file's schema, or its default features, as the first file's
+    first rows show them)."""
     cluster = cluster_engine()
     files = cluster.ParquetFiles(cluster.parquet_files(source.path), source.quoted)
+    first = files.paths[0]
+    schema = cluster.file_schema(first)
+    head = None if columns else stream.first_rows(first, "parquet", schema, source.quoted)
     names = stream.parquet_feature_names(
-        cluster.file_schema(files.paths[0]), columns, exclude, source.weight_column, source.quoted
+        schema, columns, exclude, source.weight_column, source.quoted, head, report.notice
     )
     return cluster, files, names
 

@@ -8,6 +8,7 @@ a person reads; none parses flags or prints.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import warnings
@@ -45,10 +46,11 @@ from gmmcli.inputs import (
     require_one_file,
     select,
 )
-from gmmcli.io import modelfile, tables
+from gmmcli.io import gridtable, modelfile, tables
 from gmmcli.io.atomic import check_distinct, check_output_path, replaced_together
 from gmmcli.io.tables import parse_column_list  # noqa: F401 (the one comma-list parser)
 from gmmcli.outputs import Classify, Kept, Labelled, Score, Scores
+from gmmcli.resume import GridTable
 
 
 def fit(
@@ -146,33 +148,63 @@ def select_k(
     jobs: int = 1,
     report: Report = QUIET,
     name: Callable[[str], str] = str,
+    table: GridTable | None = None,
 ) -> tuple[list[selection.GridPoint], GaussianMixture | None]:
     """Every (K, covariance type) of ``grid`` fitted to ``source`` and ranked: the table
     and the winner (None if every point failed). ``jobs`` > 1 fits the points in that
     many processes. Each point's warnings are in its status, not raised; its failure is
-    described with ``name`` for parameters (GMMError.describe)."""
+    described with ``name`` for parameters (GMMError.describe). ``table`` keeps the grid
+    as points finish, ranked at the end, and gives back the rows of an earlier run to
+    resume (GridTable)."""
     require_one_file(source, dask_reads_many=False)
     local.check_jobs(jobs)
-    points = len(grid.k_values) * len(grid.covariance_types)
     workers = jobs if jobs > 1 else local.default_threads()
     core = core_needs(options, max(grid.k_values), workers, forked=jobs > 1)
-    with (
-        open_rows(source, report, core) as data,
-        report.progress(points, "select-k") as advance,
-        warnings.catch_warnings(),
-    ):
+    if table is not None:
+        table.check(source)
+        if options.seed is None:  # drawn here, to be recorded with the table
+            options = dataclasses.replace(options, seed=int(np.random.SeedSequence().entropy))
+    with open_rows(source, report, core) as data, warnings.catch_warnings():
         warnings.simplefilter("ignore", GMMWarning)
-        table, winner = selection.select_rows(
-            data.rows,
-            grid,
-            options,
-            reducer=data.reducer if jobs == 1 else SERIAL,
-            map_points=local.task_map(min(jobs, data.workers)),
-            on_point=lambda p: advance(1, f"K={p.n_components} {p.covariance_type}"),
-        )
+        keys = [
+            (k, structure)
+            for structure in selection.structures(grid.covariance_types, data.rows.n_features)
+            for k in grid.k_values
+        ]
+        done = table.open(source, grid, options, report) if table is not None else {}
+        done = {key: done[key] for key in keys if key in done}
+        finished = list(done.values())
+
+        def on_point(point: selection.GridPoint) -> None:
+            finished.append(point.described(name))
+            if table is not None:
+                table.keep(finished)
+            advance(finished[-1])
+
+        try:
+            with report.grid_progress(len(keys) - len(done), grid.criterion) as advance:
+                points, winner = selection.select_rows(
+                    data.rows,
+                    grid,
+                    options,
+                    reducer=data.reducer if jobs == 1 else SERIAL,
+                    map_points=local.task_map(min(jobs, data.workers)),
+                    on_point=on_point,
+                    done=done,
+                )
+        except KeyboardInterrupt as stop:  # (Ctrl-C, or a signal's Stopped)
+            if table is not None and finished and gridtable.read_back(table.path):
+                stop.written = (
+                    f"; the grid points fitted so far are in '{table.path}', which "
+                    f"{name('resume')} goes on with"
+                )
+            raise
+    points = [point.described(name) for point in points]
+    if table is not None:
+        table.save(points)
     if winner is not None:
         winner.feature_names = data.names
-    return [point.described(name) for point in table], winner
+    return points, winner
 
 
 def classify(
@@ -296,9 +328,14 @@ def write_model(model: GaussianMixture, output: str) -> None:
         modelfile.save(model, output)
 
 
-def write_grid(points: list[selection.GridPoint], output: str) -> None:
-    """The select-k grid as a table (format by the extension)."""
-    tables.write_table(pa.table(selection.table_columns(points)), output)
+def write_summary(summary: dict[str, float], output: str) -> None:
+    """score's summary as one line of JSON to a file (atomically) or to stdout ("-")."""
+    text = json.dumps(summary, sort_keys=True) + "\n"
+    if output == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        tables.atomic_write_bytes(output, text.encode())
 
 
 GENERATE_CHUNK_ROWS = 131072  # also the Parquet row-group size
@@ -384,8 +421,9 @@ def load_model(model: GaussianMixture | str | os.PathLike) -> GaussianMixture:
 class Picture:
     """What plot draws: ``data`` (with ``model`` over it) or a select-k ``grid`` table,
     into the image ``output`` (.png, .svg, .pdf) of ``size`` inches ("8x6") at ``dpi``;
-    ``columns``: two features to draw; at most ``max_points`` rows, a subsample drawn
-    with ``seed``."""
+    ``columns``: two features to draw; ``exclude``: columns left out of the default
+    features; ``color_by``: a label column that colours the data alone (no feature); at
+    most ``max_points`` rows, a subsample drawn with ``seed``."""
 
     output: str
     size: str = "8x6"
@@ -396,6 +434,8 @@ class Picture:
     columns: list[str] | None = None
     max_points: int = 20000
     seed: int | None = 0
+    exclude: list[str] = dataclasses.field(default_factory=list)
+    color_by: str | None = None
 
 
 def plot(picture: Picture, report: Report = QUIET):
@@ -410,8 +450,15 @@ def plot(picture: Picture, report: Report = QUIET):
         raise UserError("give a DATA file to draw (--model for a fit), or --table with a grid")
     if data is not None and grid is not None:
         raise UserError("give a DATA file or --table, not both: a picture shows one of them")
-    if grid is not None and (model is not None or columns is not None):
-        raise UserError("--table draws the select-k grid alone; leave out --model and --columns")
+    if grid is not None and (model, columns, picture.color_by) != (None, None, None):
+        raise UserError(
+            "--table draws the select-k grid alone; leave out --model, --columns and --color-by"
+        )
+    if model is not None and picture.color_by is not None:
+        raise UserError(
+            "--color-by colours the data alone; leave out --model, whose picture colours "
+            "the rows by their components"
+        )
     pictures.require_matplotlib()
     if grid is not None:
         source = "stdin" if grid == "-" else grid
@@ -422,9 +469,16 @@ def plot(picture: Picture, report: Report = QUIET):
     mixture = load_model(model) if model is not None else None
     if mixture is not None and not mixture.feature_names:
         raise UserError("the model has no feature names; refit it with gmmcli fit")
-    source = Source(data, columns=mixture.feature_names if mixture else columns)
+    label = picture.color_by
+    exclude = [*picture.exclude, *([label] if label else [])]
+    source = Source(data, columns=mixture.feature_names if mixture else columns, exclude=exclude)
     require_one_file(source, dask_reads_many=False)
     frame = tables.read_table(source.path)
+    if label is not None and label not in frame.column_names:
+        raise UserError(
+            f"--color-by names '{label}', which is not a column of {source.quoted}; "
+            f"available columns: {tables.listing(frame)}"
+        )
     features = select(frame, source, report)
     report.features(features.names, None, f"{len(features.X)} rows")
     keep = ~features.missing
@@ -441,7 +495,7 @@ def plot(picture: Picture, report: Report = QUIET):
     if mixture is not None:
         figure = pictures.fit_figure(X, shown, view, mixture, image)
     else:
-        label = next((n for n in pictures.LABEL_COLUMNS if n in frame.column_names), None)
+        label = label or next((n for n in pictures.LABEL_COLUMNS if n in frame.column_names), None)
         labels = None
         if label is not None:
             values = frame.column(frame.column_names.index(label)).to_pylist()

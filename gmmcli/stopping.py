@@ -33,9 +33,10 @@ def handle_signals() -> None:
 
 
 def interrupted(err: BaseException | None, detail: str = "; nothing was written") -> int:
-    """Say the run was interrupted (by which signal, unless Ctrl-C); the exit code, 128 +
-    the signal's number."""
+    """Say the run was interrupted (by which signal, unless Ctrl-C) and what it wrote (the
+    ``written`` a job gave the exception, or ``detail``); the exit code, 128 + the
+    signal's number."""
     signum = getattr(err, "signum", signal.SIGINT)
     by = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
-    error(f"interrupted{by}{detail}")
+    error(f"interrupted{by}{getattr(err, 'written', detail)}")
     return 128 + signum

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from cli_helpers import error_line, gmm, ok, snapshot
+from cli_helpers import error_line, gmm, missing_rows_csv, ok, snapshot
 
 # Every test runs in its own empty folder (the in_tmp_path fixture of conftest.py).
 pytestmark = pytest.mark.usefixtures("in_tmp_path")
@@ -49,4 +50,36 @@ def test_score_per_sample_writes_log_likelihoods(files):
 def test_score_per_sample_needs_a_file(files):
     before = snapshot()
     assert "--per-sample" in error_line(gmm("score data.csv -m model.json --per-sample -"))
+    assert snapshot() == before
+
+
+def test_score_output_writes_the_json_to_a_file(files):
+    printed = ok(gmm("score blobs.csv --model blobs.json -q")).stdout
+    result = ok(gmm("score blobs.csv --model blobs.json -q -o scores.json --per-sample rows.csv"))
+    assert result.stdout == ""
+    assert Path("scores.json").read_text() == printed
+    assert ok(gmm("score blobs.csv --model blobs.json -q -o -")).stdout == printed
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ("-o blobs.csv", "--output 'blobs.csv' is the same file as the input 'blobs.csv'"),
+        ("-o blobs.json", "--output 'blobs.json' is the same file as the input 'blobs.json'"),
+        ("-o same.csv --per-sample same.csv", "'same.csv' is the same file as --output"),
+        ("-o missing/scores.json", "output folder 'missing' does not exist"),
+    ],
+)
+def test_score_output_may_be_no_input_nor_the_per_sample_file(files, options, message):
+    before = snapshot()
+    assert message in error_line(gmm(f"score blobs.csv --model blobs.json {options}"))
+    assert snapshot() == before
+
+
+def test_a_failed_score_leaves_its_outputs_as_they_were(files):
+    Path("holes.csv").write_text(missing_rows_csv(files))
+    Path("scores.json").write_text("the old summary")
+    before = snapshot()
+    command = "score holes.csv --model blobs.json -o scores.json --per-sample rows.csv"
+    assert "missing or infinite value at row 3" in error_line(gmm(command))
     assert snapshot() == before

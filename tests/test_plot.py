@@ -425,6 +425,52 @@ def test_data_picture_colours_each_label_with_a_legend_entry(fitted):
     assert sum(int(re.search(r"\((\d+) rows", t).group(1)) for t in texts) == len(X)
 
 
+def drawn_data(monkeypatch, args: list[str]):
+    """(the plot command's result, the keywords data_figure was called with, its figure)."""
+    seen = {}
+    draw = pictures.data_figure
+
+    def spy(*args, **kwargs):
+        seen["figure"] = draw(*args, **kwargs)
+        seen.update(kwargs)
+        return seen["figure"]
+
+    monkeypatch.setattr(pictures, "data_figure", spy)
+    result = runner.invoke(app, ["plot", *args, *SMALL])
+    assert result.exit_code == 0, result.output
+    return result, seen
+
+
+@pytest.mark.parametrize("species", [["b", "a", "c"], [2, 1, 3]], ids=["text", "numbers"])
+def test_color_by_colours_by_a_label_column_that_is_no_feature(
+    fitted, tmp_path, monkeypatch, species
+):
+    """As R exports iris: its row names (1..n, an index left out) and a Species column."""
+    X = fitted["X"]
+    label = [species[i % 3] for i in range(len(X))]
+    columns = {"rownames": range(1, len(X) + 1), "x": X[:, 0], "Species": label, "y": X[:, 1]}
+    data = write_csv(tmp_path / "iris.csv", columns)
+    args = [data, "--color-by", "Species", "-o", str(tmp_path / "iris.png")]
+    result, seen = drawn_data(monkeypatch, args)
+    assert "column 'rownames' is taken for a row index by its name" in result.stderr
+    assert "features: x, y (400 rows)" in result.stderr
+    assert seen["labels"] == ("Species", label)
+    legend = seen["figure"].axes[0].get_legend()
+    assert legend.get_title().get_text() == "Species"
+    assert [t.get_text().split(" ")[0] for t in legend.get_texts()] == [
+        str(v) for v in sorted(species)
+    ]
+
+
+def test_exclude_leaves_a_column_out_of_the_drawn_features(fitted, tmp_path, monkeypatch):
+    X = fitted["X"]
+    data = write_csv(tmp_path / "three.csv", {"x": X[:, 0], "noise": X[:, 0] * 2, "y": X[:, 1]})
+    args = [data, "--exclude", "noise", "-o", str(tmp_path / "two.png")]
+    result, seen = drawn_data(monkeypatch, args)
+    assert "features: x, y (400 rows)" in result.stderr
+    assert seen["figure"].axes[0].get_xlabel() == "x"  # two features drawn as they are
+
+
 def test_fit_picture_title_and_key(fitted):
     model, X = fitted["fit"], fitted["X"]
     view = pictures.column_view(["x", "y"], ["x", "y"])
@@ -656,7 +702,11 @@ BAD = [
     ([], "give a DATA file to draw (--model for a fit), or --table"),
     (["{data}", "--table", "{grid}"], "give a DATA file or --table, not both"),
     (["{empty}"], "every row of"),
-    (["--table", "{grid}", "-m", "{model}"], "leave out --model and --columns"),
+    (["--table", "{grid}", "-m", "{model}"], "leave out --model, --columns and --color-by"),
+    (["--table", "{grid}", "--color-by", "x"], "leave out --model, --columns and --color-by"),
+    (["{data}", "-m", "{model}", "--color-by", "x"], "--color-by colours the data alone"),
+    (["{data}", "--color-by", "nope"], "--color-by names 'nope', which is not a column"),
+    (["{data}", "--exclude", "nope"], "column 'nope' not found"),
     (["--table", "{data}"], "is not a select-k grid (no column 'n_components')"),
     (["--table", "{typo_grid}"], "row 4 is 'fulll', not a covariance structure gmmcli knows"),
     (["--table", "{odd_grid}"], "row 1 is 'XYZ', not a covariance structure gmmcli knows"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -162,6 +162,11 @@ class Point:
     trees: HcTrees | None = field(default=None, repr=False)
     fold_trees: list[HcTrees] | None = field(default=None, repr=False)
 
+    @property
+    def key(self) -> tuple[int, str]:
+        """(K, covariance type): the point's place in the grid."""
+        return self.n_components, self.options.covariance_type
+
     def fit(self, rows: RowSource, trees: HcTrees | None = None) -> GaussianMixture:
         return fit_rows(rows, self.n_components, self.options, reducer=self.reducer, hc_trees=trees)
 
@@ -271,10 +276,15 @@ def select_rows(
     reducer: Reducer = SERIAL,
     map_points: Callable[[Callable, Sequence[Point]], Iterable] = map,
     on_point: Callable[[GridPoint], None] | None = None,
+    done: Mapping[tuple[int, str], GridPoint] | None = None,
 ) -> tuple[list[GridPoint], GaussianMixture | None]:
     """Fit every (K, covariance type) of ``grid`` with ``options`` (its covariance type
     replaced by each of the grid's), rank them by the grid's criterion; return the table
     and the winner.
+
+    ``done`` holds rows fitted before with the same rows and options, by (K, covariance
+    type): those points are not fitted again (the winner is refitted if it is one of
+    them), and ``on_point`` hears of the others as each is fitted.
 
     Rows come from any source (an array, a file read in chunks). ``map_points(evaluate,
     points)`` runs the points (the built-in map: one after the other, here; an engine may
@@ -318,15 +328,19 @@ def select_rows(
         for cov, model in structures(grid.covariance_types, rows.n_features).items()
         for k in grid.k_values
     ]
-    results: list[tuple[GridPoint, GaussianMixture | None]] = []
-    for result in map_points(evaluate, points):
-        results.append(result)
+    done = done or {}
+    todo = [point for point in points if point.key not in done]
+    fitted: dict[tuple[int, str], tuple[GridPoint, GaussianMixture | None]] = {}
+    for point, result in zip(todo, map_points(evaluate, todo), strict=True):
+        fitted[point.key] = result
         if on_point:
             on_point(result[0])
-    table = [row for row, _ in results]
+    table = [done[p.key] if p.key in done else fitted[p.key][0] for p in points]
     best = choose(table, grid.criterion)
-    winner = next((model for row, model in results if row is best), None)
-    return table, winner
+    if best is None:
+        return table, None
+    winner = next(p for p in points if p.key == (best.n_components, best.covariance_type))
+    return table, (fitted[winner.key] if winner.key in fitted else evaluate(winner))[1]
 
 
 def structures(names: Sequence[str], n_features: int) -> dict[str, str]:
@@ -347,6 +361,14 @@ def table_columns(points: list[GridPoint]) -> dict[str, list]:
         for f in fields(GridPoint)
         if f.name != "failure"
     }
+
+
+def table_points(columns: dict[str, list]) -> list[GridPoint]:
+    """The points of a table that table_columns() made, unranked (criterion and best are
+    choose()'s); a KeyError names a column it lacks."""
+    kept = [f.name for f in fields(GridPoint) if f.name not in ("criterion", "best", "failure")]
+    rows = zip(*(columns[name] for name in kept), strict=True)
+    return [GridPoint(*row) for row in rows]  # (kept: the fields before criterion, in order)
 
 
 def on_edge(best: GridPoint, k_values: list[int]) -> bool:

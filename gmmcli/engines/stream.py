@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from gmmcli.core.em import OnePart, in_blocks, rows_per_block
 from gmmcli.engines.memory import MAX_BLOCK_BYTES
-from gmmcli.errors import UserError, one_line
+from gmmcli.errors import GMMWarning, UserError, one_line
 from gmmcli.io import tables
 
 DEFAULT_CHUNK_ROWS = 200_000
@@ -34,6 +34,7 @@ CSV_BYTES_PER_VALUE = 20  # a generous guess that turns chunk rows into CSV bloc
 FIRST_BLOCK_BYTES = 1 << 13  # the first block of CSV text from a pipe, which sizes the next
 HEAD_BYTES = 1 << 16  # the start of a CSV file whose lines tell its rows' length (layout)
 PARQUET_BUFFER_BYTES = 1 << 20  # what a Parquet column reader reads at once
+COMPRESSION_RATIO = 10  # a generous guess of how much a compressed CSV file grows when read
 
 
 def open_batches(
@@ -52,10 +53,10 @@ def open_batches(
     ``columns`` limits what is read; ``float_columns`` are read as float64, the other CSV
     columns as ``types`` says (a file's: csv_profile), else as inferred. CSV is read by
     pyarrow's streaming reader in blocks of ``block_bytes`` (default: a guess from
-    ``chunk_rows``), up to 32 of which it reads ahead (memory.csv_reading counts them);
-    pyarrow opens the path itself, so its reader threads hold no Python objects. Read
-    errors become one-line UserErrors calling the input ``name`` (default: the path
-    quoted; a spooled stdin's caller says stdin).
+    ``chunk_rows``), up to 32 of which it reads ahead (memory.csv_reading counts them),
+    through an Arrow stream (decompressed as its extension says), so its reader threads
+    hold no Python objects. Read errors become one-line UserErrors calling the input
+    ``name`` (default: the path quoted; a spooled stdin's caller says stdin).
     """
     name = name or f"'{path}'"
     with _read_errors(name):
@@ -70,14 +71,17 @@ def open_batches(
             yield from parquet.iter_batches(batch_size=chunk_rows, columns=columns)
             return
         parse = _parse_options(fmt)
-        with open(path, "rb") as f:
+        with tables.open_input(path) as f:
             names, _, header_lines = _header(f, parse, name)
         block_size = block_bytes or chunk_rows * len(columns or names) * CSV_BYTES_PER_VALUE
         types = {**(types or {}), **dict.fromkeys(float_columns, pa.float64())}
         read = pa_csv.ReadOptions(block_size=block_size, column_names=names, skip_rows=header_lines)
         convert = pa_csv.ConvertOptions(include_columns=columns, column_types=types)
-        yield from pa_csv.open_csv(
-            path, read_options=read, parse_options=parse, convert_options=convert
+        yield from pa_csv.open_csv(  # the reader owns the stream, as it would the path
+            tables.open_input(path),
+            read_options=read,
+            parse_options=parse,
+            convert_options=convert,
         )
 
 
@@ -370,7 +374,7 @@ def csv_profile(path: str, fmt: str, block_size: int, name: str) -> Profile:
     parse = _parse_options(fmt)
     numbers, text, n_rows = set(), {}, 0
     try:
-        with open(path, "rb") as f:
+        with tables.open_input(path) as f:
             names, data, lines = _header(f, parse, name)
             types: dict[str, pa.DataType | None] = dict.fromkeys(names, pa.null())
             blocks = _blocks(f, data, lambda: block_size)
@@ -389,12 +393,11 @@ def csv_profile(path: str, fmt: str, block_size: int, name: str) -> Profile:
         mixed = [column for column, dtype in types.items() if dtype is None]
         if mixed:  # booleans and whole numbers, dates and times...: pyarrow's whole read
             read = pa_csv.ReadOptions(column_names=names, skip_rows=lines)
-            whole = pa_csv.read_csv(
-                path,
-                read_options=read,
-                parse_options=parse,
-                convert_options=pa_csv.ConvertOptions(include_columns=mixed),
-            )
+            convert = pa_csv.ConvertOptions(include_columns=mixed)
+            with tables.open_input(path) as f:
+                whole = pa_csv.read_csv(
+                    f, read_options=read, parse_options=parse, convert_options=convert
+                )
             types.update(zip(whole.column_names, whole.schema.types, strict=True))
     except pa.ArrowInvalid as err:
         raise _conversion_error(err, name) from None
@@ -424,13 +427,13 @@ def file_feature_names(
     exclude: list[str],
     weight_column: str | None,
     name: str,
-    note: Callable[[str], None] | None = None,
+    notice: Callable[[GMMWarning], None] | None = None,
     block_bytes: int = MAX_BLOCK_BYTES,
 ) -> list[str]:
-    """The features to read from a file: ``columns``, else what --columns defaults to;
-    every name checked, and (CSV, read in blocks of ``block_bytes``) every chosen column
-    and the weights numeric over the whole file, a text column holding numbers an error
-    (a typo), as in memory."""
+    """The features to read from a file: ``columns``, else what --columns defaults to
+    (told to ``notice``: default_feature_names); every name checked, and (CSV, read in
+    blocks of ``block_bytes``) every chosen column and the weights numeric over the whole
+    file, a text column holding numbers an error (a typo), as in memory."""
     if fmt == "parquet":
         try:
             schema = pq.read_schema(path)
@@ -440,13 +443,14 @@ def file_feature_names(
                 "check the file, or pass {format} if it is not Parquet",
                 ("format",),
             ) from None
-        return parquet_feature_names(schema, columns, exclude, weight_column, name, note)
+        head = None if columns else first_rows(path, fmt, schema, name)
+        return parquet_feature_names(schema, columns, exclude, weight_column, name, head, notice)
     profile = csv_profile(path, fmt, block_bytes, name)
     if profile.n_rows == 0 and not columns:
         raise UserError(f"{name} has no data rows; give a file with at least one row of data")
-    chosen = parquet_feature_names(
-        pa.schema(profile.types), columns, exclude, weight_column, name, note
-    )
+    schema = pa.schema(profile.types)
+    head = None if columns else first_rows(path, fmt, schema, name)
+    chosen = parquet_feature_names(schema, columns, exclude, weight_column, name, head, notice)
     typos = [
         column
         for column, dtype in profile.types.items()
@@ -469,13 +473,14 @@ def parquet_feature_names(
     exclude: list[str],
     weight_column: str | None,
     name: str,
-    note: Callable[[str], None] | None = None,
+    head: pa.Table | None = None,
+    notice: Callable[[GMMWarning], None] | None = None,
 ) -> list[str]:
     """The feature columns of a Parquet file (or a CSV's Profile) from its schema:
-    ``columns``, else every numeric column but ``exclude`` and the weights; every name
-    checked against the schema."""
+    ``columns``, else the default features (tables.default_feature_names, seen in
+    ``head``, the file's first rows); every name checked against the schema."""
     tables.clean_names(schema.names, name, text=False)
-    chosen = columns or tables.default_feature_names(schema, exclude, weight_column, note)
+    chosen = columns or tables.default_feature_names(schema, exclude, weight_column, head, notice)
     for column in [*chosen, *exclude, *([weight_column] if weight_column else [])]:
         if column not in schema.names:
             raise UserError(
@@ -487,6 +492,24 @@ def parquet_feature_names(
             f"{name} has no numeric columns to use; pick them with {{columns}}", ("columns",)
         )
     return chosen
+
+
+def first_rows(path: str, fmt: str, schema: pa.Schema, name: str) -> pa.Table:
+    """The numeric columns of a file's first rows (up to tables.FIRST_ROWS), with the
+    types of ``schema`` (a CSV file's from csv_profile); messages call the file ``name``."""
+    numeric = pa.schema([field for field in schema if tables.is_numeric(field.type)])
+    types = dict(zip(numeric.names, numeric.types, strict=True))
+    batches, rows = [], 0
+    if numeric.names:  # (no columns named reads them all)
+        read = open_batches(path, fmt, tables.FIRST_ROWS, numeric.names, types=types, name=name)
+        with contextlib.closing(read):
+            for batch in read:
+                batches.append(batch)
+                rows += batch.num_rows
+                if rows >= tables.FIRST_ROWS:
+                    break
+    head = pa.Table.from_batches(batches) if batches else numeric.empty_table()
+    return head.slice(0, tables.FIRST_ROWS)
 
 
 def _conversion_error(err: pa.ArrowInvalid, name: str) -> UserError:
@@ -635,7 +658,8 @@ def parse_size(text: str) -> int:
 class Layout:
     """What a file's head tells of it: its columns, its rows and a row's bytes of CSV
     text (a CSV file's estimated from the lines of its first block, generously: its
-    lines may be shorter further on), and the bytes a row takes in a table read whole."""
+    lines may be shorter further on, and a compressed file may grow more than
+    COMPRESSION_RATIO), and the bytes a row takes in a table read whole."""
 
     n_columns: int
     n_rows: int
@@ -653,12 +677,13 @@ def layout(path: str, fmt: str) -> Layout | None:
             stored = sum(metadata.row_group(i).total_byte_size for i in groups)
             return Layout(n_columns, n_rows, max(8 * n_columns, stored // max(1, n_rows)))
         parse = _parse_options(fmt)
-        with open(path, "rb") as f:
+        with tables.open_input(path) as f:
             names, data, _ = _header(f, parse, f"'{path}'")
             head = data + f.read(HEAD_BYTES)
     except (OSError, pa.ArrowException, UserError):
         return None
     line = len(head) / max(1, head.count(b"\n"), head.count(b"\r"))
     text_bytes = int(0.75 * line) + 1
-    n_rows = os.path.getsize(path) // text_bytes + 1
-    return Layout(len(names), n_rows, int(max(8 * len(names), 2 * line)), text_bytes)
+    size = os.path.getsize(path) * (COMPRESSION_RATIO if tables.compression_for(path) else 1)
+    row_bytes = int(max(8 * len(names), 2 * line))
+    return Layout(len(names), size // text_bytes + 1, row_bytes, text_bytes)

@@ -144,7 +144,11 @@ _PENDING: ContextVar[list[tuple[str, str]] | None] = ContextVar("gmmcli_pending"
 @contextlib.contextmanager
 def replaced_together() -> Iterator[None]:
     """Within: the files atomic_writer() writes are renamed into place together when the
-    block completes, and none of them if it fails (a command's outputs all or none)."""
+    block completes, and none of them if it fails (a command's outputs all or none).
+    Within another, the outer one renames them."""
+    if _PENDING.get() is not None:
+        yield
+        return
     pending: list[tuple[str, str]] = []
     token = _PENDING.set(pending)
     try:
@@ -206,7 +210,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
 
 PART_FILE = re.compile(r"part-\d+\.parquet")  # the files of a folder output
-FILE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".parq", ".json")
+FILE_SUFFIXES = (".csv", ".tsv", ".gz", ".zst", ".bz2", ".parquet", ".pq", ".parq", ".json")
 
 
 def check_output_folder(path: str, inputs: Iterable[str] = ()) -> None:

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from gmmcli.errors import UserError, one_line
+from gmmcli.errors import GMMWarning, UserError, one_line
 from gmmcli.io.atomic import atomic_write_bytes, atomic_writer
 
 __all__ = [
@@ -41,6 +41,8 @@ __all__ = [
 
 FORMATS = ("csv", "tsv", "parquet")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
+# pyarrow's codecs for compressed CSV and TSV, by the last extension (data.csv.gz).
+COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}
 
 # Columns gmmcli writes itself; skipped when features are chosen by default.
 # Use as ``GMMCLI_COLUMNS.fullmatch(name)``.
@@ -48,22 +50,41 @@ GMMCLI_COLUMNS = re.compile(r"component|true_component|log_likelihood|p_\d+")
 
 
 def format_for(path: str, override: str | None, *, for_output: bool = False) -> str:
-    """The format of ``path``: ``override`` if given, csv for "-", else from the extension."""
+    """The format of ``path``: ``override`` if given, csv for "-", else from the extension
+    (the one before a compression's: data.csv.gz is CSV)."""
+    stem, suffix = os.path.splitext(path)
     if override is not None:
         if override.lower() not in FORMATS:
             raise UserError(f"unknown format '{override}'; use csv, tsv or parquet")
-        return override.lower()
-    if path == "-":
+        fmt = override.lower()
+    elif path == "-":
         return "csv"
-    fmt = _EXTENSIONS.get(os.path.splitext(path)[1].lower())
+    else:
+        named = stem if compression_for(path) else path  # data.csv.gz: by its .csv
+        fmt = _EXTENSIONS.get(os.path.splitext(named)[1].lower())
     if fmt is None:
         option = "output_format" if for_output else "format"
         raise UserError(
-            f"cannot tell the format of '{path}' from its extension; "
-            f"use .csv, .tsv, .parquet or {{{option}}}",
+            f"cannot tell the format of '{path}' from its extension; use .csv or .tsv "
+            f"(compressed: .csv.gz, .csv.zst, .csv.bz2, ...), .parquet or {{{option}}}",
             (option,),
         )
+    if fmt == "parquet" and compression_for(path):
+        raise UserError(
+            f"'{path}' is named as compressed Parquet; Parquet compresses its own pages: "
+            f"name the file without '{suffix}'"
+        )
     return fmt
+
+
+def compression_for(path: str) -> str | None:
+    """The codec of a compressed CSV or TSV file, by its last extension; None if none."""
+    return COMPRESSIONS.get(os.path.splitext(path)[1].lower())
+
+
+def open_input(path: str) -> pa.NativeFile:
+    """The file at ``path`` as an Arrow stream, decompressed as its extension says."""
+    return pa.input_stream(path, compression=compression_for(path))
 
 
 def read_table(
@@ -84,13 +105,7 @@ def read_table(
         empty = source.size() == 0
     else:
         name = name or f"'{path}'"
-        try:
-            with open(path, "rb") as f:  # a readable regular file, or a clear error
-                empty = not f.read(1)
-        except OSError as e:
-            raise UserError(
-                f"cannot read {name}: {e.strerror}; check the path and permissions"
-            ) from None
+        empty = _is_empty(path, name)
         source = path
     table = pa.table({}) if empty else _read(source, fmt, name)
     names = clean_names(column_names(table, name), name, text=fmt != "parquet")
@@ -98,6 +113,34 @@ def read_table(
     if table.num_rows == 0:
         raise UserError(f"{name} has no data rows; give a file with at least one row of data")
     return table
+
+
+def _is_empty(path: str, name: str) -> bool:
+    """Whether the file at ``path`` holds no bytes (once decompressed), or a UserError if
+    it cannot be read."""
+    try:
+        with open(path, "rb") as f:  # a readable regular file, or a clear error
+            if not f.read(1):
+                return True
+    except OSError as e:
+        raise UserError(
+            f"cannot read {name}: {e.strerror}; check the path and permissions"
+        ) from None
+    if compression_for(path) is None:
+        return False
+    try:
+        with open_input(path) as f:
+            return not f.read(1)
+    except OSError as e:  # pyarrow's codec: not what the extension says
+        raise unreadable(name, e) from None
+
+
+def unreadable(name: str, err: OSError) -> UserError:
+    """A file that fails while read (a compressed one truncated, or in another codec)."""
+    return UserError(
+        f"cannot read {name}: {one_line(err)}; check the file: is it whole, and in the "
+        "format its extension says?"
+    )
 
 
 def _read(source: str | pa.NativeFile, fmt: str, name: str) -> pa.Table:
@@ -116,7 +159,10 @@ def _read(source: str | pa.NativeFile, fmt: str, name: str) -> pa.Table:
             ) from None
     delimiter = "\t" if fmt == "tsv" else ","
     try:
-        return pa_csv.read_csv(source, parse_options=pa_csv.ParseOptions(delimiter=delimiter))
+        with open_input(source) if isinstance(source, str) else source as stream:
+            return pa_csv.read_csv(stream, parse_options=pa_csv.ParseOptions(delimiter=delimiter))
+    except OSError as e:
+        raise unreadable(name, e) from None
     except pa.ArrowInvalid as e:
         detail = one_line(e)
         raise UserError(
@@ -195,17 +241,15 @@ def select_features(
     source: str = "input",
     first_row: int = 0,
     require_positive: bool = True,
-    note: Callable[[str], None] | None = None,
+    notice: Callable[[GMMWarning], None] | None = None,
 ) -> Features:
     """Pick the feature columns (and weights) of ``table`` as float64 arrays.
 
-    ``columns`` names exactly the features, in order; without it every integer or float
-    column is used except the weight column, ``exclude`` and the columns gmmcli writes.
-    Names in ``exclude`` must exist, but only the default choice is affected by them.
-    For a chunk of a longer file, ``first_row`` is the rows before it (row numbers in
-    messages count from the file's start) and ``require_positive=False`` leaves the check
-    for a positive weight to the whole file. ``note`` hears of an unnamed first column left
-    out of the default features.
+    ``columns`` names exactly the features, in order; without it the default features
+    (default_feature_names, told to ``notice``). Names in ``exclude`` must exist, but only
+    the default choice is affected by them. For a chunk of a longer file, ``first_row`` is
+    the rows before it (row numbers in messages count from the file's start) and
+    ``require_positive=False`` leaves the check for a positive weight to the whole file.
     """
     for name in exclude:
         _column(table, name, source)  # an unknown name is a typo: say so
@@ -214,7 +258,8 @@ def select_features(
         for field in candidates:
             if is_text(field.type) and has_numbers(table.column(field.name)):
                 _floats(table, field.name, source, first_row)  # a typo among numbers: say where
-        names = default_feature_names(table.schema, exclude, weight_column, note)
+        head = table.slice(0, FIRST_ROWS)
+        names = default_feature_names(table.schema, exclude, weight_column, head, notice)
     else:
         names = list(columns)
         for name in names:
@@ -222,7 +267,7 @@ def select_features(
                 raise UserError(f"column '{name}' is listed twice; list each column once")
     if not names:
         raise UserError(
-            f"{source} has no numeric columns to use (columns: {_listing(table)}); "
+            f"{source} has no numeric columns to use (columns: {listing(table)}); "
             "pick them with {columns}",
             ("columns",),
         )
@@ -260,31 +305,80 @@ def checked_weights(
 
 
 def may_be_feature(name: str, exclude: list[str], weight_column: str | None) -> bool:
+    """Whether a column may be a default feature: not the weights, excluded, one gmmcli
+    writes or a row index by its name."""
     return (
-        name not in ("", weight_column)
+        name != weight_column
         and name not in exclude
         and not GMMCLI_COLUMNS.fullmatch(name)
+        and not is_index_name(name)
     )
 
 
-UNNAMED_FIRST = "the unnamed first column (an index, as pandas and R write it) is no feature"
+# Names of a row index, trimmed and in lower case, as R (rownames, or no name: clean_names
+# allows it first only), pandas (Unnamed: 0 and index in CSV, __index_level_0__ in Parquet)
+# and databases (id) write it.
+INDEX_NAMES = ("", "rownames", "index", "id", "unnamed: 0", "__index_level_0__")
+FIRST_ROWS = 1000  # the rows in which a default feature is seen to count like a row index
+
+
+def is_index_name(name: str) -> bool:
+    return name.strip().lower() in INDEX_NAMES
 
 
 def default_feature_names(
     schema: pa.Schema,
     exclude: list[str],
     weight_column: str | None,
-    note: Callable[[str], None] | None = None,
+    head: pa.Table | None = None,
+    notice: Callable[[GMMWarning], None] | None = None,
 ) -> list[str]:
-    """The numeric columns used when --columns is not given (from a schema alone); an
-    unnamed first column (an index) is left out, said to ``note``."""
-    if schema.names[:1] == [""] and note is not None:
-        note(UNNAMED_FIRST)
-    return [
-        field.name
-        for field in schema
-        if is_numeric(field.type) and may_be_feature(field.name, exclude, weight_column)
-    ]
+    """The numeric columns used when --columns is not given, from a schema: every one but
+    the weights, ``exclude``, gmmcli's own columns and a row index by its name. ``notice``
+    hears of each index left out, and of each feature that counts 0, 1, 2, ... or 1, 2,
+    3, ... in ``head`` (the file's first rows, up to FIRST_ROWS), which stays."""
+    numeric = [f.name for f in schema if is_numeric(f.type) and f.name != weight_column]
+    names = [name for name in numeric if may_be_feature(name, exclude, weight_column)]
+    if notice is None:
+        return names
+    for name in numeric:
+        if is_index_name(name) and name not in exclude:
+            notice(_index_left_out(name))
+    for name in names if head is not None else []:
+        start = counting_from(head.column(name)) if name in head.column_names else None
+        if start is not None:
+            notice(
+                GMMWarning(
+                    f"column '{name}' counts {start}, {start + 1}, {start + 2}, ... like a row "
+                    "index, but stays a feature; list it in {exclude} to leave it out",
+                    ("exclude",),
+                )
+            )
+    return names
+
+
+def _index_left_out(name: str) -> GMMWarning:
+    if name:
+        return GMMWarning(
+            f"column '{name}' is taken for a row index by its name and left out of the "
+            "features; list it in {columns} to keep it",
+            ("columns",),
+        )
+    return GMMWarning(
+        "the unnamed first column is taken for a row index (as R and pandas write it) and "
+        "left out of the features; name it in the header and list it in {columns} to keep it",
+        ("columns",),
+    )
+
+
+def counting_from(values: pa.ChunkedArray) -> int | None:
+    """0 or 1 if ``values`` (three or more) count up by one from it, else None."""
+    if len(values) < 3 or values.null_count:
+        return None
+    x = values.cast(pa.float64(), safe=False).to_numpy()
+    if x[0] in (0, 1) and np.array_equal(x, x[0] + np.arange(len(x))):
+        return int(x[0])
+    return None
 
 
 def require_complete(
@@ -345,7 +439,7 @@ def has_numbers(column: pa.ChunkedArray | pa.Array) -> bool:
     return bool(pc.any(pc.match_substring_regex(column, _NUMBER)).as_py())
 
 
-def _listing(table: pa.Table) -> str:
+def listing(table: pa.Table) -> str:
     names = table.column_names
     return ", ".join(names[:20]) + (f", … ({len(names)} in all)" if len(names) > 20 else "")
 
@@ -354,7 +448,7 @@ def _column(table: pa.Table, name: str, source: str) -> pa.ChunkedArray:
     found = table.schema.get_all_field_indices(name)
     if not found:
         raise UserError(
-            f"column '{name}' not found in {source}; available columns: {_listing(table)}"
+            f"column '{name}' not found in {source}; available columns: {listing(table)}"
         )
     if len(found) > 1:
         raise repeated_names([name], source)
@@ -454,8 +548,8 @@ def write_table(
     path = path or "-"
     fmt = format_for(path, fmt, for_output=True)
     if path != "-":
-        with atomic_writer(path) as f:
-            _write(table, f, fmt, row_group_size)
+        with atomic_writer(path) as f, _compressing(f, compression_for(path)) as sink:
+            _write(table, sink, fmt, row_group_size)
         return
     out = stdout or sys.stdout.buffer
     _write(table, out, fmt, row_group_size)
@@ -481,6 +575,35 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
     """The columns a Parquet output dictionary-encodes: all but floating point numbers,
     whose values rarely repeat (their dictionaries would cost memory and time only)."""
     return [field.name for field in schema if not pa.types.is_floating(field.type)]
+
+
+@contextlib.contextmanager
+def _compressing(f: BinaryIO, compression: str | None) -> Iterator[BinaryIO | pa.NativeFile]:
+    """``f``, or a stream that writes into it compressed with ``compression`` (pyarrow's
+    codec; gzip with no time in its header), finished when the block ends."""
+    if compression is None:
+        yield f
+        return
+    with pa.CompressedOutputStream(pa.PythonFile(_LeftOpen(f), mode="w"), compression) as sink:
+        yield sink
+
+
+class _LeftOpen:
+    """A binary file that closing only flushes: pyarrow's compressed stream closes what it
+    writes into, and the file is its atomic writer's to close."""
+
+    closed = False
+
+    def __init__(self, file: BinaryIO):
+        self.file = file
+
+    def write(self, data: bytes) -> int:
+        return self.file.write(data)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    close = flush
 
 
 @contextlib.contextmanager
@@ -518,20 +641,22 @@ class TableWriter:
         else:
             self._sink = atomic_writer(self.path)
         self._file = self._sink.__enter__()
+        self._compressing = _compressing(self._file, compression_for(self.path))
+        self._stream = self._compressing.__enter__()
         return self
 
     def write(self, table: pa.Table) -> None:
         if self._writer is None:
             if self.fmt == "parquet":
                 self._writer = pq.ParquetWriter(
-                    self._file,
+                    self._stream,
                     table.schema,
                     use_dictionary=dictionary_columns(table.schema),
                     write_page_checksum=True,
                 )
             else:
                 options = pa_csv.WriteOptions(delimiter="\t" if self.fmt == "tsv" else ",")
-                self._writer = pa_csv.CSVWriter(self._file, table.schema, write_options=options)
+                self._writer = pa_csv.CSVWriter(self._stream, table.schema, write_options=options)
         if self.fmt != "parquet":
             with _as_text(self.fmt):
                 self._writer.write_table(table)
@@ -554,6 +679,7 @@ class TableWriter:
                 if self._pending_rows and exc[0] is None:
                     self._write_row_group(self._pending_rows)
                 self._writer.close()
+            self._compressing.__exit__(None, None, None)
             self._file.flush()
         except BaseException as err:  # closing failed (a full disk): the sink keeps no file
             if exc[0] is not None:  # the block's own error comes first

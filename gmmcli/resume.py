@@ -1,0 +1,148 @@
+"""select-k's grid kept on disk as it is fitted, and resumed from it.
+
+A :class:`GridTable` rewrites the --table file as grid points finish (a stopped run keeps
+the rows it finished), with a fingerprint of the data file (its size, modification time,
+and a hash of its first and last MB) and of every option that changes a fit. With
+``resume``, an existing table's rows are reused when its fingerprint is this run's; a table
+made otherwise is refused, saying what differs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from gmmcli import __version__
+from gmmcli.core.options import FitOptions, Grid
+from gmmcli.core.select import GridPoint, table_columns, table_points
+from gmmcli.errors import UserError
+from gmmcli.inputs import Report, Source
+from gmmcli.io import gridtable
+
+
+@dataclass
+class GridTable:
+    """Where select-k keeps its grid: the table at ``path`` is rewritten as grid points
+    finish, with a fingerprint of the data and of every option that changes a fit. With
+    ``resume``, the rows of an existing table made with the same fingerprint are reused
+    (each where its own K and covariance type are in the grid)."""
+
+    path: str
+    resume: bool = False
+    fingerprint: dict = field(default_factory=dict)
+
+    def check(self, source: Source) -> None:
+        """Before anything is read: with ``resume``, a table that can be read back, and
+        data in a file, which can be compared with what made the table."""
+        if self.resume and not gridtable.read_back(self.path):
+            raise UserError(
+                f"{{resume}} reads the grid in {{table}}, which '{self.path}' cannot give back; "
+                "give a file",
+                ("resume", "table"),
+            )
+        if self.resume and source.data == "-":
+            raise UserError(
+                "{resume} needs the data in a file: stdin cannot be compared with the data "
+                "the table was made from",
+                ("resume",),
+            )
+
+    def open(
+        self, source: Source, grid: Grid, options: FitOptions, report: Report
+    ) -> dict[tuple[int, str], GridPoint]:
+        """Take the run's fingerprint; with ``resume``, the rows made with it, by (K,
+        covariance type); a UserError saying what differs for a table made otherwise."""
+        self.fingerprint = _fingerprint(source, grid, options)
+        if not self.resume:
+            return {}
+        if not os.path.exists(self.path):
+            report.note(f"no grid in '{self.path}' yet: fitting every point")
+            return {}
+        columns, stored = gridtable.read_grid(self.path)
+        if not isinstance(stored, dict):
+            raise UserError(
+                f"{{table}} '{self.path}' has no fingerprint of the data and options that made "
+                "it (written by an older gmmcli, or its .meta.json is gone): run without "
+                "{resume} to start over",
+                ("table", "resume"),
+            )
+        difference = _difference(stored, self.fingerprint, source)
+        if difference:
+            raise UserError(
+                f"{{table}} '{self.path}' was made {difference}: run without {{resume}} to "
+                "start over (the table is replaced), or give another {table}",
+                ("table", "resume", *self.fingerprint["options"]),
+            )
+        try:
+            points = table_points(columns)
+        except KeyError as err:
+            raise UserError(
+                f"'{self.path}' is no select-k table (it has no column {err}); give the "
+                "table select-k wrote, or run without {resume}",
+                ("resume",),
+            ) from None
+        report.note(f"reusing the grid points in '{self.path}'")
+        return {(p.n_components, p.covariance_type): p for p in points}
+
+    def save(self, points: list[GridPoint]) -> None:
+        """The grid, ranked: the table select-k gives."""
+        gridtable.write_grid(table_columns(points), self.path, self.fingerprint)
+
+    def keep(self, points: list[GridPoint]) -> None:
+        """The points fitted so far (unranked), where they can be read back."""
+        if gridtable.read_back(self.path):
+            self.save(points)
+
+
+# The fit's options that change a grid point's row (K and the covariance type are the
+# row's own).
+FIT_OPTIONS = (
+    "init",
+    "init_sample",
+    "hc_rows",
+    "n_init",
+    "max_iter",
+    "tol",
+    "reg_covar",
+    "seed",
+    "dtype",
+)
+
+
+def _fingerprint(source: Source, grid: Grid, options: FitOptions) -> dict:
+    """What makes a grid point's row: gmmcli's version, the data file, and the options by
+    parameter: how the rows are read, how each point is fitted, the folds."""
+    return {
+        "gmmcli": __version__,
+        "data": None if source.data == "-" else gridtable.file_fingerprint(source.path),
+        "options": {
+            "columns": source.columns,
+            "exclude": source.exclude,
+            "weight_column": source.weight_column,
+            "drop_missing": source.drop_missing,
+            "format": source.file_format(),
+            **{name: getattr(options, name) for name in FIT_OPTIONS},
+            "cv_folds": grid.cv_folds,
+        },
+    }
+
+
+def _difference(stored: dict, fingerprint: dict, source: Source) -> str:
+    """How a stored fingerprint differs from this run's, in words ("" if it does not)."""
+    if stored.get("gmmcli") != fingerprint["gmmcli"]:
+        return f"by gmmcli {stored.get('gmmcli')}, not {fingerprint['gmmcli']}"
+    if stored.get("data") != fingerprint["data"]:
+        return f"from other data ({source.quoted} changed: size, modification time or content)"
+    old = stored.get("options") or {}
+    for parameter, value in fingerprint["options"].items():
+        if old.get(parameter) != value:
+            return f"with {{{parameter}}} {_shown(old.get(parameter))}, not {_shown(value)}"
+    return ""
+
+
+def _shown(value: object) -> str:
+    if value is None or value == []:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return ",".join(value) if isinstance(value, list) else str(value)
