@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from gmmcli.core import select as selection
+from gmmcli.core.blas import one_blas_thread
 from gmmcli.core.em import SERIAL
 from gmmcli.core.fit import check_components, fit_rows
 from gmmcli.core.generate import random_mixture
@@ -53,6 +54,7 @@ from gmmcli.outputs import Classify, Kept, Labelled, Score, Scores
 from gmmcli.resume import GridTable
 
 
+@one_blas_thread()
 def fit(
     source: Source,
     n_components: int | None,
@@ -140,6 +142,7 @@ def core_needs(
     return needs
 
 
+@one_blas_thread()
 def select_k(
     source: Source,
     grid: Grid,
@@ -207,6 +210,7 @@ def select_k(
     return points, winner
 
 
+@one_blas_thread()
 def classify(
     source: Source,
     model: GaussianMixture | str,
@@ -246,6 +250,7 @@ def classify(
     return None if kept is None else pa.concat_tables(kept.kept)
 
 
+@one_blas_thread()
 def score(
     source: Source,
     model: GaussianMixture | str,

@@ -453,12 +453,14 @@ def run_em(
     total_weight: float,
     reducer: Reducer = SERIAL,
     on_iteration: Callable[[int, float], None] | None = None,
+    start_stats: Stats | None = None,
 ) -> EMResult:
     """EM from ``params`` until the mean log-likelihood gains less than ``options.tol``.
 
     Converged means -allowance <= gain < tol; a larger drop is recorded, never taken for
     convergence. With tol == 0 exactly ``max_iter`` iterations run. The returned
-    statistics and last history entry belong to the returned parameters.
+    statistics and last history entry belong to the returned parameters. ``start_stats``
+    are ``params``' statistics when a pass has taken them already.
     """
     cov, reg_covar = get_covariance(options.covariance_type), options.reg_covar
     dtype = options.em_dtype
@@ -468,7 +470,7 @@ def run_em(
         return reducer.sum(source, functools.partial(e_step, prepared=prepared))
 
     with reducer.session(source):
-        stats = e_pass(params)
+        stats = e_pass(params) if start_stats is None else start_stats
         result = EMResult(params, stats, [stats.log_likelihood / total_weight])
         allowance = rounding_allowance(dtype)
         for iteration in range(1, options.max_iter + 1):

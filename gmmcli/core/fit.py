@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -14,10 +15,12 @@ from gmmcli.core.em import (
     SERIAL,
     EMResult,
     Params,
+    Prepared,
     Reducer,
     RowSource,
     Stats,
-    accumulate,
+    add_up,
+    e_step,
     rounding_allowance,
     run_em,
 )
@@ -29,7 +32,6 @@ from gmmcli.errors import DataError, GMMWarning, InvalidParameter, SingularCovar
 
 COLLAPSE_RATIO = 1e-6
 REG_COVAR_DOMINANCE = 1e-3
-FULL = get_covariance("full")
 
 
 @dataclass
@@ -48,20 +50,72 @@ class DataSummary:
 
 
 def summarise(rows: RowSource, reducer: Reducer = SERIAL) -> DataSummary:
-    """Two passes: the weighted centre (and counts), then the covariance about it.
+    """One pass: the weighted centre, covariance and counts of the rows (Moments).
 
     Finite data whose sums overflow float64 are a SingularCovarianceError with
     ``overflow`` set, found here, before any other pass computes with them.
     """
-    raw = rows.centred(np.zeros(rows.n_features))
-    sums = reducer.sum(raw, _weighted_sums)
-    if sums is None or sums[0] <= 0:
+    origin = np.zeros(rows.n_features)
+    return described(reducer.sum(rows.centred(origin), block_moments), origin)
+
+
+@dataclass
+class Moments:
+    """Total weight, rows of positive weight, weighted mean and scatter Σw(x−x̄)(x−x̄)ᵀ of
+    some rows. Two are added by the pairwise rule for means and scatters (Chan, Golub and
+    LeVeque), so one pass finds them without knowing the centre first."""
+
+    weight: float
+    n_samples: int
+    mean: np.ndarray
+    scatter: np.ndarray
+
+    def __add__(self, other: Moments) -> Moments:
+        total = self.weight + other.weight
+        share = other.weight / total
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow: described()
+            delta = other.mean - self.mean
+            mean = self.mean + delta * share
+            scatter = self.scatter + other.scatter + np.outer(delta, delta * self.weight * share)
+        return Moments(total, self.n_samples + other.n_samples, mean, scatter)
+
+
+def described(moments: Moments | None, origin: np.ndarray) -> DataSummary:
+    """The data's summary from the Moments of all rows (None: no row weighs anything),
+    the rows' coordinates starting at ``origin``."""
+    if moments is None:
         raise DataError("no row with a positive weight is left to fit")
-    total, n_samples, centre = float(sums[0]), int(sums[1]), _finite(sums[2:] / sums[0])
-    stats = reducer.sum(rows.centred(centre), _second_moments)
-    with np.errstate(over="ignore", invalid="ignore"):
-        covariance = FULL.estimate(stats.nk, stats.sx / total, stats.second, 0.0)[0]
-    return DataSummary(centre, _finite(covariance), total, n_samples)
+    centre = _finite(origin + moments.mean)
+    covariance = _finite(moments.scatter / moments.weight)
+    return DataSummary(centre, covariance, moments.weight, moments.n_samples)
+
+
+def block_moments(X: np.ndarray, weights: np.ndarray) -> Moments | None:
+    """A block's Moments (None when no row weighs anything)."""
+    total = float(weights.sum())
+    if total <= 0:
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow: Moments.summary()
+        mean = weights @ X / total
+        centred = X - mean
+        scatter = (centred.T * weights) @ centred
+    return Moments(total, int(np.count_nonzero(weights)), mean, scatter)
+
+
+@dataclass
+class _FirstPass:
+    """A block's E-step statistics under a given start and its Moments (fit_rows)."""
+
+    stats: Stats
+    moments: Moments | None
+
+    def __add__(self, other: _FirstPass) -> _FirstPass:
+        return _FirstPass(self.stats + other.stats, add_up([self.moments, other.moments]))
+
+
+def _stats_and_moments(prepared: Prepared, X: np.ndarray, weights: np.ndarray) -> _FirstPass:
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow: described()
+        return _FirstPass(e_step(X, weights, prepared), block_moments(X, weights))
 
 
 def _finite(summary: np.ndarray) -> np.ndarray:
@@ -69,19 +123,6 @@ def _finite(summary: np.ndarray) -> np.ndarray:
     if not np.isfinite(summary).all():
         raise SingularCovarianceError(None, overflow=True)
     return summary
-
-
-def _weighted_sums(X: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """A block's total weight, rows of positive weight and Σ w·x (an overflow is seen in
-    the sum: summarise)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return np.concatenate([[weights.sum(), np.count_nonzero(weights)], weights @ X])
-
-
-def _second_moments(X: np.ndarray, weights: np.ndarray) -> Stats:
-    """A block's statistics as one component (an overflow is seen in the sum: summarise)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return accumulate(X, weights, np.ones((1, len(X))), FULL)
 
 
 def unregularised(params: Params, stats: Stats, cov: Covariance, reg_covar: float) -> np.ndarray:
@@ -216,51 +257,68 @@ def fit_rows(
     """
     cov = get_covariance(options.covariance_type)
     seed = int(np.random.SeedSequence().entropy) if options.seed is None else options.seed
-    data = summarise(rows, reducer)
-    check_components(n_components, data.n_samples)
-    _warn_about_inputs(data, options.reg_covar)
-    n_features = rows.n_features
-    rows, em_rows = rows.centred(data.centre), rows.centred(data.centre, options.em_dtype)
+    shape = (n_components, rows.n_features)
     explicit, complete = options.given_start
+    given = None  # a complete start in float64: its statistics and the summary in one pass
+    if complete and np.dtype(options.em_dtype) == np.float64:
+        given = _explicit_start(None, shape, cov, np.zeros(shape[1]), options)
+        centre = given.weights @ given.means
+        given.means = given.means - centre
+        rows = em_rows = rows.centred(centre)
+    else:
+        data = summarise(rows, reducer)
+        rows, em_rows = rows.centred(data.centre), rows.centred(data.centre, options.em_dtype)
 
     runs: list[tuple[EMResult, str | None, np.ndarray]] = []
     failure: SingularCovarianceError | None = None
     fallback = None  # the same for every restart: one pass, on the first that needs it
-    for restart, child in enumerate(np.random.SeedSequence(seed).spawn(options.n_init)):
-        rng = np.random.default_rng(child)
-        try:
-            start = None  # a complete explicit start leaves nothing for the init method
-            if not complete:
-                fallback = fallback or whole_data_start(
-                    rows, n_components, cov, options.reg_covar, reducer
-                )
-                start = initial_params(
-                    rows,
-                    n_components,
-                    dataclasses.replace(options, init=options.init_for(restart)),
-                    data=data,
-                    fallback=fallback,
-                    rng=rng,
-                    reducer=reducer,
-                    hc=(hc_trees or {}).get(restart),
-                )
-            start = _explicit_start(start, (n_components, n_features), cov, data.centre, options)
-            result = run_em(
-                em_rows,
-                start,
-                options,
-                total_weight=data.total_weight,
-                reducer=reducer,
-                on_iteration=None
-                if on_iteration is None
-                else (lambda it, ll, r=restart: on_iteration(r, it, ll)),
+    with reducer.session(em_rows):
+        start_stats = None
+        if given is not None:
+            first = reducer.sum(
+                em_rows, functools.partial(_stats_and_moments, Prepared.of(given, cov))
             )
-        except SingularCovarianceError as err:
-            failure = err
-            continue
-        plain = unregularised(result.params, result.stats, cov, options.reg_covar)
-        reason = degeneracy(result.params, result.stats.nk, cov, data, plain)
-        runs.append((result, reason, plain))
+            data = described(first and first.moments, em_rows.centre)
+            start_stats = first.stats
+        check_components(n_components, data.n_samples)
+        _warn_about_inputs(data, options.reg_covar)
+        for restart, child in enumerate(np.random.SeedSequence(seed).spawn(options.n_init)):
+            rng = np.random.default_rng(child)
+            try:
+                start = given
+                if not complete:
+                    fallback = fallback or whole_data_start(
+                        rows, n_components, cov, options.reg_covar, reducer
+                    )
+                    start = initial_params(
+                        rows,
+                        n_components,
+                        dataclasses.replace(options, init=options.init_for(restart)),
+                        data=data,
+                        fallback=fallback,
+                        rng=rng,
+                        reducer=reducer,
+                        hc=(hc_trees or {}).get(restart),
+                    )
+                if given is None:
+                    start = _explicit_start(start, shape, cov, em_rows.centre, options)
+                result = run_em(
+                    em_rows,
+                    start,
+                    options,
+                    total_weight=data.total_weight,
+                    reducer=reducer,
+                    on_iteration=None
+                    if on_iteration is None
+                    else (lambda it, ll, r=restart: on_iteration(r, it, ll)),
+                    start_stats=start_stats,
+                )
+            except SingularCovarianceError as err:
+                failure = err
+                continue
+            plain = unregularised(result.params, result.stats, cov, options.reg_covar)
+            reason = degeneracy(result.params, result.stats.nk, cov, data, plain)
+            runs.append((result, reason, plain))
     if not runs:
         raise failure
 
@@ -268,7 +326,7 @@ def fit_rows(
     params = best.params
     canonical_order = not explicit if options.canonical_order is None else options.canonical_order
     if canonical_order:
-        order = _canonical_order(params, data.centre)
+        order = _canonical_order(params, em_rows.centre)
         params = Params(
             params.weights[order],
             params.means[order],
@@ -284,7 +342,7 @@ def fit_rows(
         degenerate_reason=reason,
         n_samples=data.n_samples,
         total_weight=data.total_weight,
-        n_parameters=n_parameters(cov, n_components, n_features),
+        n_parameters=n_parameters(cov, *shape),
         init="explicit" if explicit else options.init,
         n_init=options.n_init,
         max_iter=options.max_iter,
@@ -296,7 +354,7 @@ def fit_rows(
     )
     model = GaussianMixture(
         params.weights / params.weights.sum(),
-        params.means + data.centre,
+        params.means + em_rows.centre,
         params.covariances,
         cov.name,
         feature_names,

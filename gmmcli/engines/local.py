@@ -17,6 +17,8 @@ import itertools
 import multiprocessing
 import os
 import signal
+import sys
+import threading
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -41,6 +43,7 @@ from gmmcli.errors import InvalidParameter
 
 S = TypeVar("S")
 T = TypeVar("T")
+POOL_PREFIX = "gmmcli-blocks"
 FORK_MIN_VALUES = 1 << 20  # below about 8 MB of rows a pass is too short to fork for
 BLAS_THREAD_VARIABLES = (
     "GMMCLI_THREADS",
@@ -54,16 +57,16 @@ BLAS_THREAD_VARIABLES = (
 
 
 def default_threads() -> int:
-    """Workers for a pass: GMMCLI_THREADS if set; else every core when BLAS is
-    single-threaded (OPENBLAS_NUM_THREADS or OMP_NUM_THREADS is 1, as the command line
-    sets), else 1, with BLAS's own threads inside each block, so that the two never
-    oversubscribe the cores."""
+    """Workers for a pass: GMMCLI_THREADS if set; one when called from a thread other than
+    the main one (a Dask task, a server's request: that thread is the budget); else the
+    cores this process may run on. BLAS is held to one thread while gmmcli computes
+    (gmmcli.core.blas), so the two never oversubscribe the cores."""
     chosen = os.environ.get("GMMCLI_THREADS", "")
     if chosen.isdigit():
         return max(1, int(chosen))
-    if _blas_single_threaded():
-        return os.cpu_count() or 1
-    return 1
+    if threading.current_thread() is not threading.main_thread():
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def reducer(threads: int | None = None) -> Reducer:
@@ -113,8 +116,9 @@ class Shared:
         module-level function or a partial of one) go to processes forked once here rather
         than once per pass, when sum() would fork for them at all."""
         group = group_blocks(rows)
-        if not _worth_forking(rows, group):
-            yield
+        kept = _KEPT_WORKERS.get()
+        if (kept is not None and kept[0] is rows) or not _worth_forking(rows, group):
+            yield  # (an outer session over the same rows keeps its workers)
             return
         shares = _group_shares(rows, self.threads, group)
         with Workers(lambda function, share: _share_sums(function, rows, share), shares) as workers:
@@ -131,6 +135,19 @@ def _worth_forking(rows: RowSource, group: int) -> bool:
         and rows.X.size >= FORK_MIN_VALUES
         and rows.n_blocks > group
         and fork_available()
+        and _fork_safe()
+    )
+
+
+def _fork_safe() -> bool:
+    """Whether a forked child can run: in the command line's process (gmmcli.threads
+    loaded), whose threads are all gmmcli's; elsewhere only when no thread but gmmcli's
+    own runs (a notebook's or a server's threads may hold locks the child would need)."""
+    if "gmmcli.threads" in sys.modules:
+        return True
+    main = threading.main_thread()
+    return all(
+        thread is main or thread.name.startswith(POOL_PREFIX) for thread in threading.enumerate()
     )
 
 
@@ -172,7 +189,7 @@ def _in_order(function, blocks, threads):
 @functools.cache
 def _pool(threads: int) -> ThreadPoolExecutor:
     """One pool per thread count, kept for the process: a pass starts no threads."""
-    return ThreadPoolExecutor(threads, thread_name_prefix="gmmcli-blocks")
+    return ThreadPoolExecutor(threads, thread_name_prefix=POOL_PREFIX)
 
 
 def check_jobs(jobs: object) -> None:
@@ -184,10 +201,10 @@ def task_map(jobs: int) -> Callable[[Callable[[S], T], Sequence[S]], Iterator[T]
     """A map over independent tasks (select-k's grid points) run in ``jobs`` processes
     with one BLAS thread each, results in order; the built-in map for 1 job.
 
-    Where BLAS is single-threaded already (the command line) the processes are forked:
-    they read the tasks and their rows through the pages they share with this one (a
-    frozen heap, so that its pages stay shared), and only results are copied. Otherwise
-    they are fresh processes, to which each task is sent.
+    Where forking is safe (_fork_safe) the processes are forked, inheriting the one BLAS
+    thread the caller holds (gmmcli.core.blas): they read the tasks and their rows through
+    the pages they share with this one (a frozen heap, so that its pages stay shared), and
+    only results are copied. Otherwise they are fresh processes, to which each task is sent.
     """
     check_jobs(jobs)
     if jobs == 1:
@@ -195,7 +212,7 @@ def task_map(jobs: int) -> Callable[[Callable[[S], T], Sequence[S]], Iterator[T]
 
     def in_processes(function: Callable[[S], T], tasks: Sequence[S]) -> Iterator[T]:
         processes = min(jobs, len(tasks))
-        if not (fork_available() and _blas_single_threaded()):
+        if not (fork_available() and _fork_safe()):
             with _single_threaded_blas():
                 pool = multiprocessing.get_context("spawn").Pool(processes)
             with pool:
@@ -231,10 +248,6 @@ def _quiet_worker() -> None:
 def _forked_task(index: int):
     function, tasks = _FORKED_TASKS
     return function(tasks[index])
-
-
-def _blas_single_threaded() -> bool:
-    return "1" in (os.environ.get("OPENBLAS_NUM_THREADS"), os.environ.get("OMP_NUM_THREADS"))
 
 
 @contextlib.contextmanager
