@@ -1,11 +1,16 @@
 """EM speed: gmmcli against scikit-learn and Intel's oneDAL, same data, same start.
 
 Every tool runs in a subprocess of its own (so each peak RSS is its own) on arrays saved
-once under benchmarks/data/. Time per iteration is (T(m2) - T(m1)) / (m2 - m1): set-up,
-initialisation and the final E-step cancel out; the tools take turns, a few rounds, and each
-T is a tool's least over its rounds. Parameters after m2 iterations are compared with
-scikit-learn's. Run through `make bench` (which unsets OPENBLAS_CORETYPE and
-OPENBLAS_L2_SIZE before Python starts, as OpenBLAS reads them when it loads).
+once under benchmarks/data/, the way a Python user calls it: numpy's BLAS keeps its default
+threads and scikit-learn is imported. gmmcli also runs with OPENBLAS_NUM_THREADS=1 (as its
+command line sets), to show that the API does not depend on it. In a round every tool fits
+1, 3 and 6 iterations from the same start; its time per iteration in that round is
+(T(6) - T(1)) / 5, so set-up, initialisation and the final E-step cancel out, and its
+whole-fit time is T(3). The tools take turns, round after round; the table gives each
+tool's median over the rounds with the spread [min-max], and ratios of medians.
+Parameters after 6 iterations are compared with scikit-learn's. Run through `make bench`
+(which unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE before Python starts, as OpenBLAS
+reads them when it loads).
 
     python benchmarks/bench_em.py            # the issue's shapes
     python benchmarks/bench_em.py --quick    # small shapes, a smoke test
@@ -20,6 +25,7 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +46,9 @@ SHAPES = [
 ]
 QUICK_SHAPES = [(20_000, 5, 4, c, "float64") for c in ("full", "tied", "diag", "spherical")]
 ITERATIONS = (1, 6)  # the same for every tool, so the parameters compared are comparable
+WHOLE = 3  # iterations of the whole fit timed
 ONEDAL_STORAGE = {"full": "full", "diag": "diagonal"}
+BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "GMMCLI_THREADS")
 
 
 def shape_name(n, d, k, cov, dtype) -> str:
@@ -141,30 +149,33 @@ def run_onedal(arrays, cov, dtype, iterations):
 
 
 RUNNERS = {"gmmcli": run_gmmcli, "sklearn": run_sklearn, "onedal": run_onedal}
+ONE_BLAS_THREAD = "gmmcli, 1 BLAS thread"  # gmmcli with BLAS pinned before Python starts
 
 
 def worker(tool, path, cov, dtype, out):
-    """In a subprocess: time m1 and m2 iterations, save the m2 parameters, report JSON."""
+    """In a subprocess: time 1, WHOLE and 6 iterations, save the last parameters, report
+    JSON."""
+    if tool.startswith("gmmcli"):
+        import sklearn.mixture  # noqa: F401 (a user's session: scikit-learn is loaded)
     arrays = dict(np.load(path))
-    first, second = ITERATIONS
-    runner = RUNNERS["onedal" if tool == "onedal-2024.7" else tool]
+    runner = RUNNERS[tool.split()[0].rstrip(",")]
     runner({**arrays, "X": arrays["X"][:2000]}, cov, dtype, 1)  # warm-up: lazy imports
-    times = []
-    for iterations in (first, second):
+    times = {}
+    for iterations in sorted({*ITERATIONS, WHOLE}):
         started = time.perf_counter()
         params = runner(arrays, cov, dtype, iterations)
-        times.append(time.perf_counter() - started)
+        times[iterations] = time.perf_counter() - started
     np.savez(out, weights=params[0], means=params[1], covariances=params[2])
     print(json.dumps({"seconds": times, "peak_rss_mb": peak_rss_mb()}))
 
 
 def call_worker(python, tool, path, cov, dtype) -> dict | None:
-    out = path.with_name(f"{path.stem}_{tool}_{dtype}_params.npz")
+    slug = tool.replace(",", "").replace(" ", "-")
+    out = path.with_name(f"{path.stem}_{slug}_{dtype}_params.npz")
     command = [str(python), __file__, "worker", tool, str(path), cov, dtype, str(out)]
-    env = dict(os.environ)
-    if tool == "gmmcli":  # as the command line runs it (gmmcli/threads.py)
-        env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        env.setdefault("GMMCLI_THREADS", str(os.cpu_count() or 1))
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_VARIABLES}
+    if tool == ONE_BLAS_THREAD:
+        env.update(dict.fromkeys(BLAS_VARIABLES, "1"))
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["failed"])[-1]
@@ -172,6 +183,10 @@ def call_worker(python, tool, path, cov, dtype) -> dict | None:
         return None
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["params"] = dict(np.load(out))
+    seconds = {int(m): t for m, t in result.pop("seconds").items()}
+    first, second = ITERATIONS
+    result["per_iteration"] = (seconds[second] - seconds[first]) / (second - first)
+    result["whole"] = seconds[WHOLE]
     return result
 
 
@@ -217,35 +232,52 @@ def onedal_tools() -> list[tuple[str, str]]:
     return tools
 
 
-def _cell(ms: dict, tool: str) -> str:
-    return f"{ms[tool]:.0f}" if tool in ms else "-"
+@dataclass
+class Timing:
+    """A tool's rounds on one shape: seconds per iteration and per WHOLE-iteration fit."""
+
+    per_iteration: list[float]
+    whole: list[float]
+    peak_rss_mb: float
+    params: dict
+
+    @classmethod
+    def of(cls, runs: list[dict | None]) -> Timing | None:
+        done = [run for run in runs if run]
+        if not done:
+            return None
+        return cls(
+            [run["per_iteration"] for run in done],
+            [run["whole"] for run in done],
+            max(run["peak_rss_mb"] for run in done),
+            done[-1]["params"],  # the same every round
+        )
+
+    def median(self, what: str = "per_iteration") -> float:
+        return float(np.median(getattr(self, what)))
+
+    def cell(self, unit: float, what: str = "per_iteration") -> str:
+        """The median with its spread, in ``unit`` seconds."""
+        values = np.array(getattr(self, what)) / unit
+        digits = 0 if np.median(values) >= 100 else 1
+        low, high = values.min(), values.max()
+        return f"{np.median(values):.{digits}f} [{low:.{digits}f}-{high:.{digits}f}]"
 
 
-def _ratio(ms: dict, tool: str) -> str:
-    return f"{ms[tool] / ms['gmmcli']:.1f}x" if tool in ms and "gmmcli" in ms else "-"
+def _ratio(theirs: Timing | None, ours: Timing | None, what: str = "per_iteration") -> str:
+    if theirs is None or ours is None:
+        return "-"
+    return f"{theirs.median(what) / ours.median(what):.2f}x"
 
 
-def best_of(runs: list[dict | None]) -> dict | None:
-    """A tool's rounds in one: time per iteration from the least time of m1 and the least
-    of m2 iterations over the rounds (the least of the differences would favour a round
-    whose m1 was slow), the highest peak RSS, the parameters (the same every round)."""
-    done = [run for run in runs if run]
-    if not done:
-        return None
-    first, second = (min(run["seconds"][i] for run in done) for i in (0, 1))
-    per_iter = (second - first) / (ITERATIONS[1] - ITERATIONS[0]) * 1000
-    peak = max(run["peak_rss_mb"] for run in done)
-    return {**done[-1], "ms_per_iter": per_iter, "peak_rss_mb": peak}
-
-
-def measure(shape: tuple, rate: float, ours_float64: dict, rounds: int) -> tuple:
-    """One table row: every tool on one shape, over ``rounds`` rounds in which the tools
-    take turns (so that a slow spell of the machine falls on all of them), each tool's
-    least times counting (best_of). A float32 row compares with our float64."""
+def measure(shape: tuple, rate: float, ours_float64: dict, rounds: int) -> tuple[tuple, tuple]:
+    """One row of each table (per iteration; whole fits) for one shape: every tool, over
+    ``rounds`` rounds in which the tools take turns (so that a slow spell of the machine
+    falls on all of them). A float32 row compares with our float64."""
     n, d, k, cov, dtype = shape
     print(f"{n}, {d}, {k} {cov} {dtype} ...", file=sys.stderr)
     path = prepare(*shape)
-    tools = [("gmmcli", sys.executable)]
+    tools = [("gmmcli", sys.executable), (ONE_BLAS_THREAD, sys.executable)]
     if dtype == "float64":
         tools.append(("sklearn", sys.executable))
         if cov in ONEDAL_STORAGE:
@@ -254,37 +286,61 @@ def measure(shape: tuple, rate: float, ours_float64: dict, rounds: int) -> tuple
     for _ in range(rounds):
         for tool, python in tools:
             runs[tool].append(call_worker(python, tool, path, cov, dtype))
-    results = {tool: best_of(tool_runs) for tool, tool_runs in runs.items()}
-    ours = results["gmmcli"]
+    timed = {tool: Timing.of(tool_runs) for tool, tool_runs in runs.items()}
+    ours = timed["gmmcli"]
     if dtype == "float64":
         ours_float64[(n, d, k, cov)] = ours
-        reference, limit = results["sklearn"], 1e-7
+        reference, limit = timed["sklearn"], 1e-7
     else:
         reference, limit = ours_float64.get((n, d, k, cov)), 1e-4
-    ms = {tool: r["ms_per_iter"] for tool, r in results.items() if r}
     agree = "-"
     if ours and reference:
-        diff = max_relative_difference(ours["params"], reference["params"])
+        diff = max_relative_difference(ours.params, reference.params)
         agree = f"{diff:.1e} {'ok' if diff <= limit else 'MISMATCH'}"
-    if dtype == "float32" and reference:
-        ms["sklearn"] = reference["ms_per_iter"]  # the ratio column then reads f64 / f32
-    bound = 4 * n * k * d * d / (rate * 1e9) * 1000
-    rss = " / ".join(f"{t} {r['peak_rss_mb']:.0f}" for t, r in results.items() if r)
-    return (
-        f"{n:,}, {d}, {k}",
-        cov,
-        dtype,
-        _cell(ms, "sklearn") if dtype == "float64" else f"(ours f64 {_cell(ms, 'sklearn')})",
-        _cell(ms, "onedal"),
-        _cell(ms, "onedal-2024.7"),
-        _cell(ms, "gmmcli"),
-        _ratio(ms, "sklearn"),
-        _ratio(ms, "onedal"),
-        _ratio(ms, "onedal-2024.7"),
-        f"{bound:.0f}",
+    onedals = [timed[t] for t in ("onedal", "onedal-2024.7") if timed.get(t)]
+    faster = min(onedals, key=Timing.median, default=None)
+    unit = 1e-6 if ours and ours.median() < 1e-3 else 1e-3  # µs for the smallest shapes
+    label = f"{n:,}, {d}, {k}"
+    kind = cov if dtype == "float64" else f"{cov}, {dtype}"
+
+    def cell(tool: str, what: str = "per_iteration", in_unit: float = unit) -> str:
+        return timed[tool].cell(in_unit, what) if timed.get(tool) else "-"
+
+    flops = n * k * d * d / (rate * 1e9) / unit
+    per_iteration = (
+        label,
+        kind,
+        "µs" if unit == 1e-6 else "ms",
+        cell("sklearn") if dtype == "float64" else "-",
+        cell("onedal"),
+        cell("onedal-2024.7"),
+        cell("gmmcli"),
+        cell(ONE_BLAS_THREAD),
+        _ratio(timed.get("sklearn") if dtype == "float64" else reference, ours),
+        _ratio(faster, ours),
+        _ratio(timed[ONE_BLAS_THREAD], ours),
+        f"{3 * flops:.0f} / {4 * flops:.0f}",
         agree,
-        rss,
+        " / ".join(f"{t} {r.peak_rss_mb:.0f}" for t, r in timed.items() if r),
     )
+    whole = (
+        label,
+        kind,
+        cell("sklearn", "whole", 1e-3) if dtype == "float64" else "-",
+        cell("onedal", "whole", 1e-3),
+        cell("onedal-2024.7", "whole", 1e-3),
+        cell("gmmcli", "whole", 1e-3),
+        _ratio(faster, ours, "whole"),
+        f"{fixed_cost(ours):.0%}" if ours else "-",
+    )
+    return per_iteration, whole
+
+
+def fixed_cost(timing: Timing) -> float:
+    """What a WHOLE-iteration fit costs beyond its iterations and the start's E-step, as a
+    share of one iteration t (medians): T(WHOLE) - (WHOLE + 1)·t, the E-step counted as a
+    whole iteration (it is most of one), so this slightly understates the cost."""
+    return (timing.median("whole") - (WHOLE + 1) * timing.median()) / timing.median()
 
 
 PEAK_RSS_AT_EXIT = (
@@ -312,8 +368,8 @@ def timed_python(code: str, env: dict | None = None) -> tuple[float, float]:
 
 def end_to_end(rounds: int) -> None:
     """`gmmcli fit -k 10 --n-init 1` on a 1M x 10 Parquet file against scikit-learn's
-    default GaussianMixture(10).fit on the same data (best of ``rounds`` turns each), and
-    gmmcli's peak RSS (the highest)."""
+    default GaussianMixture(10).fit on the same data (medians of ``rounds`` turns each),
+    and gmmcli's peak RSS (the highest)."""
     path = DATA / "e2e_1000000x10.parquet"
     if not path.exists():
         DATA.mkdir(exist_ok=True)
@@ -354,9 +410,9 @@ def end_to_end(rounds: int) -> None:
         "GaussianMixture(n_components=10, random_state=0).fit(X)\n"
     )
     turns = [(timed_python(fit_code), timed_python(sklearn_code)) for _ in range(rounds)]
-    ours = min(seconds for (seconds, _), _ in turns)
+    ours = float(np.median([seconds for (seconds, _), _ in turns]))
     ours_rss = max(rss for (_, rss), _ in turns)
-    theirs = min(seconds for _, (seconds, _) in turns)
+    theirs = float(np.median([seconds for _, (seconds, _) in turns]))
     data_mb = 1_000_000 * 10 * 8 / 2**20
     print(
         f"end to end, 1M x 10 Parquet, K=10: gmmcli fit {ours:.1f} s, scikit-learn "
@@ -373,42 +429,63 @@ def positive_int(text: str) -> int:
     return value
 
 
+def print_table(header: tuple, rows: list[tuple]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print(" | ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes only")
     parser.add_argument("--no-end-to-end", action="store_true", help="skip the CLI run")
-    parser.add_argument(
-        "--rounds", type=positive_int, default=3, help="turns per tool; its least times count"
-    )
+    parser.add_argument("--rounds", type=positive_int, default=5, help="turns per tool")
     args = parser.parse_args()
     shapes = QUICK_SHAPES if args.quick else SHAPES
     rate = gemm_gflops()
     print(f"BLAS: {blas_kernel()}; float64 GEMM {rate:.1f} GFLOP/s; {os.cpu_count()} cores")
-    header = (
-        "shape (N, D, K)",
-        "cov",
-        "dtype",
-        "sklearn",
-        "oneDAL",
-        "oneDAL 2024.7",
-        "gmmcli",
-        "vs sklearn",
-        "vs oneDAL",
-        "vs 2024.7",
-        "GEMM bound",
-        "agree",
-        "peak RSS MB",
-    )
-    rows = []
     ours_float64 = {}
-    for shape in shapes:
-        rows.append(measure(shape, rate, ours_float64, args.rounds))
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print(" | ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)))
+    rows = [measure(shape, rate, ours_float64, args.rounds) for shape in shapes]
+    print_table(
+        (
+            "shape (N, D, K)",
+            "cov",
+            "unit",
+            "sklearn",
+            "oneDAL",
+            "oneDAL 2024.7",
+            "gmmcli",
+            "gmmcli 1 BLAS thr.",
+            "vs sklearn",
+            "vs faster oneDAL",
+            "1 BLAS thr. / default",
+            "GEMM bound 3NKD² / 4NKD²",
+            "agree",
+            "peak RSS MB",
+        ),
+        [per_iteration for per_iteration, _ in rows],
+    )
     print(
-        f"ms per EM iteration, least times of {args.rounds} rounds; ratios are the other tool's "
-        "time over gmmcli's (float32 row: gmmcli float64 over float32)"
+        f"time per EM iteration, median [min-max] of {args.rounds} rounds of (T(6) - T(1)) / 5; "
+        "ratios are the other's median over gmmcli's (float32 rows: gmmcli float64 over "
+        "float32); gmmcli with numpy's default BLAS threads unless marked"
+    )
+    print_table(
+        (
+            "shape (N, D, K)",
+            "cov",
+            "sklearn",
+            "oneDAL",
+            "oneDAL 2024.7",
+            "gmmcli",
+            "vs faster oneDAL",
+            "gmmcli fixed cost",
+        ),
+        [whole for _, whole in rows],
+    )
+    print(
+        f"ms per {WHOLE}-iteration fit from the start, median [min-max] of {args.rounds} "
+        f"rounds; fixed cost: T({WHOLE}) - {WHOLE + 1} iterations, as a share of one"
     )
     if not (args.quick or args.no_end_to_end):
         end_to_end(args.rounds)

@@ -458,10 +458,15 @@ def _features_in_memory(source: Source, report: Report) -> tables.Features:
 
 def _missing_rows(X: np.ndarray, block: int = 65536) -> np.ndarray:
     """Which rows hold a NaN or an infinity, a block of rows at a time (no temporary the
-    size of X)."""
-    return np.concatenate(
-        [~np.isfinite(X[start : start + block]).all(axis=1) for start in range(0, len(X), block)]
-    )
+    size of X). A block whose sum is finite has none, and is not looked at row by row."""
+    missing = np.zeros(len(X), dtype=bool)
+    for start in range(0, len(X), block):
+        rows = X[start : start + block]
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(rows.sum()):
+                continue
+        missing[start : start + block] = ~np.isfinite(rows).all(axis=1)
+    return missing
 
 
 def _given_weights(

@@ -97,8 +97,8 @@ def block_moments(X: np.ndarray, weights: np.ndarray) -> Moments | None:
         return None
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow: Moments.summary()
         mean = weights @ X / total
-        centred = X - mean
-        scatter = (centred.T * weights) @ centred
+        scaled = (X - mean) * np.sqrt(weights)[:, None]
+        scatter = scaled.T @ scaled  # (numpy multiplies a matrix by its own transpose by syrk)
     return Moments(total, int(np.count_nonzero(weights)), mean, scatter)
 
 
