@@ -406,11 +406,7 @@ def select_k(
         data, fmt, columns, exclude, weight_column, drop_missing, chunk_rows, memory_limit
     )
     jobs.check_outputs({"output": output, "table": table}, [data])
-    if table is not None:
-        Output(table).check(source)
-    elif resume:
-        raise UserError("--resume goes on with the grid in --table; give --table")
-    kept = None if table is None else jobs.GridTable(table, resume)
+    kept = jobs.GridTable.given(table, resume, source, output)
     with report.captured_warnings():
         points, winner = jobs.select_k(
             source, grid, options, jobs=n_jobs, report=report, name=flag, table=kept

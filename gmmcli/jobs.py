@@ -175,6 +175,9 @@ def select_k(
             for k in grid.k_values
         ]
         done = table.open(source, grid, options, report) if table is not None else {}
+        outside = len(done) - len({key for key in keys if key in done})
+        if outside:
+            report.note(f"{outside} rows of '{table.path}' lie outside this grid: left out of it")
         done = {key: done[key] for key in keys if key in done}
         finished = list(done.values())
 
@@ -455,9 +458,10 @@ def plot(picture: Picture, report: Report = QUIET):
         raise UserError("give a DATA file to draw (--model for a fit), or --table with a grid")
     if data is not None and grid is not None:
         raise UserError("give a DATA file or --table, not both: a picture shows one of them")
-    if grid is not None and (model, columns, picture.color_by) != (None, None, None):
+    if grid is not None and (model, columns, picture.color_by, *picture.exclude) != (None,) * 3:
         raise UserError(
-            "--table draws the select-k grid alone; leave out --model, --columns and --color-by"
+            "--table draws the select-k grid alone; leave out --model, --columns, --exclude "
+            "and --color-by"
         )
     if model is not None and picture.color_by is not None:
         raise UserError(

@@ -16,8 +16,9 @@ from gmmcli import __version__
 from gmmcli.core.options import FitOptions, Grid
 from gmmcli.core.select import GridPoint, table_columns, table_points
 from gmmcli.errors import UserError
-from gmmcli.inputs import Report, Source
+from gmmcli.inputs import Output, Report, Source
 from gmmcli.io import gridtable
+from gmmcli.io.atomic import check_distinct
 
 
 @dataclass
@@ -30,6 +31,31 @@ class GridTable:
     path: str
     resume: bool = False
     fingerprint: dict = field(default_factory=dict)
+
+    @classmethod
+    def given(
+        cls, path: str | None, resume: bool, source: Source, output: str | None
+    ) -> GridTable | None:
+        """The command line's --table (None without one), checked before anything is read:
+        a file select-k can write, whose fingerprint file is not ``output``."""
+        if path is None:
+            if resume:
+                raise UserError(
+                    "{resume} goes on with the grid in {table}; give {table}", ("resume", "table")
+                )
+            return None
+        Output(path).check(source)
+        meta = gridtable.fingerprint_file(path)
+        if meta is not None and output is not None:
+            try:
+                check_distinct({"output": output, "table": meta})
+            except UserError:
+                raise UserError(
+                    f"{{output}} '{output}' is where {{table}} keeps its fingerprint ('{meta}'); "
+                    "write the model elsewhere",
+                    ("output", "table"),
+                ) from None
+        return cls(path, resume)
 
     def check(self, source: Source) -> None:
         """Before anything is read: with ``resume``, a table that can be read back, and
@@ -75,9 +101,10 @@ class GridTable:
             )
         try:
             points = table_points(columns)
-        except KeyError as err:
+        except (KeyError, ValueError) as err:
+            what = f"it has no column {err}" if isinstance(err, KeyError) else str(err)
             raise UserError(
-                f"'{self.path}' is no select-k table (it has no column {err}); give the "
+                f"'{self.path}' is no select-k table ({what}); give the "
                 "table select-k wrote, or run without {resume}",
                 ("resume",),
             ) from None

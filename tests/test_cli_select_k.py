@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import time
 import typing
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from gmmcli.core import select as selection
 from gmmcli.core.init import INIT_CHOICES
 from gmmcli.core.options import FitOptions, Grid
 from gmmcli.core.select import GridPoint
+from gmmcli.engines import local
 from gmmcli.inputs import Quiet, Source
 from gmmcli.io.gridtable import METADATA_KEY
 
@@ -381,3 +383,68 @@ def test_a_degenerate_grid_on_an_80_column_terminal():
     # The table keeps every digit where the screen rounds to a tenth.
     assert len(str(collapsed["bic"]).split(".")[1]) > 5
     assert f"{collapsed['bic']:.1f}" in row
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_resume_of_a_whole_grid_fits_no_point_in_any_number_of_processes(files, jobs):
+    scratch = from_scratch(files)
+    shutil.copy(scratch, "grid.csv")
+    shutil.copy(f"{scratch}.meta.json", "grid.csv.meta.json")
+    result = ok(gmm(f"select-k data.csv {GRID} --table grid.csv --resume --jobs {jobs} -o b.json"))
+    assert "select-k 1/" not in result.stderr
+    same_rows(Path("grid.csv"), scratch)
+    assert Path("b.json").read_bytes() == Path("scratch.json").read_bytes()
+
+
+def test_resume_names_the_rows_a_smaller_grid_leaves_out(files):
+    from_scratch(files, "grid.csv")
+    smaller = GRID.replace("--k-max 3", "--k-max 2")
+    result = ok(gmm(f"select-k data.csv {smaller} --table grid.csv --resume -o b.json"))
+    assert "2 rows of 'grid.csv' lie outside this grid: left out of it" in result.stderr
+    assert read(Path("grid.csv")).num_rows == 4
+
+
+def test_points_are_kept_in_the_order_they_finish(files, monkeypatch):
+    """A point that finishes before an earlier one (in another process) reaches the table
+    first; the table is ranked in grid order when the grid is done."""
+    kept = []
+
+    def reversed_map(function, tasks):
+        return reversed(list(enumerate(map(function, tasks))))
+
+    monkeypatch.setattr(jobs.local, "task_map", lambda _: reversed_map)
+    monkeypatch.setattr(
+        jobs.GridTable, "keep", lambda self, points: kept.append([p.n_components for p in points])
+    )
+    ok(gmm(f"select-k data.csv {GRID} --table grid.csv -q -o b.json"))
+    assert kept[0] == [3] and kept[-1] == [3, 2, 1, 3, 2, 1]
+    assert read(Path("grid.csv"))["n_components"].to_pylist() == [1, 2, 3, 1, 2, 3]
+
+
+def _slow_first(index: int) -> int:
+    time.sleep(1.0 if index == 0 else 0.0)
+    return index
+
+
+def test_task_map_yields_each_result_as_it_finishes():
+    assert list(local.task_map(2)(_slow_first, [0, 1])) == [(1, 1), (0, 0)]
+    assert list(local.task_map(1)(_slow_first, [1, 0])) == [(0, 1), (1, 0)]
+    assert list(local.task_map(2)(_slow_first, [])) == []
+
+
+def test_the_model_may_not_overwrite_the_tables_fingerprint(files):
+    before = snapshot()
+    error = error_line(gmm(f"select-k data.csv {GRID} --table grid.csv -o grid.csv.meta.json"))
+    assert "--output 'grid.csv.meta.json' is where --table keeps its fingerprint" in error
+    assert snapshot() == before
+
+
+def test_resume_refuses_a_table_with_a_value_of_the_wrong_kind(made_grid):
+    text = Path("grid.csv").read_text().splitlines()
+    cells = text[1].split(",")
+    cells[5] = '"abc"'  # bic
+    Path("grid.csv").write_text("\n".join([text[0], ",".join(cells), *text[2:]]) + "\n")
+    before = snapshot()
+    error = error_line(gmm(RESUME))
+    assert "'grid.csv' is no select-k table (column 'bic', row 1, holds 'abc', not float)" in error
+    assert snapshot() == before

@@ -14,6 +14,8 @@ import pyarrow.csv as pa_csv
 import pytest
 from cli_helpers import error_line, gmm, ok, read_csv, snapshot
 
+from gmmcli.engines import stream
+
 pytestmark = pytest.mark.usefixtures("in_tmp_path")
 
 STREAMED = "--chunk-rows 7"  # a file streamed in chunks of 7 rows
@@ -114,3 +116,12 @@ def test_bad_compressed_input_or_output_is_one_line_and_writes_nothing(files, co
     before = snapshot()
     assert message in error_line(gmm(command))
     assert snapshot() == before
+
+
+def test_a_compressed_file_is_taken_for_all_the_rows_it_holds(tmp_path):
+    """Repeated rows compress far beyond any fixed ratio: the rows the memory limit plans
+    for are counted, not guessed from the compressed size."""
+    path = tmp_path / "same.csv.gz"
+    path.write_bytes(gzip.compress(b"a,b\n" + b"1.5,2.5\n" * 200_000, mtime=0))
+    assert path.stat().st_size < 5_000  # 1.6 MB of text
+    assert stream.layout(str(path), "csv").n_rows >= 200_000

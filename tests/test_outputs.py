@@ -503,3 +503,28 @@ def test_an_input_error_inside_a_write_is_not_called_a_write_error(tmp_path):
     with pytest.raises(FileNotFoundError), atomic.atomic_writer(str(tmp_path / "out.csv")):
         open(tmp_path / "missing.csv")  # noqa: SIM115 - the block's own error
     assert leftovers(tmp_path) == []
+
+
+def test_outputs_replaced_together_are_all_replaced_if_a_signal_lands_between(
+    tmp_path, monkeypatch
+):
+    """A signal's exception raised just after the first rename (a table beside its
+    fingerprint): the second is made still, so the pair never mixes two runs, and the
+    exception goes on."""
+    first, second = tmp_path / "grid.csv", tmp_path / "grid.csv.meta.json"
+    first.write_text("old"), second.write_text("old")
+    rename = os.replace
+    calls = []
+
+    def interrupted(source, target):
+        rename(source, target)
+        calls.append(target)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt), atomic.replaced_together():
+        atomic.atomic_write_bytes(str(first), b"new")
+        atomic.atomic_write_bytes(str(second), b"new")
+    assert first.read_text() == second.read_text() == "new"
+    assert sorted(path.name for path in tmp_path.iterdir()) == [first.name, second.name]

@@ -274,7 +274,7 @@ def select_rows(
     options: FitOptions = SELECT_DEFAULTS,
     *,
     reducer: Reducer = SERIAL,
-    map_points: Callable[[Callable, Sequence[Point]], Iterable] = map,
+    map_points: Callable[[Callable, Sequence[Point]], Iterable[tuple[int, object]]] | None = None,
     on_point: Callable[[GridPoint], None] | None = None,
     done: Mapping[tuple[int, str], GridPoint] | None = None,
 ) -> tuple[list[GridPoint], GaussianMixture | None]:
@@ -284,11 +284,12 @@ def select_rows(
 
     ``done`` holds rows fitted before with the same rows and options, by (K, covariance
     type): those points are not fitted again (the winner is refitted if it is one of
-    them), and ``on_point`` hears of the others as each is fitted.
+    them), and ``on_point`` hears of the others as each is fitted, in the order they finish.
 
     Rows come from any source (an array, a file read in chunks). ``map_points(evaluate,
-    points)`` runs the points (the built-in map: one after the other, here; an engine may
-    run them in other processes, whose results do not depend on it beyond rounding). A
+    points)`` runs the points and yields (index, result) as each finishes (by default one
+    after the other, here; an engine may run them in other processes, whose results do
+    not depend on it beyond rounding). A
     seed of None draws fresh entropy once, for the whole grid. The trees of hc starts
     are built once, here, for every point (hc_trees(); for each training fold too).
     """
@@ -330,9 +331,10 @@ def select_rows(
     ]
     done = done or {}
     todo = [point for point in points if point.key not in done]
+    map_points = map_points or one_by_one
     fitted: dict[tuple[int, str], tuple[GridPoint, GaussianMixture | None]] = {}
-    for point, result in zip(todo, map_points(evaluate, todo), strict=True):
-        fitted[point.key] = result
+    for index, result in map_points(evaluate, todo):
+        fitted[todo[index].key] = result
         if on_point:
             on_point(result[0])
     table = [done[p.key] if p.key in done else fitted[p.key][0] for p in points]
@@ -341,6 +343,11 @@ def select_rows(
         return table, None
     winner = next(p for p in points if p.key == (best.n_components, best.covariance_type))
     return table, (fitted[winner.key] if winner.key in fitted else evaluate(winner))[1]
+
+
+def one_by_one(function: Callable, tasks: Sequence) -> Iterator[tuple[int, object]]:
+    """(index, function(task)) for every task, in order, here."""
+    return enumerate(map(function, tasks))
 
 
 def structures(names: Sequence[str], n_features: int) -> dict[str, str]:
@@ -363,11 +370,22 @@ def table_columns(points: list[GridPoint]) -> dict[str, list]:
     }
 
 
+_KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
 def table_points(columns: dict[str, list]) -> list[GridPoint]:
     """The points of a table that table_columns() made, unranked (criterion and best are
-    choose()'s); a KeyError names a column it lacks."""
-    kept = [f.name for f in fields(GridPoint) if f.name not in ("criterion", "best", "failure")]
-    rows = zip(*(columns[name] for name in kept), strict=True)
+    choose()'s); a KeyError names a column it lacks, a ValueError a value of the wrong
+    kind (its column and row)."""
+    kept = [f for f in fields(GridPoint) if f.name not in ("criterion", "best", "failure")]
+    for kind in kept:
+        name, *optional = kind.type.split(" | ")
+        for row, value in enumerate(columns[kind.name], start=1):
+            if value is None and optional:
+                continue
+            if not isinstance(value, _KINDS[name]) or (name != "bool" and value is True):
+                raise ValueError(f"column '{kind.name}', row {row}, holds {value!r}, not {name}")
+    rows = zip(*(columns[kind.name] for kind in kept), strict=True)
     return [GridPoint(*row) for row in rows]  # (kept: the fields before criterion, in order)
 
 

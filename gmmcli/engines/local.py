@@ -38,6 +38,7 @@ from gmmcli.core.em import (
     group_blocks,
     sum_in_groups,
 )
+from gmmcli.core.select import one_by_one
 from gmmcli.engines.forked import Workers, fork_available, map_forked
 from gmmcli.errors import InvalidParameter
 
@@ -197,9 +198,10 @@ def check_jobs(jobs: object) -> None:
         raise InvalidParameter("jobs", jobs, "a whole number of at least 1")
 
 
-def task_map(jobs: int) -> Callable[[Callable[[S], T], Sequence[S]], Iterator[T]]:
+def task_map(jobs: int) -> Callable[[Callable[[S], T], Sequence[S]], Iterator[tuple[int, T]]]:
     """A map over independent tasks (select-k's grid points) run in ``jobs`` processes
-    with one BLAS thread each, results in order; the built-in map for 1 job.
+    with one BLAS thread each: it yields (index, result) as each task finishes; in order,
+    here, for 1 job.
 
     Where forking is safe (_fork_safe) the processes are forked, inheriting the one BLAS
     thread the caller holds (gmmcli.core.blas): they read the tasks and their rows through
@@ -208,15 +210,18 @@ def task_map(jobs: int) -> Callable[[Callable[[S], T], Sequence[S]], Iterator[T]
     """
     check_jobs(jobs)
     if jobs == 1:
-        return map
+        return one_by_one
 
-    def in_processes(function: Callable[[S], T], tasks: Sequence[S]) -> Iterator[T]:
+    def in_processes(function: Callable[[S], T], tasks: Sequence[S]) -> Iterator[tuple[int, T]]:
         processes = min(jobs, len(tasks))
+        if processes == 0:
+            return
         if not (fork_available() and _fork_safe()):
             with _single_threaded_blas():
                 pool = multiprocessing.get_context("spawn").Pool(processes)
             with pool:
-                yield from pool.imap(function, tasks)
+                numbered = functools.partial(_numbered, function)
+                yield from pool.imap_unordered(numbered, enumerate(tasks))
             return
         global _FORKED_TASKS
         _FORKED_TASKS = (function, tasks)
@@ -226,12 +231,17 @@ def task_map(jobs: int) -> Callable[[Callable[[S], T], Sequence[S]], Iterator[T]
                 warnings.simplefilter("ignore", DeprecationWarning)
                 pool = multiprocessing.get_context("fork").Pool(processes, _quiet_worker)
             with pool:
-                yield from pool.imap(_forked_task, range(len(tasks)))
+                yield from pool.imap_unordered(_forked_task, range(len(tasks)))
         finally:
             gc.unfreeze()
             _FORKED_TASKS = None
 
     return in_processes
+
+
+def _numbered(function: Callable[[S], T], numbered_task: tuple[int, S]) -> tuple[int, T]:
+    index, task = numbered_task
+    return index, function(task)
 
 
 _FORKED_TASKS: tuple[Callable, Sequence] | None = None  # what a forked pool's children run
@@ -247,7 +257,7 @@ def _quiet_worker() -> None:
 
 def _forked_task(index: int):
     function, tasks = _FORKED_TASKS
-    return function(tasks[index])
+    return index, function(tasks[index])
 
 
 @contextlib.contextmanager

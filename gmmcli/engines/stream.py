@@ -34,7 +34,6 @@ CSV_BYTES_PER_VALUE = 20  # a generous guess that turns chunk rows into CSV bloc
 FIRST_BLOCK_BYTES = 1 << 13  # the first block of CSV text from a pipe, which sizes the next
 HEAD_BYTES = 1 << 16  # the start of a CSV file whose lines tell its rows' length (layout)
 PARQUET_BUFFER_BYTES = 1 << 20  # what a Parquet column reader reads at once
-COMPRESSION_RATIO = 10  # a generous guess of how much a compressed CSV file grows when read
 
 
 def open_batches(
@@ -658,8 +657,8 @@ def parse_size(text: str) -> int:
 class Layout:
     """What a file's head tells of it: its columns, its rows and a row's bytes of CSV
     text (a CSV file's estimated from the lines of its first block, generously: its
-    lines may be shorter further on, and a compressed file may grow more than
-    COMPRESSION_RATIO), and the bytes a row takes in a table read whole."""
+    lines may be shorter further on; a compressed file's rows are its line ends, counted
+    in one pass), and the bytes a row takes in a table read whole."""
 
     n_columns: int
     n_rows: int
@@ -684,6 +683,19 @@ def layout(path: str, fmt: str) -> Layout | None:
         return None
     line = len(head) / max(1, head.count(b"\n"), head.count(b"\r"))
     text_bytes = int(0.75 * line) + 1
-    size = os.path.getsize(path) * (COMPRESSION_RATIO if tables.compression_for(path) else 1)
     row_bytes = int(max(8 * len(names), 2 * line))
-    return Layout(len(names), size // text_bytes + 1, row_bytes, text_bytes)
+    if tables.compression_for(path):
+        n_rows = _line_ends(path)
+    else:
+        n_rows = os.path.getsize(path) // text_bytes + 1
+    return Layout(len(names), n_rows, row_bytes, text_bytes)
+
+
+def _line_ends(path: str) -> int:
+    """The line ends of a compressed text file, decompressed a MB at a time (at least
+    its rows: a compressed file's size says little of how much it holds)."""
+    count = 1
+    with tables.open_input(path) as f:
+        while piece := f.read(1 << 20):
+            count += max(piece.count(b"\n"), piece.count(b"\r"))
+    return count

@@ -160,8 +160,14 @@ def replaced_together() -> Iterator[None]:
         raise
     finally:
         _PENDING.reset(token)
-    for name, path in pending:
-        os.replace(name, path)
+    try:
+        for name, path in pending:
+            os.replace(name, path)
+    except BaseException:  # a signal between two renames: the others are made still
+        for name, path in pending:
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(name, path)
+        raise
 
 
 @contextlib.contextmanager

@@ -40,6 +40,14 @@ def meta_path(path: str) -> str:
     return f"{path}.meta.json"
 
 
+def fingerprint_file(path: str) -> str | None:
+    """The file beside a CSV or TSV table that holds its fingerprint (None for Parquet,
+    which keeps it inside, and for a table that cannot be read back)."""
+    if not read_back(path) or tables.format_for(path, None, for_output=True) == "parquet":
+        return None
+    return meta_path(path)
+
+
 def read_back(path: str) -> bool:
     """Whether a table written to ``path`` can be read again: not stdout ("-"), a device
     or a pipe."""
@@ -54,12 +62,13 @@ def write_grid(columns: dict[str, list], path: str, fingerprint: dict) -> None:
         tables.write_table(table, path)
         return
     text = json.dumps(fingerprint, sort_keys=True, indent=1) + "\n"
+    beside = fingerprint_file(path)
     with replaced_together():
-        if tables.format_for(path, None, for_output=True) == "parquet":
+        if beside is None:
             tables.write_table(table.replace_schema_metadata({METADATA_KEY: text}), path)
         else:
             tables.write_table(table, path)
-            atomic_write_bytes(meta_path(path), text.encode())
+            atomic_write_bytes(beside, text.encode())
 
 
 def read_grid(path: str) -> tuple[dict[str, list], dict | None]:
