@@ -29,6 +29,7 @@ from gmmcli.core.structures import get_covariance
 if TYPE_CHECKING:
     from gmmcli.core.options import FitOptions
 
+S = TypeVar("S")
 T = TypeVar("T")
 BLOCK_BYTES = 1 << 22  # the float64 rows of a block: enough to amortise a block's calls
 MIN_BLOCK_ROWS = 1024
@@ -346,11 +347,17 @@ class Reducer(Protocol):
     depend on where or how concurrently the blocks were computed. ``block_stats`` must not
     draw random numbers or change state the caller relies on. Within ``session(rows)``
     (an EM run), a reducer may keep whatever it needs for the passes over ``rows``.
+
+    ``map(function, items)`` yields ``function(item)`` for every item, in order, run in
+    this process as concurrently as the reducer runs blocks: for independent pieces of
+    work that write their results into arrays the caller holds (predictions).
     """
 
     def sum(self, rows: RowSource, block_stats: BlockFunction) -> T | None: ...
 
     def session(self, rows: RowSource) -> AbstractContextManager[None]: ...
+
+    def map(self, function: Callable[[S], T], items: Iterable[S]) -> Iterator[T]: ...
 
 
 class Serial:
@@ -366,6 +373,9 @@ class Serial:
 
     def session(self, rows: RowSource) -> AbstractContextManager[None]:
         return contextlib.nullcontext()
+
+    def map(self, function: Callable[[S], T], items: Iterable[S]) -> Iterator[T]:
+        return map(function, items)
 
 
 SERIAL = Serial()
