@@ -234,16 +234,6 @@ def log_joint(
     return phi, prepared.kernel.log_densities(prepared.coef, phi, X.shape[1])
 
 
-def normalise(log_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Logsumexp over components and the responsibilities (K, rows), in place."""
-    top = log_prob.max(axis=0)
-    log_prob -= top
-    resp = np.exp(log_prob, out=log_prob)
-    total = resp.sum(axis=0)
-    resp /= total
-    return np.log(total) + top, resp
-
-
 def accumulate(X: np.ndarray, weights: np.ndarray, resp: np.ndarray, cov: Covariance) -> Stats:
     """Statistics of one block for given responsibilities, shape (K, rows)."""
     weights = weights.astype(X.dtype, copy=False)
@@ -300,8 +290,9 @@ def tile_rows(prepared: Prepared, n_features: int) -> int:
 
 
 def _e_tile(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
-    """e_step() of one tile: the steps of normalise() then accumulate(), fused (the
-    unnormalised responsibilities are scaled by w / Σₖ in one pass)."""
+    """e_step() of one tile: the log-likelihood and responsibilities (a logsumexp over
+    components) then accumulate(), fused (the unnormalised responsibilities are scaled by
+    w / Σₖ in one pass)."""
     kernel = prepared.kernel
     buffer = _scratch(kernel.n_row_features(X.shape[1]) * len(X), X.dtype)
     phi, log_prob = log_joint(X, prepared, out=buffer)

@@ -131,7 +131,7 @@ def _predict_tiles(
     done = 0
     for tile, held in aligned_tiles(X, first_row, rows):
         log_prob = log_joint(np.subtract(tile, centre, out=centred), prepared, out=buffer)[1]
-        top = log_prob.max(axis=0)  # the steps of normalise(), for the rows held only
+        top = log_prob.max(axis=0)  # a logsumexp over components, then the quotients
         log_prob -= top
         resp = np.exp(log_prob, out=log_prob)
         total = resp.sum(axis=0)
