@@ -167,8 +167,8 @@ def classified(
 ) -> pa.Table:
     """The table with a component column (and p_k columns); rows marked missing get nulls.
 
-    The probabilities are computed component by component in rows, each the buffer of its
-    column."""
+    Each component's probabilities are computed into an array of their own, which its
+    column takes as its buffer (no copy)."""
     n_rows, n_components = len(features.missing), classify.model.n_components
     outputs = RowOutputs(
         probabilities=np.empty((n_components, n_rows)) if classify.probabilities else None,
