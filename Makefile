@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 GMMCLI := $(BIN)/gmmcli
 OUT := out
 
-.PHONY: demo test lint format bench bench-commits bench-hc bench-kernels bench-onedal-2024 bench-scale sample-data clean
+.PHONY: demo test lint format bench bench-commits bench-hc bench-kernels bench-onedal-2024 bench-predict bench-scale sample-data clean
 
 $(GMMCLI): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +79,11 @@ bench-kernels: $(GMMCLI)
 ## bench-hc: seconds to build the hc start's tree on 2,000 rows at D = 10 and D = 50
 bench-hc: $(GMMCLI)
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_hc.py
+
+## bench-predict: predict_proba + score_samples against scikit-learn's (1M x 10, K = 10), and
+## where the time of classify (1M x 10 Parquet to Parquet) goes
+bench-predict: $(VENV)/.bench
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_predict.py
 
 ## bench-scale: a ~4 GB Parquet file fitted streamed, peak RSS below 1 GB
 bench-scale: $(GMMCLI)

@@ -37,9 +37,14 @@ __all__ = [*_EXPORTS, "__version__"]
 
 
 def __getattr__(name: str):
-    """Import the API on first use, so `import gmmcli.cli` can set threads before numpy loads."""
+    """Import the API on first use, so `import gmmcli.cli` can set threads before numpy
+    loads; and let a model's own predictions share their tiles over the cores."""
     if name not in _EXPORTS:
         raise AttributeError(f"module 'gmmcli' has no attribute {name!r}")
     import importlib
 
+    from gmmcli.core.model import share_predictions
+    from gmmcli.engines import local
+
+    share_predictions(local.reducer)
     return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -62,7 +62,7 @@ from gmmcli.flags import (
     option,
 )
 from gmmcli.inputs import Output, Source
-from gmmcli.stopping import handle_signals, interrupted
+from gmmcli.stopping import exit_without_collecting, handle_signals, interrupted
 
 EXIT_USER_ERROR = 2
 EXIT_STRICT = 3
@@ -588,6 +588,7 @@ def plot(
 def main() -> None:
     """Console-script entry point (SIGTERM and SIGHUP stop a run as Ctrl-C does)."""
     handle_signals()
+    exit_without_collecting()
     try:
         app()
     except KeyboardInterrupt as err:

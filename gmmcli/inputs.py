@@ -574,13 +574,16 @@ def spooled(data: str) -> Iterator[str]:
 
 
 class Prediction(Protocol[T]):
-    """What classify or score makes of a table and the model's features in it: the
-    output table and a summary (added up over chunks or partitions). ``keeps_input``:
-    the output holds the input's columns too (else only the model's are read)."""
+    """What classify or score makes of a table and the model's features in it, its rows
+    shared out by ``reducer``: the output table and a summary (added up over chunks or
+    partitions). ``keeps_input``: the output holds the input's columns too (else only the
+    model's are read)."""
 
     keeps_input: bool
 
-    def __call__(self, table: pa.Table, features: tables.Features) -> tuple[pa.Table, T]: ...
+    def __call__(
+        self, table: pa.Table, features: tables.Features, reducer: Reducer
+    ) -> tuple[pa.Table, T]: ...
 
 
 @dataclass(frozen=True)
@@ -645,10 +648,10 @@ def predict_rows(
         writer = tables.TableWriter(output.path, output.table_format)
         written = writer.fmt
         kept = written if prediction.keeps_input else None
-    total = None
+    total, reducer = None, local.reducer()
     with writer:
         for table, features in _model_chunks(source, model, report, kept, written):
-            out, result = prediction(table, features)
+            out, result = prediction(table, features, reducer)
             total = result if total is None else total + result
             if output.path is not None:
                 writer.write(out)
@@ -811,7 +814,8 @@ class _OnPartition:
     def __call__(self, table: pa.Table, index: int, first_row: int):
         where = f"partition {index} of {self.source.quoted}"  # rows numbered in the partition
         features = model_rows(table, self.model, self.source, where=where)
-        return self.prediction(table, dataclasses.replace(features, first_row=first_row))
+        features = dataclasses.replace(features, first_row=first_row)
+        return self.prediction(table, features, SERIAL)  # a task has one thread
 
 
 def _predict_on_cluster(source, model, prediction, output, accept, report) -> list:

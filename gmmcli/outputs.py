@@ -13,6 +13,8 @@ import numpy as np
 import pyarrow as pa
 
 from gmmcli.core import GaussianMixture
+from gmmcli.core.em import Reducer
+from gmmcli.core.model import RowOutputs
 from gmmcli.io import tables
 
 SUM_ROWS = 4096
@@ -112,10 +114,10 @@ class Classify:
     def keeps_input(self) -> bool:
         return not self.only_new_columns
 
-    def __call__(self, table: pa.Table, features: tables.Features) -> tuple[pa.Table, Labelled]:
-        labelled = classified(
-            table, features, self.model, self.probabilities, self.only_new_columns
-        )
+    def __call__(
+        self, table: pa.Table, features: tables.Features, reducer: Reducer
+    ) -> tuple[pa.Table, Labelled]:
+        labelled = classified(table, features, self, reducer)
         summary = Labelled(int((~features.missing).sum()), tuple(replaced_columns(table)))
         return labelled, summary
 
@@ -128,8 +130,10 @@ class Score:
     model: GaussianMixture
     keeps_input: bool = False
 
-    def __call__(self, table: pa.Table, features: tables.Features) -> tuple[pa.Table, Scores]:
-        return scored(table, features, self.model)
+    def __call__(
+        self, table: pa.Table, features: tables.Features, reducer: Reducer
+    ) -> tuple[pa.Table, Scores]:
+        return scored(table, features, self.model, reducer)
 
 
 @dataclass
@@ -143,8 +147,8 @@ class Kept:
     def keeps_input(self) -> bool:
         return self.prediction.keeps_input
 
-    def __call__(self, table: pa.Table, features: tables.Features):
-        out, summary = self.prediction(table, features)
+    def __call__(self, table: pa.Table, features: tables.Features, reducer: Reducer):
+        out, summary = self.prediction(table, features, reducer)
         self.kept.append(out)
         return out, summary
 
@@ -159,19 +163,23 @@ def replaced_columns(table: pa.Table) -> list[str]:
 
 
 def classified(
-    table: pa.Table,
-    features: tables.Features,
-    mixture: GaussianMixture,
-    probabilities: bool = True,
-    only_new_columns: bool = False,
+    table: pa.Table, features: tables.Features, classify: Classify, reducer: Reducer
 ) -> pa.Table:
-    """The table with a component column (and p_k columns); rows marked missing get nulls."""
+    """The table with a component column (and p_k columns); rows marked missing get nulls.
+
+    Each component's probabilities are computed into an array of their own, which its
+    column takes as its buffer (no copy)."""
+    n_rows, n_components = len(features.missing), classify.model.n_components
+    outputs = RowOutputs(
+        probabilities=np.empty((n_components, n_rows)) if classify.probabilities else None,
+        labels=np.empty(n_rows, dtype=np.int64),
+    )
+    _predict(features, classify.model, outputs, reducer)
     keep = ~features.missing
-    proba = _row_predictions(features, mixture)[1][keep]
-    new = {"component": _column(proba.argmax(axis=1), keep)}
-    if probabilities:
-        new.update({f"p_{k}": _column(proba[:, k], keep) for k in range(mixture.n_components)})
-    if only_new_columns:
+    new = {"component": _column(outputs.labels, keep)}
+    if classify.probabilities:
+        new.update({f"p_{k}": _column(p, keep) for k, p in enumerate(outputs.probabilities)})
+    if classify.only_new_columns:
         return pa.table(new)
     table = table.drop_columns(replaced_columns(table))
     for name, column in new.items():
@@ -180,32 +188,42 @@ def classified(
 
 
 def scored(
-    table: pa.Table, features: tables.Features, mixture: GaussianMixture
+    table: pa.Table, features: tables.Features, mixture: GaussianMixture, reducer: Reducer
 ) -> tuple[pa.Table, Scores]:
     """The table with a log_likelihood column, and the sums over its rows."""
     keep = ~features.missing
-    per_row = _row_predictions(features, mixture)[0][keep]
+    per_row = np.empty(len(keep))
+    _predict(features, mixture, RowOutputs(log_likelihood=per_row), reducer)
     weights = np.ones(len(keep)) if features.weights is None else features.weights
     values = np.zeros((len(keep), 2))
     values[keep, 0] = weights[keep]
-    values[keep, 1] = weights[keep] * per_row
+    values[keep, 1] = weights[keep] * per_row[keep]
     scores = Scores(int(keep.sum()), RowSums.of(values, features.first_row))
     return table.append_column("log_likelihood", _column(per_row, keep)), scores
 
 
-def _row_predictions(
-    features: tables.Features, mixture: GaussianMixture
-) -> tuple[np.ndarray, np.ndarray]:
-    """mixture.row_predictions() of every row, a missing one taken at the mixture's centre
+def _predict(
+    features: tables.Features, mixture: GaussianMixture, outputs: RowOutputs, reducer: Reducer
+) -> None:
+    """mixture.predict_into() of every row, a missing one taken at the mixture's centre
     (its outputs are dropped): rows keep their positions, so their tiles too."""
     X = features.X
     if features.missing.any():
         X = np.where(features.missing[:, None], mixture.centre, X)
-    return mixture.row_predictions(X, first_row=features.first_row)
+    mixture.predict_into(X, outputs, first_row=features.first_row, reducer=reducer)
 
 
 def _column(values: np.ndarray, keep: np.ndarray) -> pa.Array:
-    """Values for the kept rows, nulls elsewhere, as an Arrow column."""
-    full = np.zeros(len(keep), dtype=values.dtype)
-    full[keep] = values
-    return pa.array(full, mask=~keep)
+    """Values as an Arrow column, nulls where a row is not kept; built on the values'
+    buffer (pa.array would import pandas where it is installed)."""
+    if keep.all():
+        validity, null_count = None, 0
+    else:
+        values = np.where(keep, values, 0)
+        validity, null_count = np.packbits(keep, bitorder="little"), int((~keep).sum())
+    return pa.Array.from_buffers(
+        pa.from_numpy_dtype(values.dtype),
+        len(values),
+        [None if validity is None else pa.py_buffer(validity), pa.py_buffer(values)],
+        null_count,
+    )

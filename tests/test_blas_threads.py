@@ -54,6 +54,8 @@ def test_the_api_holds_blas_to_one_thread_during_a_call(call, monkeypatch):
 
             monkeypatch.setattr(model_module, "log_joint", spying)
             gmmcli.classify(X, model)
+            assert seen
+            model.predict_proba(X)  # the model's own method too
         after = _blas_threads()
     assert seen and all(threads == {1} for threads in seen)
     assert after == {2}
@@ -96,3 +98,26 @@ def test_beside_a_foreign_thread_passes_go_to_threads_not_forks(monkeypatch):
     assert forks == []
     np.testing.assert_array_equal(shared.covariances, alone.covariances)
     np.testing.assert_array_equal(shared.means, alone.means)
+
+
+def test_a_models_own_predictions_share_their_tiles_over_the_local_engine(monkeypatch):
+    """Once the API is used, predict_proba and the like run their runs of tiles through
+    the local engine's reducer (threads over the cores), to the same bytes as here."""
+    monkeypatch.setattr(model_module, "PREDICTION_RUN_ROWS", 256)
+    X = _data()
+    model = gmmcli.fit(X, 3, seed=0)
+    monkeypatch.setenv("GMMCLI_THREADS", "1")
+    alone = model.predict_proba(X), model.score_samples(X)
+    monkeypatch.setenv("GMMCLI_THREADS", "2")
+    threads = []
+    original = local.Shared.map
+
+    def counting(self, function, items):
+        threads.append(self.threads)
+        return original(self, function, items)
+
+    monkeypatch.setattr(local.Shared, "map", counting)
+    shared = model.predict_proba(X), model.score_samples(X)
+    assert threads == [2, 2]
+    for one, other in zip(alone, shared, strict=True):
+        np.testing.assert_array_equal(one, other)

@@ -213,3 +213,17 @@ def test_kept_workers_run_task_after_task():
     for pid in pids:
         with pytest.raises(ChildProcessError):  # all reaped
             os.waitpid(pid, os.WNOHANG)
+
+
+def test_a_reducers_map_keeps_the_order_of_its_items():
+    """Shared.map runs items in the pool's threads (here more items than threads, of
+    uneven lengths), yet yields their results in order, as SERIAL.map does."""
+    items = [(i * 7919) % 23 for i in range(40)]
+
+    def slow_square(i):
+        np.linalg.svd(np.ones((8 * i + 1, 8)))  # uneven work
+        return i * i
+
+    expected = [i * i for i in items]
+    assert list(em.SERIAL.map(slow_square, items)) == expected
+    assert list(local.Shared(2).map(slow_square, items)) == expected

@@ -30,6 +30,7 @@ from gmmcli.core.covariance import STACKED_FULL, STACKED_TIED
 from gmmcli.core.fit import fit_rows
 from gmmcli.core.options import FitOptions
 from gmmcli.core.structures import get_covariance
+from gmmcli.engines import local
 from gmmcli.engines.stream import FileRows
 from gmmcli.io import modelfile
 
@@ -107,6 +108,33 @@ def test_row_predictions_of_pieces_are_those_of_the_whole(fitted, form, data, ti
     one_tile_ll, one_tile_proba = mixture.row_predictions(X)
     np.testing.assert_allclose(whole_ll, one_tile_ll, rtol=1e-12)
     np.testing.assert_allclose(whole_proba, one_tile_proba, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_runs_of_tiles_on_threads_and_every_output_give_the_same_bytes(fitted, form, monkeypatch):
+    """Runs of a few tiles shared over threads, from any first row, fill each output (the
+    probabilities in either layout) with the bytes of one pass here."""
+    mixture, X = fitted[form]
+    monkeypatch.setattr(model, "PREDICTION_TILE_ROWS", 16)
+    whole_ll, whole_proba = mixture.row_predictions(X)
+    monkeypatch.setattr(model, "PREDICTION_RUN_ROWS", 40)  # two tiles a run
+    threads = local.Shared(2)
+    for start in (0, 5, 16, 101):
+        ll, proba = mixture.row_predictions(X[start:], first_row=start, reducer=threads)
+        np.testing.assert_array_equal(ll, whole_ll[start:])
+        np.testing.assert_array_equal(proba, whole_proba[start:])
+        n_rows = len(X) - start
+        outputs = model.RowOutputs(
+            probabilities=np.empty((mixture.n_components, n_rows)),
+            labels=np.empty(n_rows, dtype=np.int64),
+        )
+        mixture.predict_into(X[start:], outputs, first_row=start, reducer=threads)
+        np.testing.assert_array_equal(outputs.probabilities.T, whole_proba[start:])
+        np.testing.assert_array_equal(outputs.labels, whole_proba[start:].argmax(axis=1))
+    np.testing.assert_array_equal(mixture.score_samples(X), whole_ll)
+    np.testing.assert_array_equal(mixture.predict_proba(X), whole_proba)
+    assert mixture.predict_proba(X).flags.c_contiguous
+    np.testing.assert_array_equal(mixture.predict(X), whole_proba.argmax(axis=1))
 
 
 # --- sums by row position ----------------------------------------------------------------

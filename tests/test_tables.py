@@ -291,6 +291,25 @@ def test_select_non_finite_values_mark_rows_missing():
     assert np.isnan(features.X[1, 0]) and np.isnan(features.X[3, 1])
 
 
+def test_float_columns_are_read_from_arrow_buffers_with_nulls_as_nan():
+    """Chunks that start inside their buffers (past a byte of the validity bitmap too),
+    empty ones, nulls and a column of nulls: the values pyarrow's own conversion gives."""
+    values = pa.array([float(i) if i % 3 else None for i in range(30)])
+    column = pa.chunked_array(
+        [
+            values.slice(11, 13),
+            pa.array([], pa.float64()),
+            pa.array([-0.0, np.inf, None, np.nan]),
+            pa.nulls(3, pa.float64()),
+            values.slice(1, 2),
+        ]
+    )
+    expected = column.to_numpy()
+    assert np.isnan(expected).sum() == 9  # the test's premise: NaN for 8 nulls, and a NaN
+    np.testing.assert_array_equal(tables.float_array(column), expected)
+    assert np.signbit(tables.float_array(column)[13])
+
+
 def test_select_all_empty_column_explicitly():
     table = read_table("-", stdin=io.BytesIO(b"a,b\n1,\n2,\n"))
     assert select_features(table).names == ["a"]

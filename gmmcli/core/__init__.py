@@ -6,7 +6,7 @@ caller gives; ``SERIAL`` runs the blocks one after the other.
 
 from gmmcli.core.em import SERIAL, InMemoryRows, Reducer, RowSource
 from gmmcli.core.fit import fit_rows
-from gmmcli.core.model import FitInfo, GaussianMixture
+from gmmcli.core.model import FitInfo, GaussianMixture, RowOutputs
 from gmmcli.core.options import FitOptions, Grid
 from gmmcli.core.select import GridPoint, select_rows
 
@@ -19,6 +19,7 @@ __all__ = [
     "GridPoint",
     "InMemoryRows",
     "Reducer",
+    "RowOutputs",
     "RowSource",
     "fit_rows",
     "select_rows",

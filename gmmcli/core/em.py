@@ -29,6 +29,7 @@ from gmmcli.core.structures import get_covariance
 if TYPE_CHECKING:
     from gmmcli.core.options import FitOptions
 
+S = TypeVar("S")
 T = TypeVar("T")
 BLOCK_BYTES = 1 << 22  # the float64 rows of a block: enough to amortise a block's calls
 MIN_BLOCK_ROWS = 1024
@@ -233,16 +234,6 @@ def log_joint(
     return phi, prepared.kernel.log_densities(prepared.coef, phi, X.shape[1])
 
 
-def normalise(log_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Logsumexp over components and the responsibilities (K, rows), in place."""
-    top = log_prob.max(axis=0)
-    log_prob -= top
-    resp = np.exp(log_prob, out=log_prob)
-    total = resp.sum(axis=0)
-    resp /= total
-    return np.log(total) + top, resp
-
-
 def accumulate(X: np.ndarray, weights: np.ndarray, resp: np.ndarray, cov: Covariance) -> Stats:
     """Statistics of one block for given responsibilities, shape (K, rows)."""
     weights = weights.astype(X.dtype, copy=False)
@@ -299,8 +290,9 @@ def tile_rows(prepared: Prepared, n_features: int) -> int:
 
 
 def _e_tile(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
-    """e_step() of one tile: the steps of normalise() then accumulate(), fused (the
-    unnormalised responsibilities are scaled by w / Σₖ in one pass)."""
+    """e_step() of one tile: the log-likelihood and responsibilities (a logsumexp over
+    components) then accumulate(), fused (the unnormalised responsibilities are scaled by
+    w / Σₖ in one pass)."""
     kernel = prepared.kernel
     buffer = _scratch(kernel.n_row_features(X.shape[1]) * len(X), X.dtype)
     phi, log_prob = log_joint(X, prepared, out=buffer)
@@ -346,11 +338,17 @@ class Reducer(Protocol):
     depend on where or how concurrently the blocks were computed. ``block_stats`` must not
     draw random numbers or change state the caller relies on. Within ``session(rows)``
     (an EM run), a reducer may keep whatever it needs for the passes over ``rows``.
+
+    ``map(function, items)`` yields ``function(item)`` for every item, in order, run in
+    this process as concurrently as the reducer runs blocks: for independent pieces of
+    work that write their results into arrays the caller holds (predictions).
     """
 
     def sum(self, rows: RowSource, block_stats: BlockFunction) -> T | None: ...
 
     def session(self, rows: RowSource) -> AbstractContextManager[None]: ...
+
+    def map(self, function: Callable[[S], T], items: Iterable[S]) -> Iterator[T]: ...
 
 
 class Serial:
@@ -366,6 +364,9 @@ class Serial:
 
     def session(self, rows: RowSource) -> AbstractContextManager[None]:
         return contextlib.nullcontext()
+
+    def map(self, function: Callable[[S], T], items: Iterable[S]) -> Iterator[T]:
+        return map(function, items)
 
 
 SERIAL = Serial()

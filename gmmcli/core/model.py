@@ -2,19 +2,41 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from gmmcli.core.blas import one_blas_thread
 from gmmcli.core.constrained import Constrained, Parts
 from gmmcli.core.covariance import Covariance
-from gmmcli.core.em import Params, Prepared, aligned_tiles, log_joint, normalise, tile_rows
+from gmmcli.core.em import SERIAL, Params, Prepared, Reducer, aligned_tiles, log_joint, tile_rows
 from gmmcli.core.structures import get_covariance
 from gmmcli.errors import DataError, GMMError, SingularCovarianceError
 
 WEIGHT_SUM_TOLERANCE = 1e-9
 PREDICTION_TILE_ROWS = 4096  # at most: a partial tile is padded, so a few rows stay cheap
+PREDICTION_RUN_ROWS = 1 << 15  # rows of whole tiles given to the reducer at a time
+
+
+def _serial() -> Reducer:
+    return SERIAL
+
+
+_prediction_reducer: Callable[[], Reducer] = _serial
+
+
+def share_predictions(reducer: Callable[[], Reducer]) -> None:
+    """Where the model's own methods (predict, predict_proba, score_samples, ...) run their
+    runs of tiles: in ``reducer()``, asked at each call. The core chooses no engine, so
+    one after the other here until the package wires in the local engine's (gmmcli's
+    ``__init__``, on first use of its API)."""
+    global _prediction_reducer
+    _prediction_reducer = reducer
+
+
 SYMMETRY_TOLERANCE = 1e-10
 
 
@@ -70,6 +92,79 @@ def _check_finite(name: str, value: np.ndarray) -> None:
 def n_parameters(cov: Covariance, n_components: int, n_features: int) -> int:
     """Free parameters: covariances, means and K - 1 mixing weights."""
     return cov.n_parameters(n_components, n_features) + n_components * n_features + n_components - 1
+
+
+@dataclass
+class RowOutputs:
+    """The per-row arrays a prediction fills (GaussianMixture.predict_into); None for
+    those not wanted.
+
+    ``probabilities`` is indexed (component, row), with any strides: the transpose of an
+    (n_rows, K) array fills that array; a (K, n_rows) array holds each component's
+    probabilities contiguous, as a table's column.
+    """
+
+    log_likelihood: np.ndarray | None = None  # (n_rows,) float64
+    probabilities: np.ndarray | None = None  # (K, n_rows) float64
+    labels: np.ndarray | None = None  # (n_rows,) integers: the most probable component
+
+    @classmethod
+    def empty(
+        cls,
+        n_rows: int,
+        n_components: int,
+        *,
+        log_likelihood: bool = False,
+        probabilities: bool = False,
+        labels: bool = False,
+    ) -> RowOutputs:
+        """Arrays for what is wanted, probabilities the transpose of an (n_rows, K) array."""
+        return cls(
+            np.empty(n_rows) if log_likelihood else None,
+            np.empty((n_rows, n_components)).T if probabilities else None,
+            np.empty(n_rows, dtype=np.intp) if labels else None,
+        )
+
+    def __getitem__(self, rows: slice) -> RowOutputs:
+        """The outputs of ``rows`` (views)."""
+        return RowOutputs(
+            None if self.log_likelihood is None else self.log_likelihood[rows],
+            None if self.probabilities is None else self.probabilities[:, rows],
+            None if self.labels is None else self.labels[rows],
+        )
+
+
+def _predict_tiles(
+    X: np.ndarray,
+    first_row: int,
+    rows: int,
+    prepared: Prepared,
+    centre: np.ndarray,
+    outputs: RowOutputs,
+) -> None:
+    """``outputs`` of rows ``first_row`` on of an input, in tiles of ``rows`` rows at
+    multiples of ``rows`` in the whole input (aligned_tiles): log πₖ + log N(x | k) once
+    per tile, the log-likelihood, probabilities and labels from it."""
+    n_features = X.shape[1]
+    centred = np.empty((rows, n_features))
+    buffer = np.empty(prepared.kernel.n_row_features(n_features) * rows)
+    done = 0
+    for tile, held in aligned_tiles(X, first_row, rows):
+        log_prob = log_joint(np.subtract(tile, centre, out=centred), prepared, out=buffer)[1]
+        top = log_prob.max(axis=0)  # a logsumexp over components, then the quotients
+        log_prob -= top
+        resp = np.exp(log_prob, out=log_prob)
+        total = resp.sum(axis=0)
+        here = slice(done, done + held.stop - held.start)
+        done = here.stop
+        if outputs.log_likelihood is not None:
+            np.add(np.log(total[held]), top[held], out=outputs.log_likelihood[here])
+        if outputs.probabilities is None and outputs.labels is None:
+            continue
+        proba = resp[:, held] if outputs.probabilities is None else outputs.probabilities[:, here]
+        np.divide(resp[:, held], total[held], out=proba)
+        if outputs.labels is not None:
+            outputs.labels[here] = proba.argmax(axis=0)
 
 
 @dataclass
@@ -289,50 +384,97 @@ class GaussianMixture:
         arrow = hasattr(X, "column_names")
         return X.select(self.feature_names) if arrow else X[self.feature_names]
 
-    def row_predictions(self, X, *, first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """score_samples() and predict_proba() at once, for rows of a longer input.
+    def predict_into(
+        self, X, outputs: RowOutputs, *, first_row: int = 0, reducer: Reducer = SERIAL
+    ) -> None:
+        """Fill ``outputs`` (those that are not None) for rows of a longer input.
 
         Rows are computed in tiles at fixed positions of the whole input, so a row comes
-        out bit for bit the same however the input is cut into pieces.
+        out bit for bit the same however the input is cut into pieces and wherever its
+        tile is computed.
 
         Parameters
         ----------
         X : array or table of shape (n_rows, D)
             Rows ``first_row`` to ``first_row + n_rows - 1`` of the input.
+        outputs : RowOutputs
+            The arrays to fill, one entry per row of ``X``.
         first_row : int
             How many rows of the input come before ``X``.
+        reducer : Reducer
+            Where runs of tiles are computed (``reducer.map``); SERIAL: here, in turn.
+        """
+        self._fill(self._check(X), outputs, first_row, reducer)
+
+    @one_blas_thread()
+    def _fill(self, X: np.ndarray, outputs: RowOutputs, first_row: int, reducer: Reducer) -> None:
+        """predict_into() of checked rows: runs of whole tiles handed to ``reducer.map``,
+        BLAS held to one thread."""
+        prepared = Prepared.of(self._params(), self.covariance)
+        rows = min(tile_rows(prepared, self.n_features), PREDICTION_TILE_ROWS)
+        run_rows = rows * max(1, PREDICTION_RUN_ROWS // rows)
+        # Runs start where tiles do, so that no tile is computed twice (padded, by two runs).
+        bounds = [0, *range(-first_row % rows or run_rows, len(X), run_rows), len(X)]
+        runs = [slice(a, b) for a, b in itertools.pairwise(bounds) if a < b]
+        centre = self.centre
+
+        def predict_run(run: slice) -> None:
+            start = first_row + run.start
+            _predict_tiles(X[run], start, rows, prepared, centre, outputs[run])
+
+        for _ in reducer.map(predict_run, runs):
+            pass
+
+    def _predicted(
+        self,
+        X,
+        *,
+        first_row: int = 0,
+        reducer: Reducer | None = None,
+        log_likelihood: bool = False,
+        probabilities: bool = False,
+        labels: bool = False,
+    ) -> RowOutputs:
+        """The outputs asked for of every row of ``X`` (predict_into()'s arguments; by
+        default, the reducer share_predictions() gives)."""
+        X = self._check(X)
+        outputs = RowOutputs.empty(
+            len(X),
+            self.n_components,
+            log_likelihood=log_likelihood,
+            probabilities=probabilities,
+            labels=labels,
+        )
+        self._fill(X, outputs, first_row, reducer or _prediction_reducer())
+        return outputs
+
+    def row_predictions(
+        self, X, *, first_row: int = 0, reducer: Reducer | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """score_samples() and predict_proba() at once, from one pass over the rows (for
+        the arguments, see predict_into()).
 
         Returns
         -------
         log_likelihood : array of shape (n_rows,)
         probabilities : array of shape (n_rows, K)
         """
-        X = self._check(X)
-        centre = self.centre
-        prepared = Prepared.of(self._params(), self.covariance)
-        rows = min(tile_rows(prepared, self.n_features), PREDICTION_TILE_ROWS)
-        log_norm = np.empty(len(X))
-        proba = np.empty((len(X), self.n_components))
-        done = 0
-        for tile, held in aligned_tiles(X, first_row, rows):
-            tile_norm, resp = normalise(log_joint(tile - centre, prepared)[1])
-            count = held.stop - held.start
-            log_norm[done : done + count] = tile_norm[held]
-            proba[done : done + count] = resp[:, held].T
-            done += count
-        return log_norm, proba
+        outputs = self._predicted(
+            X, first_row=first_row, reducer=reducer, log_likelihood=True, probabilities=True
+        )
+        return outputs.log_likelihood, outputs.probabilities.T
 
     def score_samples(self, X: np.ndarray) -> np.ndarray:
         """Log-likelihood of every row (of an array, or of a table by feature names)."""
-        return self.row_predictions(X)[0]
+        return self._predicted(X, log_likelihood=True).log_likelihood
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Membership probabilities, shape (n_rows, K); each row sums to 1."""
-        return self.row_predictions(X)[1]
+        return self._predicted(X, probabilities=True).probabilities.T
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Most probable component of every row."""
-        return self.predict_proba(X).argmax(axis=1)
+        return self._predicted(X, labels=True).labels
 
     def _total(self, X: np.ndarray, weights: np.ndarray | None) -> tuple[float, float]:
         ll = self.score_samples(X)

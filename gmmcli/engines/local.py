@@ -129,6 +129,10 @@ class Shared:
             finally:
                 _KEPT_WORKERS.reset(token)
 
+    def map(self, function: Callable[[S], T], items: Iterable[S]) -> Iterator[T]:
+        """``function(item)`` of every item, in order, in the pool's threads."""
+        return _in_order(function, ((item,) for item in items), self.threads)
+
 
 def _worth_forking(rows: RowSource, group: int) -> bool:
     return (

@@ -146,10 +146,13 @@ def unreadable(name: str, err: OSError) -> UserError:
 def _read(source: str | pa.NativeFile, fmt: str, name: str) -> pa.Table:
     if fmt == "parquet":
         try:
-            clean_names(pq.read_schema(source).names, name, text=False)  # before pyarrow fails
-            return pq.read_table(  # pre-buffering ~doubles peak memory
+            # As one file (pq.read_table would load pyarrow.dataset, and pandas with it);
+            # pre-buffering ~doubles peak memory.
+            with pq.ParquetFile(
                 source, pre_buffer=False, page_checksum_verification=True
-            )
+            ) as parquet:
+                clean_names(parquet.schema_arrow.names, name, text=False)  # before it fails
+                return parquet.read()
         except (pa.ArrowException, OSError) as err:  # a bad footer, checksum or page
             why = "truncated?" if isinstance(err, pa.ArrowInvalid) else one_line(err)
             raise UserError(
@@ -462,7 +465,7 @@ def _floats(
     column = _column(table, name, source)
     # An all-empty CSV column has type null: accepted here, every value missing.
     if is_numeric(column.type) or pa.types.is_null(column.type):
-        return column.cast(pa.float64(), safe=False).to_numpy()
+        return float_array(column.cast(pa.float64(), safe=False))
     bad = None
     if is_text(column.type):
         row = first_not(column.combine_chunks())
@@ -472,6 +475,24 @@ def _floats(
             )
         bad = (first_row + row + 1, column[row].as_py())
     raise not_numeric(f"{role} '{name}'", source, column.type, bad)
+
+
+def float_array(column: pa.ChunkedArray) -> np.ndarray:
+    """A float64 column as a numpy array, NaN for nulls, read from Arrow's buffers:
+    pyarrow's own conversion imports pandas where it is installed (about half a second)."""
+    out = np.empty(len(column))
+    start = 0
+    for chunk in column.chunks:
+        stop = start + len(chunk)
+        if stop > start:
+            validity, data = chunk.buffers()
+            out[start:stop] = np.frombuffer(data, np.float64, len(chunk), 8 * chunk.offset)
+        if chunk.null_count:
+            bits = np.frombuffer(validity, np.uint8)
+            valid = np.unpackbits(bits, count=chunk.offset + len(chunk), bitorder="little")
+            out[start:stop][valid[chunk.offset :] == 0] = np.nan
+        start = stop
+    return out
 
 
 def not_numeric(
