@@ -2,6 +2,8 @@
 the statistics of one thread going through the rows."""
 
 import os
+import signal
+import threading
 
 import numpy as np
 import pytest
@@ -213,3 +215,18 @@ def test_kept_workers_run_task_after_task():
     for pid in pids:
         with pytest.raises(ChildProcessError):  # all reaped
             os.waitpid(pid, os.WNOHANG)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_a_pools_threads_start_at_once_with_the_stop_signals_blocked():
+    """Ctrl-C landing while a pass's first submit starts a thread left the thread unknown
+    to the pool, and the interpreter hung at exit: every thread starts with the pool, each
+    unable to take a stop signal (they go to the main thread)."""
+    before = {t.name for t in threading.enumerate()}
+    pool = local._pool(5)
+    started = {t.name for t in threading.enumerate()} - before
+    assert len([name for name in started if name.startswith("gmmcli-blocks")]) == 5
+    masks = [pool.submit(signal.pthread_sigmask, signal.SIG_BLOCK, []) for _ in range(5)]
+    for mask in masks:
+        assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} <= mask.result()
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
