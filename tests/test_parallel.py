@@ -2,6 +2,8 @@
 the statistics of one thread going through the rows."""
 
 import os
+import signal
+import threading
 
 import numpy as np
 import pytest
@@ -227,3 +229,19 @@ def test_a_reducers_map_keeps_the_order_of_its_items():
     expected = [i * i for i in items]
     assert list(em.SERIAL.map(slow_square, items)) == expected
     assert list(local.Shared(2).map(slow_square, items)) == expected
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_a_pools_threads_start_at_once_with_the_stop_signals_blocked():
+    """Ctrl-C landing while a pass's first submit starts a thread left the thread unknown
+    to the pool, and the interpreter hung at exit: every thread starts with the pool, each
+    unable to take a stop signal (they go to the main thread)."""
+    local._pool.cache_clear()  # (a pool of 5 threads made by another test is not kept)
+    before = set(threading.enumerate())
+    pool = local._pool(5)
+    started = set(threading.enumerate()) - before
+    assert len([t for t in started if t.name.startswith("gmmcli-blocks")]) == 5
+    masks = [pool.submit(signal.pthread_sigmask, signal.SIG_BLOCK, []) for _ in range(5)]
+    for mask in masks:
+        assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} <= mask.result()
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])

@@ -193,8 +193,33 @@ def _in_order(function, blocks, threads):
 
 @functools.cache
 def _pool(threads: int) -> ThreadPoolExecutor:
-    """One pool per thread count, kept for the process: a pass starts no threads."""
-    return ThreadPoolExecutor(threads, thread_name_prefix=POOL_PREFIX)
+    """One pool per thread count, kept for the process: a pass starts no threads.
+
+    Its threads are started here, all at once, with the stop signals blocked: Ctrl-C
+    landing while the pool starts a thread (in a pass's first submit) would leave the
+    thread unknown to the pool, and the interpreter would wait for it at exit for ever.
+    The threads keep the mask, so the signals still go to the main thread.
+    """
+    with _stop_signals_blocked():
+        pool = ThreadPoolExecutor(threads, thread_name_prefix=POOL_PREFIX)
+        all_started = threading.Barrier(threads)  # (each submit then starts a thread)
+        wait([pool.submit(all_started.wait) for _ in range(threads)])
+    return pool
+
+
+@contextlib.contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """Within, SIGINT, SIGTERM and SIGHUP wait (for this thread, and the threads it
+    starts); they are delivered when it ends."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def check_jobs(jobs: object) -> None:
