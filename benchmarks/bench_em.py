@@ -158,7 +158,7 @@ def worker(tool, path, cov, dtype, out):
     if tool.startswith("gmmcli"):
         import sklearn.mixture  # noqa: F401 (a user's session: scikit-learn is loaded)
     arrays = dict(np.load(path))
-    runner = RUNNERS[tool.split()[0].rstrip(",")]
+    runner = RUNNERS[{"onedal-2024.7": "onedal", ONE_BLAS_THREAD: "gmmcli"}.get(tool, tool)]
     runner({**arrays, "X": arrays["X"][:2000]}, cov, dtype, 1)  # warm-up: lazy imports
     times = {}
     for iterations in sorted({*ITERATIONS, WHOLE}):
