@@ -440,12 +440,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small shapes only")
     parser.add_argument("--no-end-to-end", action="store_true", help="skip the CLI run")
     parser.add_argument("--rounds", type=positive_int, default=5, help="turns per tool")
+    parser.add_argument(
+        "--shapes", help="only these of the shapes, by position from 0 (e.g. 0,1,3)"
+    )
     args = parser.parse_args()
     shapes = QUICK_SHAPES if args.quick else SHAPES
+    if args.shapes:
+        shapes = [shapes[int(i)] for i in args.shapes.split(",")]
     rate = gemm_gflops()
     print(f"BLAS: {blas_kernel()}; float64 GEMM {rate:.1f} GFLOP/s; {os.cpu_count()} cores")
     ours_float64 = {}
-    rows = [measure(shape, rate, ours_float64, args.rounds) for shape in shapes]
+    rows = []
+    for shape in shapes:
+        rows.append(measure(shape, rate, ours_float64, args.rounds))
+        print(" | ".join(map(str, rows[-1][0] + rows[-1][1])), file=sys.stderr)  # as it comes
     print_table(
         (
             "shape (N, D, K)",
