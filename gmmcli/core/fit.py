@@ -95,7 +95,7 @@ def block_moments(X: np.ndarray, weights: np.ndarray) -> Moments | None:
     total = float(weights.sum())
     if total <= 0:
         return None
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflow: Moments.summary()
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow: described()
         mean = weights @ X / total
         scaled = (X - mean) * np.sqrt(weights)[:, None]
         scatter = scaled.T @ scaled  # (numpy multiplies a matrix by its own transpose by syrk)
