@@ -1,10 +1,11 @@
 """Passes over rows on this machine, shared out over its cores.
 
 The core sums statistics through a reducer (gmmcli.core.em.Reducer); this is the one
-that uses every core. Rows in memory (over about 8 MB, on Linux) go to processes: this
-one and children forked once per EM run (``session``), which read the rows through
-shared memory and send back sums of statistics. Other rows (a file read in chunks) go
-to threads, at most two blocks per thread in flight. Either way the blocks are summed in
+that uses every core. Rows in memory (over about 8 MB, on Linux, where forking is safe:
+_fork_safe) go to processes: this one and children forked once per fit (``session``),
+which read the rows through shared memory and send back sums of statistics. Other rows
+(a file read in chunks, or a process running threads of its own) go to threads, at most
+two blocks per thread in flight. Either way the blocks are summed in
 the groups and order the core fixes, so the result does not depend on the core count.
 """
 
