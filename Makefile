@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 GMMCLI := $(BIN)/gmmcli
 OUT := out
 
-.PHONY: demo test lint format bench bench-commits bench-hc bench-kernels bench-onedal-2024 bench-predict bench-scale sample-data clean
+.PHONY: demo test lint format bench bench-commits bench-hc bench-kernels bench-onedal-2024 bench-predict bench-scale bench-stream sample-data clean
 
 $(GMMCLI): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +88,11 @@ bench-predict: $(VENV)/.bench
 ## bench-scale: a ~4 GB Parquet file fitted streamed, peak RSS below 1 GB
 bench-scale: $(GMMCLI)
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_scale.py
+
+## bench-stream: a 2M x 10 Parquet file fitted streamed and in memory, rows/s per iteration (ROUNDS=5)
+bench-stream: $(GMMCLI)
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_stream.py \
+		--rounds $(ROUNDS)
 
 ## sample-data: rebuild the committed sample_data/ (fixed seeds, same bytes every time)
 sample-data: $(GMMCLI)

@@ -338,10 +338,12 @@ def _stream_plan(
     core: Callable[[int, int], memory.Needs],
     n_features: int,
 ) -> memory.Plan:
-    """How a fit streams ``n_features`` features of the file within the memory limit."""
+    """How a fit streams ``n_features`` features of the file within the memory limit (a
+    chunk read ahead as well)."""
     read = n_features + bool(source.weight_column)
     needs = memory.reading(source.file_format(), read, shape.text_bytes)
-    needs += memory.features(n_features) + core(n_features, shape.n_rows)
+    needs += memory.features(n_features) + memory.read_ahead(read, n_features)
+    needs += core(n_features, shape.n_rows)
     return memory.plan(source.memory_bytes, needs, source.chunk_rows, stream.DEFAULT_CHUNK_ROWS)
 
 

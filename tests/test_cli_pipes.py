@@ -171,7 +171,8 @@ def _cpu_seconds(pid: int) -> float:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
-def test_ctrl_c_during_a_fit_exits_130_and_leaves_nothing(tmp_path):
+@pytest.mark.parametrize("read", [[], ["--chunk-rows", "30000"]], ids=["in-memory", "streamed"])
+def test_ctrl_c_during_a_fit_exits_130_and_leaves_nothing(tmp_path, read):
     runner = CliRunner()
     data = tmp_path / "big.parquet"
     result = runner.invoke(app, ["generate", "-k", "3", "-n", "200000", "-q", "-o", str(data)])
@@ -179,7 +180,7 @@ def test_ctrl_c_during_a_fit_exits_130_and_leaves_nothing(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     stderr_path = tmp_path / "stderr.txt"
-    command = [*GMMCLI, "fit", str(data), "-k", "3", "--tol", "0", "--max-iter", "1000"]
+    command = [*GMMCLI, "fit", str(data), "-k", "3", "--tol", "0", "--max-iter", "1000", *read]
     with stderr_path.open("wb") as stderr:
         process = subprocess.Popen(
             [*command, "-o", str(out / "model.json")],

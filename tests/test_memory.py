@@ -18,6 +18,7 @@ from cli_helpers import error_line, gmm, ok, runner, snapshot
 from memory_helpers import peak_above_baseline, pss_unavailable
 
 from gmmcli.cli import app
+from gmmcli.engines.memory import shown_size
 from gmmcli.engines.stream import parse_size
 
 pytestmark = pytest.mark.usefixtures("in_tmp_path")
@@ -26,10 +27,11 @@ needs_pss = pytest.mark.skipif(pss_unavailable() is not None, reason=str(pss_una
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
-    """big.csv: 60,000 rows of 2 features (and true_component); small.parquet: 2,000
-    rows; model.json: a fit of small.parquet."""
+    """big.csv: 60,000 rows of 2 features (and true_component); wide.parquet: 60,000
+    rows of 10 features; small.parquet: 2,000 rows; model.json: a fit of small.parquet."""
     folder = tmp_path_factory.mktemp("memory")
     ok(gmm(f"generate -k 3 -n 60000 --seed 1 -q -o {folder / 'big.csv'}"))
+    ok(gmm(f"generate -k 3 -d 10 -n 60000 --seed 1 --no-labels -q -o {folder / 'wide.parquet'}"))
     ok(gmm(f"generate -k 3 -n 2000 --seed 2 -q -o {folder / 'small.parquet'}"))
     ok(gmm(f"fit {folder / 'small.parquet'} -k 3 -q -o {folder / 'model.json'}"))
     return folder
@@ -59,6 +61,24 @@ def test_a_run_stays_within_the_smallest_limit_that_works(inputs, in_tmp_path, c
     limit = smallest_limit(command)
     code, peak = peak_above_baseline([*command.split(), "--memory-limit", limit], in_tmp_path)
     assert code == 0, (in_tmp_path / "stderr.txt").read_text()
+    assert 0 < peak < parse_size(limit), (peak, limit)
+
+
+@needs_pss
+def test_a_streamed_parquet_fit_in_chunks_the_limit_sizes_stays_within_it(inputs, in_tmp_path):
+    """16 MB above the smallest limit, chunks (asked for whole: it streams) take what is
+    left (the next one, read ahead while the core works on this one, counted): tens of
+    thousands of rows."""
+    fit = (
+        f"fit {inputs / 'wide.parquet'} -k 3 --init random --max-iter 2 --tol 0 -o out.json "
+        "--chunk-rows 60000"
+    )
+    limit = shown_size(parse_size(smallest_limit(fit)) + (16 << 20))
+    code, peak = peak_above_baseline([*fit.split(), "--memory-limit", limit], in_tmp_path)
+    stderr = (in_tmp_path / "stderr.txt").read_text()
+    assert code == 0, stderr
+    chunk_rows = int(re.search(r"streamed from .* in chunks of (\d+) rows", stderr).group(1))
+    assert 10_000 < chunk_rows < 60_000, stderr
     assert 0 < peak < parse_size(limit), (peak, limit)
 
 

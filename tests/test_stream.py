@@ -15,12 +15,14 @@ group ends, not only every --chunk-rows rows).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import shlex
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +33,10 @@ import pytest
 from cli_helpers import error_line, gmm, ok, snapshot
 
 import gmmcli
+from gmmcli.core.em import SERIAL
 from gmmcli.core.fit import fit_rows
 from gmmcli.core.options import ALL_NAMES, FitOptions
-from gmmcli.engines import stream
+from gmmcli.engines import local, stream
 from gmmcli.engines.stream import FileRows, parse_size
 from gmmcli.errors import UserError
 from gmmcli.io import modelfile, tables
@@ -806,3 +809,71 @@ def test_peak_memory_of_a_streamed_fit_does_not_grow_with_rows(tmp_path):
     # Measured here: 149 MB for 250,000 rows and 162 MB for 2M rows streamed (ratio 1.09),
     # most of it the imports; 2M rows read whole reach 307 MB (ratio 2.06).
     assert large <= 1.25 * small, (large, small)
+
+
+# --- 6. the next chunk read while the core works on this one --------------------------------
+
+
+def read_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith("gmmcli-read")]
+
+
+def test_read_ahead_makes_the_next_item_while_the_caller_holds_this_one():
+    making = [threading.Event() for _ in range(3)]
+
+    def items():
+        for i, started in enumerate(making):
+            started.set()
+            yield i
+
+    ahead = stream.read_ahead(items())
+    for i in range(2):
+        assert next(ahead) == i
+        assert making[i + 1].wait(timeout=30), f"item {i + 1} not begun while {i} is held"
+    assert list(ahead) == [2]
+    assert read_threads() == []
+
+
+@pytest.mark.parametrize("end", ["closed early", "the caller's error", "an item's error"])
+def test_read_ahead_leaves_no_read_running_however_it_ends(end):
+    log = []
+
+    def items():
+        try:
+            for i in range(5):
+                if end == "an item's error" and i == 2:
+                    raise UserError("bad chunk")
+                log.append(i)
+                yield i
+        finally:
+            log.append("closed")
+
+    ahead = stream.read_ahead(items())
+    with contextlib.suppress(KeyboardInterrupt, UserError), contextlib.closing(ahead):
+        for i in ahead:
+            if i == 1 and end == "closed early":
+                break
+            if i == 1 and end == "the caller's error":
+                raise KeyboardInterrupt  # as Ctrl-C in the caller
+    # the item begun while the caller held item 1 is finished before the items are closed
+    assert log == ([0, 1, "closed"] if end == "an item's error" else [0, 1, 2, "closed"])
+    assert read_threads() == []
+
+
+@pytest.mark.parametrize("reducer", [SERIAL, local.Shared(2)], ids=["serial", "threads"])
+def test_ctrl_c_in_a_streamed_pass_leaves_no_read_running(data, reducer):
+    rows = FileRows(str(data / "data.parquet"), "parquet", NAMES, "w", chunk_rows=100)
+    rows.block_rows = 64
+    blocks = []
+
+    def block_stats(X, weights):
+        blocks.append(len(X))
+        if len(blocks) == 3:
+            raise KeyboardInterrupt
+        return float(weights @ X[:, 0])
+
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        reducer.sum(rows, block_stats)
+    assert stopped.traceback  # held, as while the command unwinds: the pass's frames live on
+    assert read_threads() == []
+    assert reducer.sum(rows, lambda X, weights: len(X)) == N_ROWS  # and the file reads again

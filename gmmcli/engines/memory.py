@@ -2,13 +2,14 @@
 
 The limit caps the memory that the command's processes allocate beyond what they hold
 once their program and libraries are loaded (the import baseline): rows read at once and
-what is made of them, the text a CSV reader holds ahead, writing buffers, the core's
-blocks of rows and their row features, hierarchical clustering's matrices, and the pages
-forked workers make their own. Pages shared with forked workers count once, as the
-proportional set size (PSS) counts them. Before any row is read, a command either finds
-that the file fits whole (in_memory) or plans its chunks: how many rows a chunk holds and
-how many workers a pass has (plan). When even one worker and a chunk of MIN_CHUNK_ROWS rows
-do not fit, the limit is too small, and the error gives the smallest that works.
+what is made of them (a fit's next chunk too, read ahead), the text a CSV reader holds
+ahead, writing buffers, the core's blocks of rows and their row features, hierarchical
+clustering's matrices, and the pages forked workers make their own. Pages shared with
+forked workers count once, as the proportional set size (PSS) counts them. Before any row
+is read, a command either finds that the file fits whole (in_memory) or plans its chunks:
+how many rows a chunk holds and how many workers a pass has (plan). When even one worker
+and a chunk of MIN_CHUNK_ROWS rows do not fit, the limit is too small, and the error gives
+the smallest that works.
 
 The sizes are upper bounds of what the code allocates, measured on Linux (test_memory.py
 samples the PSS of the process tree under the smallest limit that works).
@@ -131,6 +132,13 @@ def features(n_features: int) -> Needs:
     """A chunk's features as float64, its missing-value flags and weights, and the
     column conversions on the way."""
     return Needs(per_row=8 * n_features + 48)
+
+
+def read_ahead(n_columns: int, n_features: int) -> Needs:
+    """The next chunk, read and converted while the core works on this one (a fit's
+    passes over a file: stream.read_ahead): its ``n_columns`` columns as read and its
+    features; a CSV reader's blocks of text are as many either way."""
+    return Needs(per_row=16 * n_columns) + features(n_features)
 
 
 def parquet_reading(n_columns: int) -> Needs:

@@ -1,10 +1,12 @@
 """Rows streamed from a file in chunks: every pass of the core re-reads the file.
 
-Memory stays at a chunk's worth of rows whatever the file's length. Parquet is read batch
-by batch (``ParquetFile.iter_batches`` without pre-buffering, which would hold whole row
-groups), CSV/TSV with pyarrow's streaming reader, features converted to float64 as they
-are read. The core sees the same blocks, in the same order, as from an array in memory
-(chunks are re-cut into them), so a streamed fit equals the in-memory one bit for bit.
+Memory stays at two chunks' worth of rows whatever the file's length: a pass reads and
+converts the next chunk in a thread while the core works on this one (read_ahead).
+Parquet is read batch by batch (``ParquetFile.iter_batches`` without pre-buffering,
+which would hold whole row groups; columns decoded on Arrow's threads), CSV/TSV with
+pyarrow's streaming reader, features converted to float64 as they are read. The core
+sees the same blocks, in the same order, as from an array in memory (chunks are re-cut
+into them), so a streamed fit equals the in-memory one bit for bit.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -24,11 +27,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from gmmcli.core.em import OnePart, in_blocks, rows_per_block
+from gmmcli.core.em import OnePart, PartFunction, in_blocks, rows_per_block
 from gmmcli.engines.memory import MAX_BLOCK_BYTES
 from gmmcli.errors import GMMWarning, UserError, one_line
 from gmmcli.io import tables
 
+T = TypeVar("T")
 DEFAULT_CHUNK_ROWS = 200_000
 CSV_BYTES_PER_VALUE = 20  # a generous guess that turns chunk rows into CSV block bytes
 FIRST_BLOCK_BYTES = 1 << 13  # the first block of CSV text from a pipe, which sizes the next
@@ -67,7 +71,9 @@ def open_batches(
                 page_checksum_verification=True,
             )
             tables.clean_names(parquet.schema_arrow.names, name, text=False)
-            yield from parquet.iter_batches(batch_size=chunk_rows, columns=columns)
+            yield from parquet.iter_batches(
+                batch_size=chunk_rows, columns=columns, use_threads=True
+            )
             return
         parse = _parse_options(fmt)
         with tables.open_input(path) as f:
@@ -553,8 +559,15 @@ class FileRows(OnePart):
     def label(self) -> str:
         return self.name or f"'{self.path}'"
 
+    def map_parts(self, function: PartFunction) -> list[T]:
+        """One part: ``function`` over the blocks, whose reading stops with the pass
+        (however it ends: read_ahead leaves no read running)."""
+        with contextlib.closing(self.blocks()) as blocks:
+            return [function(blocks, 0, 0)]
+
     def features(self) -> Iterator[tables.Features]:
-        """Each chunk's features, checked as in memory; row numbers count from the file's start."""
+        """Each chunk's features, checked as in memory, laid out column by column (blocks
+        copies them into rows); row numbers count from the file's start."""
         columns = self.names + ([self.weight_column] if self.weight_column else [])
         first_row = 0
         batches = open_batches(
@@ -567,22 +580,26 @@ class FileRows(OnePart):
             block_bytes=self.block_bytes,
         )
         for batch in batches:
-            chunk = tables.select_features(
+            chunk = tables.features_of(
                 pa.Table.from_batches([batch]),
-                columns=self.names,
+                self.names,
                 weight_column=self.weight_column,
                 source=self.label,
                 first_row=first_row,
                 require_positive=False,
+                order="F",
             )
             first_row += batch.num_rows
+            del batch  # (else held while the next one is read)
             yield chunk
 
     def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The complete rows centred, in blocks counted from the first (not by chunk)."""
+        """The complete rows centred, in blocks counted from the first (not by chunk), each
+        a new array in rows (the centring copies it); the next chunk read meanwhile."""
         centre = np.zeros(self.n_features) if self.centre is None else self.centre
-        for X, weights in in_blocks(self._complete_rows(), self.block_rows):
-            yield (X - centre).astype(self.dtype, copy=False), weights
+        with contextlib.closing(read_ahead(self._complete_rows())) as chunks:
+            for X, weights in in_blocks(chunks, self.block_rows):
+                yield np.subtract(X, centre, order="C").astype(self.dtype, copy=False), weights
 
     def _complete_rows(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Each chunk's complete rows (or an error) and their weights."""
@@ -599,6 +616,28 @@ class FileRows(OnePart):
             yield chunk.X, weights
         if self.weight_column and not positive:
             raise tables.no_positive_weight(self.weight_column, self.label)
+
+
+_DONE = object()
+
+
+def read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """The items of the generator ``items``, each next one made in a thread while the
+    caller uses this one (pyarrow's decoding and numpy's copies let go of the GIL).
+
+    However it ends (the last item, an error on either side, closed early), the item
+    being made is finished, then ``items`` is closed and the thread ended: no read runs
+    on unseen. Errors of ``items`` come out here, as its own next() would raise them.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="gmmcli-read") as thread:
+        upcoming = thread.submit(next, items, _DONE)
+        try:
+            while (item := upcoming.result()) is not _DONE:
+                upcoming = thread.submit(next, items, _DONE)
+                yield item
+        finally:
+            wait([upcoming])
+            items.close()
 
 
 def read_parquet_features(

@@ -31,6 +31,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_writer",
     "clean_names",
+    "features_of",
     "format_for",
     "parse_column_list",
     "read_table",
@@ -227,7 +228,7 @@ def no_positive_weight(weight_column: str, source: str) -> UserError:
 class Features:
     """The feature matrix of a table, with optional row weights."""
 
-    X: np.ndarray  # float64 (n_rows, n_features), C-contiguous; missing values are NaN
+    X: np.ndarray  # float64 (n_rows, n_features), C-contiguous unless asked; NaN: missing
     names: list[str]
     weights: np.ndarray | None  # float64 (n_rows,)
     missing: np.ndarray  # bool (n_rows,): a feature or the weight is null, NaN or ±inf
@@ -246,7 +247,7 @@ def select_features(
     require_positive: bool = True,
     notice: Callable[[GMMWarning], None] | None = None,
 ) -> Features:
-    """Pick the feature columns (and weights) of ``table`` as float64 arrays.
+    """Pick the feature columns (and weights) of ``table`` as float64 arrays (features_of).
 
     ``columns`` names exactly the features, in order; without it the default features
     (default_feature_names, told to ``notice``). Names in ``exclude`` must exist, but only
@@ -274,7 +275,32 @@ def select_features(
             "pick them with {columns}",
             ("columns",),
         )
-    X = np.empty((table.num_rows, len(names)))
+    return features_of(
+        table,
+        names,
+        weight_column=weight_column,
+        source=source,
+        first_row=first_row,
+        require_positive=require_positive,
+    )
+
+
+def features_of(
+    table: pa.Table,
+    names: list[str],
+    *,
+    weight_column: str | None = None,
+    source: str = "input",
+    first_row: int = 0,
+    require_positive: bool = True,
+    order: str = "C",
+) -> Features:
+    """The columns ``names`` of ``table`` (each numeric, else a UserError) as one float64
+    array in ``order`` (C: in rows; F: column by column, each column one copy, several
+    times faster, for a caller that copies them into rows itself), with the weights
+    (checked_weights) and the rows' missing flags; ``first_row`` and ``require_positive``
+    as for select_features."""
+    X = np.empty((table.num_rows, len(names)), order=order)
     missing = np.zeros(table.num_rows, dtype=bool)
     for j, name in enumerate(names):  # column by column: one column's temporary at a time
         X[:, j] = column = _floats(table, name, source, first_row)
