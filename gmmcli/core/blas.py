@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 _lock = threading.Lock()
 _holders = 0
-_restore: list = []
+_limit = None  # threadpoolctl's limit while there are holders
 
 
 @functools.cache
@@ -31,10 +31,10 @@ def _controller():
 def one_blas_thread() -> Iterator[None]:
     """Within, BLAS runs on one thread; nested or concurrent holders share one limit,
     lifted when the last leaves."""
-    global _holders
+    global _holders, _limit
     with _lock:
         if _holders == 0:
-            _restore.append(_controller().limit(limits=1))
+            _limit = _controller().limit(limits=1)
         _holders += 1
     try:
         yield
@@ -42,4 +42,4 @@ def one_blas_thread() -> Iterator[None]:
         with _lock:
             _holders -= 1
             if _holders == 0:
-                _restore.pop().restore_original_limits()
+                _limit.restore_original_limits()

@@ -19,6 +19,7 @@ from gmmcli.errors import DataError, GMMError, SingularCovarianceError
 WEIGHT_SUM_TOLERANCE = 1e-9
 PREDICTION_TILE_ROWS = 4096  # at most: a partial tile is padded, so a few rows stay cheap
 PREDICTION_RUN_ROWS = 1 << 15  # rows of whole tiles given to the reducer at a time
+SYMMETRY_TOLERANCE = 1e-10
 
 
 def _serial() -> Reducer:
@@ -35,9 +36,6 @@ def share_predictions(reducer: Callable[[], Reducer]) -> None:
     ``__init__``, on first use of its API)."""
     global _prediction_reducer
     _prediction_reducer = reducer
-
-
-SYMMETRY_TOLERANCE = 1e-10
 
 
 @dataclass
