@@ -48,7 +48,8 @@ QUICK_SHAPES = [(20_000, 5, 4, c, "float64") for c in ("full", "tied", "diag", "
 ITERATIONS = (1, 6)  # the same for every tool, so the parameters compared are comparable
 WHOLE = 3  # iterations of the whole fit timed
 ONEDAL_STORAGE = {"full": "full", "diag": "diagonal"}
-BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "GMMCLI_THREADS")
+BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+THREAD_VARIABLES = (*BLAS_VARIABLES, "GMMCLI_THREADS")  # none of them inherited
 
 
 def shape_name(n, d, k, cov, dtype) -> str:
@@ -173,7 +174,7 @@ def call_worker(python, tool, path, cov, dtype) -> dict | None:
     slug = tool.replace(",", "").replace(" ", "-")
     out = path.with_name(f"{path.stem}_{slug}_{dtype}_params.npz")
     command = [str(python), __file__, "worker", tool, str(path), cov, dtype, str(out)]
-    env = {k: v for k, v in os.environ.items() if k not in BLAS_VARIABLES}
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
     if tool == ONE_BLAS_THREAD:
         env.update(dict.fromkeys(BLAS_VARIABLES, "1"))
     done = subprocess.run(command, capture_output=True, text=True, env=env)

@@ -147,7 +147,7 @@ def test_float32_agrees_with_float64(cov_name, n_features, n_components):
 
 
 def test_block_rows_follow_dimensions():
-    assert rows_per_block(200) < rows_per_block(20) < rows_per_block(2) == MAX_BLOCK_ROWS
+    assert rows_per_block(200) < rows_per_block(50) < rows_per_block(2) == MAX_BLOCK_ROWS
     assert rows_per_block(5000) == MIN_BLOCK_ROWS  # the floor, however wide
 
 

@@ -84,6 +84,17 @@ def test_forked_passes_give_the_one_thread_fit_exactly(
     assert shared.fit_info.log_likelihood == alone.fit_info.log_likelihood
 
 
+@pytest.mark.parametrize(("n_rows", "processes"), [(5000, 2), (5000, 3), (1300, 3), (600, 5)])
+def test_each_process_takes_consecutive_groups_as_even_in_rows_as_groups_allow(n_rows, processes):
+    rows = em.InMemoryRows(np.zeros((n_rows, 2)), np.ones(n_rows), np.zeros(2), block_rows=256)
+    shares = local._group_shares(rows, processes, group=2)
+    groups = [group for share in shares for group in share]
+    assert [b for group in groups for b in group] == list(range(rows.n_blocks))
+    assert all(share for share in shares) and len(shares) == min(processes, len(groups))
+    sizes = [min(n_rows, 256 * share[-1].stop) - 256 * share[0].start for share in shares]
+    assert max(sizes) - min(sizes) <= 512 + n_rows % 512  # a group, and the short last one
+
+
 def test_small_data_is_not_forked_for(monkeypatch):
     monkeypatch.setenv("GMMCLI_THREADS", "2")
     calls = []

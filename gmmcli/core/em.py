@@ -33,7 +33,7 @@ S = TypeVar("S")
 T = TypeVar("T")
 BLOCK_BYTES = 1 << 22  # the float64 rows of a block: enough to amortise a block's calls
 MIN_BLOCK_ROWS = 1024
-MAX_BLOCK_ROWS = 65536
+MAX_BLOCK_ROWS = 16384  # blocks are what a pass shares over the cores: 100k rows make 7
 
 
 def rows_per_block(n_features: int) -> int:

@@ -100,17 +100,16 @@ class Shared:
         return add_up(rows.map_parts(part_sum))
 
     def _forked_group_sums(self, function, rows: InMemoryRows, group: int) -> Iterator:
-        """The sums of ``function(*block)`` over each group of blocks, in order; groups dealt
-        out in turn to the processes (this one and children forked for the pass, or kept
-        by session() when ``function`` pickles)."""
+        """The sums of ``function(*block)`` over each group of blocks, in order; each process
+        (this one and children forked for the pass, or kept by session() when ``function``
+        pickles) takes a run of consecutive groups."""
         kept = _KEPT_WORKERS.get()
         if kept is not None and kept[0] is rows:
             per_share = kept[1].map(function)
         else:
             shares = _group_shares(rows, self.threads, group)
             per_share = map_forked(lambda share: _share_sums(function, rows, share), shares)
-        for turn in itertools.zip_longest(*per_share):  # None pads the shorter shares
-            yield from turn
+        return itertools.chain.from_iterable(per_share)
 
     @contextlib.contextmanager
     def session(self, rows: RowSource) -> Iterator[None]:
@@ -158,10 +157,18 @@ def _fork_safe() -> bool:
 
 
 def _group_shares(rows: InMemoryRows, processes: int, group: int) -> list[list[range]]:
-    """Each process's groups (as ranges of block indices), groups dealt out in turn."""
+    """Each process's run of consecutive groups (as ranges of block indices), the runs as
+    even in rows as whole groups allow: a pass lasts as long as its longest run."""
     n_blocks = rows.n_blocks
     runs = [range(start, min(n_blocks, start + group)) for start in range(0, n_blocks, group)]
-    return [runs[first::processes] for first in range(min(processes, len(runs)))]
+    processes = min(processes, len(runs))
+    rows_per_run = len(rows.X) / processes / (group * rows.block_rows)
+    ends = [0]
+    for process in range(1, processes):
+        even = round(process * rows_per_run)
+        ends.append(min(max(ends[-1] + 1, even), len(runs) - processes + process))
+    ends.append(len(runs))
+    return [runs[start:stop] for start, stop in itertools.pairwise(ends)]
 
 
 def _share_sums(function, rows: InMemoryRows, share: list[range]) -> list:
