@@ -237,6 +237,11 @@ class Covariance:
     def _second(self, sums: np.ndarray) -> np.ndarray:
         return sums
 
+    def second_from_matrices(self, matrices: np.ndarray) -> np.ndarray:
+        """The second moment in ``moments``' layout from every component's Σ w r x xᵀ as
+        (K, D, D) matrices (what rows with missing features give)."""
+        raise NotImplementedError
+
     def estimate(
         self,
         nk: np.ndarray,
@@ -346,6 +351,10 @@ class Full(Covariance):
 
     def full_matrices(self, covariances, n_components, n_features):
         return covariances
+
+    def second_from_matrices(self, matrices):
+        rows, cols = product_pairs(matrices.shape[-1])
+        return matrices[..., rows, cols]
 
     def kernel(self, n_components, n_features):
         # Row products cost D(D+1)/2 values per row whatever K, in ever smaller tiles;
@@ -467,6 +476,9 @@ class Tied(Full):
     def full_matrices(self, covariances, n_components, n_features):
         return np.broadcast_to(covariances, (n_components, *covariances.shape))
 
+    def second_from_matrices(self, matrices):
+        return super().second_from_matrices(matrices.sum(axis=0))
+
     def select(self, covariances, order):
         return covariances
 
@@ -560,6 +572,9 @@ class Diag(Covariance):
     def full_matrices(self, covariances, n_components, n_features):
         return np.stack([np.diag(c) for c in covariances])
 
+    def second_from_matrices(self, matrices):
+        return np.diagonal(matrices, axis1=1, axis2=2).copy()
+
 
 class Spherical(Diag):
     name = "spherical"
@@ -599,6 +614,9 @@ class Spherical(Diag):
 
     def full_matrices(self, covariances, n_components, n_features):
         return covariances[:, None, None] * np.eye(n_features)
+
+    def second_from_matrices(self, matrices):
+        return np.trace(matrices, axis1=1, axis2=2)
 
 
 STACKED_FULL, STACKED_TIED = StackedFull(), StackedTied()

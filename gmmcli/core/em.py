@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import numpy as np
 
 from gmmcli.core.covariance import Covariance, empty_components
+from gmmcli.core.missing import Marginal, expected_second_moments
 from gmmcli.core.structures import get_covariance
 
 if TYPE_CHECKING:
@@ -197,13 +198,15 @@ class Prepared:
 
     coef: np.ndarray
     kernel: Covariance
+    gaps: Marginal | None = None  # for rows with missing features, when they are allowed
 
     @classmethod
-    def of(cls, params: Params, cov: Covariance, dtype=np.float64) -> Prepared:
+    def of(cls, params: Params, cov: Covariance, dtype=np.float64, gaps: bool = False) -> Prepared:
         kernel = cov.kernel(*params.means.shape)
         log_weights = np.maximum(params.log_weights(), np.finfo(dtype).min / 4)
         coef = kernel.coefficients(params.means, params.prec_chol, log_weights)
-        return cls(coef.astype(dtype), kernel)
+        marginal = Marginal.of(params.means, params.prec_chol, log_weights, cov) if gaps else None
+        return cls(coef.astype(dtype), kernel, marginal)
 
 
 def aligned_tiles(X: np.ndarray, first_row: int, rows: int) -> Iterator[tuple[np.ndarray, slice]]:
@@ -254,8 +257,12 @@ def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
 
     Taken in tiles of tile_rows() rows from the block's start, summed in order, so that
     the products read the row features from a cache. Every path to the core cuts the same
-    blocks (rows_per_block), so the same tiles.
+    blocks (rows_per_block), so the same tiles. Where missing features are allowed, a
+    block with some gives the statistics of its complete rows this way, then those of its
+    rows with gaps (gmmcli.core.missing) by their number of gaps.
     """
+    if prepared.gaps is not None and has_gaps(X):
+        return _e_step_with_gaps(X, weights, prepared)
     rows = tile_rows(prepared, X.shape[1])
     total = _e_tile(X[:rows], weights[:rows], prepared)
     for start in range(rows, len(X), rows):
@@ -296,6 +303,19 @@ def _e_tile(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
     kernel = prepared.kernel
     buffer = _scratch(kernel.n_row_features(X.shape[1]) * len(X), X.dtype)
     phi, log_prob = log_joint(X, prepared, out=buffer)
+    block_weights = weights.astype(X.dtype, copy=False)
+    wresp, log_norm = weighted_responsibilities(log_prob, block_weights)
+    stats = _block_stats(kernel, phi, wresp, block_weights, X.shape[1])
+    stats.log_likelihood = float(weights @ log_norm)
+    return stats
+
+
+def weighted_responsibilities(
+    log_prob: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """w·r (in ``log_prob``'s place) and each row's log Σₖ exp(log_prob), from log πₖ +
+    log N(x | k) of shape (K, rows): a logsumexp over components, the unnormalised
+    responsibilities scaled by w / Σₖ in one pass."""
     top = log_prob.max(axis=0)
     log_prob -= top
     # Relative responsibilities below sqrt(smallest normal number) (1e-19 in float32,
@@ -304,12 +324,35 @@ def _e_tile(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
     np.maximum(log_prob, 0.5 * np.log(np.finfo(log_prob.dtype).tiny), out=log_prob)
     wresp = np.exp(log_prob, out=log_prob)
     total = wresp.sum(axis=0)
-    block_weights = weights.astype(X.dtype, copy=False)
-    wresp *= block_weights / total
-    log_norm = np.log(total, dtype=np.float64) + top
-    stats = _block_stats(kernel, phi, wresp, block_weights, X.shape[1])
-    stats.log_likelihood = float(weights @ log_norm)
-    return stats
+    wresp *= weights / total
+    return wresp, np.log(total, dtype=np.float64) + top
+
+
+def has_gaps(X: np.ndarray) -> bool:
+    """Whether some value of X is NaN (the sum first: one fast pass when none is)."""
+    with np.errstate(over="ignore"):  # finite rows whose sum overflows: no NaN among them
+        return not np.isfinite(X.sum()) and bool(np.isnan(X).any())
+
+
+def _e_step_with_gaps(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
+    """e_step() of a block with missing features: its complete rows, then its rows with
+    gaps by their number (taken in float64 whatever the working dtype)."""
+    gaps = np.isnan(X)
+    complete = ~gaps.any(axis=1)
+    total = e_step(X[complete], weights[complete], prepared) if complete.any() else None
+    n_features = X.shape[1]
+    for group in prepared.gaps.groups(X.astype(np.float64, copy=False), gaps):
+        group_weights = weights[group.rows]
+        wresp, log_norm = weighted_responsibilities(group.log_joint, group_weights)
+        second = expected_second_moments(group, wresp, n_features)
+        stats = Stats(
+            wresp.sum(axis=1),
+            np.einsum("kn,knd->kd", wresp, group.filled),
+            prepared.kernel.second_from_matrices(second),
+            float(group_weights @ log_norm),
+        )
+        total = add_up([total, stats])
+    return total
 
 
 # Per-thread storage only: the core starts no threads, but a reducer may run its blocks
@@ -467,7 +510,7 @@ def run_em(
     dtype = options.em_dtype
 
     def e_pass(current: Params) -> Stats:
-        prepared = Prepared.of(current, cov, dtype)
+        prepared = Prepared.of(current, cov, dtype, gaps=options.marginal)
         return reducer.sum(source, functools.partial(e_step, prepared=prepared))
 
     with reducer.session(source):

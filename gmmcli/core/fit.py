@@ -21,10 +21,12 @@ from gmmcli.core.em import (
     Stats,
     add_up,
     e_step,
+    has_gaps,
     rounding_allowance,
     run_em,
 )
 from gmmcli.core.init import HcTree, initial_params, whole_data_start
+from gmmcli.core.missing import CompleteRows, Coverage, starts_from_complete
 from gmmcli.core.model import FitInfo, GaussianMixture, n_parameters
 from gmmcli.core.options import DEFAULT_OPTIONS, FitOptions, whole_number
 from gmmcli.core.structures import get_covariance
@@ -36,12 +38,19 @@ REG_COVAR_DOMINANCE = 1e-3
 
 @dataclass
 class DataSummary:
-    """Weighted centre and covariance of the training rows."""
+    """Weighted centre and covariance of the training rows; for rows with gaps, also the
+    pairwise Coverage of all rows and the weight of the complete ones."""
 
     centre: np.ndarray
     covariance: np.ndarray
     total_weight: float
     n_samples: int
+    coverage: Coverage | None = None  # None: no row has a gap
+    complete: DataSummary | None = None  # with gaps: the complete rows' own, if any
+
+    @property
+    def missing_cells(self) -> int:
+        return 0 if self.coverage is None else self.coverage.missing_cells
 
     @property
     def variance(self) -> float:
@@ -49,14 +58,15 @@ class DataSummary:
         return float(np.trace(self.covariance) / len(self.centre))
 
 
-def summarise(rows: RowSource, reducer: Reducer = SERIAL) -> DataSummary:
-    """One pass: the weighted centre, covariance and counts of the rows (Moments).
+def summarise(rows: RowSource, reducer: Reducer = SERIAL, n_components: int = 1) -> DataSummary:
+    """One pass: the weighted centre, covariance and counts of the rows (Moments; with
+    gaps, see described()).
 
     Finite data whose sums overflow float64 are a SingularCovarianceError with
     ``overflow`` set, found here, before any other pass computes with them.
     """
     origin = np.zeros(rows.n_features)
-    return described(reducer.sum(rows.centred(origin), block_moments), origin)
+    return described(reducer.sum(rows.centred(origin), gathered), origin, n_components)
 
 
 @dataclass
@@ -80,14 +90,57 @@ class Moments:
         return Moments(total, self.n_samples + other.n_samples, mean, scatter)
 
 
-def described(moments: Moments | None, origin: np.ndarray) -> DataSummary:
-    """The data's summary from the Moments of all rows (None: no row weighs anything),
-    the rows' coordinates starting at ``origin``."""
-    if moments is None:
+@dataclass
+class Gathered:
+    """What a pass gathers for the data's summary: the Moments of the complete rows and
+    the Coverage of the rows with gaps (either None when there are none)."""
+
+    moments: Moments | None
+    coverage: Coverage | None = None
+
+    def __add__(self, other: Gathered) -> Gathered:
+        return Gathered(
+            add_up([self.moments, other.moments]), add_up([self.coverage, other.coverage])
+        )
+
+
+def gathered(X: np.ndarray, weights: np.ndarray) -> Gathered:
+    """A block's Gathered."""
+    if not has_gaps(X):
+        return Gathered(block_moments(X, weights))
+    complete = ~np.isnan(X).any(axis=1)
+    return Gathered(
+        block_moments(X[complete], weights[complete]),
+        Coverage.of(X[~complete], weights[~complete]),
+    )
+
+
+def described(gathered: Gathered | None, origin: np.ndarray, n_components: int) -> DataSummary:
+    """The data's summary from what a pass gathered, the rows' coordinates starting at
+    ``origin``. With rows with gaps, the centre is each feature's mean where it is
+    observed, and the covariance the complete rows' when they weigh enough (starts_from_
+    complete) for ``n_components``, else the pairwise one (Coverage.covariance)."""
+    moments, coverage = (None, None) if gathered is None else (gathered.moments, gathered.coverage)
+    if coverage is None:
+        if moments is None:
+            raise DataError("no row with a positive weight is left to fit")
+        centre = _finite(origin + moments.mean)
+        covariance = _finite(moments.scatter / moments.weight)
+        return DataSummary(centre, covariance, moments.weight, moments.n_samples)
+    complete, n_samples, joined = None, coverage.n_samples, coverage
+    if moments is not None:
+        complete = described(Gathered(moments), origin, n_components)
+        n_samples += moments.n_samples
+        joined = coverage.with_complete(moments.weight, moments.mean, moments.scatter)
+    if joined.weight <= 0:
         raise DataError("no row with a positive weight is left to fit")
-    centre = _finite(origin + moments.mean)
-    covariance = _finite(moments.scatter / moments.weight)
-    return DataSummary(centre, covariance, moments.weight, moments.n_samples)
+    if complete and starts_from_complete(complete.total_weight, n_components, len(origin)):
+        covariance = complete.covariance
+    else:
+        covariance = _finite(joined.covariance())
+    with np.errstate(invalid="ignore", divide="ignore"):  # a feature never seen: fit_rows
+        centre = origin + np.nan_to_num(joined.means())
+    return DataSummary(_finite(centre), covariance, joined.weight, n_samples, joined, complete)
 
 
 def block_moments(X: np.ndarray, weights: np.ndarray) -> Moments | None:
@@ -104,18 +157,18 @@ def block_moments(X: np.ndarray, weights: np.ndarray) -> Moments | None:
 
 @dataclass
 class _FirstPass:
-    """A block's E-step statistics under a given start and its Moments (fit_rows)."""
+    """A block's E-step statistics under a given start and its Gathered (fit_rows)."""
 
     stats: Stats
-    moments: Moments | None
+    gathered: Gathered
 
     def __add__(self, other: _FirstPass) -> _FirstPass:
-        return _FirstPass(self.stats + other.stats, add_up([self.moments, other.moments]))
+        return _FirstPass(self.stats + other.stats, self.gathered + other.gathered)
 
 
-def _stats_and_moments(prepared: Prepared, X: np.ndarray, weights: np.ndarray) -> _FirstPass:
+def _stats_and_summary(prepared: Prepared, X: np.ndarray, weights: np.ndarray) -> _FirstPass:
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow: described()
-        return _FirstPass(e_step(X, weights, prepared), block_moments(X, weights))
+        return _FirstPass(e_step(X, weights, prepared), gathered(X, weights))
 
 
 def _finite(summary: np.ndarray) -> np.ndarray:
@@ -266,7 +319,7 @@ def fit_rows(
         given.means = given.means - centre
         rows = em_rows = rows.centred(centre)
     else:
-        data = summarise(rows, reducer)
+        data = summarise(rows, reducer, n_components)
         rows, em_rows = rows.centred(data.centre), rows.centred(data.centre, options.em_dtype)
 
     runs: list[tuple[EMResult, str | None, np.ndarray]] = []
@@ -275,26 +328,27 @@ def fit_rows(
     with reducer.session(em_rows):
         start_stats = None
         if given is not None:
-            first = reducer.sum(
-                em_rows, functools.partial(_stats_and_moments, Prepared.of(given, cov))
-            )
-            data = described(first and first.moments, em_rows.centre)
+            prepared = Prepared.of(given, cov, gaps=options.marginal)
+            first = reducer.sum(em_rows, functools.partial(_stats_and_summary, prepared))
+            data = described(first and first.gathered, em_rows.centre, n_components)
             start_stats = first.stats
         check_components(n_components, data.n_samples)
+        _check_coverage(data, cov, feature_names)
         _warn_about_inputs(data, options.reg_covar)
+        start_rows, start_data = _start_rows(rows, data, n_components)
         for restart, child in enumerate(np.random.SeedSequence(seed).spawn(options.n_init)):
             rng = np.random.default_rng(child)
             try:
                 start = given
                 if not complete:
                     fallback = fallback or whole_data_start(
-                        rows, n_components, cov, options.reg_covar, reducer
+                        start_rows, n_components, cov, options.reg_covar, reducer
                     )
                     start = initial_params(
-                        rows,
+                        start_rows,
                         n_components,
                         dataclasses.replace(options, init=options.init_for(restart)),
-                        data=data,
+                        data=start_data,
                         fallback=fallback,
                         rng=rng,
                         reducer=reducer,
@@ -362,6 +416,46 @@ def fit_rows(
     )
     _warn_about_fit(info)
     return model
+
+
+def _start_rows(
+    rows: RowSource, data: DataSummary, n_components: int
+) -> tuple[RowSource, DataSummary]:
+    """The rows a fit starts from, and their summary: all of them, or with gaps the
+    complete ones when they weigh enough (starts_from_complete)."""
+    if data.coverage is None:
+        return rows, data
+    complete = data.complete
+    if complete and starts_from_complete(complete.total_weight, n_components, rows.n_features):
+        return CompleteRows(rows), complete
+    raise DataError(
+        f"too few complete rows to start from: {complete.total_weight if complete else 0:.4g} "
+        f"weigh less than 10·K·D = {10 * n_components * rows.n_features}"
+    )
+
+
+def _check_coverage(data: DataSummary, cov: Covariance, feature_names: list[str] | None) -> None:
+    """Rows with gaps must still give every parameter data: every feature a value, and
+    for structures with covariances between features, every pair a row that has both."""
+    if data.coverage is None:
+        return
+
+    def name(feature: int) -> str:
+        return repr(feature_names[feature]) if feature_names else f"feature {feature}"
+
+    unseen = data.coverage.unseen_pairs()
+    empty = [a for a, b in unseen if a == b]
+    if empty:
+        raise DataError(
+            f"{', '.join(map(name, empty))} has no value in any row: leave it out of the fit"
+        )
+    if unseen and cov.stores_matrices:
+        a, b = unseen[0]
+        raise DataError(
+            f"no row has both {name(a)} and {name(b)} ({len(unseen)} such pair(s)), so their "
+            f"covariance has no data: fit a {cov.name} covariance on fewer features, or a "
+            "diagonal structure (diag, spherical)"
+        )
 
 
 def _best_run(runs: list[tuple[EMResult, str | None, np.ndarray]], dtype: type):
