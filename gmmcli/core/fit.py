@@ -25,7 +25,13 @@ from gmmcli.core.em import (
     rounding_allowance,
     run_em,
 )
-from gmmcli.core.init import HcTree, initial_params, whole_data_start
+from gmmcli.core.init import (
+    HcTree,
+    initial_params,
+    observed_start,
+    observed_whole_start,
+    whole_data_start,
+)
 from gmmcli.core.missing import CompleteRows, Coverage, starts_from_complete
 from gmmcli.core.model import FitInfo, GaussianMixture, n_parameters
 from gmmcli.core.options import DEFAULT_OPTIONS, FitOptions, whole_number
@@ -340,7 +346,21 @@ def fit_rows(
             rng = np.random.default_rng(child)
             try:
                 start = given
-                if not complete:
+                if not complete and start_rows is None:
+                    fallback = fallback or observed_whole_start(
+                        data, n_components, cov, options.reg_covar
+                    )
+                    start = observed_start(
+                        rows,
+                        n_components,
+                        cov,
+                        options.reg_covar,
+                        data=data,
+                        fallback=fallback,
+                        rng=rng,
+                        reducer=reducer,
+                    )
+                elif not complete:
                     fallback = fallback or whole_data_start(
                         start_rows, n_components, cov, options.reg_covar, reducer
                     )
@@ -420,18 +440,16 @@ def fit_rows(
 
 def _start_rows(
     rows: RowSource, data: DataSummary, n_components: int
-) -> tuple[RowSource, DataSummary]:
+) -> tuple[RowSource | None, DataSummary]:
     """The rows a fit starts from, and their summary: all of them, or with gaps the
-    complete ones when they weigh enough (starts_from_complete)."""
+    complete ones when they weigh enough (starts_from_complete); None when they do not,
+    and the start is observed_start()'s."""
     if data.coverage is None:
         return rows, data
     complete = data.complete
     if complete and starts_from_complete(complete.total_weight, n_components, rows.n_features):
         return CompleteRows(rows), complete
-    raise DataError(
-        f"too few complete rows to start from: {complete.total_weight if complete else 0:.4g} "
-        f"weigh less than 10·K·D = {10 * n_components * rows.n_features}"
-    )
+    return None, data
 
 
 def _check_coverage(data: DataSummary, cov: Covariance, feature_names: list[str] | None) -> None:

@@ -37,6 +37,7 @@ from gmmcli.core.em import (
     m_step,
 )
 from gmmcli.core.hc import Tree, agglomerate, scaled_svd
+from gmmcli.core.missing import observed_distances
 from gmmcli.core.structures import get_covariance
 from gmmcli.errors import InvalidParameter
 
@@ -65,10 +66,6 @@ def nearest_labels(X: np.ndarray, centres: np.ndarray) -> np.ndarray:
     scores = X @ (-2.0 * centres.T)
     scores += np.einsum("ij,ij->i", centres, centres)
     return scores.argmin(axis=1)
-
-
-def _nearest(X: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    return squared_distances(X, centres).min(axis=1)
 
 
 def pick_rows(
@@ -142,25 +139,35 @@ def kmeans_plusplus(
     total_weight: float,
     rng: np.random.Generator,
     reducer: Reducer = SERIAL,
+    distances: Callable[[np.ndarray, np.ndarray], np.ndarray] = squared_distances,
 ) -> np.ndarray:
     """Greedy k-means++ seeding on weighted rows: 2 + ln K candidates per centre.
 
     Two passes per centre: one draws the candidates, one measures each candidate's
     potential (Σ w · distance² to the nearest centre), whose minimum is the next total.
+    ``distances`` measures; rows with gaps (observed_distances) become centres with their
+    gaps at 0, the data's centre.
     """
+
+    def nearest(X: np.ndarray, centres: np.ndarray) -> np.ndarray:
+        return distances(X, centres).min(axis=1)
+
+    def picked(row_weight: Callable, targets: np.ndarray) -> np.ndarray:
+        return np.nan_to_num(pick_rows(rows, row_weight, targets), nan=0.0)
+
     n_trials = 2 + int(math.log(n_components))
-    centres = pick_rows(rows, lambda X, w: w, rng.random(1) * total_weight)
-    potential = reducer.sum(rows, lambda X, w: w @ _nearest(X, centres))
+    centres = picked(lambda X, w: w, rng.random(1) * total_weight)
+    potential = reducer.sum(rows, lambda X, w: w @ nearest(X, centres))
     for _ in range(1, n_components):
         if potential > 0:
             targets = rng.random(n_trials) * potential
-            candidates = pick_rows(rows, lambda X, w, c=centres: w * _nearest(X, c), targets)
+            candidates = picked(lambda X, w, c=centres: w * nearest(X, c), targets)
         else:  # every row sits on a centre already: fall back to the weights alone
-            candidates = pick_rows(rows, lambda X, w: w, rng.random(n_trials) * total_weight)
+            candidates = picked(lambda X, w: w, rng.random(n_trials) * total_weight)
 
         def potentials(X, w, candidates=candidates, centres=centres):
-            closest = _nearest(X, centres)[:, None]
-            return w @ np.minimum(closest, squared_distances(X, candidates))
+            closest = nearest(X, centres)[:, None]
+            return w @ np.minimum(closest, distances(X, candidates))
 
         trial_potentials = reducer.sum(rows, potentials)
         best = int(np.argmin(trial_potentials))
@@ -339,7 +346,85 @@ def whole_data_start(
     """Every component as the whole data (what uniform memberships give): what a component
     that comes out empty keeps. One component's statistics (one pass), repeated K times."""
     everything = reducer.sum(rows, lambda X, w: accumulate(X, w, np.ones((1, len(X))), cov))
-    whole = m_step(everything, cov, reg_covar, previous=None)
+    return _repeated(m_step(everything, cov, reg_covar, previous=None), n_components, cov)
+
+
+def observed_whole_start(
+    data: DataSummary, n_components: int, cov: Covariance, reg_covar: float
+) -> Params:
+    """whole_data_start() for rows with gaps, from their summary: every component at the
+    data's centre (the origin of centred rows) with the data's variances."""
+    n_features = len(data.centre)
+    second = data.total_weight * np.diag(np.diag(data.covariance))[None]
+    stats = Stats(
+        np.array([data.total_weight]), np.zeros((1, n_features)), cov.second_from_matrices(second)
+    )
+    return _repeated(m_step(stats, cov, reg_covar, previous=None), n_components, cov)
+
+
+def observed_start(
+    rows: RowSource,
+    n_components: int,
+    cov: Covariance,
+    reg_covar: float,
+    *,
+    data: DataSummary,
+    fallback: Params,
+    rng: np.random.Generator,
+    reducer: Reducer = SERIAL,
+) -> Params:
+    """A start for rows with gaps, too few of them complete to start from: k-means++ and
+    Lloyd's iterations with distances over each row's observed features (observed_
+    distances), centres from observed values; then the M-step of each cluster's weight and
+    mean with the clusters' pooled variance of each feature as its covariance."""
+    centres = kmeans_plusplus(
+        rows, n_components, data.total_weight, rng, reducer, observed_distances
+    )
+    weights, centres, variances = _observed_lloyd(rows, centres, data.variance, reducer)
+    products = np.diag(variances)[None] + centres[:, :, None] * centres[:, None, :]
+    stats = Stats(
+        weights,
+        weights[:, None] * centres,
+        cov.second_from_matrices(weights[:, None, None] * products),
+    )
+    return m_step(stats, cov, reg_covar, previous=dataclasses.replace(fallback, means=centres))
+
+
+def _observed_lloyd(
+    rows: RowSource, centres: np.ndarray, data_variance: float, reducer: Reducer
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """lloyd() over observed features: each centre's coordinate is the weighted mean of
+    its rows' observed values there. Returns the clusters' weights, the centres, and the
+    pooled variance of each feature about them (from the last partition)."""
+    n_components, n_features = centres.shape
+    threshold = LLOYD_TOL * data_variance
+    for _ in range(LLOYD_MAX_ITER):
+
+        def block(X, weights, centres=centres):
+            gaps = np.isnan(X)
+            labels = observed_distances(X, centres).argmin(axis=1)
+            wresp = _one_hot(labels, n_components) * weights
+            values = np.where(gaps, 0.0, X)
+            spread = np.where(gaps, 0.0, X - centres[labels]) ** 2
+            return np.hstack(
+                [wresp.sum(axis=1)[:, None], wresp @ ~gaps, wresp @ values, wresp @ spread]
+            )
+
+        sums = reducer.sum(rows, block)
+        weights, counts, values, spread = np.split(
+            sums, [1, 1 + n_features, 1 + 2 * n_features], axis=1
+        )
+        moved = np.where(counts > 0, values / np.where(counts > 0, counts, 1.0), centres)
+        shift = float(((moved - centres) ** 2).sum())
+        centres = moved
+        if shift <= threshold:
+            break
+    variances = spread.sum(axis=0) / np.maximum(counts.sum(axis=0), np.finfo(float).tiny)
+    return weights[:, 0], centres, variances
+
+
+def _repeated(whole: Params, n_components: int, cov: Covariance) -> Params:
+    """A one-component Params as K equal components."""
     repeat = np.zeros(n_components, dtype=int)
     return Params(
         np.full(n_components, 1.0 / n_components),

@@ -248,3 +248,15 @@ class Coverage:
         positive weight observes together."""
         rows, cols = np.nonzero(np.triu(self.pair_weights <= 0))
         return list(zip(rows.tolist(), cols.tolist(), strict=True))
+
+
+def observed_distances(X: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """|x − c|² over each row's observed features, scaled by D over their number (to
+    all D features), for every row and centre; a block without gaps, plain |x − c|²."""
+    gaps = np.isnan(X)
+    observed = (~gaps).astype(np.float64)
+    values = np.where(gaps, 0.0, X)
+    sq = np.einsum("ij,ij->i", values, values)[:, None] - 2.0 * (values @ centres.T)
+    sq += observed @ (centres * centres).T
+    sq *= (X.shape[1] / np.maximum(observed.sum(axis=1), 1.0))[:, None]
+    return np.maximum(sq, 0.0, out=sq)
