@@ -122,7 +122,7 @@ class Marginal:
             + (self.log_det_factor + self.log_weights)[:, None]
             - 0.5 * (n_features - j) * LOG_2PI
         )
-        filled = deviations + self.means[:, None, :]
+        filled = np.repeat(X[None], len(self.means), axis=0)
         means_missing = np.take_along_axis(
             np.broadcast_to(self.means[:, None, :], filled.shape), missing[None], axis=2
         )
