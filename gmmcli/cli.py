@@ -35,7 +35,6 @@ from gmmcli.flags import (
     Command,
     Criterion,
     DataArg,
-    DropMissingOpt,
     Dtype,
     DtypeOpt,
     Engine,
@@ -49,6 +48,8 @@ from gmmcli.flags import (
     JobsOpt,
     MaxIterOpt,
     MemoryLimitOpt,
+    Missing,
+    MissingOpt,
     ModelOpt,
     OutputFormatOpt,
     OutputOpt,
@@ -146,7 +147,7 @@ def table_source(
     columns: str | None,
     exclude: str | None,
     weight_column: str | None,
-    drop_missing: bool,
+    missing: Enum,
     chunk_rows: int | None,
     memory_limit: str | None,
 ) -> Source:
@@ -157,9 +158,9 @@ def table_source(
         jobs.parse_column_list(columns),
         jobs.parse_column_list(exclude) or (),
         weight_column,
-        drop_missing,
-        chunk_rows,
-        memory_limit,
+        value(missing),
+        chunk_rows=chunk_rows,
+        memory_limit=memory_limit,
     )
 
 
@@ -264,7 +265,7 @@ def fit_command(
     columns: ColumnsOpt = None,
     exclude: ExcludeOpt = None,
     weight_column: WeightOpt = None,
-    drop_missing: DropMissingOpt = False,
+    missing: MissingOpt = Missing["refuse"],
     strict: Annotated[
         bool,
         option(
@@ -299,7 +300,7 @@ def fit_command(
         canonical_order=True,
     )
     source = table_source(
-        data, fmt, columns, exclude, weight_column, drop_missing, chunk_rows, memory_limit
+        data, fmt, columns, exclude, weight_column, missing, chunk_rows, memory_limit
     ).on(value(engine), scheduler)
     jobs.check_outputs({"output": output}, [data, init_model])
     with report.captured_warnings():
@@ -354,7 +355,7 @@ def select_k(
     columns: ColumnsOpt = None,
     exclude: ExcludeOpt = None,
     weight_column: WeightOpt = None,
-    drop_missing: DropMissingOpt = False,
+    missing: MissingOpt = Missing["refuse"],
     strict: Annotated[
         bool,
         option("--strict", panel=OUTPUT, help="If the winner did not converge: exit 3, no model."),
@@ -403,7 +404,7 @@ def select_k(
         dtype=value(dtype),
     )
     source = table_source(
-        data, fmt, columns, exclude, weight_column, drop_missing, chunk_rows, memory_limit
+        data, fmt, columns, exclude, weight_column, missing, chunk_rows, memory_limit
     )
     jobs.check_outputs({"output": output, "table": table}, [data])
     kept = jobs.GridTable.given(table, resume, source, output)
@@ -431,7 +432,7 @@ def classify(
     only_new_columns: Annotated[
         bool, option("--only-new-columns", panel=OUTPUT, help="Leave the input columns out.")
     ] = False,
-    drop_missing: DropMissingOpt = False,
+    missing: MissingOpt = Missing["refuse"],
     chunk_rows: ChunkRowsOpt = None,
     memory_limit: MemoryLimitOpt = None,
     engine: EngineOpt = Engine["local"],
@@ -449,7 +450,7 @@ def classify(
     source = Source(
         data,
         value(fmt),
-        drop_missing=drop_missing,
+        missing=value(missing),
         chunk_rows=chunk_rows,
         memory_limit=memory_limit,
         engine=value(engine),
@@ -474,7 +475,7 @@ def score(
         str | None, option(panel=OUTPUT, help="Also write every row with its log_likelihood.")
     ] = None,
     output: OutputOpt = "-",
-    drop_missing: DropMissingOpt = False,
+    missing: MissingOpt = Missing["refuse"],
     chunk_rows: ChunkRowsOpt = None,
     memory_limit: MemoryLimitOpt = None,
     engine: EngineOpt = Engine["local"],
@@ -493,7 +494,7 @@ def score(
         data,
         value(fmt),
         weights=weight_column,
-        drop_missing=drop_missing,
+        missing=value(missing),
         chunk_rows=chunk_rows,
         memory_limit=memory_limit,
         engine=value(engine),

@@ -12,7 +12,7 @@ from typer.core import TyperArgument, TyperCommand
 
 from gmmcli.core.init import INIT_CHOICES
 from gmmcli.core.options import COVARIANCE_CHOICES, CRITERIA, DTYPES
-from gmmcli.inputs import ENGINES
+from gmmcli.inputs import ENGINES, MISSING_CHOICES
 from gmmcli.io.tables import FORMATS
 
 MODEL, INPUT, SCALE, OUTPUT = "Model", "Input", "Scale-out", "Output"
@@ -29,6 +29,7 @@ Criterion = choices("Criterion", CRITERIA)
 Dtype = choices("Dtype", DTYPES)
 Engine = choices("Engine", ENGINES)
 Format = choices("Format", FORMATS)
+Missing = choices("Missing", MISSING_CHOICES)
 
 
 # Flags that are not the parameter's name with dashes.
@@ -98,7 +99,16 @@ class PlainHelp:
 
 
 class Command(PlainHelp, TyperCommand):
-    """A subcommand whose --help reads well (PlainHelp)."""
+    """A subcommand whose --help reads well (PlainHelp), and which reads --drop-missing,
+    the older name, as --missing drop."""
+
+    def parse_args(self, ctx, args):
+        cut = args.index("--") if "--" in args else len(args)
+        older = ("--missing", "drop")
+        head = [
+            word for arg in args[:cut] for word in (older if arg == "--drop-missing" else [arg])
+        ]
+        return super().parse_args(ctx, head + args[cut:])
 
 
 def reflowed(text: str) -> str:
@@ -134,12 +144,13 @@ WeightOpt = Annotated[
     str | None,
     option("--weight-column", panel=INPUT, help="Column of frequency weights (counts per row)."),
 ]
-DropMissingOpt = Annotated[
-    bool,
+MissingOpt = Annotated[
+    Missing,
     option(
-        "--drop-missing",
         panel=INPUT,
-        help="Skip rows with a missing or infinite feature instead of failing.",
+        help="Rows with a missing value (an empty cell, null or NaN): refuse them (an error), "
+        "drop them, or fit and predict through the features they have (marginal). ±inf is "
+        "always an error. --drop-missing is --missing drop.",
     ),
 ]
 SeedOpt = Annotated[

@@ -39,6 +39,7 @@ from gmmcli.io.atomic import check_output_folder, check_output_path
 
 T = TypeVar("T")
 ENGINES = ("local", "dask")
+MISSING_CHOICES = ("refuse", "drop", "marginal")  # Source.missing
 
 
 Advance = Callable[[int, str], None]
@@ -135,9 +136,14 @@ class Source:
         Columns left out of the default features.
     weights : str, array or None
         Frequency weights: a column's name, or one weight per row.
+    missing : {"refuse", "drop", "marginal"}
+        Rows with a missing value (an empty cell, null or NaN): an error ("refuse", the
+        default); left out ("drop": fits skip them, predictions leave their outputs
+        empty); or taken through the marginal density of the features they have
+        ("marginal"; a row with none is left out). ±inf and a missing weight are always
+        errors.
     drop_missing : bool
-        Skip rows with a missing or infinite value instead of failing (prediction keeps
-        them, with empty outputs).
+        ``missing="drop"`` (the older name).
     chunk_rows : int or None
         Rows per chunk when a file is streamed (reading only: results do not depend on it).
     memory_limit : str, int or None
@@ -154,6 +160,7 @@ class Source:
     columns: Sequence[str] | None = None
     exclude: Sequence[str] = ()
     weights: str | np.ndarray | None = field(default=None, repr=False)
+    missing: str = "refuse"
     drop_missing: bool = False
     chunk_rows: int | None = None
     memory_limit: str | int | None = None
@@ -162,6 +169,10 @@ class Source:
 
     def __post_init__(self) -> None:
         check(self, SOURCE_RULES)
+        if self.drop_missing:
+            if self.missing == "marginal":
+                raise ParameterConflict("drop_missing", "missing", "drop or refuse")
+            object.__setattr__(self, "missing", "drop")
         object.__setattr__(self, "columns", _names(self.columns))
         object.__setattr__(self, "exclude", _names(self.exclude) or [])
         if not self.is_path and self.format is not None:
@@ -270,6 +281,7 @@ SOURCE_RULES = {
     "chunk_rows": optional(whole_number(1)),
     "memory_limit": optional(Rule(_is_size, "a size such as 2GB, 500MB or 123456 (bytes)")),
     "engine": one_of(ENGINES),
+    "missing": one_of(MISSING_CHOICES),
     "drop_missing": Rule(lambda v: isinstance(v, bool), "True or False"),
 }
 
@@ -325,7 +337,7 @@ def open_rows(
             names,
             source.weight_column,
             plan.chunk_rows,
-            source.drop_missing,
+            source.missing,
             name=source.quoted,
             block_bytes=memory.block_bytes(plan.chunk_rows, shape.text_bytes),
         )
@@ -378,14 +390,20 @@ def _whole_read_workers(
     return memory.in_memory(source.memory_bytes, shape.n_rows, held)
 
 
+def report_left_out(report: Report, count: int, missing: str) -> None:
+    """Say how many rows ``missing`` left out."""
+    if count:
+        why = "no feature observed" if missing == "marginal" else "missing values"
+        report.note(f"dropped {count} rows with {why}")
+
+
 def _in_memory(features: tables.Features, source: Source, report: Report, workers: int) -> Rows:
-    """Complete rows in memory (or a UserError, or those rows left after --drop-missing)."""
+    """The rows in memory that ``missing`` leaves (or a UserError)."""
     report.features(features.names, source.weight_column, f"{len(features.X)} rows")
     features, dropped = tables.require_complete(
-        features, source=source.name, drop_missing=source.drop_missing
+        features, source=source.name, missing=source.missing
     )
-    if dropped:
-        report.note(f"dropped {dropped} rows with missing values")
+    report_left_out(report, dropped, source.missing)
     X, weights = features.X, features.weights
     weights = np.ones(len(X)) if weights is None else weights
     rows = InMemoryRows(X, weights, np.zeros(X.shape[1]))
@@ -498,13 +516,12 @@ def _cluster_rows(source: Source, report: Report) -> Iterator[Rows]:
             files,
             names,
             weight_column=weight_column,
-            drop_missing=source.drop_missing,
+            missing=source.missing,
         )
         workers = len(client.scheduler_info()["workers"])
         detail = f"{rows.n_rows} rows in {rows.n_parts} partitions on {workers} Dask workers"
         report.features(names, weight_column, detail)
-        if rows.dropped:
-            report.note(f"dropped {rows.dropped} rows with missing values")
+        report_left_out(report, rows.dropped, source.missing)
         yield Rows(rows, names, SERIAL)  # a task per partition, one thread each
 
 
@@ -775,9 +792,9 @@ def model_rows(
     where: str | None = None,
 ) -> tables.Features:
     """The model's features (by name) of a table or chunk (``first_row`` rows of the input
-    before it; messages call it ``where``, default the source's name); a missing value is
-    an error, or with ``drop_missing`` the row is marked in ``missing`` (outputs stay
-    aligned)."""
+    before it; messages call it ``where``, default the source's name); rows with missing
+    values are as the source's ``missing`` says (tables.require_complete), those left out
+    marked in ``missing`` (outputs stay aligned)."""
     where = where or source.name
     features = tables.select_features(
         table,
@@ -788,8 +805,8 @@ def model_rows(
         require_positive=False,
     )
     features = _given_weights(features, source)
-    tables.require_complete(
-        features, source=where, drop_missing=source.drop_missing, allow_empty=True
+    features, _ = tables.require_complete(
+        features, source=where, missing=source.missing, allow_empty=True, keep_rows=True
     )
     return features
 

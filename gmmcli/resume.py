@@ -146,7 +146,7 @@ def _fingerprint(source: Source, grid: Grid, options: FitOptions) -> dict:
             "columns": source.columns,
             "exclude": source.exclude,
             "weight_column": source.weight_column,
-            "drop_missing": source.drop_missing,
+            "missing": source.missing,
             "format": source.file_format(),
             **{name: getattr(options, name) for name in FIT_OPTIONS},
             "cv_folds": grid.cv_folds,

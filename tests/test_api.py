@@ -190,8 +190,8 @@ def test_messages_name_python_parameters_where_the_command_line_names_flags(tmp_
     path.write_text("a,b\n1,2\n,3\n4,5\n")
     with pytest.raises(GMMError) as caught:
         gmmcli.fit(path, 1)
-    assert "pass drop_missing" in str(caught.value)
-    assert "--drop-missing" in caught.value.describe(lambda p: "--" + p.replace("_", "-"))
+    assert "set missing to drop" in str(caught.value)
+    assert "set --missing to drop" in caught.value.describe(lambda p: "--" + p.replace("_", "-"))
     assert gmmcli.fit(path, 1, drop_missing=True).fit_info.n_samples == 2
 
 

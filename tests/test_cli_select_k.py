@@ -211,7 +211,7 @@ def test_the_fingerprint_names_the_data_and_every_option_that_changes_a_fit(file
     assert kept["data"]["size"] == Path("data.csv").stat().st_size
     assert kept["options"] == {
         "columns": None, "exclude": ["true_component"], "weight_column": None,
-        "drop_missing": False, "format": "csv", "init": "auto", "init_sample": 100000,
+        "missing": "refuse", "format": "csv", "init": "auto", "init_sample": 100000,
         "hc_rows": 2000, "n_init": 1, "max_iter": 1000, "tol": 1e-06, "reg_covar": 1e-06,
         "seed": 0, "dtype": "float64", "cv_folds": 2,
     }  # fmt: skip

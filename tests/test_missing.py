@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from scipy.stats import multivariate_normal
 
+import gmmcli
 from gmmcli.core.em import InMemoryRows, Params, Prepared, e_step
 from gmmcli.core.fit import fit_rows, summarise
 from gmmcli.core.generate import random_mixture
@@ -107,7 +108,7 @@ def test_expected_second_moments_add_the_conditional_covariances():
 def test_without_gaps_marginal_is_the_same_bytes_as_refuse(name):
     X, _ = _sample(800)
     fits = [
-        fit_rows(_rows(X), 3, FitOptions(covariance_type=name, seed=0, missing=missing))
+        gmmcli.fit(X, 3, covariance_type=name, seed=0, missing=missing)
         for missing in ("refuse", "marginal")
     ]
     for attribute in ("weights", "means", "covariances"):
@@ -122,7 +123,7 @@ def test_em_through_gaps_never_loses_likelihood(name, share):
     k-means over observed features."""
     _, X = _sample(600, share=share)
     X = X[~np.isnan(X).all(axis=1)]
-    options = FitOptions(covariance_type=name, seed=0, missing="marginal", tol=0, max_iter=15)
+    options = FitOptions(covariance_type=name, seed=0, tol=0, max_iter=15)
     fit = fit_rows(_rows(X), 3, options)
     history = np.array(fit.fit_info.history)
     assert np.all(np.diff(history) >= -1e-9 * np.abs(history[1:])), name
@@ -133,7 +134,7 @@ def test_the_log_likelihood_is_the_observed_data_one():
     """A fit's log-likelihood is Σ w log Σₖ πₖ N(x_o | k) at its parameters."""
     _, X = _sample(500)
     weights = np.random.default_rng(2).integers(1, 4, len(X)).astype(float)
-    fit = fit_rows(_rows(X, weights), 3, FitOptions(seed=0, missing="marginal"))
+    fit = fit_rows(_rows(X, weights), 3, FitOptions(seed=0))
     expected = 0.0
     for row, w in zip(X, weights, strict=True):
         o = ~np.isnan(row)
@@ -152,7 +153,7 @@ def test_integer_weights_are_repeated_rows_with_gaps(seed):
     _, X = _sample(200, n_features=3, n_components=2, share=0.3, seed=seed % 97)
     X = X[~np.isnan(X).all(axis=1)]
     counts = np.random.default_rng(seed).integers(1, 4, len(X))
-    options = FitOptions(seed=0, missing="marginal", tol=0, max_iter=5, init="kmeans++")
+    options = FitOptions(seed=0, tol=0, max_iter=5, init="kmeans++")
     weighted = fit_rows(_rows(X, counts.astype(float)), 2, options)
     repeated = fit_rows(_rows(np.repeat(X, counts, axis=0)), 2, options)
     assert_allclose(weighted.means, repeated.means, rtol=1e-8, atol=1e-10)
@@ -162,7 +163,7 @@ def test_integer_weights_are_repeated_rows_with_gaps(seed):
 def test_forked_and_threaded_passes_give_the_one_thread_fit_with_gaps(monkeypatch):
     _, X = _sample(3000)
     monkeypatch.setattr(local, "FORK_MIN_VALUES", 0)
-    options = FitOptions(seed=0, missing="marginal")
+    options = FitOptions(seed=0)
     with blocks_of(256):
         monkeypatch.setenv("GMMCLI_THREADS", "1")
         alone = fit_rows(_rows(X), 3, options, reducer=local.reducer())
@@ -177,7 +178,7 @@ def test_a_block_with_gaps_sums_its_complete_rows_then_its_gaps_by_count():
     params = Params(weights, means, covariances, FULL.precision_cholesky(covariances))
     X = _with_gaps(np.random.default_rng(6).standard_normal((50, 5)), 0.2, 7)
     w = np.ones(len(X))
-    prepared = Prepared.of(params, FULL, gaps=True)
+    prepared = Prepared.of(params, FULL)
     complete = ~np.isnan(X).any(axis=1)
     stats = e_step(X, w, prepared)
     alone = e_step(X[complete], w[complete], prepared)
@@ -210,7 +211,7 @@ def test_a_feature_never_seen_is_refused_by_name():
     X = np.random.default_rng(0).standard_normal((100, 3))
     X[:, 1] = np.nan
     with pytest.raises(DataError, match="'b' has no value in any row"):
-        fit_rows(_rows(X), 2, FitOptions(missing="marginal"), feature_names=["a", "b", "c"])
+        fit_rows(_rows(X), 2, FitOptions(), feature_names=["a", "b", "c"])
 
 
 def test_a_pair_never_seen_together_is_refused_where_covariances_pair_features():
@@ -218,8 +219,8 @@ def test_a_pair_never_seen_together_is_refused_where_covariances_pair_features()
     X[:200, 0] = np.nan
     X[200:, 1] = np.nan
     with pytest.raises(DataError, match="no row has both 'a' and 'b'"):
-        fit_rows(_rows(X), 2, FitOptions(missing="marginal"), feature_names=["a", "b", "c"])
-    fit = fit_rows(_rows(X), 2, FitOptions(missing="marginal", covariance_type="diag", seed=0))
+        fit_rows(_rows(X), 2, FitOptions(), feature_names=["a", "b", "c"])
+    fit = fit_rows(_rows(X), 2, FitOptions(covariance_type="diag", seed=0))
     assert np.isfinite(fit.covariances).all()
 
 
@@ -251,7 +252,7 @@ def test_fitting_through_gaps_beats_deleting_rows_and_filling_means():
         train, held_out = _with_gaps(X[:3000], 0.2, seed), X[3000:]
         gaps = np.isnan(train)
         options = FitOptions(seed=0, n_init=2)
-        through = fit_rows(_rows(train), 3, FitOptions(seed=0, n_init=2, missing="marginal"))
+        through = fit_rows(_rows(train), 3, FitOptions(seed=0, n_init=2))
         deleted = fit_rows(_rows(train[~gaps.any(axis=1)]), 3, options)
         filled = np.where(gaps, np.nanmean(train, axis=0), train)
         imputed = fit_rows(_rows(filled), 3, options)

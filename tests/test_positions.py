@@ -243,7 +243,7 @@ def test_a_streamed_fit_in_small_blocks_equals_the_in_memory_fit(
     with blocks_of(64):  # ~500 rows: 8 blocks, the last short; chunks of 37 rows cut across
         in_memory = gmmcli.fit(table, 3, weights="w", columns=NAMES, drop_missing=True, **options)
         path = str(weighted_files[fmt])
-        rows = FileRows(path, fmt, NAMES, "w", chunk_rows=37, drop_missing=True)
+        rows = FileRows(path, fmt, NAMES, "w", chunk_rows=37, missing="drop")
         assert rows.block_rows == 64
         streamed = fit_rows(rows, 3, FitOptions(**options), feature_names=NAMES)
     complete = np.isin(np.arange(FIT_ROWS), FIT_MISSING, invert=True)

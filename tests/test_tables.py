@@ -360,27 +360,28 @@ def _features(X, weights=None) -> Features:
 
 def test_require_complete_passes_complete_data():
     features = _features([[1, 2], [3, 4]])
-    assert require_complete(features, source="d.csv", drop_missing=False) == (features, 0)
+    assert require_complete(features, source="d.csv", missing="refuse") == (features, 0)
 
 
 def test_require_complete_names_column_and_row():
     features = _features([[1, 2], [3, 4], [5, 6], [7, 8], [9, np.inf], [np.nan, 1]])
-    message = _user_error(require_complete, features, source="data.csv", drop_missing=False)
+    message = _user_error(require_complete, features, source="data.csv", missing="refuse")
     assert message == (
         "column 'x2' in data.csv has a missing or infinite value at row 5; "
-        "clean it or pass --drop-missing"
+        "clean it, or set --missing to drop (leave such rows out) or marginal (fit and "
+        "predict through missing features)"
     )
 
 
 def test_require_complete_names_weight():
     features = _features([[1, 2], [3, 4]], weights=[1, np.nan])
-    message = _user_error(require_complete, features, source="d.csv", drop_missing=False)
+    message = _user_error(require_complete, features, source="d.csv", missing="refuse")
     assert "weight column 'w' in d.csv has a missing or infinite value at row 2" in message
 
 
 def test_require_complete_drops_rows():
     features = _features([[1, 2], [np.nan, 4], [5, 6], [7, -np.inf]], weights=[1, 2, 3, 4])
-    kept, dropped = require_complete(features, source="d.csv", drop_missing=True)
+    kept, dropped = require_complete(features, source="d.csv", missing="drop")
     assert dropped == 2
     np.testing.assert_array_equal(kept.X, [[1, 2], [5, 6]])
     np.testing.assert_array_equal(kept.weights, [1, 3])
@@ -390,13 +391,13 @@ def test_require_complete_drops_rows():
 
 def test_require_complete_all_rows_dropped():
     features = _features([[np.nan, 2], [3, np.inf]])
-    message = _user_error(require_complete, features, source="d.csv", drop_missing=True)
+    message = _user_error(require_complete, features, source="d.csv", missing="drop")
     assert "every row of d.csv has a missing or infinite value" in message
 
 
 def test_require_complete_only_zero_weights_left():
     features = _features([[1, 2], [np.nan, 4]], weights=[0, 1])
-    message = _user_error(require_complete, features, source="d.csv", drop_missing=True)
+    message = _user_error(require_complete, features, source="d.csv", missing="drop")
     assert "has weight zero" in message
 
 

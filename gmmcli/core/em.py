@@ -198,14 +198,14 @@ class Prepared:
 
     coef: np.ndarray
     kernel: Covariance
-    gaps: Marginal | None = None  # for rows with missing features, when they are allowed
+    marginal: Marginal  # for rows with missing features (NaN)
 
     @classmethod
-    def of(cls, params: Params, cov: Covariance, dtype=np.float64, gaps: bool = False) -> Prepared:
+    def of(cls, params: Params, cov: Covariance, dtype=np.float64) -> Prepared:
         kernel = cov.kernel(*params.means.shape)
         log_weights = np.maximum(params.log_weights(), np.finfo(dtype).min / 4)
         coef = kernel.coefficients(params.means, params.prec_chol, log_weights)
-        marginal = Marginal.of(params.means, params.prec_chol, log_weights, cov) if gaps else None
+        marginal = Marginal.of(params.means, params.prec_chol, log_weights, cov)
         return cls(coef.astype(dtype), kernel, marginal)
 
 
@@ -257,11 +257,11 @@ def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
 
     Taken in tiles of tile_rows() rows from the block's start, summed in order, so that
     the products read the row features from a cache. Every path to the core cuts the same
-    blocks (rows_per_block), so the same tiles. Where missing features are allowed, a
-    block with some gives the statistics of its complete rows this way, then those of its
-    rows with gaps (gmmcli.core.missing) by their number of gaps.
+    blocks (rows_per_block), so the same tiles. NaN is a missing feature: a block with
+    some gives the statistics of its complete rows this way, then those of its rows with
+    gaps (gmmcli.core.missing) by their number of gaps.
     """
-    if prepared.gaps is not None and has_gaps(X):
+    if has_gaps(X):
         return _e_step_with_gaps(X, weights, prepared)
     rows = tile_rows(prepared, X.shape[1])
     total = _e_tile(X[:rows], weights[:rows], prepared)
@@ -341,7 +341,7 @@ def _e_step_with_gaps(X: np.ndarray, weights: np.ndarray, prepared: Prepared) ->
     complete = ~gaps.any(axis=1)
     total = e_step(X[complete], weights[complete], prepared) if complete.any() else None
     n_features = X.shape[1]
-    for group in prepared.gaps.groups(X.astype(np.float64, copy=False), gaps):
+    for group in prepared.marginal.groups(X.astype(np.float64, copy=False), gaps):
         group_weights = weights[group.rows]
         wresp, log_norm = weighted_responsibilities(group.log_joint, group_weights)
         second = expected_second_moments(group, wresp, n_features)
@@ -510,7 +510,7 @@ def run_em(
     dtype = options.em_dtype
 
     def e_pass(current: Params) -> Stats:
-        prepared = Prepared.of(current, cov, dtype, gaps=options.marginal)
+        prepared = Prepared.of(current, cov, dtype)
         return reducer.sum(source, functools.partial(e_step, prepared=prepared))
 
     with reducer.session(source):

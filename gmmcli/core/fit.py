@@ -334,7 +334,7 @@ def fit_rows(
     with reducer.session(em_rows):
         start_stats = None
         if given is not None:
-            prepared = Prepared.of(given, cov, gaps=options.marginal)
+            prepared = Prepared.of(given, cov)
             first = reducer.sum(em_rows, functools.partial(_stats_and_summary, prepared))
             data = described(first and first.gathered, em_rows.centre, n_components)
             start_stats = first.stats

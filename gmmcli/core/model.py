@@ -12,7 +12,16 @@ import numpy as np
 from gmmcli.core.blas import one_blas_thread
 from gmmcli.core.constrained import Constrained, Parts
 from gmmcli.core.covariance import Covariance
-from gmmcli.core.em import SERIAL, Params, Prepared, Reducer, aligned_tiles, log_joint, tile_rows
+from gmmcli.core.em import (
+    SERIAL,
+    Params,
+    Prepared,
+    Reducer,
+    aligned_tiles,
+    has_gaps,
+    log_joint,
+    tile_rows,
+)
 from gmmcli.core.structures import get_covariance
 from gmmcli.errors import DataError, GMMError, SingularCovarianceError
 
@@ -142,13 +151,17 @@ def _predict_tiles(
 ) -> None:
     """``outputs`` of rows ``first_row`` on of an input, in tiles of ``rows`` rows at
     multiples of ``rows`` in the whole input (aligned_tiles): log πₖ + log N(x | k) once
-    per tile, the log-likelihood, probabilities and labels from it."""
+    per tile (of the features a row has, for rows with NaN: gmmcli.core.missing), the
+    log-likelihood, probabilities and labels from it."""
     n_features = X.shape[1]
     centred = np.empty((rows, n_features))
     buffer = np.empty(prepared.kernel.n_row_features(n_features) * rows)
     done = 0
     for tile, held in aligned_tiles(X, first_row, rows):
         log_prob = log_joint(np.subtract(tile, centre, out=centred), prepared, out=buffer)[1]
+        if has_gaps(centred):
+            for group in prepared.marginal.groups(centred, np.isnan(centred)):
+                log_prob[:, group.rows] = group.log_joint
         top = log_prob.max(axis=0)  # a logsumexp over components, then the quotients
         log_prob -= top
         resp = np.exp(log_prob, out=log_prob)
@@ -362,8 +375,8 @@ class GaussianMixture:
         X = np.asarray(self._named_columns(X), dtype=float)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise DataError(f"data have shape {X.shape}, expected (n, {self.n_features})")
-        if not np.all(np.isfinite(X)):
-            raise DataError("data contain a non-finite number")
+        if np.isinf(X).any():
+            raise DataError("data contain an infinite number (NaN is a missing value, ±inf is not)")
         return X
 
     def _named_columns(self, X):

@@ -29,7 +29,6 @@ ALL_NAMES = tuple(COVARIANCE_TYPES)  # the fourteen, in mclust's order
 GROUPS = {"all": ALL_NAMES, "sklearn": SKLEARN_NAMES}
 CRITERIA = ("bic", "aic", "icl", "cv")
 DTYPES = ("float64", "float32")
-MISSING_CHOICES = ("refuse", "drop", "marginal")
 
 
 class Rule(NamedTuple):
@@ -131,9 +130,6 @@ class FitOptions:
     canonical_order : bool or None
         Sort components by descending weight, ties by the means (None: unless a start is
         given).
-    missing : {"refuse", "drop", "marginal"}
-        Rows with missing features (NaN): an error, left out, or fitted through the
-        marginal density of what they have (gmmcli.core.missing).
 
     Examples
     --------
@@ -159,16 +155,10 @@ class FitOptions:
     means_init: np.ndarray | None = field(default=None, repr=False)
     precisions_init: np.ndarray | None = field(default=None, repr=False)
     canonical_order: bool | None = None
-    missing: str = "refuse"
 
     def __post_init__(self) -> None:
         check(self, FIT_RULES)
         object.__setattr__(self, "covariance_type", find_covariance(self.covariance_type).name)
-
-    @property
-    def marginal(self) -> bool:
-        """Whether rows with missing features are fitted (the core takes NaN as missing)."""
-        return self.missing == "marginal"
 
     @property
     def em_dtype(self) -> type:
@@ -201,7 +191,6 @@ FIT_RULES: dict[str, Rule] = {
     "seed": optional(whole_number(0)),
     "dtype": one_of(DTYPES),
     "canonical_order": OPTIONAL_FLAG,
-    "missing": one_of(MISSING_CHOICES),
 }
 
 DEFAULT_OPTIONS = FitOptions()

@@ -20,6 +20,7 @@ import numpy as np
 from gmmcli.core.em import SERIAL, Block, PartFunction, Reducer, RowSource
 from gmmcli.core.fit import fit_rows, summarise
 from gmmcli.core.init import HcTree, check_hc_rows, hc_tree
+from gmmcli.core.missing import CompleteRows
 from gmmcli.core.model import GaussianMixture
 from gmmcli.core.options import SELECT_DEFAULTS, FitOptions, Grid
 from gmmcli.core.structures import get_covariance
@@ -183,9 +184,14 @@ def hc_trees(rows: RowSource, options: FitOptions, reducer: Reducer = SERIAL) ->
     if not restarts:
         return {}
     try:
-        centred = rows.centred(summarise(rows, reducer).centre)
+        summary = summarise(rows, reducer)
     except DataError:
         return {}
+    centred = rows.centred(summary.centre)
+    if summary.coverage is not None:  # rows with gaps: hc starts from the complete ones
+        if summary.complete is None:
+            return {}
+        centred = CompleteRows(centred)
     children = np.random.SeedSequence(options.seed).spawn(options.n_init)
     trees: HcTrees = {}
     tree = None

@@ -247,14 +247,14 @@ def load_rows(
     names: list[str],
     *,
     weight_column: str | None = None,
-    drop_missing: bool = False,
+    missing: str = "refuse",
 ) -> ClusterRows:
     """Read the files on the workers and keep their feature rows there (checked as in
     memory; messages name the partition and the row in it)."""
     columns = names + ([weight_column] if weight_column else [])
     name = files.name
     arrays = [
-        dask.delayed(_part_arrays)(partition, index, names, weight_column, drop_missing, name)
+        dask.delayed(_part_arrays)(partition, index, names, weight_column, missing, name)
         for index, partition in enumerate(files.partitions(columns))
     ]
     futures = client.compute(arrays)
@@ -270,7 +270,7 @@ def load_rows(
     )
 
 
-def _part_arrays(partition, index, names, weight_column, drop_missing, name):
+def _part_arrays(partition, index, names, weight_column, missing, name):
     """(features, weights, rows dropped) of one partition, as float64 arrays."""
     source = f"partition {index} of {name}"
     features = tables.select_features(
@@ -281,7 +281,7 @@ def _part_arrays(partition, index, names, weight_column, drop_missing, name):
         require_positive=False,
     )
     features, dropped = tables.require_complete(
-        features, source=source, drop_missing=drop_missing, allow_empty=True
+        features, source=source, missing=missing, allow_empty=True
     )
     weights = np.ones(len(features.X)) if features.weights is None else features.weights
     return features.X, weights, dropped

@@ -538,7 +538,7 @@ class FileRows(OnePart):
     names: list[str]
     weight_column: str | None = None
     chunk_rows: int = DEFAULT_CHUNK_ROWS
-    drop_missing: bool = False
+    missing: str = "refuse"  # what rows with missing values are: tables.require_complete
     centre: np.ndarray | None = None
     dtype: type = np.float64
     name: str | None = None  # how messages call the input (default: the path quoted)
@@ -594,21 +594,22 @@ class FileRows(OnePart):
             yield chunk
 
     def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The complete rows centred, in blocks counted from the first (not by chunk), each
-        a new array in rows (the centring copies it); the next chunk read meanwhile."""
+        """The rows centred (those left by ``missing``), in blocks counted from the first
+        (not by chunk), each a new array in rows (the centring copies it); the next chunk
+        read meanwhile."""
         centre = np.zeros(self.n_features) if self.centre is None else self.centre
-        with contextlib.closing(read_ahead(self._complete_rows())) as chunks:
+        with contextlib.closing(read_ahead(self._rows())) as chunks:
             for X, weights in in_blocks(chunks, self.block_rows):
                 yield np.subtract(X, centre, order="C").astype(self.dtype, copy=False), weights
 
-    def _complete_rows(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Each chunk's complete rows (or an error) and their weights."""
+    def _rows(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Each chunk's rows as ``missing`` leaves them (or an error) and their weights."""
         positive = False
         for chunk in self.features():
             chunk, _ = tables.require_complete(
                 chunk,
                 source=self.label,
-                drop_missing=self.drop_missing,
+                missing=self.missing,
                 allow_empty=True,
             )
             weights = np.ones(len(chunk.X)) if chunk.weights is None else chunk.weights

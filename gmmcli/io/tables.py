@@ -411,30 +411,42 @@ def counting_from(values: pa.ChunkedArray) -> int | None:
 
 
 def require_complete(
-    features: Features, *, source: str, drop_missing: bool, allow_empty: bool = False
+    features: Features,
+    *,
+    source: str,
+    missing: str,
+    allow_empty: bool = False,
+    keep_rows: bool = False,
 ) -> tuple[Features, int]:
-    """Check that no row has a missing value, or drop such rows: (features, rows dropped).
-
-    ``allow_empty`` lets a chunk of a longer file lose all of its rows.
+    """Rows with a missing (null, NaN) or infinite value, as ``missing`` says: "refuse"
+    raises on the first; "drop" leaves them out; "marginal" keeps a row with missing
+    features (NaN in X) unless all are missing, and raises on ±inf or a missing weight.
+    Returns the features and the rows left out. ``keep_rows`` (prediction) marks the
+    rows left out in ``missing`` instead, so outputs stay aligned; ``allow_empty`` lets
+    a chunk of a longer file lose all of its rows.
     """
-    n_missing = int(features.missing.sum())
-    if n_missing == 0:
+    flagged = features.missing
+    if not flagged.any():
         return features, 0
-    if not drop_missing:
-        row = int(np.argmax(features.missing))
-        bad = ~np.isfinite(features.X[row])
-        what = (
-            f"column '{features.names[np.argmax(bad)]}'"
-            if bad.any()
-            else f"weight column '{features.weight_column}'"
-        )
-        raise UserError(
-            f"{what} in {source} has a missing or infinite value at row "
-            f"{features.first_row + row + 1}; "
-            "clean it or pass {drop_missing}",
-            ("drop_missing",),
-        )
-    keep = ~features.missing
+    if missing == "refuse":
+        row = int(np.argmax(flagged))
+        raise _bad_value(features, source, row, ~np.isfinite(features.X[row]), REFUSED)
+    if missing == "marginal":
+        rows = features.X[flagged]
+        infinite = np.isinf(rows).any(axis=1)
+        if features.weights is not None:
+            infinite |= ~np.isfinite(features.weights[flagged])
+        if infinite.any():
+            row = int(np.flatnonzero(flagged)[np.argmax(infinite)])
+            columns = np.isinf(features.X[row])
+            problem = INFINITE if columns.any() else MISSING_WEIGHT
+            raise _bad_value(features, source, row, columns, problem)
+        flagged = flagged.copy()
+        flagged[flagged] = np.isnan(rows).all(axis=1)  # no feature observed
+    n_left_out = int(flagged.sum())
+    if keep_rows:
+        return dataclasses.replace(features, missing=flagged), n_left_out
+    keep = ~flagged
     if not keep.any() and not allow_empty:
         raise UserError(
             f"every row of {source} has a missing or infinite value in the chosen columns; "
@@ -443,13 +455,37 @@ def require_complete(
     weights = None if features.weights is None else features.weights[keep]
     if weights is not None and not (weights > 0).any() and not allow_empty:
         raise UserError(
-            f"every row of {source} left after {{drop_missing}} has weight zero; "
+            f"every row of {source} left after {{missing}} {missing} has weight zero; "
             "clean the data or choose another weight column",
-            ("drop_missing",),
+            ("missing",),
         )
     X = features.X[keep]
     kept = dataclasses.replace(features, X=X, weights=weights, missing=np.zeros(len(X), bool))
-    return kept, n_missing
+    return kept, n_left_out
+
+
+REFUSED = (
+    "has a missing or infinite value",
+    "clean it, or set {missing} to drop (leave such rows out) or marginal (fit and predict "
+    "through missing features)",
+)
+INFINITE = ("has an infinite value", "±inf is never taken for missing: clean it")
+MISSING_WEIGHT = ("has a missing or infinite value", "a weight cannot be missing: clean it")
+
+
+def _bad_value(
+    features: Features, source: str, row: int, columns: np.ndarray, problem: tuple[str, str]
+) -> UserError:
+    """The error for a value at ``row``: in the first of ``columns``, else the weight."""
+    where = (
+        f"column '{features.names[np.argmax(columns)]}'"
+        if columns.any()
+        else f"weight column '{features.weight_column}'"
+    )
+    what, how = problem
+    return UserError(
+        f"{where} in {source} {what} at row {features.first_row + row + 1}; {how}", ("missing",)
+    )
 
 
 def is_numeric(dtype: pa.DataType) -> bool:
