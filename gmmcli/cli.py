@@ -11,20 +11,18 @@ from __future__ import annotations
 import gmmcli.threads  # noqa: F401 (first: sets BLAS threads before numpy loads)
 
 # isort: split
-import functools
-import os
 import sys
 from enum import Enum
 from typing import Annotated
 
 import typer
-from typer.core import TyperGroup
 
 from gmmcli import __version__, jobs
-from gmmcli.console import Reporter, error
+from gmmcli.commands import app, command, strict_failure
+from gmmcli.console import Reporter
 from gmmcli.core.init import HC_ROWS, INIT_SAMPLE
 from gmmcli.core.options import FitOptions, Grid
-from gmmcli.errors import FULL, GMMError, UserError
+from gmmcli.errors import UserError
 from gmmcli.flags import (
     COVARIANCE_HELP,
     INPUT,
@@ -32,7 +30,6 @@ from gmmcli.flags import (
     OUTPUT,
     ChunkRowsOpt,
     ColumnsOpt,
-    Command,
     Criterion,
     DataArg,
     Dtype,
@@ -53,7 +50,6 @@ from gmmcli.flags import (
     ModelOpt,
     OutputFormatOpt,
     OutputOpt,
-    PlainHelp,
     QuietOpt,
     RegCovarOpt,
     SchedulerOpt,
@@ -64,72 +60,6 @@ from gmmcli.flags import (
 )
 from gmmcli.inputs import Output, Source
 from gmmcli.stopping import exit_without_collecting, handle_signals, interrupted
-
-EXIT_USER_ERROR = 2
-EXIT_STRICT = 3
-
-
-class PlainErrors(PlainHelp, TyperGroup):
-    """Usage errors (an unknown option, a missing argument) as one plain line, exit 2."""
-
-    def main(self, *args, standalone_mode: bool = True, **kwargs):
-        if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
-        try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
-        except typer.TyperException as err:  # a usage error, as Typer's parser raises it
-            message = err.format_message().replace("\n", " ")
-            if message:  # (none when no arguments asked for the help, shown already)
-                where = (
-                    f" (see '{err.ctx.command_path} --help')" if getattr(err, "ctx", None) else ""
-                )
-                error(message + where)
-            sys.exit(err.exit_code)
-        except typer.Abort as err:  # click's, from a KeyboardInterrupt (a Stopped too)
-            sys.exit(interrupted(err.__cause__))
-        sys.exit(code if isinstance(code, int) else 0)
-
-
-app = typer.Typer(
-    name="gmmcli",
-    cls=PlainErrors,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-
-
-def command(*, example: str, **kwargs):
-    """Register a subcommand whose help ends with an example and whose errors map to exits."""
-
-    def register(func):
-        @functools.wraps(func)
-        def run(*args, **kw):
-            try:
-                return func(*args, **kw)
-            except GMMError as err:
-                error(err.describe(flag))
-                raise typer.Exit(EXIT_USER_ERROR) from None
-            except KeyboardInterrupt as err:
-                raise typer.Exit(interrupted(err)) from None
-            except OSError as err:
-                if not isinstance(err, BrokenPipeError) and err.errno not in FULL:
-                    raise
-                # The reader went away (| head: stop quietly) or stdout's disk is full:
-                # stdout is sent nowhere, so that its last flush at exit cannot fail.
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-                if isinstance(err, BrokenPipeError):
-                    raise typer.Exit(0) from None
-                error(f"cannot write to stdout: {FULL[err.errno]}; make room, then run again")
-                raise typer.Exit(EXIT_USER_ERROR) from None
-
-        return app.command(epilog=f"Example: {example}", cls=Command, **kwargs)(run)
-
-    return register
-
-
-def strict_failure(message: str, written: str = "nothing written") -> typer.Exit:
-    error(f"{message} (--strict); {written}")
-    return typer.Exit(EXIT_STRICT)
 
 
 def parse_seed(text: str) -> int | None:

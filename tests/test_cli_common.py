@@ -492,7 +492,7 @@ BAD_INPUTS = [
         "fit holes.csv -k 2 -o out.json",
         "'x0'",
         "row 5",
-        "--drop-missing",
+        "--missing",
         files={"holes.csv": lambda b: set_cell(b.csv, 5, "x0", "NaN")},
     ),
     case(
@@ -521,7 +521,7 @@ BAD_INPUTS = [
         "classify holes.csv --model model.json -o out.csv",
         "'x0'",
         "row 5",
-        "--drop-missing",
+        "--missing",
         files={"holes.csv": lambda b: set_cell(b.csv, 5, "x0", "")},
     ),
     case("columns-names-missing-column", "fit data.csv -k 2 --columns x0,zz -o out.json", "'zz'"),

@@ -273,7 +273,7 @@ def test_cli_bad_data_in_a_partition_leaves_the_old_folder(client, data, model_f
     code, _, err = run("classify", bad, "-m", model_file, "-o", target, *engine)
     assert code == 2
     assert "column 'a' in partition 1 of" in err and "at row 8" in err
-    assert "--drop-missing" in err
+    assert "set --missing to drop" in err
     assert os.listdir(target) == ["part-00000.parquet"]
     assert (target / "part-00000.parquet").read_bytes() == b"old"
     assert sorted(os.listdir(tmp_path)) == ["bad", "labels"]

@@ -629,7 +629,7 @@ def test_bad_input_a_missing_feature_names_the_row_in_the_file(data, tmp_path, t
     )
     assert "column 'x1'" in error
     assert "row 1234" in error  # counted from the file's start, not the chunk's (row 34)
-    assert "--drop-missing" in error
+    assert "set --missing to drop" in error
 
 
 @pytest.mark.parametrize("command", ["fit", "score"])
