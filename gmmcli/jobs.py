@@ -277,13 +277,14 @@ def score(
         totals.update(zip(("weight", "log_likelihood"), total.sums.total(), strict=True))
         if totals["weight"] <= 0:
             raise tables.no_positive_weight(source.weight_column, source.name)
-        totals["n_samples"] = total.n_samples
+        totals["n_samples"], totals["n_partial"] = total.n_samples, total.n_partial
 
     prediction = Score(model, keeps_input=per_sample.path is not None)
     predict_rows(source, model, prediction, per_sample, accept=accept, report=report)
     weight, log_likelihood = float(totals["weight"]), float(totals["log_likelihood"])
     return {
         "n_samples": totals["n_samples"],
+        "n_samples_missing_features": totals["n_partial"],
         "total_weight": weight,
         "log_likelihood": log_likelihood,
         "mean_log_likelihood": log_likelihood / weight,

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from gmmcli.core import GaussianMixture
-from gmmcli.core.em import Reducer
+from gmmcli.core.em import Reducer, has_gaps
 from gmmcli.core.model import RowOutputs
 from gmmcli.io import tables
 
@@ -79,14 +79,19 @@ def _block_sum(values: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Scores:
-    """Sums over scored rows: how many, and (by row position: RowSums) their total weight
-    and weighted log-likelihood."""
+    """Sums over scored rows: how many, how many of them on fewer features (missing some),
+    and (by row position: RowSums) their total weight and weighted log-likelihood."""
 
     n_samples: int = 0
     sums: RowSums = field(default_factory=RowSums)
+    n_partial: int = 0
 
     def __add__(self, other: Scores) -> Scores:
-        return Scores(self.n_samples + other.n_samples, self.sums + other.sums)
+        return Scores(
+            self.n_samples + other.n_samples,
+            self.sums + other.sums,
+            self.n_partial + other.n_partial,
+        )
 
 
 @dataclass(frozen=True)
@@ -198,7 +203,8 @@ def scored(
     values = np.zeros((len(keep), 2))
     values[keep, 0] = weights[keep]
     values[keep, 1] = weights[keep] * per_row[keep]
-    scores = Scores(int(keep.sum()), RowSums.of(values, features.first_row))
+    partial = int(has_gaps(features.X) and (np.isnan(features.X).any(axis=1) & keep).sum())
+    scores = Scores(int(keep.sum()), RowSums.of(values, features.first_row), partial)
     return table.append_column("log_likelihood", _column(per_row, keep)), scores
 
 

@@ -28,7 +28,15 @@ from gmmcli.io import tables
 
 SCRIPT = Path(sys.executable).with_name("gmmcli")
 GMMCLI = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmcli"]
-SCORE_KEYS = {"n_samples", "total_weight", "log_likelihood", "mean_log_likelihood", "bic", "aic"}
+SCORE_KEYS = {
+    "n_samples",
+    "n_samples_missing_features",
+    "total_weight",
+    "log_likelihood",
+    "mean_log_likelihood",
+    "bic",
+    "aic",
+}
 TIMEOUT = 120  # seconds; far above what any command here needs
 
 

@@ -20,7 +20,15 @@ from cli_helpers import error_line, gmm, missing_rows_csv, ok, snapshot
 pytestmark = pytest.mark.usefixtures("in_tmp_path")
 
 
-SCORE_KEYS = {"n_samples", "total_weight", "log_likelihood", "mean_log_likelihood", "bic", "aic"}
+SCORE_KEYS = {
+    "n_samples",
+    "n_samples_missing_features",
+    "total_weight",
+    "log_likelihood",
+    "mean_log_likelihood",
+    "bic",
+    "aic",
+}
 
 
 def test_score_prints_one_json_object(files):

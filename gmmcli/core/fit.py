@@ -425,6 +425,7 @@ def fit_rows(
         seed=seed,
         largest_drop=best.largest_drop,
         history=best.history,
+        missing_cells=data.missing_cells,
     )
     model = GaussianMixture(
         params.weights / params.weights.sum(),

@@ -67,6 +67,7 @@ class FitInfo:
     seed: int | None
     largest_drop: float = 0.0
     history: list[float] = field(default_factory=list)
+    missing_cells: int = 0  # feature values missing in the rows fitted (through them)
 
     @property
     def mean_log_likelihood(self) -> float:

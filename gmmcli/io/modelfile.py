@@ -79,6 +79,7 @@ TRAINING_FIELDS: dict[str, tuple[type, ...]] = {
     "largest_drop": (float, int),
     "history": (list,),
 }
+OPTIONAL_TRAINING_FIELDS: dict[str, tuple[type, ...]] = {"missing_cells": (int,)}  # newer
 
 
 class ModelFileError(UserError):
@@ -119,7 +120,8 @@ def to_dict(model: GaussianMixture) -> dict[str, Any]:
             data[key] = (values if key == part.field else values[0]).tolist()
     info = model.fit_info
     if info is not None:
-        training = {name: getattr(info, name) for name in TRAINING_FIELDS}
+        fields = {**TRAINING_FIELDS, **OPTIONAL_TRAINING_FIELDS}
+        training = {name: getattr(info, name) for name in fields}
         training.update(
             mean_log_likelihood=info.mean_log_likelihood,
             bic=info.bic,
@@ -171,7 +173,9 @@ def _fit_info(training: Any) -> FitInfo | None:
         return None
     _require(isinstance(training, dict), "'training' must be an object or null")
     values = {}
-    for name, types in TRAINING_FIELDS.items():
+    for name, types in {**TRAINING_FIELDS, **OPTIONAL_TRAINING_FIELDS}.items():
+        if name in OPTIONAL_TRAINING_FIELDS and name not in training:
+            continue
         _require(name in training, f"'training' lacks '{name}'")
         value = training[name]
         valid = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
