@@ -12,10 +12,11 @@ from numpy.testing import assert_allclose
 from scipy.stats import multivariate_normal
 
 import gmmcli
+from gmmcli.core import missing
 from gmmcli.core.em import InMemoryRows, Params, Prepared, e_step
 from gmmcli.core.fit import fit_rows, summarise
 from gmmcli.core.generate import random_mixture
-from gmmcli.core.missing import Coverage, Marginal, expected_second_moments, observed_distances
+from gmmcli.core.missing import Coverage, Marginal, expected_moments, observed_distances
 from gmmcli.core.options import FitOptions
 from gmmcli.core.structures import COVARIANCE_TYPES, get_covariance
 from gmmcli.engines import local
@@ -53,12 +54,22 @@ def _sample(n=3000, n_features=5, n_components=3, share=0.2, seed=0):
     return X, _with_gaps(X, share, seed + 2)
 
 
-def test_marginal_density_and_conditional_moments_are_the_direct_ones():
+@pytest.fixture(params=["patterns", "counts"])
+def grouped(request, monkeypatch):
+    """Rows with gaps taken by their pattern (every pattern shares its factors) or by
+    their number of gaps (row by row), the two ways Marginal.groups() has."""
+    monkeypatch.setattr(missing, "MIN_PATTERN_ROWS", 1 if request.param == "patterns" else 10**9)
+    return request.param
+
+
+def test_marginal_density_and_conditional_moments_are_the_direct_ones(grouped):
     """Every row with gaps (all features missing too): log πₖ + log N(x_o) against
     scipy on the observed coordinates to 1e-10, and E[x_m | x_o], Cov[x_m | x_o] against
     the covariance-form formulas."""
     weights, means, covariances = _mixture()
-    marginal = Marginal.of(means, FULL.precision_cholesky(covariances), np.log(weights), FULL)
+    marginal = Marginal.of(
+        means, covariances, FULL.precision_cholesky(covariances), np.log(weights), FULL
+    )
     X = _with_gaps(np.random.default_rng(1).standard_normal((60, 5)), 0.4, 2)
     X[0] = np.nan
     gaps = np.isnan(X)
@@ -84,14 +95,16 @@ def test_marginal_density_and_conditional_moments_are_the_direct_ones():
     assert seen == int(gaps.any(axis=1).sum())
 
 
-def test_expected_second_moments_add_the_conditional_covariances():
+def test_expected_second_moments_add_the_conditional_covariances(grouped):
     weights, means, covariances = _mixture(2, 4)
-    marginal = Marginal.of(means, FULL.precision_cholesky(covariances), np.log(weights), FULL)
+    marginal = Marginal.of(
+        means, covariances, FULL.precision_cholesky(covariances), np.log(weights), FULL
+    )
     X = _with_gaps(np.random.default_rng(3).standard_normal((30, 4)), 0.3, 4)
     gaps = np.isnan(X)
     for group in marginal.groups(X, gaps):
         weighted = np.random.default_rng(5).random((2, len(group.rows)))
-        second = expected_second_moments(group, weighted, 4)
+        second = expected_moments([group], weighted)[2]
         conditional = group.conditional_covariances()
         expected = np.zeros((2, 4, 4))
         for at in range(len(group.rows)):
@@ -171,6 +184,22 @@ def test_forked_and_threaded_passes_give_the_one_thread_fit_with_gaps(monkeypatc
         shared = fit_rows(_rows(X), 3, options, reducer=local.reducer())
     np.testing.assert_array_equal(alone.covariances, shared.covariances)
     assert alone.fit_info.log_likelihood == shared.fit_info.log_likelihood
+
+
+def test_patterns_and_counts_give_the_same_statistics(monkeypatch):
+    weights, means, covariances = _mixture(3, 6)
+    params = Params(weights, means, covariances, FULL.precision_cholesky(covariances))
+    X = _with_gaps(np.random.default_rng(6).standard_normal((3000, 6)), 0.15, 7)
+    w = np.random.default_rng(8).random(len(X))
+    stats = {}
+    for least in (1, 40, 10**9):
+        monkeypatch.setattr(missing, "MIN_PATTERN_ROWS", least)
+        stats[least] = e_step(X, w, Prepared.of(params, FULL))
+    for least in (1, 40):
+        for name in ("nk", "sx", "second", "log_likelihood"):
+            assert_allclose(
+                getattr(stats[least], name), getattr(stats[10**9], name), rtol=1e-10, atol=1e-9
+            )
 
 
 def test_a_block_with_gaps_sums_its_complete_rows_then_its_gaps_by_count():

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import numpy as np
 
 from gmmcli.core.covariance import Covariance, empty_components
-from gmmcli.core.missing import Marginal, expected_second_moments
+from gmmcli.core.missing import Marginal, expected_moments
 from gmmcli.core.structures import get_covariance
 
 if TYPE_CHECKING:
@@ -205,7 +205,7 @@ class Prepared:
         kernel = cov.kernel(*params.means.shape)
         log_weights = np.maximum(params.log_weights(), np.finfo(dtype).min / 4)
         coef = kernel.coefficients(params.means, params.prec_chol, log_weights)
-        marginal = Marginal.of(params.means, params.prec_chol, log_weights, cov)
+        marginal = Marginal.of(params.means, params.covariances, params.prec_chol, log_weights, cov)
         return cls(coef.astype(dtype), kernel, marginal)
 
 
@@ -335,24 +335,20 @@ def has_gaps(X: np.ndarray) -> bool:
 
 
 def _e_step_with_gaps(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
-    """e_step() of a block with missing features: its complete rows, then its rows with
-    gaps by their number (taken in float64 whatever the working dtype)."""
+    """e_step() of a block with missing features: its complete rows, then all its rows
+    with gaps at once, in the groups Marginal.groups() makes (in float64 whatever the
+    working dtype)."""
     gaps = np.isnan(X)
     complete = ~gaps.any(axis=1)
     total = e_step(X[complete], weights[complete], prepared) if complete.any() else None
-    n_features = X.shape[1]
-    for group in prepared.marginal.groups(X.astype(np.float64, copy=False), gaps):
-        group_weights = weights[group.rows]
-        wresp, log_norm = weighted_responsibilities(group.log_joint, group_weights)
-        second = expected_second_moments(group, wresp, n_features)
-        stats = Stats(
-            wresp.sum(axis=1),
-            np.einsum("kn,knd->kd", wresp, group.filled),
-            prepared.kernel.second_from_matrices(second),
-            float(group_weights @ log_norm),
-        )
-        total = add_up([total, stats])
-    return total
+    groups = list(prepared.marginal.groups(X.astype(np.float64, copy=False), gaps))
+    gap_weights = weights[np.concatenate([group.rows for group in groups])]
+    log_prob = np.hstack([group.log_joint for group in groups])
+    wresp, log_norm = weighted_responsibilities(log_prob, gap_weights)
+    nk, sx, second = expected_moments(groups, wresp)
+    stats = Stats(nk, sx, prepared.kernel.second_from_matrices(second))
+    stats.log_likelihood = float(gap_weights @ log_norm)
+    return add_up([total, stats])
 
 
 # Per-thread storage only: the core starts no threads, but a reducer may run its blocks

@@ -21,7 +21,7 @@ is the one complete rows use.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -63,9 +63,13 @@ def _weightless_gaps(X: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np
     return np.where(gaps, 0.0, X).astype(X.dtype), np.where(gaps.any(axis=1), 0.0, weights)
 
 
+MIN_PATTERN_ROWS = 16  # rows of a block with one pattern of gaps that share its factors
+
+
 @dataclass
-class GapGroup:
-    """The rows of a block that miss the same number j of features, under every component."""
+class CountGroup:
+    """Rows of a block that miss the same number j of features (whichever), under every
+    component: Λ_mm factored row by row, in numpy operations over all of them."""
 
     rows: np.ndarray  # (n,) their positions in the block
     missing: np.ndarray  # (n, j) each row's missing features, ascending
@@ -79,32 +83,147 @@ class GapGroup:
         identity = np.broadcast_to(np.eye(j), self.factor.shape)
         return _solve_upper(self.factor, _solve_lower(self.factor, identity))
 
+    def add_spread(self, second: np.ndarray, weighted: np.ndarray) -> None:
+        """Add Σ w·rₖ Cov[x_m | x_o, k] to ``second`` (K, D, D) where both features are
+        missing; ``weighted`` = w·rₖ of these rows, (K, n)."""
+        n_components, n_features = second.shape[:2]
+        spread = weighted[:, :, None, None] * self.conditional_covariances()
+        cells = self.missing[:, :, None] * n_features + self.missing[:, None, :]
+        size = n_features * n_features
+        where = (np.arange(n_components)[:, None] * size + cells.reshape(1, -1)).ravel()
+        second += np.bincount(where, spread.ravel(), n_components * size).reshape(second.shape)
+
+
+@dataclass
+class Pattern:
+    """One pattern of gaps (observed features o, missing m) under every component,
+    factored once per set of parameters: Σₖ,oo = LLᵀ, its whitening Y = L⁻¹ side by side
+    for all components (z = Y(x_o − μₖ,o), log N = cₖ − |z|²/2), the regressions of x_m on
+    x_o (E[x_m | x_o, k] = x_o Bₖ + bₖ) and Cov[x_m | x_o, k]."""
+
+    observed: np.ndarray
+    missing: np.ndarray
+    whitening: np.ndarray  # (|o|, K·|o|)
+    shifts: np.ndarray  # (K·|o|,)
+    constants: np.ndarray  # (K,) log πₖ + log det Y - |o|/2 log 2π
+    regressions: np.ndarray  # (|o|, K·j)
+    offsets: np.ndarray  # (K·j,)
+    conditional: np.ndarray  # (K, j, j)
+
+    @classmethod
+    def of(cls, marginal: Marginal, gaps: np.ndarray) -> Pattern:
+        o, m = np.flatnonzero(~gaps), np.flatnonzero(gaps)
+        covariances, means = marginal.covariances, marginal.means
+        factor = np.linalg.cholesky(covariances[:, o[:, None], o])
+        inverse_factor = np.linalg.solve(factor, np.eye(len(o)))  # Σ_oo⁻¹'s Cholesky, Yᵀ
+        half = inverse_factor @ covariances[:, o[:, None], m]  # Y Σ_om, (K, |o|, j)
+        whitening = np.swapaxes(inverse_factor, 1, 2)  # z = x_o Yᵀ
+        regressions = whitening @ half  # Σ_oo⁻¹ Σ_om = Yᵀ Y Σ_om
+        log_det = np.log(np.diagonal(inverse_factor, axis1=1, axis2=2)).sum(axis=1)
+        return cls(
+            o,
+            m,
+            np.hstack(list(whitening)),
+            np.einsum("ko,koq->kq", means[:, o], whitening).ravel(),
+            marginal.log_weights + log_det - 0.5 * len(o) * LOG_2PI,
+            np.hstack(list(regressions)),
+            (means[:, m] - np.einsum("ko,koj->kj", means[:, o], regressions)).ravel(),
+            covariances[:, m[:, None], m] - np.swapaxes(half, 1, 2) @ half,
+        )
+
+
+@dataclass
+class PatternGroup:
+    """Rows of a block with one Pattern of gaps, at least MIN_PATTERN_ROWS of them: each
+    quantity a product of their observed values by the pattern's matrices."""
+
+    rows: np.ndarray  # (n,) their positions in the block
+    values: np.ndarray  # (n, D) the rows, NaN in their gaps
+    pattern: Pattern
+    log_joint: np.ndarray  # (K, n)
+    means_missing: np.ndarray  # (n, K, j): E[x_m | x_o, k]
+
+    @classmethod
+    def of(cls, X: np.ndarray, rows: np.ndarray, pattern: Pattern) -> PatternGroup:
+        values = X[rows]
+        observed = values[:, pattern.observed]
+        n_rows, n_components = len(rows), len(pattern.constants)
+        z = (observed @ pattern.whitening - pattern.shifts).reshape(n_rows, n_components, -1)
+        log_joint = pattern.constants[:, None] - 0.5 * np.square(z).sum(axis=2).T
+        means_missing = (observed @ pattern.regressions + pattern.offsets).reshape(
+            n_rows, n_components, -1
+        )
+        return cls(rows, values, pattern, log_joint, means_missing)
+
+    @property
+    def missing(self) -> np.ndarray:
+        return np.broadcast_to(self.pattern.missing, (len(self.rows), len(self.pattern.missing)))
+
+    @property
+    def filled(self) -> np.ndarray:
+        """(K, n, D): the rows, their gaps filled with E[x_m | x_o, k]."""
+        filled = np.repeat(self.values[None], len(self.log_joint), axis=0)
+        filled[:, :, self.pattern.missing] = np.swapaxes(self.means_missing, 0, 1)
+        return filled
+
+    def conditional_covariances(self) -> np.ndarray:
+        """Cov[x_m | x_o, k], shape (K, n, j, j): the pattern's, for every row."""
+        conditional = self.pattern.conditional
+        shape = (len(conditional), len(self.rows), *conditional.shape[1:])
+        return np.broadcast_to(conditional[:, None], shape)
+
+    def add_spread(self, second: np.ndarray, weighted: np.ndarray) -> None:
+        """CountGroup.add_spread(): the pattern's one covariance, weighted by the total."""
+        m = self.pattern.missing
+        second[:, m[:, None], m] += weighted.sum(axis=1)[:, None, None] * self.pattern.conditional
+
 
 @dataclass
 class Marginal:
-    """A mixture's parameters as the gaps' math takes them: means (K, D), precisions
-    (K, D, D), log det of each precision's Cholesky factor and log πₖ (K,)."""
+    """A mixture's parameters as the gaps' math takes them: means (K, D), covariances and
+    precisions (K, D, D), log det of each precision's Cholesky factor and log πₖ (K,);
+    with the Patterns factored so far (per set of parameters, so per EM iteration)."""
 
     means: np.ndarray
+    covariances: np.ndarray
     precisions: np.ndarray
     log_det_factor: np.ndarray
     log_weights: np.ndarray
+    patterns: dict[bytes, Pattern] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def of(cls, means, prec_chol, log_weights, cov: Covariance) -> Marginal:
-        n_components, n_features = means.shape
-        precisions = cov.full_matrices(cov.precisions(prec_chol), n_components, n_features)
-        return cls(means, precisions, cov.log_det(prec_chol, n_features), log_weights)
+    def of(cls, means, covariances, prec_chol, log_weights, cov: Covariance) -> Marginal:
+        shape = means.shape
+        return cls(
+            means,
+            cov.full_matrices(covariances, *shape),
+            cov.full_matrices(cov.precisions(prec_chol), *shape),
+            cov.log_det(prec_chol, shape[1]),
+            log_weights,
+        )
 
-    def groups(self, X: np.ndarray, gaps: np.ndarray) -> Iterator[GapGroup]:
-        """A GapGroup for each number of gaps from 1 that some row of ``X`` has, in
-        ascending order; ``gaps`` is X's NaN mask. Rows without gaps are left out."""
-        counts = gaps.sum(axis=1)
-        for j in np.unique(counts[counts > 0]):
-            rows = np.flatnonzero(counts == j)
-            yield self._group(X[rows], gaps[rows], rows, int(j))
+    def groups(self, X: np.ndarray, gaps: np.ndarray) -> Iterator[PatternGroup | CountGroup]:
+        """The rows of ``X`` with gaps (``gaps``: X's NaN mask) in groups, in a fixed
+        order: a PatternGroup for each pattern of gaps that at least MIN_PATTERN_ROWS rows
+        share (patterns in ascending order of their bits), then a CountGroup for each
+        number of gaps of the other rows (ascending). Rows without gaps are left out."""
+        gapped = np.flatnonzero(gaps.any(axis=1))
+        keys, inverse, counts = np.unique(
+            _pattern_keys(gaps[gapped]), return_inverse=True, return_counts=True
+        )
+        for index in np.flatnonzero(counts >= MIN_PATTERN_ROWS):
+            rows = gapped[inverse == index]
+            key = gaps[rows[0]].tobytes()
+            if key not in self.patterns:
+                self.patterns[key] = Pattern.of(self, gaps[rows[0]])
+            yield PatternGroup.of(X, rows, self.patterns[key])
+        rest = gapped[counts[inverse] < MIN_PATTERN_ROWS]
+        per_row = gaps[rest].sum(axis=1)
+        for j in np.unique(per_row):
+            rows = rest[per_row == j]
+            yield self._count_group(X[rows], gaps[rows], rows, int(j))
 
-    def _group(self, X: np.ndarray, gaps: np.ndarray, rows: np.ndarray, j: int) -> GapGroup:
+    def _count_group(self, X: np.ndarray, gaps: np.ndarray, rows: np.ndarray, j: int) -> CountGroup:
         n_rows, n_features = X.shape
         missing = np.nonzero(gaps)[1].reshape(n_rows, j)
         deviations = np.where(gaps, 0.0, X[None] - self.means[:, None, :])
@@ -127,21 +246,34 @@ class Marginal:
             np.broadcast_to(self.means[:, None, :], filled.shape), missing[None], axis=2
         )
         np.put_along_axis(filled, np.broadcast_to(missing, solved.shape), means_missing - solved, 2)
-        return GapGroup(rows, missing, log_joint, filled, factor)
+        return CountGroup(rows, missing, log_joint, filled, factor)
 
 
-def expected_second_moments(group: GapGroup, weighted: np.ndarray, n_features: int) -> np.ndarray:
-    """Σ over the group's rows of w·rₖ E[x xᵀ | x_o, k] for every component, (K, D, D):
-    the filled rows' products plus the conditional covariances where both features are
-    missing. ``weighted`` is w·rₖ, shape (K, n)."""
-    filled = group.filled
-    second = np.stack([(rows.T * w) @ rows for rows, w in zip(filled, weighted, strict=True)])
-    spread = weighted[:, :, None, None] * group.conditional_covariances()
-    cells = group.missing[:, :, None] * n_features + group.missing[:, None, :]
-    n_components, size = len(second), n_features * n_features
-    where = (np.arange(n_components)[:, None] * size + cells.reshape(1, -1)).ravel()
-    second += np.bincount(where, spread.ravel(), n_components * size).reshape(second.shape)
-    return second
+def expected_moments(
+    groups: list[PatternGroup | CountGroup], weighted: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Σ w·r, Σ w·r E[x | x_o], Σ w·r E[x xᵀ | x_o]) over the rows of ``groups`` for every
+    component, shapes (K,), (K, D), (K, D, D); ``weighted`` is their w·rₖ, (K, n), the
+    rows in the groups' order. One product over all the rows (their gaps filled with
+    the conditional means), then each group's conditional covariances added."""
+    filled = np.concatenate([group.filled for group in groups], axis=1)
+    scaled = weighted[:, :, None] * filled
+    second = np.swapaxes(filled, 1, 2) @ scaled
+    start = 0
+    for group in groups:
+        stop = start + len(group.rows)
+        group.add_spread(second, weighted[:, start:stop])
+        start = stop
+    return weighted.sum(axis=1), scaled.sum(axis=1), second
+
+
+def _pattern_keys(gaps: np.ndarray) -> np.ndarray:
+    """One sortable key per row that only rows with the same gaps share: the bits of the
+    row's gaps as an integer (up to 63 features), else its packed bytes."""
+    if gaps.shape[1] < 64:
+        return gaps @ (np.uint64(1) << np.arange(gaps.shape[1], dtype=np.uint64))
+    packed = np.ascontiguousarray(np.packbits(gaps, axis=1))
+    return packed.view(np.dtype((np.void, packed.shape[1])))[:, 0]
 
 
 def _cholesky(matrices: np.ndarray) -> np.ndarray:
