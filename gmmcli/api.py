@@ -5,7 +5,7 @@ with the Arrow PyCapsule interface) or a path (CSV, TSV, Parquet; streamed when 
 it whole would take more than ``memory_limit``, default half the memory available).
 Keywords are those of :class:`gmmcli.FitOptions` (how to fit), of :class:`gmmcli.Grid`
 (select_k's grid) and of :class:`gmmcli.inputs.Source` (how to read: ``columns``,
-``exclude``, ``drop_missing``, ``chunk_rows``, ``memory_limit``, ``format``, ``engine``,
+``exclude``, ``missing``, ``chunk_rows``, ``memory_limit``, ``format``, ``engine``,
 ``scheduler``); each is checked once, before any data are read.
 """
 
