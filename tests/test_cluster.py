@@ -495,3 +495,43 @@ def test_real_command_with_a_local_cluster_of_its_own(data, tmp_path):
     _, X, weights = data
     local = fit(X, 3, seed=2)
     np.testing.assert_allclose(model["means"], local.means, rtol=1e-10)
+
+
+def test_fit_classify_and_score_through_gaps_as_the_local_engine(client, data, tmp_path):
+    """--missing marginal on the Dask engine: the local engine's model and outputs."""
+    root, X, weights = data
+    gapped = X.copy()
+    gapped[np.random.default_rng(3).random(X.shape) < 0.2] = np.nan
+    table = pa.table(
+        {**{n: pa.array(gapped[:, j], from_pandas=True) for j, n in enumerate(NAMES)}, "w": weights}
+    )
+    pq.write_table(table, tmp_path / "gaps.parquet", row_group_size=ROW_GROUP)
+    common = ["-k", 3, "--weight-column", "w", "--missing", "marginal", "-q"]
+    engine = ["--engine", "dask", "--scheduler", client.scheduler.address]
+    for name, where in (("dask.json", engine), ("local.json", [])):
+        code, _, err = run("fit", tmp_path / "gaps.parquet", *common, "-o", tmp_path / name, *where)
+        assert code == 0, err
+    dask_model = json.loads((tmp_path / "dask.json").read_text())
+    local_model = json.loads((tmp_path / "local.json").read_text())
+    for key in ("weights", "means", "covariances"):
+        np.testing.assert_allclose(dask_model[key], local_model[key], rtol=1e-10)
+    fitted = (weights > 0) & ~np.isnan(gapped).all(axis=1)
+    assert dask_model["training"]["missing_cells"] == int(np.isnan(gapped[fitted]).sum())
+    summaries = [
+        run(
+            "score",
+            tmp_path / "gaps.parquet",
+            "-m",
+            tmp_path / "local.json",
+            "--weight-column",
+            "w",
+            "--missing",
+            "marginal",
+            *where,
+        )  # fmt: skip
+        for where in (engine, [])
+    ]
+    assert all(code == 0 for code, _, _ in summaries), summaries
+    remote, here = (json.loads(out) for _, out, _ in summaries)
+    np.testing.assert_allclose(remote["log_likelihood"], here["log_likelihood"], rtol=1e-12)
+    assert remote["n_samples_missing_features"] == here["n_samples_missing_features"] > 0

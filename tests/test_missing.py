@@ -288,3 +288,26 @@ def test_fitting_through_gaps_beats_deleting_rows_and_filling_means():
         scores = [fit.score(held_out) for fit in (through, deleted, imputed)]
         wins += scores[0] > max(scores[1:])
     assert wins >= 8
+
+
+def test_float32_through_gaps_is_float64_to_its_precision():
+    _, X = _sample(2000)
+    X = X[~np.isnan(X).all(axis=1)]
+    fits = [
+        fit_rows(_rows(X), 3, FitOptions(seed=0, dtype=dtype)) for dtype in ("float32", "float64")
+    ]
+    for name in ("weights", "means", "covariances"):
+        a, b = (getattr(fit, name) for fit in fits)
+        assert np.max(np.abs(a - b)) <= 1e-4 * np.max(np.abs(b)), name
+
+
+def test_a_start_model_goes_on_through_gaps():
+    """EM from a saved model's parameters (--init-model) on rows with gaps: the fit that
+    runs all the iterations at once."""
+    _, X = _sample(1500)
+    X = X[~np.isnan(X).all(axis=1)]
+    whole = gmmcli.fit(X, 3, seed=0, tol=0, max_iter=6, missing="marginal")
+    first = gmmcli.fit(X, 3, seed=0, tol=0, max_iter=2, missing="marginal")
+    rest = gmmcli.fit(X, start=first, tol=0, max_iter=4, missing="marginal")
+    assert_allclose(rest.means, whole.means, rtol=1e-9)
+    assert_allclose(rest.covariances, whole.covariances, rtol=1e-9)

@@ -312,8 +312,8 @@ def _solve_upper(factor: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Coverage:
-    """What rows with gaps say of the data, summed over them: their total weight and count
-    (of positive weight), the cells missing, and for every pair of features (a, b), over
+    """What rows with gaps say of the data, summed over them: their total weight, count
+    and missing cells (in rows of positive weight), and for every pair of features (a, b), over
     the rows observing both, Σw, Σw·xₐ and Σw·xₐx_b (xₐ for row a, column b of ``sums``).
     Added up over blocks; gmmcli.core.fit joins it to the complete rows' Moments."""
 
@@ -333,7 +333,7 @@ class Coverage:
         return cls(
             float(weights.sum()),
             int(np.count_nonzero(weights)),
-            int(gaps.sum()),
+            int(gaps[weights > 0].sum()),
             observed.T @ (observed * weights[:, None]),
             weighted.T @ observed,
             weighted.T @ np.where(gaps, 0.0, X),
