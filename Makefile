@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 GMMCLI := $(BIN)/gmmcli
 OUT := out
 
-.PHONY: demo test lint format bench bench-commits bench-hc bench-kernels bench-onedal-2024 bench-predict bench-scale bench-stream sample-data clean
+.PHONY: demo test lint format bench bench-commits bench-hc bench-missing bench-kernels bench-onedal-2024 bench-predict bench-scale bench-stream sample-data clean
 
 $(GMMCLI): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ $(VENV)/.bench: $(GMMCLI)
 bench: $(VENV)/.bench
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_em.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_structures.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_missing.py
+
+## bench-missing: EM through 10% missing cells against complete data (1M x 10, K = 10, full)
+bench-missing: $(VENV)/.bench
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_missing.py
 
 ## bench-onedal-2024: the older, faster oneDAL in a venv of its own (bench uses it if present)
 bench-onedal-2024:
