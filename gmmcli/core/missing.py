@@ -79,6 +79,34 @@ class GapGroup:
         identity = np.broadcast_to(np.eye(j), self.factor.shape)
         return _solve_upper(self.factor, _solve_lower(self.factor, identity))
 
+    def taken(self, keep: np.ndarray) -> GapGroup:
+        """The group's rows where ``keep`` (n,) is true."""
+        return GapGroup(
+            self.rows[keep],
+            self.missing[keep],
+            self.log_joint[:, keep],
+            self.filled[:, keep],
+            self.factor[:, keep],
+        )
+
+    def conditional_means(self) -> np.ndarray:
+        """E[x_m | x_o, k], shape (K, n, j)."""
+        return np.take_along_axis(self.filled, self.missing[None], axis=2)
+
+    def draws(self, resp: np.ndarray, uniforms: np.ndarray, normals: np.ndarray) -> np.ndarray:
+        """Draws of the missing features from the conditional mixture, shape (n, N, j):
+        for each row and draw, component k where its uniform (n, N) falls among the
+        cumulative p(k | x_o) (``resp``, (K, n)), then E[x_m | x_o, k] + L⁻ᵀ z for its
+        standard normals z (``normals``, (n, N, j)), L Lᵀ = Λ_mm the factor held, so that
+        L⁻ᵀ z has covariance Λ_mm⁻¹ = Cov[x_m | x_o, k]."""
+        cumulative = np.cumsum(resp, axis=0)
+        chosen = (cumulative[:, :, None] <= uniforms[None]).sum(axis=0)  # (n, N)
+        chosen = np.minimum(chosen, len(resp) - 1)  # a last sum rounded below 1
+        rows = np.arange(len(self.rows))[:, None]
+        means = np.moveaxis(self.conditional_means(), 0, 1)[rows, chosen]  # (n, N, j)
+        factor = np.moveaxis(self.factor, 0, 1)[rows, chosen]  # (n, N, j, j)
+        return means + _solve_upper(factor, normals[..., None])[..., 0]
+
 
 @dataclass
 class Marginal:
