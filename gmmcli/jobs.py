@@ -321,11 +321,8 @@ def impute(
     _check_prediction_output("output", output, source, model)
     model = load_model(model)
     prediction = Impute(model, draws, seed)
-    written = (
-        None
-        if output.path is None
-        else tables.format_for(output.path, output.format, for_output=True)
-    )
+    text = source.engine == "local" and output.path is not None
+    text = text and tables.format_for(output.path, output.format, for_output=True) != "parquet"
     kept = None
     if output.path is None:
         _require_in_memory(source, model)
@@ -334,7 +331,7 @@ def impute(
     def accept(results: list[Filled]) -> None:
         total = sum(results, Filled())
         require_predicted(total.n_samples, source)
-        mixed = sorted(total.widened & total.unlike) if written in ("csv", "tsv") else []
+        mixed = sorted(total.widened & total.unlike) if text else []
         if mixed:
             raise UserError(
                 f"column '{mixed[0]}' of {source.name} was read in chunks, some with gaps to "
