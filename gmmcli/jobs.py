@@ -232,7 +232,7 @@ def classify(
     prediction = Classify(model, probabilities, only_new_columns)
     kept = None
     if output.path is None:
-        _require_in_memory(source, model)
+        _require_in_memory(source, prediction)
         prediction = kept = Kept(prediction)
     results = predict_rows(
         source,
@@ -248,9 +248,9 @@ def classify(
     return None if kept is None else pa.concat_tables(kept.kept)
 
 
-def _require_in_memory(source: Source, model: GaussianMixture) -> None:
+def _require_in_memory(source: Source, prediction: Classify | Impute) -> None:
     """For a table returned, not written: an input that fits in memory."""
-    if not fits_in_memory(source, model):
+    if not fits_in_memory(source, prediction.model, prediction.copies):
         raise UserError(
             f"{source.quoted} may not fit in memory (past memory_limit, read in chunks "
             "of chunk_rows, or CSV on stdin); give an output path, to which the rows are "
@@ -325,7 +325,7 @@ def impute(
     text = text and tables.format_for(output.path, output.format, for_output=True) != "parquet"
     kept = None
     if output.path is None:
-        _require_in_memory(source, model)
+        _require_in_memory(source, prediction)
         prediction = kept = Kept(prediction)
 
     def accept(results: list[Filled]) -> None:

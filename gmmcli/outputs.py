@@ -116,6 +116,8 @@ class Classify:
     probabilities: bool = True
     only_new_columns: bool = False
 
+    copies = 1
+
     @property
     def keeps_input(self) -> bool:
         return not self.only_new_columns
@@ -135,6 +137,7 @@ class Score:
 
     model: GaussianMixture
     keeps_input: bool = False
+    copies = 1
 
     def __call__(
         self, table: pa.Table, features: tables.Features, reducer: Reducer
@@ -180,6 +183,10 @@ class Impute:
     seed: int = 0
     keeps_input = True
 
+    @property
+    def copies(self) -> int:
+        return max(1, self.draws)
+
     def __post_init__(self) -> None:
         check(self, {"draws": whole_number(0), "seed": whole_number(0)})
 
@@ -199,6 +206,10 @@ class Kept:
     @property
     def keeps_input(self) -> bool:
         return self.prediction.keeps_input
+
+    @property
+    def copies(self) -> int:
+        return self.prediction.copies
 
     def __call__(self, table: pa.Table, features: tables.Features, reducer: Reducer):
         out, summary = self.prediction(table, features, reducer)
@@ -266,7 +277,7 @@ def imputed(
     becomes float64. Rows left out (no feature observed) keep their cells as they are.
     """
     n_rows, n_features = features.X.shape
-    copies = max(1, impute.draws)
+    copies = impute.copies
     if impute.draws:
         outputs = RowOutputs(draws=np.empty((copies, n_rows, n_features)), seed=impute.seed)
     else:
