@@ -20,6 +20,7 @@ _EXPORTS = {
     "Source": "gmmcli.inputs",
     "classify": "gmmcli.api",
     "fit": "gmmcli.api",
+    "impute": "gmmcli.api",
     "score": "gmmcli.api",
     "select_k": "gmmcli.api",
     "DataError": "gmmcli.errors",

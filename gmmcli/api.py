@@ -215,6 +215,60 @@ def classify(
     )
 
 
+def impute(
+    data,
+    model: GaussianMixture | str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    *,
+    draws: int = 0,
+    seed: int | None = 0,
+    output_format: str | None = None,
+    **keywords,
+) -> pa.Table | None:
+    """Fill every missing value (null, NaN) of the model's features by its conditional
+    mean under the mixture, or write ``draws`` copies of each row drawn from it.
+
+    Rows and other columns are kept as they are; a feature column becomes float64 where
+    a cell of it is filled; a row with no feature observed is left as it is. Written and
+    returned as :func:`classify` writes and returns its table.
+
+    Parameters
+    ----------
+    data
+        As for :func:`classify`.
+    model : GaussianMixture or path
+        The model, or its JSON file.
+    output : path or None
+        Where to write the table (format by extension or ``output_format``).
+    draws : int
+        0: the conditional means. N > 0: N copies of each row in turn (multiple
+        imputation), with a draw column 0 .. N - 1, the gaps of each drawn from the
+        conditional mixture: a component by p(k | observed), then a Gaussian draw.
+    seed : int or None
+        Seed of the draws (each row's from ``[seed, its position]``); None: fresh entropy.
+    **keywords
+        Fields of Source (``missing`` is always marginal).
+
+    Returns
+    -------
+    pyarrow.Table or None
+        The table (when there is no ``output``).
+
+    Examples
+    --------
+    >>> import numpy as np, gmmcli, pyarrow as pa
+    >>> model = gmmcli.GaussianMixture([1.0], [[0.0, 0.0]], [[[1.0, 0.5], [0.5, 1.0]]])
+    >>> model.feature_names = ["a", "b"]
+    >>> table = pa.table({"a": [2.0, 1.0], "b": [None, 3.0]})
+    >>> gmmcli.impute(table, model)["b"].to_pylist()
+    [1.0, 3.0]
+    """
+    (source_part,) = _typed(keywords, Source)
+    source = Source(data, **source_part)
+    path = None if output is None else os.fspath(output)
+    return run.impute(source, model, Output(path, output_format), draws=draws, seed=seed)
+
+
 def score(
     data,
     model: GaussianMixture | str | os.PathLike,

@@ -111,7 +111,8 @@ def main_options(
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
     ] = False,
 ) -> None:
-    """Gaussian mixture models fitted by EM: generate, fit, select-k, classify, score, plot."""
+    """Gaussian mixture models fitted by EM: generate, fit, select-k, classify, score, impute,
+    plot."""
 
 
 @command(example="gmmcli generate -k 3 -d 2 -n 1000 --seed 1 -o data.csv")
@@ -436,6 +437,56 @@ def score(
     with jobs.replaced_together():
         summary = jobs.score(source, model, Output(per_sample), report=Reporter(quiet))
         jobs.write_summary(summary, output)
+
+
+@command(example="gmmcli impute data.csv --model model.json -o filled.csv")
+def impute(
+    data: DataArg,
+    model: ModelOpt,
+    output: OutputOpt = "-",
+    output_format: OutputFormatOpt = None,
+    draws: Annotated[
+        int,
+        option(
+            panel=OUTPUT,
+            help="Write this many copies of each row, its gaps drawn from the conditional "
+            "mixture (multiple imputation), with a draw column; 0: the conditional means.",
+            min=0,
+        ),
+    ] = 0,
+    seed: SeedOpt = "0",
+    chunk_rows: ChunkRowsOpt = None,
+    memory_limit: MemoryLimitOpt = None,
+    engine: EngineOpt = Engine["local"],
+    scheduler: SchedulerOpt = None,
+    fmt: FormatOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fill every missing value (empty, null, NaN) of the model's features in DATA.
+
+    Each gap gets its conditional mean under the mixture, Σₖ p(k | observed) E[missing |
+    observed, k]; other cells and columns are written as they are. A row with no feature
+    observed is left empty. With --draws N: N copies of every row, gaps drawn at random.
+
+    Large files (past --memory-limit) and CSV on stdin are read and written chunk by chunk.
+    With --engine dask, -o is a folder: one Parquet file per partition.
+    """
+    source = Source(
+        data,
+        value(fmt),
+        chunk_rows=chunk_rows,
+        memory_limit=memory_limit,
+        engine=value(engine),
+        scheduler=scheduler,
+    )
+    jobs.impute(
+        source,
+        model,
+        Output(output, value(output_format)),
+        draws=draws,
+        seed=parse_seed(seed),
+        report=Reporter(quiet),
+    )
 
 
 @command(example="gmmcli plot data.csv --model model.json -o fit.png")

@@ -72,6 +72,7 @@ VALUE_NAMES = {
     "chunk_rows": "<int>",
     "init_sample": "<int>",
     "max_points": "<int>",
+    "draws": "<int>",
     "memory_limit": "<size>",
     "scheduler": "<address>",
     "size": "<WxH>",

@@ -593,12 +593,13 @@ def spooled(data: str) -> Iterator[str]:
 
 
 class Prediction(Protocol[T]):
-    """What classify or score makes of a table and the model's features in it, its rows
-    shared out by ``reducer``: the output table and a summary (added up over chunks or
-    partitions). ``keeps_input``: the output holds the input's columns too (else only the
-    model's are read)."""
+    """What classify, score or impute makes of a table and the model's features in it,
+    its rows shared out by ``reducer``: the output table and a summary (added up over
+    chunks or partitions). ``keeps_input``: the output holds the input's columns too (else
+    only the model's are read); ``copies``: output rows per input row."""
 
     keeps_input: bool
+    copies: int
 
     def __call__(
         self, table: pa.Table, features: tables.Features, reducer: Reducer
@@ -669,7 +670,8 @@ def predict_rows(
         kept = written if prediction.keeps_input else None
     total, reducer = None, local.reducer()
     with writer:
-        for table, features in _model_chunks(source, model, report, kept, written):
+        chunks = _model_chunks(source, model, report, kept, written, prediction.copies)
+        for table, features in chunks:
             out, result = prediction(table, features, reducer)
             total = result if total is None else total + result
             if output.path is not None:
@@ -680,14 +682,19 @@ def predict_rows(
 
 
 def _model_chunks(
-    source: Source, model: GaussianMixture, report: Report, kept: str | None, written: str | None
+    source: Source,
+    model: GaussianMixture,
+    report: Report,
+    kept: str | None,
+    written: str | None,
+    copies: int,
 ) -> Iterator[tuple[pa.Table, tables.Features]]:
     """(input chunk, the model's features in it) for every chunk of the input; the
     features line once the input is seen to have rows. ``kept``: the format the input's
     columns are written in, if they are (open_batches); ``written``: the output's, if
-    any."""
+    any; ``copies``: output rows per input row."""
     first_row = 0
-    for table in _input_tables(source, model, kept, written):
+    for table in _input_tables(source, model, kept, written, copies):
         if first_row == 0:
             report.features(model.feature_names, source.weight_column)
         features = model_rows(table, model, source, first_row=first_row)
@@ -696,7 +703,11 @@ def _model_chunks(
 
 
 def _input_tables(
-    source: Source, model: GaussianMixture, kept: str | None, written: str | None = None
+    source: Source,
+    model: GaussianMixture,
+    kept: str | None,
+    written: str | None = None,
+    copies: int = 1,
 ) -> Iterator[pa.Table]:
     """The input as tables: whole when it fits in the memory limit (and no chunk size is
     given), else in chunks that fit beside the prediction's arrays and the output's
@@ -719,7 +730,7 @@ def _input_tables(
             yield in_memory_table(data)
         return
     fmt = source.file_format()
-    if not _tables_streamed(source, model, written):
+    if not _tables_streamed(source, model, written, copies):
         yield tables.read_table(source.path, fmt)
         return
     limit, types, header, piped = source.memory_bytes, None, None, source.data == "-"
@@ -731,7 +742,7 @@ def _input_tables(
         shape = stream.layout(source.path, fmt)
         n_columns, text_bytes = shape.n_columns, shape.text_bytes
     needs = memory.reading(fmt, n_columns, text_bytes, piped)
-    needs += _prediction_needs(model, n_columns, written)
+    needs += _prediction_needs(model, n_columns, written, copies)
     plan = memory.plan(limit, needs, source.chunk_rows, stream.DEFAULT_CHUNK_ROWS)
     if fmt != "parquet" and not piped:
         profile = stream.csv_profile(source.path, fmt, memory.profile_block(limit), source.quoted)
@@ -751,15 +762,24 @@ def _input_tables(
         raise UserError(f"{source.name} has no data rows; give at least one row of data")
 
 
-def _prediction_needs(model: GaussianMixture, n_columns: int, written: str | None) -> memory.Needs:
-    """What classify or score holds per chunk of an input of ``n_columns`` columns."""
+def _prediction_needs(
+    model: GaussianMixture, n_columns: int, written: str | None, copies: int = 1
+) -> memory.Needs:
+    """What classify, score or impute holds per chunk of an input of ``n_columns``
+    columns, written ``copies`` times (impute's draws: the rows taken, drawn and built
+    into columns once more for each)."""
     n_features, n_components = model.n_features, model.n_components
-    return memory.features(n_features) + memory.prediction(
-        n_features, n_components, n_columns, written
+    again = memory.Needs(per_row=(copies - 1) * 8 * (n_columns + 2 * n_features))
+    return (
+        again
+        + memory.features(n_features)
+        + memory.prediction(n_features, n_components, n_columns, written)
     )
 
 
-def _tables_streamed(source: Source, model: GaussianMixture, written: str | None) -> bool:
+def _tables_streamed(
+    source: Source, model: GaussianMixture, written: str | None, copies: int = 1
+) -> bool:
     """Whether a prediction reads the file chunk by chunk: CSV on stdin always (a pipe of
     any length works), Parquet on stdin never (its footer is at the end), a file when a
     chunk size is given or reading it whole would pass the memory limit."""
@@ -770,17 +790,18 @@ def _tables_streamed(source: Source, model: GaussianMixture, written: str | None
     if source.chunk_rows is not None or shape is None:
         return shape is not None  # unreadable: the whole read says why
     held = memory.Needs(per_row=shape.row_bytes) + _prediction_needs(
-        model, shape.n_columns, written
+        model, shape.n_columns, written, copies
     )
     return memory.in_memory(source.memory_bytes, shape.n_rows, held) is None
 
 
-def fits_in_memory(source: Source, model: GaussianMixture) -> bool:
-    """Whether a prediction's whole table may be held: data in memory, or a local file
-    read whole."""
+def fits_in_memory(source: Source, model: GaussianMixture, copies: int = 1) -> bool:
+    """Whether a prediction's whole table (``copies`` rows per input row) may be held:
+    data in memory, or a local file read whole."""
     if source.engine == "dask":
         return False
-    return not source.is_path or not _tables_streamed(source, _named(model, source), None)
+    named = _named(model, source)
+    return not source.is_path or not _tables_streamed(source, named, None, copies)
 
 
 def model_rows(

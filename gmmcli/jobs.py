@@ -50,7 +50,7 @@ from gmmcli.inputs import (
 from gmmcli.io import gridtable, modelfile, tables
 from gmmcli.io.atomic import check_distinct, check_output_path, replaced_together
 from gmmcli.io.tables import parse_column_list  # noqa: F401 (the one comma-list parser)
-from gmmcli.outputs import Classify, Kept, Labelled, Score, Scores
+from gmmcli.outputs import Classify, Filled, Impute, Kept, Labelled, Score, Scores
 from gmmcli.resume import GridTable
 
 
@@ -232,12 +232,7 @@ def classify(
     prediction = Classify(model, probabilities, only_new_columns)
     kept = None
     if output.path is None:
-        if not fits_in_memory(source, model):
-            raise UserError(
-                f"{source.quoted} may not fit in memory (past memory_limit, read in chunks "
-                "of chunk_rows, or CSV on stdin); give an output path, to which the rows are "
-                "written chunk by chunk"
-            )
+        _require_in_memory(source, prediction)
         prediction = kept = Kept(prediction)
     results = predict_rows(
         source,
@@ -251,6 +246,16 @@ def classify(
     if replaced and prediction.keeps_input:
         report.note(f"replacing the existing columns {', '.join(replaced)}")
     return None if kept is None else pa.concat_tables(kept.kept)
+
+
+def _require_in_memory(source: Source, prediction: Classify | Impute) -> None:
+    """For a table returned, not written: an input that fits in memory."""
+    if not fits_in_memory(source, prediction.model, prediction.copies):
+        raise UserError(
+            f"{source.quoted} may not fit in memory (past memory_limit, read in chunks "
+            "of chunk_rows, or CSV on stdin); give an output path, to which the rows are "
+            "written chunk by chunk"
+        )
 
 
 @one_blas_thread()
@@ -291,6 +296,59 @@ def score(
         "bic": bic(log_likelihood, model.n_parameters, weight),
         "aic": aic(log_likelihood, model.n_parameters),
     }
+
+
+@one_blas_thread()
+def impute(
+    source: Source,
+    model: GaussianMixture | str,
+    output: Output,
+    *,
+    draws: int = 0,
+    seed: int | None = 0,
+    report: Report = QUIET,
+) -> pa.Table | None:
+    """Every row of ``source`` with its missing values in the model's features filled by
+    their conditional means under ``model`` (or the model file it names), or, with
+    ``draws`` > 0, that many copies of it in turn, drawn from the conditional mixture
+    (multiple imputation; ``seed``, or fresh entropy for None) with a draw column.
+    Source.missing is taken as marginal. Written to ``output``; without an output path,
+    the table is returned (refused for an input that may not fit in memory)."""
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy)
+        report.note(f"drew seed {seed}")
+    source = dataclasses.replace(source, missing="marginal")
+    _check_prediction_output("output", output, source, model)
+    model = load_model(model)
+    prediction = Impute(model, draws, seed)
+    text = source.engine == "local" and output.path is not None
+    text = text and tables.format_for(output.path, output.format, for_output=True) != "parquet"
+    kept = None
+    if output.path is None:
+        _require_in_memory(source, prediction)
+        prediction = kept = Kept(prediction)
+
+    def accept(results: list[Filled]) -> None:
+        total = sum(results, Filled())
+        require_predicted(total.n_samples, source)
+        mixed = sorted(total.widened & total.unlike) if text else []
+        if mixed:
+            raise UserError(
+                f"column '{mixed[0]}' of {source.name} was read in chunks, some with gaps to "
+                "fill and some without, and its numbers would be written otherwise in each "
+                "(1700000000000 as 1.7e+12 beside decimals); read the input whole (no "
+                "{chunk_rows}, a larger {memory_limit}) or write Parquet",
+                ("chunk_rows", "memory_limit"),
+            )
+
+    results = predict_rows(source, model, prediction, output, accept=accept, report=report)
+    total = sum(results, Filled())
+    if total.replaced:
+        report.note(f"replacing the existing column {', '.join(total.replaced)}")
+    report.note(f"filled {total.n_cells} missing values")
+    if total.n_empty:
+        report.note(f"left {total.n_empty} row(s) with no feature observed empty")
+    return None if kept is None else pa.concat_tables(kept.kept)
 
 
 def _check_prediction_output(

@@ -1,4 +1,4 @@
-"""What classify and score make of a table of input rows, wherever the rows are read.
+"""What classify, score and impute make of a table of input rows, wherever the rows are read.
 
 The local engine calls these chunk by chunk, the cluster engine partition by partition
 (gmmcli.inputs.predict_rows); both therefore write the same columns and sum the same
@@ -15,6 +15,7 @@ import pyarrow as pa
 from gmmcli.core import GaussianMixture
 from gmmcli.core.em import Reducer, has_gaps
 from gmmcli.core.model import RowOutputs
+from gmmcli.core.options import check, whole_number
 from gmmcli.io import tables
 
 SUM_ROWS = 4096
@@ -115,6 +116,8 @@ class Classify:
     probabilities: bool = True
     only_new_columns: bool = False
 
+    copies = 1
+
     @property
     def keeps_input(self) -> bool:
         return not self.only_new_columns
@@ -134,6 +137,7 @@ class Score:
 
     model: GaussianMixture
     keeps_input: bool = False
+    copies = 1
 
     def __call__(
         self, table: pa.Table, features: tables.Features, reducer: Reducer
@@ -141,16 +145,71 @@ class Score:
         return scored(table, features, self.model, reducer)
 
 
+@dataclass(frozen=True)
+class Filled:
+    """impute's summary: the rows filled (some feature observed) and those left empty
+    (none), the cells filled, whether it replaces an earlier draw column, and for the
+    types of the features written: the columns written as float64 in some chunk for a
+    cell filled there (``widened``), and the columns of other numbers written as they
+    are in some chunk that float64 would write otherwise (``unlike``: 1.7e+12)."""
+
+    n_samples: int = 0
+    n_empty: int = 0
+    n_cells: int = 0
+    replaced: tuple[str, ...] = ()
+    widened: frozenset[str] = frozenset()
+    unlike: frozenset[str] = frozenset()
+
+    def __add__(self, other: Filled) -> Filled:
+        return Filled(
+            self.n_samples + other.n_samples,
+            self.n_empty + other.n_empty,
+            self.n_cells + other.n_cells,
+            self.replaced or other.replaced,
+            self.widened | other.widened,
+            self.unlike | other.unlike,
+        )
+
+
+@dataclass(frozen=True)
+class Impute:
+    """impute: the input with each missing feature value filled by its conditional mean
+    or, with ``draws`` > 0, ``draws`` copies of each row in turn with a draw column
+    (0 .. draws - 1), their gaps drawn from the conditional mixture (``seed``: RowOutputs);
+    summarised by Filled."""
+
+    model: GaussianMixture
+    draws: int = 0
+    seed: int = 0
+    keeps_input = True
+
+    @property
+    def copies(self) -> int:
+        return max(1, self.draws)
+
+    def __post_init__(self) -> None:
+        check(self, {"draws": whole_number(0), "seed": whole_number(0)})
+
+    def __call__(
+        self, table: pa.Table, features: tables.Features, reducer: Reducer
+    ) -> tuple[pa.Table, Filled]:
+        return imputed(table, features, self, reducer)
+
+
 @dataclass
 class Kept:
     """A prediction whose output tables are kept (``kept``) as they are made."""
 
-    prediction: Classify | Score
+    prediction: Classify | Score | Impute
     kept: list[pa.Table] = field(default_factory=list)
 
     @property
     def keeps_input(self) -> bool:
         return self.prediction.keeps_input
+
+    @property
+    def copies(self) -> int:
+        return self.prediction.copies
 
     def __call__(self, table: pa.Table, features: tables.Features, reducer: Reducer):
         out, summary = self.prediction(table, features, reducer)
@@ -159,11 +218,12 @@ class Kept:
 
 
 def replaced_columns(table: pa.Table) -> list[str]:
-    """Columns of an earlier classify that a new one replaces."""
+    """Columns of an earlier classify that a new one replaces (not generate's
+    true_component, nor impute's draw)."""
     return [
         name
         for name in table.column_names
-        if tables.GMMCLI_COLUMNS.fullmatch(name) and name != "true_component"
+        if tables.GMMCLI_COLUMNS.fullmatch(name) and name not in ("true_component", "draw")
     ]
 
 
@@ -206,6 +266,56 @@ def scored(
     partial = int(has_gaps(features.X) and (np.isnan(features.X).any(axis=1) & keep).sum())
     scores = Scores(int(keep.sum()), RowSums.of(values, features.first_row), partial)
     return table.append_column("log_likelihood", _column(per_row, keep)), scores
+
+
+def imputed(
+    table: pa.Table, features: tables.Features, impute: Impute, reducer: Reducer
+) -> tuple[pa.Table, Filled]:
+    """The table with its features' gaps filled (Impute), and what was filled.
+
+    A feature column with no cell filled keeps its type and values; one with a cell filled
+    becomes float64. Rows left out (no feature observed) keep their cells as they are.
+    """
+    n_rows, n_features = features.X.shape
+    copies = impute.copies
+    if impute.draws:
+        outputs = RowOutputs(draws=np.empty((copies, n_rows, n_features)), seed=impute.seed)
+    else:
+        outputs = RowOutputs(imputed=np.empty((n_rows, n_features)))
+    _predict(features, impute.model, outputs, reducer)
+    values = outputs.imputed[None] if outputs.draws is None else outputs.draws
+    left_out = np.repeat(features.missing, copies)
+    filled = np.isnan(features.X) & ~features.missing[:, None]
+    replaced = [name for name in ["draw"] if impute.draws and name in table.column_names]
+    out = table.drop_columns(replaced)
+    if impute.draws:
+        out = out.take(np.repeat(np.arange(n_rows), copies))
+    unlike = set()
+    for j, name in enumerate(features.names):
+        column = table.column(name)
+        if not filled[:, j].any():
+            if column.type != pa.float64() and not tables.written_alike(column):
+                unlike.add(name)
+            continue
+        cells = np.where(left_out, np.nan, values[:, :, j].T.ravel())
+        kept = ~(left_out & np.repeat(column.is_null().to_numpy(zero_copy_only=False), copies))
+        out = out.set_column(out.column_names.index(name), name, _column(cells, kept))
+    if impute.draws:
+        draw = np.tile(np.arange(copies, dtype=np.int64), n_rows)
+        out = out.append_column("draw", _column(draw, np.ones(len(draw), bool)))
+    summary = Filled(
+        int(n_rows - features.missing.sum()),
+        int(features.missing.sum()),
+        int(filled.sum()),
+        tuple(replaced),
+        frozenset(
+            name
+            for name, any_filled in zip(features.names, filled.any(axis=0), strict=True)
+            if any_filled and table.schema.field(name).type != pa.float64()
+        ),
+        frozenset(unlike),
+    )
+    return out, summary
 
 
 def _predict(

@@ -1,5 +1,7 @@
 """The fast E-step/M-step kernels agree with a direct computation, whatever the blocking."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from core_helpers import blocks_of
@@ -76,7 +78,9 @@ def test_block_statistics_match_direct_computation(cov_name):
 def _prepared_in(form, params, dtype):
     """Prepared in exactly this form (Prepared.of would choose one)."""
     coef = form.coefficients(params.means, params.prec_chol, np.log(params.weights))
-    return Prepared(coef.astype(dtype), form)
+    return dataclasses.replace(
+        Prepared.of(params, form, dtype), coef=coef.astype(dtype), kernel=form
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

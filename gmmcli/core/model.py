@@ -22,6 +22,7 @@ from gmmcli.core.em import (
     log_joint,
     tile_rows,
 )
+from gmmcli.core.missing import GapGroup
 from gmmcli.core.structures import get_covariance
 from gmmcli.errors import DataError, GMMError, SingularCovarianceError
 
@@ -110,11 +111,20 @@ class RowOutputs:
     ``probabilities`` is indexed (component, row), with any strides: the transpose of an
     (n_rows, K) array fills that array; a (K, n_rows) array holds each component's
     probabilities contiguous, as a table's column.
+
+    ``imputed`` and ``draws`` are the rows with their missing features (NaN) filled, by
+    the conditional mean Σₖ p(k | x_o) E[x_m | x_o, k], or drawn from the conditional
+    mixture (GapGroup.draws); their observed values are copied as they are. The draws of
+    the row at position i of the input use ``numpy.random.default_rng([seed, i])`` (N
+    uniforms, then N·j standard normals), so they do not depend on how the input is cut.
     """
 
     log_likelihood: np.ndarray | None = None  # (n_rows,) float64
     probabilities: np.ndarray | None = None  # (K, n_rows) float64
     labels: np.ndarray | None = None  # (n_rows,) integers: the most probable component
+    imputed: np.ndarray | None = None  # (n_rows, D) float64
+    draws: np.ndarray | None = None  # (N, n_rows, D) float64: N draws of each row
+    seed: int = 0  # of the draws
 
     @classmethod
     def empty(
@@ -125,12 +135,15 @@ class RowOutputs:
         log_likelihood: bool = False,
         probabilities: bool = False,
         labels: bool = False,
+        imputed: int | None = None,
     ) -> RowOutputs:
-        """Arrays for what is wanted, probabilities the transpose of an (n_rows, K) array."""
+        """Arrays for what is wanted, probabilities the transpose of an (n_rows, K) array;
+        ``imputed``: the number of features, for the imputed rows."""
         return cls(
             np.empty(n_rows) if log_likelihood else None,
             np.empty((n_rows, n_components)).T if probabilities else None,
             np.empty(n_rows, dtype=np.intp) if labels else None,
+            None if imputed is None else np.empty((n_rows, imputed)),
         )
 
     def __getitem__(self, rows: slice) -> RowOutputs:
@@ -139,6 +152,9 @@ class RowOutputs:
             None if self.log_likelihood is None else self.log_likelihood[rows],
             None if self.probabilities is None else self.probabilities[:, rows],
             None if self.labels is None else self.labels[rows],
+            None if self.imputed is None else self.imputed[rows],
+            None if self.draws is None else self.draws[:, rows],
+            self.seed,
         )
 
 
@@ -153,15 +169,17 @@ def _predict_tiles(
     """``outputs`` of rows ``first_row`` on of an input, in tiles of ``rows`` rows at
     multiples of ``rows`` in the whole input (aligned_tiles): log πₖ + log N(x | k) once
     per tile (of the features a row has, for rows with NaN: gmmcli.core.missing), the
-    log-likelihood, probabilities and labels from it."""
+    log-likelihood, probabilities, labels and imputed rows from it."""
     n_features = X.shape[1]
     centred = np.empty((rows, n_features))
     buffer = np.empty(prepared.kernel.n_row_features(n_features) * rows)
     done = 0
     for tile, held in aligned_tiles(X, first_row, rows):
         log_prob = log_joint(np.subtract(tile, centre, out=centred), prepared, out=buffer)[1]
+        groups = []
         if has_gaps(centred):
-            for group in prepared.marginal.groups(centred, np.isnan(centred)):
+            groups = list(prepared.marginal.groups(centred, np.isnan(centred)))
+            for group in groups:
                 log_prob[:, group.rows] = group.log_joint
         top = log_prob.max(axis=0)  # a logsumexp over components, then the quotients
         log_prob -= top
@@ -169,6 +187,10 @@ def _predict_tiles(
         total = resp.sum(axis=0)
         here = slice(done, done + held.stop - held.start)
         done = here.stop
+        if outputs.imputed is not None or outputs.draws is not None:
+            _impute_tile(
+                tile, held, first_row + here.start, groups, resp, total, centre, outputs[here]
+            )
         if outputs.log_likelihood is not None:
             np.add(np.log(total[held]), top[held], out=outputs.log_likelihood[here])
         if outputs.probabilities is None and outputs.labels is None:
@@ -177,6 +199,47 @@ def _predict_tiles(
         np.divide(resp[:, held], total[held], out=proba)
         if outputs.labels is not None:
             outputs.labels[here] = proba.argmax(axis=0)
+
+
+def _impute_tile(
+    tile: np.ndarray,
+    held: slice,
+    position: int,
+    groups: list[GapGroup],
+    resp: np.ndarray,
+    total: np.ndarray,
+    centre: np.ndarray,
+    outputs: RowOutputs,
+) -> None:
+    """``outputs.imputed`` and ``outputs.draws`` of a tile's rows ``held`` (the first at
+    ``position`` in the input): the rows as they are, then the gaps of each of ``groups``
+    (in centred coordinates) filled from the unnormalised responsibilities ``resp`` and
+    their sums ``total``."""
+    rows = tile[held]
+    if outputs.imputed is not None:
+        outputs.imputed[:] = rows
+    if outputs.draws is not None:
+        outputs.draws[:] = rows
+    for group in groups:
+        group = group.taken((group.rows >= held.start) & (group.rows < held.stop))
+        if len(group.rows) == 0:
+            continue
+        here = (group.rows - held.start)[:, None]  # rows of the outputs
+        gap_centre = centre[group.missing]
+        proba = resp[:, group.rows] / total[group.rows]
+        if outputs.imputed is not None:
+            means = np.einsum("kn,knj->nj", proba, group.conditional_means())
+            outputs.imputed[here, group.missing] = means + gap_centre
+        if outputs.draws is not None:
+            n_draws, j = len(outputs.draws), group.missing.shape[1]
+            uniforms = np.empty((len(here), n_draws))
+            normals = np.empty((len(here), n_draws, j))
+            for i, row in enumerate(here[:, 0]):
+                rng = np.random.default_rng([outputs.seed, position + int(row)])
+                uniforms[i] = rng.random(n_draws)
+                normals[i] = rng.standard_normal((n_draws, j))
+            drawn = group.draws(proba, uniforms, normals) + gap_centre[:, None]
+            outputs.draws[:, here, group.missing] = np.moveaxis(drawn, 1, 0)
 
 
 @dataclass
@@ -446,6 +509,7 @@ class GaussianMixture:
         log_likelihood: bool = False,
         probabilities: bool = False,
         labels: bool = False,
+        imputed: bool = False,
     ) -> RowOutputs:
         """The outputs asked for of every row of ``X`` (predict_into()'s arguments; by
         default, the reducer share_predictions() gives)."""
@@ -456,6 +520,7 @@ class GaussianMixture:
             log_likelihood=log_likelihood,
             probabilities=probabilities,
             labels=labels,
+            imputed=self.n_features if imputed else None,
         )
         self._fill(X, outputs, first_row, reducer or _prediction_reducer())
         return outputs
@@ -487,6 +552,24 @@ class GaussianMixture:
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Most probable component of every row."""
         return self._predicted(X, labels=True).labels
+
+    def impute(self, X) -> np.ndarray:
+        """The rows of ``X`` (an array, or a table by feature names) with every missing
+        value (NaN) replaced by its conditional mean under the mixture,
+        Σₖ p(k | x_o) E[x_m | x_o, k]; observed values are kept as they are. A row with
+        no value observed gets the mixture's mean (its components weighted by πₖ).
+
+        Returns
+        -------
+        array of shape (n_rows, D)
+
+        Examples
+        --------
+        >>> model = GaussianMixture([1.0], [[0.0, 0.0]], [[[1.0, 0.5], [0.5, 1.0]]])
+        >>> model.impute(np.array([[2.0, np.nan]]))
+        array([[2., 1.]])
+        """
+        return self._predicted(X, imputed=True).imputed
 
     def _total(self, X: np.ndarray, weights: np.ndarray | None) -> tuple[float, float]:
         ll = self.score_samples(X)

@@ -23,7 +23,6 @@ from typing import BinaryIO, TypeVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
@@ -307,15 +306,8 @@ def _pipe_batches(
         types = wanted
         if kept not in (None, "parquet"):
             whole = [c for c, dtype in wanted.items() if dtype == pa.int64()]
-            reprinted.update(c for c in whole if not _written_alike(table.column(c)))
+            reprinted.update(c for c in whole if not tables.written_alike(table.column(c)))
         yield from table.to_batches()
-
-
-def _written_alike(values: pa.ChunkedArray) -> bool:
-    """Whether whole numbers are written as they would be as float64 (5, not 1.7e+12)."""
-    as_float = pc.cast(values, pa.float64(), safe=False)
-    same = pc.equal(pc.cast(values, pa.string()), pc.cast(as_float, pa.string()))
-    return pc.all(same).as_py() is not False
 
 
 def _widened(before: pa.DataType, found: pa.DataType) -> pa.DataType | None:

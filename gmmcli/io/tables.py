@@ -38,6 +38,7 @@ __all__ = [
     "require_complete",
     "select_features",
     "write_table",
+    "written_alike",
 ]
 
 FORMATS = ("csv", "tsv", "parquet")
@@ -47,7 +48,7 @@ COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}
 
 # Columns gmmcli writes itself; skipped when features are chosen by default.
 # Use as ``GMMCLI_COLUMNS.fullmatch(name)``.
-GMMCLI_COLUMNS = re.compile(r"component|true_component|log_likelihood|p_\d+")
+GMMCLI_COLUMNS = re.compile(r"component|true_component|log_likelihood|p_\d+|draw")
 
 
 def format_for(path: str, override: str | None, *, for_output: bool = False) -> str:
@@ -701,13 +702,24 @@ def _as_text(fmt: str) -> Iterator[None]:
         ) from None
 
 
+def written_alike(values: pa.ChunkedArray) -> bool:
+    """Whether numbers are written as they would be as float64 (whole numbers as 5, not
+    1.7e+12; float32's 0.1 as 0.1, not 0.10000000149011612)."""
+    as_float = pc.cast(values, pa.float64(), safe=False)
+    same = pc.equal(pc.cast(values, pa.string()), pc.cast(as_float, pa.string()))
+    return pc.all(same).as_py() is not False
+
+
 class TableWriter:
     """Write a table chunk by chunk to ``path`` (atomically) or to stdout ("-").
 
     Use as a context manager: the file appears only if the block completes. The first
     chunk fixes the schema; CSV gets one header. Parquet rows are gathered into row groups
     of ``row_group_size`` rows whatever the chunks, so the file is the same however the
-    rows were cut.
+    rows were cut. A chunk may hold float64 where the first held other numbers, or the
+    reverse (impute makes a column float64 in the chunks where it fills a gap): text is
+    written as it comes, and Parquet, whose types the first chunk fixes, takes numbers
+    into float64 and refuses the other way (a UserError).
     """
 
     def __init__(self, path: str, fmt: str | None = None, *, row_group_size: int = 131072):
@@ -717,6 +729,7 @@ class TableWriter:
         self._writer = None
         self._pending: list[pa.Table] = []  # Parquet rows not yet in a row group
         self._pending_rows = 0
+        self._rows = 0  # rows taken so far
 
     def __enter__(self) -> TableWriter:
         if self.path == "-":
@@ -743,11 +756,28 @@ class TableWriter:
         if self.fmt != "parquet":
             with _as_text(self.fmt):
                 self._writer.write_table(table)
-            return
-        self._pending.append(table)
-        self._pending_rows += table.num_rows
-        while self._pending_rows >= self.row_group_size:
-            self._write_row_group(self.row_group_size)
+        else:
+            self._pending.append(self._as_first(table))
+            self._pending_rows += table.num_rows
+            while self._pending_rows >= self.row_group_size:
+                self._write_row_group(self.row_group_size)
+        self._rows += table.num_rows
+
+    def _as_first(self, table: pa.Table) -> pa.Table:
+        """A later chunk in the schema of the first (numbers cast to float64)."""
+        schema = self._writer.schema
+        if table.schema.types == schema.types:
+            return table
+        for name, was, now in zip(schema.names, schema.types, table.schema.types, strict=True):
+            if was != now and not (was == pa.float64() and is_numeric(now)):
+                where = "stdout" if self.path == "-" else f"'{self.path}'"
+                raise UserError(
+                    f"column '{name}' turns from {was} into {now} at row {self._rows + 1} of "
+                    f"{where}, a Parquet output whose column types its first chunk fixes; "
+                    "write CSV or TSV, or read the input whole (no --chunk-rows, a larger "
+                    "--memory-limit)"
+                )
+        return table.cast(schema)
 
     def _write_row_group(self, rows: int) -> None:
         """The first ``rows`` pending rows as one row group."""
