@@ -535,6 +535,7 @@ def plot(
     dpi: Annotated[
         int, option(panel=OUTPUT, help="Dots per inch: a PNG is size × dpi pixels.")
     ] = 150,
+    missing: MissingOpt = Missing["drop"],
     quiet: QuietOpt = False,
 ) -> None:
     r"""Draw a fit over its data, the data alone, or a select-k grid, as PNG, SVG or PDF.
@@ -544,6 +545,9 @@ def plot(
     More than two features: the first two principal axes of the data, or two --columns.
 
     Without --model: the rows alone, coloured by --color-by (or component, true_component).
+
+    Rows with a missing value are left out; with --model and --missing marginal, drawn
+    hollow at their conditional means, coloured by what they have.
 
     With --table: the criterion against K, one line per covariance structure (mclust's name).
 
@@ -562,6 +566,7 @@ def plot(
         parse_seed(seed),
         jobs.parse_column_list(exclude) or [],
         color_by,
+        value(missing),
     )
     image = jobs.plot(picture, report)
     report.note(f"drew {output} ({image.width:g}x{image.height:g} in at {image.dpi} dpi)")

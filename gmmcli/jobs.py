@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from gmmcli.core import select as selection
 from gmmcli.core.blas import one_blas_thread
-from gmmcli.core.em import SERIAL
+from gmmcli.core.em import SERIAL, has_gaps
 from gmmcli.core.fit import check_components, fit_rows
 from gmmcli.core.generate import random_mixture
 from gmmcli.core.model import GaussianMixture, aic, bic
@@ -503,6 +503,7 @@ class Picture:
     seed: int | None = 0
     exclude: list[str] = dataclasses.field(default_factory=list)
     color_by: str | None = None
+    missing: str = "drop"  # rows with missing values: Source.missing (marginal: with --model)
 
 
 def plot(picture: Picture, report: Report = QUIET):
@@ -549,6 +550,13 @@ def plot(picture: Picture, report: Report = QUIET):
         )
     features = select(frame, source, report)
     report.features(features.names, None, f"{len(features.X)} rows")
+    placeable = mixture is not None or picture.missing != "marginal"  # (a model places gaps)
+    features, _ = tables.require_complete(
+        features,
+        source=source.name,
+        missing=picture.missing if placeable else "drop",
+        keep_rows=True,
+    )
     keep = ~features.missing
     if not keep.any():
         raise UserError(
@@ -558,10 +566,11 @@ def plot(picture: Picture, report: Report = QUIET):
     if not keep.all():
         report.note(f"left out {int((~keep).sum())} row(s) with missing values")
     X = features.X[keep]
-    view = pictures.choose_view(X, features.names, columns)
+    placed = X if not has_gaps(X) else mixture.impute(X)  # rows with gaps: conditional means
+    view = pictures.choose_view(placed, features.names, columns)
     shown = pictures.subsample(len(X), picture.max_points, picture.seed)
     if mixture is not None:
-        figure = pictures.fit_figure(X, shown, view, mixture, image)
+        figure = pictures.fit_figure(X, shown, view, mixture, image, placed)
     else:
         label = label or next((n for n in pictures.LABEL_COLUMNS if n in frame.column_names), None)
         labels = None

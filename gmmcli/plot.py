@@ -314,13 +314,20 @@ def _shown_note(n_shown: int, n_rows: int) -> str:
 
 
 def fit_figure(
-    X: np.ndarray, shown: np.ndarray, view: View, model: GaussianMixture, image: Image
+    X: np.ndarray,
+    shown: np.ndarray,
+    view: View,
+    model: GaussianMixture,
+    image: Image,
+    placed: np.ndarray | None = None,
 ) -> Figure:
     """Rows coloured by most probable component (opacity: its probability), each
     component's mean and its contours at Mahalanobis distance 1 and 2, weights in the key.
 
-    ``X`` are all complete rows (for the log-likelihood when the model has no training
-    record); ``shown`` indexes those drawn. Contour lines carry gid "contour-k-r".
+    ``X`` are all rows drawn from (for the log-likelihood when the model has no training
+    record); ``shown`` indexes those drawn. A row with missing features (NaN) is drawn
+    hollow where ``placed`` puts it (its conditional mean), coloured by the probabilities
+    of what it has. Contour lines carry gid "contour-k-r".
     """
     from matplotlib.lines import Line2D
 
@@ -329,7 +336,8 @@ def fit_figure(
         rows = X[shown]
         proba = model.predict_proba(rows)
         component, certainty = proba.argmax(axis=1), proba.max(axis=1)
-        drawn = view.points(rows)
+        drawn = view.points(rows if placed is None else placed[shown])
+        hollow = np.isnan(rows).any(axis=1)
         means = view.points(model.means)
         full = model.covariance.full_matrices(
             model.covariances, model.n_components, model.n_features
@@ -339,20 +347,22 @@ def fit_figure(
         handles = []
         for k in range(model.n_components):
             colour, marker = group_style(k)
-            mine = component == k
-            if mine.any():
+            for gaps, gid in ((False, f"rows-{k}"), (True, f"rows-{k}-with-gaps")):
+                mine = (component == k) & (hollow == gaps)
+                if not mine.any():
+                    continue
                 rgba = np.tile(_rgba(colour), (int(mine.sum()), 1))
                 rgba[:, 3] = opacity * certainty[mine]
                 axes.scatter(
                     drawn[mine, 0],
                     drawn[mine, 1],
                     s=area,
-                    c=rgba,
                     marker=marker,
-                    linewidths=0,
                     rasterized=len(rows) > 5000,
                     zorder=2,
-                    gid=f"rows-{k}",
+                    gid=gid,
+                    **({"facecolors": "none", "edgecolors": rgba} if gaps else {"c": rgba}),
+                    linewidths=0.8 if gaps else 0,
                 )
             for radius, linestyle in MAHALANOBIS_RADII:
                 outline = ellipse(means[k], covariances[k], radius)

@@ -352,6 +352,37 @@ def test_rows_with_missing_values_are_left_out_and_counted(fitted, tmp_path):
     assert png_size(out.read_bytes()) == (200, 150)
 
 
+def test_with_marginal_rows_with_gaps_are_drawn_hollow_at_their_conditional_means(fitted, tmp_path):
+    X, model = fitted["X"], fitted["fit"]
+    gapped = X.copy()
+    gapped[[3, 7], 1] = np.nan
+    gapped[5] = np.nan  # nothing observed: left out
+    placed = model.impute(gapped[np.arange(len(X)) != 5])
+    figure = pictures.fit_figure(
+        gapped[np.arange(len(X)) != 5],
+        np.arange(len(X) - 1),
+        pictures.column_view(["x", "y"], ["x", "y"]),
+        model,
+        image(),
+        placed,
+    )
+    hollow = [c for c in figure.axes[0].collections if (c.get_gid() or "").endswith("with-gaps")]
+    points = np.vstack([c.get_offsets() for c in hollow])
+    np.testing.assert_allclose(np.sort(points[:, 1]), np.sort(placed[[3, 6], 1]))
+    assert all(len(c.get_facecolors()) == 0 for c in hollow)  # hollow: edges only
+    data = write_csv(
+        tmp_path / "gaps.csv",
+        {
+            "x": pa.array(gapped[:, 0], from_pandas=True),
+            "y": pa.array(gapped[:, 1], from_pandas=True),
+        },
+    )
+    command = ["plot", data, "-m", fitted["model"], "--missing", "marginal", *SMALL]
+    result = runner.invoke(app, [*command, "-o", str(tmp_path / "gaps.png")])
+    assert result.exit_code == 0, result.output
+    assert "left out 1 row(s) with missing values" in result.stderr
+
+
 def test_default_size_is_8x6_at_150_dpi(fitted, tmp_path):
     out = tmp_path / "fit.png"
     result = runner.invoke(app, ["plot", fitted["data"], "-m", fitted["model"], "-o", str(out)])
