@@ -105,6 +105,9 @@ class Command(PlainHelp, TyperCommand):
 
     def parse_args(self, ctx, args):
         cut = args.index("--") if "--" in args else len(args)
+        given = {arg.split("=")[0] for arg in args[:cut]}
+        if {"--drop-missing", "--missing"} <= given:
+            raise typer.BadParameter("--drop-missing is --missing drop: give one of them", ctx)
         older = ("--missing", "drop")
         head = [
             word for arg in args[:cut] for word in (older if arg == "--drop-missing" else [arg])

@@ -144,3 +144,18 @@ def test_select_k_through_gaps(holes):
     grid = "--k-max 3 --covariance-types full,diag --n-init 1"
     result = ok(gmm(f"select-k holes.csv {grid} --missing marginal -q"))
     assert json.loads(result.stdout)["n_components"] == 3  # (three well-separated clusters)
+
+
+def test_drop_missing_and_missing_together_are_refused(holes):
+    line = error_line(gmm("fit holes.csv -k 3 --drop-missing --missing marginal -o m.json"))
+    assert "--drop-missing is --missing drop: give one of them" in line
+    assert not Path("m.json").exists()
+
+
+def test_too_few_complete_rows_record_the_kmeans_start_that_ran(holes):
+    X = holes.copy()
+    X[np.random.default_rng(7).random(X.shape) < 0.5] = np.nan  # few complete rows left
+    table = pa.table({n: pa.array(x, from_pandas=True) for n, x in zip("abcd", X.T, strict=True)})
+    pa_csv.write_csv(table, "sparse.csv")
+    ok(gmm("fit sparse.csv -k 3 --missing marginal --init hc -q -o m.json"))
+    assert _model()["training"]["init"] == "kmeans"

@@ -570,7 +570,7 @@ class Diag(Covariance):
         return second / _safe(nk)[:, None] - means**2 + reg_covar
 
     def full_matrices(self, covariances, n_components, n_features):
-        return np.stack([np.diag(c) for c in covariances])
+        return covariances[:, :, None] * np.eye(n_features)
 
     def second_from_matrices(self, matrices):
         return np.diagonal(matrices, axis1=1, axis2=2).copy()

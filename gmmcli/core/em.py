@@ -193,20 +193,29 @@ class Prepared:
     this K and D (Covariance.kernel).
 
     An empty component gets a hugely negative finite log πₖ instead of -inf, so no
-    product can turn into NaN.
+    product can turn into NaN. ``marginal`` (rows with missing features) is made from
+    ``params`` the first time a block with gaps asks for it.
     """
 
     coef: np.ndarray
     kernel: Covariance
-    marginal: Marginal  # for rows with missing features (NaN)
+    params: Params
+    cov: Covariance
+    log_weights: np.ndarray
 
     @classmethod
     def of(cls, params: Params, cov: Covariance, dtype=np.float64) -> Prepared:
         kernel = cov.kernel(*params.means.shape)
         log_weights = np.maximum(params.log_weights(), np.finfo(dtype).min / 4)
         coef = kernel.coefficients(params.means, params.prec_chol, log_weights)
-        marginal = Marginal.of(params.means, params.covariances, params.prec_chol, log_weights, cov)
-        return cls(coef.astype(dtype), kernel, marginal)
+        return cls(coef.astype(dtype), kernel, params, cov, log_weights)
+
+    @functools.cached_property
+    def marginal(self) -> Marginal:
+        params = self.params
+        return Marginal.of(
+            params.means, params.covariances, params.prec_chol, self.log_weights, self.cov
+        )
 
 
 def aligned_tiles(X: np.ndarray, first_row: int, rows: int) -> Iterator[tuple[np.ndarray, slice]]:
@@ -259,7 +268,7 @@ def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
     the products read the row features from a cache. Every path to the core cuts the same
     blocks (rows_per_block), so the same tiles. NaN is a missing feature: a block with
     some gives the statistics of its complete rows this way, then those of its rows with
-    gaps (gmmcli.core.missing) by their number of gaps.
+    gaps (gmmcli.core.missing), in the groups Marginal.groups() makes of them.
     """
     if has_gaps(X):
         return _e_step_with_gaps(X, weights, prepared)

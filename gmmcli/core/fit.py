@@ -145,7 +145,7 @@ def described(gathered: Gathered | None, origin: np.ndarray, n_components: int) 
     else:
         covariance = _finite(joined.covariance())
     with np.errstate(invalid="ignore", divide="ignore"):  # a feature never seen: fit_rows
-        centre = origin + np.nan_to_num(joined.means())
+        centre = origin + np.nan_to_num(joined.feature_means())
     return DataSummary(_finite(centre), covariance, joined.weight, n_samples, joined, complete)
 
 
@@ -417,7 +417,7 @@ def fit_rows(
         n_samples=data.n_samples,
         total_weight=data.total_weight,
         n_parameters=n_parameters(cov, *shape),
-        init="explicit" if explicit else options.init,
+        init="explicit" if explicit else "kmeans" if start_rows is None else options.init,
         n_init=options.n_init,
         max_iter=options.max_iter,
         tol=options.tol,

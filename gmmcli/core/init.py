@@ -395,7 +395,8 @@ def _observed_lloyd(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """lloyd() over observed features: each centre's coordinate is the weighted mean of
     its rows' observed values there. Returns the clusters' weights, the centres, and the
-    pooled variance of each feature about them (from the last partition)."""
+    pooled variance of each feature about the centres the last pass measured from (before
+    their last move)."""
     n_components, n_features = centres.shape
     threshold = LLOYD_TOL * data_variance
     for _ in range(LLOYD_MAX_ITER):

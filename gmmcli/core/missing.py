@@ -9,13 +9,16 @@ three come from the precision Λ = Σₖ⁻¹ restricted to the j missing featur
     E[x_m | x_o, k] = μₖ,m − Λ_mm⁻¹ g            Cov[x_m | x_o, k] = Λ_mm⁻¹
     d_oᵀ Σₖ,oo⁻¹ d_o = dᵀ Λ d − gᵀ Λ_mm⁻¹ g       log det Σₖ,oo = log det Σₖ + log det Λ_mm
 
-so nothing of size |o| is factored. Rows are taken together by their number of gaps j,
-whichever features those are: the j × j Cholesky factors and solves run as numpy
-operations over all those rows and every component at once, one column at a time, so a
-rare pattern costs no calls of its own. The M-step gets the expected statistics: the rows
-filled with their conditional means, and the conditional covariances added to the second
-moments, in the layout of each structure (Covariance.second_from_matrices), so its M-step
-is the one complete rows use.
+so nothing of size |o| is factored row by row. A pattern of gaps that enough rows of a
+block share (MIN_PATTERN_ROWS) is factored once per set of parameters in the covariance
+form (Pattern: the whitening of Σₖ,oo and the regressions of x_m on x_o, side by side for
+all components, each then one product over those rows); the other rows are taken together
+by their number of gaps j, whichever features those are: the j × j Cholesky factors and
+solves of the precision form run as numpy operations over all of them and every
+component at once, one column at a time, so a rare pattern costs no calls of its own.
+The M-step gets the expected statistics: the rows filled with their conditional means,
+and the conditional covariances added to the second moments, in the layout of each
+structure (Covariance.second_from_matrices), so its M-step is the one complete rows use.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gmmcli.core.covariance import LOG_2PI, Covariance
+from gmmcli.errors import SingularCovarianceError
 
 COMPLETE_ROWS_PER_VALUE = 10
+MIN_PATTERN_ROWS = 16  # rows of a block with one pattern of gaps that share its factors
 
 
 def starts_from_complete(complete_weight: float, n_components: int, n_features: int) -> bool:
@@ -61,9 +66,6 @@ def _weightless_gaps(X: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np
     if not gaps.any():
         return X, weights
     return np.where(gaps, 0.0, X).astype(X.dtype), np.where(gaps.any(axis=1), 0.0, weights)
-
-
-MIN_PATTERN_ROWS = 16  # rows of a block with one pattern of gaps that share its factors
 
 
 class GapGroup:
@@ -152,8 +154,8 @@ class Pattern:
     def of(cls, marginal: Marginal, gaps: np.ndarray) -> Pattern:
         o, m = np.flatnonzero(~gaps), np.flatnonzero(gaps)
         covariances, means = marginal.covariances, marginal.means
-        factor = np.linalg.cholesky(covariances[:, o[:, None], o])
-        inverse_factor = np.linalg.solve(factor, np.eye(len(o)))  # Σ_oo⁻¹'s Cholesky, Yᵀ
+        factor = _cholesky_or_singular(covariances[:, o[:, None], o])
+        inverse_factor = np.linalg.solve(factor, np.eye(len(o)))  # Y = L⁻¹: Σ_oo⁻¹ = YᵀY
         half = inverse_factor @ covariances[:, o[:, None], m]  # Y Σ_om, (K, |o|, j)
         whitening = np.swapaxes(inverse_factor, 1, 2)  # z = x_o Yᵀ
         regressions = whitening @ half  # Σ_oo⁻¹ Σ_om = Yᵀ Y Σ_om
@@ -167,7 +169,7 @@ class Pattern:
             np.hstack(list(regressions)),
             (means[:, m] - np.einsum("ko,koj->kj", means[:, o], regressions)).ravel(),
             covariances[:, m[:, None], m] - np.swapaxes(half, 1, 2) @ half,
-            np.linalg.cholesky(marginal.precisions[:, m[:, None], m]),
+            _cholesky_or_singular(marginal.precisions[:, m[:, None], m]),
         )
 
 
@@ -257,11 +259,20 @@ class Marginal:
             log_weights,
         )
 
-    def groups(self, X: np.ndarray, gaps: np.ndarray) -> Iterator[PatternGroup | CountGroup]:
+    def groups(
+        self, X: np.ndarray, gaps: np.ndarray, *, shared: bool = True
+    ) -> Iterator[PatternGroup | CountGroup]:
         """The rows of ``X`` with gaps (``gaps``: X's NaN mask) in groups, in a fixed
         order: a PatternGroup for each pattern of gaps that at least MIN_PATTERN_ROWS rows
         share (patterns in ascending order of their bits), then a CountGroup for each
-        number of gaps of the other rows (ascending). Rows without gaps are left out."""
+        number of gaps of the other rows (ascending). Rows without gaps are left out.
+
+        Without ``shared`` every row is in a CountGroup, whose numbers for a row do not
+        depend on the rows beside it (predictions, whose pieces may cut a tile anywhere);
+        the E-step's blocks are fixed, so it may share factors between rows."""
+        if not shared:
+            yield from self._by_count(X, gaps, np.flatnonzero(gaps.any(axis=1)))
+            return
         gapped = np.flatnonzero(gaps.any(axis=1))
         keys, inverse, counts = np.unique(
             _pattern_keys(gaps[gapped]), return_inverse=True, return_counts=True
@@ -272,7 +283,9 @@ class Marginal:
             if key not in self.patterns:
                 self.patterns[key] = Pattern.of(self, gaps[rows[0]])
             yield PatternGroup.of(X, rows, self.patterns[key])
-        rest = gapped[counts[inverse] < MIN_PATTERN_ROWS]
+        yield from self._by_count(X, gaps, gapped[counts[inverse] < MIN_PATTERN_ROWS])
+
+    def _by_count(self, X: np.ndarray, gaps: np.ndarray, rest: np.ndarray) -> Iterator[CountGroup]:
         per_row = gaps[rest].sum(axis=1)
         for j in np.unique(per_row):
             rows = rest[per_row == j]
@@ -282,7 +295,7 @@ class Marginal:
         n_rows, n_features = X.shape
         missing = np.nonzero(gaps)[1].reshape(n_rows, j)
         deviations = np.where(gaps, 0.0, X[None] - self.means[:, None, :])
-        times_precision = np.matmul(deviations, self.precisions)  # (Λ d)ᵀ, Λ symmetric
+        times_precision = np.einsum("knd,kde->kne", deviations, self.precisions)  # (Λd)ᵀ, by row
         g = np.take_along_axis(times_precision, missing[None], axis=2)
         block = self.precisions[:, missing[:, :, None], missing[:, None, :]]  # Λ_mm per row
         factor = _cholesky(block)
@@ -320,6 +333,24 @@ def expected_moments(
         group.add_spread(second, weighted[:, start:stop])
         start = stop
     return weighted.sum(axis=1), scaled.sum(axis=1), second
+
+
+def _cholesky_or_singular(matrices: np.ndarray) -> np.ndarray:
+    """np.linalg.cholesky of (K, j, j) blocks of the components' matrices, a component
+    whose block is not positive definite a SingularCovarianceError naming it."""
+    try:
+        return np.linalg.cholesky(matrices)
+    except np.linalg.LinAlgError:
+        bad = next(k for k, block in enumerate(matrices) if not _positive_definite(block))
+        raise SingularCovarianceError(bad) from None
+
+
+def _positive_definite(matrix: np.ndarray) -> bool:
+    try:
+        np.linalg.cholesky(matrix)
+    except np.linalg.LinAlgError:
+        return False
+    return True
 
 
 def _pattern_keys(gaps: np.ndarray) -> np.ndarray:
@@ -367,68 +398,75 @@ def _solve_upper(factor: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Coverage:
-    """What rows with gaps say of the data, summed over them: their total weight, count
-    and missing cells (in rows of positive weight), and for every pair of features (a, b), over
-    the rows observing both, Σw, Σw·xₐ and Σw·xₐx_b (xₐ for row a, column b of ``sums``).
-    Added up over blocks; gmmcli.core.fit joins it to the complete rows' Moments."""
+    """What rows with gaps say of the data: their total weight, count and missing cells (in
+    rows of positive weight), and for every pair of features (a, b), over the rows that
+    observe both, their weight, the mean of xₐ (row a, column b of ``means``) and the
+    co-moment Σw(xₐ − x̄ₐ)(x_b − x̄_b). Added up over blocks pair by pair as Moments are
+    (Chan, Golub and LeVeque), so a feature far from 0 loses nothing; gmmcli.core.fit
+    joins it to the complete rows' Moments."""
 
     weight: float
     n_samples: int
     missing_cells: int
     pair_weights: np.ndarray  # (D, D)
-    sums: np.ndarray  # (D, D)
-    products: np.ndarray  # (D, D)
+    means: np.ndarray  # (D, D)
+    comoments: np.ndarray  # (D, D)
 
     @classmethod
     def of(cls, X: np.ndarray, weights: np.ndarray) -> Coverage:
         """The Coverage of rows that all have gaps (NaN)."""
         gaps = np.isnan(X)
         observed = (~gaps).astype(np.float64)
-        weighted = np.where(gaps, 0.0, X) * weights[:, None]
+        seen = observed.sum(axis=0)
+        reference = np.where(seen > 0, np.where(gaps, 0.0, X).sum(axis=0) / np.maximum(seen, 1), 0)
+        values = np.where(gaps, 0.0, X - reference)  # about each column's mean in the block
+        weighted = values * weights[:, None]
+        pair_weights = observed.T @ (observed * weights[:, None])
+        sums = weighted.T @ observed  # [a, b]: Σ w xₐ over rows observing b too
+        with np.errstate(divide="ignore", invalid="ignore"):
+            means = np.where(pair_weights > 0, sums / pair_weights, 0.0)
+        comoments = weighted.T @ values - means * sums.T
         return cls(
             float(weights.sum()),
             int(np.count_nonzero(weights)),
             int(gaps[weights > 0].sum()),
-            observed.T @ (observed * weights[:, None]),
-            weighted.T @ observed,
-            weighted.T @ np.where(gaps, 0.0, X),
+            pair_weights,
+            means + reference[:, None],
+            comoments,
         )
 
     def __add__(self, other: Coverage) -> Coverage:
+        total = self.pair_weights + other.pair_weights
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(total > 0, other.pair_weights / total, 0.0)
+        delta = other.means - self.means
         return Coverage(
             self.weight + other.weight,
             self.n_samples + other.n_samples,
             self.missing_cells + other.missing_cells,
-            self.pair_weights + other.pair_weights,
-            self.sums + other.sums,
-            self.products + other.products,
+            total,
+            self.means + delta * share,
+            self.comoments + other.comoments + delta * delta.T * self.pair_weights * share,
         )
 
     def with_complete(self, weight: float, mean: np.ndarray, scatter: np.ndarray) -> Coverage:
         """This and complete rows of that total weight, mean and scatter Σw(x−x̄)(x−x̄)ᵀ
         (the same coordinates) in one Coverage (their count and cells aside)."""
-        sums = np.broadcast_to((weight * mean)[:, None], self.sums.shape)
-        products = scatter + weight * np.outer(mean, mean)
-        return Coverage(
-            self.weight + weight,
-            self.n_samples,
-            self.missing_cells,
-            self.pair_weights + weight,
-            self.sums + sums,
-            self.products + products,
+        shape = self.pair_weights.shape
+        complete = Coverage(
+            weight, 0, 0, np.full(shape, weight), np.repeat(mean[:, None], shape[1], 1), scatter
         )
+        return self + complete
 
-    def means(self) -> np.ndarray:
+    def feature_means(self) -> np.ndarray:
         """Each feature's weighted mean over the rows observing it."""
-        return np.diagonal(self.sums) / np.diagonal(self.pair_weights)
+        return np.diagonal(self.means).copy()
 
     def covariance(self) -> np.ndarray:
         """Pairwise covariances: of features a and b over the rows observing both; 0 for
         a pair no row observes."""
         with np.errstate(divide="ignore", invalid="ignore"):
-            means = self.sums / self.pair_weights  # [a, b]: xₐ's mean where b is seen too
-            covariance = self.products / self.pair_weights - means * means.T
-        return np.where(self.pair_weights > 0, covariance, 0.0)
+            return np.where(self.pair_weights > 0, self.comoments / self.pair_weights, 0.0)
 
     def unseen_pairs(self) -> list[tuple[int, int]]:
         """Pairs of features (a < b, and (a, a) for a feature never seen) that no row of

@@ -178,7 +178,7 @@ def _predict_tiles(
         log_prob = log_joint(np.subtract(tile, centre, out=centred), prepared, out=buffer)[1]
         groups = []
         if has_gaps(centred):
-            groups = list(prepared.marginal.groups(centred, np.isnan(centred)))
+            groups = list(prepared.marginal.groups(centred, np.isnan(centred), shared=False))
             for group in groups:
                 log_prob[:, group.rows] = group.log_joint
         top = log_prob.max(axis=0)  # a logsumexp over components, then the quotients

@@ -160,15 +160,15 @@ def _group_shares(rows: InMemoryRows, processes: int, group: int) -> list[list[r
     """Each process's run of consecutive groups (as ranges of block indices), the runs as
     even in rows as whole groups allow: a pass lasts as long as its longest run."""
     n_blocks = rows.n_blocks
-    runs = [range(start, min(n_blocks, start + group)) for start in range(0, n_blocks, group)]
-    processes = min(processes, len(runs))
-    rows_per_run = len(rows.X) / processes / (group * rows.block_rows)
+    groups = [range(start, min(n_blocks, start + group)) for start in range(0, n_blocks, group)]
+    processes = min(processes, len(groups))
+    groups_per_process = len(rows.X) / processes / (group * rows.block_rows)
     ends = [0]
     for process in range(1, processes):
-        even = round(process * rows_per_run)
-        ends.append(min(max(ends[-1] + 1, even), len(runs) - processes + process))
-    ends.append(len(runs))
-    return [runs[start:stop] for start, stop in itertools.pairwise(ends)]
+        even = round(process * groups_per_process)
+        ends.append(min(max(ends[-1] + 1, even), len(groups) - processes + process))
+    ends.append(len(groups))
+    return [groups[start:stop] for start, stop in itertools.pairwise(ends)]
 
 
 def _share_sums(function, rows: InMemoryRows, share: list[range]) -> list:
