@@ -86,6 +86,7 @@ def test_refuse_names_the_cell_and_the_ways_out(holes):
     line = error_line(gmm("fit holes.csv -k 3 -o m.json"))
     assert "in holes.csv has a missing or infinite value at row" in line
     assert "set --missing to drop" in line and "marginal" in line
+    assert not Path("m.json").exists()
 
 
 def test_drop_missing_is_missing_drop(holes):
@@ -100,6 +101,7 @@ def test_infinity_is_never_missing(holes):
     Path("inf.csv").write_text("\n".join(text) + "\n")
     line = error_line(gmm("fit inf.csv -k 3 --missing marginal -o m.json"))
     assert "column 'a' in inf.csv has an infinite value at row 3" in line
+    assert not Path("m.json").exists()
 
 
 def test_a_missing_weight_is_an_error(holes):
@@ -130,14 +132,31 @@ def test_a_pair_never_observed_together_is_refused(holes):
 
 
 def test_fit_through_gaps_in_a_pipe(holes):
-    """A real process reading CSV with gaps on stdin."""
+    """A real process reading CSV with gaps on stdin: the model of the file."""
     done = subprocess.run(
         [sys.executable, "-m", "gmmcli", "fit", "-", "-k", "3", "--missing", "marginal", "-q"],
         input=Path("holes.csv").read_bytes(),
         capture_output=True,
         check=True,
     )
-    assert json.loads(done.stdout)["training"]["missing_cells"] > 0
+    ok(gmm("fit holes.csv -k 3 --missing marginal -q -o file.json"))
+    assert done.stdout.decode() == Path("file.json").read_text()
+
+
+def test_classify_and_score_streamed_through_gaps_are_the_in_memory_bytes(holes):
+    ok(gmm("fit holes.parquet -k 3 --missing marginal -q -o m.json"))
+    for command, mode in (("classify", ["--missing", "marginal"]), ("impute", [])):
+        for name, chunks in (("memory", []), ("streamed", ["--chunk-rows", "97"])):
+            args = [command, "holes.parquet", "-m", "m.json", *mode, "-q"]
+            ok(gmm([*args, *chunks, "-o", f"{command}-{name}.parquet"]))
+        assert pq.read_table(f"{command}-memory.parquet").equals(
+            pq.read_table(f"{command}-streamed.parquet")
+        )
+    scores = [
+        ok(gmm(["score", "holes.parquet", "-m", "m.json", "--missing", "marginal", *chunks])).stdout
+        for chunks in ([], ["--chunk-rows", "97"])
+    ]
+    assert scores[0] == scores[1]
 
 
 def test_select_k_through_gaps(holes):

@@ -216,18 +216,31 @@ def test_patterns_and_counts_give_the_same_statistics(monkeypatch):
             )
 
 
-def test_a_block_with_gaps_sums_its_complete_rows_then_its_gaps_by_count():
+def test_a_block_with_gaps_sums_its_complete_rows_then_its_gaps():
+    """A block's statistics: its complete rows' by the fast kernel, plus the expected
+    moments of its rows with gaps, in Marginal.groups()' order."""
     weights, means, covariances = _mixture()
     params = Params(weights, means, covariances, FULL.precision_cholesky(covariances))
-    X = _with_gaps(np.random.default_rng(6).standard_normal((50, 5)), 0.2, 7)
-    w = np.ones(len(X))
+    X = _with_gaps(np.random.default_rng(6).standard_normal((500, 5)), 0.1, 7)
+    w = np.random.default_rng(8).random(len(X))
     prepared = Prepared.of(params, FULL)
-    complete = ~np.isnan(X).any(axis=1)
+    gaps = np.isnan(X)
+    complete = ~gaps.any(axis=1)
     stats = e_step(X, w, prepared)
     alone = e_step(X[complete], w[complete], prepared)
-    assert stats.nk.sum() == pytest.approx(len(X), rel=1e-12)
-    assert stats.log_likelihood < alone.log_likelihood  # more rows, each of density < 1
-    assert np.isfinite(stats.second).all()
+    groups = list(prepared.marginal.groups(X, gaps))
+    rows = np.concatenate([group.rows for group in groups])
+    log_prob = np.hstack([group.log_joint for group in groups])
+    top = log_prob.max(axis=0)
+    resp = np.exp(log_prob - top)
+    weighted = resp / resp.sum(axis=0) * w[rows]
+    nk, sx, second = expected_moments(groups, weighted)
+    assert_allclose(stats.nk, alone.nk + nk, rtol=1e-12)
+    assert_allclose(stats.sx, alone.sx + sx, rtol=1e-12, atol=1e-12)
+    assert_allclose(stats.second, alone.second + FULL.second_from_matrices(second), rtol=1e-12)
+    expected = alone.log_likelihood + w[rows] @ (np.log(resp.sum(axis=0)) + top)
+    assert_allclose(stats.log_likelihood, expected, rtol=1e-12)
+    assert sorted(rows) == list(np.flatnonzero(~complete))
 
 
 def test_the_pairwise_summary_is_the_direct_one():
