@@ -23,6 +23,7 @@ structure (Covariance.second_from_matrices), so its M-step is the one complete r
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -97,12 +98,11 @@ class CountGroup(GapGroup):
     log_joint: np.ndarray  # (K, n) log πₖ + log N(x_o | μₖ,o, Σₖ,oo)
     filled: np.ndarray  # (K, n, D) the rows, their gaps filled with E[x_m | x_o, k]
     factor: np.ndarray  # (K, n, j, j) lower Cholesky factors of Λ_mm
+    conditional: np.ndarray  # (K, n, j, j) Cov[x_m | x_o, k] = Λ_mm⁻¹
 
     def conditional_covariances(self) -> np.ndarray:
-        """Cov[x_m | x_o, k] = Λ_mm⁻¹, shape (K, n, j, j), from the factors."""
-        j = self.factor.shape[-1]
-        identity = np.broadcast_to(np.eye(j), self.factor.shape)
-        return _solve_upper(self.factor, _solve_lower(self.factor, identity))
+        """Cov[x_m | x_o, k], shape (K, n, j, j)."""
+        return self.conditional
 
     def taken(self, keep: np.ndarray) -> CountGroup:
         """The group's rows where ``keep`` (n,) is true."""
@@ -112,6 +112,7 @@ class CountGroup(GapGroup):
             self.log_joint[:, keep],
             self.filled[:, keep],
             self.factor[:, keep],
+            self.conditional[:, keep],
         )
 
     def conditional_means(self) -> np.ndarray:
@@ -142,11 +143,9 @@ class Pattern:
 
     observed: np.ndarray
     missing: np.ndarray
-    whitening: np.ndarray  # (|o|, K·|o|)
-    shifts: np.ndarray  # (K·|o|,)
+    maps: np.ndarray  # (|o|, K·|o| + K·j): the whitenings Yₖᵀ, then the regressions Bₖ
+    intercepts: np.ndarray  # (K·|o| + K·j,): −μₖ,o Yₖᵀ, then bₖ
     constants: np.ndarray  # (K,) log πₖ + log det Y - |o|/2 log 2π
-    regressions: np.ndarray  # (|o|, K·j)
-    offsets: np.ndarray  # (K·j,)
     conditional: np.ndarray  # (K, j, j)
     precision_factor: np.ndarray  # (K, j, j): L, L Lᵀ = Λ_mm (for draws)
 
@@ -160,14 +159,14 @@ class Pattern:
         whitening = np.swapaxes(inverse_factor, 1, 2)  # z = x_o Yᵀ
         regressions = whitening @ half  # Σ_oo⁻¹ Σ_om = Yᵀ Y Σ_om
         log_det = np.log(np.diagonal(inverse_factor, axis1=1, axis2=2)).sum(axis=1)
+        shifts = -np.einsum("ko,koq->kq", means[:, o], whitening).ravel()
+        offsets = (means[:, m] - np.einsum("ko,koj->kj", means[:, o], regressions)).ravel()
         return cls(
             o,
             m,
-            np.hstack(list(whitening)),
-            np.einsum("ko,koq->kq", means[:, o], whitening).ravel(),
+            np.hstack([*whitening, *regressions]),
+            np.concatenate([shifts, offsets]),
             marginal.log_weights + log_det - 0.5 * len(o) * LOG_2PI,
-            np.hstack(list(regressions)),
-            (means[:, m] - np.einsum("ko,koj->kj", means[:, o], regressions)).ravel(),
             covariances[:, m[:, None], m] - np.swapaxes(half, 1, 2) @ half,
             _cholesky_or_singular(marginal.precisions[:, m[:, None], m]),
         )
@@ -187,13 +186,12 @@ class PatternGroup(GapGroup):
     @classmethod
     def of(cls, X: np.ndarray, rows: np.ndarray, pattern: Pattern) -> PatternGroup:
         values = X[rows]
-        observed = values[:, pattern.observed]
         n_rows, n_components = len(rows), len(pattern.constants)
-        z = (observed @ pattern.whitening - pattern.shifts).reshape(n_rows, n_components, -1)
+        mapped = values[:, pattern.observed] @ pattern.maps + pattern.intercepts
+        whitened = n_components * len(pattern.observed)
+        z = mapped[:, :whitened].reshape(n_rows, n_components, -1)
         log_joint = pattern.constants[:, None] - 0.5 * np.square(z).sum(axis=2).T
-        means_missing = (observed @ pattern.regressions + pattern.offsets).reshape(
-            n_rows, n_components, -1
-        )
+        means_missing = mapped[:, whitened:].reshape(n_rows, n_components, -1)
         return cls(rows, values, pattern, log_joint, means_missing)
 
     @property
@@ -247,6 +245,7 @@ class Marginal:
     log_det_factor: np.ndarray
     log_weights: np.ndarray
     patterns: dict[bytes, Pattern] = field(default_factory=dict, repr=False)
+    blocks: dict[bytes, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, means, covariances, prec_chol, log_weights, cov: Covariance) -> Marginal:
@@ -271,7 +270,7 @@ class Marginal:
         depend on the rows beside it (predictions, whose pieces may cut a tile anywhere);
         the E-step's blocks are fixed, so it may share factors between rows."""
         if not shared:
-            yield from self._by_count(X, gaps, np.flatnonzero(gaps.any(axis=1)))
+            yield from self._by_count(X, gaps, np.flatnonzero(gaps.any(axis=1)), by_row=True)
             return
         gapped = np.flatnonzero(gaps.any(axis=1))
         keys, inverse, counts = np.unique(
@@ -285,20 +284,29 @@ class Marginal:
             yield PatternGroup.of(X, rows, self.patterns[key])
         yield from self._by_count(X, gaps, gapped[counts[inverse] < MIN_PATTERN_ROWS])
 
-    def _by_count(self, X: np.ndarray, gaps: np.ndarray, rest: np.ndarray) -> Iterator[CountGroup]:
+    def _by_count(
+        self, X: np.ndarray, gaps: np.ndarray, rest: np.ndarray, by_row: bool = False
+    ) -> Iterator[CountGroup]:
         per_row = gaps[rest].sum(axis=1)
         for j in np.unique(per_row):
             rows = rest[per_row == j]
-            yield self._count_group(X[rows], gaps[rows], rows, int(j))
+            yield self._count_group(X[rows], gaps[rows], rows, int(j), by_row)
 
-    def _count_group(self, X: np.ndarray, gaps: np.ndarray, rows: np.ndarray, j: int) -> CountGroup:
+    def _count_group(
+        self, X: np.ndarray, gaps: np.ndarray, rows: np.ndarray, j: int, by_row: bool
+    ) -> CountGroup:
+        """The CountGroup of rows with j gaps; ``by_row``: each row's numbers computed in
+        loops of its own (not BLAS's, whose order of sums may follow how many rows there
+        are), so that they do not depend on the rows beside it."""
         n_rows, n_features = X.shape
         missing = np.nonzero(gaps)[1].reshape(n_rows, j)
         deviations = np.where(gaps, 0.0, X[None] - self.means[:, None, :])
-        times_precision = np.einsum("knd,kde->kne", deviations, self.precisions)  # (Λd)ᵀ, by row
+        product = functools.partial(np.einsum, "knd,kde->kne") if by_row else np.matmul
+        times_precision = product(deviations, self.precisions)  # (Λd)ᵀ, Λ symmetric
         g = np.take_along_axis(times_precision, missing[None], axis=2)
-        block = self.precisions[:, missing[:, :, None], missing[:, None, :]]  # Λ_mm per row
-        factor = _cholesky(block)
+        _, first, which = np.unique(_pattern_keys(gaps), return_index=True, return_inverse=True)
+        factors, conditionals = self._precision_blocks(gaps[first], missing[first])
+        factor, conditional = factors[:, which], conditionals[:, which]
         solved = _solve_upper(factor, _solve_lower(factor, g[..., None]))[..., 0]
         quadratic = np.einsum("knd,knd->kn", deviations, times_precision)
         quadratic -= np.einsum("knj,knj->kn", g, solved)
@@ -314,7 +322,25 @@ class Marginal:
             np.broadcast_to(self.means[:, None, :], filled.shape), missing[None], axis=2
         )
         np.put_along_axis(filled, np.broadcast_to(missing, solved.shape), means_missing - solved, 2)
-        return CountGroup(rows, missing, log_joint, filled, factor)
+        return CountGroup(rows, missing, log_joint, filled, factor, conditional)
+
+    def _precision_blocks(
+        self, gaps: np.ndarray, missing: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """For each pattern of gaps (rows of ``gaps``, their missing features ``missing``),
+        the Cholesky factor of Λ_mm and its inverse Cov[x_m | x_o, k] for every component,
+        shapes (K, P, j, j): factored once per set of parameters (``blocks``)."""
+        keys = [row.tobytes() for row in gaps]
+        new = [i for i, key in enumerate(keys) if key not in self.blocks]
+        if new:
+            cells = missing[new]
+            factor = _cholesky(self.precisions[:, cells[:, :, None], cells[:, None, :]])
+            identity = np.broadcast_to(np.eye(missing.shape[1]), factor.shape)
+            conditional = _solve_upper(factor, _solve_lower(factor, identity))
+            for at, i in enumerate(new):
+                self.blocks[keys[i]] = factor[:, at], conditional[:, at]
+        kept = [self.blocks[key] for key in keys]
+        return np.stack([f for f, _ in kept], axis=1), np.stack([c for _, c in kept], axis=1)
 
 
 def expected_moments(
