@@ -351,24 +351,20 @@ def test_a_start_model_goes_on_through_gaps():
     assert_allclose(rest.covariances, whole.covariances, rtol=1e-9)
 
 
-def test_patterns_and_counts_fill_and_draw_alike(monkeypatch):
-    """The conditional means and, for the same uniforms and normals, the draws of rows that
-    share a pattern are the same whichever way they are grouped."""
+def test_patterns_and_counts_fill_alike(monkeypatch):
+    """The rows with gaps filled by their conditional means, and their conditional
+    covariances, are the same whichever way the rows are grouped."""
     weights, means, covariances = _mixture(3, 5)
-    marginal_of = lambda: Marginal.of(  # noqa: E731
-        means, covariances, FULL.precision_cholesky(covariances), np.log(weights), FULL
-    )
     X = np.random.default_rng(9).standard_normal((40, 5))
     X[:, [1, 3]] = np.nan
-    gaps = np.isnan(X)
-    rng = np.random.default_rng(10)
-    resp = rng.dirichlet(np.ones(3), size=40).T
-    uniforms, normals = rng.random((40, 4)), rng.standard_normal((40, 4, 2))
     found = {}
     for least in (1, 10**9):
         monkeypatch.setattr(missing, "MIN_PATTERN_ROWS", least)
-        (group,) = marginal_of().groups(X, gaps)
-        found[least] = (group.conditional_means(), group.draws(resp, uniforms, normals))
+        marginal = Marginal.of(
+            means, covariances, FULL.precision_cholesky(covariances), np.log(weights), FULL
+        )
+        (group,) = marginal.groups(X, np.isnan(X))
+        found[least] = (group.filled, group.conditional_covariances())
     for a, b in zip(found[1], found[10**9], strict=True):
         assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 

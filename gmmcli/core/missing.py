@@ -69,29 +69,12 @@ def _weightless_gaps(X: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np
     return np.where(gaps, 0.0, X).astype(X.dtype), np.where(gaps.any(axis=1), 0.0, weights)
 
 
-class GapGroup:
-    """What a group of rows with gaps gives predictions besides their densities: the
-    conditional means and draws from the conditional mixture."""
-
-    def draws(self, resp: np.ndarray, uniforms: np.ndarray, normals: np.ndarray) -> np.ndarray:
-        """Draws of the missing features from the conditional mixture, shape (n, N, j):
-        for each row and draw, component k where its uniform (n, N) falls among the
-        cumulative p(k | x_o) (``resp``, (K, n)), then E[x_m | x_o, k] + L⁻ᵀ z for its
-        standard normals z (``normals``, (n, N, j)), L Lᵀ = Λ_mm, so that L⁻ᵀ z has
-        covariance Λ_mm⁻¹ = Cov[x_m | x_o, k]."""
-        cumulative = np.cumsum(resp, axis=0)
-        chosen = (cumulative[:, :, None] <= uniforms[None]).sum(axis=0)  # (n, N)
-        chosen = np.minimum(chosen, len(resp) - 1)  # a last sum rounded below 1
-        rows = np.arange(len(self.rows))[:, None]
-        means = np.moveaxis(self.conditional_means(), 0, 1)[rows, chosen]  # (n, N, j)
-        factor = self.precision_factors(rows, chosen)  # (n, N, j, j)
-        return means + _solve_upper(factor, normals[..., None])[..., 0]
-
-
 @dataclass
-class CountGroup(GapGroup):
+class CountGroup:
     """Rows of a block that miss the same number j of features (whichever), under every
-    component: Λ_mm factored row by row, in numpy operations over all of them."""
+    component: Λ_mm of each row's pattern factored once per set of parameters, the rest
+    row by row in numpy operations over all of them; the conditional means and draws
+    predictions take (whose rows all come in CountGroups)."""
 
     rows: np.ndarray  # (n,) their positions in the block
     missing: np.ndarray  # (n, j) each row's missing features, ascending
@@ -119,9 +102,19 @@ class CountGroup(GapGroup):
         """E[x_m | x_o, k], shape (K, n, j)."""
         return np.take_along_axis(self.filled, self.missing[None], axis=2)
 
-    def precision_factors(self, rows: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-        """The Cholesky factors of Λ_mm of row ``rows`` under component ``chosen``."""
-        return np.moveaxis(self.factor, 0, 1)[rows, chosen]
+    def draws(self, resp: np.ndarray, uniforms: np.ndarray, normals: np.ndarray) -> np.ndarray:
+        """Draws of the missing features from the conditional mixture, shape (n, N, j):
+        for each row and draw, component k where its uniform (n, N) falls among the
+        cumulative p(k | x_o) (``resp``, (K, n)), then E[x_m | x_o, k] + L⁻ᵀ z for its
+        standard normals z (``normals``, (n, N, j)), L Lᵀ = Λ_mm, so that L⁻ᵀ z has
+        covariance Λ_mm⁻¹ = Cov[x_m | x_o, k]."""
+        cumulative = np.cumsum(resp, axis=0)
+        chosen = (cumulative[:, :, None] <= uniforms[None]).sum(axis=0)  # (n, N)
+        chosen = np.minimum(chosen, len(resp) - 1)  # a last sum rounded below 1
+        rows = np.arange(len(self.rows))[:, None]
+        means = np.moveaxis(self.conditional_means(), 0, 1)[rows, chosen]  # (n, N, j)
+        factor = np.moveaxis(self.factor, 0, 1)[rows, chosen]  # (n, N, j, j)
+        return means + _solve_upper(factor, normals[..., None])[..., 0]
 
     def add_spread(self, second: np.ndarray, weighted: np.ndarray) -> None:
         """Add Σ w·rₖ Cov[x_m | x_o, k] to ``second`` (K, D, D) where both features are
@@ -147,7 +140,6 @@ class Pattern:
     intercepts: np.ndarray  # (K·|o| + K·j,): −μₖ,o Yₖᵀ, then bₖ
     constants: np.ndarray  # (K,) log πₖ + log det Y - |o|/2 log 2π
     conditional: np.ndarray  # (K, j, j)
-    precision_factor: np.ndarray  # (K, j, j): L, L Lᵀ = Λ_mm (for draws)
 
     @classmethod
     def of(cls, marginal: Marginal, gaps: np.ndarray) -> Pattern:
@@ -168,12 +160,11 @@ class Pattern:
             np.concatenate([shifts, offsets]),
             marginal.log_weights + log_det - 0.5 * len(o) * LOG_2PI,
             covariances[:, m[:, None], m] - np.swapaxes(half, 1, 2) @ half,
-            _cholesky_or_singular(marginal.precisions[:, m[:, None], m]),
         )
 
 
 @dataclass
-class PatternGroup(GapGroup):
+class PatternGroup:
     """Rows of a block with one Pattern of gaps, at least MIN_PATTERN_ROWS of them: each
     quantity a product of their observed values by the pattern's matrices."""
 
@@ -210,22 +201,6 @@ class PatternGroup(GapGroup):
         conditional = self.pattern.conditional
         shape = (len(conditional), len(self.rows), *conditional.shape[1:])
         return np.broadcast_to(conditional[:, None], shape)
-
-    def taken(self, keep: np.ndarray) -> PatternGroup:
-        """The group's rows where ``keep`` (n,) is true."""
-        return PatternGroup(
-            self.rows[keep],
-            self.values[keep],
-            self.pattern,
-            self.log_joint[:, keep],
-            self.means_missing[keep],
-        )
-
-    def conditional_means(self) -> np.ndarray:
-        return np.swapaxes(self.means_missing, 0, 1)
-
-    def precision_factors(self, rows: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-        return self.pattern.precision_factor[chosen]
 
     def add_spread(self, second: np.ndarray, weighted: np.ndarray) -> None:
         """CountGroup.add_spread(): the pattern's one covariance, weighted by the total."""

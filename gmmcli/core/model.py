@@ -22,7 +22,7 @@ from gmmcli.core.em import (
     log_joint,
     tile_rows,
 )
-from gmmcli.core.missing import GapGroup
+from gmmcli.core.missing import CountGroup
 from gmmcli.core.structures import get_covariance
 from gmmcli.errors import DataError, GMMError, SingularCovarianceError
 
@@ -114,7 +114,7 @@ class RowOutputs:
 
     ``imputed`` and ``draws`` are the rows with their missing features (NaN) filled, by
     the conditional mean Σₖ p(k | x_o) E[x_m | x_o, k], or drawn from the conditional
-    mixture (GapGroup.draws); their observed values are copied as they are. The draws of
+    mixture (CountGroup.draws); their observed values are copied as they are. The draws of
     the row at position i of the input use ``numpy.random.default_rng([seed, i])`` (N
     uniforms, then N·j standard normals), so they do not depend on how the input is cut.
     """
@@ -205,7 +205,7 @@ def _impute_tile(
     tile: np.ndarray,
     held: slice,
     position: int,
-    groups: list[GapGroup],
+    groups: list[CountGroup],
     resp: np.ndarray,
     total: np.ndarray,
     centre: np.ndarray,
