@@ -46,6 +46,16 @@ def _options(base: FitOptions, given: dict) -> FitOptions:
     return dataclasses.replace(base, **given) if given else base
 
 
+def _source(data, keywords: dict, weights=None) -> Source:
+    """The Source of ``data`` from the keywords that name Source fields (others: TypeError)."""
+    (source_part,) = _typed(keywords, Source)
+    return Source(data, weights=weights, **source_part)
+
+
+def _output(path: str | os.PathLike | None, output_format: str | None = None) -> Output:
+    return Output(None if path is None else os.fspath(path), output_format)
+
+
 def fit(
     data,
     n_components: int | None = None,
@@ -206,12 +216,12 @@ def classify(
     >>> labelled["component"].to_pylist()[-2:]
     [1, 1]
     """
-    (source_part,) = _typed(keywords, Source)
-    source = Source(data, **source_part)
-    path = None if output is None else os.fspath(output)
-    output_to = Output(path, output_format)
     return run.classify(
-        source, model, output_to, probabilities=probabilities, only_new_columns=only_new_columns
+        _source(data, keywords),
+        model,
+        _output(output, output_format),
+        probabilities=probabilities,
+        only_new_columns=only_new_columns,
     )
 
 
@@ -263,10 +273,8 @@ def impute(
     >>> gmmcli.impute(table, model)["b"].to_pylist()
     [1.0, 3.0]
     """
-    (source_part,) = _typed(keywords, Source)
-    source = Source(data, **source_part)
-    path = None if output is None else os.fspath(output)
-    return run.impute(source, model, Output(path, output_format), draws=draws, seed=seed)
+    source = _source(data, keywords)
+    return run.impute(source, model, _output(output, output_format), draws=draws, seed=seed)
 
 
 def score(
@@ -294,7 +302,4 @@ def score(
     >>> round(gmmcli.score(X, model)["mean_log_likelihood"], 2)
     -3.46
     """
-    (source_part,) = _typed(keywords, Source)
-    source = Source(data, weights=weights, **source_part)
-    path = None if per_sample is None else os.fspath(per_sample)
-    return run.score(source, model, Output(path))
+    return run.score(_source(data, keywords, weights), model, _output(per_sample))

@@ -13,6 +13,15 @@ from typer.testing import CliRunner
 from gmmcli.cli import app
 
 runner = CliRunner()
+SCORE_KEYS = {  # what score's summary JSON holds
+    "n_samples",
+    "n_samples_missing_features",
+    "total_weight",
+    "log_likelihood",
+    "mean_log_likelihood",
+    "bic",
+    "aic",
+}
 
 
 def gmm(command: str | list, input: bytes | str | None = None):

@@ -21,6 +21,7 @@ from pathlib import Path
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
+from cli_helpers import SCORE_KEYS
 from typer.testing import CliRunner
 
 from gmmcli.cli import app
@@ -28,15 +29,6 @@ from gmmcli.io import tables
 
 SCRIPT = Path(sys.executable).with_name("gmmcli")
 GMMCLI = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmcli"]
-SCORE_KEYS = {
-    "n_samples",
-    "n_samples_missing_features",
-    "total_weight",
-    "log_likelihood",
-    "mean_log_likelihood",
-    "bic",
-    "aic",
-}
 TIMEOUT = 120  # seconds; far above what any command here needs
 
 

@@ -14,21 +14,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from cli_helpers import error_line, gmm, missing_rows_csv, ok, snapshot
+from cli_helpers import SCORE_KEYS, error_line, gmm, missing_rows_csv, ok, snapshot
 
 # Every test runs in its own empty folder (the in_tmp_path fixture of conftest.py).
 pytestmark = pytest.mark.usefixtures("in_tmp_path")
-
-
-SCORE_KEYS = {
-    "n_samples",
-    "n_samples_missing_features",
-    "total_weight",
-    "log_likelihood",
-    "mean_log_likelihood",
-    "bic",
-    "aic",
-}
 
 
 def test_score_prints_one_json_object(files):

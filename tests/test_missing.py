@@ -67,9 +67,7 @@ def test_marginal_density_and_conditional_moments_are_the_direct_ones(grouped):
     scipy on the observed coordinates to 1e-10, and E[x_m | x_o], Cov[x_m | x_o] against
     the covariance-form formulas."""
     weights, means, covariances = _mixture()
-    marginal = Marginal.of(
-        means, covariances, FULL.precision_cholesky(covariances), np.log(weights), FULL
-    )
+    marginal = Marginal.of(means, FULL.precision_cholesky(covariances), np.log(weights), FULL)
     X = _with_gaps(np.random.default_rng(1).standard_normal((60, 5)), 0.4, 2)
     X[0] = np.nan
     gaps = np.isnan(X)
@@ -97,9 +95,7 @@ def test_marginal_density_and_conditional_moments_are_the_direct_ones(grouped):
 
 def test_expected_second_moments_add_the_conditional_covariances(grouped):
     weights, means, covariances = _mixture(2, 4)
-    marginal = Marginal.of(
-        means, covariances, FULL.precision_cholesky(covariances), np.log(weights), FULL
-    )
+    marginal = Marginal.of(means, FULL.precision_cholesky(covariances), np.log(weights), FULL)
     X = _with_gaps(np.random.default_rng(3).standard_normal((30, 4)), 0.3, 4)
     gaps = np.isnan(X)
     for group in marginal.groups(X, gaps):
@@ -360,9 +356,7 @@ def test_patterns_and_counts_fill_alike(monkeypatch):
     found = {}
     for least in (1, 10**9):
         monkeypatch.setattr(missing, "MIN_PATTERN_ROWS", least)
-        marginal = Marginal.of(
-            means, covariances, FULL.precision_cholesky(covariances), np.log(weights), FULL
-        )
+        marginal = Marginal.of(means, FULL.precision_cholesky(covariances), np.log(weights), FULL)
         (group,) = marginal.groups(X, np.isnan(X))
         found[least] = (group.filled, group.conditional_covariances())
     for a, b in zip(found[1], found[10**9], strict=True):
@@ -392,3 +386,14 @@ def test_predictions_through_gaps_do_not_depend_on_where_the_input_is_cut():
         piecewise = predicted([cut])
         for name in ("log_likelihood", "probabilities", "imputed"):
             np.testing.assert_array_equal(getattr(piecewise, name), getattr(whole, name), name)
+
+
+@pytest.mark.parametrize("n_features", [5, 70])
+def test_rows_share_a_pattern_key_exactly_when_they_share_their_gaps(n_features):
+    """(Beyond 63 features the keys are the gaps' packed bytes, not an integer.)"""
+    gaps = np.random.default_rng(11).random((200, n_features)) < 0.5
+    gaps[100:] = gaps[:100]
+    keys = missing._pattern_keys(gaps)
+    same_key = keys[:, None] == keys[None, :]
+    same_gaps = (gaps[:, None, :] == gaps[None, :, :]).all(axis=2)
+    np.testing.assert_array_equal(same_key, same_gaps)

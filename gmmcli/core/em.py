@@ -193,13 +193,14 @@ class Prepared:
     this K and D (Covariance.kernel).
 
     An empty component gets a hugely negative finite log πₖ instead of -inf, so no
-    product can turn into NaN. ``marginal`` (rows with missing features) is made from
-    ``params`` the first time a block with gaps asks for it.
+    product can turn into NaN. ``marginal`` (rows with missing features) is made from the
+    means and precision factors the first time a block with gaps asks for it.
     """
 
     coef: np.ndarray
     kernel: Covariance
-    params: Params
+    means: np.ndarray
+    prec_chol: np.ndarray
     cov: Covariance
     log_weights: np.ndarray
 
@@ -208,14 +209,11 @@ class Prepared:
         kernel = cov.kernel(*params.means.shape)
         log_weights = np.maximum(params.log_weights(), np.finfo(dtype).min / 4)
         coef = kernel.coefficients(params.means, params.prec_chol, log_weights)
-        return cls(coef.astype(dtype), kernel, params, cov, log_weights)
+        return cls(coef.astype(dtype), kernel, params.means, params.prec_chol, cov, log_weights)
 
     @functools.cached_property
     def marginal(self) -> Marginal:
-        params = self.params
-        return Marginal.of(
-            params.means, params.covariances, params.prec_chol, self.log_weights, self.cov
-        )
+        return Marginal.of(self.means, self.prec_chol, self.log_weights, self.cov)
 
 
 def aligned_tiles(X: np.ndarray, first_row: int, rows: int) -> Iterator[tuple[np.ndarray, slice]]:

@@ -223,8 +223,9 @@ class Marginal:
     blocks: dict[bytes, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def of(cls, means, covariances, prec_chol, log_weights, cov: Covariance) -> Marginal:
+    def of(cls, means, prec_chol, log_weights, cov: Covariance) -> Marginal:
         shape = means.shape
+        covariances = cov.covariances_from_precision_cholesky(prec_chol)
         return cls(
             means,
             cov.full_matrices(covariances, *shape),
