@@ -16,7 +16,7 @@ from gmmcli.core import em, missing
 from gmmcli.core.em import InMemoryRows, Params, Prepared, e_step
 from gmmcli.core.fit import fit_rows, summarise
 from gmmcli.core.generate import random_mixture
-from gmmcli.core.missing import Coverage, Marginal, expected_moments, observed_distances
+from gmmcli.core.missing import Coverage, Marginal, observed_distances
 from gmmcli.core.options import FitOptions
 from gmmcli.core.structures import COVARIANCE_TYPES, get_covariance
 from gmmcli.engines import local
@@ -54,63 +54,96 @@ def _sample(n=3000, n_features=5, n_components=3, share=0.2, seed=0):
     return X, _with_gaps(X, share, seed + 2)
 
 
-@pytest.fixture(params=["patterns", "counts"])
-def grouped(request, monkeypatch):
-    """Rows with gaps taken by their pattern (every pattern shares its factors) or by
-    their number of gaps (row by row), the two ways Marginal.groups() has."""
-    monkeypatch.setattr(missing, "MIN_PATTERN_ROWS", 1 if request.param == "patterns" else 10**9)
-    return request.param
+def _direct(weights, means, covariances, x):
+    """For one row with gaps, for every component: log πₖ + log N(x_o) from scipy on the
+    observed coordinates, and E[x_m | x_o], Cov[x_m | x_o] by the covariance-form
+    formulas."""
+    o, m = ~np.isnan(x), np.isnan(x)
+    found = []
+    for weight, mean, S in zip(weights, means, covariances, strict=True):
+        gain = np.linalg.solve(S[np.ix_(o, o)], S[np.ix_(o, m)]).T if o.any() else None
+        log_joint = np.log(weight)
+        if o.any():
+            log_joint += multivariate_normal(mean[o], S[np.ix_(o, o)]).logpdf(x[o])
+        mean_m = mean[m] + (gain @ (x[o] - mean[o]) if o.any() else 0)
+        spread = S[np.ix_(m, m)] - (gain @ S[np.ix_(o, m)] if o.any() else 0)
+        found.append((log_joint, mean_m, spread))
+    return found
 
 
-def test_marginal_density_and_conditional_moments_are_the_direct_ones(grouped):
-    """Every row with gaps (all features missing too): log πₖ + log N(x_o) against
-    scipy on the observed coordinates to 1e-10, and E[x_m | x_o], Cov[x_m | x_o] against
-    the covariance-form formulas."""
+def _gaps(weights, means, covariances, X, by_row=False):
+    """The Gaps of rows X, and every row's log πₖ + log N(x̃ | k) (the kernel's part)."""
+    prec_chol = FULL.precision_cholesky(covariances)
+    gaps = np.isnan(X)
+    filled = np.where(gaps, 0.0, X)
+    block = Marginal.of(means, prec_chol, FULL).gaps(filled, gaps, by_row=by_row)
+    kernel = FULL.log_gaussian(filled, means, prec_chol) + np.log(weights)
+    return block, kernel, filled
+
+
+@pytest.mark.parametrize("by_row", [False, True])
+def test_marginal_density_and_conditional_moments_are_the_direct_ones(by_row):
+    """Every row with gaps (all features missing too): log πₖ + log N(x̃) plus its offset
+    against scipy on the observed coordinates to 1e-10, and E[x_m | x_o], Cov[x_m | x_o]
+    against the covariance-form formulas."""
     weights, means, covariances = _mixture()
-    marginal = Marginal.of(means, FULL.precision_cholesky(covariances), np.log(weights), FULL)
     X = _with_gaps(np.random.default_rng(1).standard_normal((60, 5)), 0.4, 2)
     X[0] = np.nan
-    gaps = np.isnan(X)
+    block, kernel, _ = _gaps(weights, means, covariances, X, by_row)
     seen = 0
-    for group in marginal.groups(X, gaps):
-        conditional = group.conditional_covariances()
+    for group in block.groups:
+        runs = np.diff([*group.patterns.starts, len(group.rows)])
+        pattern_of_row = np.repeat(np.arange(len(runs)), runs)
         for at, row in enumerate(group.rows):
-            o, m = ~gaps[row], gaps[row]
-            for k in range(len(weights)):
-                S = covariances[k]
-                gain = np.linalg.solve(S[np.ix_(o, o)], S[np.ix_(o, m)]).T
-                expected = np.log(weights[k])
-                if o.any():
-                    density = multivariate_normal(means[k, o], S[np.ix_(o, o)])
-                    expected += density.logpdf(X[row, o])
-                assert_allclose(group.log_joint[k, at], expected, rtol=0, atol=1e-10)
-                mean_m = means[k, m] + gain @ (X[row, o] - means[k, o])
-                assert_allclose(group.filled[k, at, m], mean_m, rtol=1e-12, atol=1e-12)
-                assert_allclose(group.filled[k, at, o], X[row, o], rtol=0, atol=0)
-                spread = S[np.ix_(m, m)] - gain @ S[np.ix_(o, m)]
-                assert_allclose(conditional[k, at], spread, rtol=1e-10, atol=1e-12)
+            direct = _direct(weights, means, covariances, X[row])
+            for k, (log_joint, mean_m, spread) in enumerate(direct):
+                got = kernel[row, k] + group.offsets[at, k]
+                assert_allclose(got, log_joint, rtol=0, atol=1e-10)
+                assert_allclose(group.means_missing[:, at, k], mean_m, rtol=1e-12, atol=1e-12)
+                conditional = group.patterns.conditional[:, :, pattern_of_row[at], k]
+                assert_allclose(conditional, spread, rtol=1e-10, atol=1e-12)
+            assert list(group.missing[at]) == list(np.flatnonzero(np.isnan(X[row])))
             seen += 1
-    assert seen == int(gaps.any(axis=1).sum())
+    assert seen == int(np.isnan(X).any(axis=1).sum())
 
 
-def test_expected_second_moments_add_the_conditional_covariances(grouped):
+def test_by_row_and_by_blas_agree():
+    weights, means, covariances = _mixture(3, 6)
+    X = _with_gaps(np.random.default_rng(6).standard_normal((3000, 6)), 0.3, 7)
+    blas, by_row = (_gaps(weights, means, covariances, X, flag)[0] for flag in (False, True))
+    for a, b in zip(blas.groups, by_row.groups, strict=True):
+        np.testing.assert_array_equal(a.rows, b.rows)
+        assert_allclose(a.offsets, b.offsets, rtol=1e-12, atol=1e-12)
+        assert_allclose(a.means_missing, b.means_missing, rtol=1e-12, atol=1e-12)
+
+
+def test_what_gaps_add_to_the_moments_is_the_direct_expectation():
+    """Gaps.moments() plus the moments of x̃ are Σ w·rₖ E[x | x_o] and Σ w·rₖ E[x xᵀ | x_o],
+    from the direct conditional means and covariances, rows of 1 to 4 gaps."""
     weights, means, covariances = _mixture(2, 4)
-    marginal = Marginal.of(means, FULL.precision_cholesky(covariances), np.log(weights), FULL)
-    X = _with_gaps(np.random.default_rng(3).standard_normal((30, 4)), 0.3, 4)
-    gaps = np.isnan(X)
-    for group in marginal.groups(X, gaps):
-        weighted = np.random.default_rng(5).random((2, len(group.rows)))
-        second = expected_moments([group], weighted)[2]
-        conditional = group.conditional_covariances()
-        expected = np.zeros((2, 4, 4))
-        for at in range(len(group.rows)):
-            missing = group.missing[at]
-            for k in range(2):
-                x = group.filled[k, at]
-                outer = np.outer(x, x)
-                outer[np.ix_(missing, missing)] += conditional[k, at]
-                expected[k] += weighted[k, at] * outer
-        assert_allclose(second, expected, rtol=1e-12, atol=1e-12)
+    X = _with_gaps(np.random.default_rng(3).standard_normal((400, 4)), 0.3, 4)
+    X[:5] = np.nan
+    X[:5, :1] = 1.0  # rows missing all but one feature
+    block, _, filled = _gaps(weights, means, covariances, X)
+    weighted = np.random.default_rng(5).random((2, len(X)))
+    sx, second = block.moments(weighted)
+    expected_sx = weighted @ filled
+    expected_second = np.einsum("kn,na,nb->kab", weighted, filled, filled)
+    for row, x in enumerate(X):
+        if not np.isnan(x).any():
+            continue
+        m = np.isnan(x)
+        for k, (_, mean_m, spread) in enumerate(_direct(weights, means, covariances, x)):
+            completed = np.where(m, 0.0, x)
+            completed[m] = mean_m
+            outer = np.outer(completed, completed)
+            outer[np.ix_(m, m)] += spread
+            expected_sx[k] += weighted[k, row] * (completed - filled[row])
+            expected_second[k] += weighted[k, row] * (outer - np.outer(filled[row], filled[row]))
+    total_sx = weighted @ filled + sx
+    total_second = np.einsum("kn,na,nb->kab", weighted, filled, filled) + second
+    assert_allclose(total_sx, expected_sx, rtol=1e-12, atol=1e-12)
+    assert_allclose(total_second, expected_second, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["full", "tied", "diag", "spherical", "VEV", "EEI"])
@@ -196,47 +229,36 @@ def test_forked_passes_give_the_one_thread_fit_with_gaps(monkeypatch):
     assert alone.fit_info.log_likelihood == shared.fit_info.log_likelihood
 
 
-def test_patterns_and_counts_give_the_same_statistics(monkeypatch):
-    weights, means, covariances = _mixture(3, 6)
-    params = Params(weights, means, covariances, FULL.precision_cholesky(covariances))
-    X = _with_gaps(np.random.default_rng(6).standard_normal((3000, 6)), 0.15, 7)
-    w = np.random.default_rng(8).random(len(X))
-    stats = {}
-    for least in (1, 40, 10**9):
-        monkeypatch.setattr(missing, "MIN_PATTERN_ROWS", least)
-        stats[least] = e_step(X, w, Prepared.of(params, FULL))
-    for least in (1, 40):
-        for name in ("nk", "sx", "second", "log_likelihood"):
-            assert_allclose(
-                getattr(stats[least], name), getattr(stats[10**9], name), rtol=1e-10, atol=1e-9
-            )
-
-
-def test_a_block_with_gaps_sums_its_complete_rows_then_its_gaps():
-    """A block's statistics: its complete rows' by the fast kernel, plus the expected
-    moments of its rows with gaps, in Marginal.groups()' order."""
+def test_a_block_with_gaps_gives_the_direct_expected_statistics():
+    """A block's statistics through gaps: responsibilities from the marginal densities,
+    then Σ w·r, Σ w·r E[x | x_o] and Σ w·r E[x xᵀ | x_o], and Σ w log Σₖ πₖ N(x_o | k),
+    all computed row by row from scipy and the covariance-form formulas."""
     weights, means, covariances = _mixture()
     params = Params(weights, means, covariances, FULL.precision_cholesky(covariances))
     X = _with_gaps(np.random.default_rng(6).standard_normal((500, 5)), 0.1, 7)
     w = np.random.default_rng(8).random(len(X))
-    prepared = Prepared.of(params, FULL)
-    gaps = np.isnan(X)
-    complete = ~gaps.any(axis=1)
-    stats = e_step(X, w, prepared)
-    alone = e_step(X[complete], w[complete], prepared)
-    groups = list(prepared.marginal.groups(X, gaps))
-    rows = np.concatenate([group.rows for group in groups])
-    log_prob = np.hstack([group.log_joint for group in groups])
-    top = log_prob.max(axis=0)
-    resp = np.exp(log_prob - top)
-    weighted = resp / resp.sum(axis=0) * w[rows]
-    nk, sx, second = expected_moments(groups, weighted)
-    assert_allclose(stats.nk, alone.nk + nk, rtol=1e-12)
-    assert_allclose(stats.sx, alone.sx + sx, rtol=1e-12, atol=1e-12)
-    assert_allclose(stats.second, alone.second + FULL.second_from_matrices(second), rtol=1e-12)
-    expected = alone.log_likelihood + w[rows] @ (np.log(resp.sum(axis=0)) + top)
-    assert_allclose(stats.log_likelihood, expected, rtol=1e-12)
-    assert sorted(rows) == list(np.flatnonzero(~complete))
+    stats = e_step(X, w, Prepared.of(params, FULL))
+    nk, sx, second, log_likelihood = np.zeros(3), np.zeros((3, 5)), np.zeros((3, 5, 5)), 0.0
+    for x, weight in zip(X, w, strict=True):
+        m = np.isnan(x)
+        direct = _direct(weights, means, covariances, x)
+        log_joint = np.array([entry[0] for entry in direct])
+        top = log_joint.max()
+        resp = np.exp(log_joint - top)
+        log_likelihood += weight * (np.log(resp.sum()) + top)
+        for k, (_, mean_m, spread) in enumerate(direct):
+            r = weight * resp[k] / resp.sum()
+            completed = x.copy()
+            completed[m] = mean_m
+            outer = np.outer(completed, completed)
+            outer[np.ix_(m, m)] += spread
+            nk[k] += r
+            sx[k] += r * completed
+            second[k] += r * outer
+    assert_allclose(stats.nk, nk, rtol=1e-12)
+    assert_allclose(stats.sx, sx, rtol=1e-11, atol=1e-12)
+    assert_allclose(stats.second, FULL.second_from_matrices(second), rtol=1e-11, atol=1e-12)
+    assert_allclose(stats.log_likelihood, log_likelihood, rtol=1e-12)
 
 
 def test_the_pairwise_summary_is_the_direct_one():
@@ -345,22 +367,6 @@ def test_a_start_model_goes_on_through_gaps():
     rest = gmmcli.fit(X, start=first, tol=0, max_iter=4, missing="marginal")
     assert_allclose(rest.means, whole.means, rtol=1e-9)
     assert_allclose(rest.covariances, whole.covariances, rtol=1e-9)
-
-
-def test_patterns_and_counts_fill_alike(monkeypatch):
-    """The rows with gaps filled by their conditional means, and their conditional
-    covariances, are the same whichever way the rows are grouped."""
-    weights, means, covariances = _mixture(3, 5)
-    X = np.random.default_rng(9).standard_normal((40, 5))
-    X[:, [1, 3]] = np.nan
-    found = {}
-    for least in (1, 10**9):
-        monkeypatch.setattr(missing, "MIN_PATTERN_ROWS", least)
-        marginal = Marginal.of(means, FULL.precision_cholesky(covariances), np.log(weights), FULL)
-        (group,) = marginal.groups(X, np.isnan(X))
-        found[least] = (group.filled, group.conditional_covariances())
-    for a, b in zip(found[1], found[10**9], strict=True):
-        assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_predictions_through_gaps_do_not_depend_on_where_the_input_is_cut():

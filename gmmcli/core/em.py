@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import numpy as np
 
 from gmmcli.core.covariance import Covariance, empty_components
-from gmmcli.core.missing import Marginal, expected_moments
+from gmmcli.core.missing import Marginal
 from gmmcli.core.structures import get_covariance
 
 if TYPE_CHECKING:
@@ -202,18 +202,17 @@ class Prepared:
     means: np.ndarray
     prec_chol: np.ndarray
     cov: Covariance
-    log_weights: np.ndarray
 
     @classmethod
     def of(cls, params: Params, cov: Covariance, dtype=np.float64) -> Prepared:
         kernel = cov.kernel(*params.means.shape)
         log_weights = np.maximum(params.log_weights(), np.finfo(dtype).min / 4)
         coef = kernel.coefficients(params.means, params.prec_chol, log_weights)
-        return cls(coef.astype(dtype), kernel, params.means, params.prec_chol, cov, log_weights)
+        return cls(coef.astype(dtype), kernel, params.means, params.prec_chol, cov)
 
     @functools.cached_property
     def marginal(self) -> Marginal:
-        return Marginal.of(self.means, self.prec_chol, self.log_weights, self.cov)
+        return Marginal.of(self.means, self.prec_chol, self.cov)
 
 
 def aligned_tiles(X: np.ndarray, first_row: int, rows: int) -> Iterator[tuple[np.ndarray, slice]]:
@@ -265,15 +264,28 @@ def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
     Taken in tiles of tile_rows() rows from the block's start, summed in order, so that
     the products read the row features from a cache. Every path to the core cuts the same
     blocks (rows_per_block), so the same tiles. NaN is a missing feature: a block with
-    some gives the statistics of its complete rows this way, then those of its rows with
-    gaps (gmmcli.core.missing), in the groups Marginal.groups() makes of them.
+    some goes through the tiles with its gaps set to 0, each row with gaps taking the
+    offset of its marginal density (gmmcli.core.missing) before its responsibilities, and
+    the statistics then get what the gaps' conditional moments add.
     """
-    if has_gaps(X):
-        return _e_step_with_gaps(X, weights, prepared)
+    gaps = np.isnan(X) if has_gaps(X) else None
+    if gaps is not None:
+        X = np.where(gaps, 0, X)
+        block_gaps = prepared.marginal.gaps(X.astype(np.float64, copy=False), gaps)
+        offsets = np.zeros((len(X), len(prepared.means)))
+        for group in block_gaps.groups:
+            offsets[group.rows] = group.offsets
+        offsets, wresp = offsets.T, np.empty((len(prepared.means), len(X)))
     rows = tile_rows(prepared, X.shape[1])
-    total = _e_tile(X[:rows], weights[:rows], prepared)
-    for start in range(rows, len(X), rows):
-        total.add(_e_tile(X[start : start + rows], weights[start : start + rows], prepared))
+    tiles = [slice(start, start + rows) for start in range(0, len(X), rows)]
+    total = add_up(
+        _e_tile(X[t], weights[t], prepared, None if gaps is None else (offsets[:, t], wresp[:, t]))
+        for t in tiles
+    )
+    if gaps is not None:
+        sx, second = block_gaps.moments(wresp)
+        total.sx += sx
+        total.second += prepared.kernel.second_from_matrices(second)
     return total
 
 
@@ -303,15 +315,25 @@ def tile_rows(prepared: Prepared, n_features: int) -> int:
     return max(1, min(rows, MAX_TILE_BYTES // per_row, rows_per_block(n_features)))
 
 
-def _e_tile(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
+def _e_tile(
+    X: np.ndarray,
+    weights: np.ndarray,
+    prepared: Prepared,
+    gaps: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Stats:
     """e_step() of one tile: the log-likelihood and responsibilities (a logsumexp over
     components) then accumulate(), fused (the unnormalised responsibilities are scaled by
-    w / Σₖ in one pass)."""
+    w / Σₖ in one pass). ``gaps``: the tile's rows' offsets to add to their log-densities
+    (K, rows), and where to keep their w·r, for a tile whose gaps are set to 0."""
     kernel = prepared.kernel
     buffer = _scratch(kernel.n_row_features(X.shape[1]) * len(X), X.dtype)
     phi, log_prob = log_joint(X, prepared, out=buffer)
+    if gaps is not None:
+        log_prob += gaps[0]
     block_weights = weights.astype(X.dtype, copy=False)
     wresp, log_norm = weighted_responsibilities(log_prob, block_weights)
+    if gaps is not None:
+        gaps[1][:] = wresp
     stats = _block_stats(kernel, phi, wresp, block_weights, X.shape[1])
     stats.log_likelihood = float(weights @ log_norm)
     return stats
@@ -339,23 +361,6 @@ def has_gaps(X: np.ndarray) -> bool:
     """Whether some value of X is NaN (the sum first: one fast pass when none is)."""
     with np.errstate(over="ignore"):  # finite rows whose sum overflows: no NaN among them
         return not np.isfinite(X.sum()) and bool(np.isnan(X).any())
-
-
-def _e_step_with_gaps(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
-    """e_step() of a block with missing features: its complete rows, then all its rows
-    with gaps at once, in the groups Marginal.groups() makes (in float64 whatever the
-    working dtype)."""
-    gaps = np.isnan(X)
-    complete = ~gaps.any(axis=1)
-    total = e_step(X[complete], weights[complete], prepared) if complete.any() else None
-    groups = list(prepared.marginal.groups(X.astype(np.float64, copy=False), gaps))
-    gap_weights = weights[np.concatenate([group.rows for group in groups])]
-    log_prob = np.hstack([group.log_joint for group in groups])
-    wresp, log_norm = weighted_responsibilities(log_prob, gap_weights)
-    nk, sx, second = expected_moments(groups, wresp)
-    stats = Stats(nk, sx, prepared.kernel.second_from_matrices(second))
-    stats.log_likelihood = float(gap_weights @ log_norm)
-    return add_up([total, stats])
 
 
 # Per-thread storage only: the core starts no threads, but a reducer may run its blocks

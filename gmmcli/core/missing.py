@@ -2,38 +2,35 @@
 
 A row whose features o are observed and m missing has, under component k, the density of
 what it has, N(x_o | μₖ,o, Σₖ,oo), and given that, its missing features are Gaussian with
-mean E[x_m | x_o, k] and covariance Cov[x_m | x_o, k] (Ghahramani and Jordan 1994). All
-three come from the precision Λ = Σₖ⁻¹ restricted to the j missing features: with d = x − μₖ
-(its gaps set to 0) and g = (Λ d)_m,
+mean E[x_m | x_o, k] and covariance Cov[x_m | x_o, k] (Ghahramani and Jordan 1994). The
+core takes such a row as x̃, its gaps set to 0 (the data's centre, in the coordinates the
+core works in), which the E-step's kernel takes like any complete row; the j missing
+features then only need the precision Λ = Σₖ⁻¹ restricted to them. With
+g = (Λ(x̃ − μₖ))_m, the gradient that x_m = 0 leaves in the quadratic form,
 
-    E[x_m | x_o, k] = μₖ,m − Λ_mm⁻¹ g            Cov[x_m | x_o, k] = Λ_mm⁻¹
-    d_oᵀ Σₖ,oo⁻¹ d_o = dᵀ Λ d − gᵀ Λ_mm⁻¹ g       log det Σₖ,oo = log det Σₖ + log det Λ_mm
+    E[x_m | x_o, k] = −Λ_mm⁻¹ g                  Cov[x_m | x_o, k] = Λ_mm⁻¹
+    log N(x_o | μₖ,o, Σₖ,oo) = log N(x̃ | μₖ, Σₖ) + ½ gᵀΛ_mm⁻¹g − ½ log det Λ_mm + j/2 log 2π
 
-so nothing of size |o| is factored row by row. A pattern of gaps that enough rows of a
-block share (MIN_PATTERN_ROWS) is factored once per set of parameters in the covariance
-form (Pattern: the whitening of Σₖ,oo and the regressions of x_m on x_o, side by side for
-all components, each then one product over those rows); the other rows are taken together
-by their number of gaps j, whichever features those are: the j × j Cholesky factors and
-solves of the precision form run as numpy operations over all of them and every
+so nothing of size |o| is factored: each pattern's j × j factor L of Λ_mm once per set of
+parameters, then (h = L⁻¹g) the offset ½|h|² − Σ log diag L + j/2 log 2π and the mean
+−L⁻ᵀh for every row with that many gaps, in numpy operations over all of them and every
 component at once, one column at a time, so a rare pattern costs no calls of its own.
-The M-step gets the expected statistics: the rows filled with their conditional means,
-and the conditional covariances added to the second moments, in the layout of each
-structure (Covariance.second_from_matrices), so its M-step is the one complete rows use.
+The M-step gets the kernel's statistics of x̃ plus what the conditional means and
+covariances add (Gaps.moments), in the layout of each structure
+(Covariance.second_from_matrices), so its M-step is the one complete rows use.
 """
 
 from __future__ import annotations
 
-import functools
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from gmmcli.core.covariance import LOG_2PI, Covariance
-from gmmcli.errors import SingularCovarianceError
 
 COMPLETE_ROWS_PER_VALUE = 10
-MIN_PATTERN_ROWS = 16  # rows of a block with one pattern of gaps that share its factors
 
 
 def starts_from_complete(complete_weight: float, n_components: int, n_features: int) -> bool:
@@ -70,37 +67,82 @@ def _weightless_gaps(X: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np
 
 
 @dataclass
-class CountGroup:
+class Cells:
+    """A block's missing cells feature by feature: ``rows`` (P,) the row of each, the
+    cells of feature b at ``bounds[b]:bounds[b + 1]``, rows ascending; ``position``
+    (n_rows, D) each missing cell's place among them."""
+
+    rows: np.ndarray
+    bounds: np.ndarray
+    position: np.ndarray
+
+    @classmethod
+    def of(cls, gaps: np.ndarray) -> Cells:
+        features, rows = np.nonzero(gaps.T)
+        bounds = np.searchsorted(features, np.arange(gaps.shape[1] + 1))
+        position = np.zeros(gaps.shape, dtype=np.intp)
+        position.T[gaps.T] = np.arange(len(rows))
+        return cls(rows, bounds, position)
+
+    def runs(self) -> Iterator[tuple[int, slice]]:
+        """(feature, its cells) for every feature missing somewhere."""
+        for feature, (start, stop) in enumerate(itertools.pairwise(self.bounds)):
+            if start < stop:
+                yield feature, slice(start, stop)
+
+
+@dataclass
+class Patterns:
+    """A GapGroup's patterns of gaps, its rows in a run for each: where the runs start
+    (P,), each pattern's missing features (P, j) and Cov[x_m | x_o, k], entrywise
+    (j, j, P, K)."""
+
+    starts: np.ndarray
+    missing: np.ndarray
+    conditional: np.ndarray
+
+    def add_spread(self, second: np.ndarray, weighted: np.ndarray, spread: np.ndarray) -> None:
+        """Add to ``second`` (K, D, D), where both features are missing, the rows'
+        ``spread`` (w·rₖ e eᵀ, entrywise (j, j, n, K)) and Σ w·rₖ Cov[x_m | x_o, k]
+        (``weighted`` = w·rₖ of the rows, (n, K)), summed pattern by pattern."""
+        n_components, n_features = second.shape[:2]
+        sums = np.add.reduceat(spread, self.starts, axis=2)
+        sums += np.add.reduceat(weighted, self.starts, axis=0) * self.conditional
+        first, second_feature = self.missing.T[:, None], self.missing.T[None, :]  # (j, j, P)
+        cells = (first * n_features + second_feature)[..., None]
+        size = n_features * n_features
+        where = cells + np.arange(n_components) * size
+        added = np.bincount(where.ravel(), sums.ravel(), n_components * size)
+        second += added.reshape(second.shape)
+
+
+@dataclass
+class GapGroup:
     """Rows of a block that miss the same number j of features (whichever), under every
-    component: Λ_mm of each row's pattern factored once per set of parameters, the rest
-    row by row in numpy operations over all of them; the conditional means and draws
-    predictions take (whose rows all come in CountGroups)."""
+    component, pattern by pattern: each pattern's Λ_mm factored once per set of
+    parameters, the rest row by row in numpy operations over all of them. Small
+    matrices per row are held entrywise, (j, j, n, K), so that each operation runs
+    over all rows and components at once."""
 
     rows: np.ndarray  # (n,) their positions in the block
     missing: np.ndarray  # (n, j) each row's missing features, ascending
-    log_joint: np.ndarray  # (K, n) log πₖ + log N(x_o | μₖ,o, Σₖ,oo)
-    filled: np.ndarray  # (K, n, D) the rows, their gaps filled with E[x_m | x_o, k]
-    factor: np.ndarray  # (K, n, j, j) lower Cholesky factors of Λ_mm
-    conditional: np.ndarray  # (K, n, j, j) Cov[x_m | x_o, k] = Λ_mm⁻¹
+    cells: np.ndarray  # (n, j) their places among the block's Cells
+    offsets: np.ndarray  # (n, K) log N(x_o | μₖ,o, Σₖ,oo) - log N(x̃ | μₖ, Σₖ)
+    means_missing: np.ndarray  # (j, n, K) E[x_m | x_o, k]
+    factor: np.ndarray  # (j, j, n, K) lower Cholesky factors of Λ_mm
+    patterns: Patterns | None  # None once rows are taken out of their runs
 
-    def conditional_covariances(self) -> np.ndarray:
-        """Cov[x_m | x_o, k], shape (K, n, j, j)."""
-        return self.conditional
-
-    def taken(self, keep: np.ndarray) -> CountGroup:
-        """The group's rows where ``keep`` (n,) is true."""
-        return CountGroup(
+    def taken(self, keep: np.ndarray) -> GapGroup:
+        """The group's rows where ``keep`` (n,) is true (not in pattern runs)."""
+        return GapGroup(
             self.rows[keep],
             self.missing[keep],
-            self.log_joint[:, keep],
-            self.filled[:, keep],
-            self.factor[:, keep],
-            self.conditional[:, keep],
+            self.cells[keep],
+            self.offsets[keep],
+            self.means_missing[:, keep],
+            self.factor[:, :, keep],
+            None,
         )
-
-    def conditional_means(self) -> np.ndarray:
-        """E[x_m | x_o, k], shape (K, n, j)."""
-        return np.take_along_axis(self.filled, self.missing[None], axis=2)
 
     def draws(self, resp: np.ndarray, uniforms: np.ndarray, normals: np.ndarray) -> np.ndarray:
         """Draws of the missing features from the conditional mixture, shape (n, N, j):
@@ -112,247 +154,157 @@ class CountGroup:
         chosen = (cumulative[:, :, None] <= uniforms[None]).sum(axis=0)  # (n, N)
         chosen = np.minimum(chosen, len(resp) - 1)  # a last sum rounded below 1
         rows = np.arange(len(self.rows))[:, None]
-        means = np.moveaxis(self.conditional_means(), 0, 1)[rows, chosen]  # (n, N, j)
-        factor = np.moveaxis(self.factor, 0, 1)[rows, chosen]  # (n, N, j, j)
-        return means + _solve_upper(factor, normals[..., None])[..., 0]
-
-    def add_spread(self, second: np.ndarray, weighted: np.ndarray) -> None:
-        """Add Σ w·rₖ Cov[x_m | x_o, k] to ``second`` (K, D, D) where both features are
-        missing; ``weighted`` = w·rₖ of these rows, (K, n)."""
-        n_components, n_features = second.shape[:2]
-        spread = weighted[:, :, None, None] * self.conditional_covariances()
-        cells = self.missing[:, :, None] * n_features + self.missing[:, None, :]
-        size = n_features * n_features
-        where = (np.arange(n_components)[:, None] * size + cells.reshape(1, -1)).ravel()
-        second += np.bincount(where, spread.ravel(), n_components * size).reshape(second.shape)
+        means = self.means_missing[:, rows, chosen]  # (j, n, N)
+        factor = self.factor[:, :, rows, chosen]  # (j, j, n, N)
+        drawn = means + _solve_upper(factor, np.moveaxis(normals, 2, 0))
+        return np.moveaxis(drawn, 0, 2)
 
 
 @dataclass
-class Pattern:
-    """One pattern of gaps (observed features o, missing m) under every component,
-    factored once per set of parameters: Σₖ,oo = LLᵀ, its whitening Y = L⁻¹ side by side
-    for all components (z = Y(x_o − μₖ,o), log N = cₖ − |z|²/2), the regressions of x_m on
-    x_o (E[x_m | x_o, k] = x_o Bₖ + bₖ) and Cov[x_m | x_o, k]."""
+class Gaps:
+    """A block's rows with gaps under one set of parameters: its missing ``cells``, the
+    block's rows at each (``values``: x̃, (P, D)) and its rows in ``groups``, a GapGroup
+    for each number of gaps (ascending)."""
 
-    observed: np.ndarray
-    missing: np.ndarray
-    maps: np.ndarray  # (|o|, K·|o| + K·j): the whitenings Yₖᵀ, then the regressions Bₖ
-    intercepts: np.ndarray  # (K·|o| + K·j,): −μₖ,o Yₖᵀ, then bₖ
-    constants: np.ndarray  # (K,) log πₖ + log det Y - |o|/2 log 2π
-    conditional: np.ndarray  # (K, j, j)
+    cells: Cells
+    values: np.ndarray
+    groups: list[GapGroup]
+
+    def moments(self, weighted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What the rows with gaps add to Σ w·r x and Σ w·r x xᵀ of every component beyond
+        what their x̃ gives, shapes (K, D) and (K, D, D); ``weighted`` is w·rₖ of the
+        block's rows, (K, n_rows).
+
+        Filled with its conditional means, a row is x̃ + e (e: E[x_m | x_o, k] in its gaps,
+        0 elsewhere), and E[x xᵀ | x_o, k] = x̃x̃ᵀ + x̃eᵀ + ex̃ᵀ + eeᵀ + Cov[x_m | x_o, k]:
+        w·r e at each missing cell, then feature by feature x̃eᵀ as one product, and the
+        rest where both features are missing, pattern by pattern."""
+        n_components, n_features = len(weighted), self.values.shape[1]
+        second = np.zeros((n_components, n_features, n_features))
+        at_cells = np.empty((len(self.values), n_components))  # w·rₖ e at every cell
+        for group in self.groups:
+            group_weights = np.ascontiguousarray(weighted[:, group.rows].T)
+            scaled = group_weights * group.means_missing  # (j, n, K)
+            at_cells[group.cells.T] = scaled
+            spread = scaled[:, None] * group.means_missing[None, :]
+            group.patterns.add_spread(second, group_weights, spread)
+        sx = np.zeros((n_components, n_features))
+        cross = np.zeros_like(second)
+        for feature, run in self.cells.runs():
+            sx[:, feature] = at_cells[run].sum(axis=0)
+            cross[:, :, feature] = at_cells[run].T @ self.values[run]
+        return sx, second + cross + np.swapaxes(cross, 1, 2)
+
+
+@dataclass
+class Factored:
+    """Patterns of j gaps factored under one set of parameters: each one's ``slots`` (by
+    its key, _pattern_keys()) in the lower Cholesky factors of Λ_mm and their inverses
+    Cov[x_m | x_o, k], entrywise (j, j, S, K), and ½ log det Λ_mm (S, K)."""
+
+    slots: dict
+    factor: np.ndarray
+    conditional: np.ndarray
+    half_log_det: np.ndarray
 
     @classmethod
-    def of(cls, marginal: Marginal, gaps: np.ndarray) -> Pattern:
-        o, m = np.flatnonzero(~gaps), np.flatnonzero(gaps)
-        covariances, means = marginal.covariances, marginal.means
-        factor = _cholesky_or_singular(covariances[:, o[:, None], o])
-        inverse_factor = np.linalg.solve(factor, np.eye(len(o)))  # Y = L⁻¹: Σ_oo⁻¹ = YᵀY
-        half = inverse_factor @ covariances[:, o[:, None], m]  # Y Σ_om, (K, |o|, j)
-        whitening = np.swapaxes(inverse_factor, 1, 2)  # z = x_o Yᵀ
-        regressions = whitening @ half  # Σ_oo⁻¹ Σ_om = Yᵀ Y Σ_om
-        log_det = np.log(np.diagonal(inverse_factor, axis1=1, axis2=2)).sum(axis=1)
-        shifts = -np.einsum("ko,koq->kq", means[:, o], whitening).ravel()
-        offsets = (means[:, m] - np.einsum("ko,koj->kj", means[:, o], regressions)).ravel()
-        return cls(
-            o,
-            m,
-            np.hstack([*whitening, *regressions]),
-            np.concatenate([shifts, offsets]),
-            marginal.log_weights + log_det - 0.5 * len(o) * LOG_2PI,
-            covariances[:, m[:, None], m] - np.swapaxes(half, 1, 2) @ half,
+    def of(cls, keys: list, missing: np.ndarray, precisions: np.ndarray) -> Factored:
+        """The patterns of ``keys``, their missing features ``missing`` (P, j), under
+        ``precisions`` (K, D, D)."""
+        by_entry = np.moveaxis(precisions, 0, 2)  # (D, D, K)
+        factor = _cholesky(by_entry[missing.T[:, None], missing.T[None, :]])
+        identity = np.eye(missing.shape[1])[:, :, None, None]
+        unit = factor[:, :, None]  # the factor once for every column of the identity
+        conditional = _solve_upper(unit, _solve_lower(unit, identity))
+        half_log_det = np.log(factor[np.diag_indices(len(factor))]).sum(axis=0)
+        slots = {key: slot for slot, key in enumerate(keys)}
+        return cls(slots, factor, conditional, half_log_det)
+
+    def __add__(self, other: Factored) -> Factored:
+        shift = len(self.slots)
+        slots = self.slots | {key: slot + shift for key, slot in other.slots.items()}
+        return Factored(
+            slots,
+            np.concatenate([self.factor, other.factor], axis=2),
+            np.concatenate([self.conditional, other.conditional], axis=2),
+            np.concatenate([self.half_log_det, other.half_log_det]),
         )
-
-
-@dataclass
-class PatternGroup:
-    """Rows of a block with one Pattern of gaps, at least MIN_PATTERN_ROWS of them: each
-    quantity a product of their observed values by the pattern's matrices."""
-
-    rows: np.ndarray  # (n,) their positions in the block
-    values: np.ndarray  # (n, D) the rows, NaN in their gaps
-    pattern: Pattern
-    log_joint: np.ndarray  # (K, n)
-    means_missing: np.ndarray  # (n, K, j): E[x_m | x_o, k]
-
-    @classmethod
-    def of(cls, X: np.ndarray, rows: np.ndarray, pattern: Pattern) -> PatternGroup:
-        values = X[rows]
-        n_rows, n_components = len(rows), len(pattern.constants)
-        mapped = values[:, pattern.observed] @ pattern.maps + pattern.intercepts
-        whitened = n_components * len(pattern.observed)
-        z = mapped[:, :whitened].reshape(n_rows, n_components, -1)
-        log_joint = pattern.constants[:, None] - 0.5 * np.square(z).sum(axis=2).T
-        means_missing = mapped[:, whitened:].reshape(n_rows, n_components, -1)
-        return cls(rows, values, pattern, log_joint, means_missing)
-
-    @property
-    def missing(self) -> np.ndarray:
-        return np.broadcast_to(self.pattern.missing, (len(self.rows), len(self.pattern.missing)))
-
-    @property
-    def filled(self) -> np.ndarray:
-        """(K, n, D): the rows, their gaps filled with E[x_m | x_o, k]."""
-        filled = np.repeat(self.values[None], len(self.log_joint), axis=0)
-        filled[:, :, self.pattern.missing] = np.swapaxes(self.means_missing, 0, 1)
-        return filled
-
-    def conditional_covariances(self) -> np.ndarray:
-        """Cov[x_m | x_o, k], shape (K, n, j, j): the pattern's, for every row."""
-        conditional = self.pattern.conditional
-        shape = (len(conditional), len(self.rows), *conditional.shape[1:])
-        return np.broadcast_to(conditional[:, None], shape)
-
-    def add_spread(self, second: np.ndarray, weighted: np.ndarray) -> None:
-        """CountGroup.add_spread(): the pattern's one covariance, weighted by the total."""
-        m = self.pattern.missing
-        second[:, m[:, None], m] += weighted.sum(axis=1)[:, None, None] * self.pattern.conditional
 
 
 @dataclass
 class Marginal:
-    """A mixture's parameters as the gaps' math takes them: means (K, D), covariances and
-    precisions (K, D, D), log det of each precision's Cholesky factor and log πₖ (K,);
-    with the Patterns factored so far (per set of parameters, so per EM iteration)."""
+    """A mixture's parameters as the gaps' math takes them: the precisions Λₖ (K, D, D)
+    and Λₖμₖ (K, D), with the patterns of gaps Factored so far by their number of gaps
+    (per set of parameters, so per EM iteration; threads that factor the same pattern at
+    once each keep their own, and one of them stays)."""
 
-    means: np.ndarray
-    covariances: np.ndarray
     precisions: np.ndarray
-    log_det_factor: np.ndarray
-    log_weights: np.ndarray
-    patterns: dict[bytes, Pattern] = field(default_factory=dict, repr=False)
-    blocks: dict[bytes, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    linear: np.ndarray
+    factored: dict[int, Factored] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def of(cls, means, prec_chol, log_weights, cov: Covariance) -> Marginal:
-        shape = means.shape
-        covariances = cov.covariances_from_precision_cholesky(prec_chol)
-        return cls(
-            means,
-            cov.full_matrices(covariances, *shape),
-            cov.full_matrices(cov.precisions(prec_chol), *shape),
-            cov.log_det(prec_chol, shape[1]),
-            log_weights,
+    def of(cls, means: np.ndarray, prec_chol: np.ndarray, cov: Covariance) -> Marginal:
+        precisions = cov.full_matrices(cov.precisions(prec_chol), *means.shape)
+        return cls(precisions, np.einsum("kde,ke->kd", precisions, means))
+
+    def gaps(self, filled: np.ndarray, gaps: np.ndarray, *, by_row: bool = False) -> Gaps:
+        """The Gaps of a block: ``filled`` is the block with its gaps set to 0 (x̃),
+        ``gaps`` its NaN mask. First g = (Λₖ(x̃ − μₖ))_m at every missing cell, feature by
+        feature, then the groups.
+
+        ``by_row``: each row's numbers computed in loops of its own (not BLAS's, whose
+        order of sums may follow how many rows there are), so that they do not depend on
+        the rows beside it (predictions, whose pieces may cut a tile anywhere)."""
+        cells = Cells.of(gaps)
+        values = filled[cells.rows]
+        gradients = np.empty((len(values), len(self.linear)))
+        for feature, run in cells.runs():
+            by_component = self.precisions[:, :, feature].T
+            if by_row:
+                gradients[run] = np.einsum("pd,dk->pk", values[run], by_component)
+            else:
+                np.matmul(values[run], by_component, out=gradients[run])
+            gradients[run] -= self.linear[:, feature]
+        per_row = np.count_nonzero(gaps, axis=1)
+        groups = []
+        for j in np.unique(per_row[per_row > 0]):
+            rows = np.flatnonzero(per_row == j)
+            groups.append(self._group(rows, gaps[rows], cells.position[rows], gradients))
+        return Gaps(cells, values, groups)
+
+    def _group(
+        self, rows: np.ndarray, gaps: np.ndarray, position: np.ndarray, gradients: np.ndarray
+    ) -> GapGroup:
+        keys, which, counts = np.unique(
+            _pattern_keys(gaps), return_inverse=True, return_counts=True
         )
-
-    def groups(
-        self, X: np.ndarray, gaps: np.ndarray, *, shared: bool = True
-    ) -> Iterator[PatternGroup | CountGroup]:
-        """The rows of ``X`` with gaps (``gaps``: X's NaN mask) in groups, in a fixed
-        order: a PatternGroup for each pattern of gaps that at least MIN_PATTERN_ROWS rows
-        share (patterns in ascending order of their bits), then a CountGroup for each
-        number of gaps of the other rows (ascending). Rows without gaps are left out.
-
-        Without ``shared`` every row is in a CountGroup, whose numbers for a row do not
-        depend on the rows beside it (predictions, whose pieces may cut a tile anywhere);
-        the E-step's blocks are fixed, so it may share factors between rows."""
-        if not shared:
-            yield from self._by_count(X, gaps, np.flatnonzero(gaps.any(axis=1)), by_row=True)
-            return
-        gapped = np.flatnonzero(gaps.any(axis=1))
-        keys, inverse, counts = np.unique(
-            _pattern_keys(gaps[gapped]), return_inverse=True, return_counts=True
-        )
-        for index in np.flatnonzero(counts >= MIN_PATTERN_ROWS):
-            rows = gapped[inverse == index]
-            key = gaps[rows[0]].tobytes()
-            if key not in self.patterns:
-                self.patterns[key] = Pattern.of(self, gaps[rows[0]])
-            yield PatternGroup.of(X, rows, self.patterns[key])
-        yield from self._by_count(X, gaps, gapped[counts[inverse] < MIN_PATTERN_ROWS])
-
-    def _by_count(
-        self, X: np.ndarray, gaps: np.ndarray, rest: np.ndarray, by_row: bool = False
-    ) -> Iterator[CountGroup]:
-        per_row = gaps[rest].sum(axis=1)
-        for j in np.unique(per_row):
-            rows = rest[per_row == j]
-            yield self._count_group(X[rows], gaps[rows], rows, int(j), by_row)
-
-    def _count_group(
-        self, X: np.ndarray, gaps: np.ndarray, rows: np.ndarray, j: int, by_row: bool
-    ) -> CountGroup:
-        """The CountGroup of rows with j gaps; ``by_row``: each row's numbers computed in
-        loops of its own (not BLAS's, whose order of sums may follow how many rows there
-        are), so that they do not depend on the rows beside it."""
-        n_rows, n_features = X.shape
+        order = np.argsort(which, kind="stable")
+        rows, gaps, position, which = rows[order], gaps[order], position[order], which[order]
+        n_rows, j = len(rows), int(gaps[0].sum())
         missing = np.nonzero(gaps)[1].reshape(n_rows, j)
-        deviations = np.where(gaps, 0.0, X[None] - self.means[:, None, :])
-        product = functools.partial(np.einsum, "knd,kde->kne") if by_row else np.matmul
-        times_precision = product(deviations, self.precisions)  # (Λd)ᵀ, Λ symmetric
-        g = np.take_along_axis(times_precision, missing[None], axis=2)
-        _, first, which = np.unique(_pattern_keys(gaps), return_index=True, return_inverse=True)
-        factors, conditionals = self._precision_blocks(gaps[first], missing[first])
-        factor, conditional = factors[:, which], conditionals[:, which]
-        solved = _solve_upper(factor, _solve_lower(factor, g[..., None]))[..., 0]
-        quadratic = np.einsum("knd,knd->kn", deviations, times_precision)
-        quadratic -= np.einsum("knj,knj->kn", g, solved)
-        half_log_det_block = np.log(np.diagonal(factor, axis1=2, axis2=3)).sum(axis=2)
-        log_joint = (
-            -0.5 * quadratic
-            - half_log_det_block
-            + (self.log_det_factor + self.log_weights)[:, None]
-            - 0.5 * (n_features - j) * LOG_2PI
-        )
-        filled = np.repeat(X[None], len(self.means), axis=0)
-        means_missing = np.take_along_axis(
-            np.broadcast_to(self.means[:, None, :], filled.shape), missing[None], axis=2
-        )
-        np.put_along_axis(filled, np.broadcast_to(missing, solved.shape), means_missing - solved, 2)
-        return CountGroup(rows, missing, log_joint, filled, factor, conditional)
+        cells = position[gaps].reshape(n_rows, j)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        factored, slots = self._factored(keys.tolist(), missing[starts])
+        at = slots[which]
+        factor = factored.factor[:, :, at]
+        whitened = _solve_lower(factor, gradients[cells.T])  # h = L⁻¹g, (j, n, K)
+        offsets = 0.5 * np.square(whitened).sum(axis=0)
+        offsets += 0.5 * j * LOG_2PI - factored.half_log_det[at]
+        means_missing = -_solve_upper(factor, whitened)
+        patterns = Patterns(starts, missing[starts], factored.conditional[:, :, slots])
+        return GapGroup(rows, missing, cells, offsets, means_missing, factor, patterns)
 
-    def _precision_blocks(
-        self, gaps: np.ndarray, missing: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """For each pattern of gaps (rows of ``gaps``, their missing features ``missing``),
-        the Cholesky factor of Λ_mm and its inverse Cov[x_m | x_o, k] for every component,
-        shapes (K, P, j, j): factored once per set of parameters (``blocks``)."""
-        keys = [row.tobytes() for row in gaps]
-        new = [i for i, key in enumerate(keys) if key not in self.blocks]
+    def _factored(self, keys: list, missing: np.ndarray) -> tuple[Factored, np.ndarray]:
+        """The Factored patterns of j gaps, holding those of ``keys`` (their missing
+        features ``missing``, (P, j)), and the slots of ``keys`` in it."""
+        j = missing.shape[1]
+        factored = self.factored.get(j)
+        new = [i for i, key in enumerate(keys) if factored is None or key not in factored.slots]
         if new:
-            cells = missing[new]
-            factor = _cholesky(self.precisions[:, cells[:, :, None], cells[:, None, :]])
-            identity = np.broadcast_to(np.eye(missing.shape[1]), factor.shape)
-            conditional = _solve_upper(factor, _solve_lower(factor, identity))
-            for at, i in enumerate(new):
-                self.blocks[keys[i]] = factor[:, at], conditional[:, at]
-        kept = [self.blocks[key] for key in keys]
-        return np.stack([f for f, _ in kept], axis=1), np.stack([c for _, c in kept], axis=1)
-
-
-def expected_moments(
-    groups: list[PatternGroup | CountGroup], weighted: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(Σ w·r, Σ w·r E[x | x_o], Σ w·r E[x xᵀ | x_o]) over the rows of ``groups`` for every
-    component, shapes (K,), (K, D), (K, D, D); ``weighted`` is their w·rₖ, (K, n), the
-    rows in the groups' order. One product over all the rows (their gaps filled with
-    the conditional means), then each group's conditional covariances added."""
-    filled = np.concatenate([group.filled for group in groups], axis=1)
-    scaled = weighted[:, :, None] * filled
-    second = np.swapaxes(filled, 1, 2) @ scaled
-    start = 0
-    for group in groups:
-        stop = start + len(group.rows)
-        group.add_spread(second, weighted[:, start:stop])
-        start = stop
-    return weighted.sum(axis=1), scaled.sum(axis=1), second
-
-
-def _cholesky_or_singular(matrices: np.ndarray) -> np.ndarray:
-    """np.linalg.cholesky of (K, j, j) blocks of the components' matrices, a component
-    whose block is not positive definite a SingularCovarianceError naming it."""
-    try:
-        return np.linalg.cholesky(matrices)
-    except np.linalg.LinAlgError:
-        bad = next(k for k, block in enumerate(matrices) if not _positive_definite(block))
-        raise SingularCovarianceError(bad) from None
-
-
-def _positive_definite(matrix: np.ndarray) -> bool:
-    try:
-        np.linalg.cholesky(matrix)
-    except np.linalg.LinAlgError:
-        return False
-    return True
+            added = Factored.of([keys[i] for i in new], missing[new], self.precisions)
+            factored = added if factored is None else factored + added
+            self.factored[j] = factored
+        return factored, np.array([factored.slots[key] for key in keys], dtype=np.intp)
 
 
 def _pattern_keys(gaps: np.ndarray) -> np.ndarray:
@@ -365,36 +317,31 @@ def _pattern_keys(gaps: np.ndarray) -> np.ndarray:
 
 
 def _cholesky(matrices: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factors of a stack of small positive definite matrices (…, j, j),
-    a column at a time over the whole stack."""
-    j = matrices.shape[-1]
+    """Lower Cholesky factors of small positive definite matrices held entrywise,
+    (j, j, …), a column at a time over the whole stack."""
     factor = np.zeros_like(matrices)
-    for c in range(j):
-        done = factor[..., c, :c]
-        pivot = np.sqrt(matrices[..., c, c] - np.einsum("...i,...i->...", done, done))
-        factor[..., c, c] = pivot
-        below = matrices[..., c + 1 :, c] - np.einsum(
-            "...ri,...i->...r", factor[..., c + 1 :, :c], done
-        )
-        factor[..., c + 1 :, c] = below / pivot[..., None]
+    for c in range(len(matrices)):
+        done = factor[c, :c]
+        pivot = np.sqrt(matrices[c, c] - np.square(done).sum(axis=0))
+        factor[c, c] = pivot
+        below = matrices[c + 1 :, c] - (factor[c + 1 :, :c] * done).sum(axis=1)
+        factor[c + 1 :, c] = below / pivot
     return factor
 
 
 def _solve_lower(factor: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """L y = rhs for a stack of lower triangular L (…, j, j) and right sides (…, j, r)."""
-    out = np.empty(np.broadcast_shapes(factor.shape[:-1] + (1,), rhs.shape))
-    for c in range(factor.shape[-1]):
-        known = np.einsum("...i,...ir->...r", factor[..., c, :c], out[..., :c, :])
-        out[..., c, :] = (rhs[..., c, :] - known) / factor[..., c, c, None]
+    """L y = rhs for lower triangular L held entrywise (j, j, …) and right sides (j, …)."""
+    out = np.empty(np.broadcast_shapes(factor.shape[1:], rhs.shape))
+    for c in range(len(factor)):
+        out[c] = (rhs[c] - (factor[c, :c] * out[:c]).sum(axis=0)) / factor[c, c]
     return out
 
 
 def _solve_upper(factor: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """Lᵀ x = rhs for a stack of lower triangular L (…, j, j) and right sides (…, j, r)."""
-    out = np.empty(np.broadcast_shapes(factor.shape[:-1] + (1,), rhs.shape))
-    for c in reversed(range(factor.shape[-1])):
-        known = np.einsum("...i,...ir->...r", factor[..., c + 1 :, c], out[..., c + 1 :, :])
-        out[..., c, :] = (rhs[..., c, :] - known) / factor[..., c, c, None]
+    """Lᵀ x = rhs for lower triangular L held entrywise (j, j, …) and right sides (j, …)."""
+    out = np.empty(np.broadcast_shapes(factor.shape[1:], rhs.shape))
+    for c in reversed(range(len(factor))):
+        out[c] = (rhs[c] - (factor[c + 1 :, c] * out[c + 1 :]).sum(axis=0)) / factor[c, c]
     return out
 
 

@@ -22,7 +22,7 @@ from gmmcli.core.em import (
     log_joint,
     tile_rows,
 )
-from gmmcli.core.missing import CountGroup
+from gmmcli.core.missing import GapGroup
 from gmmcli.core.structures import get_covariance
 from gmmcli.errors import DataError, GMMError, SingularCovarianceError
 
@@ -114,7 +114,7 @@ class RowOutputs:
 
     ``imputed`` and ``draws`` are the rows with their missing features (NaN) filled, by
     the conditional mean Σₖ p(k | x_o) E[x_m | x_o, k], or drawn from the conditional
-    mixture (CountGroup.draws); their observed values are copied as they are. The draws of
+    mixture (GapGroup.draws); their observed values are copied as they are. The draws of
     the row at position i of the input use ``numpy.random.default_rng([seed, i])`` (N
     uniforms, then N·j standard normals), so they do not depend on how the input is cut.
     """
@@ -175,12 +175,16 @@ def _predict_tiles(
     buffer = np.empty(prepared.kernel.n_row_features(n_features) * rows)
     done = 0
     for tile, held in aligned_tiles(X, first_row, rows):
-        log_prob = log_joint(np.subtract(tile, centre, out=centred), prepared, out=buffer)[1]
+        np.subtract(tile, centre, out=centred)
+        gaps = np.isnan(centred) if has_gaps(centred) else None
+        if gaps is not None:
+            centred[gaps] = 0.0
+        log_prob = log_joint(centred, prepared, out=buffer)[1]
         groups = []
-        if has_gaps(centred):
-            groups = list(prepared.marginal.groups(centred, np.isnan(centred), shared=False))
+        if gaps is not None:
+            groups = prepared.marginal.gaps(centred, gaps, by_row=True).groups
             for group in groups:
-                log_prob[:, group.rows] = group.log_joint
+                log_prob[:, group.rows] += group.offsets.T
         top = log_prob.max(axis=0)  # a logsumexp over components, then the quotients
         log_prob -= top
         resp = np.exp(log_prob, out=log_prob)
@@ -205,7 +209,7 @@ def _impute_tile(
     tile: np.ndarray,
     held: slice,
     position: int,
-    groups: list[CountGroup],
+    groups: list[GapGroup],
     resp: np.ndarray,
     total: np.ndarray,
     centre: np.ndarray,
@@ -228,7 +232,7 @@ def _impute_tile(
         gap_centre = centre[group.missing]
         proba = resp[:, group.rows] / total[group.rows]
         if outputs.imputed is not None:
-            means = np.einsum("kn,knj->nj", proba, group.conditional_means())
+            means = np.einsum("kn,jnk->nj", proba, group.means_missing)
             outputs.imputed[here, group.missing] = means + gap_centre
         if outputs.draws is not None:
             n_draws, j = len(outputs.draws), group.missing.shape[1]
