@@ -394,12 +394,15 @@ def test_predictions_through_gaps_do_not_depend_on_where_the_input_is_cut():
             np.testing.assert_array_equal(getattr(piecewise, name), getattr(whole, name), name)
 
 
-@pytest.mark.parametrize("n_features", [5, 70])
-def test_rows_share_a_pattern_key_exactly_when_they_share_their_gaps(n_features):
-    """(Beyond 63 features the keys are the gaps' packed bytes, not an integer.)"""
+@pytest.mark.parametrize("n_features", [5, 57, 58, 70])
+def test_pattern_keys_are_shared_exactly_by_the_same_gaps_and_sort_by_their_number(n_features):
+    """(Beyond 57 features the keys are bytes, not an integer.)"""
     gaps = np.random.default_rng(11).random((200, n_features)) < 0.5
     gaps[100:] = gaps[:100]
-    keys = missing._pattern_keys(gaps)
+    gaps[:20, :-1] = True  # rows with every gap but one: the most gaps, the fewest set bits
+    counts = gaps.sum(axis=1)
+    keys = missing._pattern_keys(gaps, counts)
     same_key = keys[:, None] == keys[None, :]
     same_gaps = (gaps[:, None, :] == gaps[None, :, :]).all(axis=2)
     np.testing.assert_array_equal(same_key, same_gaps)
+    assert np.all(np.diff(counts[np.argsort(keys, kind="stable")]) >= 0)

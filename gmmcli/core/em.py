@@ -272,10 +272,9 @@ def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
     if gaps is not None:
         X = np.where(gaps, 0, X)
         block_gaps = prepared.marginal.gaps(X.astype(np.float64, copy=False), gaps)
-        offsets = np.zeros((len(X), len(prepared.means)))
-        for group in block_gaps.groups:
-            offsets[group.rows] = group.offsets
-        offsets, wresp = offsets.T, np.empty((len(prepared.means), len(X)))
+        offsets = np.zeros((len(prepared.means), len(X)))
+        offsets[:, block_gaps.rows] = block_gaps.offsets.T
+        wresp = np.empty_like(offsets)
     rows = tile_rows(prepared, X.shape[1])
     tiles = [slice(start, start + rows) for start in range(0, len(X), rows)]
     total = add_up(

@@ -78,10 +78,10 @@ class Cells:
 
     @classmethod
     def of(cls, gaps: np.ndarray) -> Cells:
-        features, rows = np.nonzero(gaps.T)
+        features, rows = np.divmod(np.flatnonzero(gaps.T.ravel()), len(gaps))
         bounds = np.searchsorted(features, np.arange(gaps.shape[1] + 1))
-        position = np.zeros(gaps.shape, dtype=np.intp)
-        position.T[gaps.T] = np.arange(len(rows))
+        position = np.empty(gaps.shape, dtype=np.intp)  # read at missing cells only
+        position.ravel()[rows * gaps.shape[1] + features] = np.arange(len(rows))
         return cls(rows, bounds, position)
 
     def runs(self) -> Iterator[tuple[int, slice]]:
@@ -89,6 +89,39 @@ class Cells:
         for feature, (start, stop) in enumerate(itertools.pairwise(self.bounds)):
             if start < stop:
                 yield feature, slice(start, stop)
+
+
+@dataclass
+class RankedRows:
+    """A block's rows with gaps sorted by their number of gaps, then their pattern (by
+    _pattern_keys()): ``rows`` in that order, each one's pattern ``which`` (an index of
+    the patterns so sorted), the rows of pattern p at ``starts[p]:starts[p + 1]``, and for
+    each pattern its ``keys`` and number of gaps (``counts``)."""
+
+    rows: np.ndarray
+    which: np.ndarray
+    starts: np.ndarray
+    keys: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, gaps: np.ndarray, per_row: np.ndarray) -> RankedRows:
+        """From a block's NaN mask and each row's number of gaps."""
+        gapped = np.flatnonzero(per_row)
+        keys, which, sizes = np.unique(
+            _pattern_keys(gaps[gapped], per_row[gapped]), return_inverse=True, return_counts=True
+        )
+        which = which.astype(np.min_scalar_type(len(keys)))  # a radix sort for few patterns
+        order = np.argsort(which, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        rows = gapped[order]
+        return cls(rows, which[order], starts, keys, per_row[rows[starts[:-1]]])
+
+    def by_count(self) -> Iterator[tuple[slice, slice]]:
+        """The patterns with each number of gaps (ascending) and their rows, as slices."""
+        bounds = [0, *(np.flatnonzero(np.diff(self.counts)) + 1).tolist(), len(self.counts)]
+        for start, stop in itertools.pairwise(bounds):
+            yield slice(start, stop), slice(self.starts[start], self.starts[stop])
 
 
 @dataclass
@@ -163,12 +196,17 @@ class GapGroup:
 @dataclass
 class Gaps:
     """A block's rows with gaps under one set of parameters: its missing ``cells``, the
-    block's rows at each (``values``: x̃, (P, D)) and its rows in ``groups``, a GapGroup
-    for each number of gaps (ascending)."""
+    block's rows at each (``values``: x̃, (P, D)), its ``rows`` with gaps in ``groups``
+    (a GapGroup for each number of gaps, ascending, their rows one after the other) and
+    their ``offsets`` (n, K); ``order``: each cell's place among the groups' cells laid
+    out group by group, each (j, n)."""
 
     cells: Cells
     values: np.ndarray
+    rows: np.ndarray
+    offsets: np.ndarray
     groups: list[GapGroup]
+    order: np.ndarray
 
     def moments(self, weighted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """What the rows with gaps add to Σ w·r x and Σ w·r x xᵀ of every component beyond
@@ -177,23 +215,31 @@ class Gaps:
 
         Filled with its conditional means, a row is x̃ + e (e: E[x_m | x_o, k] in its gaps,
         0 elsewhere), and E[x xᵀ | x_o, k] = x̃x̃ᵀ + x̃eᵀ + ex̃ᵀ + eeᵀ + Cov[x_m | x_o, k]:
-        w·r e at each missing cell, then feature by feature x̃eᵀ as one product, and the
-        rest where both features are missing, pattern by pattern."""
+        where both features are missing, eeᵀ and Cov pattern by pattern, then w·r e at
+        every missing cell and feature by feature x̃eᵀ as one product."""
         n_components, n_features = len(weighted), self.values.shape[1]
+        row_weights = np.ascontiguousarray(np.take(weighted, self.rows, axis=1).T)
+        laid = np.empty((len(self.values), n_components))  # w·rₖ e, group by group
         second = np.zeros((n_components, n_features, n_features))
-        at_cells = np.empty((len(self.values), n_components))  # w·rₖ e at every cell
+        row, cell = 0, 0
         for group in self.groups:
-            group_weights = np.ascontiguousarray(weighted[:, group.rows].T)
-            scaled = group_weights * group.means_missing  # (j, n, K)
-            at_cells[group.cells.T] = scaled
+            j, n_rows = group.means_missing.shape[:2]
+            group_weights = row_weights[row : row + n_rows]
+            scaled = laid[cell : cell + j * n_rows].reshape(j, n_rows, n_components)
+            np.multiply(group_weights, group.means_missing, out=scaled)
             spread = scaled[:, None] * group.means_missing[None, :]
             group.patterns.add_spread(second, group_weights, spread)
+            row, cell = row + n_rows, cell + j * n_rows
+        at_cells = np.take(laid, self.order, axis=0)
+        runs = list(self.cells.runs())
         sx = np.zeros((n_components, n_features))
-        cross = np.zeros_like(second)
-        for feature, run in self.cells.runs():
-            sx[:, feature] = at_cells[run].sum(axis=0)
-            cross[:, :, feature] = at_cells[run].T @ self.values[run]
-        return sx, second + cross + np.swapaxes(cross, 1, 2)
+        sums = np.add.reduceat(at_cells, [run.start for _, run in runs], axis=0)
+        sx[:, [feature for feature, _ in runs]] = sums.T
+        for feature, run in runs:
+            cross = at_cells[run].T @ self.values[run]  # (K, D): Σ w·rₖ e x̃ᵀ
+            second[:, :, feature] += cross
+            second[:, feature, :] += cross
+        return sx, second
 
 
 @dataclass
@@ -256,7 +302,7 @@ class Marginal:
         order of sums may follow how many rows there are), so that they do not depend on
         the rows beside it (predictions, whose pieces may cut a tile anywhere)."""
         cells = Cells.of(gaps)
-        values = filled[cells.rows]
+        values = np.take(filled, cells.rows, axis=0)
         gradients = np.empty((len(values), len(self.linear)))
         for feature, run in cells.runs():
             by_component = self.precisions[:, :, feature].T
@@ -265,34 +311,46 @@ class Marginal:
             else:
                 np.matmul(values[run], by_component, out=gradients[run])
             gradients[run] -= self.linear[:, feature]
-        per_row = np.count_nonzero(gaps, axis=1)
-        groups = []
-        for j in np.unique(per_row[per_row > 0]):
-            rows = np.flatnonzero(per_row == j)
-            groups.append(self._group(rows, gaps[rows], cells.position[rows], gradients))
-        return Gaps(cells, values, groups)
+        ranked = RankedRows.of(gaps, np.bincount(cells.rows, minlength=len(gaps)))
+        offsets = np.empty((len(ranked.rows), len(self.linear)))
+        groups = [
+            self._group(gaps, ranked, patterns, rows, cells.position, gradients, offsets[rows])
+            for patterns, rows in ranked.by_count()
+        ]
+        laid = np.concatenate([group.cells.T.ravel() for group in groups])
+        order = np.empty_like(laid)
+        order[laid] = np.arange(len(laid))
+        return Gaps(cells, values, ranked.rows, offsets, groups, order)
 
     def _group(
-        self, rows: np.ndarray, gaps: np.ndarray, position: np.ndarray, gradients: np.ndarray
+        self,
+        gaps: np.ndarray,
+        ranked: RankedRows,
+        patterns: slice,
+        rows: slice,
+        position: np.ndarray,
+        gradients: np.ndarray,
+        offsets: np.ndarray,
     ) -> GapGroup:
-        keys, which, counts = np.unique(
-            _pattern_keys(gaps), return_inverse=True, return_counts=True
-        )
-        order = np.argsort(which, kind="stable")
-        rows, gaps, position, which = rows[order], gaps[order], position[order], which[order]
-        n_rows, j = len(rows), int(gaps[0].sum())
-        missing = np.nonzero(gaps)[1].reshape(n_rows, j)
-        cells = position[gaps].reshape(n_rows, j)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        factored, slots = self._factored(keys.tolist(), missing[starts])
+        """The GapGroup of ``ranked``'s ``patterns`` (all of one count) and ``rows``,
+        their ``offsets`` written in place."""
+        starts = ranked.starts[patterns.start : patterns.stop + 1]
+        block_rows = ranked.rows[rows]
+        first_rows = ranked.rows[starts[:-1]]
+        pattern_missing = np.nonzero(gaps[first_rows])[1].reshape(len(first_rows), -1)
+        which = ranked.which[rows] - patterns.start
+        factored, slots = self._factored(ranked.keys[patterns].tolist(), pattern_missing)
         at = slots[which]
-        factor = factored.factor[:, :, at]
-        whitened = _solve_lower(factor, gradients[cells.T])  # h = L⁻¹g, (j, n, K)
-        offsets = 0.5 * np.square(whitened).sum(axis=0)
-        offsets += 0.5 * j * LOG_2PI - factored.half_log_det[at]
+        missing = pattern_missing[which]
+        cells = position[block_rows[:, None], missing]
+        factor = np.take(factored.factor, at, axis=2)
+        whitened = _solve_lower(factor, np.take(gradients, cells.T, axis=0))  # h = L⁻¹g
+        np.multiply(0.5, np.square(whitened).sum(axis=0), out=offsets)
+        offsets += 0.5 * len(factor) * LOG_2PI - np.take(factored.half_log_det, at, axis=0)
         means_missing = -_solve_upper(factor, whitened)
-        patterns = Patterns(starts, missing[starts], factored.conditional[:, :, slots])
-        return GapGroup(rows, missing, cells, offsets, means_missing, factor, patterns)
+        conditional = np.take(factored.conditional, slots, axis=2)
+        run_starts = Patterns(starts[:-1] - starts[0], pattern_missing, conditional)
+        return GapGroup(block_rows, missing, cells, offsets, means_missing, factor, run_starts)
 
     def _factored(self, keys: list, missing: np.ndarray) -> tuple[Factored, np.ndarray]:
         """The Factored patterns of j gaps, holding those of ``keys`` (their missing
@@ -307,12 +365,16 @@ class Marginal:
         return factored, np.array([factored.slots[key] for key in keys], dtype=np.intp)
 
 
-def _pattern_keys(gaps: np.ndarray) -> np.ndarray:
-    """One sortable key per row that only rows with the same gaps share: the bits of the
-    row's gaps as an integer (up to 63 features), else its packed bytes."""
-    if gaps.shape[1] < 64:
-        return gaps @ (np.uint64(1) << np.arange(gaps.shape[1], dtype=np.uint64))
-    packed = np.ascontiguousarray(np.packbits(gaps, axis=1))
+def _pattern_keys(gaps: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """One key per row that only rows with the same gaps share, sorting by number of
+    gaps (``counts``) first: the number and the bits of the row's gaps in an integer
+    (up to 57 features), else as bytes (big-endian number, then the packed bits)."""
+    n_features = gaps.shape[1]
+    if n_features <= 57:
+        bits = gaps @ (np.uint64(1) << np.arange(n_features, dtype=np.uint64))
+        return bits | (counts.astype(np.uint64) << np.uint64(57))
+    number = counts.astype(">u2").view(np.uint8).reshape(-1, 2)
+    packed = np.ascontiguousarray(np.hstack([number, np.packbits(gaps, axis=1)]))
     return packed.view(np.dtype((np.void, packed.shape[1])))[:, 0]
 
 
@@ -333,15 +395,18 @@ def _solve_lower(factor: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     """L y = rhs for lower triangular L held entrywise (j, j, …) and right sides (j, …)."""
     out = np.empty(np.broadcast_shapes(factor.shape[1:], rhs.shape))
     for c in range(len(factor)):
-        out[c] = (rhs[c] - (factor[c, :c] * out[:c]).sum(axis=0)) / factor[c, c]
+        known = rhs[c] - (factor[c, :c] * out[:c]).sum(axis=0) if c else rhs[c]
+        np.divide(known, factor[c, c], out=out[c])
     return out
 
 
 def _solve_upper(factor: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     """Lᵀ x = rhs for lower triangular L held entrywise (j, j, …) and right sides (j, …)."""
     out = np.empty(np.broadcast_shapes(factor.shape[1:], rhs.shape))
+    last = len(factor) - 1
     for c in reversed(range(len(factor))):
-        out[c] = (rhs[c] - (factor[c + 1 :, c] * out[c + 1 :]).sum(axis=0)) / factor[c, c]
+        known = rhs[c] - (factor[c + 1 :, c] * out[c + 1 :]).sum(axis=0) if c < last else rhs[c]
+        np.divide(known, factor[c, c], out=out[c])
     return out
 
 
