@@ -12,11 +12,13 @@ from numpy.testing import assert_allclose
 from scipy.stats import multivariate_normal
 
 import gmmcli
-from gmmcli.core import em, missing
+from gmmcli.core import em
+from gmmcli.core import gaps as gaps_module
 from gmmcli.core.em import InMemoryRows, Params, Prepared, e_step
 from gmmcli.core.fit import fit_rows, summarise
+from gmmcli.core.gaps import Layout, Marginal
 from gmmcli.core.generate import random_mixture
-from gmmcli.core.missing import Coverage, Marginal, observed_distances
+from gmmcli.core.missing import Coverage, observed_distances
 from gmmcli.core.options import FitOptions
 from gmmcli.core.structures import COVARIANCE_TYPES, get_covariance
 from gmmcli.engines import local
@@ -76,7 +78,7 @@ def _gaps(weights, means, covariances, X, by_row=False):
     prec_chol = FULL.precision_cholesky(covariances)
     gaps = np.isnan(X)
     filled = np.where(gaps, 0.0, X)
-    block = Marginal.of(means, prec_chol, FULL).gaps(filled, gaps, by_row=by_row)
+    block = Marginal.of(means, prec_chol, FULL).gaps(filled, Layout.of(gaps), by_row=by_row)
     kernel = FULL.log_gaussian(filled, means, prec_chol) + np.log(weights)
     return block, kernel, filled
 
@@ -97,11 +99,13 @@ def test_marginal_density_and_conditional_moments_are_the_direct_ones(by_row):
         for at, row in enumerate(group.rows):
             direct = _direct(weights, means, covariances, X[row])
             for k, (log_joint, mean_m, spread) in enumerate(direct):
-                got = kernel[row, k] + group.offsets[at, k]
+                got = kernel[row, k] + group.offsets[k, at]
                 assert_allclose(got, log_joint, rtol=0, atol=1e-10)
-                assert_allclose(group.means_missing[:, at, k], mean_m, rtol=1e-12, atol=1e-12)
-                conditional = group.patterns.conditional[:, :, pattern_of_row[at], k]
+                assert_allclose(group.means_missing[k, :, at], mean_m, rtol=1e-12, atol=1e-12)
+                conditional = group.patterns.conditional[k, :, :, pattern_of_row[at]]
                 assert_allclose(conditional, spread, rtol=1e-10, atol=1e-12)
+                draw_factor = group.factored.spread[k, :, :, group.slots[at]]
+                assert_allclose(draw_factor @ draw_factor.T, spread, rtol=1e-10, atol=1e-12)
             assert list(group.missing[at]) == list(np.flatnonzero(np.isnan(X[row])))
             seen += 1
     assert seen == int(np.isnan(X).any(axis=1).sum())
@@ -401,8 +405,49 @@ def test_pattern_keys_are_shared_exactly_by_the_same_gaps_and_sort_by_their_numb
     gaps[100:] = gaps[:100]
     gaps[:20, :-1] = True  # rows with every gap but one: the most gaps, the fewest set bits
     counts = gaps.sum(axis=1)
-    keys = missing._pattern_keys(gaps, counts)
+    keys = gaps_module._pattern_keys(gaps, counts)
     same_key = keys[:, None] == keys[None, :]
     same_gaps = (gaps[:, None, :] == gaps[None, :, :]).all(axis=2)
     np.testing.assert_array_equal(same_key, same_gaps)
     assert np.all(np.diff(counts[np.argsort(keys, kind="stable")]) >= 0)
+
+
+def test_kept_layouts_change_nothing_and_are_dropped_when_the_run_ends(monkeypatch):
+    """A fit whose blocks' layouts are kept from pass to pass gives the same bytes as one
+    that finds them again every pass; none is left once the fit returns."""
+    _, X = _sample(3000)
+    options = FitOptions(seed=0, tol=0, max_iter=4)
+    seen = []
+    get = gaps_module.LayoutCache.get
+
+    def counting(cache, gaps, run):
+        seen.append((run, len(cache.kept)))
+        return get(cache, gaps, run)
+
+    monkeypatch.setattr(gaps_module.LayoutCache, "get", counting)
+    with blocks_of(256):
+        kept = fit_rows(_rows(X), 3, options)
+        assert not gaps_module.LAYOUTS.kept
+        monkeypatch.setattr(gaps_module.LAYOUTS, "max_bytes", 0)
+        found_again = fit_rows(_rows(X), 3, options)
+    np.testing.assert_array_equal(kept.covariances, found_again.covariances)
+    assert kept.fit_info.history == found_again.fit_info.history
+    runs = sorted({run for run, _ in seen})
+    assert len(runs) == 2 and 0 not in runs
+    blocks = -(-len(X) // 256)
+    assert max(size for run, size in seen if run == runs[0]) == blocks
+    assert max(size for run, size in seen if run == runs[1]) == 0
+
+
+def test_the_layout_cache_keeps_up_to_its_bytes_and_one_run_at_a_time():
+    cache = gaps_module.LayoutCache(max_bytes=10**9)
+    masks = [np.random.default_rng(seed).random((500, 6)) < 0.2 for seed in range(3)]
+    first = cache.get(masks[0], run=1)
+    assert cache.get(masks[0].copy(), run=1) is first  # found by its gaps, not identity
+    cache.get(masks[1], run=1)
+    assert len(cache.kept) == 2
+    cache.max_bytes = cache.size
+    cache.get(masks[2], run=1)  # no room: computed, not kept
+    assert len(cache.kept) == 2
+    cache.get(masks[2], run=2)  # another run: the first one's layouts dropped
+    assert len(cache.kept) == 1 and cache.run == 2

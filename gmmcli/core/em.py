@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import numpy as np
 
 from gmmcli.core.covariance import Covariance, empty_components
-from gmmcli.core.missing import Marginal
+from gmmcli.core.gaps import LAYOUTS, Marginal
 from gmmcli.core.structures import get_covariance
 
 if TYPE_CHECKING:
@@ -194,7 +194,8 @@ class Prepared:
 
     An empty component gets a hugely negative finite log πₖ instead of -inf, so no
     product can turn into NaN. ``marginal`` (rows with missing features) is made from the
-    means and precision factors the first time a block with gaps asks for it.
+    means and precision factors the first time a block with gaps asks for it. ``run``
+    names the EM run they belong to (LAYOUTS keeps one run's layouts at a time).
     """
 
     coef: np.ndarray
@@ -202,13 +203,14 @@ class Prepared:
     means: np.ndarray
     prec_chol: np.ndarray
     cov: Covariance
+    run: int = 0
 
     @classmethod
-    def of(cls, params: Params, cov: Covariance, dtype=np.float64) -> Prepared:
+    def of(cls, params: Params, cov: Covariance, dtype=np.float64, run: int = 0) -> Prepared:
         kernel = cov.kernel(*params.means.shape)
         log_weights = np.maximum(params.log_weights(), np.finfo(dtype).min / 4)
         coef = kernel.coefficients(params.means, params.prec_chol, log_weights)
-        return cls(coef.astype(dtype), kernel, params.means, params.prec_chol, cov)
+        return cls(coef.astype(dtype), kernel, params.means, params.prec_chol, cov, run)
 
     @functools.cached_property
     def marginal(self) -> Marginal:
@@ -265,15 +267,17 @@ def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
     the products read the row features from a cache. Every path to the core cuts the same
     blocks (rows_per_block), so the same tiles. NaN is a missing feature: a block with
     some goes through the tiles with its gaps set to 0, each row with gaps taking the
-    offset of its marginal density (gmmcli.core.missing) before its responsibilities, and
+    offset of its marginal density (gmmcli.core.gaps) before its responsibilities, and
     the statistics then get what the gaps' conditional moments add.
     """
     gaps = np.isnan(X) if has_gaps(X) else None
     if gaps is not None:
         X = np.where(gaps, 0, X)
-        block_gaps = prepared.marginal.gaps(X.astype(np.float64, copy=False), gaps)
+        block_gaps = prepared.marginal.gaps(
+            X.astype(np.float64, copy=False), LAYOUTS.get(gaps, prepared.run)
+        )
         offsets = np.zeros((len(prepared.means), len(X)))
-        offsets[:, block_gaps.rows] = block_gaps.offsets.T
+        offsets[:, block_gaps.rows] = block_gaps.offsets
         wresp = np.empty_like(offsets)
     rows = tile_rows(prepared, X.shape[1])
     tiles = [slice(start, start + rows) for start in range(0, len(X), rows)]
@@ -496,6 +500,19 @@ class EMResult:
     largest_drop: float = 0.0
 
 
+_runs = itertools.count(1)
+
+
+@contextlib.contextmanager
+def em_run() -> Iterator[int]:
+    """A number for one EM run (Prepared.run), and LAYOUTS cleared here when it ends;
+    another process that keeps a run's layouts drops them when the next run comes."""
+    try:
+        yield next(_runs)
+    finally:
+        LAYOUTS.clear()
+
+
 def run_em(
     source: RowSource,
     params: Params,
@@ -517,10 +534,10 @@ def run_em(
     dtype = options.em_dtype
 
     def e_pass(current: Params) -> Stats:
-        prepared = Prepared.of(current, cov, dtype)
+        prepared = Prepared.of(current, cov, dtype, run)
         return reducer.sum(source, functools.partial(e_step, prepared=prepared))
 
-    with reducer.session(source):
+    with reducer.session(source), em_run() as run:
         stats = e_pass(params) if start_stats is None else start_stats
         result = EMResult(params, stats, [stats.log_likelihood / total_weight])
         allowance = rounding_allowance(dtype)

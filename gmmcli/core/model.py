@@ -22,7 +22,7 @@ from gmmcli.core.em import (
     log_joint,
     tile_rows,
 )
-from gmmcli.core.missing import GapGroup
+from gmmcli.core.gaps import GapGroup, Layout
 from gmmcli.core.structures import get_covariance
 from gmmcli.errors import DataError, GMMError, SingularCovarianceError
 
@@ -168,7 +168,7 @@ def _predict_tiles(
 ) -> None:
     """``outputs`` of rows ``first_row`` on of an input, in tiles of ``rows`` rows at
     multiples of ``rows`` in the whole input (aligned_tiles): log πₖ + log N(x | k) once
-    per tile (of the features a row has, for rows with NaN: gmmcli.core.missing), the
+    per tile (of the features a row has, for rows with NaN: gmmcli.core.gaps), the
     log-likelihood, probabilities, labels and imputed rows from it."""
     n_features = X.shape[1]
     centred = np.empty((rows, n_features))
@@ -182,9 +182,9 @@ def _predict_tiles(
         log_prob = log_joint(centred, prepared, out=buffer)[1]
         groups = []
         if gaps is not None:
-            groups = prepared.marginal.gaps(centred, gaps, by_row=True).groups
+            groups = prepared.marginal.gaps(centred, Layout.of(gaps), by_row=True).groups
             for group in groups:
-                log_prob[:, group.rows] += group.offsets.T
+                log_prob[:, group.rows] += group.offsets
         top = log_prob.max(axis=0)  # a logsumexp over components, then the quotients
         log_prob -= top
         resp = np.exp(log_prob, out=log_prob)
@@ -232,7 +232,7 @@ def _impute_tile(
         gap_centre = centre[group.missing]
         proba = resp[:, group.rows] / total[group.rows]
         if outputs.imputed is not None:
-            means = np.einsum("kn,jnk->nj", proba, group.means_missing)
+            means = np.einsum("kn,kjn->nj", proba, group.means_missing)
             outputs.imputed[here, group.missing] = means + gap_centre
         if outputs.draws is not None:
             n_draws, j = len(outputs.draws), group.missing.shape[1]
