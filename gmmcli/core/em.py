@@ -270,14 +270,12 @@ def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
     offset of its marginal density (gmmcli.core.gaps) before its responsibilities, and
     the statistics then get what the gaps' conditional moments add.
     """
-    gaps = np.isnan(X) if has_gaps(X) else None
+    gaps = nan_mask(X)
     if gaps is not None:
         X = np.where(gaps, 0, X)
-        block_gaps = prepared.marginal.gaps(
-            X.astype(np.float64, copy=False), LAYOUTS.get(gaps, prepared.run)
-        )
-        offsets = np.zeros((len(prepared.means), len(X)))
-        offsets[:, block_gaps.rows] = block_gaps.offsets
+        layout = LAYOUTS.get(gaps, prepared.run)
+        block_gaps = prepared.marginal.gaps(X.astype(np.float64, copy=False), layout)
+        offsets = block_gaps.row_offsets()
         wresp = np.empty_like(offsets)
     rows = tile_rows(prepared, X.shape[1])
     tiles = [slice(start, start + rows) for start in range(0, len(X), rows)]
@@ -360,10 +358,19 @@ def weighted_responsibilities(
     return wresp, np.log(total, dtype=np.float64) + top
 
 
-def has_gaps(X: np.ndarray) -> bool:
-    """Whether some value of X is NaN (the sum first: one fast pass when none is)."""
+def nan_mask(X: np.ndarray) -> np.ndarray | None:
+    """X's NaN mask if some value of X is NaN, else None (the sum first: one fast pass
+    when none is)."""
     with np.errstate(over="ignore"):  # finite rows whose sum overflows: no NaN among them
-        return not np.isfinite(X.sum()) and bool(np.isnan(X).any())
+        if np.isfinite(X.sum()):
+            return None
+    gaps = np.isnan(X)
+    return gaps if gaps.any() else None
+
+
+def has_gaps(X: np.ndarray) -> bool:
+    """Whether some value of X is NaN."""
+    return nan_mask(X) is not None
 
 
 # Per-thread storage only: the core starts no threads, but a reducer may run its blocks

@@ -129,14 +129,16 @@ class Layout:
     """Where a block's gaps lie, whatever the parameters: its missing ``cells``, its
     ``rows`` with gaps sorted by their number of gaps, then pattern, in ``groups`` (a
     GroupLayout for each number of gaps, ascending, their rows one after the other),
-    ``laid``: the cells of the groups' rows, group by group, each (j, n) and ``order``:
-    each cell's place in ``laid``."""
+    ``laid``: the cells of the groups' rows, group by group, each (j, n), ``order``:
+    each cell's place in ``laid``, and ``place``: each row's place in ``rows`` plus 1, 0
+    for a complete row."""
 
     cells: Cells
     rows: np.ndarray
     groups: list[GroupLayout]
     laid: np.ndarray
     order: np.ndarray
+    place: np.ndarray
 
     @classmethod
     def of(cls, gaps: np.ndarray) -> Layout:
@@ -160,11 +162,13 @@ class Layout:
         laid = np.concatenate(laid)
         order = np.empty_like(laid)
         order[laid] = np.arange(len(laid))
-        return cls(cells, ranked.rows, groups, laid, order)
+        place = np.zeros(n_rows, dtype=np.intp)
+        place[ranked.rows] = np.arange(1, len(ranked.rows) + 1)
+        return cls(cells, ranked.rows, groups, laid, order, place)
 
     @property
     def nbytes(self) -> int:
-        arrays = [self.cells.rows, self.rows, self.laid, self.order]
+        arrays = [self.cells.rows, self.rows, self.laid, self.order, self.place]
         arrays += [group.which for group in self.groups]
         return sum(array.nbytes for array in arrays)
 
@@ -260,8 +264,9 @@ class GapGroup:
 @dataclass
 class Gaps:
     """A block's rows with gaps under one set of parameters: its Layout, the block's
-    rows at its cells (``values``: x̃, (P, D)), the rows' ``offsets`` (K, n, in the
-    layout's order) and ``groups``, a GapGroup for each of the layout's."""
+    rows at its cells (``values``: x̃, (P, D)), the rows' ``offsets`` (K, 1 + n: zeros,
+    then the rows in the layout's order) and ``groups``, a GapGroup for each of the
+    layout's."""
 
     layout: Layout
     values: np.ndarray
@@ -271,6 +276,10 @@ class Gaps:
     @property
     def rows(self) -> np.ndarray:
         return self.layout.rows
+
+    def row_offsets(self) -> np.ndarray:
+        """The offsets of all the block's rows, 0 for complete ones, (K, n_rows)."""
+        return np.take(self.offsets, self.layout.place, axis=1)
 
     def moments(self, weighted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """What the rows with gaps add to Σ w·r x and Σ w·r x xᵀ of every component beyond
@@ -386,8 +395,8 @@ class Marginal:
                 np.matmul(values[run], by_component, out=gradients[run])
             gradients[run] -= self.linear[:, feature]
         laid_gradients = np.take(gradients, layout.laid, axis=0).T  # (K, P)
-        offsets = np.empty((len(self.linear), len(layout.rows)))
-        groups, row, cell = [], 0, 0
+        offsets = np.zeros((len(self.linear), 1 + len(layout.rows)))
+        groups, row, cell = [], 1, 0
         for group in layout.groups:
             n_rows, j = len(group.rows), group.patterns.missing.shape[1]
             g = laid_gradients[:, cell : cell + j * n_rows].reshape(-1, j, n_rows)

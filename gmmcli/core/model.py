@@ -18,8 +18,8 @@ from gmmcli.core.em import (
     Prepared,
     Reducer,
     aligned_tiles,
-    has_gaps,
     log_joint,
+    nan_mask,
     tile_rows,
 )
 from gmmcli.core.gaps import GapGroup, Layout
@@ -176,7 +176,7 @@ def _predict_tiles(
     done = 0
     for tile, held in aligned_tiles(X, first_row, rows):
         np.subtract(tile, centre, out=centred)
-        gaps = np.isnan(centred) if has_gaps(centred) else None
+        gaps = nan_mask(centred)
         if gaps is not None:
             centred[gaps] = 0.0
         log_prob = log_joint(centred, prepared, out=buffer)[1]
