@@ -267,10 +267,10 @@ def impute(
     Examples
     --------
     >>> import numpy as np, gmmcli, pyarrow as pa
-    >>> model = gmmcli.GaussianMixture([1.0], [[0.0, 0.0]], [[[1.0, 0.5], [0.5, 0.5]]])
+    >>> model = gmmcli.GaussianMixture([1.0], [[0.0, 0.0]], [[[1.0, 0.5], [0.5, 1.0]]])
     >>> model.feature_names = ["a", "b"]
     >>> table = pa.table({"a": [2.0, 1.0], "b": [None, 3.0]})
-    >>> gmmcli.impute(table, model)["b"].to_pylist()
+    >>> [round(value, 12) for value in gmmcli.impute(table, model)["b"].to_pylist()]
     [1.0, 3.0]
     """
     source = _source(data, keywords)

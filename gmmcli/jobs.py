@@ -76,7 +76,7 @@ def fit(
         )
     check_components(n_components)
     require_one_file(source)
-    core = core_needs(options, n_components, local.default_threads())
+    core = core_needs(options, n_components, local.default_threads(), gaps=source.missing)
     with open_rows(source, report, core) as data:
         steps = options.max_iter * options.n_init
         with report.progress(steps, "EM") as advance:
@@ -125,18 +125,29 @@ def _from_start(
 
 
 def core_needs(
-    options: FitOptions, n_components: int, workers: int, forked: bool = False
+    options: FitOptions,
+    n_components: int,
+    workers: int,
+    forked: bool = False,
+    gaps: str = "refuse",
 ) -> Callable[[int, int], memory.Needs]:
     """What fits with ``options`` hold, for each number of features and of rows
     (memory.core): the k-means start's sample, hc's matrices, ``workers`` workers
-    (processes of their own if ``forked``)."""
+    (processes of their own if ``forked``), and the layouts of blocks with gaps each
+    keeps when ``gaps`` (the source's missing mode) is "marginal"."""
     starts = {options.init_for(restart) for restart in range(options.n_init)}
     hc_rows = options.hc_rows if "hc" in starts else 0
     sample = options.init_sample if starts & {"kmeans", "kmeans++"} else 0
 
     def needs(n_features: int, n_rows: int) -> memory.Needs:
         return memory.core(
-            n_features, n_components, workers, min(hc_rows, n_rows), min(sample, n_rows), forked
+            n_features,
+            n_components,
+            workers,
+            min(hc_rows, n_rows),
+            min(sample, n_rows),
+            forked,
+            n_rows if gaps == "marginal" else 0,
         )
 
     return needs
@@ -162,7 +173,7 @@ def select_k(
     require_one_file(source, dask_reads_many=False)
     local.check_jobs(jobs)
     workers = jobs if jobs > 1 else local.default_threads()
-    core = core_needs(options, max(grid.k_values), workers, forked=jobs > 1)
+    core = core_needs(options, max(grid.k_values), workers, jobs > 1, source.missing)
     if table is not None:
         table.check(source)
         if options.seed is None:  # drawn here, to be recorded with the table

@@ -203,14 +203,24 @@ class Prepared:
     means: np.ndarray
     prec_chol: np.ndarray
     cov: Covariance
+    log_weights: np.ndarray
     run: int = 0
 
     @classmethod
     def of(cls, params: Params, cov: Covariance, dtype=np.float64, run: int = 0) -> Prepared:
         kernel = cov.kernel(*params.means.shape)
         log_weights = np.maximum(params.log_weights(), np.finfo(dtype).min / 4)
-        coef = kernel.coefficients(params.means, params.prec_chol, log_weights)
-        return cls(coef.astype(dtype), kernel, params.means, params.prec_chol, cov, run)
+        coef = kernel.coefficients(params.means, params.prec_chol, log_weights).astype(dtype)
+        return cls(coef, kernel, params.means, params.prec_chol, cov, log_weights, run)
+
+    @functools.cached_property
+    def in_float64(self) -> Prepared:
+        """These parameters for float64 rows (blocks with gaps, whatever the working
+        dtype: their log-densities are those of x̃ plus offsets that cancel much of them)."""
+        if self.coef.dtype == np.float64:
+            return self
+        coef = self.kernel.coefficients(self.means, self.prec_chol, self.log_weights)
+        return dataclasses.replace(self, coef=coef)
 
     @functools.cached_property
     def marginal(self) -> Marginal:
@@ -271,20 +281,27 @@ def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
     the statistics then get what the gaps' conditional moments add.
     """
     gaps = nan_mask(X)
+    offsets = kept = None
     if gaps is not None:
-        X = np.where(gaps, 0, X)
-        layout = LAYOUTS.get(gaps, prepared.run)
-        block_gaps = prepared.marginal.gaps(X.astype(np.float64, copy=False), layout)
+        prepared = prepared.in_float64
+        X = np.where(gaps, 0.0, X).astype(np.float64, copy=False)
+        block_gaps = prepared.marginal.gaps(X, LAYOUTS.get(gaps, prepared.run))
         offsets = block_gaps.row_offsets()
-        wresp = np.empty_like(offsets)
+        kept = np.empty_like(offsets)
     rows = tile_rows(prepared, X.shape[1])
     tiles = [slice(start, start + rows) for start in range(0, len(X), rows)]
     total = add_up(
-        _e_tile(X[t], weights[t], prepared, None if gaps is None else (offsets[:, t], wresp[:, t]))
+        _e_tile(
+            X[t],
+            weights[t],
+            prepared,
+            None if offsets is None else offsets[:, t],
+            None if kept is None else kept[:, t],
+        )
         for t in tiles
     )
     if gaps is not None:
-        sx, second = block_gaps.moments(wresp)
+        sx, second = block_gaps.moments(kept)
         total.sx += sx
         total.second += prepared.kernel.second_from_matrices(second)
     return total
@@ -320,21 +337,22 @@ def _e_tile(
     X: np.ndarray,
     weights: np.ndarray,
     prepared: Prepared,
-    gaps: tuple[np.ndarray, np.ndarray] | None = None,
+    offsets: np.ndarray | None = None,
+    kept: np.ndarray | None = None,
 ) -> Stats:
     """e_step() of one tile: the log-likelihood and responsibilities (a logsumexp over
     components) then accumulate(), fused (the unnormalised responsibilities are scaled by
-    w / Σₖ in one pass). ``gaps``: the tile's rows' offsets to add to their log-densities
-    (K, rows), and where to keep their w·r, for a tile whose gaps are set to 0."""
+    w / Σₖ in one pass). ``offsets`` (K, rows) are added to the rows' log-densities (a
+    tile whose gaps are set to 0), and the rows' w·r are copied into ``kept``."""
     kernel = prepared.kernel
     buffer = _scratch(kernel.n_row_features(X.shape[1]) * len(X), X.dtype)
     phi, log_prob = log_joint(X, prepared, out=buffer)
-    if gaps is not None:
-        log_prob += gaps[0]
+    if offsets is not None:
+        log_prob += offsets
     block_weights = weights.astype(X.dtype, copy=False)
     wresp, log_norm = weighted_responsibilities(log_prob, block_weights)
-    if gaps is not None:
-        gaps[1][:] = wresp
+    if kept is not None:
+        kept[:] = wresp
     stats = _block_stats(kernel, phi, wresp, block_weights, X.shape[1])
     stats.log_likelihood = float(weights @ log_norm)
     return stats
@@ -512,12 +530,13 @@ _runs = itertools.count(1)
 
 @contextlib.contextmanager
 def em_run() -> Iterator[int]:
-    """A number for one EM run (Prepared.run), and LAYOUTS cleared here when it ends;
-    another process that keeps a run's layouts drops them when the next run comes."""
+    """A number for one EM run (Prepared.run); its LAYOUTS dropped here when it ends
+    (other processes that ran its blocks end with it, or keep none)."""
+    run = next(_runs)
     try:
-        yield next(_runs)
+        yield run
     finally:
-        LAYOUTS.clear()
+        LAYOUTS.forget(run)
 
 
 def run_em(

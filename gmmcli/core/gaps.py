@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from gmmcli.core.covariance import LOG_2PI, Covariance
+from gmmcli.errors import SingularCovarianceError
 
 MAX_LAYOUT_BYTES = 1 << 26  # layouts kept for a fit's blocks (64 MB: 1M × 10 at 10%)
 
@@ -98,12 +98,12 @@ class Patterns:
     conditional: np.ndarray | None = None
     starts: np.ndarray | None = None
 
-    def add_spread(self, second: np.ndarray, weighted: np.ndarray, spread: np.ndarray) -> None:
+    def add_conditional(self, second: np.ndarray, weighted: np.ndarray, outer: np.ndarray) -> None:
         """Add to ``second`` (K, D, D), where both features are missing, the rows'
-        ``spread`` (w·rₖ e eᵀ, (K, j, j, n)) and Σ w·rₖ Cov[x_m | x_o, k] (``weighted``
+        ``outer`` (w·rₖ e eᵀ, (K, j, j, n)) and Σ w·rₖ Cov[x_m | x_o, k] (``weighted``
         = w·rₖ of the rows, (K, n)), summed pattern by pattern."""
         n_components, n_features = second.shape[:2]
-        sums = np.add.reduceat(spread, self.starts, axis=3)
+        sums = np.add.reduceat(outer, self.starts, axis=3)
         sums += np.add.reduceat(weighted, self.starts, axis=1)[:, None, None] * self.conditional
         first, other = self.missing.T[:, None], self.missing.T[None, :]  # (j, j, P)
         size = n_features * n_features
@@ -120,7 +120,7 @@ class GroupLayout:
 
     rows: np.ndarray
     which: np.ndarray
-    keys: list
+    keys: np.ndarray
     patterns: Patterns
 
 
@@ -153,11 +153,10 @@ class Layout:
         for patterns, run in ranked.by_count():
             starts = ranked.starts[patterns.start : patterns.stop + 1]
             first_rows = ranked.rows[starts[:-1]]
-            missing = np.nonzero(gaps[first_rows])[1].reshape(len(first_rows), -1)
+            missing = np.nonzero(gaps[first_rows])[1].reshape(len(first_rows), -1).copy()
             which = ranked.which[run] - patterns.start
-            keys = ranked.keys[patterns].tolist()
             pattern_runs = Patterns(missing, starts=starts[:-1] - starts[0])
-            groups.append(GroupLayout(ranked.rows[run], which, keys, pattern_runs))
+            groups.append(GroupLayout(ranked.rows[run], which, ranked.keys[patterns], pattern_runs))
             laid.append(position[ranked.rows[run, None], missing[which]].T.ravel())
         laid = np.concatenate(laid)
         order = np.empty_like(laid)
@@ -168,47 +167,57 @@ class Layout:
 
     @property
     def nbytes(self) -> int:
-        arrays = [self.cells.rows, self.rows, self.laid, self.order, self.place]
-        arrays += [group.which for group in self.groups]
+        """The bytes of its arrays (views of one another counted each time)."""
+        arrays = [self.cells.rows, self.cells.bounds, self.rows, self.laid, self.order, self.place]
+        for group in self.groups:
+            arrays += [group.which, group.keys, group.patterns.missing, group.patterns.starts]
         return sum(array.nbytes for array in arrays)
+
+
+@dataclass
+class Kept:
+    """The layouts kept for EM run ``run``, by key, and their bytes with the keys'."""
+
+    run: int
+    layouts: dict[tuple, Layout] = field(default_factory=dict)
+    size: int = 0
 
 
 class LayoutCache:
     """Layouts of the blocks an EM run has met, by their gaps, up to ``max_bytes`` with
     their keys (then no more are kept: EM passes over the blocks in the same order every
     iteration, so the first ones kept are those met again). One run's at a time: a block
-    of another run (Prepared.run) clears them first."""
+    of another run (Prepared.run) replaces them. No lock (a child process copied while
+    one was held would wait forever): threads that race find a layout again or miscount
+    a few bytes, no worse, as a layout is only ever found by its block's whole mask."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self.kept: dict[tuple, Layout] = {}
-        self.size = 0
-        self.run = 0
-        self.lock = threading.Lock()
+        self.kept = Kept(0)
 
     def get(self, gaps: np.ndarray, run: int) -> Layout:
         """The Layout of a block's NaN mask ``gaps`` in EM run ``run``."""
+        kept = self.kept
+        if kept.run != run:
+            kept = self.kept = Kept(run)
         key = (gaps.shape, gaps.tobytes())
-        with self.lock:
-            if run != self.run:
-                self._clear(run)
-            layout = self.kept.get(key)
+        layout = kept.layouts.get(key)
         if layout is None:
             layout = Layout.of(gaps)
             added = layout.nbytes + len(key[1])
-            with self.lock:
-                if run == self.run and self.size + added <= self.max_bytes:
-                    self.size += 0 if key in self.kept else added
-                    self.kept[key] = layout
+            if kept.size + added <= self.max_bytes:
+                kept.layouts[key] = layout
+                kept.size += added
         return layout
 
-    def clear(self) -> None:
-        with self.lock:
-            self._clear(0)
+    def forget(self, run: int) -> None:
+        """Drop run ``run``'s layouts (not those of a run that came since)."""
+        if self.kept.run == run:
+            self.clear()
 
-    def _clear(self, run: int) -> None:
-        self.kept.clear()
-        self.size, self.run = 0, run
+    def clear(self) -> None:
+        """Drop every layout kept."""
+        self.kept = Kept(0)
 
 
 LAYOUTS = LayoutCache(MAX_LAYOUT_BYTES)
@@ -257,8 +266,8 @@ class GapGroup:
         chosen = np.minimum(chosen, len(resp) - 1)  # a last sum rounded below 1
         rows = np.arange(len(self.rows))[:, None]
         means = self.means_missing[chosen, :, rows]  # (n, N, j)
-        spread = self.factored.spread[chosen, :, :, self.slots[:, None]]  # (n, N, j, j)
-        return means + np.einsum("nscd,nsd->nsc", spread, normals)
+        factor = self.factored.draw_factor[chosen, :, :, self.slots[:, None]]  # (n, N, j, j)
+        return means + np.einsum("nscd,nsd->nsc", factor, normals)
 
 
 @dataclass
@@ -292,18 +301,18 @@ class Gaps:
         every missing cell and feature by feature x̃eᵀ as one product."""
         n_components, n_features = len(weighted), self.values.shape[1]
         row_weights = np.take(weighted, self.rows, axis=1)
-        laid = np.empty((n_components, len(self.values)))  # w·rₖ e, as Layout.laid
+        scaled_means = np.empty((n_components, len(self.values)))  # w·rₖ e, as Layout.laid
         second = np.zeros((n_components, n_features, n_features))
         row, cell = 0, 0
         for group in self.groups:
             j, n_rows = group.means_missing.shape[1:]
             group_weights = row_weights[:, row : row + n_rows]
-            scaled = laid[:, cell : cell + j * n_rows].reshape(n_components, j, n_rows)
+            scaled = scaled_means[:, cell : cell + j * n_rows].reshape(n_components, j, n_rows)
             np.multiply(group_weights[:, None], group.means_missing, out=scaled)
-            spread = scaled[:, :, None] * group.means_missing[:, None]
-            group.patterns.add_spread(second, group_weights, spread)
+            outer = scaled[:, :, None] * group.means_missing[:, None]
+            group.patterns.add_conditional(second, group_weights, outer)
             row, cell = row + n_rows, cell + j * n_rows
-        at_cells = np.take(laid, self.layout.order, axis=1)
+        at_cells = np.take(scaled_means, self.layout.order, axis=1)
         runs = list(self.layout.cells.runs())
         sx = np.zeros((n_components, n_features))
         sx[:, [feature for feature, _ in runs]] = np.add.reduceat(
@@ -320,12 +329,12 @@ class Gaps:
 class Factored:
     """Patterns of j gaps under one set of parameters: each one's ``slots`` (by its key,
     _pattern_keys()) in Cov[x_m | x_o, k] = Λ_mm⁻¹ (``conditional``) and U = L⁻ᵀ
-    (``spread``, U Uᵀ = Λ_mm⁻¹, for L Lᵀ = Λ_mm), both (K, j, j, S), and ``constants``
-    j/2 log 2π − ½ log det Λ_mm (K, S)."""
+    (``draw_factor``, U Uᵀ = Λ_mm⁻¹, for L Lᵀ = Λ_mm), both (K, j, j, S), and
+    ``constants`` j/2 log 2π − ½ log det Λ_mm (K, S)."""
 
     slots: dict
     conditional: np.ndarray
-    spread: np.ndarray
+    draw_factor: np.ndarray
     constants: np.ndarray
 
     @classmethod
@@ -334,14 +343,18 @@ class Factored:
         ``precisions`` (K, D, D)."""
         j = missing.shape[1]
         blocks = precisions[:, missing[:, :, None], missing[:, None, :]]  # (K, S, j, j)
-        factor = np.linalg.cholesky(blocks)
-        spread = np.swapaxes(np.linalg.solve(factor, np.eye(j)), 2, 3)  # L⁻ᵀ
-        conditional = spread @ np.swapaxes(spread, 2, 3)
+        try:
+            factor = np.linalg.cholesky(blocks)
+        except np.linalg.LinAlgError:  # Λ_mm of a positive definite Λ lost to rounding
+            bad = next(k for k, some in enumerate(blocks) if not _positive_definite(some))
+            raise SingularCovarianceError(bad) from None
+        draw_factor = np.swapaxes(np.linalg.solve(factor, np.eye(j)), 2, 3)  # L⁻ᵀ
+        conditional = draw_factor @ np.swapaxes(draw_factor, 2, 3)
         half_log_det = np.log(np.diagonal(factor, axis1=2, axis2=3)).sum(axis=2)
         return cls(
             {key: slot for slot, key in enumerate(keys)},
             np.moveaxis(conditional, 1, 3),
-            np.moveaxis(spread, 1, 3),
+            np.moveaxis(draw_factor, 1, 3),
             0.5 * j * LOG_2PI - half_log_det,
         )
 
@@ -354,7 +367,7 @@ class Factored:
                 np.concatenate([mine, theirs], axis=-1)
                 for mine, theirs in [
                     (self.conditional, other.conditional),
-                    (self.spread, other.spread),
+                    (self.draw_factor, other.draw_factor),
                     (self.constants, other.constants),
                 ]
             ),
@@ -365,8 +378,9 @@ class Factored:
 class Marginal:
     """A mixture's parameters as the gaps' math takes them: the precisions Λₖ (K, D, D)
     and Λₖμₖ (K, D), with the patterns of gaps Factored so far by their number of gaps
-    (per set of parameters, so per EM iteration; threads that factor the same pattern at
-    once each keep their own, and one of them stays)."""
+    (per set of parameters, so per EM iteration; threads that add patterns of one number
+    of gaps at once each make a table, one of which stays: the others' patterns are
+    factored again when met)."""
 
     precisions: np.ndarray
     linear: np.ndarray
@@ -408,7 +422,7 @@ class Marginal:
         """The GapGroup of ``layout``'s rows from their gradients ``g`` (K, j, n), their
         ``offsets`` written in place: E[x_m | x_o, k] = −Λ_mm⁻¹g and the offset
         ½ gᵀΛ_mm⁻¹g + j/2 log 2π − ½ log det Λ_mm."""
-        factored, slots = self._factored(layout.keys, layout.patterns.missing)
+        factored, slots = self._factored(layout.keys.tolist(), layout.patterns.missing)
         at = slots[layout.which]
         conditional = np.take(factored.conditional, at, axis=3)  # (K, j, j, n)
         means_missing = np.einsum("kcdn,kdn->kcn", conditional, g)
@@ -432,6 +446,14 @@ class Marginal:
             factored = added if factored is None else factored + added
             self.factored[j] = factored
         return factored, np.array([factored.slots[key] for key in keys], dtype=np.intp)
+
+
+def _positive_definite(matrices: np.ndarray) -> bool:
+    try:
+        np.linalg.cholesky(matrices)
+    except np.linalg.LinAlgError:
+        return False
+    return True
 
 
 def _pattern_keys(gaps: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from distributed import Client, Future, LocalCluster
 
 from gmmcli.core.em import InMemoryRows, PartFunction, T, rows_per_block
+from gmmcli.core.gaps import LAYOUTS
 from gmmcli.errors import UserError, one_line
 from gmmcli.io import tables
 from gmmcli.io.atomic import atomic_folder
@@ -236,9 +237,14 @@ def _gather(client: Client, futures: list[Future], name: str) -> list:
 
 
 def _run_part(part, index, first_row, *, function, centre, dtype, block_rows):
+    """``function`` of a partition's blocks, where it lies. A worker outlives the fit, so
+    it keeps no block layouts for the next pass (LAYOUTS)."""
     X, weights, _ = part
     blocks = InMemoryRows(X, weights, centre, dtype, block_rows).blocks()
-    return function(blocks, index, first_row)
+    try:
+        return function(blocks, index, first_row)
+    finally:
+        LAYOUTS.clear()
 
 
 def load_rows(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from gmmcli.core.covariance import n_products
 from gmmcli.core.em import MAX_TILE_BYTES, rows_per_block
+from gmmcli.core.gaps import MAX_LAYOUT_BYTES
 from gmmcli.core.model import PREDICTION_TILE_ROWS
 from gmmcli.errors import UserError
 
@@ -114,16 +115,20 @@ def core(
     hc_rows: int = 0,
     sample_rows: int = 0,
     forked: bool = False,
+    gap_rows: int = 0,
 ) -> Needs:
     """What EM and its starts hold: per worker, a block of rows centred and queued and
     its row features as the widest pass makes them (the full structure's products, for
     the data's covariance and a start's partition), with K rows of responsibilities,
     and the pages a forked worker makes its own (``forked``: every worker is a process
-    with a whole fit of its own); hc's matrices on ``hc_rows`` leaves; the k-means
-    start's sample of ``sample_rows`` rows."""
+    with a whole fit of its own) and the layouts of blocks it keeps through missing
+    values, of ``gap_rows`` rows at most (gmmcli.core.gaps.LAYOUTS: at most D + 24 bytes a
+    row and 24 a missing cell); hc's matrices on ``hc_rows`` leaves; the k-means start's
+    sample of ``sample_rows`` rows."""
     block_rows = rows_per_block(n_features)
     values = n_products(n_features) + 5 * n_features + 3 * n_components + 4
     per_worker = block_rows * values * 8 + MAX_TILE_BYTES + FORKED_PAGES * forked
+    per_worker += min(MAX_LAYOUT_BYTES, gap_rows * (25 * n_features + 24))
     fixed = HC_BYTES_PER_PAIR * hc_rows**2 + sample_rows * (16 * n_features + 48)
     return Needs(fixed=fixed, per_worker=per_worker, workers=workers, own_chunks=forked)
 
