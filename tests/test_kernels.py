@@ -58,7 +58,7 @@ def test_block_statistics_match_direct_computation(cov_name):
     params = Params(model.weights, model.means, model.covariances, model.precisions_cholesky)
     rows = InMemoryRows(X, weights, np.zeros(X.shape[1]), block_rows=700)
     prepared = Prepared.of(params, cov)
-    stats = SERIAL.sum(rows, lambda B, w: e_step(B, w, prepared))
+    stats = SERIAL.sum(rows, lambda B, w: e_step(B, w, prepared=prepared))
     nk, sx, second, log_likelihood = _reference_stats(X, weights, model)
     # Sums of a few thousand O(10) terms: agreement to ~1e-12 relative is rounding.
     np.testing.assert_allclose(stats.nk, nk, rtol=1e-10)
@@ -98,7 +98,9 @@ def test_stacked_forms_give_the_row_product_statistics(cov_name, stacked_form, d
     rows = InMemoryRows(X, weights, centre, block_rows=700, dtype=dtype)
     products_form = COVARIANCE_TYPES[cov_name]
     products, stacked = (
-        SERIAL.sum(rows, lambda B, w, form=form: e_step(B, w, _prepared_in(form, params, dtype)))
+        SERIAL.sum(
+            rows, lambda B, w, form=form: e_step(B, w, prepared=_prepared_in(form, params, dtype))
+        )
         for form in (products_form, stacked_form)
     )
     # float64: rounding of sums of a few thousand O(10) terms; float32: its precision.

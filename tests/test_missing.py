@@ -241,7 +241,7 @@ def test_a_block_with_gaps_gives_the_direct_expected_statistics():
     params = Params(weights, means, covariances, FULL.precision_cholesky(covariances))
     X = _with_gaps(np.random.default_rng(6).standard_normal((500, 5)), 0.1, 7)
     w = np.random.default_rng(8).random(len(X))
-    stats = e_step(X, w, Prepared.of(params, FULL))
+    stats = e_step(X, w, prepared=Prepared.of(params, FULL))
     nk, sx, second, log_likelihood = np.zeros(3), np.zeros((3, 5)), np.zeros((3, 5, 5)), 0.0
     for x, weight in zip(X, w, strict=True):
         m = np.isnan(x)
@@ -375,7 +375,7 @@ def test_rows_with_gaps_far_from_the_centre_keep_float64_precision(dtype):
     X = np.column_stack([x, np.full_like(x, np.nan)])
     covariances = np.stack([covariance, covariance])
     params = Params(weights, means, covariances, FULL.precision_cholesky(covariances))
-    stats = e_step(X.astype(dtype), np.ones(len(X)), Prepared.of(params, FULL, dtype))
+    stats = e_step(X.astype(dtype), np.ones(len(X)), prepared=Prepared.of(params, FULL, dtype))
     log_joint = np.log(weights) + np.column_stack(
         [multivariate_normal(mean[0], 1.0).logpdf(x) for mean in means]
     )

@@ -49,8 +49,9 @@ def rows_per_block(n_features: int) -> int:
     return int(np.clip(1 << (rows.bit_length() - 1), MIN_BLOCK_ROWS, MAX_BLOCK_ROWS))
 
 
-Block = tuple[np.ndarray, np.ndarray]
+Block = tuple[np.ndarray, ...]  # (rows, weights), and each row's class for labelled rows
 PartFunction = Callable[[Iterable[Block], int, int], T]
+UNLABELLED = -1  # a row's class when it has none
 
 
 class RowSource(Protocol):
@@ -59,12 +60,13 @@ class RowSource(Protocol):
     The rows lie in ``n_parts`` parts (partitions of a cluster; one part for rows in this
     process). ``map_parts(function)`` calls ``function(blocks, index, first_row)`` where
     each part lies and returns the results in part order: ``blocks`` yields the part's
-    (rows minus ``centre``, cast to ``dtype``; float64 weights) and ``first_row`` counts
-    the rows of the parts before it. ``centred`` gives the same rows about another centre
-    or in another dtype. Blocks hold ``block_rows`` rows (rows_per_block() unless a test
-    asks for others) counted from the part's first row, the last shorter. An engine
-    (arrays in memory, a file read in chunks, a cluster) only has to provide these; every
-    pass of the core goes through ``map_parts``.
+    (rows minus ``centre``, cast to ``dtype``; float64 weights), and for a source of
+    labelled rows each row's class too (an integer, UNLABELLED for none), and
+    ``first_row`` counts the rows of the parts before it. ``centred`` gives the same rows
+    about another centre or in another dtype. Blocks hold ``block_rows`` rows
+    (rows_per_block() unless a test asks for others) counted from the part's first row,
+    the last shorter. An engine (arrays in memory, a file read in chunks, a cluster) only
+    has to provide these; every pass of the core goes through ``map_parts``.
     """
 
     n_features: int
@@ -87,15 +89,15 @@ class OnePart:
 
 
 def in_blocks(pieces: Iterable[Block], rows: int) -> Iterator[Block]:
-    """Pieces of (rows, weights) of any lengths re-cut into blocks of ``rows`` rows, in
-    order, the last shorter: what a source reading chunks hands the core."""
+    """Pieces of (rows, weights[, classes]) of any lengths re-cut into blocks of ``rows``
+    rows, in order, the last shorter: what a source reading chunks hands the core."""
     held: list[Block] = []
     count = 0
-    for X, weights in pieces:
+    for piece in pieces:
         start = 0
-        while start < len(X):
-            take = min(rows - count, len(X) - start)
-            held.append((X[start : start + take], weights[start : start + take]))
+        while start < len(piece[0]):
+            take = min(rows - count, len(piece[0]) - start)
+            held.append(tuple(array[start : start + take] for array in piece))
             count, start = count + take, start + take
             if count == rows:
                 yield _joined(held)
@@ -107,14 +109,15 @@ def in_blocks(pieces: Iterable[Block], rows: int) -> Iterator[Block]:
 def _joined(pieces: list[Block]) -> Block:
     if len(pieces) == 1:
         return pieces[0]
-    return np.concatenate([X for X, _ in pieces]), np.concatenate([w for _, w in pieces])
+    return tuple(np.concatenate(arrays) for arrays in zip(*pieces, strict=True))
 
 
 @dataclass
 class InMemoryRows(OnePart):
     """An in-memory array served as centred blocks; no centred copy of the whole array.
 
-    Rows are centred in float64, then cast to ``dtype``; weights stay float64.
+    Rows are centred in float64, then cast to ``dtype``; weights stay float64. With
+    ``classes`` (each row's, UNLABELLED for none) the blocks carry them.
     """
 
     X: np.ndarray
@@ -122,6 +125,7 @@ class InMemoryRows(OnePart):
     centre: np.ndarray
     dtype: type = np.float64
     block_rows: int = 0  # 0: rows_per_block(n_features)
+    classes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.block_rows = self.block_rows or rows_per_block(self.X.shape[1])
@@ -142,8 +146,11 @@ class InMemoryRows(OnePart):
         for index in range(self.n_blocks) if indices is None else indices:
             start = index * self.block_rows
             stop = start + self.block_rows
-            block = self.X[start:stop] - self.centre
-            yield block.astype(self.dtype, copy=False), self.weights[start:stop]
+            block = (self.X[start:stop] - self.centre).astype(self.dtype, copy=False)
+            if self.classes is None:
+                yield block, self.weights[start:stop]
+            else:
+                yield block, self.weights[start:stop], self.classes[start:stop]
 
 
 @dataclass
@@ -195,7 +202,8 @@ class Prepared:
     An empty component gets a hugely negative finite log πₖ instead of -inf, so no
     product can turn into NaN. ``marginal`` (rows with missing features) is made from the
     means and precision factors the first time a block with gaps asks for it. ``run``
-    names the EM run they belong to (LAYOUTS keeps one run's layouts at a time).
+    names the EM run they belong to (LAYOUTS keeps one run's layouts at a time);
+    ``owners`` the class of each component, when labelled rows are to keep to theirs.
     """
 
     coef: np.ndarray
@@ -205,13 +213,21 @@ class Prepared:
     cov: Covariance
     log_weights: np.ndarray
     run: int = 0
+    owners: np.ndarray | None = None  # each component's class, for labelled rows
 
     @classmethod
-    def of(cls, params: Params, cov: Covariance, dtype=np.float64, run: int = 0) -> Prepared:
+    def of(
+        cls,
+        params: Params,
+        cov: Covariance,
+        dtype=np.float64,
+        run: int = 0,
+        owners: np.ndarray | None = None,
+    ) -> Prepared:
         kernel = cov.kernel(*params.means.shape)
         log_weights = np.maximum(params.log_weights(), np.finfo(dtype).min / 4)
         coef = kernel.coefficients(params.means, params.prec_chol, log_weights).astype(dtype)
-        return cls(coef, kernel, params.means, params.prec_chol, cov, log_weights, run)
+        return cls(coef, kernel, params.means, params.prec_chol, cov, log_weights, run, owners)
 
     @functools.cached_property
     def in_float64(self) -> Prepared:
@@ -270,7 +286,9 @@ def _block_stats(
     return Stats(*(np.asarray(m, dtype=np.float64) for m in moments))
 
 
-def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
+def e_step(
+    X: np.ndarray, weights: np.ndarray, classes: np.ndarray | None = None, *, prepared: Prepared
+) -> Stats:
     """Statistics of one block under the current parameters, with its log-likelihood.
 
     Taken in tiles of tile_rows() rows from the block's start, summed in order, so that
@@ -278,7 +296,9 @@ def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
     blocks (rows_per_block), so the same tiles. NaN is a missing feature: a block with
     some goes through the tiles with its gaps set to 0, each row with gaps taking the
     offset of its marginal density (gmmcli.core.gaps) before its responsibilities, and
-    the statistics then get what the gaps' conditional moments add.
+    the statistics then get what the gaps' conditional moments add. With ``classes``
+    (each row's) and ``prepared.owners``, a labelled row's responsibilities go to its
+    class's components only (barred_components()).
     """
     gaps = nan_mask(X)
     offsets = kept = None
@@ -288,6 +308,9 @@ def e_step(X: np.ndarray, weights: np.ndarray, prepared: Prepared) -> Stats:
         block_gaps = prepared.marginal.gaps(X, LAYOUTS.get(gaps, prepared.run))
         offsets = block_gaps.row_offsets()
         kept = np.empty_like(offsets)
+    if classes is not None and prepared.owners is not None:
+        barred = barred_components(classes, prepared.owners)
+        offsets = barred if offsets is None else offsets + barred
     rows = tile_rows(prepared, X.shape[1])
     tiles = [slice(start, start + rows) for start in range(0, len(X), rows)]
     total = add_up(
@@ -374,6 +397,17 @@ def weighted_responsibilities(
     total = wresp.sum(axis=0)
     wresp *= weights / total
     return wresp, np.log(total, dtype=np.float64) + top
+
+
+BARRED = np.finfo(np.float32).min / 4  # an offset no log-density outweighs, finite in float32
+
+
+def barred_components(classes: np.ndarray, owners: np.ndarray) -> np.ndarray:
+    """Offsets (K, rows) that keep each labelled row (``classes`` ≥ 0) out of the
+    components its class does not own (``owners``: each component's class, UNLABELLED
+    for a component of no class): BARRED there, 0 elsewhere."""
+    allowed = (owners[:, None] == classes[None, :]) | (classes[None, :] == UNLABELLED)
+    return np.where(allowed, 0.0, BARRED)
 
 
 def nan_mask(X: np.ndarray) -> np.ndarray | None:
@@ -548,19 +582,22 @@ def run_em(
     reducer: Reducer = SERIAL,
     on_iteration: Callable[[int, float], None] | None = None,
     start_stats: Stats | None = None,
+    owners: np.ndarray | None = None,
 ) -> EMResult:
     """EM from ``params`` until the mean log-likelihood gains less than ``options.tol``.
 
     Converged means -allowance <= gain < tol; a larger drop is recorded, never taken for
     convergence. With tol == 0 exactly ``max_iter`` iterations run. The returned
     statistics and last history entry belong to the returned parameters. ``start_stats``
-    are ``params``' statistics when a pass has taken them already.
+    are ``params``' statistics when a pass has taken them already. With ``owners`` (each
+    component's class) the labelled rows of ``source`` keep to their class's components,
+    and the log-likelihood is theirs with them (the complete-data term) plus the others'.
     """
     cov, reg_covar = get_covariance(options.covariance_type), options.reg_covar
     dtype = options.em_dtype
 
     def e_pass(current: Params) -> Stats:
-        prepared = Prepared.of(current, cov, dtype, run)
+        prepared = Prepared.of(current, cov, dtype, run, owners)
         return reducer.sum(source, functools.partial(e_step, prepared=prepared))
 
     with reducer.session(source), em_run() as run:

@@ -174,7 +174,7 @@ class _FirstPass:
 
 def _stats_and_summary(prepared: Prepared, X: np.ndarray, weights: np.ndarray) -> _FirstPass:
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow: described()
-        return _FirstPass(e_step(X, weights, prepared), gathered(X, weights))
+        return _FirstPass(e_step(X, weights, prepared=prepared), gathered(X, weights))
 
 
 def _finite(summary: np.ndarray) -> np.ndarray:
