@@ -340,7 +340,7 @@ def fit_rows(
             start_stats = first.stats
         check_components(n_components, data.n_samples)
         _check_coverage(data, cov, feature_names)
-        _warn_about_inputs(data, options.reg_covar)
+        warn_about_inputs(data, options.reg_covar)
         start_rows, start_data = _start_rows(rows, data, n_components)
         for restart, child in enumerate(np.random.SeedSequence(seed).spawn(options.n_init)):
             rng = np.random.default_rng(child)
@@ -435,7 +435,7 @@ def fit_rows(
         feature_names,
         info,
     )
-    _warn_about_fit(info)
+    warn_about_fit(info)
     return model
 
 
@@ -487,7 +487,7 @@ def _best_run(runs: list[tuple[EMResult, str | None, np.ndarray]], dtype: type):
     return next(run for run in sound if run[0].stats.log_likelihood >= top - slack)
 
 
-def _warn_about_inputs(data: DataSummary, reg_covar: float) -> None:
+def warn_about_inputs(data: DataSummary, reg_covar: float) -> None:
     if data.total_weight < data.n_samples:
         warnings.warn(
             f"the weights sum to {data.total_weight:.4g}, less than the {data.n_samples} rows "
@@ -508,7 +508,7 @@ def _warn_about_inputs(data: DataSummary, reg_covar: float) -> None:
         )
 
 
-def _warn_about_fit(info: FitInfo) -> None:
+def warn_about_fit(info: FitInfo) -> None:
     if info.largest_drop > 0:
         warnings.warn(
             f"the log-likelihood dropped by {info.largest_drop:.3g} per sample during EM; "

@@ -14,6 +14,7 @@ from gmmcli.core.constrained import Constrained, Parts
 from gmmcli.core.covariance import Covariance
 from gmmcli.core.em import (
     SERIAL,
+    UNLABELLED,
     Params,
     Prepared,
     Reducer,
@@ -246,6 +247,33 @@ def _impute_tile(
             outputs.draws[:, here, group.missing] = np.moveaxis(drawn, 1, 0)
 
 
+@dataclass(frozen=True)
+class Classes:
+    """The classes a model's components are named for: their ``names``, in class order,
+    and each component's class, ``owners`` (an index into ``names``; UNLABELLED for a
+    component of no class)."""
+
+    names: tuple[str, ...]
+    owners: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(set(self.names)) != len(self.names):
+            raise GMMError("class names must differ from one another")
+        if any(owner < UNLABELLED or owner >= len(self.names) for owner in self.owners):
+            raise GMMError(f"a component's class must be one of the {len(self.names)} classes")
+        if set(range(len(self.names))) - set(self.owners):
+            raise GMMError("every class must name a component")
+
+    def probabilities(self, component_probabilities: np.ndarray) -> np.ndarray:
+        """Each class's probability, summing its components' (a component of no class
+        counts for none), from (rows, K) to (rows, C)."""
+        owners = np.asarray(self.owners)
+        return np.stack(
+            [component_probabilities[:, owners == c].sum(axis=1) for c in range(len(self.names))],
+            axis=1,
+        )
+
+
 @dataclass
 class GaussianMixture:
     """A Gaussian mixture: parameters in scikit-learn's shapes, predictions and criteria.
@@ -275,6 +303,8 @@ class GaussianMixture:
         The D features' names: predictions on a table take these columns.
     fit_info : FitInfo or None
         The training record of a fitted model.
+    classes : Classes or None
+        The classes its components are named for (a fit with labels).
 
     Attributes
     ----------
@@ -306,6 +336,7 @@ class GaussianMixture:
     covariance_type: str = "full"
     feature_names: list[str] | None = None
     fit_info: FitInfo | None = None
+    classes: Classes | None = None
     precisions_cholesky: np.ndarray = field(init=False, repr=False)
     # The parts the model was built from, and a copy of the covariances built from them.
     _given_parts: tuple[Parts, np.ndarray] | None = field(
@@ -337,6 +368,8 @@ class GaussianMixture:
                 raise GMMError("covariances are not symmetric")
         if self.feature_names is not None and len(self.feature_names) != n_features:
             raise GMMError(f"{len(self.feature_names)} feature names for {n_features} features")
+        if self.classes is not None and len(self.classes.owners) != n_components:
+            raise GMMError(f"{len(self.classes.owners)} component classes for {n_components}")
         try:
             self.precisions_cholesky = cov.precision_cholesky(self.covariances)
         except SingularCovarianceError as err:
@@ -556,6 +589,18 @@ class GaussianMixture:
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Most probable component of every row."""
         return self._predicted(X, labels=True).labels
+
+    def predict_class_proba(self, X: np.ndarray) -> np.ndarray:
+        """Each class's probability for every row, shape (n_rows, C): the sum of its
+        components' (a model with classes)."""
+        if self.classes is None:
+            raise GMMError("the model has no classes: fit it with labels")
+        return self.classes.probabilities(self.predict_proba(X))
+
+    def predict_class(self, X: np.ndarray) -> np.ndarray:
+        """The most probable class of every row, by name (a model with classes)."""
+        probabilities = self.predict_class_proba(X)
+        return np.asarray(self.classes.names)[probabilities.argmax(axis=1)]
 
     def impute(self, X) -> np.ndarray:
         """The rows of ``X`` (an array, or a table by feature names) with every missing

@@ -1,0 +1,290 @@
+"""Fits to labelled rows: semi-supervised EM and the fit of rows all labelled.
+
+Each class names one component (its owner); a fit may have more components, of no class.
+A labelled row's responsibilities stay at its class's component throughout EM
+(em.barred_components), unlabelled rows are fitted as usual, and the log-likelihood EM
+climbs is the complete-data term of the labelled rows plus the mixture term of the others
+(mclust's MclustSSC). The start is one M-step on the labelled rows, each at its class's
+component, and on the unlabelled rows at the extra components, which the usual start
+(options.init) places on those rows alone.
+
+When every row is labelled and each class has one component, the fit is that M-step and
+nothing more, no EM (mclust's EDDA for one structure: LDA with a tied covariance, QDA with
+full ones); its log-likelihood is then the mixture's, Σ log Σₖ πₖ N(x | k), as mclust
+reports it, with the classes' weights (or given priors) as πₖ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from gmmcli.core.em import (
+    SERIAL,
+    UNLABELLED,
+    Block,
+    EMResult,
+    Params,
+    Prepared,
+    Reducer,
+    RowSource,
+    Stats,
+    accumulate,
+    e_step,
+    log_joint,
+    m_step,
+    run_em,
+)
+from gmmcli.core.fit import (
+    check_components,
+    degeneracy,
+    summarise,
+    unregularised,
+    warn_about_fit,
+    warn_about_inputs,
+)
+from gmmcli.core.init import initial_params, whole_data_start
+from gmmcli.core.model import Classes, FitInfo, GaussianMixture, n_parameters
+from gmmcli.core.options import DEFAULT_OPTIONS, FitOptions
+from gmmcli.core.structures import get_covariance
+from gmmcli.errors import DataError, InvalidParameter, SingularCovarianceError
+
+
+@dataclass
+class ClassRows:
+    """A source of labelled rows seen as plain rows: those for which ``keep(classes)`` is
+    true keep their weights, the others weigh 0 in their places (every row when ``keep``
+    is None); the classes are not passed on."""
+
+    source: RowSource
+    keep: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def __getattr__(self, name: str):
+        return getattr(self.source, name)  # n_features, n_parts, centre, block_rows
+
+    def map_parts(self, function):
+        def plain(blocks: Iterable[Block], index: int, first_row: int):
+            return function(
+                ((X, self._weights(weights, classes)) for X, weights, classes in blocks),
+                index,
+                first_row,
+            )
+
+        return self.source.map_parts(plain)
+
+    def _weights(self, weights: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        return weights if self.keep is None else np.where(self.keep(classes), weights, 0.0)
+
+    def centred(self, centre: np.ndarray, dtype: type = np.float64) -> ClassRows:
+        return ClassRows(self.source.centred(centre, dtype), self.keep)
+
+
+def _unlabelled(classes: np.ndarray) -> np.ndarray:
+    return classes == UNLABELLED
+
+
+def class_weights(rows: RowSource, n_classes: int, reducer: Reducer = SERIAL) -> np.ndarray:
+    """The total weight of each class's rows, then of the unlabelled rows, (C + 1,)."""
+
+    def block(X: np.ndarray, weights: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        return np.bincount(
+            np.where(classes == UNLABELLED, n_classes, classes), weights, n_classes + 1
+        )
+
+    return reducer.sum(rows, block)
+
+
+def _start_stats(
+    prepared_extra: Prepared | None,
+    owners: np.ndarray,
+    cov,
+    X: np.ndarray,
+    weights: np.ndarray,
+    classes: np.ndarray,
+) -> Stats:
+    """A block's statistics for the start: each labelled row at its class's component,
+    each unlabelled one shared among the extra components by ``prepared_extra`` (not
+    counted when there are none)."""
+    resp = np.zeros((len(owners), len(X)))
+    labelled = np.flatnonzero(classes != UNLABELLED)
+    resp[classes[labelled], labelled] = 1.0
+    if prepared_extra is not None:
+        unlabelled = np.flatnonzero(classes == UNLABELLED)
+        log_prob = log_joint(X[unlabelled], prepared_extra)[1]
+        log_prob -= log_prob.max(axis=0)
+        shares = np.exp(log_prob)
+        resp[len(owners) - len(shares) :, unlabelled] = shares / shares.sum(axis=0)
+    return accumulate(X, weights, resp, cov)
+
+
+def fit_labelled(
+    rows: RowSource,
+    n_components: int,
+    class_names: list[str],
+    options: FitOptions = DEFAULT_OPTIONS,
+    *,
+    reducer: Reducer = SERIAL,
+    feature_names: list[str] | None = None,
+    class_priors: np.ndarray | None = None,
+    on_iteration: Callable[[int, int, float], None] | None = None,
+) -> GaussianMixture:
+    """Fit K components to rows whose blocks carry each row's class (an index into
+    ``class_names``, UNLABELLED for none): the first C components are the classes', in
+    class order, the others of no class, in descending weight. Every row labelled and K
+    = C: one M-step (with ``class_priors`` as the weights when given). Restarts (for
+    the extra components' starts) as fit_rows()."""
+    cov = get_covariance(options.covariance_type)
+    n_classes = len(class_names)
+    n_features = rows.n_features
+    weights = class_weights(rows, n_classes, reducer)
+    if np.any(weights[:n_classes] <= 0):
+        empty = class_names[int(np.argmax(weights[:n_classes] <= 0))]
+        raise DataError(f"class {empty!r} has no row with a positive weight")
+    all_labelled = weights[n_classes] <= 0
+    if n_components < n_classes:
+        raise InvalidParameter(
+            "n_components", n_components, f"at least the {n_classes} classes of the labels"
+        )
+    if all_labelled and n_components != n_classes:
+        raise InvalidParameter(
+            "n_components",
+            n_components,
+            f"the {n_classes} classes: every row is labelled, so no component is left for "
+            "rows of no class",
+        )
+    if class_priors is not None:
+        class_priors = _checked_priors(class_priors, n_classes, all_labelled)
+    owners = np.array([*range(n_classes), *[UNLABELLED] * (n_components - n_classes)])
+    data = summarise(ClassRows(rows), reducer, n_components)
+    check_components(n_components, data.n_samples)
+    warn_about_inputs(data, options.reg_covar)
+    if data.coverage is not None:
+        raise DataError("labelled rows with missing values are not supported yet")
+    plain_rows = rows.centred(data.centre)
+    em_rows = rows.centred(data.centre, options.em_dtype)
+    seed = int(np.random.SeedSequence().entropy) if options.seed is None else options.seed
+    extra = n_components - n_classes
+    runs, failure = [], None
+    with reducer.session(em_rows):
+        for restart, child in enumerate(np.random.SeedSequence(seed).spawn(options.n_init)):
+            prepared_extra = None
+            if extra:
+                unlabelled = ClassRows(plain_rows, _unlabelled)
+                fallback = whole_data_start(unlabelled, extra, cov, options.reg_covar, reducer)
+                extra_start = initial_params(
+                    unlabelled,
+                    extra,
+                    dataclasses.replace(options, init=options.init_for(restart)),
+                    data=summarise(unlabelled, reducer, extra),
+                    fallback=fallback,
+                    rng=np.random.default_rng(child),
+                    reducer=reducer,
+                )
+                prepared_extra = Prepared.of(extra_start, cov)
+            block = functools.partial(_start_stats, prepared_extra, owners, cov)
+            try:
+                start_stats = reducer.sum(plain_rows, block)
+                start = m_step(start_stats, cov, options.reg_covar, None)
+                if class_priors is not None:
+                    start.weights = class_priors
+                if all_labelled:  # K = C: the M-step is the fit, nothing random in it
+                    runs.append(_from_labels(em_rows, start, start_stats, options, data, reducer))
+                    break
+                result = run_em(
+                    em_rows,
+                    start,
+                    options,
+                    total_weight=data.total_weight,
+                    reducer=reducer,
+                    on_iteration=None
+                    if on_iteration is None
+                    else (lambda it, ll, r=restart: on_iteration(r, it, ll)),
+                    owners=owners,
+                )
+            except SingularCovarianceError as err:
+                failure = err
+                continue
+            runs.append(result)
+    if not runs:
+        raise failure
+    best = max(runs, key=lambda result: result.stats.log_likelihood)
+    params, stats = best.params, best.stats
+    plain = unregularised(params, stats, cov, options.reg_covar)
+    by_weight = np.argsort(-params.weights[n_classes:], kind="stable")
+    order = np.concatenate([np.arange(n_classes), n_classes + by_weight])
+    params = Params(
+        params.weights[order],
+        params.means[order],
+        cov.select(params.covariances, order),
+        cov.select(params.prec_chol, order),
+    )
+    reason = degeneracy(params, stats.nk[order], cov, data, plain[order])
+    info = FitInfo(
+        log_likelihood=stats.log_likelihood,
+        n_iter=best.n_iter,
+        converged=best.converged,
+        degenerate=reason is not None,
+        degenerate_reason=reason,
+        n_samples=data.n_samples,
+        total_weight=data.total_weight,
+        n_parameters=n_parameters(cov, n_components, n_features),
+        init="labels" if not extra else options.init,
+        n_init=options.n_init,
+        max_iter=options.max_iter,
+        tol=options.tol,
+        reg_covar=options.reg_covar,
+        seed=seed,
+        largest_drop=best.largest_drop,
+        history=best.history,
+    )
+    model = GaussianMixture(
+        params.weights / params.weights.sum(),
+        params.means + em_rows.centre,
+        params.covariances,
+        cov.name,
+        feature_names,
+        info,
+        Classes(tuple(class_names), tuple(int(owner) for owner in owners)),
+    )
+    warn_about_fit(info)
+    return model
+
+
+def _checked_priors(priors, n_classes: int, all_labelled: bool) -> np.ndarray:
+    """Class priors as the weights of a fit of rows all labelled: C non-negative numbers,
+    not all 0, scaled to sum to 1."""
+    if not all_labelled:
+        raise InvalidParameter(
+            "class_priors",
+            "given",
+            "given only when every row is labelled (with unlabelled rows EM fits the weights)",
+        )
+    priors = np.asarray(priors, dtype=float)
+    if priors.shape != (n_classes,) or not np.all(priors >= 0) or priors.sum() <= 0:
+        raise InvalidParameter(
+            "class_priors", priors.tolist(), f"{n_classes} non-negative numbers, not all 0"
+        )
+    return priors / priors.sum()
+
+
+def _from_labels(
+    em_rows: RowSource,
+    params: Params,
+    stats: Stats,
+    options: FitOptions,
+    data,
+    reducer: Reducer,
+) -> EMResult:
+    """The fit of rows all labelled, one component a class: ``params``, the M-step of the
+    labels' ``stats``, and the mixture's log-likelihood at them (one pass, with no row
+    kept to its class)."""
+    cov = get_covariance(options.covariance_type)
+    prepared = Prepared.of(params, cov, options.em_dtype)
+    mixture = reducer.sum(em_rows, functools.partial(e_step, prepared=prepared))
+    stats = dataclasses.replace(stats, log_likelihood=mixture.log_likelihood)
+    mean = mixture.log_likelihood / data.total_weight
+    return EMResult(params, stats, [mean], n_iter=0, converged=True)

@@ -1,0 +1,188 @@
+"""Fits to labelled rows in the core: the fit of rows all labelled (one M-step, mclust's
+EDDA), semi-supervised EM, and the E-step that keeps labelled rows to their class."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.testing import assert_allclose
+from scipy.stats import multivariate_normal
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+import gmmcli
+from gmmcli.core.em import UNLABELLED, InMemoryRows, Params, Prepared, e_step
+from gmmcli.core.generate import random_mixture
+from gmmcli.core.labels import fit_labelled
+from gmmcli.core.options import FitOptions
+from gmmcli.core.structures import get_covariance
+from gmmcli.errors import DataError, InvalidParameter
+
+NAMES = ["a", "b", "c"]
+
+
+def _labelled(seed=0, n=600, n_features=3, separation=2.0, share=1.0):
+    """Rows of a known 3-component mixture, their true classes, and those classes kept
+    for a ``share`` of the rows (UNLABELLED elsewhere)."""
+    rng = np.random.default_rng(seed)
+    mixture = random_mixture(3, n_features, separation=separation, rng=rng)
+    X, truth = mixture.sample(n, seed=seed + 1)
+    kept = np.where(rng.random(n) < share, truth, UNLABELLED)
+    return X, truth, kept
+
+
+def _rows(X, classes, weights=None):
+    weights = np.ones(len(X)) if weights is None else weights
+    return InMemoryRows(X, weights, np.zeros(X.shape[1]), classes=classes)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_rows_all_labelled_give_exactly_the_m_step_of_the_labels(covariance_type):
+    X, truth, _ = _labelled()
+    weights = np.random.default_rng(4).integers(1, 4, len(X)).astype(float)
+    options = FitOptions(covariance_type=covariance_type, reg_covar=0.0)
+    model = fit_labelled(_rows(X, truth, weights), 3, NAMES, options)
+    assert model.fit_info.n_iter == 0 and model.fit_info.init == "labels"
+    assert model.classes.owners == (0, 1, 2)
+    scatters = []
+    for c in range(3):
+        w = weights[truth == c]
+        mean = w @ X[truth == c] / w.sum()
+        assert_allclose(model.weights[c], w.sum() / weights.sum(), rtol=1e-12)
+        assert_allclose(model.means[c], mean, rtol=1e-10, atol=1e-12)
+        centred = X[truth == c] - mean
+        scatters.append((centred * w[:, None]).T @ centred)
+    counts = np.bincount(truth, weights)
+    expected = {
+        "full": [scatter / n for scatter, n in zip(scatters, counts, strict=True)],
+        "tied": sum(scatters) / counts.sum(),
+        "diag": [np.diag(scatter) / n for scatter, n in zip(scatters, counts, strict=True)],
+        "spherical": [np.trace(s) / n / 3 for s, n in zip(scatters, counts, strict=True)],
+    }[covariance_type]
+    assert_allclose(model.covariances, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_the_log_likelihood_of_rows_all_labelled_is_the_mixtures():
+    X, truth, _ = _labelled()
+    model = fit_labelled(_rows(X, truth), 3, NAMES)
+    densities = [
+        w * multivariate_normal(mean, covariance).pdf(X)
+        for w, mean, covariance in zip(model.weights, model.means, model.covariances, strict=True)
+    ]
+    assert_allclose(model.fit_info.log_likelihood, np.log(np.sum(densities, axis=0)).sum())
+
+
+def test_tied_covariances_from_labels_are_linear_discriminant_analysis():
+    """mclust's EDDA with EEE at reg_covar 0 against scikit-learn's LDA with the same
+    priors (the classes' shares): the same labels, probabilities to 1e-8."""
+    X, truth, _ = _labelled(seed=5, separation=1.5)
+    options = FitOptions(covariance_type="tied", reg_covar=0.0)
+    model = fit_labelled(_rows(X, truth), 3, NAMES, options)
+    priors = np.bincount(truth) / len(truth)
+    lda = LinearDiscriminantAnalysis(solver="lsqr", priors=priors).fit(X, truth)
+    assert_allclose(model.predict_class_proba(X), lda.predict_proba(X), rtol=0, atol=1e-8)
+    np.testing.assert_array_equal(model.predict_class(X), np.array(NAMES)[lda.predict(X)])
+
+
+def test_full_covariances_from_labels_are_quadratic_discriminant_analysis():
+    """EDDA with VVV: each class's maximum-likelihood mean and covariance and its share
+    as prior, the posterior computed directly."""
+    X, truth, _ = _labelled(seed=6, separation=1.5)
+    model = fit_labelled(_rows(X, truth), 3, NAMES, FitOptions(reg_covar=0.0))
+    log_joint = np.column_stack(
+        [
+            np.log(np.mean(truth == c))
+            + multivariate_normal(
+                X[truth == c].mean(axis=0), np.cov(X[truth == c].T, bias=True)
+            ).logpdf(X)
+            for c in range(3)
+        ]
+    )
+    posterior = np.exp(log_joint - log_joint.max(axis=1, keepdims=True))
+    posterior /= posterior.sum(axis=1, keepdims=True)
+    assert_allclose(model.predict_class_proba(X), posterior, rtol=0, atol=1e-8)
+
+
+def test_class_priors_replace_the_classes_shares():
+    X, truth, _ = _labelled()
+    model = fit_labelled(_rows(X, truth), 3, NAMES, class_priors=[2.0, 1.0, 1.0])
+    assert_allclose(model.weights, [0.5, 0.25, 0.25])
+    with pytest.raises(InvalidParameter, match="class_priors"):
+        fit_labelled(_rows(X, truth), 3, NAMES, class_priors=[1.0, 1.0])
+    _, _, some = _labelled(share=0.5)
+    with pytest.raises(InvalidParameter, match="every row is labelled"):
+        fit_labelled(_rows(X, some), 3, NAMES, class_priors=[1.0, 1.0, 1.0])
+
+
+def test_the_e_step_keeps_labelled_rows_at_their_class():
+    """Whatever the parameters, a labelled row's weight goes to its class's component
+    alone; an unlabelled row's is shared as usual."""
+    X, truth, _ = _labelled()
+    cov = get_covariance("full")
+    rng = np.random.default_rng(2)
+    covariances = np.stack([np.eye(3)] * 4)
+    params = Params(
+        np.full(4, 0.25), rng.normal(0, 3, (4, 3)), covariances, np.stack([np.eye(3)] * 4)
+    )
+    classes = np.where(np.arange(len(X)) % 2 == 0, truth, UNLABELLED)
+    owners = np.array([0, 1, 2, UNLABELLED])
+    prepared = Prepared.of(params, cov, owners=owners)
+    labelled = classes != UNLABELLED
+    stats = e_step(X[labelled], np.ones(labelled.sum()), classes[labelled], prepared=prepared)
+    assert_allclose(stats.nk, [*np.bincount(classes[labelled], minlength=3), 0.0], atol=1e-12)
+    free = e_step(X[~labelled], np.ones((~labelled).sum()), classes[~labelled], prepared=prepared)
+    plain = e_step(X[~labelled], np.ones((~labelled).sum()), prepared=Prepared.of(params, cov))
+    assert_allclose(free.nk, plain.nk, rtol=1e-12)
+
+
+def test_partly_labelled_rows_beat_no_labels_in_eight_of_ten_seeds():
+    """D = 3, K = 3, 10% of rows labelled: the accuracy of the predicted classes against
+    that of an unlabelled fit under its best matching of components to classes."""
+    wins = 0
+    for seed in range(10):
+        X, truth, kept = _labelled(seed=seed, n=3000, separation=1.0, share=0.1)
+        semi = fit_labelled(_rows(X, kept), 3, NAMES, FitOptions(seed=seed))
+        semi_accuracy = np.mean(semi.predict_class(X) == np.array(NAMES)[truth])
+        plain = gmmcli.fit(X, 3, seed=seed).predict(X)
+        best = max(
+            np.mean(np.array(order)[plain] == truth) for order in itertools.permutations(range(3))
+        )
+        wins += semi_accuracy > best
+    assert wins >= 8
+
+
+def test_extra_components_have_no_class_and_come_after_by_weight():
+    X, truth, kept = _labelled(n=900, share=0.2)
+    model = fit_labelled(_rows(X, kept), 5, NAMES, FitOptions(seed=0))
+    assert model.classes.owners == (0, 1, 2, UNLABELLED, UNLABELLED)
+    assert model.weights[3] >= model.weights[4]
+    probabilities = model.predict_class_proba(X)
+    assert np.all(probabilities.sum(axis=1) <= 1 + 1e-12)  # the extra ones count for none
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**16))
+def test_integer_weights_are_repeated_labelled_rows(seed):
+    X, _, kept = _labelled(seed=seed % 50, n=240, share=0.3)
+    counts = np.random.default_rng(seed).integers(1, 4, len(X))
+    options = FitOptions(seed=0, tol=0, max_iter=5, init="kmeans++")
+    weighted = fit_labelled(_rows(X, kept, counts.astype(float)), 4, NAMES, options)
+    repeated = fit_labelled(
+        _rows(np.repeat(X, counts, axis=0), np.repeat(kept, counts)), 4, NAMES, options
+    )
+    assert_allclose(weighted.means, repeated.means, rtol=1e-8, atol=1e-10)
+    assert_allclose(weighted.covariances, repeated.covariances, rtol=1e-8, atol=1e-10)
+
+
+def test_bad_counts_of_components_and_empty_classes_are_refused():
+    X, truth, kept = _labelled(share=0.5)
+    with pytest.raises(InvalidParameter, match="at least the 3 classes"):
+        fit_labelled(_rows(X, kept), 2, NAMES)
+    with pytest.raises(InvalidParameter, match="every row is labelled"):
+        fit_labelled(_rows(X, truth), 4, NAMES)
+    weights = np.where(truth == 2, 0.0, 1.0)
+    with pytest.raises(DataError, match="class 'c' has no row"):
+        fit_labelled(_rows(X, truth, weights), 3, NAMES)
