@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import pyarrow as pa
 
@@ -64,6 +64,7 @@ def fit(
     options: FitOptions | None = None,
     start: GaussianMixture | None = None,
     on_iteration: Callable[[int, int, float], None] | None = None,
+    class_priors: Mapping[str, float] | None = None,
     **keywords,
 ) -> GaussianMixture:
     """Fit a mixture of ``n_components`` Gaussians to ``data`` by EM.
@@ -85,11 +86,19 @@ def fit(
     on_iteration : callable or None
         Called as ``on_iteration(restart, iteration, mean_log_likelihood)`` after every EM
         iteration.
+    class_priors : mapping of str to float, or None
+        With ``labels`` on every row: each class's prior by name (the mixture's weights;
+        by default the classes' shares of the weight).
     **keywords
         Fields of FitOptions (``covariance_type``, ``n_init``, ``seed``, ...) and of
-        Source (``columns``, ``memory_limit``, ``engine``, ...). ``seed`` defaults to None:
-        fresh entropy, recorded in ``fit_info.seed``, where the command line's ``--seed``
-        defaults to 0; ``seed=0`` gives the command line's model.
+        Source (``columns``, ``labels``, ``memory_limit``, ``engine``, ...). With
+        ``labels`` (a column's name or one label per row; an empty one is no label) each
+        class names one component: a labelled row stays at its class's component during
+        EM (K defaults to the number of classes; more components take the unlabelled rows
+        only), and rows all labelled with K equal to it are fitted by one M-step (LDA
+        with a tied covariance, QDA with full ones); ``model.classes`` names them.
+        ``seed`` defaults to None: fresh entropy, recorded in ``fit_info.seed``, where the
+        command line's ``--seed`` defaults to 0; ``seed=0`` gives the command line's model.
 
     Returns
     -------
@@ -111,7 +120,14 @@ def fit(
     fit_part, source_part = _typed(keywords, FitOptions, Source)
     options = _options(options or FitOptions(), fit_part)
     source = Source(data, weights=weights, **source_part)
-    return run.fit(source, n_components, options, start=start, on_iteration=on_iteration)
+    return run.fit(
+        source,
+        n_components,
+        options,
+        start=start,
+        on_iteration=on_iteration,
+        class_priors=class_priors,
+    )
 
 
 def select_k(

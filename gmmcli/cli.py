@@ -29,6 +29,7 @@ from gmmcli.flags import (
     MODEL,
     OUTPUT,
     ChunkRowsOpt,
+    ClassPriorsOpt,
     ColumnsOpt,
     Criterion,
     DataArg,
@@ -43,6 +44,7 @@ from gmmcli.flags import (
     InitOpt,
     InitSampleOpt,
     JobsOpt,
+    LabelOpt,
     MaxIterOpt,
     MemoryLimitOpt,
     Missing,
@@ -196,6 +198,8 @@ def fit_command(
     columns: ColumnsOpt = None,
     exclude: ExcludeOpt = None,
     weight_column: WeightOpt = None,
+    label_column: LabelOpt = None,
+    class_priors: ClassPriorsOpt = None,
     missing: MissingOpt = Missing["refuse"],
     strict: Annotated[
         bool,
@@ -232,10 +236,14 @@ def fit_command(
     )
     source = table_source(
         data, fmt, columns, exclude, weight_column, missing, chunk_rows, memory_limit
-    ).on(value(engine), scheduler)
+    )
+    source = source.with_labels(label_column).on(value(engine), scheduler)
     jobs.check_outputs({"output": output}, [data, init_model])
+    priors = jobs.parse_class_priors(class_priors)
     with report.captured_warnings():
-        model = jobs.fit(source, n_components, options, start=start, report=report)
+        model = jobs.fit(
+            source, n_components, options, start=start, report=report, class_priors=priors
+        )
     info = model.fit_info
     if strict and not (info.converged and not info.degenerate):
         raise strict_failure("the fit did not converge or is degenerate")

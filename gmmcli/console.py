@@ -22,7 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from gmmcli.core.model import GaussianMixture
+from gmmcli.core.model import Classes, GaussianMixture
 from gmmcli.core.options import Grid
 from gmmcli.core.select import GridPoint, on_edge
 from gmmcli.errors import GMMWarning
@@ -132,12 +132,16 @@ class Reporter:
         """fit's summary: a table of the components and a line about the fit."""
         info = model.fit_info
         table = Table(title=f"{model.n_components} {model.covariance_type} components")
+        classes = model.classes
         table.add_column("component", justify="right")
+        if classes is not None:
+            table.add_column("class")
         table.add_column("weight", justify="right")
         table.add_column("mean")
         for k in range(model.n_components):
             mean = ", ".join(f"{v:.4g}" for v in model.means[k])
-            table.add_row(str(k), f"{model.weights[k]:.4f}", mean)
+            named = [] if classes is None else [_class_of(classes, k)]
+            table.add_row(str(k), *named, f"{model.weights[k]:.4f}", mean)
         self.console.print(table)
         self.note(
             f"log-likelihood {info.log_likelihood:.6g} (mean {info.mean_log_likelihood:.6g}), "
@@ -230,3 +234,9 @@ def _point_line(point: GridPoint, criterion: str) -> str:
         f"K={point.n_components} {point.covariance_type}: {_short_status(point)}{shown}, "
         f"{point.seconds:.1f} s"
     )
+
+
+def _class_of(classes: Classes, component: int) -> str:
+    """A component's class name as a cell (a dash for one of no class)."""
+    owner = classes.owners[component]
+    return "-" if owner < 0 else escape(classes.names[owner])

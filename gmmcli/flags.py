@@ -38,6 +38,7 @@ FLAGS = {
     "n_features": "-d",
     "n_samples": "-n",
     "weights": "--weight-column",
+    "labels": "--label-column",
     "start": "--init-model",
 }
 
@@ -66,6 +67,8 @@ VALUE_NAMES = {
     "covariance_types": "<names>",
     "covariance_type": "<name>",
     "weight_column": "<name>",
+    "label_column": "<name>",
+    "class_priors": "<name=p,...>",
     "color_by": "<column>",
     "init": "<method>",
     "seed": "<int|random>",
@@ -147,6 +150,24 @@ ExcludeOpt = Annotated[str | None, option(panel=INPUT, help="Comma list of colum
 WeightOpt = Annotated[
     str | None,
     option("--weight-column", panel=INPUT, help="Column of frequency weights (counts per row)."),
+]
+LabelOpt = Annotated[
+    str | None,
+    option(
+        "--label-column",
+        panel=INPUT,
+        help="Column of class labels (text; an empty cell is no label), never a feature: "
+        "each class names a component, and a labelled row stays at its class's.",
+    ),
+]
+ClassPriorsOpt = Annotated[
+    str | None,
+    option(
+        "--class-priors",
+        panel=MODEL,
+        help="Each class's prior as NAME=P,NAME=P (every row labelled; default: the "
+        "classes' shares).",
+    ),
 ]
 MissingOpt = Annotated[
     Missing,

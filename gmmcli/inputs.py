@@ -27,6 +27,8 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from gmmcli.core.em import SERIAL, InMemoryRows, Reducer, RowSource
 from gmmcli.core.model import GaussianMixture
@@ -153,6 +155,10 @@ class Source:
         Where rows are processed.
     scheduler : str or None
         With ``engine="dask"``: a scheduler address, or "local[:N]" (the default).
+    labels : str, array or None
+        Class labels: a column's name (never a feature), or one label per row. Read as
+        text, trimmed; an empty one, a null or NaN is no label. The classes are the
+        distinct labels, in numeric order when every one is an integer, else as text.
     """
 
     data: object
@@ -166,6 +172,7 @@ class Source:
     memory_limit: str | int | None = None
     engine: str = "local"
     scheduler: str | None = None
+    labels: str | np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         check(self, SOURCE_RULES)
@@ -191,6 +198,22 @@ class Source:
                 "an array has no named columns: give {weights} as an array of weights",
                 ("weights",),
             )
+        if isinstance(self.labels, str) and _is_array(self.data):
+            raise UserError(
+                "an array has no named columns: give {labels} as an array of labels",
+                ("labels",),
+            )
+        if self.labels is not None and not isinstance(self.labels, str) and self.is_path:
+            raise UserError(
+                "{labels} as an array needs the data in memory; for a file, name its label column",
+                ("labels",),
+            )
+        if self.label_column is not None and self.label_column in (self.columns or []):
+            raise UserError(
+                f"column '{self.label_column}' holds the labels, which are never a feature: "
+                "leave it out of {columns}",
+                ("columns",),
+            )
         if self.engine == "local":
             if self.scheduler is not None:
                 raise ParameterConflict("scheduler", "engine", "dask")
@@ -207,6 +230,10 @@ class Source:
     def on(self, engine: str, scheduler: str | None = None) -> Source:
         """The same input, read on ``engine`` (checked again)."""
         return dataclasses.replace(self, engine=engine, scheduler=scheduler)
+
+    def with_labels(self, labels: str | np.ndarray | None) -> Source:
+        """The same input with these labels (checked again)."""
+        return dataclasses.replace(self, labels=labels)
 
     @property
     def is_path(self) -> bool:
@@ -231,6 +258,10 @@ class Source:
     @property
     def weight_column(self) -> str | None:
         return self.weights if isinstance(self.weights, str) else None
+
+    @property
+    def label_column(self) -> str | None:
+        return self.labels if isinstance(self.labels, str) else None
 
     @functools.cached_property
     def memory_bytes(self) -> int:
@@ -289,12 +320,14 @@ SOURCE_RULES = {
 @dataclass
 class Rows:
     """What a fit runs on: the row source, its feature names (None for a bare array), the
-    reducer that runs its passes and the workers the memory limit allows."""
+    reducer that runs its passes and the workers the memory limit allows; for labelled
+    rows (whose blocks carry each row's class), the classes' names in class order."""
 
     rows: RowSource
     names: list[str] | None
     reducer: Reducer
     workers: int = 1
+    class_names: list[str] | None = None
 
 
 def no_core(n_features: int, n_rows: int) -> memory.Needs:
@@ -311,6 +344,7 @@ def open_rows(
     fits in the memory limit beside what ``core(n_features, n_rows)`` holds (and no chunk
     size is given), else streamed in chunks that fit; passes have the workers that fit."""
     if source.engine == "dask":
+        _require_no_labels(source, "the dask engine")
         with _cluster_rows(source, report) as rows:
             yield rows
         return
@@ -326,6 +360,7 @@ def open_rows(
             features = _read_features(path, fmt, source, report)
             yield _in_memory(features, source, report, workers)
             return
+        _require_no_labels(source, "a file streamed in chunks (one larger than the memory limit)")
         _check_limit_before_reading(source, shape, core)
         names = _feature_names(path, fmt, source, report, memory.profile_block(limit))
         plan = _stream_plan(source, shape, core, len(names))
@@ -406,9 +441,28 @@ def _in_memory(features: tables.Features, source: Source, report: Report, worker
     report_left_out(report, dropped, source.missing)
     X, weights = features.X, features.weights
     weights = np.ones(len(X)) if weights is None else weights
-    rows = InMemoryRows(X, weights, np.zeros(X.shape[1]))
     names = None if _is_array(source.data) and not source.columns else features.names
-    return Rows(rows, names, local.reducer(workers), workers)
+    if features.labels is None:
+        rows = InMemoryRows(X, weights, np.zeros(X.shape[1]))
+        return Rows(rows, names, local.reducer(workers), workers)
+    class_names = _classes(features.labels, source)
+    codes = tables.class_codes(features.labels, class_names)
+    rows = InMemoryRows(X, weights, np.zeros(X.shape[1]), classes=codes)
+    return Rows(rows, names, local.reducer(workers), workers, class_names)
+
+
+def _classes(labels: pa.Array, source: Source) -> list[str]:
+    """The classes of the labels: a UserError if no row has one."""
+    found = pc.unique(labels.drop_null()).to_pylist()
+    if not found:
+        where = f"column '{source.label_column}'" if source.label_column else "the labels"
+        raise UserError(f"{where} of {source.name} has no label: every value is empty")
+    return tables.class_order(found)
+
+
+def _require_no_labels(source: Source, path: str) -> None:
+    if source.labels is not None:
+        raise UserError(f"labels are not read from {path} yet; fit labelled data in memory")
 
 
 def _feature_names(
@@ -416,11 +470,12 @@ def _feature_names(
 ) -> list[str]:
     """The features to read from a file, from its schema (Parquet) or a first pass (CSV,
     in blocks of ``block_bytes``)."""
+    label_column = [source.label_column] if source.label_column else []
     return stream.file_feature_names(
         path,
         fmt,
         source.columns,
-        source.exclude,
+        [*source.exclude, *label_column],
         source.weight_column,
         source.quoted,
         report.notice,
@@ -429,22 +484,35 @@ def _feature_names(
 
 
 def _read_features(path: str, fmt: str, source: Source, report: Report) -> tables.Features:
-    """A file's features, read whole (Parquet column by column into one array)."""
+    """A file's features, read whole (Parquet column by column into one array), with its
+    label column's labels."""
     if fmt == "parquet":
         names = _feature_names(path, fmt, source, report)
-        return stream.read_parquet_features(path, names, source.weight_column, source.name)
+        features = stream.read_parquet_features(path, names, source.weight_column, source.name)
+        if source.label_column is None:
+            return features
+        column = pq.read_table(path, columns=[source.label_column], use_threads=False)
+        labels = tables.label_column(column, source.label_column, source.name)
+        return dataclasses.replace(features, labels=labels)
     return select(tables.read_table(path, fmt, name=source.quoted), source, report)
 
 
 def select(table: pa.Table, source: Source, report: Report = QUIET) -> tables.Features:
-    """The source's features and weights from a table (notices to ``report``)."""
-    return tables.select_features(
+    """The source's features and weights from a table (notices to ``report``), and its
+    label column's labels."""
+    label_column = source.label_column
+    features = tables.select_features(
         table,
         columns=source.columns,
-        exclude=source.exclude,
+        exclude=[*source.exclude, *([label_column] if label_column else [])],
         weight_column=source.weight_column,
         source=source.name,
         notice=report.notice,
+    )
+    if label_column is None:
+        return features
+    return dataclasses.replace(
+        features, labels=tables.label_column(table, label_column, source.name)
     )
 
 
@@ -473,7 +541,13 @@ def _features_in_memory(source: Source, report: Report) -> tables.Features:
         features = tables.Features(X, names, None, _missing_rows(X))
     else:
         features = select(in_memory_table(source.data), source, report)
-    return _given_weights(features, source, require_positive=True)
+    features = _given_weights(features, source, require_positive=True)
+    if source.labels is None or isinstance(source.labels, str):
+        return features
+    labels = tables.label_texts(pa.array(np.asarray(source.labels).tolist()))
+    if len(labels) != len(features.X):
+        raise UserError(f"{len(labels)} labels for {len(features.X)} rows: give one label a row")
+    return dataclasses.replace(features, labels=labels)
 
 
 def _missing_rows(X: np.ndarray, block: int = 65536) -> np.ndarray:

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +23,7 @@ from gmmcli.core.blas import one_blas_thread
 from gmmcli.core.em import SERIAL, has_gaps
 from gmmcli.core.fit import check_components, fit_rows
 from gmmcli.core.generate import random_mixture
+from gmmcli.core.labels import fit_labelled
 from gmmcli.core.model import GaussianMixture, aic, bic
 from gmmcli.core.options import (
     COVARIANCE,
@@ -63,20 +64,30 @@ def fit(
     start: GaussianMixture | None = None,
     report: Report = QUIET,
     on_iteration: Callable[[int, int, float], None] | None = None,
+    class_priors: Mapping[str, float] | None = None,
 ) -> GaussianMixture:
     """A mixture of ``n_components`` fitted to ``source``: EM from ``start``'s parameters
     when given (K, the covariance type and the feature columns default to its own).
-    ``on_iteration(restart, iteration, mean_log_likelihood)`` follows EM."""
+    ``on_iteration(restart, iteration, mean_log_likelihood)`` follows EM. With labels
+    (``source.labels``), a fit to labelled rows (core.labels.fit_labelled: K defaults to
+    the classes'; ``class_priors`` by class name, when every row is labelled)."""
+    if source.labels is not None:
+        if start is not None:
+            raise UserError("{start} with {labels} is not supported yet", ("start", "labels"))
+    elif class_priors is not None:
+        raise UserError("{class_priors} need {labels}", ("class_priors", "labels"))
     if start is not None:
         n_components, options, source = _from_start(start, n_components, options, source)
-    if n_components is None:
+    if n_components is None and source.labels is None:
         raise UserError(
             "give the number of components with {n_components} (or {start})",
             ("n_components", "start"),
         )
-    check_components(n_components)
+    if n_components is not None:
+        check_components(n_components)
     require_one_file(source)
-    core = core_needs(options, n_components, local.default_threads(), gaps=source.missing)
+    workers = local.default_threads()
+    core = core_needs(options, n_components or 1, workers, gaps=source.missing)
     with open_rows(source, report, core) as data:
         steps = options.max_iter * options.n_init
         with report.progress(steps, "EM") as advance:
@@ -86,6 +97,17 @@ def fit(
                 if on_iteration is not None:
                     on_iteration(restart, iteration, mean_ll)
 
+            if data.class_names is not None:
+                return fit_labelled(
+                    data.rows,
+                    n_components or len(data.class_names),
+                    data.class_names,
+                    options,
+                    reducer=data.reducer,
+                    feature_names=data.names,
+                    class_priors=_priors(class_priors, data.class_names),
+                    on_iteration=iterated,
+                )
             return fit_rows(
                 data.rows,
                 n_components,
@@ -94,6 +116,46 @@ def fit(
                 feature_names=data.names,
                 on_iteration=iterated,
             )
+
+
+def parse_class_priors(text: str | None) -> dict[str, float] | None:
+    """--class-priors NAME=P,NAME=P as a mapping (None when not given)."""
+    if text is None:
+        return None
+    priors = {}
+    for item in text.split(","):
+        name, equals, number = item.rpartition("=")
+        try:
+            prior = float(number)
+        except ValueError:
+            prior = None
+        if not equals or not name.strip() or prior is None:
+            raise UserError(
+                f"{{class_priors}} item {item!r} is not NAME=P (a class and a number)",
+                ("class_priors",),
+            )
+        priors[name.strip()] = prior
+    return priors
+
+
+def _priors(priors: Mapping[str, float] | None, names: list[str]) -> np.ndarray | None:
+    """Class priors by name as a vector in class order: every class's, no other."""
+    if priors is None:
+        return None
+    unknown = sorted(set(priors) - set(names))
+    if unknown:
+        raise UserError(
+            f"{{class_priors}} names class '{unknown[0]}', which no row has "
+            f"(the classes: {', '.join(names)})",
+            ("class_priors",),
+        )
+    missing = [name for name in names if name not in priors]
+    if missing:
+        raise UserError(
+            f"{{class_priors}} lacks class '{missing[0]}': give every class's prior",
+            ("class_priors",),
+        )
+    return np.array([priors[name] for name in names], dtype=float)
 
 
 def _from_start(

@@ -109,8 +109,9 @@ class Labelled:
 
 @dataclass(frozen=True)
 class Classify:
-    """classify: a component column (and p_k columns), after the input's columns unless
-    ``only_new_columns``; summarised by Labelled."""
+    """classify: a component column (and p_k columns), and for a model with classes a
+    predicted_label column (and p_label_<class> columns), after the input's columns
+    unless ``only_new_columns``; summarised by Labelled."""
 
     model: GaussianMixture
     probabilities: bool = True
@@ -219,24 +220,30 @@ class Kept:
 
 def replaced_columns(table: pa.Table) -> list[str]:
     """Columns of an earlier classify that a new one replaces (not generate's
-    true_component, nor impute's draw)."""
+    true_component and true_label, nor impute's draw)."""
+    kept = ("true_component", "true_label", "draw")
     return [
         name
         for name in table.column_names
-        if tables.GMMCLI_COLUMNS.fullmatch(name) and name not in ("true_component", "draw")
+        if tables.GMMCLI_COLUMNS.fullmatch(name) and name not in kept
     ]
 
 
 def classified(
     table: pa.Table, features: tables.Features, classify: Classify, reducer: Reducer
 ) -> pa.Table:
-    """The table with a component column (and p_k columns); rows marked missing get nulls.
+    """The table with a component column (and p_k columns), and for a model with classes
+    predicted_label (and p_label_<class>: Classes.probabilities); rows marked missing
+    get nulls.
 
     Each component's probabilities are computed into an array of their own, which its
     column takes as its buffer (no copy)."""
     n_rows, n_components = len(features.missing), classify.model.n_components
+    classes = classify.model.classes
     outputs = RowOutputs(
-        probabilities=np.empty((n_components, n_rows)) if classify.probabilities else None,
+        probabilities=np.empty((n_components, n_rows))
+        if classify.probabilities or classes is not None
+        else None,
         labels=np.empty(n_rows, dtype=np.int64),
     )
     _predict(features, classify.model, outputs, reducer)
@@ -244,6 +251,17 @@ def classified(
     new = {"component": _column(outputs.labels, keep)}
     if classify.probabilities:
         new.update({f"p_{k}": _column(p, keep) for k, p in enumerate(outputs.probabilities)})
+    if classes is not None:
+        by_class = classes.probabilities(outputs.probabilities.T)
+        chosen = np.asarray(classes.names, dtype=object)[by_class.argmax(axis=1)]
+        new["predicted_label"] = pa.array(np.where(keep, chosen, None), pa.string())
+        if classify.probabilities:
+            new.update(
+                {
+                    f"p_label_{name}": _column(np.ascontiguousarray(p), keep)
+                    for name, p in zip(classes.names, by_class.T, strict=True)
+                }
+            )
     if classify.only_new_columns:
         return pa.table(new)
     table = table.drop_columns(replaced_columns(table))

@@ -324,11 +324,11 @@ BROKEN = {
         lambda d: d.update(version=1, covariance_type="eii"),
         r"is format version 1, which has no EII models",
     ),
-    "version-3": (
+    "version-4": (
         "VVE",
-        _set("version", 3),
-        r"has model format version 3; this gmmcli reads versions 1 and 2 \(upgrade gmmcli or "
-        r"refit\)$",
+        _set("version", 4),
+        r"has model format version 4; this gmmcli reads versions 1, 2 and 3 \(upgrade gmmcli "
+        r"or refit\)$",
     ),
     "covariance-type-unknown": (
         "VEV",

@@ -390,6 +390,7 @@ class GaussianMixture:
         covariance_type: str,
         feature_names: list[str] | None = None,
         fit_info: FitInfo | None = None,
+        classes: Classes | None = None,
     ) -> GaussianMixture:
         """A model of one of mclust's ten structures from its covariances' parts.
 
@@ -415,7 +416,8 @@ class GaussianMixture:
         problem = cov.parts_error(parts, n_components, n_features)
         if problem is not None:
             raise GMMError(problem)
-        model = cls(weights, means, cov.stored(parts.matrices()), cov.name, feature_names, fit_info)
+        covariances = cov.stored(parts.matrices())
+        model = cls(weights, means, covariances, cov.name, feature_names, fit_info, classes)
         model._given_parts = (parts, model.covariances.copy())
         return model
 

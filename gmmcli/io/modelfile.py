@@ -4,9 +4,12 @@ Version 1 holds scikit-learn's four structures (full, tied, diag, spherical) by 
 covariances, as since gmmcli 0.1.0. Version 2 holds mclust's ten constrained structures by
 what defines them: volumes, shapes and orientations, one entry where the structure shares a
 part, one per component where it varies and none where it is the identity; covariances
-follow on load. A model is written in its structure's version, so files of the four stay
-readable by older gmmcli, and the version-2 loader refuses keys it does not know, so that a
-later format is not misread as this one.
+follow on load. Version 3 is a model whose components name classes (a fit with labels):
+either structure's keys, and ``class_names`` (in class order) with ``component_classes``
+(each component's class name, null for one of no class). A model is written in the
+lowest version that holds it, so files of the four stay readable by older gmmcli, and the
+loaders of versions 2 and 3 refuse keys they do not know, so that a later format is not
+misread as theirs.
 
 Floats are written by ``repr`` (Python's json does this), so a saved model loads back
 bit-identical; keys are sorted and there are no timestamps, so reruns give the same bytes.
@@ -27,7 +30,7 @@ import numpy as np
 from gmmcli import __version__
 from gmmcli.core.constrained import Constrained, Parts
 from gmmcli.core.covariance import Covariance
-from gmmcli.core.model import FitInfo, GaussianMixture
+from gmmcli.core.model import Classes, FitInfo, GaussianMixture
 from gmmcli.core.structures import get_covariance
 from gmmcli.errors import GMMError, UserError
 from gmmcli.io.atomic import atomic_write_bytes
@@ -35,6 +38,9 @@ from gmmcli.io.atomic import atomic_write_bytes
 FORMAT = "gmmcli-model"
 VERSION = 1  # scikit-learn's four structures, by their covariances
 PARTS_VERSION = 2  # mclust's ten constrained structures, by their parts
+CLASSES_VERSION = 3  # a model whose components name classes, of any structure
+CLASS_KEYS = ("class_names", "component_classes")
+VERSIONS = (VERSION, PARTS_VERSION, CLASSES_VERSION)
 # The keys of every version-2 file; its part keys (PART_KEYS) depend on its structure.
 COMMON_KEYS = (
     *("format", "version", "covariance_type", "n_components", "n_features"),
@@ -98,7 +104,7 @@ def _part_keys(structure: Constrained) -> list[tuple[PartKeys, str]]:
 
 def to_dict(model: GaussianMixture) -> dict[str, Any]:
     """The model as plain JSON-ready data: format version 1 for scikit-learn's four
-    structures, 2 for mclust's ten."""
+    structures, 2 for mclust's ten, 3 for a model with classes."""
     data: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
@@ -118,6 +124,11 @@ def to_dict(model: GaussianMixture) -> dict[str, Any]:
         for part, key in _part_keys(model.covariance):
             values = getattr(parts, part.field)
             data[key] = (values if key == part.field else values[0]).tolist()
+    if model.classes is not None:
+        names = model.classes.names
+        data["version"] = CLASSES_VERSION
+        data["class_names"] = list(names)
+        data["component_classes"] = [names[c] if c >= 0 else None for c in model.classes.owners]
     info = model.fit_info
     if info is not None:
         fields = {**TRAINING_FIELDS, **OPTIONAL_TRAINING_FIELDS}
@@ -202,14 +213,16 @@ def _structure(name: Any) -> Covariance:
 
 def _check_version(version: Any) -> None:
     _require(
-        type(version) is int and version in (VERSION, PARTS_VERSION),
-        f"has model format version {version!r}; this gmmcli reads versions {VERSION} and "
-        f"{PARTS_VERSION} (upgrade gmmcli or refit)",
+        type(version) is int and version in VERSIONS,
+        f"has model format version {version!r}; this gmmcli reads versions "
+        f"{', '.join(map(str, VERSIONS[:-1]))} and {VERSIONS[-1]} (upgrade gmmcli or refit)",
     )
 
 
 def _check_structure(version: int, structure: Covariance) -> None:
-    """The file's version is the one of its structure."""
+    """The file's version is the one of its structure (version 3 has every one)."""
+    if version == CLASSES_VERSION:
+        return
     if isinstance(structure, Constrained):
         _require(
             version == PARTS_VERSION,
@@ -224,18 +237,54 @@ def _check_structure(version: int, structure: Covariance) -> None:
         )
 
 
+def _check_keys(data: dict[str, Any], structure: Covariance) -> None:
+    """A file of version 2 or 3 has no key its version does not know."""
+    version = data["version"]
+    if version == VERSION:
+        return
+    if isinstance(structure, Constrained):
+        own = [key for _, key in _part_keys(structure)]
+    else:
+        own = ["covariances"]
+    own += CLASS_KEYS if version == CLASSES_VERSION else []
+    unknown = sorted(set(data) - {*COMMON_KEYS, *own})
+    if unknown:
+        raise ModelFileError(
+            f"has key '{unknown[0]}', unknown to format version {version} "
+            f"({structure.name} models have {_listing(own)})"
+        )
+
+
+def _classes(data: dict[str, Any], n_components: int) -> Classes | None:
+    """A version-3 file's classes: its class names, and each component's class (or null)."""
+    if data["version"] != CLASSES_VERSION:
+        return None
+    for key in CLASS_KEYS:
+        _require(key in data, f"lacks '{key}' (format version 3 is a model with classes)")
+    names, owners = data["class_names"], data["component_classes"]
+    _require(
+        isinstance(names, list) and names and all(isinstance(n, str) for n in names),
+        "'class_names' must be a list of strings",
+    )
+    _require(
+        isinstance(owners, list)
+        and len(owners) == n_components
+        and all(owner is None or owner in names for owner in owners),
+        f"'component_classes' must list, for each of the {n_components} components, one of "
+        "'class_names' or null",
+    )
+    try:
+        return Classes(tuple(names), tuple(-1 if o is None else names.index(o) for o in owners))
+    except GMMError as err:
+        raise ModelFileError(str(err)) from None
+
+
 def _parts(data: dict[str, Any], structure: Constrained, shape: tuple[int, int]) -> Parts:
-    """The parts a version-2 file holds, one entry per component (shared entries
-    repeated, identity parts filled in); unknown, missing and misshapen keys refused."""
+    """The parts a version-2 or 3 file holds, one entry per component (shared entries
+    repeated, identity parts filled in); missing and misshapen keys refused."""
     n_components, n_features = shape
     keys = _part_keys(structure)
     listing = _listing([key for _, key in keys])
-    unknown = sorted(set(data) - {*COMMON_KEYS, *(key for _, key in keys)})
-    if unknown:
-        raise ModelFileError(
-            f"has key '{unknown[0]}', unknown to format version {PARTS_VERSION} "
-            f"({structure.name} models have {listing})"
-        )
     entries: dict[str, np.ndarray] = {
         "shapes": np.stack([np.ones(n_features)] * n_components),
         "orientations": np.stack([np.eye(n_features)] * n_components),
@@ -268,6 +317,7 @@ def from_dict(data: Any) -> GaussianMixture:
         _require(key in data, f"lacks '{key}'")
     structure = _structure(data["covariance_type"])
     _check_structure(data["version"], structure)
+    _check_keys(data, structure)
     constrained = isinstance(structure, Constrained)
     _require(constrained or "covariances" in data, "lacks 'covariances'")
     names = data.get("feature_names")
@@ -286,10 +336,13 @@ def from_dict(data: Any) -> GaussianMixture:
     else:
         covariances = _number_array(data, "covariances")
     info = _fit_info(data.get("training"))
+    classes = _classes(data, len(means))
     try:
         if constrained:
-            return GaussianMixture.from_parts(weights, means, parts, structure.name, names, info)
-        return GaussianMixture(weights, means, covariances, structure.name, names, info)
+            return GaussianMixture.from_parts(
+                weights, means, parts, structure.name, names, info, classes
+            )
+        return GaussianMixture(weights, means, covariances, structure.name, names, info, classes)
     except GMMError as err:
         raise ModelFileError(str(err)) from None
 

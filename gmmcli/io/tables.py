@@ -48,7 +48,9 @@ COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}
 
 # Columns gmmcli writes itself; skipped when features are chosen by default.
 # Use as ``GMMCLI_COLUMNS.fullmatch(name)``.
-GMMCLI_COLUMNS = re.compile(r"component|true_component|log_likelihood|p_\d+|draw")
+GMMCLI_COLUMNS = re.compile(
+    r"component|true_component|log_likelihood|p_\d+|draw|predicted_label|p_label_.*|true_label"
+)
 
 
 def format_for(path: str, override: str | None, *, for_output: bool = False) -> str:
@@ -235,6 +237,7 @@ class Features:
     missing: np.ndarray  # bool (n_rows,): a feature or the weight is null, NaN or ±inf
     weight_column: str | None = None
     first_row: int = 0  # rows of the file before these (for a chunk of a longer file)
+    labels: pa.Array | None = None  # text (n_rows,), null for no label (label_texts)
 
 
 def select_features(
@@ -411,6 +414,39 @@ def counting_from(values: pa.ChunkedArray) -> int | None:
     return None
 
 
+INTEGER = re.compile(r"[+-]?\d+")
+
+
+def label_texts(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Class labels as text: each value as a string, trimmed; an empty one, a null or NaN
+    is no label (null)."""
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    if pa.types.is_floating(values.type):
+        values = pc.if_else(pc.is_nan(values), None, values)
+    text = pc.utf8_trim_whitespace(values.cast(pa.string()))
+    return pc.if_else(pc.equal(text, ""), None, text)
+
+
+def label_column(table: pa.Table, name: str, source: str) -> pa.Array:
+    """The label column ``name`` of ``table`` as text (label_texts)."""
+    return label_texts(_column(table, name, source))
+
+
+def class_order(labels: list[str]) -> list[str]:
+    """Distinct labels in class order: by value when every one is an integer, else as
+    text."""
+    distinct = set(labels)
+    if all(INTEGER.fullmatch(label) for label in distinct):
+        return sorted(distinct, key=int)
+    return sorted(distinct)
+
+
+def class_codes(texts: pa.Array, names: list[str]) -> np.ndarray:
+    """Each label's index in ``names`` (-1 for no label or one not among them)."""
+    codes = pc.index_in(texts, value_set=pa.array(names, pa.string()))
+    return pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.intp)
+
+
 def require_complete(
     features: Features,
     *,
@@ -461,7 +497,10 @@ def require_complete(
             ("missing",),
         )
     X = features.X[keep]
-    kept = dataclasses.replace(features, X=X, weights=weights, missing=np.zeros(len(X), bool))
+    labels = None if features.labels is None else features.labels.filter(pa.array(keep))
+    kept = dataclasses.replace(
+        features, X=X, weights=weights, missing=np.zeros(len(X), bool), labels=labels
+    )
     return kept, n_left_out
 
 

@@ -1,0 +1,159 @@
+"""Labels on the command line and in Python: fit --label-column (rows all or partly
+labelled), model files of version 3, classify's class columns, and every bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+from cli_helpers import error_line, gmm, ok, read_csv
+
+import gmmcli
+from gmmcli.core.model import Classes
+from gmmcli.io import modelfile
+
+SPECIES = ["setosa", "versicolor", "virginica"]
+
+
+def _table(seed=0, n=300, share=1.0):
+    """Three labelled clusters in two features; a ``share`` of rows keep their label."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 3, n)
+    centres = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
+    X = centres[truth] + rng.normal(0, 1, (n, 2))
+    labels = np.where(rng.random(n) < share, np.array(SPECIES)[truth], "")
+    return pa.table({"x": X[:, 0], "y": X[:, 1], "species": labels}), truth
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    table, _ = _table()
+    pa_csv.write_csv(table, "all.csv")
+    pq.write_table(table, "all.parquet")
+    partial, _ = _table(share=0.2)
+    pa_csv.write_csv(partial, "some.csv")
+    return tmp_path
+
+
+def test_rows_all_labelled_fit_to_a_model_of_classes(work):
+    ok(gmm("fit all.csv --label-column species -o model.json -q"))
+    data = json.loads(Path("model.json").read_text())
+    assert data["version"] == 3
+    assert data["class_names"] == SPECIES
+    assert data["component_classes"] == SPECIES
+    assert data["training"]["n_iter"] == 0 and data["training"]["init"] == "labels"
+    assert data["feature_names"] == ["x", "y"]  # the labels are no feature
+    api = gmmcli.fit("all.csv", labels="species", seed=0)
+    assert modelfile.dumps(api) == Path("model.json").read_text()
+    ok(gmm("fit all.parquet --label-column species -o parquet.json -q"))
+    assert Path("parquet.json").read_text() == Path("model.json").read_text()
+
+
+def test_partly_labelled_rows_with_more_components(work):
+    ok(gmm("fit some.csv --label-column species -k 4 -o model.json -q"))
+    data = json.loads(Path("model.json").read_text())
+    assert data["component_classes"] == [*SPECIES, None]
+    model = modelfile.load("model.json")
+    assert model.classes == Classes(tuple(SPECIES), (0, 1, 2, -1))
+    assert model.fit_info.n_iter > 0
+
+
+def test_classify_adds_the_predicted_class_and_its_probabilities(work):
+    ok(gmm("fit all.csv --label-column species -o model.json -q"))
+    ok(gmm("classify all.csv -m model.json -o out.csv -q"))
+    out = read_csv("out.csv")
+    names = out.column_names
+    assert names[-4:] == ["predicted_label", *(f"p_label_{name}" for name in SPECIES)]
+    _, truth = _table()
+    predicted = out.column("predicted_label").to_pylist()
+    assert np.mean(np.array(predicted) == np.array(SPECIES)[truth]) > 0.95
+    by_class = np.column_stack([out.column(f"p_label_{n}").to_numpy() for n in SPECIES])
+    np.testing.assert_allclose(by_class.sum(axis=1), 1.0, rtol=1e-12)
+    # fed back: the class columns are replaced, not taken for features
+    ok(gmm("classify out.csv -m model.json -o again.csv -q"))
+    assert read_csv("again.csv").column_names == names
+
+
+def test_labels_are_trimmed_text_and_integers_sort_by_value(tmp_path):
+    X = np.random.default_rng(0).normal(0, 1, (60, 2)) + np.repeat([[0, 0], [6, 0], [0, 6]], 20, 0)
+    labels = np.repeat([" 10", "2 ", "1"], 20).astype(object)
+    labels[::7] = None
+    model = gmmcli.fit(X, labels=labels, seed=0)
+    assert model.classes.names == ("1", "2", "10")
+    assert model.predict_class(X[[0, 25, 59]]).tolist() == ["10", "2", "1"]
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ("fit all.csv --label-column nope", "column 'nope' not found"),
+        ("fit all.csv --label-column species -k 2", "at least the 3 classes"),
+        ("fit all.csv --label-column species -k 4", "every row is labelled"),
+        ("fit all.csv --label-column species --columns x,species", "never a feature"),
+        ("fit all.csv --label-column species --class-priors setosa", "is not NAME=P"),
+        (
+            "fit all.csv --label-column species --class-priors setosa=1,versicolor=1",
+            "lacks class 'virginica'",
+        ),
+        (
+            "fit all.csv --label-column species --class-priors "
+            "setosa=1,versicolor=1,virginica=1,rose=1",
+            "names class 'rose', which no row has",
+        ),
+        ("fit all.csv --class-priors setosa=1", "--class-priors need --label-column"),
+        ("fit some.csv --label-column species --class-priors a=1", "names class 'a'"),
+        ("fit all.csv --label-column species --chunk-rows 50", "not read from a file streamed"),
+    ],
+)
+def test_bad_labels_are_one_line(work, command, message):
+    assert message in error_line(gmm(command + " -o out.json"))
+    assert not Path("out.json").exists()
+
+
+def test_a_label_column_with_no_label_is_refused(work):
+    table, _ = _table()
+    empty = table.set_column(2, "species", pa.array([""] * table.num_rows))
+    pa_csv.write_csv(empty, "empty.csv")
+    line = error_line(gmm("fit empty.csv --label-column species -o out.json"))
+    assert "column 'species' of empty.csv has no label" in line
+
+
+def test_a_model_file_of_classes_round_trips_and_bad_classes_are_refused(work):
+    table, _ = _table()
+    model = gmmcli.fit(table, labels="species", covariance_type="EEI", seed=0)
+    text = modelfile.dumps(model)
+    again = modelfile.loads(text)
+    assert again.classes == model.classes and modelfile.dumps(again) == text
+    data = json.loads(text)
+    for edit, message in [
+        (lambda d: d.pop("class_names"), "lacks 'class_names'"),
+        (lambda d: d.update(component_classes=["setosa"] * 3), "must name a component"),
+        (lambda d: d.update(component_classes=["rose", None, None]), "'component_classes'"),
+        (lambda d: d.update(class_names=[1, 2, 3]), "'class_names' must be"),
+        (lambda d: d.update(comment="x"), "unknown to format version 3"),
+    ]:
+        broken = json.loads(text)
+        edit(broken)
+        with pytest.raises(modelfile.ModelFileError, match=message):
+            modelfile.loads(json.dumps(broken))
+    assert data["version"] == 3 and "volume" in data
+
+
+def test_fit_with_labels_in_a_pipe(work):
+    """A real process reading the CSV from stdin (spooled, then read whole)."""
+    with open("all.csv", "rb") as data:
+        done = subprocess.run(
+            [sys.executable, "-m", "gmmcli", "fit", "-", "--label-column", "species", "-q"],
+            stdin=data,
+            capture_output=True,
+            check=True,
+        )
+    assert json.loads(done.stdout)["class_names"] == SPECIES
