@@ -410,6 +410,14 @@ def score(
     data: DataArg,
     model: ModelOpt,
     weight_column: WeightOpt = None,
+    label_column: Annotated[
+        str | None,
+        option(
+            panel=INPUT,
+            help="Column of class labels: also report error_rate, brier and confusion "
+            "(a model fitted with labels).",
+        ),
+    ] = None,
     per_sample: Annotated[
         str | None, option(panel=OUTPUT, help="Also write every row with its log_likelihood.")
     ] = None,
@@ -438,6 +446,7 @@ def score(
         memory_limit=memory_limit,
         engine=value(engine),
         scheduler=scheduler,
+        labels=label_column,
     )
     jobs.check_outputs({"output": output}, [data, model])
     if per_sample != "-":  # (the job refuses "-"; with dask, --per-sample is a folder)

@@ -128,6 +128,16 @@ class Reporter:
             disable=self.quiet or self.log,
         )
 
+    def confusion(self, names: list[str], counts: list[list[float]]) -> None:
+        """score's table of labels (rows) by predicted classes (columns), in weights."""
+        table = Table(title="label (rows) by predicted class (columns)")
+        table.add_column("label")
+        for name in names:
+            table.add_column(escape(name), justify="right")
+        for name, row in zip(names, counts, strict=True):
+            table.add_row(escape(name), *(f"{count:.6g}" for count in row))
+        self.console.print(table)
+
     def summary(self, model: GaussianMixture) -> None:
         """fit's summary: a table of the components and a line about the fit."""
         info = model.fit_info

@@ -52,13 +52,15 @@ class Report(Protocol):
     GMMWarnings): notes, notices about the input (such as a column taken for a row index),
     the features it reads, progress (``progress(total, label)`` yields ``advance(steps,
     text)``; ``grid_progress(total, criterion)`` yields a callback for each grid point
-    fitted)."""
+    fitted), the confusion of classes and predicted classes of a score with labels."""
 
     def note(self, text: str) -> None: ...
 
     def notice(self, warning: GMMWarning) -> None: ...
 
     def features(self, names: list[str], weight_column: str | None, detail: str = "") -> None: ...
+
+    def confusion(self, names: list[str], counts: list[list[float]]) -> None: ...
 
     def progress(self, total: int, label: str) -> contextlib.AbstractContextManager[Advance]: ...
 
@@ -77,6 +79,9 @@ class Quiet:
         warnings.warn(warning, stacklevel=2)
 
     def features(self, names: list[str], weight_column: str | None, detail: str = "") -> None:
+        pass
+
+    def confusion(self, names: list[str], counts: list[list[float]]) -> None:
         pass
 
     @contextlib.contextmanager
@@ -900,10 +905,36 @@ def model_rows(
         require_positive=False,
     )
     features = _given_weights(features, source)
+    if source.labels is not None:
+        features = dataclasses.replace(
+            features, labels=_model_labels(table, model, source, first_row, where)
+        )
     features, _ = tables.require_complete(
         features, source=where, missing=source.missing, allow_empty=True, keep_rows=True
     )
     return features
+
+
+def _model_labels(
+    table: pa.Table, model: GaussianMixture, source: Source, first_row: int, where: str
+) -> pa.Array:
+    """The labels of a chunk scored by a model of classes: each one of its classes."""
+    if model.classes is None:
+        raise UserError("the model has no classes for {labels}: fit it with labels", ("labels",))
+    if source.label_column is not None:
+        labels = tables.label_column(table, source.label_column, where)
+    else:
+        labels = tables.label_texts(pa.array(np.asarray(source.labels).tolist()))
+    unseen = pc.and_(
+        pc.is_valid(labels), pc.invert(pc.is_in(labels, pa.array(model.classes.names)))
+    )
+    if pc.any(unseen).as_py():
+        row = pc.index(unseen, True).as_py()
+        raise UserError(
+            f"label {labels[row].as_py()!r} at row {first_row + row + 1} of {where} is not one "
+            f"of the model's classes ({', '.join(model.classes.names)})"
+        )
+    return labels
 
 
 def _named(model: GaussianMixture, source: Source) -> GaussianMixture:

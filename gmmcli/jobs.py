@@ -356,11 +356,12 @@ def score(
         if totals["weight"] <= 0:
             raise tables.no_positive_weight(source.weight_column, source.name)
         totals["n_samples"], totals["n_partial"] = total.n_samples, total.n_partial
+        totals["classes"] = total.classes
 
     prediction = Score(model, keeps_input=per_sample.path is not None)
     predict_rows(source, model, prediction, per_sample, accept=accept, report=report)
     weight, log_likelihood = float(totals["weight"]), float(totals["log_likelihood"])
-    return {
+    summary = {
         "n_samples": totals["n_samples"],
         "n_samples_missing_features": totals["n_partial"],
         "total_weight": weight,
@@ -368,6 +369,27 @@ def score(
         "mean_log_likelihood": log_likelihood / weight,
         "bic": bic(log_likelihood, model.n_parameters, weight),
         "aic": aic(log_likelihood, model.n_parameters),
+    }
+    if source.labels is not None:
+        summary.update(_class_scores(totals["classes"], model.classes.names, source, report))
+    return summary
+
+
+def _class_scores(classes, names: list[str], source: Source, report: Report) -> dict:
+    """score's figures for labelled rows: error_rate, brier and confusion (label, then
+    predicted class, to weight), the confusion also as a table on ``report``."""
+    labelled, errors, brier = (float(v) for v in classes.sums.total())
+    if labelled <= 0:
+        raise UserError(f"no row of {source.name} scored has a label and a positive weight")
+    counts = classes.confusion.tolist()
+    report.confusion(list(names), counts)
+    return {
+        "error_rate": errors / labelled,
+        "brier": brier / labelled,
+        "confusion": {
+            label: dict(zip(names, row, strict=True))
+            for label, row in zip(names, counts, strict=True)
+        },
     }
 
 

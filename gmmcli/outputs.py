@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from gmmcli.core import GaussianMixture
-from gmmcli.core.em import Reducer, has_gaps
+from gmmcli.core.em import Reducer, add_up, has_gaps
 from gmmcli.core.model import RowOutputs
 from gmmcli.core.options import check, whole_number
 from gmmcli.io import tables
@@ -81,18 +81,53 @@ def _block_sum(values: np.ndarray) -> np.ndarray:
 @dataclass
 class Scores:
     """Sums over scored rows: how many, how many of them on fewer features (missing some),
-    and (by row position: RowSums) their total weight and weighted log-likelihood."""
+    and (by row position: RowSums) their total weight and weighted log-likelihood; with
+    labels, ClassScores."""
 
     n_samples: int = 0
     sums: RowSums = field(default_factory=RowSums)
     n_partial: int = 0
+    classes: ClassScores | None = None
 
     def __add__(self, other: Scores) -> Scores:
         return Scores(
             self.n_samples + other.n_samples,
             self.sums + other.sums,
             self.n_partial + other.n_partial,
+            add_up([self.classes, other.classes]),
         )
+
+
+@dataclass(frozen=True)
+class ClassScores:
+    """How a model of classes predicts the labelled rows scored: (by row position) their
+    weight, the weight of those whose most probable class is not their label, and Σ w ·
+    Σ_c (p_c − [c = label])² (Brier); and the weight of each (label, predicted class)
+    pair, (C, C) (exact for whole-number weights, else to rounding)."""
+
+    sums: RowSums
+    confusion: np.ndarray
+
+    def __add__(self, other: ClassScores) -> ClassScores:
+        return ClassScores(self.sums + other.sums, self.confusion + other.confusion)
+
+    @classmethod
+    def of(
+        cls, probabilities: np.ndarray, codes: np.ndarray, weights: np.ndarray, first_row: int
+    ) -> ClassScores:
+        """From each row's class probabilities (n, C), label (its class, -1 for none or
+        a row not scored) and weight."""
+        n_classes = probabilities.shape[1]
+        labelled = codes >= 0
+        w = np.where(labelled, weights, 0.0)
+        predicted = probabilities.argmax(axis=1)
+        truth = np.zeros_like(probabilities)
+        truth[np.flatnonzero(labelled), codes[labelled]] = 1.0
+        brier = np.square(probabilities - truth).sum(axis=1)
+        values = np.column_stack([w, w * (predicted != codes), w * brier])
+        pairs = codes[labelled] * n_classes + predicted[labelled]
+        confusion = np.bincount(pairs, w[labelled], n_classes * n_classes)
+        return cls(RowSums.of(values, first_row), confusion.reshape(n_classes, n_classes))
 
 
 @dataclass(frozen=True)
@@ -133,8 +168,9 @@ class Classify:
 
 @dataclass(frozen=True)
 class Score:
-    """score: the input with a log_likelihood column, summarised by Scores; the input's
-    other columns are read only for a per-sample table."""
+    """score: the input with a log_likelihood column, summarised by Scores (with
+    ClassScores for labelled rows and a model of classes); the input's other columns are
+    read only for a per-sample table."""
 
     model: GaussianMixture
     keeps_input: bool = False
@@ -276,13 +312,20 @@ def scored(
     """The table with a log_likelihood column, and the sums over its rows."""
     keep = ~features.missing
     per_row = np.empty(len(keep))
-    _predict(features, mixture, RowOutputs(log_likelihood=per_row), reducer)
+    labelled = features.labels is not None and mixture.classes is not None
+    probabilities = np.empty((mixture.n_components, len(keep))) if labelled else None
+    _predict(features, mixture, RowOutputs(per_row, probabilities), reducer)
     weights = np.ones(len(keep)) if features.weights is None else features.weights
     values = np.zeros((len(keep), 2))
     values[keep, 0] = weights[keep]
     values[keep, 1] = weights[keep] * per_row[keep]
     partial = int(has_gaps(features.X) and (np.isnan(features.X).any(axis=1) & keep).sum())
-    scores = Scores(int(keep.sum()), RowSums.of(values, features.first_row), partial)
+    classes = None
+    if labelled:
+        codes = np.where(keep, tables.class_codes(features.labels, mixture.classes.names), -1)
+        by_class = mixture.classes.probabilities(probabilities.T)
+        classes = ClassScores.of(by_class, codes, weights, features.first_row)
+    scores = Scores(int(keep.sum()), RowSums.of(values, features.first_row), partial, classes)
     return table.append_column("log_likelihood", _column(per_row, keep)), scores
 
 

@@ -157,3 +157,56 @@ def test_fit_with_labels_in_a_pipe(work):
             check=True,
         )
     assert json.loads(done.stdout)["class_names"] == SPECIES
+
+
+def test_score_with_labels_reports_errors_brier_and_confusion(work):
+    table, truth = _table()
+    weights = np.random.default_rng(3).integers(1, 4, table.num_rows).astype(float)
+    labels = table.column("species").to_numpy(zero_copy_only=False).copy()
+    labels[::10] = ""  # no label: scored, but not in the figures of the labels
+    scored = table.set_column(2, "species", pa.array(labels)).append_column("w", pa.array(weights))
+    pa_csv.write_csv(scored, "scored.csv")
+    ok(gmm("fit all.csv --label-column species -o model.json -q"))
+    result = ok(gmm("score scored.csv -m model.json --label-column species --weight-column w"))
+    summary = json.loads(result.stdout)
+    model = modelfile.load("model.json")
+    X = np.column_stack([table.column("x").to_numpy(), table.column("y").to_numpy()])
+    p = model.predict_class_proba(X)
+    has = labels != ""
+    codes = np.array([SPECIES.index(label) for label in labels[has]])
+    w = weights[has]
+    wrong = p[has].argmax(axis=1) != codes
+    brier = np.square(p[has] - np.eye(3)[codes]).sum(axis=1)
+    np.testing.assert_allclose(summary["error_rate"], w @ wrong / w.sum(), rtol=1e-12)
+    np.testing.assert_allclose(summary["brier"], w @ brier / w.sum(), rtol=1e-12)
+    for i, label in enumerate(SPECIES):
+        for j, predicted in enumerate(SPECIES):
+            expected = w[(codes == i) & (p[has].argmax(axis=1) == j)].sum()
+            assert summary["confusion"][label][predicted] == expected
+    assert "label (rows) by predicted class" in result.stderr
+    streamed = ok(
+        gmm(
+            "score scored.csv -m model.json --label-column species --weight-column w -q "
+            "--chunk-rows 37"
+        )
+    )
+    assert (
+        streamed.stdout
+        == ok(
+            gmm("score scored.csv -m model.json --label-column species --weight-column w -q")
+        ).stdout
+    )
+
+
+def test_score_refuses_a_label_the_model_does_not_know_and_a_model_of_no_classes(work):
+    ok(gmm("fit all.csv --label-column species -o model.json -q"))
+    table, _ = _table()
+    labels = table.column("species").to_pylist()
+    labels[7] = "rose"
+    pa_csv.write_csv(table.set_column(2, "species", pa.array(labels)), "rose.csv")
+    line = error_line(gmm("score rose.csv -m model.json --label-column species"))
+    assert "label 'rose' at row 8 of rose.csv is not one of the model's classes" in line
+    ok(gmm("fit all.csv -k 3 -o plain.json -q"))
+    assert "the model has no classes" in error_line(
+        gmm("score all.csv -m plain.json --label-column species")
+    )
