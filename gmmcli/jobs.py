@@ -507,8 +507,9 @@ GENERATE_CHUNK_ROWS = 131072  # also the Parquet row-group size
 class Draw:
     """What generate draws: rows from a random mixture of ``n_components`` components in
     ``n_features`` dimensions (means ``separation`` standard deviations apart), or from
-    ``model`` (or the model file it names); with a true_component column unless ``labels``
-    is False, and integer frequency weights in ``weight_column`` if given."""
+    ``model`` (or the model file it names); with a true_component column (and for a model
+    of classes the component's class in true_label) unless ``labels`` is False, and
+    integer frequency weights in ``weight_column`` if given."""
 
     n_samples: int = 1000
     n_components: int = 3
@@ -521,7 +522,10 @@ class Draw:
 
     def __post_init__(self) -> None:
         check(self, DRAW_RULES)
-        data_columns = ("true_component", *(f"x{i}" for i in range(self.n_features)))
+        data_columns = (
+            *("true_component", "true_label"),
+            *(f"x{i}" for i in range(self.n_features)),
+        )
         if self.weight_column in data_columns:
             raise InvalidParameter(
                 "weight_column", self.weight_column, "a name other than a data column's"
@@ -566,12 +570,20 @@ def generate(
             columns = {name: X[:, i] for i, name in enumerate(names)}
             if draw.labels:
                 columns["true_component"] = labels
+                if mixture.classes is not None:
+                    columns["true_label"] = _class_names(mixture.classes, labels)
             if draw.weight_column:
                 columns[draw.weight_column] = weight_rng.integers(1, 6, rows)
             writer.write(pa.table(columns))
         if truth is not None:
             modelfile.save(mixture, truth)
     return mixture
+
+
+def _class_names(classes, components: np.ndarray) -> pa.Array:
+    """Each drawn component's class name (null for a component of no class)."""
+    names = [*classes.names, None]
+    return pa.array([names[classes.owners[k]] for k in components], pa.string())
 
 
 def load_model(model: GaussianMixture | str | os.PathLike) -> GaussianMixture:

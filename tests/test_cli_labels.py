@@ -210,3 +210,15 @@ def test_score_refuses_a_label_the_model_does_not_know_and_a_model_of_no_classes
     assert "the model has no classes" in error_line(
         gmm("score all.csv -m plain.json --label-column species")
     )
+
+
+def test_generate_from_a_model_of_classes_draws_their_labels(work):
+    ok(gmm("fit some.csv --label-column species -k 4 -o model.json -q"))
+    ok(gmm("generate --model model.json -n 400 --seed 2 -o drawn.csv"))
+    drawn = read_csv("drawn.csv")
+    components = drawn.column("true_component").to_numpy()
+    labels = drawn.column("true_label").to_pylist()
+    names = [*SPECIES, ""]  # (an empty cell: no class)
+    assert labels == [names[k] for k in components]
+    assert "" in labels  # the component of no class was drawn too
+    ok(gmm("fit drawn.csv --label-column true_label -k 4 -o again.json -q"))
