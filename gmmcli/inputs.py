@@ -365,23 +365,31 @@ def open_rows(
             features = _read_features(path, fmt, source, report)
             yield _in_memory(features, source, report, workers)
             return
-        _require_no_labels(source, "a file streamed in chunks (one larger than the memory limit)")
         _check_limit_before_reading(source, shape, core)
         names = _feature_names(path, fmt, source, report, memory.profile_block(limit))
         plan = _stream_plan(source, shape, core, len(names))
         detail = f"streamed from {source.name} in chunks of {plan.chunk_rows} rows"
         report.features(names, source.weight_column, detail)
+        block_bytes = memory.block_bytes(plan.chunk_rows, shape.text_bytes)
+        class_names = None
+        if source.label_column is not None:
+            found = stream.file_labels(
+                path, fmt, source.label_column, plan.chunk_rows, source.quoted, block_bytes
+            )
+            class_names = _classes(pa.array(found, pa.string()), source)
         rows = stream.FileRows(
             path,
             fmt,
             names,
             source.weight_column,
+            source.label_column,
+            class_names,
             plan.chunk_rows,
             source.missing,
             name=source.quoted,
-            block_bytes=memory.block_bytes(plan.chunk_rows, shape.text_bytes),
+            block_bytes=block_bytes,
         )
-        yield Rows(rows, names, local.reducer(plan.workers), plan.workers)
+        yield Rows(rows, names, local.reducer(plan.workers), plan.workers, class_names)
 
 
 def _stream_plan(
@@ -392,7 +400,7 @@ def _stream_plan(
 ) -> memory.Plan:
     """How a fit streams ``n_features`` features of the file within the memory limit (a
     chunk read ahead as well)."""
-    read = n_features + bool(source.weight_column)
+    read = n_features + bool(source.weight_column) + bool(source.label_column)
     needs = memory.reading(source.file_format(), read, shape.text_bytes)
     needs += memory.features(n_features) + memory.read_ahead(read, n_features)
     needs += core(n_features, shape.n_rows)

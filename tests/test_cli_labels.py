@@ -57,6 +57,14 @@ def test_rows_all_labelled_fit_to_a_model_of_classes(work):
     assert Path("parquet.json").read_text() == Path("model.json").read_text()
 
 
+def test_a_streamed_fit_with_labels_is_the_same_bytes_as_a_whole_one(work):
+    for name in ("some.csv", "all.csv"):
+        k = "-k 4" if name == "some.csv" else ""
+        ok(gmm(f"fit {name} --label-column species {k} -o whole.json -q"))
+        ok(gmm(f"fit {name} --label-column species {k} --chunk-rows 37 -o streamed.json -q"))
+        assert Path("streamed.json").read_bytes() == Path("whole.json").read_bytes()
+
+
 def test_partly_labelled_rows_with_more_components(work):
     ok(gmm("fit some.csv --label-column species -k 4 -o model.json -q"))
     data = json.loads(Path("model.json").read_text())
@@ -110,7 +118,7 @@ def test_labels_are_trimmed_text_and_integers_sort_by_value(tmp_path):
         ),
         ("fit all.csv --class-priors setosa=1", "--class-priors need --label-column"),
         ("fit some.csv --label-column species --class-priors a=1", "names class 'a'"),
-        ("fit all.csv --label-column species --chunk-rows 50", "not read from a file streamed"),
+        ("fit all.parquet --label-column species --engine dask", "not read from the dask engine"),
     ],
 )
 def test_bad_labels_are_one_line(work, command, message):

@@ -23,6 +23,7 @@ from typing import BinaryIO, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
@@ -523,12 +524,16 @@ def _conversion_error(err: pa.ArrowInvalid, name: str) -> UserError:
 
 @dataclass
 class FileRows(OnePart):
-    """A table file served to the core as blocks of feature rows, re-read on every pass."""
+    """A table file served to the core as blocks of feature rows, re-read on every pass;
+    with ``label_column`` and ``class_names``, each row's class too (its index in them,
+    -1 for no label)."""
 
     path: str
     fmt: str
     names: list[str]
     weight_column: str | None = None
+    label_column: str | None = None
+    class_names: list[str] | None = None
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     missing: str = "refuse"  # what rows with missing values are: tables.require_complete
     centre: np.ndarray | None = None
@@ -560,20 +565,22 @@ class FileRows(OnePart):
     def features(self) -> Iterator[tables.Features]:
         """Each chunk's features, checked as in memory, laid out column by column (blocks
         copies them into rows); row numbers count from the file's start."""
-        columns = self.names + ([self.weight_column] if self.weight_column else [])
+        numbers = self.names + ([self.weight_column] if self.weight_column else [])
+        columns = numbers + ([self.label_column] if self.label_column else [])
         first_row = 0
         batches = open_batches(
             self.path,
             self.fmt,
             self.chunk_rows,
             columns,
-            columns,
+            numbers,
             name=self.label,
             block_bytes=self.block_bytes,
         )
         for batch in batches:
+            table = pa.Table.from_batches([batch])
             chunk = tables.features_of(
-                pa.Table.from_batches([batch]),
+                table,
                 self.names,
                 weight_column=self.weight_column,
                 source=self.label,
@@ -581,21 +588,25 @@ class FileRows(OnePart):
                 require_positive=False,
                 order="F",
             )
+            if self.label_column:
+                labels = tables.label_column(table, self.label_column, self.label)
+                chunk = dataclasses.replace(chunk, labels=labels)
             first_row += batch.num_rows
-            del batch  # (else held while the next one is read)
+            del batch, table  # (else held while the next one is read)
             yield chunk
 
-    def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def blocks(self) -> Iterator[tuple[np.ndarray, ...]]:
         """The rows centred (those left by ``missing``), in blocks counted from the first
-        (not by chunk), each a new array in rows (the centring copies it); the next chunk
-        read meanwhile."""
+        (not by chunk), each a new array in rows (the centring copies it), with their
+        weights (and classes); the next chunk read meanwhile."""
         centre = np.zeros(self.n_features) if self.centre is None else self.centre
         with contextlib.closing(read_ahead(self._rows())) as chunks:
-            for X, weights in in_blocks(chunks, self.block_rows):
-                yield np.subtract(X, centre, order="C").astype(self.dtype, copy=False), weights
+            for X, *rest in in_blocks(chunks, self.block_rows):
+                yield np.subtract(X, centre, order="C").astype(self.dtype, copy=False), *rest
 
-    def _rows(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Each chunk's rows as ``missing`` leaves them (or an error) and their weights."""
+    def _rows(self) -> Iterator[tuple[np.ndarray, ...]]:
+        """Each chunk's rows as ``missing`` leaves them (or an error), their weights (and
+        classes)."""
         positive = False
         for chunk in self.features():
             chunk, _ = tables.require_complete(
@@ -606,9 +617,25 @@ class FileRows(OnePart):
             )
             weights = np.ones(len(chunk.X)) if chunk.weights is None else chunk.weights
             positive = positive or bool((weights > 0).any())
-            yield chunk.X, weights
+            if self.class_names is None:
+                yield chunk.X, weights
+            else:
+                yield chunk.X, weights, tables.class_codes(chunk.labels, self.class_names)
         if self.weight_column and not positive:
             raise tables.no_positive_weight(self.weight_column, self.label)
+
+
+def file_labels(
+    path: str, fmt: str, column: str, chunk_rows: int, name: str, block_bytes: int
+) -> list[str]:
+    """The distinct labels of a file's label column (label_texts), in one pass over it
+    alone."""
+    found: set[str] = set()
+    batches = open_batches(path, fmt, chunk_rows, [column], name=name, block_bytes=block_bytes)
+    for batch in batches:
+        labels = tables.label_column(pa.Table.from_batches([batch]), column, name)
+        found.update(pc.unique(labels.drop_null()).to_pylist())
+    return sorted(found)
 
 
 _DONE = object()
