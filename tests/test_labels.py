@@ -186,3 +186,49 @@ def test_bad_counts_of_components_and_empty_classes_are_refused():
     weights = np.where(truth == 2, 0.0, 1.0)
     with pytest.raises(DataError, match="class 'c' has no row"):
         fit_labelled(_rows(X, truth, weights), 3, NAMES)
+
+
+def _with_gaps(X, share=0.15, seed=9):
+    X = X.copy()
+    X[np.random.default_rng(seed).random(X.shape) < share] = np.nan
+    return X
+
+
+def test_rows_all_labelled_with_gaps_give_each_class_its_own_fit_through_gaps():
+    """Full covariances: the classes do not share parameters, so the labelled fit is each
+    class's one-component fit through its gaps, and its log-likelihood the mixture's of
+    the observed features."""
+    X, truth, _ = _labelled(seed=3)
+    gapped = _with_gaps(X)
+    options = FitOptions(tol=1e-12, max_iter=500)
+    model = fit_labelled(_rows(gapped, truth), 3, NAMES, options)
+    assert model.fit_info.missing_cells == int(np.isnan(gapped).sum())
+    for c in range(3):
+        alone = gmmcli.fit(gapped[truth == c], 1, missing="marginal", tol=1e-12, max_iter=500)
+        assert_allclose(model.means[c], alone.means[0], rtol=1e-6, atol=1e-6)
+        assert_allclose(model.covariances[c], alone.covariances[0], rtol=1e-5, atol=1e-6)
+    expected = 0.0
+    for x in gapped:
+        o = ~np.isnan(x)
+        expected += np.log(
+            sum(
+                w * multivariate_normal(mean[o], cov[np.ix_(o, o)]).pdf(x[o])
+                for w, mean, cov in zip(model.weights, model.means, model.covariances, strict=True)
+            )
+        )
+    assert_allclose(model.fit_info.log_likelihood, expected, rtol=1e-10)
+
+
+def test_partly_labelled_rows_with_gaps_never_lose_likelihood():
+    X, _, kept = _labelled(seed=4, share=0.3)
+    options = FitOptions(seed=0, tol=0, max_iter=25)
+    model = fit_labelled(_rows(_with_gaps(X), kept), 3, NAMES, options)
+    history = np.array(model.fit_info.history)
+    assert np.all(np.diff(history) >= -1e-9 * np.abs(history[1:]))
+    assert model.fit_info.largest_drop == 0.0
+
+
+def test_gaps_with_components_of_no_class_are_refused_for_now():
+    X, _, kept = _labelled(share=0.3)
+    with pytest.raises(DataError, match="one component a class"):
+        fit_labelled(_rows(_with_gaps(X), kept), 4, NAMES)

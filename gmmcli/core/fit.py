@@ -339,7 +339,7 @@ def fit_rows(
             data = described(first and first.gathered, em_rows.centre, n_components)
             start_stats = first.stats
         check_components(n_components, data.n_samples)
-        _check_coverage(data, cov, feature_names)
+        check_coverage(data, cov, feature_names)
         warn_about_inputs(data, options.reg_covar)
         start_rows, start_data = _start_rows(rows, data, n_components)
         for restart, child in enumerate(np.random.SeedSequence(seed).spawn(options.n_init)):
@@ -453,7 +453,7 @@ def _start_rows(
     return None, data
 
 
-def _check_coverage(data: DataSummary, cov: Covariance, feature_names: list[str] | None) -> None:
+def check_coverage(data: DataSummary, cov: Covariance, feature_names: list[str] | None) -> None:
     """Rows with gaps must still give every parameter data: every feature a value, and
     for structures with covariances between features, every pair a row that has both."""
     if data.coverage is None:

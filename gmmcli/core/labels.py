@@ -12,6 +12,11 @@ When every row is labelled and each class has one component, the fit is that M-s
 nothing more, no EM (mclust's EDDA for one structure: LDA with a tied covariance, QDA with
 full ones); its log-likelihood is then the mixture's, Σ log Σₖ πₖ N(x | k), as mclust
 reports it, with the classes' weights (or given priors) as πₖ.
+
+Rows with missing values (NaN) go through the marginal E-step (gmmcli.core.gaps), so their
+moments depend on the parameters: the start is then the M-step of the labelled rows'
+statistics under the data's centre and variances, and EM runs until the fit converges,
+rows all labelled too (with one component a class, for now).
 """
 
 from __future__ import annotations
@@ -41,13 +46,14 @@ from gmmcli.core.em import (
 )
 from gmmcli.core.fit import (
     check_components,
+    check_coverage,
     degeneracy,
     summarise,
     unregularised,
     warn_about_fit,
     warn_about_inputs,
 )
-from gmmcli.core.init import initial_params, whole_data_start
+from gmmcli.core.init import initial_params, observed_whole_start, whole_data_start
 from gmmcli.core.model import Classes, FitInfo, GaussianMixture, n_parameters
 from gmmcli.core.options import DEFAULT_OPTIONS, FitOptions
 from gmmcli.core.structures import get_covariance
@@ -162,37 +168,40 @@ def fit_labelled(
     data = summarise(ClassRows(rows), reducer, n_components)
     check_components(n_components, data.n_samples)
     warn_about_inputs(data, options.reg_covar)
-    if data.coverage is not None:
-        raise DataError("labelled rows with missing values are not supported yet")
+    extra = n_components - n_classes
+    gaps = data.coverage is not None
+    if gaps:
+        if extra:
+            raise DataError(
+                "labelled rows with missing values are fitted with one component a class "
+                "for now: give -k as the number of classes"
+            )
+        check_coverage(data, cov, feature_names)
     plain_rows = rows.centred(data.centre)
     em_rows = rows.centred(data.centre, options.em_dtype)
     seed = int(np.random.SeedSequence().entropy) if options.seed is None else options.seed
-    extra = n_components - n_classes
     runs, failure = [], None
     with reducer.session(em_rows):
         for restart, child in enumerate(np.random.SeedSequence(seed).spawn(options.n_init)):
-            prepared_extra = None
-            if extra:
-                unlabelled = ClassRows(plain_rows, _unlabelled)
-                fallback = whole_data_start(unlabelled, extra, cov, options.reg_covar, reducer)
-                extra_start = initial_params(
-                    unlabelled,
-                    extra,
-                    dataclasses.replace(options, init=options.init_for(restart)),
-                    data=summarise(unlabelled, reducer, extra),
-                    fallback=fallback,
-                    rng=np.random.default_rng(child),
-                    reducer=reducer,
-                )
-                prepared_extra = Prepared.of(extra_start, cov)
-            block = functools.partial(_start_stats, prepared_extra, owners, cov)
+            if gaps:
+                whole = observed_whole_start(data, n_components, cov, options.reg_covar)
+                block = functools.partial(_labelled_e_step, Prepared.of(whole, cov, owners=owners))
+            else:
+                extra_start = None
+                if extra:
+                    child_options = dataclasses.replace(options, init=options.init_for(restart))
+                    extra_start = _extra_start(
+                        plain_rows, extra, child_options, np.random.default_rng(child), reducer
+                    )
+                block = functools.partial(_start_stats, extra_start, owners, cov)
             try:
                 start_stats = reducer.sum(plain_rows, block)
                 start = m_step(start_stats, cov, options.reg_covar, None)
-                if class_priors is not None:
-                    start.weights = class_priors
-                if all_labelled:  # K = C: the M-step is the fit, nothing random in it
-                    runs.append(_from_labels(em_rows, start, start_stats, options, data, reducer))
+                if all_labelled and not gaps:  # K = C: the M-step is the fit
+                    start.weights = start.weights if class_priors is None else class_priors
+                    mixture = _mixture_log_likelihood(em_rows, start, options, reducer)
+                    stats = dataclasses.replace(start_stats, log_likelihood=mixture)
+                    runs.append(EMResult(start, stats, [mixture / data.total_weight], 0, True))
                     break
                 result = run_em(
                     em_rows,
@@ -208,6 +217,13 @@ def fit_labelled(
             except SingularCovarianceError as err:
                 failure = err
                 continue
+            if all_labelled:  # with gaps: EM for the conditional moments, then as above
+                if class_priors is not None:
+                    result.params.weights = class_priors
+                mixture = _mixture_log_likelihood(em_rows, result.params, options, reducer)
+                result.stats = dataclasses.replace(result.stats, log_likelihood=mixture)
+                runs.append(result)
+                break
             runs.append(result)
     if not runs:
         raise failure
@@ -240,6 +256,7 @@ def fit_labelled(
         seed=seed,
         largest_drop=best.largest_drop,
         history=best.history,
+        missing_cells=data.missing_cells,
     )
     model = GaussianMixture(
         params.weights / params.weights.sum(),
@@ -252,6 +269,32 @@ def fit_labelled(
     )
     warn_about_fit(info)
     return model
+
+
+def _extra_start(
+    rows: RowSource, extra: int, options: FitOptions, rng: np.random.Generator, reducer: Reducer
+) -> Prepared:
+    """The components of no class started on the unlabelled rows alone (options.init)."""
+    cov = get_covariance(options.covariance_type)
+    unlabelled = ClassRows(rows, _unlabelled)
+    fallback = whole_data_start(unlabelled, extra, cov, options.reg_covar, reducer)
+    start = initial_params(
+        unlabelled,
+        extra,
+        options,
+        data=summarise(unlabelled, reducer, extra),
+        fallback=fallback,
+        rng=rng,
+        reducer=reducer,
+    )
+    return Prepared.of(start, cov)
+
+
+def _labelled_e_step(
+    prepared: Prepared, X: np.ndarray, weights: np.ndarray, classes: np.ndarray
+) -> Stats:
+    """The E-step of a block's labelled rows alone, each kept to its class."""
+    return e_step(X, np.where(classes == UNLABELLED, 0.0, weights), classes, prepared=prepared)
 
 
 def _checked_priors(priors, n_classes: int, all_labelled: bool) -> np.ndarray:
@@ -271,20 +314,9 @@ def _checked_priors(priors, n_classes: int, all_labelled: bool) -> np.ndarray:
     return priors / priors.sum()
 
 
-def _from_labels(
-    em_rows: RowSource,
-    params: Params,
-    stats: Stats,
-    options: FitOptions,
-    data,
-    reducer: Reducer,
-) -> EMResult:
-    """The fit of rows all labelled, one component a class: ``params``, the M-step of the
-    labels' ``stats``, and the mixture's log-likelihood at them (one pass, with no row
-    kept to its class)."""
-    cov = get_covariance(options.covariance_type)
-    prepared = Prepared.of(params, cov, options.em_dtype)
-    mixture = reducer.sum(em_rows, functools.partial(e_step, prepared=prepared))
-    stats = dataclasses.replace(stats, log_likelihood=mixture.log_likelihood)
-    mean = mixture.log_likelihood / data.total_weight
-    return EMResult(params, stats, [mean], n_iter=0, converged=True)
+def _mixture_log_likelihood(
+    em_rows: RowSource, params: Params, options: FitOptions, reducer: Reducer
+) -> float:
+    """Σ w log Σₖ πₖ N(x | k) at ``params``: one pass, no row kept to its class."""
+    prepared = Prepared.of(params, get_covariance(options.covariance_type), options.em_dtype)
+    return reducer.sum(em_rows, functools.partial(e_step, prepared=prepared)).log_likelihood
