@@ -342,12 +342,17 @@ def no_core(n_features: int, n_rows: int) -> memory.Needs:
 
 @contextlib.contextmanager
 def open_rows(
-    source: Source, report: Report = QUIET, core: Callable[[int, int], memory.Needs] = no_core
+    source: Source,
+    report: Report = QUIET,
+    core: Callable[[int, int], memory.Needs] = no_core,
+    classes: Sequence[str] | None = None,
 ) -> Iterator[Rows]:
     """The rows of ``source`` for a fit, open for its passes (a spooled stdin, a cluster's
     client), with a line on ``report`` naming the features. A file is read whole when it
     fits in the memory limit beside what ``core(n_features, n_rows)`` holds (and no chunk
-    size is given), else streamed in chunks that fit; passes have the workers that fit."""
+    size is given), else streamed in chunks that fit; passes have the workers that fit.
+    With labels, the classes are ``classes`` when given (a label not among them is an
+    error), else those the labels have."""
     if source.engine == "dask":
         _require_no_labels(source, "the dask engine")
         with _cluster_rows(source, report) as rows:
@@ -355,7 +360,7 @@ def open_rows(
         return
     if not source.is_path:
         features = _features_in_memory(source, report)
-        yield _in_memory(features, source, report, local.default_threads())
+        yield _in_memory(features, source, report, local.default_threads(), classes)
         return
     with spooled(source.path) as path:
         fmt = source.file_format()
@@ -363,7 +368,7 @@ def open_rows(
         workers = _whole_read_workers(source, shape, core)
         if workers is not None:
             features = _read_features(path, fmt, source, report)
-            yield _in_memory(features, source, report, workers)
+            yield _in_memory(features, source, report, workers, classes)
             return
         _check_limit_before_reading(source, shape, core)
         names = _feature_names(path, fmt, source, report, memory.profile_block(limit))
@@ -376,7 +381,7 @@ def open_rows(
             found = stream.file_labels(
                 path, fmt, source.label_column, plan.chunk_rows, source.quoted, block_bytes
             )
-            class_names = _classes(pa.array(found, pa.string()), source)
+            class_names = _classes(pa.array(found, pa.string()), source, classes)
         rows = stream.FileRows(
             path,
             fmt,
@@ -445,8 +450,15 @@ def report_left_out(report: Report, count: int, missing: str) -> None:
         report.note(f"dropped {count} rows with {why}")
 
 
-def _in_memory(features: tables.Features, source: Source, report: Report, workers: int) -> Rows:
-    """The rows in memory that ``missing`` leaves (or a UserError)."""
+def _in_memory(
+    features: tables.Features,
+    source: Source,
+    report: Report,
+    workers: int,
+    classes: Sequence[str] | None = None,
+) -> Rows:
+    """The rows in memory that ``missing`` leaves (or a UserError), with their classes
+    (open_rows)."""
     report.features(features.names, source.weight_column, f"{len(features.X)} rows")
     features, dropped = tables.require_complete(
         features, source=source.name, missing=source.missing
@@ -458,19 +470,28 @@ def _in_memory(features: tables.Features, source: Source, report: Report, worker
     if features.labels is None:
         rows = InMemoryRows(X, weights, np.zeros(X.shape[1]))
         return Rows(rows, names, local.reducer(workers), workers)
-    class_names = _classes(features.labels, source)
+    class_names = _classes(features.labels, source, classes)
     codes = tables.class_codes(features.labels, class_names)
     rows = InMemoryRows(X, weights, np.zeros(X.shape[1]), classes=codes)
     return Rows(rows, names, local.reducer(workers), workers, class_names)
 
 
-def _classes(labels: pa.Array, source: Source) -> list[str]:
-    """The classes of the labels: a UserError if no row has one."""
+def _classes(labels: pa.Array, source: Source, given: Sequence[str] | None) -> list[str]:
+    """The classes of the labels, or ``given`` ones that hold every label: a UserError if
+    no row has one, or one is not given."""
     found = pc.unique(labels.drop_null()).to_pylist()
+    where = f"column '{source.label_column}'" if source.label_column else "the labels"
     if not found:
-        where = f"column '{source.label_column}'" if source.label_column else "the labels"
         raise UserError(f"{where} of {source.name} has no label: every value is empty")
-    return tables.class_order(found)
+    if given is None:
+        return tables.class_order(found)
+    unknown = sorted(set(found) - set(given))
+    if unknown:
+        raise UserError(
+            f"{where} of {source.name} holds '{unknown[0]}', not one of the model's classes "
+            f"({', '.join(given)})"
+        )
+    return list(given)
 
 
 def _require_no_labels(source: Source, path: str) -> None:

@@ -24,7 +24,7 @@ from gmmcli.core.em import SERIAL, has_gaps
 from gmmcli.core.fit import check_components, fit_rows
 from gmmcli.core.generate import random_mixture
 from gmmcli.core.labels import fit_labelled
-from gmmcli.core.model import GaussianMixture, aic, bic
+from gmmcli.core.model import Classes, GaussianMixture, aic, bic
 from gmmcli.core.options import (
     COVARIANCE,
     SELECT_DEFAULTS,
@@ -71,13 +71,17 @@ def fit(
     ``on_iteration(restart, iteration, mean_log_likelihood)`` follows EM. With labels
     (``source.labels``), a fit to labelled rows (core.labels.fit_labelled: K defaults to
     the classes'; ``class_priors`` by class name, when every row is labelled)."""
-    if source.labels is not None:
-        if start is not None:
-            raise UserError("{start} with {labels} is not supported yet", ("start", "labels"))
-    elif class_priors is not None:
+    if source.labels is None and class_priors is not None:
         raise UserError("{class_priors} need {labels}", ("class_priors", "labels"))
+    if start is not None and source.labels is not None and start.classes is None:
+        raise UserError(
+            "{start} has no classes to keep {labels} to: give a model fitted with labels",
+            ("start", "labels"),
+        )
     if start is not None:
         n_components, options, source = _from_start(start, n_components, options, source)
+        if start.classes is not None:  # its components keep their order and classes
+            options = dataclasses.replace(options, canonical_order=False)
     if n_components is None and source.labels is None:
         raise UserError(
             "give the number of components with {n_components} (or {start})",
@@ -88,7 +92,8 @@ def fit(
     require_one_file(source)
     workers = local.default_threads()
     core = core_needs(options, n_components or 1, workers, gaps=source.missing)
-    with open_rows(source, report, core) as data:
+    known = None if start is None or start.classes is None else start.classes.names
+    with open_rows(source, report, core, known) as data:
         steps = options.max_iter * options.n_init
         with report.progress(steps, "EM") as advance:
 
@@ -98,17 +103,17 @@ def fit(
                     on_iteration(restart, iteration, mean_ll)
 
             if data.class_names is not None:
+                classes = Classes.named(data.class_names, n_components or len(data.class_names))
                 return fit_labelled(
                     data.rows,
-                    n_components or len(data.class_names),
-                    data.class_names,
+                    classes if known is None else start.classes,
                     options,
                     reducer=data.reducer,
                     feature_names=data.names,
                     class_priors=_priors(class_priors, data.class_names),
                     on_iteration=iterated,
                 )
-            return fit_rows(
+            model = fit_rows(
                 data.rows,
                 n_components,
                 options,
@@ -116,6 +121,8 @@ def fit(
                 feature_names=data.names,
                 on_iteration=iterated,
             )
+            model.classes = None if start is None else start.classes
+            return model
 
 
 def parse_class_priors(text: str | None) -> dict[str, float] | None:

@@ -230,3 +230,31 @@ def test_generate_from_a_model_of_classes_draws_their_labels(work):
     assert labels == [names[k] for k in components]
     assert "" in labels  # the component of no class was drawn too
     ok(gmm("fit drawn.csv --label-column true_label -k 4 -o again.json -q"))
+
+
+@pytest.mark.filterwarnings("ignore:degenerate fit")  # the extra component holds few rows
+def test_init_model_with_classes_refines_with_labels_kept(work):
+    ok(gmm("fit some.csv --label-column species -k 4 --max-iter 2 -o start.json -q"))
+    ok(gmm("fit some.csv --label-column species --init-model start.json -o refined.json -q"))
+    start, refined = modelfile.load("start.json"), modelfile.load("refined.json")
+    assert refined.classes == start.classes
+    assert refined.fit_info.init == "explicit"
+    api = gmmcli.fit("some.csv", labels="species", start=start, seed=0)
+    assert modelfile.dumps(api) == Path("refined.json").read_text()
+    # without labels: a plain refine that keeps the components' classes
+    ok(gmm("fit some.csv --init-model start.json -o plain.json -q"))
+    assert modelfile.load("plain.json").classes == start.classes
+
+
+def test_init_model_and_labels_must_agree(work):
+    ok(gmm("fit all.csv -k 3 -o plain.json -q"))
+    assert "has no classes" in error_line(
+        gmm("fit all.csv --label-column species --init-model plain.json -o out.json")
+    )
+    ok(gmm("fit all.csv --label-column species -o model.json -q"))
+    table, _ = _table()
+    labels = table.column("species").to_pylist()
+    labels[3] = "rose"
+    pa_csv.write_csv(table.set_column(2, "species", pa.array(labels)), "rose.csv")
+    line = error_line(gmm("fit rose.csv --label-column species --init-model model.json -o o.json"))
+    assert "holds 'rose', not one of the model's classes" in line

@@ -17,6 +17,7 @@ import gmmcli
 from gmmcli.core.em import UNLABELLED, InMemoryRows, Params, Prepared, e_step
 from gmmcli.core.generate import random_mixture
 from gmmcli.core.labels import fit_labelled
+from gmmcli.core.model import Classes
 from gmmcli.core.options import FitOptions
 from gmmcli.core.structures import get_covariance
 from gmmcli.errors import DataError, InvalidParameter
@@ -44,7 +45,7 @@ def test_rows_all_labelled_give_exactly_the_m_step_of_the_labels(covariance_type
     X, truth, _ = _labelled()
     weights = np.random.default_rng(4).integers(1, 4, len(X)).astype(float)
     options = FitOptions(covariance_type=covariance_type, reg_covar=0.0)
-    model = fit_labelled(_rows(X, truth, weights), 3, NAMES, options)
+    model = fit_labelled(_rows(X, truth, weights), Classes.named(NAMES, 3), options)
     assert model.fit_info.n_iter == 0 and model.fit_info.init == "labels"
     assert model.classes.owners == (0, 1, 2)
     scatters = []
@@ -67,7 +68,7 @@ def test_rows_all_labelled_give_exactly_the_m_step_of_the_labels(covariance_type
 
 def test_the_log_likelihood_of_rows_all_labelled_is_the_mixtures():
     X, truth, _ = _labelled()
-    model = fit_labelled(_rows(X, truth), 3, NAMES)
+    model = fit_labelled(_rows(X, truth), Classes.named(NAMES, 3))
     densities = [
         w * multivariate_normal(mean, covariance).pdf(X)
         for w, mean, covariance in zip(model.weights, model.means, model.covariances, strict=True)
@@ -80,7 +81,7 @@ def test_tied_covariances_from_labels_are_linear_discriminant_analysis():
     priors (the classes' shares): the same labels, probabilities to 1e-8."""
     X, truth, _ = _labelled(seed=5, separation=1.5)
     options = FitOptions(covariance_type="tied", reg_covar=0.0)
-    model = fit_labelled(_rows(X, truth), 3, NAMES, options)
+    model = fit_labelled(_rows(X, truth), Classes.named(NAMES, 3), options)
     priors = np.bincount(truth) / len(truth)
     lda = LinearDiscriminantAnalysis(solver="lsqr", priors=priors).fit(X, truth)
     assert_allclose(model.predict_class_proba(X), lda.predict_proba(X), rtol=0, atol=1e-8)
@@ -91,7 +92,7 @@ def test_full_covariances_from_labels_are_quadratic_discriminant_analysis():
     """EDDA with VVV: each class's maximum-likelihood mean and covariance and its share
     as prior, the posterior computed directly."""
     X, truth, _ = _labelled(seed=6, separation=1.5)
-    model = fit_labelled(_rows(X, truth), 3, NAMES, FitOptions(reg_covar=0.0))
+    model = fit_labelled(_rows(X, truth), Classes.named(NAMES, 3), FitOptions(reg_covar=0.0))
     log_joint = np.column_stack(
         [
             np.log(np.mean(truth == c))
@@ -108,13 +109,13 @@ def test_full_covariances_from_labels_are_quadratic_discriminant_analysis():
 
 def test_class_priors_replace_the_classes_shares():
     X, truth, _ = _labelled()
-    model = fit_labelled(_rows(X, truth), 3, NAMES, class_priors=[2.0, 1.0, 1.0])
+    model = fit_labelled(_rows(X, truth), Classes.named(NAMES, 3), class_priors=[2.0, 1.0, 1.0])
     assert_allclose(model.weights, [0.5, 0.25, 0.25])
     with pytest.raises(InvalidParameter, match="class_priors"):
-        fit_labelled(_rows(X, truth), 3, NAMES, class_priors=[1.0, 1.0])
+        fit_labelled(_rows(X, truth), Classes.named(NAMES, 3), class_priors=[1.0, 1.0])
     _, _, some = _labelled(share=0.5)
     with pytest.raises(InvalidParameter, match="every row is labelled"):
-        fit_labelled(_rows(X, some), 3, NAMES, class_priors=[1.0, 1.0, 1.0])
+        fit_labelled(_rows(X, some), Classes.named(NAMES, 3), class_priors=[1.0, 1.0, 1.0])
 
 
 def test_the_e_step_keeps_labelled_rows_at_their_class():
@@ -144,7 +145,7 @@ def test_partly_labelled_rows_beat_no_labels_in_eight_of_ten_seeds():
     wins = 0
     for seed in range(10):
         X, truth, kept = _labelled(seed=seed, n=3000, separation=1.0, share=0.1)
-        semi = fit_labelled(_rows(X, kept), 3, NAMES, FitOptions(seed=seed))
+        semi = fit_labelled(_rows(X, kept), Classes.named(NAMES, 3), FitOptions(seed=seed))
         semi_accuracy = np.mean(semi.predict_class(X) == np.array(NAMES)[truth])
         plain = gmmcli.fit(X, 3, seed=seed).predict(X)
         best = max(
@@ -156,7 +157,7 @@ def test_partly_labelled_rows_beat_no_labels_in_eight_of_ten_seeds():
 
 def test_extra_components_have_no_class_and_come_after_by_weight():
     X, truth, kept = _labelled(n=900, share=0.2)
-    model = fit_labelled(_rows(X, kept), 5, NAMES, FitOptions(seed=0))
+    model = fit_labelled(_rows(X, kept), Classes.named(NAMES, 5), FitOptions(seed=0))
     assert model.classes.owners == (0, 1, 2, UNLABELLED, UNLABELLED)
     assert model.weights[3] >= model.weights[4]
     probabilities = model.predict_class_proba(X)
@@ -169,9 +170,11 @@ def test_integer_weights_are_repeated_labelled_rows(seed):
     X, _, kept = _labelled(seed=seed % 50, n=240, share=0.3)
     counts = np.random.default_rng(seed).integers(1, 4, len(X))
     options = FitOptions(seed=0, tol=0, max_iter=5, init="kmeans++")
-    weighted = fit_labelled(_rows(X, kept, counts.astype(float)), 4, NAMES, options)
+    weighted = fit_labelled(_rows(X, kept, counts.astype(float)), Classes.named(NAMES, 4), options)
     repeated = fit_labelled(
-        _rows(np.repeat(X, counts, axis=0), np.repeat(kept, counts)), 4, NAMES, options
+        _rows(np.repeat(X, counts, axis=0), np.repeat(kept, counts)),
+        Classes.named(NAMES, 4),
+        options,
     )
     assert_allclose(weighted.means, repeated.means, rtol=1e-8, atol=1e-10)
     assert_allclose(weighted.covariances, repeated.covariances, rtol=1e-8, atol=1e-10)
@@ -180,12 +183,12 @@ def test_integer_weights_are_repeated_labelled_rows(seed):
 def test_bad_counts_of_components_and_empty_classes_are_refused():
     X, truth, kept = _labelled(share=0.5)
     with pytest.raises(InvalidParameter, match="at least the 3 classes"):
-        fit_labelled(_rows(X, kept), 2, NAMES)
+        Classes.named(NAMES, 2)
     with pytest.raises(InvalidParameter, match="every row is labelled"):
-        fit_labelled(_rows(X, truth), 4, NAMES)
+        fit_labelled(_rows(X, truth), Classes.named(NAMES, 4))
     weights = np.where(truth == 2, 0.0, 1.0)
     with pytest.raises(DataError, match="class 'c' has no row"):
-        fit_labelled(_rows(X, truth, weights), 3, NAMES)
+        fit_labelled(_rows(X, truth, weights), Classes.named(NAMES, 3))
 
 
 def _with_gaps(X, share=0.15, seed=9):
@@ -201,7 +204,7 @@ def test_rows_all_labelled_with_gaps_give_each_class_its_own_fit_through_gaps():
     X, truth, _ = _labelled(seed=3)
     gapped = _with_gaps(X)
     options = FitOptions(tol=1e-12, max_iter=500)
-    model = fit_labelled(_rows(gapped, truth), 3, NAMES, options)
+    model = fit_labelled(_rows(gapped, truth), Classes.named(NAMES, 3), options)
     assert model.fit_info.missing_cells == int(np.isnan(gapped).sum())
     for c in range(3):
         alone = gmmcli.fit(gapped[truth == c], 1, missing="marginal", tol=1e-12, max_iter=500)
@@ -222,7 +225,7 @@ def test_rows_all_labelled_with_gaps_give_each_class_its_own_fit_through_gaps():
 def test_partly_labelled_rows_with_gaps_never_lose_likelihood():
     X, _, kept = _labelled(seed=4, share=0.3)
     options = FitOptions(seed=0, tol=0, max_iter=25)
-    model = fit_labelled(_rows(_with_gaps(X), kept), 3, NAMES, options)
+    model = fit_labelled(_rows(_with_gaps(X), kept), Classes.named(NAMES, 3), options)
     history = np.array(model.fit_info.history)
     assert np.all(np.diff(history) >= -1e-9 * np.abs(history[1:]))
     assert model.fit_info.largest_drop == 0.0
@@ -231,4 +234,4 @@ def test_partly_labelled_rows_with_gaps_never_lose_likelihood():
 def test_gaps_with_components_of_no_class_are_refused_for_now():
     X, _, kept = _labelled(share=0.3)
     with pytest.raises(DataError, match="one component a class"):
-        fit_labelled(_rows(_with_gaps(X), kept), 4, NAMES)
+        fit_labelled(_rows(_with_gaps(X), kept), Classes.named(NAMES, 4))

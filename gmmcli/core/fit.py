@@ -255,7 +255,7 @@ def check_components(n_components: int, n_samples: int | None = None) -> None:
         )
 
 
-def _explicit_start(
+def explicit_start(
     start: Params | None, shape: tuple[int, int], cov: Covariance, centre: np.ndarray, options
 ) -> Params:
     """``start`` (None when all three are given) with the options' initial values put in.
@@ -320,7 +320,7 @@ def fit_rows(
     explicit, complete = options.given_start
     given = None  # a complete start in float64: its statistics and the summary in one pass
     if complete and np.dtype(options.em_dtype) == np.float64:
-        given = _explicit_start(None, shape, cov, np.zeros(shape[1]), options)
+        given = explicit_start(None, shape, cov, np.zeros(shape[1]), options)
         centre = given.weights @ given.means
         given.means = given.means - centre
         rows = em_rows = rows.centred(centre)
@@ -375,7 +375,7 @@ def fit_rows(
                         hc=(hc_trees or {}).get(restart),
                     )
                 if given is None:
-                    start = _explicit_start(start, shape, cov, em_rows.centre, options)
+                    start = explicit_start(start, shape, cov, em_rows.centre, options)
                 result = run_em(
                     em_rows,
                     start,

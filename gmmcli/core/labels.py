@@ -48,6 +48,7 @@ from gmmcli.core.fit import (
     check_components,
     check_coverage,
     degeneracy,
+    explicit_start,
     summarise,
     unregularised,
     warn_about_fit,
@@ -129,8 +130,7 @@ def _start_stats(
 
 def fit_labelled(
     rows: RowSource,
-    n_components: int,
-    class_names: list[str],
+    classes: Classes,
     options: FitOptions = DEFAULT_OPTIONS,
     *,
     reducer: Reducer = SERIAL,
@@ -138,23 +138,22 @@ def fit_labelled(
     class_priors: np.ndarray | None = None,
     on_iteration: Callable[[int, int, float], None] | None = None,
 ) -> GaussianMixture:
-    """Fit K components to rows whose blocks carry each row's class (an index into
-    ``class_names``, UNLABELLED for none): the first C components are the classes', in
-    class order, the others of no class, in descending weight. Every row labelled and K
-    = C: one M-step (with ``class_priors`` as the weights when given). Restarts (for
-    the extra components' starts) as fit_rows()."""
+    """Fit the components of ``classes`` (Classes.named: the classes' first, in class
+    order, then those of no class) to rows whose blocks carry each row's class (an
+    index into ``classes.names``, UNLABELLED for none); those of no class come out in
+    descending weight. Every row labelled and K = C: one M-step (with ``class_priors``
+    as the weights when given). Restarts (for the extra components' starts) as
+    fit_rows(). A complete start in ``options`` (weights_init, means_init,
+    precisions_init) is refined: EM from it, its components in its order."""
     cov = get_covariance(options.covariance_type)
-    n_classes = len(class_names)
+    class_names, owners = list(classes.names), np.array(classes.owners)
+    n_classes, n_components = len(class_names), len(owners)
     n_features = rows.n_features
     weights = class_weights(rows, n_classes, reducer)
     if np.any(weights[:n_classes] <= 0):
         empty = class_names[int(np.argmax(weights[:n_classes] <= 0))]
         raise DataError(f"class {empty!r} has no row with a positive weight")
     all_labelled = weights[n_classes] <= 0
-    if n_components < n_classes:
-        raise InvalidParameter(
-            "n_components", n_components, f"at least the {n_classes} classes of the labels"
-        )
     if all_labelled and n_components != n_classes:
         raise InvalidParameter(
             "n_components",
@@ -164,7 +163,7 @@ def fit_labelled(
         )
     if class_priors is not None:
         class_priors = _checked_priors(class_priors, n_classes, all_labelled)
-    owners = np.array([*range(n_classes), *[UNLABELLED] * (n_components - n_classes)])
+    explicit = options.given_start[1]
     data = summarise(ClassRows(rows), reducer, n_components)
     check_components(n_components, data.n_samples)
     warn_about_inputs(data, options.reg_covar)
@@ -195,8 +194,12 @@ def fit_labelled(
                     )
                 block = functools.partial(_start_stats, extra_start, owners, cov)
             try:
-                start_stats = reducer.sum(plain_rows, block)
-                start = m_step(start_stats, cov, options.reg_covar, None)
+                if explicit and not all_labelled:
+                    shape = (n_components, n_features)
+                    start = explicit_start(None, shape, cov, plain_rows.centre, options)
+                else:  # (rows all labelled: the labels' M-step, whatever the start)
+                    start_stats = reducer.sum(plain_rows, block)
+                    start = m_step(start_stats, cov, options.reg_covar, None)
                 if all_labelled and not gaps:  # K = C: the M-step is the fit
                     start.weights = start.weights if class_priors is None else class_priors
                     mixture = _mixture_log_likelihood(em_rows, start, options, reducer)
@@ -230,8 +233,10 @@ def fit_labelled(
     best = max(runs, key=lambda result: result.stats.log_likelihood)
     params, stats = best.params, best.stats
     plain = unregularised(params, stats, cov, options.reg_covar)
-    by_weight = np.argsort(-params.weights[n_classes:], kind="stable")
-    order = np.concatenate([np.arange(n_classes), n_classes + by_weight])
+    by_weight = n_classes + np.argsort(-params.weights[n_classes:], kind="stable")
+    order = (
+        np.arange(n_components) if explicit else np.concatenate([np.arange(n_classes), by_weight])
+    )
     params = Params(
         params.weights[order],
         params.means[order],
@@ -248,7 +253,7 @@ def fit_labelled(
         n_samples=data.n_samples,
         total_weight=data.total_weight,
         n_parameters=n_parameters(cov, n_components, n_features),
-        init="labels" if not extra else options.init,
+        init="explicit" if explicit else "labels" if not extra else options.init,
         n_init=options.n_init,
         max_iter=options.max_iter,
         tol=options.tol,
@@ -265,7 +270,7 @@ def fit_labelled(
         cov.name,
         feature_names,
         info,
-        Classes(tuple(class_names), tuple(int(owner) for owner in owners)),
+        classes,
     )
     warn_about_fit(info)
     return model

@@ -25,7 +25,7 @@ from gmmcli.core.em import (
 )
 from gmmcli.core.gaps import GapGroup, Layout
 from gmmcli.core.structures import get_covariance
-from gmmcli.errors import DataError, GMMError, SingularCovarianceError
+from gmmcli.errors import DataError, GMMError, InvalidParameter, SingularCovarianceError
 
 WEIGHT_SUM_TOLERANCE = 1e-9
 PREDICTION_TILE_ROWS = 4096  # at most: a partial tile is padded, so a few rows stay cheap
@@ -263,6 +263,17 @@ class Classes:
             raise GMMError(f"a component's class must be one of the {len(self.names)} classes")
         if set(range(len(self.names))) - set(self.owners):
             raise GMMError("every class must name a component")
+
+    @classmethod
+    def named(cls, names: list[str], n_components: int) -> Classes:
+        """Each class naming one component, in class order, the other components of no
+        class."""
+        if n_components < len(names):
+            raise InvalidParameter(
+                "n_components", n_components, f"at least the {len(names)} classes of the labels"
+            )
+        extra = n_components - len(names)
+        return cls(tuple(names), (*range(len(names)), *[UNLABELLED] * extra))
 
     def probabilities(self, component_probabilities: np.ndarray) -> np.ndarray:
         """Each class's probability, summing its components' (a component of no class
