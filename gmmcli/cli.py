@@ -29,6 +29,7 @@ from gmmcli.flags import (
     MODEL,
     OUTPUT,
     ChunkRowsOpt,
+    ClassGridsOpt,
     ClassPriorsOpt,
     ColumnsOpt,
     Criterion,
@@ -55,6 +56,7 @@ from gmmcli.flags import (
     QuietOpt,
     RegCovarOpt,
     SchedulerOpt,
+    ScoredLabelOpt,
     SeedOpt,
     WeightOpt,
     flag,
@@ -311,6 +313,8 @@ def select_k(
         bool,
         option("--resume", panel=OUTPUT, help="Reuse the rows of --table made alike (README)."),
     ] = False,
+    label_column: ClassGridsOpt = None,
+    class_priors: ClassPriorsOpt = None,
     fmt: FormatOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -344,14 +348,18 @@ def select_k(
     )
     source = table_source(
         data, fmt, columns, exclude, weight_column, missing, chunk_rows, memory_limit
-    )
+    ).with_labels(label_column)
     jobs.check_outputs({"output": output, "table": table}, [data])
     kept = jobs.GridTable.given(table, resume, source, output)
+    priors = jobs.parse_class_priors(class_priors)
+    labelled = label_column is not None
+    select = jobs.select_by_class if labelled else jobs.select_k
     with report.captured_warnings():
-        points, winner = jobs.select_k(
-            source, grid, options, jobs=n_jobs, report=report, name=flag, table=kept
-        )
-    report.grid(points, grid)
+        points, winner = select(
+            source, grid, options, jobs=n_jobs, report=report, name=flag, table=kept,
+            class_priors=priors,
+        )  # fmt: skip
+    (report.class_grids if labelled else report.grid)(points, grid)
     if winner is None:
         raise UserError(f"every grid point failed, the data support no model ({points[0].status})")
     if strict and not winner.fit_info.converged:
@@ -410,14 +418,7 @@ def score(
     data: DataArg,
     model: ModelOpt,
     weight_column: WeightOpt = None,
-    label_column: Annotated[
-        str | None,
-        option(
-            panel=INPUT,
-            help="Column of class labels: also report error_rate, brier and confusion "
-            "(a model fitted with labels).",
-        ),
-    ] = None,
+    label_column: ScoredLabelOpt = None,
     per_sample: Annotated[
         str | None, option(panel=OUTPUT, help="Also write every row with its log_likelihood.")
     ] = None,

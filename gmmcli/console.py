@@ -160,6 +160,12 @@ class Reporter:
             f"degenerate: {'yes' if info.degenerate else 'no'}"
         )
 
+    def class_grids(self, points: list[tuple[str, GridPoint]], grid: Grid) -> None:
+        """select-k with labels: each class's grid (grid()) under its name."""
+        for label in dict.fromkeys(label for label, _ in points):
+            self.note(f"class {label}:")
+            self.grid([point for name, point in points if name == label], grid)
+
     def grid(self, points: list[GridPoint], grid: Grid) -> None:
         """The selection grid, the winner marked: numbers rounded and statuses cut short,
         the reasons listed below, so that it fits 80 columns on a terminal (a plain table

@@ -160,6 +160,24 @@ LabelOpt = Annotated[
         "each class names a component, and a labelled row stays at its class's.",
     ),
 ]
+ClassGridsOpt = Annotated[
+    str | None,
+    option(
+        "--label-column",
+        panel=INPUT,
+        help="Column of class labels, on every row: a grid for each class by BIC "
+        "(mclust's MclustDA), the winners joined into one model of classes.",
+    ),
+]
+ScoredLabelOpt = Annotated[
+    str | None,
+    option(
+        "--label-column",
+        panel=INPUT,
+        help="Column of class labels: also report error_rate, brier and confusion (a "
+        "model fitted with labels).",
+    ),
+]
 ClassPriorsOpt = Annotated[
     str | None,
     option(

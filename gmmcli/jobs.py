@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from gmmcli.core import discriminant
 from gmmcli.core import select as selection
 from gmmcli.core.blas import one_blas_thread
 from gmmcli.core.em import SERIAL, has_gaps
@@ -232,13 +233,17 @@ def select_k(
     report: Report = QUIET,
     name: Callable[[str], str] = str,
     table: GridTable | None = None,
+    class_priors: Mapping[str, float] | None = None,
 ) -> tuple[list[selection.GridPoint], GaussianMixture | None]:
     """Every (K, covariance type) of ``grid`` fitted to ``source`` and ranked: the table
-    and the winner (None if every point failed). ``jobs`` > 1 fits the points in that
+    and the winner (None if every point failed). ``class_priors`` need labels
+    (select_by_class). ``jobs`` > 1 fits the points in that
     many processes. Each point's warnings are in its status, not raised; its failure is
     described with ``name`` for parameters (GMMError.describe). ``table`` keeps the grid
     as points finish, ranked at the end, and gives back the rows of an earlier run to
     resume (GridTable)."""
+    if class_priors is not None:
+        raise UserError("{class_priors} need {labels}", ("class_priors", "labels"))
     require_one_file(source, dask_reads_many=False)
     local.check_jobs(jobs)
     workers = jobs if jobs > 1 else local.default_threads()
@@ -291,6 +296,57 @@ def select_k(
     if winner is not None:
         winner.feature_names = data.names
     return points, winner
+
+
+@one_blas_thread()
+def select_by_class(
+    source: Source,
+    grid: Grid,
+    options: FitOptions = SELECT_DEFAULTS,
+    *,
+    jobs: int = 1,
+    report: Report = QUIET,
+    name: Callable[[str], str] = str,
+    table: GridTable | None = None,
+    class_priors: Mapping[str, float] | None = None,
+) -> tuple[list[tuple[str, selection.GridPoint]], GaussianMixture | None]:
+    """select-k with labels (``source.labels``, on every row): mclust's MclustDA, a grid
+    for each class by BIC (core.discriminant); its points by class, and the model joined
+    from the classes' winners (None if a class has none). ``jobs`` as for select_k();
+    ``table`` gets the points with a class column (not resumed)."""
+    require_one_file(source, dask_reads_many=False)
+    local.check_jobs(jobs)
+    if table is not None and table.resume:
+        raise UserError("{resume} with {labels} is not supported yet", ("resume", "labels"))
+    core = core_needs(options, max(grid.k_values), local.default_threads(), gaps=source.missing)
+    if table is not None:
+        table.check(source)
+    with open_rows(source, report, core) as data, warnings.catch_warnings():
+        warnings.simplefilter("ignore", GMMWarning)
+        if table is not None:
+            table.open(source, grid, options, report)
+        n_points = len(data.class_names) * len(grid.k_values) * len(grid.covariance_types)
+        with report.grid_progress(n_points, grid.criterion) as advance:
+            points, model = discriminant.select_by_class(
+                data.rows,
+                data.class_names,
+                grid,
+                options,
+                reducer=data.reducer if jobs == 1 else SERIAL,
+                class_priors=_priors(class_priors, data.class_names),
+                on_point=lambda label, point: advance(point),
+                map_points=local.task_map(min(jobs, data.workers)),
+            )
+    points = [(label, point.described(name)) for label, point in points]
+    if table is not None:
+        columns = {"class": [label for label, _ in points]}
+        columns.update(selection.table_columns([point for _, point in points]))
+        gridtable.write_grid(columns, table.path, table.fingerprint)
+    if model is not None:
+        model.feature_names = data.names
+        for mixture in model.classes.mixtures:
+            mixture.feature_names = data.names
+    return points, model
 
 
 @one_blas_thread()

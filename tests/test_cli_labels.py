@@ -258,3 +258,70 @@ def test_init_model_and_labels_must_agree(work):
     pa_csv.write_csv(table.set_column(2, "species", pa.array(labels)), "rose.csv")
     line = error_line(gmm("fit rose.csv --label-column species --init-model model.json -o o.json"))
     assert "holds 'rose', not one of the model's classes" in line
+
+
+def test_select_k_with_labels_is_a_grid_for_each_class_joined(work):
+    """mclust's MclustDA: each class's winner is the one select-k picks on that class's
+    rows alone; the model's log-likelihood is Σ log Σ_c prior_c f_c(x), its parameters
+    the winners' and C − 1 priors, its class probabilities prior_c f_c / Σ."""
+    ok(
+        gmm(
+            "select-k all.csv --label-column species --k-max 3 "
+            "--covariance-types full,diag,EII --table grid.csv -o da.json -q"
+        )
+    )
+    grid = read_csv("grid.csv")
+    assert grid.column_names[0] == "class"
+    assert grid.num_rows == 3 * 3 * 3
+    data = json.loads(Path("da.json").read_text())
+    assert data["version"] == 3 and [c["name"] for c in data["classes"]] == SPECIES
+    table, truth = _table()
+    X = np.column_stack([table.column("x").to_numpy(), table.column("y").to_numpy()])
+    model = modelfile.load("da.json")
+    mixtures = model.classes.mixtures
+    for c, entry in enumerate(data["classes"]):
+        _, alone = gmmcli.select_k(
+            X[truth == c], range(1, 4), covariance_types=["full", "diag", "EII"]
+        )
+        chosen = entry["mixture"]
+        assert (chosen["n_components"], chosen["covariance_type"]) == (
+            alone.n_components,
+            alone.covariance_type,
+        )
+        assert entry["prior"] == pytest.approx(np.mean(truth == c), rel=1e-12)
+    priors = np.array([entry["prior"] for entry in data["classes"]])
+    densities = np.column_stack([np.exp(m.score_samples(X)) for m in mixtures]) * priors
+    training = data["training"]
+    np.testing.assert_allclose(
+        training["log_likelihood"], np.log(densities.sum(axis=1)).sum(), rtol=1e-10
+    )
+    assert training["n_parameters"] == sum(m.n_parameters for m in mixtures) + 2
+    np.testing.assert_allclose(
+        model.predict_class_proba(X),
+        densities / densities.sum(axis=1, keepdims=True),
+        rtol=0,
+        atol=1e-10,
+    )
+    assert modelfile.dumps(model) == Path("da.json").read_text()
+    ok(gmm("classify all.csv -m da.json -o out.csv -q"))
+    assert "predicted_label" in read_csv("out.csv").column_names
+    ok(
+        gmm(
+            "select-k all.csv --label-column species --k-max 3 --covariance-types full,diag,EII "
+            "--chunk-rows 41 -o streamed.json -q"
+        )
+    )
+    assert Path("streamed.json").read_bytes() == Path("da.json").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ("select-k some.csv --label-column species", "needs every row labelled"),
+        ("select-k all.csv --label-column species --criterion aic", "ranked by BIC alone"),
+        ("select-k all.csv --label-column species --table g.csv --resume", "not supported yet"),
+        ("select-k all.csv --class-priors a=1", "need --label-column"),
+    ],
+)
+def test_bad_select_k_with_labels_is_one_line(work, command, message):
+    assert message in error_line(gmm(command + " --k-max 2 -o out.json"))

@@ -251,10 +251,14 @@ def _impute_tile(
 class Classes:
     """The classes a model's components are named for: their ``names``, in class order,
     and each component's class, ``owners`` (an index into ``names``; UNLABELLED for a
-    component of no class)."""
+    component of no class). A model joined from a mixture per class (discriminant
+    analysis, gmmcli.core.discriminant) keeps those ``mixtures`` and the classes'
+    ``priors``, what its model file holds."""
 
     names: tuple[str, ...]
     owners: tuple[int, ...]
+    priors: tuple[float, ...] | None = None
+    mixtures: tuple[GaussianMixture, ...] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if len(set(self.names)) != len(self.names):

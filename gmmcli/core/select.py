@@ -260,8 +260,14 @@ def evaluate(point: Point) -> tuple[GridPoint, GaussianMixture | None]:
     return row, model
 
 
+TIE = 1e-9  # criteria this close (relative) tie: fits that differ by rounding alone
+
+
 def choose(points: list[GridPoint], criterion: str) -> GridPoint | None:
-    """Fill in ``criterion`` and mark the best eligible point (ties: fewer parameters)."""
+    """Fill in ``criterion`` and mark the best eligible point. Points within rounding of
+    the best (TIE) are equal, and of those the one with fewer parameters wins, then the
+    first in the grid (mclust's order of structures): K = 1 of EEE and VVV, the same fit,
+    go to EEE, not to rounding."""
     sign = -1.0 if criterion in HIGHER_IS_BETTER else 1.0
     for point in points:
         point.criterion = getattr(point, criterion)
@@ -269,7 +275,9 @@ def choose(points: list[GridPoint], criterion: str) -> GridPoint | None:
     eligible = [p for p in points if p.eligible and p.criterion is not None]
     if not eligible:
         return None
-    best = min(eligible, key=lambda p: (sign * p.criterion, p.n_parameters))
+    top = min(sign * p.criterion for p in eligible)
+    tied = [p for p in eligible if sign * p.criterion <= top + TIE * max(1.0, abs(top))]
+    best = min(tied, key=lambda p: p.n_parameters)
     best.best = True
     return best
 

@@ -30,6 +30,7 @@ import numpy as np
 from gmmcli import __version__
 from gmmcli.core.constrained import Constrained, Parts
 from gmmcli.core.covariance import Covariance
+from gmmcli.core.discriminant import joined
 from gmmcli.core.model import Classes, FitInfo, GaussianMixture
 from gmmcli.core.structures import get_covariance
 from gmmcli.errors import GMMError, UserError
@@ -102,33 +103,50 @@ def _part_keys(structure: Constrained) -> list[tuple[PartKeys, str]]:
     return keys
 
 
-def to_dict(model: GaussianMixture) -> dict[str, Any]:
-    """The model as plain JSON-ready data: format version 1 for scikit-learn's four
-    structures, 2 for mclust's ten, 3 for a model with classes."""
+def _mixture_dict(model: GaussianMixture) -> dict[str, Any]:
+    """A mixture's keys: its structure, sizes, weights, means and covariances (or parts)."""
     data: dict[str, Any] = {
-        "format": FORMAT,
-        "version": VERSION,
         "covariance_type": model.covariance_type,
         "n_components": model.n_components,
         "n_features": model.n_features,
-        "feature_names": model.feature_names,
         "weights": model.weights.tolist(),
         "means": model.means.tolist(),
-        "training": None,
     }
     parts = model.parts  # None for scikit-learn's four
     if parts is None:
         data["covariances"] = model.covariances.tolist()
     else:
-        data["version"] = PARTS_VERSION
         for part, key in _part_keys(model.covariance):
             values = getattr(parts, part.field)
             data[key] = (values if key == part.field else values[0]).tolist()
-    if model.classes is not None:
-        names = model.classes.names
+    return data
+
+
+def to_dict(model: GaussianMixture) -> dict[str, Any]:
+    """The model as plain JSON-ready data: format version 1 for scikit-learn's four
+    structures, 2 for mclust's ten, 3 for a model with classes."""
+    data: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION if model.parts is None else PARTS_VERSION,
+        "feature_names": model.feature_names,
+        "training": None,
+    }
+    classes = model.classes
+    if classes is not None and classes.mixtures is not None:
+        data.update(version=CLASSES_VERSION, n_features=model.n_features)
+        data["classes"] = [
+            {"name": name, "prior": prior, "mixture": _mixture_dict(mixture)}
+            for name, prior, mixture in zip(
+                classes.names, classes.priors, classes.mixtures, strict=True
+            )
+        ]
+    else:
+        data.update(_mixture_dict(model))
+    if classes is not None and classes.mixtures is None:
+        names = classes.names
         data["version"] = CLASSES_VERSION
         data["class_names"] = list(names)
-        data["component_classes"] = [names[c] if c >= 0 else None for c in model.classes.owners]
+        data["component_classes"] = [names[c] if c >= 0 else None for c in classes.owners]
     info = model.fit_info
     if info is not None:
         fields = {**TRAINING_FIELDS, **OPTIONAL_TRAINING_FIELDS}
@@ -313,18 +331,76 @@ def from_dict(data: Any) -> GaussianMixture:
         f"is not a gmmcli model (format {data.get('format')!r}, expected {FORMAT!r})",
     )
     _check_version(data.get("version"))
-    for key in ("covariance_type", "n_components", "n_features", "weights", "means"):
-        _require(key in data, f"lacks '{key}'")
-    structure = _structure(data["covariance_type"])
-    _check_structure(data["version"], structure)
-    _check_keys(data, structure)
-    constrained = isinstance(structure, Constrained)
-    _require(constrained or "covariances" in data, "lacks 'covariances'")
     names = data.get("feature_names")
     _require(
         names is None or (isinstance(names, list) and all(isinstance(n, str) for n in names)),
         "'feature_names' must be a list of strings or null",
     )
+    if data["version"] == CLASSES_VERSION and "classes" in data:
+        return _class_mixtures(data, names)
+    return _mixture(data, data["version"], names)
+
+
+CLASS_MIXTURES_KEYS = ("format", "version", "n_features", "feature_names", "classes", "training")
+MIXTURE_KEYS = ("covariance_type", "n_components", "n_features", "weights", "means")
+
+
+def _class_mixtures(data: dict[str, Any], names: list[str] | None) -> GaussianMixture:
+    """A version-3 model of a mixture per class (discriminant analysis): its classes,
+    each with its name, prior and mixture, joined (core.discriminant.joined)."""
+    unknown = sorted(set(data) - set(CLASS_MIXTURES_KEYS))
+    _require(
+        not unknown,
+        f"has key '{unknown[0] if unknown else ''}', unknown to a model of "
+        "classes (format version 3)",
+    )
+    classes = data["classes"]
+    _require(
+        isinstance(classes, list) and classes and all(isinstance(c, dict) for c in classes),
+        "'classes' must be a list of objects",
+    )
+    class_names, priors, mixtures = [], [], []
+    for entry in classes:
+        _require(
+            set(entry) == {"name", "prior", "mixture"},
+            "each of 'classes' must have 'name', 'prior' and 'mixture'",
+        )
+        _require(isinstance(entry["name"], str), "a class's 'name' must be a string")
+        prior = _number_array(entry, "prior", number=True)
+        _require(bool(prior > 0), "a class's 'prior' must be positive")
+        _require(isinstance(entry["mixture"], dict), "a class's 'mixture' must be an object")
+        class_names.append(entry["name"])
+        priors.append(float(prior))
+        mixtures.append(_mixture(entry["mixture"], None, names, nested=True))
+    _require(abs(sum(priors) - 1) <= 1e-9, "the classes' priors must sum to 1")
+    info = _fit_info(data.get("training"))
+    try:
+        return joined(class_names, np.array(priors), mixtures, names, info)
+    except GMMError as err:
+        raise ModelFileError(str(err)) from None
+
+
+def _mixture(
+    data: dict[str, Any], version: int | None, names: list[str] | None, nested: bool = False
+) -> GaussianMixture:
+    """One mixture's model from its keys (``nested``: a class's, in a version-3 model of
+    classes: no format, version or training of its own)."""
+    for key in MIXTURE_KEYS:
+        _require(key in data, f"lacks '{key}'")
+    structure = _structure(data["covariance_type"])
+    if nested:
+        own = (
+            [key for _, key in _part_keys(structure)]
+            if isinstance(structure, Constrained)
+            else ["covariances"]
+        )
+        unknown = sorted(set(data) - {*MIXTURE_KEYS, *own})
+        _require(not unknown, f"a class's mixture has key '{unknown[0] if unknown else ''}'")
+    else:
+        _check_structure(version, structure)
+        _check_keys(data, structure)
+    constrained = isinstance(structure, Constrained)
+    _require(constrained or "covariances" in data, "lacks 'covariances'")
     weights, means = _number_array(data, "weights"), _number_array(data, "means")
     _require(
         means.shape == (data["n_components"], data["n_features"]),
@@ -335,8 +411,8 @@ def from_dict(data: Any) -> GaussianMixture:
         parts = _parts(data, structure, means.shape)
     else:
         covariances = _number_array(data, "covariances")
-    info = _fit_info(data.get("training"))
-    classes = _classes(data, len(means))
+    info = None if nested else _fit_info(data.get("training"))
+    classes = None if nested else _classes(data, len(means))
     try:
         if constrained:
             return GaussianMixture.from_parts(

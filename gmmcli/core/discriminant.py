@@ -1,0 +1,127 @@
+"""Mixture discriminant analysis (mclust's MclustDA): a mixture for each class, chosen by
+BIC on the class's rows alone, the classes then joined into one model of classes.
+
+Each class c gets the grid of K and structures (select_rows on the rows of class c: the
+others weigh 0 in their places, so streamed and in-memory rows give the same bytes); its
+winner f_c is the class's density. Joined, the model is one mixture of every class's
+components with weights prior_c · π_ck and each component's class, whose class
+probabilities are prior_c f_c(x) / Σ_c' prior_c' f_c'(x) (mclust's predict.MclustDA). Its
+log-likelihood is Σ w log Σ_c prior_c f_c(x), and its parameters, as mclust ≥ 6.1.1
+counts them, each class's mixture's and C − 1 priors.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import numpy as np
+
+from gmmcli.core.em import SERIAL, Prepared, Reducer, RowSource, e_step
+from gmmcli.core.labels import ClassRows, class_weights
+from gmmcli.core.model import Classes, FitInfo, GaussianMixture
+from gmmcli.core.options import SELECT_DEFAULTS, FitOptions, Grid
+from gmmcli.core.select import GridPoint, select_rows
+from gmmcli.core.structures import get_covariance
+from gmmcli.errors import DataError, UserError
+
+FULL = get_covariance("full")
+
+
+def joined(
+    names: list[str],
+    priors: np.ndarray,
+    mixtures: list[GaussianMixture],
+    feature_names: list[str] | None = None,
+    fit_info: FitInfo | None = None,
+) -> GaussianMixture:
+    """One model of every class's mixture (their covariances as full matrices), the
+    components of class c weighing prior_c π_ck, in class order."""
+    weights, means, covariances, owners = [], [], [], []
+    for c, (prior, mixture) in enumerate(zip(priors, mixtures, strict=True)):
+        k, d = mixture.means.shape
+        weights.append(prior * mixture.weights)
+        means.append(mixture.means)
+        covariances.append(mixture.covariance.full_matrices(mixture.covariances, k, d))
+        owners += [c] * k
+    classes = Classes(tuple(names), tuple(owners), tuple(float(p) for p in priors), tuple(mixtures))
+    total = np.concatenate(weights)
+    return GaussianMixture(
+        total / total.sum(),
+        np.concatenate(means),
+        np.concatenate(covariances),
+        "full",
+        feature_names,
+        fit_info,
+        classes,
+    )
+
+
+def n_parameters(mixtures: list[GaussianMixture]) -> int:
+    """The free parameters of a model joined from ``mixtures``: each mixture's, and the
+    C - 1 class priors (mclust ≥ 6.1.1)."""
+    return sum(mixture.n_parameters for mixture in mixtures) + len(mixtures) - 1
+
+
+def select_by_class(
+    rows: RowSource,
+    class_names: list[str],
+    grid: Grid,
+    options: FitOptions = SELECT_DEFAULTS,
+    *,
+    reducer: Reducer = SERIAL,
+    class_priors: np.ndarray | None = None,
+    on_point: Callable[[str, GridPoint], None] | None = None,
+    map_points: Callable | None = None,
+) -> tuple[list[tuple[str, GridPoint]], GaussianMixture | None]:
+    """MclustDA on labelled rows (every one labelled): each class's grid by BIC
+    (select_rows, its points run by ``map_points``), its points with the class's name;
+    and the model joined from the winners (None if a class has none), its fit_info the
+    joined model's (n_iter and the like the largest of the winners')."""
+    if grid.criterion != "bic":
+        raise UserError(
+            "with labels a grid is ranked by BIC alone (mclust's MclustDA): leave out {criterion}",
+            ("criterion",),
+        )
+    weights = class_weights(rows, len(class_names), reducer)
+    if weights[-1] > 0:
+        raise DataError(
+            "select-k with labels needs every row labelled; fit partly labelled rows with "
+            "fit --label-column"
+        )
+    table, winners = [], []
+    for c, name in enumerate(class_names):
+        one = ClassRows(rows, functools.partial(np.equal, c))
+        report = None if on_point is None else functools.partial(on_point, name)
+        points, winner = select_rows(
+            one, grid, options, reducer=reducer, map_points=map_points, on_point=report
+        )
+        table += [(name, point) for point in points]
+        winners.append(winner)
+    if any(winner is None for winner in winners):
+        return table, None
+    priors = weights[:-1] / weights[:-1].sum() if class_priors is None else class_priors
+    model = joined(class_names, priors, winners)
+    prepared = Prepared.of(model._params(), FULL)
+    everything = ClassRows(rows).centred(model.centre)
+    log_likelihood = reducer.sum(everything, functools.partial(e_step, prepared=prepared))
+    first = winners[0].fit_info
+    info = FitInfo(
+        log_likelihood=log_likelihood.log_likelihood,
+        n_iter=max(w.fit_info.n_iter for w in winners),
+        converged=all(w.fit_info.converged for w in winners),
+        degenerate=any(w.fit_info.degenerate for w in winners),
+        degenerate_reason=next(
+            (w.fit_info.degenerate_reason for w in winners if w.fit_info.degenerate), None
+        ),
+        n_samples=sum(w.fit_info.n_samples for w in winners),
+        total_weight=float(weights[:-1].sum()),
+        n_parameters=n_parameters(winners),
+        init=first.init,
+        n_init=first.n_init,
+        max_iter=first.max_iter,
+        tol=first.tol,
+        reg_covar=first.reg_covar,
+        seed=first.seed,
+    )
+    return table, joined(class_names, priors, winners, None, info)
