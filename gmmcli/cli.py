@@ -39,6 +39,7 @@ from gmmcli.flags import (
     Engine,
     EngineOpt,
     ExcludeOpt,
+    FitStrictOpt,
     FormatOpt,
     HcRowsOpt,
     InitMethod,
@@ -58,6 +59,7 @@ from gmmcli.flags import (
     SchedulerOpt,
     ScoredLabelOpt,
     SeedOpt,
+    SharedStructureOpt,
     WeightOpt,
     flag,
     option,
@@ -203,14 +205,7 @@ def fit_command(
     label_column: LabelOpt = None,
     class_priors: ClassPriorsOpt = None,
     missing: MissingOpt = Missing["refuse"],
-    strict: Annotated[
-        bool,
-        option(
-            "--strict",
-            panel=OUTPUT,
-            help="Exit 3, writing nothing, if EM did not converge or is degenerate.",
-        ),
-    ] = False,
+    strict: FitStrictOpt = False,
     output: OutputOpt = "-",
     fmt: FormatOpt = None,
     quiet: QuietOpt = False,
@@ -314,6 +309,7 @@ def select_k(
         option("--resume", panel=OUTPUT, help="Reuse the rows of --table made alike (README)."),
     ] = False,
     label_column: ClassGridsOpt = None,
+    shared_structure: SharedStructureOpt = False,
     class_priors: ClassPriorsOpt = None,
     fmt: FormatOpt = None,
     quiet: QuietOpt = False,
@@ -351,13 +347,13 @@ def select_k(
     ).with_labels(label_column)
     jobs.check_outputs({"output": output, "table": table}, [data])
     kept = jobs.GridTable.given(table, resume, source, output)
-    priors = jobs.parse_class_priors(class_priors)
+    by_class = jobs.ClassChoice(jobs.parse_class_priors(class_priors), shared_structure)
     labelled = label_column is not None
     select = jobs.select_by_class if labelled else jobs.select_k
     with report.captured_warnings():
         points, winner = select(
             source, grid, options, jobs=n_jobs, report=report, name=flag, table=kept,
-            class_priors=priors,
+            by_class=by_class,
         )  # fmt: skip
     (report.class_grids if labelled else report.grid)(points, grid)
     if winner is None:

@@ -161,10 +161,19 @@ class Reporter:
         )
 
     def class_grids(self, points: list[tuple[str, GridPoint]], grid: Grid) -> None:
-        """select-k with labels: each class's grid (grid()) under its name."""
-        for label in dict.fromkeys(label for label, _ in points):
+        """select-k with labels: each class's grid (grid()) under its name, or the one
+        grid of a structure shared by every class."""
+        by_class: dict[str, list[GridPoint]] = {}
+        for label, point in points:
+            by_class.setdefault(label, []).append(point)
+        grids = list(by_class.values())
+        if all(g == grids[0] for g in grids):  # one structure shared: the same points
+            self.note("every class (one structure shared):")
+            self.grid(grids[0], grid)
+            return
+        for label, class_points in by_class.items():
             self.note(f"class {label}:")
-            self.grid([point for name, point in points if name == label], grid)
+            self.grid(class_points, grid)
 
     def grid(self, points: list[GridPoint], grid: Grid) -> None:
         """The selection grid, the winner marked: numbers rounded and statuses cut short,

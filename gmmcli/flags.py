@@ -178,6 +178,23 @@ ScoredLabelOpt = Annotated[
         "model fitted with labels).",
     ),
 ]
+SharedStructureOpt = Annotated[
+    bool,
+    option(
+        "--shared-structure",
+        panel=MODEL,
+        help="With --label-column: one structure for every class, by the total BIC, one "
+        "component a class (mclust's EDDA: LDA with tied, QDA with full).",
+    ),
+]
+FitStrictOpt = Annotated[
+    bool,
+    option(
+        "--strict",
+        panel=OUTPUT,
+        help="Exit 3, writing nothing, if EM did not converge or is degenerate.",
+    ),
+]
 ClassPriorsOpt = Annotated[
     str | None,
     option(

@@ -73,7 +73,7 @@ def fit(
     (``source.labels``), a fit to labelled rows (core.labels.fit_labelled: K defaults to
     the classes'; ``class_priors`` by class name, when every row is labelled)."""
     if source.labels is None and class_priors is not None:
-        raise UserError("{class_priors} need {labels}", ("class_priors", "labels"))
+        raise UserError("{class_priors} needs {labels}", ("class_priors", "labels"))
     if start is not None and source.labels is not None and start.classes is None:
         raise UserError(
             "{start} has no classes to keep {labels} to: give a model fitted with labels",
@@ -233,17 +233,17 @@ def select_k(
     report: Report = QUIET,
     name: Callable[[str], str] = str,
     table: GridTable | None = None,
-    class_priors: Mapping[str, float] | None = None,
+    by_class: ClassChoice | None = None,
 ) -> tuple[list[selection.GridPoint], GaussianMixture | None]:
     """Every (K, covariance type) of ``grid`` fitted to ``source`` and ranked: the table
-    and the winner (None if every point failed). ``class_priors`` need labels
+    and the winner (None if every point failed). ``by_class`` needs labels
     (select_by_class). ``jobs`` > 1 fits the points in that
     many processes. Each point's warnings are in its status, not raised; its failure is
     described with ``name`` for parameters (GMMError.describe). ``table`` keeps the grid
     as points finish, ranked at the end, and gives back the rows of an earlier run to
     resume (GridTable)."""
-    if class_priors is not None:
-        raise UserError("{class_priors} need {labels}", ("class_priors", "labels"))
+    if by_class is not None:
+        by_class.need_labels()
     require_one_file(source, dask_reads_many=False)
     local.check_jobs(jobs)
     workers = jobs if jobs > 1 else local.default_threads()
@@ -298,6 +298,22 @@ def select_k(
     return points, winner
 
 
+@dataclass(frozen=True)
+class ClassChoice:
+    """How select-k with labels joins the classes' models: their ``priors`` by class name
+    (None: the classes' shares of the weight), and whether every class ``shared`` one
+    structure (mclust's EDDA)."""
+
+    priors: Mapping[str, float] | None = None
+    shared: bool = False
+
+    def need_labels(self) -> None:
+        """A UserError for a choice made without labels."""
+        for name, given in (("class_priors", self.priors), ("shared_structure", self.shared)):
+            if given:
+                raise UserError(f"{{{name}}} needs {{labels}}", (name, "labels"))
+
+
 @one_blas_thread()
 def select_by_class(
     source: Source,
@@ -308,12 +324,14 @@ def select_by_class(
     report: Report = QUIET,
     name: Callable[[str], str] = str,
     table: GridTable | None = None,
-    class_priors: Mapping[str, float] | None = None,
+    by_class: ClassChoice | None = None,
 ) -> tuple[list[tuple[str, selection.GridPoint]], GaussianMixture | None]:
     """select-k with labels (``source.labels``, on every row): mclust's MclustDA, a grid
-    for each class by BIC (core.discriminant); its points by class, and the model joined
-    from the classes' winners (None if a class has none). ``jobs`` as for select_k();
-    ``table`` gets the points with a class column (not resumed)."""
+    for each class by BIC (core.discriminant), or with ``by_class.shared`` one structure
+    for every class (EDDA); its points by class, and the model joined from the classes'
+    winners (None if a class has none). ``jobs`` as for select_k(); ``table`` gets the
+    points with a class column (not resumed)."""
+    by_class = by_class or ClassChoice()
     require_one_file(source, dask_reads_many=False)
     local.check_jobs(jobs)
     if table is not None and table.resume:
@@ -326,17 +344,29 @@ def select_by_class(
         if table is not None:
             table.open(source, grid, options, report)
         n_points = len(data.class_names) * len(grid.k_values) * len(grid.covariance_types)
+        priors = _priors(by_class.priors, data.class_names)
         with report.grid_progress(n_points, grid.criterion) as advance:
-            points, model = discriminant.select_by_class(
-                data.rows,
-                data.class_names,
-                grid,
-                options,
-                reducer=data.reducer if jobs == 1 else SERIAL,
-                class_priors=_priors(class_priors, data.class_names),
-                on_point=lambda label, point: advance(point),
-                map_points=local.task_map(min(jobs, data.workers)),
-            )
+            if by_class.shared:
+                points, model = discriminant.select_shared(
+                    data.rows,
+                    data.class_names,
+                    grid,
+                    options,
+                    reducer=data.reducer,
+                    class_priors=priors,
+                    on_point=lambda label, point: advance(point),
+                )
+            else:
+                points, model = discriminant.select_by_class(
+                    data.rows,
+                    data.class_names,
+                    grid,
+                    options,
+                    reducer=data.reducer if jobs == 1 else SERIAL,
+                    class_priors=priors,
+                    on_point=lambda label, point: advance(point),
+                    map_points=local.task_map(min(jobs, data.workers)),
+                )
     points = [(label, point.described(name)) for label, point in points]
     if table is not None:
         columns = {"class": [label for label, _ in points]}
@@ -344,7 +374,7 @@ def select_by_class(
         gridtable.write_grid(columns, table.path, table.fingerprint)
     if model is not None:
         model.feature_names = data.names
-        for mixture in model.classes.mixtures:
+        for mixture in model.classes.mixtures or ():
             mixture.feature_names = data.names
     return points, model
 

@@ -17,6 +17,7 @@ from cli_helpers import error_line, gmm, ok, read_csv
 
 import gmmcli
 from gmmcli.core.model import Classes
+from gmmcli.core.structures import get_covariance
 from gmmcli.io import modelfile
 
 SPECIES = ["setosa", "versicolor", "virginica"]
@@ -116,7 +117,7 @@ def test_labels_are_trimmed_text_and_integers_sort_by_value(tmp_path):
             "setosa=1,versicolor=1,virginica=1,rose=1",
             "names class 'rose', which no row has",
         ),
-        ("fit all.csv --class-priors setosa=1", "--class-priors need --label-column"),
+        ("fit all.csv --class-priors setosa=1", "--class-priors needs --label-column"),
         ("fit some.csv --label-column species --class-priors a=1", "names class 'a'"),
         ("fit all.parquet --label-column species --engine dask", "not read from the dask engine"),
     ],
@@ -320,8 +321,30 @@ def test_select_k_with_labels_is_a_grid_for_each_class_joined(work):
         ("select-k some.csv --label-column species", "needs every row labelled"),
         ("select-k all.csv --label-column species --criterion aic", "ranked by BIC alone"),
         ("select-k all.csv --label-column species --table g.csv --resume", "not supported yet"),
-        ("select-k all.csv --class-priors a=1", "need --label-column"),
+        ("select-k all.csv --class-priors a=1", "needs --label-column"),
+        ("select-k all.csv --shared-structure", "--shared-structure needs --label-column"),
+        (
+            "select-k all.csv --label-column species --shared-structure --k-max 2",
+            "one component for now",
+        ),
     ],
 )
 def test_bad_select_k_with_labels_is_one_line(work, command, message):
     assert message in error_line(gmm(command + " --k-max 2 -o out.json"))
+
+
+def test_select_k_with_a_shared_structure_is_edda(work):
+    """Every class one component of one structure, fitted from the labels, the structure
+    of the lowest total BIC chosen (mclust's EDDA)."""
+    command = "select-k all.csv --label-column species --shared-structure --k-max 1"
+    result = ok(gmm(f"{command} --covariance-types full,tied,diag,EII --table g.csv -o m.json"))
+    assert "every class (one structure shared)" in result.stderr
+    assert read_csv("g.csv").num_rows == 3 * 4
+    bics = {}
+    for structure in ("full", "tied", "diag", "EII"):
+        model = gmmcli.fit("all.csv", labels="species", covariance_type=structure, seed=0)
+        bics[structure] = model.fit_info.bic
+    chosen = modelfile.load("m.json")
+    assert chosen.covariance_type == get_covariance(min(bics, key=bics.get)).name
+    assert chosen.fit_info.bic == pytest.approx(min(bics.values()), rel=1e-12)
+    assert json.loads(Path("m.json").read_text())["component_classes"] == SPECIES

@@ -1,5 +1,6 @@
 """Mixture discriminant analysis (mclust's MclustDA): a mixture for each class, chosen by
-BIC on the class's rows alone, the classes then joined into one model of classes.
+BIC on the class's rows alone, the classes then joined into one model of classes; and
+its special case with a structure shared by all classes (mclust's EDDA: select_shared).
 
 Each class c gets the grid of K and structures (select_rows on the rows of class c: the
 others weigh 0 in their places, so streamed and in-memory rows give the same bytes); its
@@ -12,18 +13,20 @@ counts them, each class's mixture's and C − 1 priors.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import time
 from collections.abc import Callable
 
 import numpy as np
 
 from gmmcli.core.em import SERIAL, Prepared, Reducer, RowSource, e_step
-from gmmcli.core.labels import ClassRows, class_weights
+from gmmcli.core.labels import ClassRows, class_weights, fit_labelled
 from gmmcli.core.model import Classes, FitInfo, GaussianMixture
 from gmmcli.core.options import SELECT_DEFAULTS, FitOptions, Grid
-from gmmcli.core.select import GridPoint, select_rows
+from gmmcli.core.select import GridPoint, choose, select_rows, structures
 from gmmcli.core.structures import get_covariance
-from gmmcli.errors import DataError, UserError
+from gmmcli.errors import DataError, GMMError, UserError
 
 FULL = get_covariance("full")
 
@@ -61,6 +64,24 @@ def n_parameters(mixtures: list[GaussianMixture]) -> int:
     """The free parameters of a model joined from ``mixtures``: each mixture's, and the
     C - 1 class priors (mclust ≥ 6.1.1)."""
     return sum(mixture.n_parameters for mixture in mixtures) + len(mixtures) - 1
+
+
+def _checked_class_weights(
+    rows: RowSource, class_names: list[str], grid: Grid, reducer: Reducer
+) -> np.ndarray:
+    """class_weights() of rows for a grid by class: every row labelled, BIC the criterion."""
+    if grid.criterion != "bic":
+        raise UserError(
+            "with labels a grid is ranked by BIC alone (mclust's MclustDA): leave out {criterion}",
+            ("criterion",),
+        )
+    weights = class_weights(rows, len(class_names), reducer)
+    if weights[-1] > 0:
+        raise DataError(
+            "select-k with labels needs every row labelled; fit partly labelled rows with "
+            "fit --label-column"
+        )
+    return weights
 
 
 def select_by_class(
@@ -125,3 +146,59 @@ def select_by_class(
         seed=first.seed,
     )
     return table, joined(class_names, priors, winners, None, info)
+
+
+def select_shared(
+    rows: RowSource,
+    class_names: list[str],
+    grid: Grid,
+    options: FitOptions = SELECT_DEFAULTS,
+    *,
+    reducer: Reducer = SERIAL,
+    class_priors: np.ndarray | None = None,
+    on_point: Callable[[str, GridPoint], None] | None = None,
+) -> tuple[list[tuple[str, GridPoint]], GaussianMixture | None]:
+    """mclust's EDDA on labelled rows (every one labelled): for each structure of the
+    grid, one component a class sharing it, fitted from the labels by one M-step
+    (core.labels.fit_labelled); the structure of the lowest total BIC wins. Each
+    structure's point is listed under every class (its criteria the whole model's)."""
+    if grid.k_values != (1,):
+        raise UserError(
+            "with {shared_structure}, each class has one component for now: give "
+            "{k_min} 1 {k_max} 1",
+            ("shared_structure", "k_min", "k_max"),
+        )
+    _checked_class_weights(rows, class_names, grid, reducer)
+    table, models = [], {}
+    for structure, mclust_name in structures(grid.covariance_types, rows.n_features).items():
+        point = GridPoint(1, structure, mclust_name)
+        started = time.perf_counter()
+        try:
+            fitted = dataclasses.replace(options, covariance_type=structure)
+            model = fit_labelled(
+                rows,
+                Classes.named(class_names, len(class_names)),
+                fitted,
+                reducer=reducer,
+                class_priors=class_priors,
+            )
+            info = model.fit_info
+            point.n_parameters, point.log_likelihood = info.n_parameters, info.log_likelihood
+            point.bic, point.aic = info.bic, info.aic
+            point.converged, point.n_iter, point.degenerate = True, 0, info.degenerate
+            if info.degenerate:
+                point.status = f"degenerate: {info.degenerate_reason}"
+            models[structure] = model
+        except GMMError as err:
+            point.status, point.failure = f"failed: {err}", err
+        point.seconds = time.perf_counter() - started
+        for name in class_names:
+            table.append((name, dataclasses.replace(point)))
+            if on_point is not None:
+                on_point(name, table[-1][1])
+    per_structure = [point for name, point in table if name == class_names[0]]
+    best = choose(per_structure, "bic")
+    for _, point in table:
+        point.criterion = point.bic
+        point.best = best is not None and point.covariance_type == best.covariance_type
+    return table, None if best is None else models[best.covariance_type]
