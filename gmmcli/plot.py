@@ -626,6 +626,11 @@ def grid_rows(columns: dict[str, list], source: str) -> list[dict[str, Any]]:
             f"{source} is not a select-k grid (no column '{missing[0]}'); "
             "write one with gmmcli select-k --table"
         )
+    if "class" in columns:
+        raise UserError(
+            f"{source} is a grid for each class (select-k --label-column), which plot does "
+            "not draw yet"
+        )
     models = columns.get("model", [None] * len(columns["criterion"]))
     rows = []
     for i in range(len(columns["criterion"])):

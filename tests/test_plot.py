@@ -786,3 +786,10 @@ def test_failure_while_saving_leaves_no_partial_file(fitted, tmp_path, monkeypat
     assert result.exit_code != 0 and isinstance(result.exception, RuntimeError)
     assert out.read_bytes() == b"the old picture"
     assert os.listdir(tmp_path) == ["fit.png"]
+
+
+def test_a_grid_for_each_class_is_refused_for_now():
+    grid = grid_of(["full", "VEV"], ["VVV", "VEV"])
+    grid["class"] = ["a", "b"]
+    with pytest.raises(UserError, match="a grid for each class"):
+        pictures.grid_figure(grid, image(), source="g")
