@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gmmcli.core.covariance import Covariance
 from gmmcli.core.em import (
     SERIAL,
     UNLABELLED,
@@ -108,23 +109,24 @@ def class_weights(rows: RowSource, n_classes: int, reducer: Reducer = SERIAL) ->
 def _start_stats(
     prepared_extra: Prepared | None,
     owners: np.ndarray,
-    cov,
+    cov: Covariance,
     X: np.ndarray,
     weights: np.ndarray,
     classes: np.ndarray,
 ) -> Stats:
-    """A block's statistics for the start: each labelled row at its class's component,
-    each unlabelled one shared among the extra components by ``prepared_extra`` (not
-    counted when there are none)."""
+    """A block's statistics for the start: each labelled row at its class's component
+    (``owners``: each component's class), each unlabelled one shared among the
+    components of no class by ``prepared_extra`` (not counted when there are none)."""
     resp = np.zeros((len(owners), len(X)))
     labelled = np.flatnonzero(classes != UNLABELLED)
-    resp[classes[labelled], labelled] = 1.0
+    component_of = np.argmax(owners[None, :] == np.arange(owners.max() + 1)[:, None], axis=1)
+    resp[component_of[classes[labelled]], labelled] = 1.0
     if prepared_extra is not None:
         unlabelled = np.flatnonzero(classes == UNLABELLED)
         log_prob = log_joint(X[unlabelled], prepared_extra)[1]
         log_prob -= log_prob.max(axis=0)
         shares = np.exp(log_prob)
-        resp[len(owners) - len(shares) :, unlabelled] = shares / shares.sum(axis=0)
+        resp[np.ix_(np.flatnonzero(owners == UNLABELLED), unlabelled)] = shares / shares.sum(0)
     return accumulate(X, weights, resp, cov)
 
 
