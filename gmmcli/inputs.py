@@ -213,6 +213,11 @@ class Source:
                 "{labels} as an array needs the data in memory; for a file, name its label column",
                 ("labels",),
             )
+        if self.label_column is not None and self.label_column == self.weight_column:
+            raise UserError(
+                f"column '{self.label_column}' cannot be both the labels and the weights",
+                ("labels", "weights"),
+            )
         if self.label_column is not None and self.label_column in (self.columns or []):
             raise UserError(
                 f"column '{self.label_column}' holds the labels, which are never a feature: "
@@ -458,8 +463,10 @@ def _in_memory(
     classes: Sequence[str] | None = None,
 ) -> Rows:
     """The rows in memory that ``missing`` leaves (or a UserError), with their classes
-    (open_rows)."""
+    (open_rows: those of every row, left out or not, as a streamed file's)."""
     report.features(features.names, source.weight_column, f"{len(features.X)} rows")
+    if features.labels is not None:
+        class_names = _classes(features.labels, source, classes)
     features, dropped = tables.require_complete(
         features, source=source.name, missing=source.missing
     )
@@ -470,7 +477,6 @@ def _in_memory(
     if features.labels is None:
         rows = InMemoryRows(X, weights, np.zeros(X.shape[1]))
         return Rows(rows, names, local.reducer(workers), workers)
-    class_names = _classes(features.labels, source, classes)
     codes = tables.class_codes(features.labels, class_names)
     rows = InMemoryRows(X, weights, np.zeros(X.shape[1]), classes=codes)
     return Rows(rows, names, local.reducer(workers), workers, class_names)
@@ -528,7 +534,8 @@ def _read_features(path: str, fmt: str, source: Source, report: Report) -> table
         column = pq.read_table(path, columns=[source.label_column], use_threads=False)
         labels = tables.label_column(column, source.label_column, source.name)
         return dataclasses.replace(features, labels=labels)
-    return select(tables.read_table(path, fmt, name=source.quoted), source, report)
+    table = tables.read_table(path, fmt, name=source.quoted, text=source.label_column)
+    return select(table, source, report)
 
 
 def select(table: pa.Table, source: Source, report: Report = QUIET) -> tables.Features:
@@ -770,6 +777,7 @@ def predict_rows(
     or none without rows), so that they hold nothing of rows already written."""
     model = _named(model, source)
     if source.engine == "dask":
+        _require_no_labels(source, "the dask engine")
         return _predict_on_cluster(source, model, prediction, output, accept, report)
     writer, kept, written = contextlib.nullcontext(), None, None
     if output.path is not None:
@@ -839,7 +847,7 @@ def _input_tables(
         return
     fmt = source.file_format()
     if not _tables_streamed(source, model, written, copies):
-        yield tables.read_table(source.path, fmt)
+        yield tables.read_table(source.path, fmt, text=source.label_column)
         return
     limit, types, header, piped = source.memory_bytes, None, None, source.data == "-"
     if piped:
@@ -855,6 +863,8 @@ def _input_tables(
     if fmt != "parquet" and not piped:
         profile = stream.csv_profile(source.path, fmt, memory.profile_block(limit), source.quoted)
         types = profile.types
+        if source.label_column is not None:  # labels are text, whatever they look like
+            types = {**types, source.label_column: pa.string()}
     block = memory.block_bytes(plan.chunk_rows, text_bytes, piped)
     if piped:
         batches = stream.pipe_batches(header, fmt, plan.chunk_rows, block, kept)

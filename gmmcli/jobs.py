@@ -93,7 +93,10 @@ def fit(
     require_one_file(source)
     workers = local.default_threads()
     core = core_needs(options, n_components or 1, workers, gaps=source.missing)
-    known = None if start is None or start.classes is None else start.classes.names
+    classes = None if start is None or start.classes is None else start.classes
+    if classes is not None:  # (a joined model's mixtures are its old parameters)
+        classes = Classes(classes.names, classes.owners)
+    known = None if classes is None else classes.names
     with open_rows(source, report, core, known) as data:
         steps = options.max_iter * options.n_init
         with report.progress(steps, "EM") as advance:
@@ -104,10 +107,10 @@ def fit(
                     on_iteration(restart, iteration, mean_ll)
 
             if data.class_names is not None:
-                classes = Classes.named(data.class_names, n_components or len(data.class_names))
+                named = n_components or len(data.class_names)
                 return fit_labelled(
                     data.rows,
-                    classes if known is None else start.classes,
+                    classes or Classes.named(data.class_names, named),
                     options,
                     reducer=data.reducer,
                     feature_names=data.names,
@@ -122,7 +125,7 @@ def fit(
                 feature_names=data.names,
                 on_iteration=iterated,
             )
-            model.classes = None if start is None else start.classes
+            model.classes = classes
             return model
 
 
@@ -163,7 +166,12 @@ def _priors(priors: Mapping[str, float] | None, names: list[str]) -> np.ndarray 
             f"{{class_priors}} lacks class '{missing[0]}': give every class's prior",
             ("class_priors",),
         )
-    return np.array([priors[name] for name in names], dtype=float)
+    vector = np.array([priors[name] for name in names], dtype=float)
+    if not np.all(np.isfinite(vector) & (vector >= 0)) or vector.sum() <= 0:
+        raise UserError(
+            "{class_priors} must be finite, not negative and not all 0", ("class_priors",)
+        )
+    return vector / vector.sum()
 
 
 def _from_start(

@@ -348,3 +348,75 @@ def test_select_k_with_a_shared_structure_is_edda(work):
     assert chosen.covariance_type == get_covariance(min(bics, key=bics.get)).name
     assert chosen.fit_info.bic == pytest.approx(min(bics.values()), rel=1e-12)
     assert json.loads(Path("m.json").read_text())["component_classes"] == SPECIES
+
+
+def test_labels_are_read_as_text_as_written(tmp_path):
+    """ "007" and "7" are two classes (a CSV reader would make both the number 7), read
+    whole or streamed."""
+    rng = np.random.default_rng(5)
+    X = np.vstack([rng.normal(0, 1, (40, 2)), rng.normal(6, 1, (40, 2))])
+    labels = ["007"] * 40 + ["7"] * 40
+    lines = ["x,y,lab", *(f"{a},{b},{lab}" for (a, b), lab in zip(X, labels, strict=True))]
+    path = tmp_path / "codes.csv"
+    path.write_text("\n".join(lines) + "\n")
+    whole = gmmcli.fit(str(path), labels="lab", seed=0)
+    assert whole.classes.names == ("007", "7")  # by value, then as text
+    streamed = gmmcli.fit(str(path), labels="lab", seed=0, chunk_rows=17)
+    assert modelfile.dumps(streamed) == modelfile.dumps(whole)
+
+
+def test_refitting_a_joined_model_writes_its_new_parameters(work):
+    grid = "--k-max 2 --covariance-types full,EII"
+    ok(gmm(f"select-k all.csv --label-column species {grid} -o da.json -q"))
+    da = modelfile.load("da.json")
+    score = json.loads(ok(gmm("score all.csv -m da.json -q")).stdout)
+    assert score["bic"] == pytest.approx(da.fit_info.bic, rel=1e-12)  # the same parameters
+    ok(gmm("fit all.csv --init-model da.json -o refit.json -q"))
+    refit = json.loads(Path("refit.json").read_text())
+    assert "classes" not in refit and refit["component_classes"] is not None
+    rescored = json.loads(ok(gmm("score all.csv -m refit.json -q")).stdout)
+    assert rescored["log_likelihood"] == pytest.approx(refit["training"]["log_likelihood"])
+
+
+def test_select_k_priors_are_scaled_and_small_classes_are_one_line(work):
+    priors = "--class-priors setosa=1,versicolor=1,virginica=2"
+    ok(gmm(f"select-k all.csv --label-column species --k-max 1 {priors} -o p.json -q"))
+    assert [c["prior"] for c in json.loads(Path("p.json").read_text())["classes"]] == [
+        0.25,
+        0.25,
+        0.5,
+    ]
+    assert modelfile.load("p.json").classes.priors == (0.25, 0.25, 0.5)
+    table, _ = _table(n=40)
+    labels = ["setosa"] * 39 + ["rose"]
+    pa_csv.write_csv(table.set_column(2, "species", pa.array(labels)), "small.csv")
+    line = error_line(gmm("select-k small.csv --label-column species --k-max 3 -o s.json"))
+    assert "no grid point of class 'rose' is sound" in line and "--k-max" in line
+
+
+def test_more_components_of_no_class_than_unlabelled_rows_are_one_line(work):
+    table, _ = _table(n=30)
+    labels = ["setosa"] * 10 + ["versicolor"] * 9 + ["virginica"] * 9 + ["", ""]
+    pa_csv.write_csv(table.set_column(2, "species", pa.array(labels)), "few.csv")
+    line = error_line(gmm("fit few.csv --label-column species -k 6 -o o.json"))
+    assert "3 components of no class start on the unlabelled rows, but only 2" in line
+
+
+def test_the_same_column_cannot_be_labels_and_weights(work):
+    line = error_line(gmm("fit all.csv --label-column x --weight-column x -o o.json"))
+    assert "cannot be both the labels and the weights" in line
+
+
+def test_a_broken_classes_section_is_refused_in_one_line(work):
+    ok(gmm("select-k all.csv --label-column species --k-max 1 -o da.json -q"))
+    text = Path("da.json").read_text()
+    for edit, message in [
+        (lambda d: d["classes"][0].update(prior=[0.5]), "'prior' must be a number"),
+        (lambda d: d.update(n_features=3), "has 2 features, the model 3"),
+        (lambda d: d.pop("n_features"), "'n_features' must be"),
+        (lambda d: d.update(extra=1), "unknown to a model of classes"),
+    ]:
+        broken = json.loads(text)
+        edit(broken)
+        with pytest.raises(modelfile.ModelFileError, match=message):
+            modelfile.loads(json.dumps(broken))

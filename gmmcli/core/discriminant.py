@@ -60,12 +60,6 @@ def joined(
     )
 
 
-def n_parameters(mixtures: list[GaussianMixture]) -> int:
-    """The free parameters of a model joined from ``mixtures``: each mixture's, and the
-    C - 1 class priors (mclust ≥ 6.1.1)."""
-    return sum(mixture.n_parameters for mixture in mixtures) + len(mixtures) - 1
-
-
 def _checked_class_weights(
     rows: RowSource, class_names: list[str], grid: Grid, reducer: Reducer
 ) -> np.ndarray:
@@ -119,8 +113,13 @@ def select_by_class(
         )
         table += [(name, point) for point in points]
         winners.append(winner)
-    if any(winner is None for winner in winners):
-        return table, None
+    failed = [name for name, winner in zip(class_names, winners, strict=True) if winner is None]
+    if failed:
+        raise UserError(
+            f"no grid point of class {failed[0]!r} is sound (every one failed or is "
+            "degenerate): the class has too few rows for the grid; lower {k_max}",
+            ("k_max",),
+        )
     priors = weights[:-1] / weights[:-1].sum() if class_priors is None else class_priors
     model = joined(class_names, priors, winners)
     prepared = Prepared.of(model._params(), FULL)
@@ -137,7 +136,7 @@ def select_by_class(
         ),
         n_samples=sum(w.fit_info.n_samples for w in winners),
         total_weight=float(weights[:-1].sum()),
-        n_parameters=n_parameters(winners),
+        n_parameters=model.n_parameters,
         init=first.init,
         n_init=first.n_init,
         max_iter=first.max_iter,
@@ -185,7 +184,8 @@ def select_shared(
             info = model.fit_info
             point.n_parameters, point.log_likelihood = info.n_parameters, info.log_likelihood
             point.bic, point.aic = info.bic, info.aic
-            point.converged, point.n_iter, point.degenerate = True, 0, info.degenerate
+            point.converged, point.n_iter = info.converged, info.n_iter
+            point.degenerate = info.degenerate
             if info.degenerate:
                 point.status = f"degenerate: {info.degenerate_reason}"
             models[structure] = model

@@ -59,7 +59,7 @@ from gmmcli.core.init import initial_params, observed_whole_start, whole_data_st
 from gmmcli.core.model import Classes, FitInfo, GaussianMixture, n_parameters
 from gmmcli.core.options import DEFAULT_OPTIONS, FitOptions
 from gmmcli.core.structures import get_covariance
-from gmmcli.errors import DataError, InvalidParameter, SingularCovarianceError
+from gmmcli.errors import DataError, InvalidParameter, SingularCovarianceError, UserError
 
 
 @dataclass
@@ -284,12 +284,19 @@ def _extra_start(
     """The components of no class started on the unlabelled rows alone (options.init)."""
     cov = get_covariance(options.covariance_type)
     unlabelled = ClassRows(rows, _unlabelled)
+    data = summarise(unlabelled, reducer, extra)
+    if data.n_samples < extra:
+        raise UserError(
+            f"{extra} components of no class start on the unlabelled rows, but only "
+            f"{data.n_samples} have a positive weight: lower {{n_components}}",
+            ("n_components",),
+        )
     fallback = whole_data_start(unlabelled, extra, cov, options.reg_covar, reducer)
     start = initial_params(
         unlabelled,
         extra,
         options,
-        data=summarise(unlabelled, reducer, extra),
+        data=data,
         fallback=fallback,
         rng=rng,
         reducer=reducer,

@@ -473,6 +473,11 @@ class GaussianMixture:
 
     @property
     def n_parameters(self) -> int:
+        """Free parameters; of a model joined from a mixture per class, each mixture's and
+        the C − 1 class priors (mclust ≥ 6.1.1)."""
+        mixtures = None if self.classes is None else self.classes.mixtures
+        if mixtures is not None:
+            return sum(mixture.n_parameters for mixture in mixtures) + len(mixtures) - 1
         return n_parameters(self.covariance, self.n_components, self.n_features)
 
     @property

@@ -574,6 +574,7 @@ class FileRows(OnePart):
             self.chunk_rows,
             columns,
             numbers,
+            types=None if self.label_column is None else {self.label_column: pa.string()},
             name=self.label,
             block_bytes=self.block_bytes,
         )
@@ -631,7 +632,10 @@ def file_labels(
     """The distinct labels of a file's label column (label_texts), in one pass over it
     alone."""
     found: set[str] = set()
-    batches = open_batches(path, fmt, chunk_rows, [column], name=name, block_bytes=block_bytes)
+    text = {column: pa.string()}
+    batches = open_batches(
+        path, fmt, chunk_rows, [column], types=text, name=name, block_bytes=block_bytes
+    )
     for batch in batches:
         labels = tables.label_column(pa.Table.from_batches([batch]), column, name)
         found.update(pc.unique(labels.drop_null()).to_pylist())

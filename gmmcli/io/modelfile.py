@@ -349,11 +349,10 @@ def _class_mixtures(data: dict[str, Any], names: list[str] | None) -> GaussianMi
     """A version-3 model of a mixture per class (discriminant analysis): its classes,
     each with its name, prior and mixture, joined (core.discriminant.joined)."""
     unknown = sorted(set(data) - set(CLASS_MIXTURES_KEYS))
-    _require(
-        not unknown,
-        f"has key '{unknown[0] if unknown else ''}', unknown to a model of "
-        "classes (format version 3)",
-    )
+    if unknown:
+        raise ModelFileError(f"has key '{unknown[0]}', unknown to a model of classes (version 3)")
+    n_features = data.get("n_features")
+    _require(type(n_features) is int and n_features > 0, "'n_features' must be a positive integer")
     classes = data["classes"]
     _require(
         isinstance(classes, list) and classes and all(isinstance(c, dict) for c in classes),
@@ -366,12 +365,21 @@ def _class_mixtures(data: dict[str, Any], names: list[str] | None) -> GaussianMi
             "each of 'classes' must have 'name', 'prior' and 'mixture'",
         )
         _require(isinstance(entry["name"], str), "a class's 'name' must be a string")
-        prior = _number_array(entry, "prior", number=True)
-        _require(bool(prior > 0), "a class's 'prior' must be positive")
+        prior = entry["prior"]
+        _require(
+            _is_number(prior) and math.isfinite(prior) and prior >= 0,
+            "a class's 'prior' must be a number, not negative",
+        )
         _require(isinstance(entry["mixture"], dict), "a class's 'mixture' must be an object")
+        mixture = _mixture(entry["mixture"], None, names, nested=True)
+        _require(
+            mixture.n_features == n_features,
+            f"class {entry['name']!r}'s mixture has {mixture.n_features} features, the model "
+            f"{n_features}",
+        )
         class_names.append(entry["name"])
         priors.append(float(prior))
-        mixtures.append(_mixture(entry["mixture"], None, names, nested=True))
+        mixtures.append(mixture)
     _require(abs(sum(priors) - 1) <= 1e-9, "the classes' priors must sum to 1")
     info = _fit_info(data.get("training"))
     try:

@@ -92,11 +92,15 @@ def open_input(path: str) -> pa.NativeFile:
 
 
 def read_table(
-    path: str, fmt: str | None = None, stdin: BinaryIO | None = None, name: str | None = None
+    path: str,
+    fmt: str | None = None,
+    stdin: BinaryIO | None = None,
+    name: str | None = None,
+    text: str | None = None,
 ) -> pa.Table:
     """Read a whole table from ``path`` ("-" for ``stdin``, default standard input), its
     names checked (clean_names); messages call it ``name`` (default: stdin, or the path
-    quoted).
+    quoted). The CSV column ``text`` (labels) is read as text, as written.
 
     pyarrow reads the file by its path, or stdin from a copy in Arrow's own memory: its
     reader threads must not hold Python objects, whose release at interpreter exit would
@@ -111,7 +115,7 @@ def read_table(
         name = name or f"'{path}'"
         empty = _is_empty(path, name)
         source = path
-    table = pa.table({}) if empty else _read(source, fmt, name)
+    table = pa.table({}) if empty else _read(source, fmt, name, text)
     names = clean_names(column_names(table, name), name, text=fmt != "parquet")
     table = table.rename_columns(names)
     if table.num_rows == 0:
@@ -147,7 +151,7 @@ def unreadable(name: str, err: OSError) -> UserError:
     )
 
 
-def _read(source: str | pa.NativeFile, fmt: str, name: str) -> pa.Table:
+def _read(source: str | pa.NativeFile, fmt: str, name: str, text: str | None = None) -> pa.Table:
     if fmt == "parquet":
         try:
             # As one file (pq.read_table would load pyarrow.dataset, and pandas with it);
@@ -165,9 +169,14 @@ def _read(source: str | pa.NativeFile, fmt: str, name: str) -> pa.Table:
                 ("format",),
             ) from None
     delimiter = "\t" if fmt == "tsv" else ","
+    types = {} if text is None else {text: pa.string()}
     try:
         with open_input(source) if isinstance(source, str) else source as stream:
-            return pa_csv.read_csv(stream, parse_options=pa_csv.ParseOptions(delimiter=delimiter))
+            return pa_csv.read_csv(
+                stream,
+                parse_options=pa_csv.ParseOptions(delimiter=delimiter),
+                convert_options=pa_csv.ConvertOptions(column_types=types),
+            )
     except OSError as e:
         raise unreadable(name, e) from None
     except pa.ArrowInvalid as e:
@@ -437,7 +446,7 @@ def class_order(labels: list[str]) -> list[str]:
     text."""
     distinct = set(labels)
     if all(INTEGER.fullmatch(label) for label in distinct):
-        return sorted(distinct, key=int)
+        return sorted(distinct, key=lambda label: (int(label), label))  # 1 before 01
     return sorted(distinct)
 
 
