@@ -167,7 +167,7 @@ class Reporter:
         for label, point in points:
             by_class.setdefault(label, []).append(point)
         grids = list(by_class.values())
-        if all(g == grids[0] for g in grids):  # one structure shared: the same points
+        if len(grids) > 1 and all(g == grids[0] for g in grids):  # one structure shared
             self.note("every class (one structure shared):")
             self.grid(grids[0], grid)
             return

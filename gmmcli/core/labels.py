@@ -145,8 +145,10 @@ def fit_labelled(
     index into ``classes.names``, UNLABELLED for none); those of no class come out in
     descending weight. Every row labelled and K = C: one M-step (with ``class_priors``
     as the weights when given). Restarts (for the extra components' starts) as
-    fit_rows(). A complete start in ``options`` (weights_init, means_init,
-    precisions_init) is refined: EM from it, its components in its order."""
+    fit_rows(), when there are components of no class (else the start has nothing
+    random). A complete start in ``options`` (weights_init, means_init, precisions_init)
+    is refined: EM from it, its components in its order (rows all labelled: the M-step
+    of the labels, whatever the start)."""
     cov = get_covariance(options.covariance_type)
     class_names, owners = list(classes.names), np.array(classes.owners)
     n_classes, n_components = len(class_names), len(owners)
@@ -230,6 +232,8 @@ def fit_labelled(
                 runs.append(result)
                 break
             runs.append(result)
+            if not extra:  # a start from the labels alone: nothing random to restart
+                break
     if not runs:
         raise failure
     best = max(runs, key=lambda result: result.stats.log_likelihood)
@@ -318,7 +322,7 @@ def _checked_priors(priors, n_classes: int, all_labelled: bool) -> np.ndarray:
         raise InvalidParameter(
             "class_priors",
             "given",
-            "given only when every row is labelled (with unlabelled rows EM fits the weights)",
+            "left out: with unlabelled rows EM fits the weights, so priors need every row labelled",
         )
     priors = np.asarray(priors, dtype=float)
     if priors.shape != (n_classes,) or not np.all(priors >= 0) or priors.sum() <= 0:
