@@ -359,8 +359,7 @@ def open_rows(
     With labels, the classes are ``classes`` when given (a label not among them is an
     error), else those the labels have."""
     if source.engine == "dask":
-        _require_no_labels(source, "the dask engine")
-        with _cluster_rows(source, report) as rows:
+        with _cluster_rows(source, report, classes) as rows:
             yield rows
         return
     if not source.is_path:
@@ -620,24 +619,37 @@ def _given_weights(
 
 
 @contextlib.contextmanager
-def _cluster_rows(source: Source, report: Report) -> Iterator[Rows]:
-    """The feature rows of Parquet files, read and kept by a Dask cluster's workers."""
-    cluster, files, names = _cluster_files(source, source.columns, source.exclude, report)
+def _cluster_rows(
+    source: Source, report: Report, classes: Sequence[str] | None = None
+) -> Iterator[Rows]:
+    """The feature rows of Parquet files, read and kept by a Dask cluster's workers (and
+    their classes: open_rows)."""
+    label_column = source.label_column
+    exclude = [*source.exclude, *([label_column] if label_column else [])]
+    cluster, files, names = _cluster_files(source, source.columns, exclude, report)
     weight_column = source.weight_column
-    files.check_schemas(names + [weight_column] * bool(weight_column))
+    files.check_schemas(
+        names + [weight_column] * bool(weight_column) + exclude[-1:] * bool(label_column)
+    )
     with cluster.connect(source.scheduler or "local") as client:
+        labels = class_names = None
+        if label_column is not None:
+            found = cluster.file_labels(client, files, label_column)
+            class_names = _classes(pa.array(found, pa.string()), source, classes)
+            labels = (label_column, class_names)
         rows = cluster.load_rows(
             client,
             files,
             names,
             weight_column=weight_column,
             missing=source.missing,
+            labels=labels,
         )
         workers = len(client.scheduler_info()["workers"])
         detail = f"{rows.n_rows} rows in {rows.n_parts} partitions on {workers} Dask workers"
         report.features(names, weight_column, detail)
         report_left_out(report, rows.dropped, source.missing)
-        yield Rows(rows, names, SERIAL)  # a task per partition, one thread each
+        yield Rows(rows, names, SERIAL, class_names=class_names)  # a task a partition
 
 
 def _cluster_files(

@@ -119,7 +119,6 @@ def test_labels_are_trimmed_text_and_integers_sort_by_value(tmp_path):
         ),
         ("fit all.csv --class-priors setosa=1", "--class-priors needs --label-column"),
         ("fit some.csv --label-column species --class-priors a=1", "names class 'a'"),
-        ("fit all.parquet --label-column species --engine dask", "not read from the dask engine"),
     ],
 )
 def test_bad_labels_are_one_line(work, command, message):

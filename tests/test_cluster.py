@@ -33,6 +33,7 @@ from gmmcli.engines import cluster  # noqa: E402
 from gmmcli.engines import local as local_engine  # noqa: E402
 from gmmcli.errors import GMMWarning  # noqa: E402
 from gmmcli.inputs import Source, open_rows  # noqa: E402
+from gmmcli.io import modelfile  # noqa: E402
 
 NAMES = ["a", "b", "c"]
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -535,3 +536,43 @@ def test_fit_classify_and_score_through_gaps_as_the_local_engine(client, data, t
     remote, here = (json.loads(out) for _, out, _ in summaries)
     np.testing.assert_allclose(remote["log_likelihood"], here["log_likelihood"], rtol=1e-12)
     assert remote["n_samples_missing_features"] == here["n_samples_missing_features"] > 0
+
+
+def test_labels_on_the_dask_engine_fit_as_locally(client, tmp_path, mixture):
+    """Partly labelled rows (semi-supervised) and rows all labelled (one M-step) in a
+    folder of Parquet files: the same models as the local engine reading one file."""
+    X, truth = mixture(5, n_samples=1200, n_features=2, n_components=3, spread=8.0)
+    names = np.array(["a", "b", "c"])[truth].astype(object)
+    some = names.copy()
+    some[np.random.default_rng(2).random(len(X)) < 0.7] = None
+    table = pa.table({"x": X[:, 0], "y": X[:, 1], "all": names.tolist(), "some": some.tolist()})
+    pq.write_table(table, tmp_path / "one.parquet", row_group_size=ROW_GROUP)
+    (tmp_path / "folder").mkdir()
+    for i, start in enumerate((0, 500)):
+        part = table.slice(start, 500 if start == 0 else None)
+        pq.write_table(part, tmp_path / "folder" / f"p{i}.parquet", row_group_size=ROW_GROUP)
+    engine = ["--engine", "dask", "--scheduler", client.scheduler.address]
+    for command, out in (
+        (["fit", "DATA", "--label-column", "some", "--exclude", "all", "-k", 4], "semi"),
+        (
+            [
+                "fit",
+                "DATA",
+                "--label-column",
+                "all",
+                "--exclude",
+                "some",
+                "--covariance-type",
+                "tied",
+            ],
+            "lda",
+        ),
+    ):
+        for data, where in ((tmp_path / "folder", engine), (tmp_path / "one.parquet", [])):
+            args = [data if a == "DATA" else a for a in command]
+            code, _, err = run(*args, *where, "-o", tmp_path / f"{out}-{bool(where)}.json", "-q")
+            assert code == 0, err
+        dask_model = modelfile.load(str(tmp_path / f"{out}-True.json"))
+        local_model = modelfile.load(str(tmp_path / f"{out}-False.json"))
+        assert dask_model.classes == local_model.classes
+        assert_same_model(dask_model, local_model, rtol=1e-9)

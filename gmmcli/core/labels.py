@@ -75,20 +75,21 @@ class ClassRows:
         return getattr(self.source, name)  # n_features, n_parts, centre, block_rows
 
     def map_parts(self, function):
-        def plain(blocks: Iterable[Block], index: int, first_row: int):
-            return function(
-                ((X, self._weights(weights, classes)) for X, weights, classes in blocks),
-                index,
-                first_row,
-            )
-
-        return self.source.map_parts(plain)
-
-    def _weights(self, weights: np.ndarray, classes: np.ndarray) -> np.ndarray:
-        return weights if self.keep is None else np.where(self.keep(classes), weights, 0.0)
+        # (a partial of module-level functions: it goes to a cluster's workers)
+        return self.source.map_parts(functools.partial(_plain_part, function, self.keep))
 
     def centred(self, centre: np.ndarray, dtype: type = np.float64) -> ClassRows:
         return ClassRows(self.source.centred(centre, dtype), self.keep)
+
+
+def _plain_part(function, keep, blocks: Iterable[Block], index: int, first_row: int):
+    """``function`` of a part's blocks without their classes, the rows that ``keep``
+    (ClassRows) refuses at weight 0."""
+    plain = (
+        (X, weights if keep is None else np.where(keep(classes), weights, 0.0))
+        for X, weights, classes in blocks
+    )
+    return function(plain, index, first_row)
 
 
 def _unlabelled(classes: np.ndarray) -> np.ndarray:

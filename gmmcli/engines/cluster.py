@@ -193,7 +193,7 @@ class ClusterRows:
     Dask's own threads and processes share out the cores (gmmcli.inputs does so)."""
 
     client: Client
-    parts: list[Future]  # (X, weights, rows dropped) of every partition
+    parts: list[Future]  # (X, weights, rows dropped, classes or None) of every partition
     first_rows: list[int]
     n_features: int
     n_rows: int
@@ -239,8 +239,8 @@ def _gather(client: Client, futures: list[Future], name: str) -> list:
 def _run_part(part, index, first_row, *, function, centre, dtype, block_rows):
     """``function`` of a partition's blocks, where it lies. A worker outlives the fit, so
     it keeps no block layouts for the next pass (LAYOUTS)."""
-    X, weights, _ = part
-    blocks = InMemoryRows(X, weights, centre, dtype, block_rows).blocks()
+    X, weights, _, classes = part
+    blocks = InMemoryRows(X, weights, centre, dtype, block_rows, classes).blocks()
     try:
         return function(blocks, index, first_row)
     finally:
@@ -254,14 +254,17 @@ def load_rows(
     *,
     weight_column: str | None = None,
     missing: str = "refuse",
+    labels: tuple[str, list[str]] | None = None,
 ) -> ClusterRows:
     """Read the files on the workers and keep their feature rows there (checked as in
-    memory; messages name the partition and the row in it)."""
+    memory; messages name the partition and the row in it); with ``labels`` (the label
+    column and the class names), each row's class too."""
     columns = names + ([weight_column] if weight_column else [])
     name = files.name
+    read = columns + ([labels[0]] if labels else [])
     arrays = [
-        dask.delayed(_part_arrays)(partition, index, names, weight_column, missing, name)
-        for index, partition in enumerate(files.partitions(columns))
+        dask.delayed(_part_arrays)(partition, index, names, weight_column, missing, name, labels)
+        for index, partition in enumerate(files.partitions(read))
     ]
     futures = client.compute(arrays)
     shapes = _gather(client, client.map(_shape, futures, pure=False), name)
@@ -276,25 +279,43 @@ def load_rows(
     )
 
 
-def _part_arrays(partition, index, names, weight_column, missing, name):
-    """(features, weights, rows dropped) of one partition, as float64 arrays."""
+def _part_arrays(partition, index, names, weight_column, missing, name, labels):
+    """(features, weights, rows dropped, classes or None) of one partition, the first two
+    as float64 arrays."""
     source = f"partition {index} of {name}"
+    columns = names + ([weight_column] if weight_column else [])
+    table = partition.read(columns + ([labels[0]] if labels else []))
     features = tables.select_features(
-        partition.read(names + ([weight_column] if weight_column else [])),
-        columns=names,
-        weight_column=weight_column,
-        source=source,
-        require_positive=False,
+        table, columns=names, weight_column=weight_column, source=source, require_positive=False
     )
+    if labels:
+        features = dataclasses.replace(
+            features, labels=tables.label_column(table, labels[0], source)
+        )
     features, dropped = tables.require_complete(
         features, source=source, missing=missing, allow_empty=True
     )
     weights = np.ones(len(features.X)) if features.weights is None else features.weights
-    return features.X, weights, dropped
+    classes = None if not labels else tables.class_codes(features.labels, labels[1])
+    return features.X, weights, dropped, classes
+
+
+def file_labels(client: Client, files: ParquetFiles, column: str) -> list[str]:
+    """The distinct labels of the files' label column, read on the workers."""
+    found = [
+        dask.delayed(_part_labels)(partition, column, f"partition {index} of {files.name}")
+        for index, partition in enumerate(files.partitions([column]))
+    ]
+    return sorted(set().union(*_gather(client, client.compute(found), files.name)))
+
+
+def _part_labels(partition, column: str, source: str) -> set[str]:
+    labels = tables.label_column(partition.read([column]), column, source)
+    return set(labels.drop_null().to_pylist())
 
 
 def _shape(part) -> tuple[int, int]:
-    X, _, dropped = part
+    X, _, dropped, _ = part
     return len(X), dropped
 
 
