@@ -499,11 +499,6 @@ def _classes(labels: pa.Array, source: Source, given: Sequence[str] | None) -> l
     return list(given)
 
 
-def _require_no_labels(source: Source, path: str) -> None:
-    if source.labels is not None:
-        raise UserError(f"labels are not read from {path} yet; fit labelled data in memory")
-
-
 def _feature_names(
     path: str, fmt: str, source: Source, report: Report, block_bytes: int = memory.MAX_BLOCK_BYTES
 ) -> list[str]:
@@ -789,7 +784,6 @@ def predict_rows(
     or none without rows), so that they hold nothing of rows already written."""
     model = _named(model, source)
     if source.engine == "dask":
-        _require_no_labels(source, "the dask engine")
         return _predict_on_cluster(source, model, prediction, output, accept, report)
     writer, kept, written = contextlib.nullcontext(), None, None
     if output.path is not None:
@@ -1020,8 +1014,8 @@ def _predict_on_cluster(source, model, prediction, output, accept, report) -> li
     cluster, files, _ = _cluster_files(source, model.feature_names, [])
     if output.path is not None:
         check_output_folder(output.path, [source.path, *files.paths])
-    weights = [source.weight_column] if source.weight_column else []
-    columns = None if prediction.keeps_input else model.feature_names + weights
+    given = [column for column in (source.weight_column, source.label_column) if column]
+    columns = None if prediction.keeps_input else model.feature_names + given
     files.check_schemas(columns)
     plural = "s" if len(files.paths) > 1 else ""
     report.features(

@@ -576,3 +576,12 @@ def test_labels_on_the_dask_engine_fit_as_locally(client, tmp_path, mixture):
         local_model = modelfile.load(str(tmp_path / f"{out}-False.json"))
         assert dask_model.classes == local_model.classes
         assert_same_model(dask_model, local_model, rtol=1e-9)
+    scores = []
+    for data, where in ((tmp_path / "folder", engine), (tmp_path / "one.parquet", [])):
+        model = tmp_path / "lda-False.json"
+        code, out, err = run("score", data, "-m", model, "--label-column", "all", *where, "-q")
+        assert code == 0, err
+        scores.append(json.loads(out))
+    for key in ("error_rate", "brier", "log_likelihood"):
+        assert scores[0][key] == pytest.approx(scores[1][key], rel=1e-12)
+    assert scores[0]["confusion"] == scores[1]["confusion"]
