@@ -322,10 +322,6 @@ def test_select_k_with_labels_is_a_grid_for_each_class_joined(work):
         ("select-k all.csv --label-column species --table g.csv --resume", "not supported yet"),
         ("select-k all.csv --class-priors a=1", "needs --label-column"),
         ("select-k all.csv --shared-structure", "--shared-structure needs --label-column"),
-        (
-            "select-k all.csv --label-column species --shared-structure --k-max 2",
-            "one component for now",
-        ),
     ],
 )
 def test_bad_select_k_with_labels_is_one_line(work, command, message):

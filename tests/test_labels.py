@@ -235,3 +235,21 @@ def test_gaps_with_components_of_no_class_are_refused_for_now():
     X, _, kept = _labelled(share=0.3)
     with pytest.raises(DataError, match="one component a class"):
         fit_labelled(_rows(_with_gaps(X), kept), Classes.named(NAMES, 4))
+
+
+def test_several_components_a_class_keep_each_class_to_its_own():
+    """Two components a class, one structure for all (select-k --shared-structure with
+    K = 2): each class's rows stay on its two components, and the recorded
+    log-likelihood is the mixture's over every component."""
+    X, truth, _ = _labelled(seed=8, n=900)
+    options = FitOptions(covariance_type="tied", seed=0, tol=1e-8, max_iter=300)
+    model = fit_labelled(_rows(X, truth), Classes.per_class(NAMES, 2), options)
+    assert model.classes.owners == (0, 0, 1, 1, 2, 2)
+    for c in range(3):  # the class's components hold its rows' weight, as EM kept them
+        assert_allclose(model.weights[2 * c : 2 * c + 2].sum(), np.mean(truth == c), rtol=1e-9)
+    densities = sum(
+        w * multivariate_normal(mean, model.covariances).pdf(X)
+        for w, mean in zip(model.weights, model.means, strict=True)
+    )
+    assert_allclose(model.fit_info.log_likelihood, np.log(densities).sum(), rtol=1e-10)
+    assert model.fit_info.n_parameters == get_covariance("tied").n_parameters(6, 3) + 6 * 3 + 5

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import time
 from collections.abc import Callable
 
@@ -157,26 +158,22 @@ def select_shared(
     class_priors: np.ndarray | None = None,
     on_point: Callable[[str, GridPoint], None] | None = None,
 ) -> tuple[list[tuple[str, GridPoint]], GaussianMixture | None]:
-    """mclust's EDDA on labelled rows (every one labelled): for each structure of the
-    grid, one component a class sharing it, fitted from the labels by one M-step
-    (core.labels.fit_labelled); the structure of the lowest total BIC wins. Each
-    structure's point is listed under every class (its criteria the whole model's)."""
-    if grid.k_values != (1,):
-        raise UserError(
-            "with {shared_structure}, each class has one component for now: give "
-            "{k_min} 1 {k_max} 1",
-            ("shared_structure", "k_min", "k_max"),
-        )
+    """A structure shared by every class, on labelled rows (every one labelled): for each
+    K and structure of the grid, K components a class, all of the structure, fitted to
+    the labels (core.labels.fit_labelled: one M-step for K = 1, mclust's EDDA; else EM,
+    each row kept to its class's components); the point of the lowest total BIC wins.
+    Each point is listed under every class (its criteria the whole model's)."""
     _checked_class_weights(rows, class_names, grid, reducer)
     table, models = [], {}
-    for structure, mclust_name in structures(grid.covariance_types, rows.n_features).items():
-        point = GridPoint(1, structure, mclust_name)
+    shared = structures(grid.covariance_types, rows.n_features).items()
+    for (structure, mclust_name), k in itertools.product(shared, grid.k_values):
+        point = GridPoint(k, structure, mclust_name)
         started = time.perf_counter()
         try:
             fitted = dataclasses.replace(options, covariance_type=structure)
             model = fit_labelled(
                 rows,
-                Classes.named(class_names, len(class_names)),
+                Classes.per_class(class_names, k),
                 fitted,
                 reducer=reducer,
                 class_priors=class_priors,
@@ -188,7 +185,7 @@ def select_shared(
             point.degenerate = info.degenerate
             if info.degenerate:
                 point.status = f"degenerate: {info.degenerate_reason}"
-            models[structure] = model
+            models[point.n_components, structure] = model
         except GMMError as err:
             point.status, point.failure = f"failed: {err}", err
         point.seconds = time.perf_counter() - started
@@ -196,9 +193,10 @@ def select_shared(
             table.append((name, dataclasses.replace(point)))
             if on_point is not None:
                 on_point(name, table[-1][1])
-    per_structure = [point for name, point in table if name == class_names[0]]
-    best = choose(per_structure, "bic")
+    per_point = [point for name, point in table if name == class_names[0]]
+    best = choose(per_point, "bic")
+    key = None if best is None else (best.n_components, best.covariance_type)
     for _, point in table:
         point.criterion = point.bic
-        point.best = best is not None and point.covariance_type == best.covariance_type
-    return table, None if best is None else models[best.covariance_type]
+        point.best = (point.n_components, point.covariance_type) == key
+    return table, None if best is None else models[key]

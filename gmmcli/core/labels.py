@@ -92,10 +92,6 @@ def _plain_part(function, keep, blocks: Iterable[Block], index: int, first_row: 
     return function(plain, index, first_row)
 
 
-def _unlabelled(classes: np.ndarray) -> np.ndarray:
-    return classes == UNLABELLED
-
-
 def class_weights(rows: RowSource, n_classes: int, reducer: Reducer = SERIAL) -> np.ndarray:
     """The total weight of each class's rows, then of the unlabelled rows, (C + 1,)."""
 
@@ -108,26 +104,27 @@ def class_weights(rows: RowSource, n_classes: int, reducer: Reducer = SERIAL) ->
 
 
 def _start_stats(
-    prepared_extra: Prepared | None,
+    starts: dict[int, Prepared],
     owners: np.ndarray,
     cov: Covariance,
     X: np.ndarray,
     weights: np.ndarray,
     classes: np.ndarray,
 ) -> Stats:
-    """A block's statistics for the start: each labelled row at its class's component
-    (``owners``: each component's class), each unlabelled one shared among the
-    components of no class by ``prepared_extra`` (not counted when there are none)."""
+    """A block's statistics for the start: each row among its class's components
+    (``owners``: each component's class; UNLABELLED for an unlabelled row and the
+    components of no class): at the one there is, or shared among them by the group's
+    start (``starts``); an unlabelled row is not counted when there are none."""
     resp = np.zeros((len(owners), len(X)))
-    labelled = np.flatnonzero(classes != UNLABELLED)
-    component_of = np.argmax(owners[None, :] == np.arange(owners.max() + 1)[:, None], axis=1)
-    resp[component_of[classes[labelled]], labelled] = 1.0
-    if prepared_extra is not None:
-        unlabelled = np.flatnonzero(classes == UNLABELLED)
-        log_prob = log_joint(X[unlabelled], prepared_extra)[1]
+    for group in np.unique(classes):
+        rows, members = np.flatnonzero(classes == group), np.flatnonzero(owners == group)
+        if group not in starts:
+            resp[members[:1], rows[:, None]] = 1.0  # (none: not counted)
+            continue
+        log_prob = log_joint(X[rows], starts[group])[1]
         log_prob -= log_prob.max(axis=0)
         shares = np.exp(log_prob)
-        resp[np.ix_(np.flatnonzero(owners == UNLABELLED), unlabelled)] = shares / shares.sum(0)
+        resp[np.ix_(members, rows)] = shares / shares.sum(axis=0)
     return accumulate(X, weights, resp, cov)
 
 
@@ -159,23 +156,27 @@ def fit_labelled(
         empty = class_names[int(np.argmax(weights[:n_classes] <= 0))]
         raise DataError(f"class {empty!r} has no row with a positive weight")
     all_labelled = weights[n_classes] <= 0
-    if all_labelled and n_components != n_classes:
+    if all_labelled and UNLABELLED in owners:
         raise InvalidParameter(
             "n_components",
             n_components,
             f"the {n_classes} classes: every row is labelled, so no component is left for "
             "rows of no class",
         )
+    groups = [*range(n_classes), UNLABELLED]
+    sizes = {group: int(np.sum(owners == group)) for group in groups}
+    # the groups whose components start by options.init on their rows: a class with
+    # several components, and the components of no class
+    started = [g for g in groups if sizes[g] > 1 or (g == UNLABELLED and sizes[g] > 0)]
     if class_priors is not None:
         class_priors = _checked_priors(class_priors, n_classes, all_labelled)
     explicit = options.given_start[1]
     data = summarise(ClassRows(rows), reducer, n_components)
     check_components(n_components, data.n_samples)
     warn_about_inputs(data, options.reg_covar)
-    extra = n_components - n_classes
     gaps = data.coverage is not None
     if gaps:
-        if extra:
+        if started:
             raise DataError(
                 "labelled rows with missing values are fitted with one component a class "
                 "for now: give -k as the number of classes"
@@ -191,13 +192,13 @@ def fit_labelled(
                 whole = observed_whole_start(data, n_components, cov, options.reg_covar)
                 block = functools.partial(_labelled_e_step, Prepared.of(whole, cov, owners=owners))
             else:
-                extra_start = None
-                if extra:
-                    child_options = dataclasses.replace(options, init=options.init_for(restart))
-                    extra_start = _extra_start(
-                        plain_rows, extra, child_options, np.random.default_rng(child), reducer
-                    )
-                block = functools.partial(_start_stats, extra_start, owners, cov)
+                child_options = dataclasses.replace(options, init=options.init_for(restart))
+                rng = np.random.default_rng(child)
+                starts = {
+                    g: _group_start(plain_rows, g, sizes[g], child_options, rng, reducer)
+                    for g in started
+                }
+                block = functools.partial(_start_stats, starts, owners, cov)
             try:
                 if explicit and not all_labelled:
                     shape = (n_components, n_features)
@@ -205,7 +206,7 @@ def fit_labelled(
                 else:  # (rows all labelled: the labels' M-step, whatever the start)
                     start_stats = reducer.sum(plain_rows, block)
                     start = m_step(start_stats, cov, options.reg_covar, None)
-                if all_labelled and not gaps:  # K = C: the M-step is the fit
+                if all_labelled and not gaps and not started:  # K = C: the M-step is the fit
                     start.weights = start.weights if class_priors is None else class_priors
                     mixture = _mixture_log_likelihood(em_rows, start, options, reducer)
                     stats = dataclasses.replace(start_stats, log_likelihood=mixture)
@@ -225,25 +226,27 @@ def fit_labelled(
             except SingularCovarianceError as err:
                 failure = err
                 continue
-            if all_labelled:  # with gaps: EM for the conditional moments, then as above
+            if all_labelled:  # EM (gaps, or several components a class), then as above
                 if class_priors is not None:
                     result.params.weights = class_priors
                 mixture = _mixture_log_likelihood(em_rows, result.params, options, reducer)
                 result.stats = dataclasses.replace(result.stats, log_likelihood=mixture)
                 runs.append(result)
-                break
+                if not started:
+                    break
+                continue
             runs.append(result)
-            if not extra:  # a start from the labels alone: nothing random to restart
+            if not started:  # a start from the labels alone: nothing random to restart
                 break
     if not runs:
         raise failure
     best = max(runs, key=lambda result: result.stats.log_likelihood)
     params, stats = best.params, best.stats
     plain = unregularised(params, stats, cov, options.reg_covar)
-    by_weight = n_classes + np.argsort(-params.weights[n_classes:], kind="stable")
-    order = (
-        np.arange(n_components) if explicit else np.concatenate([np.arange(n_classes), by_weight])
-    )
+    order = np.arange(n_components)  # a given start's; else by group, each by weight
+    if not explicit:
+        members = [np.flatnonzero(owners == g) for g in groups]
+        order = np.concatenate([m[np.argsort(-params.weights[m], kind="stable")] for m in members])
     params = Params(
         params.weights[order],
         params.means[order],
@@ -260,7 +263,7 @@ def fit_labelled(
         n_samples=data.n_samples,
         total_weight=data.total_weight,
         n_parameters=n_parameters(cov, n_components, n_features),
-        init="explicit" if explicit else "labels" if not extra else options.init,
+        init="explicit" if explicit else options.init if started else "labels",
         n_init=options.n_init,
         max_iter=options.max_iter,
         tol=options.tol,
@@ -277,29 +280,37 @@ def fit_labelled(
         cov.name,
         feature_names,
         info,
-        classes,
+        Classes(classes.names, tuple(int(owner) for owner in owners[order])),
     )
     warn_about_fit(info)
     return model
 
 
-def _extra_start(
-    rows: RowSource, extra: int, options: FitOptions, rng: np.random.Generator, reducer: Reducer
+def _group_start(
+    rows: RowSource,
+    group: int,
+    count: int,
+    options: FitOptions,
+    rng: np.random.Generator,
+    reducer: Reducer,
 ) -> Prepared:
-    """The components of no class started on the unlabelled rows alone (options.init)."""
+    """The ``count`` components of a class (or of no class: ``group`` UNLABELLED) started
+    on its rows alone (options.init)."""
     cov = get_covariance(options.covariance_type)
-    unlabelled = ClassRows(rows, _unlabelled)
-    data = summarise(unlabelled, reducer, extra)
-    if data.n_samples < extra:
+    own = ClassRows(rows, functools.partial(np.equal, group))
+    data = summarise(own, reducer, count)
+    if data.n_samples < count:
+        whose = "of no class" if group == UNLABELLED else "of a class"
+        rows_of = "the unlabelled rows" if group == UNLABELLED else "its rows"
         raise UserError(
-            f"{extra} components of no class start on the unlabelled rows, but only "
-            f"{data.n_samples} have a positive weight: lower {{n_components}}",
+            f"{count} components {whose} start on {rows_of}, but only {data.n_samples} have "
+            "a positive weight: lower {n_components}",
             ("n_components",),
         )
-    fallback = whole_data_start(unlabelled, extra, cov, options.reg_covar, reducer)
+    fallback = whole_data_start(own, count, cov, options.reg_covar, reducer)
     start = initial_params(
-        unlabelled,
-        extra,
+        own,
+        count,
         options,
         data=data,
         fallback=fallback,

@@ -279,6 +279,11 @@ class Classes:
         extra = n_components - len(names)
         return cls(tuple(names), (*range(len(names)), *[UNLABELLED] * extra))
 
+    @classmethod
+    def per_class(cls, names: list[str], k: int) -> Classes:
+        """``k`` components for each class, class by class."""
+        return cls(tuple(names), tuple(c for c in range(len(names)) for _ in range(k)))
+
     def probabilities(self, component_probabilities: np.ndarray) -> np.ndarray:
         """Each class's probability, summing its components' (a component of no class
         counts for none), from (rows, K) to (rows, C)."""
