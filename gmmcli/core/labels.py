@@ -1,12 +1,14 @@
 """Fits to labelled rows: semi-supervised EM and the fit of rows all labelled.
 
-Each class names one component (its owner); a fit may have more components, of no class.
-A labelled row's responsibilities stay at its class's component throughout EM
-(em.barred_components), unlabelled rows are fitted as usual, and the log-likelihood EM
-climbs is the complete-data term of the labelled rows plus the mixture term of the others
-(mclust's MclustSSC). The start is one M-step on the labelled rows, each at its class's
-component, and on the unlabelled rows at the extra components, which the usual start
-(options.init) places on those rows alone.
+Each class names one component, or several (Classes: each component's class, its owner);
+a fit may have more components, of no class. A labelled row's responsibilities stay at
+its class's components throughout EM (em.barred_components), unlabelled rows are fitted
+as usual, and the log-likelihood EM climbs is the complete-data term of the labelled rows
+(the class's mixture, for a class of several components) plus the mixture term of the
+others (mclust's MclustSSC). The start is one M-step on the labelled rows, each at its
+class's component, and on the unlabelled rows at the components of no class; a group of
+several components (a class's, or those of no class) is first placed on its own rows by
+the usual start (options.init).
 
 When every row is labelled and each class has one component, the fit is that M-step and
 nothing more, no EM (mclust's EDDA for one structure: LDA with a tied covariance, QDA with
@@ -139,14 +141,16 @@ def fit_labelled(
     on_iteration: Callable[[int, int, float], None] | None = None,
 ) -> GaussianMixture:
     """Fit the components of ``classes`` (Classes.named: the classes' first, in class
-    order, then those of no class) to rows whose blocks carry each row's class (an
-    index into ``classes.names``, UNLABELLED for none); those of no class come out in
-    descending weight. Every row labelled and K = C: one M-step (with ``class_priors``
-    as the weights when given). Restarts (for the extra components' starts) as
-    fit_rows(), when there are components of no class (else the start has nothing
-    random). A complete start in ``options`` (weights_init, means_init, precisions_init)
-    is refined: EM from it, its components in its order (rows all labelled: the M-step
-    of the labels, whatever the start)."""
+    order, then those of no class; Classes.per_class: several a class) to rows whose
+    blocks carry each row's class (an index into ``classes.names``, UNLABELLED for
+    none); the components come out by class, then those of no class, each group in
+    descending weight. Every row labelled and one component a class: one M-step (with
+    ``class_priors`` as the weights when given); every row labelled otherwise: EM, then
+    the mixture's log-likelihood. Restarts as fit_rows(), when a group's start is random
+    (else there is nothing to restart). A complete start in ``options`` (weights_init,
+    means_init, precisions_init) is refined: EM from it, its components in its order
+    (rows all labelled, one component a class: the M-step of the labels, whatever the
+    start)."""
     cov = get_covariance(options.covariance_type)
     class_names, owners = list(classes.names), np.array(classes.owners)
     n_classes, n_components = len(class_names), len(owners)
