@@ -94,17 +94,7 @@ def select_by_class(
     (select_rows, its points run by ``map_points``), its points with the class's name;
     and the model joined from the winners (None if a class has none), its fit_info the
     joined model's (n_iter and the like the largest of the winners')."""
-    if grid.criterion != "bic":
-        raise UserError(
-            "with labels a grid is ranked by BIC alone (mclust's MclustDA): leave out {criterion}",
-            ("criterion",),
-        )
-    weights = class_weights(rows, len(class_names), reducer)
-    if weights[-1] > 0:
-        raise DataError(
-            "select-k with labels needs every row labelled; fit partly labelled rows with "
-            "fit --label-column"
-        )
+    weights = _checked_class_weights(rows, class_names, grid, reducer)
     table, winners = [], []
     for c, name in enumerate(class_names):
         one = ClassRows(rows, functools.partial(np.equal, c))

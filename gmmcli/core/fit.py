@@ -401,32 +401,10 @@ def fit_rows(
     canonical_order = not explicit if options.canonical_order is None else options.canonical_order
     if canonical_order:
         order = _canonical_order(params, em_rows.centre)
-        params = Params(
-            params.weights[order],
-            params.means[order],
-            cov.select(params.covariances, order),
-            cov.select(params.prec_chol, order),
-        )
+        params = reordered(params, order, cov)
         reason = degeneracy(params, best.stats.nk[order], cov, data, plain[order])
-    info = FitInfo(
-        log_likelihood=best.stats.log_likelihood,
-        n_iter=best.n_iter,
-        converged=best.converged,
-        degenerate=reason is not None,
-        degenerate_reason=reason,
-        n_samples=data.n_samples,
-        total_weight=data.total_weight,
-        n_parameters=n_parameters(cov, *shape),
-        init="explicit" if explicit else "kmeans" if start_rows is None else options.init,
-        n_init=options.n_init,
-        max_iter=options.max_iter,
-        tol=options.tol,
-        reg_covar=options.reg_covar,
-        seed=seed,
-        largest_drop=best.largest_drop,
-        history=best.history,
-        missing_cells=data.missing_cells,
-    )
+    init = "explicit" if explicit else "kmeans" if start_rows is None else options.init
+    info = fit_record(best, data, options, (init, seed), reason)
     model = GaussianMixture(
         params.weights / params.weights.sum(),
         params.means + em_rows.centre,
@@ -437,6 +415,47 @@ def fit_rows(
     )
     warn_about_fit(info)
     return model
+
+
+def reordered(params: Params, order: np.ndarray, cov: Covariance) -> Params:
+    """``params`` with their components in ``order``."""
+    return Params(
+        params.weights[order],
+        params.means[order],
+        cov.select(params.covariances, order),
+        cov.select(params.prec_chol, order),
+    )
+
+
+def fit_record(
+    best: EMResult,
+    data: DataSummary,
+    options: FitOptions,
+    start: tuple[str, int],
+    reason: str | None,
+) -> FitInfo:
+    """The FitInfo of a fit's best run on ``data`` with ``options``: its ``start`` (how it
+    started, its seed) and why it is degenerate (None: it is not)."""
+    cov = get_covariance(options.covariance_type)
+    return FitInfo(
+        log_likelihood=best.stats.log_likelihood,
+        n_iter=best.n_iter,
+        converged=best.converged,
+        degenerate=reason is not None,
+        degenerate_reason=reason,
+        n_samples=data.n_samples,
+        total_weight=data.total_weight,
+        n_parameters=n_parameters(cov, *best.params.means.shape),
+        init=start[0],
+        n_init=options.n_init,
+        max_iter=options.max_iter,
+        tol=options.tol,
+        reg_covar=options.reg_covar,
+        seed=start[1],
+        largest_drop=best.largest_drop,
+        history=best.history,
+        missing_cells=data.missing_cells,
+    )
 
 
 def _start_rows(

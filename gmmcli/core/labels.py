@@ -52,13 +52,15 @@ from gmmcli.core.fit import (
     check_coverage,
     degeneracy,
     explicit_start,
+    fit_record,
+    reordered,
     summarise,
     unregularised,
     warn_about_fit,
     warn_about_inputs,
 )
 from gmmcli.core.init import initial_params, observed_whole_start, whole_data_start
-from gmmcli.core.model import Classes, FitInfo, GaussianMixture, n_parameters
+from gmmcli.core.model import Classes, GaussianMixture
 from gmmcli.core.options import DEFAULT_OPTIONS, FitOptions
 from gmmcli.core.structures import get_covariance
 from gmmcli.errors import DataError, InvalidParameter, SingularCovarianceError, UserError
@@ -251,32 +253,10 @@ def fit_labelled(
     if not explicit:
         members = [np.flatnonzero(owners == g) for g in groups]
         order = np.concatenate([m[np.argsort(-params.weights[m], kind="stable")] for m in members])
-    params = Params(
-        params.weights[order],
-        params.means[order],
-        cov.select(params.covariances, order),
-        cov.select(params.prec_chol, order),
-    )
+    params = reordered(params, order, cov)
     reason = degeneracy(params, stats.nk[order], cov, data, plain[order])
-    info = FitInfo(
-        log_likelihood=stats.log_likelihood,
-        n_iter=best.n_iter,
-        converged=best.converged,
-        degenerate=reason is not None,
-        degenerate_reason=reason,
-        n_samples=data.n_samples,
-        total_weight=data.total_weight,
-        n_parameters=n_parameters(cov, n_components, n_features),
-        init="explicit" if explicit else options.init if started else "labels",
-        n_init=options.n_init,
-        max_iter=options.max_iter,
-        tol=options.tol,
-        reg_covar=options.reg_covar,
-        seed=seed,
-        largest_drop=best.largest_drop,
-        history=best.history,
-        missing_cells=data.missing_cells,
-    )
+    init = "explicit" if explicit else options.init if started else "labels"
+    info = fit_record(best, data, options, (init, seed), reason)
     model = GaussianMixture(
         params.weights / params.weights.sum(),
         params.means + em_rows.centre,
