@@ -13,6 +13,7 @@ import contextlib
 import errno
 import glob
 import os
+import selectors
 import signal
 import socket
 import subprocess
@@ -190,12 +191,26 @@ def feed_until(process: subprocess.Popen, text: str, pattern: str) -> None:
         time.sleep(0.02)
 
 
+def until_closed(stream) -> str:
+    """What ``stream`` (a pipe) holds once every writer has closed it; fails, rather than
+    hanging, if a process left behind still holds it after TIMEOUT seconds."""
+    os.set_blocking(stream.fileno(), False)
+    read, deadline = b"", time.monotonic() + TIMEOUT
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        while selector.select(max(0.0, deadline - time.monotonic())):
+            if not (piece := os.read(stream.fileno(), 65536)):
+                return read.decode()
+            read += piece
+    raise AssertionError(f"a process still holds the pipe after {TIMEOUT} s: {read!r}")
+
+
 def stopped(process: subprocess.Popen, signum: int) -> tuple[int, str]:
     """Send ``signum`` and wait (stdin still open): the exit code and stderr."""
     try:
         process.send_signal(signum)
         code = process.wait(TIMEOUT)
-        return code, process.stderr.read().decode()
+        return code, until_closed(process.stderr)
     finally:
         if process.poll() is None:
             process.kill()

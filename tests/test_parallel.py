@@ -3,6 +3,8 @@ the statistics of one thread going through the rows."""
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -256,3 +258,57 @@ def test_a_pools_threads_start_at_once_with_the_stop_signals_blocked():
     for mask in masks:
         assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} <= mask.result()
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
+STOP_DURING_POOL_START = """
+import multiprocessing, os, signal, threading, time
+from multiprocessing.pool import Pool
+from gmmcli.engines import local
+from gmmcli.stopping import Stopped, handle_signals
+
+handle_signals()
+threading.Thread(target=time.sleep, args=(5,), daemon=True).start()  # can take a signal
+started = Pool._repopulate_pool
+
+def stop_once_workers_exist(pool):
+    started(pool)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.5)  # the kernel hands it to the thread not blocking it
+
+Pool._repopulate_pool = stop_once_workers_exist
+try:
+    list(local.task_map(2)(abs, [-1, -2, -3]))
+except Stopped:
+    print("stopped; workers left:", len(multiprocessing.active_children()))
+"""
+
+
+@pytest.mark.skipif(not forked.fork_available(), reason="forked select-k workers")
+def test_a_stop_while_the_select_k_pool_starts_ends_its_workers():
+    """A stop raised while Pool() started its threads (caught by another thread, its
+    handler run here) left a pool nobody ended; at exit its thread replaced the killed
+    workers, and a replacement waited for ever on a lock a killed worker held."""
+    done = subprocess.run(
+        [sys.executable, "-c", STOP_DURING_POOL_START], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout == "stopped; workers left: 0\n", done.stderr
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_a_stop_held_takes_effect_at_the_end_even_when_another_thread_takes_it():
+    script = (
+        "import os, signal, threading, time\n"
+        "from gmmcli.engines import local\n"
+        "threading.Thread(target=time.sleep, args=(5,), daemon=True).start()\n"
+        "try:\n"
+        "    with local._stops_held():\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(0.3)\n"
+        "        print('held')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('then raised')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout == "held\nthen raised\n", done.stderr

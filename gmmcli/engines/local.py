@@ -203,31 +203,48 @@ def _in_order(function, blocks, threads):
 def _pool(threads: int) -> ThreadPoolExecutor:
     """One pool per thread count, kept for the process: a pass starts no threads.
 
-    Its threads are started here, all at once, with the stop signals blocked: Ctrl-C
+    Its threads are started here, all at once, with the stop signals held: Ctrl-C
     landing while the pool starts a thread (in a pass's first submit) would leave the
     thread unknown to the pool, and the interpreter would wait for it at exit for ever.
     The threads keep the mask, so the signals still go to the main thread.
     """
-    with _stop_signals_blocked():
+    with _stops_held():
         pool = ThreadPoolExecutor(threads, thread_name_prefix=POOL_PREFIX)
         all_started = threading.Barrier(threads)  # (each submit then starts a thread)
         wait([pool.submit(all_started.wait) for _ in range(threads)])
     return pool
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
 @contextlib.contextmanager
-def _stop_signals_blocked() -> Iterator[None]:
-    """Within, SIGINT, SIGTERM and SIGHUP wait (for this thread, and the threads it
-    starts); they are delivered when it ends."""
+def _stops_held() -> Iterator[None]:
+    """Within, SIGINT, SIGTERM and SIGHUP wait; they take effect when it ends.
+
+    They are blocked in this thread, and so in the threads and processes it starts. The
+    kernel may still hand one to another thread, and Python then runs its handler in the
+    main thread all the same: so there, their handlers only note it until the end.
+    """
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return
-    stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    arrived: list[int] = []
+    held = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            if callable(handler := signal.getsignal(signum)):
+                held[signum] = handler
+                signal.signal(signum, lambda number, frame: arrived.append(number))
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        for signum, handler in held.items():
+            signal.signal(signum, handler)
+        if arrived:
+            held[arrived[0]](arrived[0], None)
 
 
 def check_jobs(jobs: object) -> None:
@@ -254,9 +271,7 @@ def task_map(jobs: int) -> Callable[[Callable[[S], T], Sequence[S]], Iterator[tu
         if processes == 0:
             return
         if not (fork_available() and _fork_safe()):
-            with _single_threaded_blas():
-                pool = multiprocessing.get_context("spawn").Pool(processes)
-            with pool:
+            with _process_pool(processes, "spawn") as pool:
                 numbered = functools.partial(_numbered, function)
                 yield from pool.imap_unordered(numbered, enumerate(tasks))
             return
@@ -264,10 +279,7 @@ def task_map(jobs: int) -> Callable[[Callable[[S], T], Sequence[S]], Iterator[tu
         _FORKED_TASKS = (function, tasks)
         gc.freeze()
         try:
-            with warnings.catch_warnings():  # Python 3.12+ warns of fork() beside threads
-                warnings.simplefilter("ignore", DeprecationWarning)
-                pool = multiprocessing.get_context("fork").Pool(processes, _quiet_worker)
-            with pool:
+            with _process_pool(processes, "fork") as pool:
                 yield from pool.imap_unordered(_forked_task, range(len(tasks)))
         finally:
             gc.unfreeze()
@@ -284,12 +296,34 @@ def _numbered(function: Callable[[S], T], numbered_task: tuple[int, S]) -> tuple
 _FORKED_TASKS: tuple[Callable, Sequence] | None = None  # what a forked pool's children run
 
 
+@contextlib.contextmanager
+def _process_pool(processes: int, method: str) -> Iterator[multiprocessing.pool.Pool]:
+    """A pool of ``processes`` workers started by ``method`` ("fork" or "spawn", the
+    latter with one BLAS thread each), ended on leaving.
+
+    It is built and entered with the stop signals held: a stop raised while Pool()
+    starts its threads would leave a pool nobody ends, whose thread replaces the workers
+    the interpreter's exit kills; a replacement then waits for ever on the task queue's
+    lock that a killed worker held.
+    """
+    fresh = _single_threaded_blas() if method == "spawn" else contextlib.nullcontext()
+    with contextlib.ExitStack() as stack:
+        with _stops_held(), fresh, warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() beside threads
+            context = multiprocessing.get_context(method)
+            pool = stack.enter_context(context.Pool(processes, _quiet_worker))
+        yield pool
+
+
 def _quiet_worker() -> None:
-    """A forked worker ends quietly when its pool ends it (SIGTERM), and leaves Ctrl-C
-    and a closed terminal to its parent, which ends the pool."""
+    """A pool's worker ends quietly when its pool ends it (SIGTERM), and leaves Ctrl-C
+    and a closed terminal to its parent, which ends the pool; it takes the signals its
+    parent blocked while starting it."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def _forked_task(index: int):
