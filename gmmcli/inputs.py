@@ -213,6 +213,13 @@ class Source:
                 "{labels} as an array needs the data in memory; for a file, name its label column",
                 ("labels",),
             )
+        for name, role in self._named_columns():
+            if tables.PREDICTED_COLUMNS.fullmatch(name):
+                raise UserError(
+                    f"column '{name}' has a name of gmmcli's predictions (classify writes "
+                    f"it from a model), so it cannot be given to {{{role}}}; rename the column",
+                    (role,),
+                )
         if self.label_column is not None and self.label_column == self.weight_column:
             raise UserError(
                 f"column '{self.label_column}' cannot be both the labels and the weights",
@@ -236,6 +243,14 @@ class Source:
         for name in ("chunk_rows", "memory_limit", "format"):
             if getattr(self, name) is not None:
                 raise ParameterConflict(name, "engine", "local")
+
+    def _named_columns(self) -> Iterator[tuple[str, str]]:
+        """Each column named by name, with the parameter naming it."""
+        for name in self.columns or []:
+            yield name, "columns"
+        for name, role in ((self.weight_column, "weights"), (self.label_column, "labels")):
+            if name is not None:
+                yield name, role
 
     def on(self, engine: str, scheduler: str | None = None) -> Source:
         """The same input, read on ``engine`` (checked again)."""

@@ -257,12 +257,7 @@ class Kept:
 def replaced_columns(table: pa.Table) -> list[str]:
     """Columns of an earlier classify that a new one replaces (not generate's
     true_component and true_label, nor impute's draw)."""
-    kept = ("true_component", "true_label", "draw")
-    return [
-        name
-        for name in table.column_names
-        if tables.GMMCLI_COLUMNS.fullmatch(name) and name not in kept
-    ]
+    return [name for name in table.column_names if tables.PREDICTED_COLUMNS.fullmatch(name)]
 
 
 def classified(

@@ -415,3 +415,40 @@ def test_a_broken_classes_section_is_refused_in_one_line(work):
         edit(broken)
         with pytest.raises(modelfile.ModelFileError, match=message):
             modelfile.loads(json.dumps(broken))
+
+
+@pytest.mark.parametrize(
+    ("command", "named", "flag"),
+    [
+        ("fit all.csv -k 3 --columns x,p_0", "p_0", "--columns"),
+        ("fit all.csv -k 3 --columns x,component", "component", "--columns"),
+        ("fit all.csv --label-column predicted_label", "predicted_label", "--label-column"),
+        ("fit all.csv -k 3 --weight-column log_likelihood", "log_likelihood", "--weight-column"),
+        (
+            "score all.csv -m m.json --label-column p_label_setosa",
+            "p_label_setosa",
+            "--label-column",
+        ),
+        ("select-k all.csv --columns p_label_x,x", "p_label_x", "--columns"),
+    ],
+)
+def test_a_column_named_as_a_prediction_cannot_be_named_as_input(work, command, named, flag):
+    Path("m.json").write_text("{}")
+    line = error_line(gmm(f"{command} -o out.json"))
+    assert line == (
+        f"error: column '{named}' has a name of gmmcli's predictions (classify writes it from "
+        f"a model), so it cannot be given to {flag}; rename the column"
+    )
+
+
+def test_generated_truth_may_be_named_as_labels(work):
+    ok(gmm("generate -n 300 -d 2 -k 3 --seed 1 -q -o g.csv"))
+    ok(gmm("fit g.csv --label-column true_component -q -o m.json"))
+    ok(gmm("classify g.csv -m m.json -q -o c.csv"))
+    ok(gmm("score c.csv -m m.json --label-column true_component -q"))
+
+
+def test_the_api_refuses_a_prediction_named_as_a_feature():
+    table = pa.table({"x": [0.0, 1.0, 2.0, 3.0], "p_1": [1.0, 0.0, 1.0, 0.0]})
+    with pytest.raises(gmmcli.GMMError, match="so it cannot be given to columns;"):
+        gmmcli.fit(table, 1, columns=["x", "p_1"])

@@ -27,6 +27,7 @@ from gmmcli.io.atomic import atomic_write_bytes, atomic_writer
 __all__ = [
     "FORMATS",
     "GMMCLI_COLUMNS",
+    "PREDICTED_COLUMNS",
     "Features",
     "atomic_write_bytes",
     "atomic_writer",
@@ -46,11 +47,12 @@ _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parq
 # pyarrow's codecs for compressed CSV and TSV, by the last extension (data.csv.gz).
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}
 
-# Columns gmmcli writes itself; skipped when features are chosen by default.
+# Columns gmmcli writes itself; skipped when features are chosen by default. Those it
+# predicts from a model are replaced when its output is fed back, and no input may name one
+# as a feature, weight or label column; generate's truth and impute's draw may be named.
 # Use as ``GMMCLI_COLUMNS.fullmatch(name)``.
-GMMCLI_COLUMNS = re.compile(
-    r"component|true_component|log_likelihood|p_\d+|draw|predicted_label|p_label_.*|true_label"
-)
+PREDICTED_COLUMNS = re.compile(r"component|log_likelihood|p_\d+|predicted_label|p_label_.*")
+GMMCLI_COLUMNS = re.compile(rf"{PREDICTED_COLUMNS.pattern}|true_component|true_label|draw")
 
 
 def format_for(path: str, override: str | None, *, for_output: bool = False) -> str:
