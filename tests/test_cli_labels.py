@@ -452,3 +452,17 @@ def test_the_api_refuses_a_prediction_named_as_a_feature():
     table = pa.table({"x": [0.0, 1.0, 2.0, 3.0], "p_1": [1.0, 0.0, 1.0, 0.0]})
     with pytest.raises(gmmcli.GMMError, match="so it cannot be given to columns;"):
         gmmcli.fit(table, 1, columns=["x", "p_1"])
+
+
+def test_partly_labelled_rows_with_gaps_and_extra_components_streamed_as_whole(work):
+    table, _ = _table(share=0.3)
+    x = table["x"].to_numpy().copy()
+    x[::7] = np.nan
+    pa_csv.write_csv(table.set_column(0, "x", pa.array(x)), "gaps.csv")
+    command = "fit gaps.csv --label-column species -k 5 --missing marginal -q"
+    ok(gmm(f"{command} -o whole.json"))
+    ok(gmm(f"{command} --chunk-rows 37 -o streamed.json"))
+    assert Path("streamed.json").read_bytes() == Path("whole.json").read_bytes()
+    data = json.loads(Path("whole.json").read_text())
+    assert data["component_classes"][3:] == [None, None]
+    assert data["training"]["missing_cells"] == len(x[::7])

@@ -210,16 +210,22 @@ def test_rows_all_labelled_with_gaps_give_each_class_its_own_fit_through_gaps():
         alone = gmmcli.fit(gapped[truth == c], 1, missing="marginal", tol=1e-12, max_iter=500)
         assert_allclose(model.means[c], alone.means[0], rtol=1e-6, atol=1e-6)
         assert_allclose(model.covariances[c], alone.covariances[0], rtol=1e-5, atol=1e-6)
-    expected = 0.0
-    for x in gapped:
-        o = ~np.isnan(x)
-        expected += np.log(
-            sum(
-                w * multivariate_normal(mean[o], cov[np.ix_(o, o)]).pdf(x[o])
-                for w, mean, cov in zip(model.weights, model.means, model.covariances, strict=True)
-            )
-        )
+    expected = sum(np.log(_observed_density(x, model)) for x in gapped)
     assert_allclose(model.fit_info.log_likelihood, expected, rtol=1e-10)
+
+
+def _observed_density(x, model, members=None):
+    """Σ πₖ N(x_o | k) over ``members`` (default: every component), by scipy on the
+    features x has."""
+    o = ~np.isnan(x)
+    if not o.any():
+        return 1.0  # (a row with no feature: no information)
+    members = range(len(model.weights)) if members is None else members
+    full = model.covariance.full_matrices(model.covariances, *model.means.shape)
+    return sum(
+        model.weights[k] * multivariate_normal(model.means[k][o], full[k][np.ix_(o, o)]).pdf(x[o])
+        for k in members
+    )
 
 
 def test_partly_labelled_rows_with_gaps_never_lose_likelihood():
@@ -231,10 +237,41 @@ def test_partly_labelled_rows_with_gaps_never_lose_likelihood():
     assert model.fit_info.largest_drop == 0.0
 
 
-def test_gaps_with_components_of_no_class_are_refused_for_now():
-    X, _, kept = _labelled(share=0.3)
-    with pytest.raises(DataError, match="one component a class"):
-        fit_labelled(_rows(_with_gaps(X), kept), Classes.named(NAMES, 4))
+def test_partly_labelled_rows_with_gaps_and_a_component_of_no_class():
+    """EM through gaps with an extra component: it never loses, labelled rows keep to
+    their class, and the recorded objective is the labelled rows' complete-data term plus
+    the others' mixture term, each over the features a row has (scipy)."""
+    X, truth, kept = _labelled(seed=5, share=0.3)
+    gapped = _with_gaps(X)
+    options = FitOptions(seed=0, tol=0, max_iter=30, covariance_type="full")
+    model = fit_labelled(_rows(gapped, kept), Classes.named(NAMES, 4), options)
+    assert model.classes.owners == (0, 1, 2, UNLABELLED)
+    history = np.array(model.fit_info.history)
+    assert np.all(np.diff(history) >= -1e-9 * np.abs(history[1:]))
+    expected = sum(
+        np.log(_observed_density(x, model, None if c == UNLABELLED else [c]))
+        for x, c in zip(gapped, kept, strict=True)
+    )
+    assert_allclose(model.fit_info.log_likelihood, expected, rtol=1e-10)
+    assert model.fit_info.missing_cells == int(np.isnan(gapped).sum())
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag"])
+def test_several_components_a_class_fit_through_gaps(covariance_type):
+    """Rows all labelled, two components a class, gaps: EM never loses, each class keeps
+    its rows' weight, and the recorded log-likelihood is the mixture's over the observed
+    features (scipy)."""
+    X, truth, _ = _labelled(seed=6, n=900)
+    gapped = _with_gaps(X)
+    options = FitOptions(covariance_type=covariance_type, seed=0, tol=0, max_iter=40)
+    model = fit_labelled(_rows(gapped, truth), Classes.per_class(NAMES, 2), options)
+    assert model.classes.owners == (0, 0, 1, 1, 2, 2)
+    history = np.array(model.fit_info.history)
+    assert np.all(np.diff(history) >= -1e-9 * np.abs(history[1:]))
+    for c in range(3):
+        assert_allclose(model.weights[2 * c : 2 * c + 2].sum(), np.mean(truth == c), rtol=1e-9)
+    expected = sum(np.log(_observed_density(x, model)) for x in gapped)
+    assert_allclose(model.fit_info.log_likelihood, expected, rtol=1e-10)
 
 
 def test_several_components_a_class_keep_each_class_to_its_own():

@@ -59,6 +59,11 @@ class DataSummary:
         return 0 if self.coverage is None else self.coverage.missing_cells
 
     @property
+    def variances(self) -> np.ndarray:
+        """Each feature's variance."""
+        return np.diag(self.covariance)
+
+    @property
     def variance(self) -> float:
         """The mean variance per feature."""
         return float(np.trace(self.covariance) / len(self.centre))
@@ -330,7 +335,6 @@ def fit_rows(
 
     runs: list[tuple[EMResult, str | None, np.ndarray]] = []
     failure: SingularCovarianceError | None = None
-    fallback = None  # the same for every restart: one pass, on the first that needs it
     with reducer.session(em_rows):
         start_stats = None
         if given is not None:
@@ -341,39 +345,13 @@ def fit_rows(
         check_components(n_components, data.n_samples)
         check_coverage(data, cov, feature_names)
         warn_about_inputs(data, options.reg_covar)
-        start_rows, start_data = _start_rows(rows, data, n_components)
+        starts = Starts(rows, data, n_components, options, reducer)
         for restart, child in enumerate(np.random.SeedSequence(seed).spawn(options.n_init)):
             rng = np.random.default_rng(child)
             try:
                 start = given
-                if not complete and start_rows is None:
-                    fallback = fallback or observed_whole_start(
-                        data, n_components, cov, options.reg_covar
-                    )
-                    start = observed_start(
-                        rows,
-                        n_components,
-                        cov,
-                        options.reg_covar,
-                        data=data,
-                        fallback=fallback,
-                        rng=rng,
-                        reducer=reducer,
-                    )
-                elif not complete:
-                    fallback = fallback or whole_data_start(
-                        start_rows, n_components, cov, options.reg_covar, reducer
-                    )
-                    start = initial_params(
-                        start_rows,
-                        n_components,
-                        dataclasses.replace(options, init=options.init_for(restart)),
-                        data=start_data,
-                        fallback=fallback,
-                        rng=rng,
-                        reducer=reducer,
-                        hc=(hc_trees or {}).get(restart),
-                    )
+                if not complete:
+                    start = starts.draw(restart, rng, (hc_trees or {}).get(restart))
                 if given is None:
                     start = explicit_start(start, shape, cov, em_rows.centre, options)
                 result = run_em(
@@ -403,7 +381,7 @@ def fit_rows(
         order = _canonical_order(params, em_rows.centre)
         params = reordered(params, order, cov)
         reason = degeneracy(params, best.stats.nk[order], cov, data, plain[order])
-    init = "explicit" if explicit else "kmeans" if start_rows is None else options.init
+    init = "explicit" if explicit else "kmeans" if starts.start_rows is None else options.init
     info = fit_record(best, data, options, (init, seed), reason)
     model = GaussianMixture(
         params.weights / params.weights.sum(),
@@ -458,18 +436,65 @@ def fit_record(
     )
 
 
-def _start_rows(
-    rows: RowSource, data: DataSummary, n_components: int
-) -> tuple[RowSource | None, DataSummary]:
-    """The rows a fit starts from, and their summary: all of them, or with gaps the
-    complete ones when they weigh enough (starts_from_complete); None when they do not,
-    and the start is observed_start()'s."""
-    if data.coverage is None:
-        return rows, data
-    complete = data.complete
-    if complete and starts_from_complete(complete.total_weight, n_components, rows.n_features):
-        return CompleteRows(rows), complete
-    return None, data
+@dataclass
+class Starts:
+    """Starts of ``n_components`` on ``rows`` (summarised by ``data``), restart after
+    restart: by each restart's options.init on the rows, or, with gaps, on the complete
+    ones when they weigh enough (starts_from_complete), else observed_start()'s. What an
+    empty component keeps (the whole data) is found once, when first needed."""
+
+    rows: RowSource
+    data: DataSummary
+    n_components: int
+    options: FitOptions
+    reducer: Reducer
+
+    def __post_init__(self) -> None:
+        self.cov = get_covariance(self.options.covariance_type)
+        self.start_rows, self.start_data = self.rows, self.data
+        complete = self.data.complete
+        if self.data.coverage is not None:
+            enough = complete and starts_from_complete(
+                complete.total_weight, self.n_components, self.rows.n_features
+            )
+            self.start_rows, self.start_data = (
+                (CompleteRows(self.rows), complete) if enough else (None, self.data)
+            )
+
+    @functools.cached_property
+    def fallback(self) -> Params:
+        """Every component as the whole data."""
+        if self.start_rows is None:
+            return observed_whole_start(
+                self.data, self.n_components, self.cov, self.options.reg_covar
+            )
+        return whole_data_start(
+            self.start_rows, self.n_components, self.cov, self.options.reg_covar, self.reducer
+        )
+
+    def draw(self, restart: int, rng: np.random.Generator, hc: HcTree | None = None) -> Params:
+        """Restart ``restart``'s start (``hc``: the tree an hc start cuts, if built)."""
+        if self.start_rows is None:
+            return observed_start(
+                self.rows,
+                self.n_components,
+                self.cov,
+                self.options.reg_covar,
+                data=self.data,
+                fallback=self.fallback,
+                rng=rng,
+                reducer=self.reducer,
+            )
+        return initial_params(
+            self.start_rows,
+            self.n_components,
+            dataclasses.replace(self.options, init=self.options.init_for(restart)),
+            data=self.start_data,
+            fallback=self.fallback,
+            rng=rng,
+            reducer=self.reducer,
+            hc=hc,
+        )
 
 
 def check_coverage(data: DataSummary, cov: Covariance, feature_names: list[str] | None) -> None:

@@ -16,9 +16,9 @@ full ones); its log-likelihood is then the mixture's, Σ log Σₖ πₖ N(x | k
 reports it, with the classes' weights (or given priors) as πₖ.
 
 Rows with missing values (NaN) go through the marginal E-step (gmmcli.core.gaps), so their
-moments depend on the parameters: the start is then the M-step of the labelled rows'
-statistics under the data's centre and variances, and EM runs until the fit converges,
-rows all labelled too (with one component a class, for now).
+moments depend on the parameters: in the start a missing value counts as the data's centre
+with the data's variance (a group's start shares a row among its components by the
+features the row has), and EM runs until the fit converges, rows all labelled too.
 """
 
 from __future__ import annotations
@@ -45,9 +45,11 @@ from gmmcli.core.em import (
     e_step,
     log_joint,
     m_step,
+    nan_mask,
     run_em,
 )
 from gmmcli.core.fit import (
+    Starts,
     check_components,
     check_coverage,
     degeneracy,
@@ -59,7 +61,7 @@ from gmmcli.core.fit import (
     warn_about_fit,
     warn_about_inputs,
 )
-from gmmcli.core.init import initial_params, observed_whole_start, whole_data_start
+from gmmcli.core.gaps import Layout
 from gmmcli.core.model import Classes, GaussianMixture
 from gmmcli.core.options import DEFAULT_OPTIONS, FitOptions
 from gmmcli.core.structures import get_covariance
@@ -111,6 +113,7 @@ def _start_stats(
     starts: dict[int, Prepared],
     owners: np.ndarray,
     cov: Covariance,
+    variances: np.ndarray,
     X: np.ndarray,
     weights: np.ndarray,
     classes: np.ndarray,
@@ -118,18 +121,36 @@ def _start_stats(
     """A block's statistics for the start: each row among its class's components
     (``owners``: each component's class; UNLABELLED for an unlabelled row and the
     components of no class): at the one there is, or shared among them by the group's
-    start (``starts``); an unlabelled row is not counted when there are none."""
+    start (``starts``; by the features a row has); an unlabelled row is not counted when
+    there are none. A missing value counts as the data's centre with its variance
+    (``variances``), as under the whole data's Gaussian."""
     resp = np.zeros((len(owners), len(X)))
     for group in np.unique(classes):
         rows, members = np.flatnonzero(classes == group), np.flatnonzero(owners == group)
         if group not in starts:
             resp[members[:1], rows[:, None]] = 1.0  # (none: not counted)
             continue
-        log_prob = log_joint(X[rows], starts[group])[1]
+        log_prob = _observed_log_joint(X[rows], starts[group])
         log_prob -= log_prob.max(axis=0)
         shares = np.exp(log_prob)
         resp[np.ix_(members, rows)] = shares / shares.sum(axis=0)
-    return accumulate(X, weights, resp, cov)
+    gaps = nan_mask(X)
+    if gaps is None:
+        return accumulate(X, weights, resp, cov)
+    stats = accumulate(np.where(gaps, 0.0, X), weights, resp, cov)
+    missing = (resp * weights) @ (gaps * variances)  # (K, D)
+    stats.second += cov.second_from_matrices(missing[:, :, None] * np.eye(X.shape[1]))
+    return stats
+
+
+def _observed_log_joint(X: np.ndarray, prepared: Prepared) -> np.ndarray:
+    """log πₖ + log N(x | k) of each row over the features it has (NaN: missing)."""
+    gaps = nan_mask(X)
+    if gaps is None:
+        return log_joint(X, prepared)[1]
+    prepared, filled = prepared.in_float64, np.where(gaps, 0.0, X)
+    offsets = prepared.marginal.gaps(filled, Layout.of(gaps)).row_offsets()
+    return log_joint(filled, prepared)[1] + offsets
 
 
 def fit_labelled(
@@ -181,37 +202,30 @@ def fit_labelled(
     check_components(n_components, data.n_samples)
     warn_about_inputs(data, options.reg_covar)
     gaps = data.coverage is not None
-    if gaps:
-        if started:
-            raise DataError(
-                "labelled rows with missing values are fitted with one component a class "
-                "for now: give -k as the number of classes"
-            )
-        check_coverage(data, cov, feature_names)
+    check_coverage(data, cov, feature_names)
     plain_rows = rows.centred(data.centre)
     em_rows = rows.centred(data.centre, options.em_dtype)
     seed = int(np.random.SeedSequence().entropy) if options.seed is None else options.seed
     runs, failure = [], None
     with reducer.session(em_rows):
+        from_labels = all_labelled or not explicit  # (rows all labelled: whatever the start)
+        group_starts = {
+            g: _group_starts(plain_rows, g, sizes[g], options, reducer)
+            for g in (started if from_labels else ())
+        }
         for restart, child in enumerate(np.random.SeedSequence(seed).spawn(options.n_init)):
-            if gaps:
-                whole = observed_whole_start(data, n_components, cov, options.reg_covar)
-                block = functools.partial(_labelled_e_step, Prepared.of(whole, cov, owners=owners))
-            else:
-                child_options = dataclasses.replace(options, init=options.init_for(restart))
-                rng = np.random.default_rng(child)
-                starts = {
-                    g: _group_start(plain_rows, g, sizes[g], child_options, rng, reducer)
-                    for g in started
-                }
-                block = functools.partial(_start_stats, starts, owners, cov)
+            rng = np.random.default_rng(child)
             try:
-                if explicit and not all_labelled:
-                    shape = (n_components, n_features)
-                    start = explicit_start(None, shape, cov, plain_rows.centre, options)
-                else:  # (rows all labelled: the labels' M-step, whatever the start)
+                if from_labels:
+                    starts = {
+                        g: Prepared.of(s.draw(restart, rng), cov) for g, s in group_starts.items()
+                    }
+                    block = functools.partial(_start_stats, starts, owners, cov, data.variances)
                     start_stats = reducer.sum(plain_rows, block)
                     start = m_step(start_stats, cov, options.reg_covar, None)
+                else:
+                    shape = (n_components, n_features)
+                    start = explicit_start(None, shape, cov, plain_rows.centre, options)
                 if all_labelled and not gaps and not started:  # K = C: the M-step is the fit
                     start.weights = start.weights if class_priors is None else class_priors
                     mixture = _mixture_log_likelihood(em_rows, start, options, reducer)
@@ -270,17 +284,11 @@ def fit_labelled(
     return model
 
 
-def _group_start(
-    rows: RowSource,
-    group: int,
-    count: int,
-    options: FitOptions,
-    rng: np.random.Generator,
-    reducer: Reducer,
-) -> Prepared:
-    """The ``count`` components of a class (or of no class: ``group`` UNLABELLED) started
-    on its rows alone (options.init)."""
-    cov = get_covariance(options.covariance_type)
+def _group_starts(
+    rows: RowSource, group: int, count: int, options: FitOptions, reducer: Reducer
+) -> Starts:
+    """Starts of the ``count`` components of a class (or of no class: ``group``
+    UNLABELLED) on its rows alone (options.init)."""
     own = ClassRows(rows, functools.partial(np.equal, group))
     data = summarise(own, reducer, count)
     if data.n_samples < count:
@@ -291,24 +299,7 @@ def _group_start(
             "a positive weight: lower {n_components}",
             ("n_components",),
         )
-    fallback = whole_data_start(own, count, cov, options.reg_covar, reducer)
-    start = initial_params(
-        own,
-        count,
-        options,
-        data=data,
-        fallback=fallback,
-        rng=rng,
-        reducer=reducer,
-    )
-    return Prepared.of(start, cov)
-
-
-def _labelled_e_step(
-    prepared: Prepared, X: np.ndarray, weights: np.ndarray, classes: np.ndarray
-) -> Stats:
-    """The E-step of a block's labelled rows alone, each kept to its class."""
-    return e_step(X, np.where(classes == UNLABELLED, 0.0, weights), classes, prepared=prepared)
+    return Starts(own, data, count, options, reducer)
 
 
 def _checked_priors(priors, n_classes: int, all_labelled: bool) -> np.ndarray:
