@@ -7,6 +7,7 @@ a person reads; none parses flags or prints.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -280,30 +281,40 @@ def select_k(
                 table.keep(finished)
             advance(finished[-1])
 
-        try:
-            with report.grid_progress(len(keys) - len(done), grid.criterion) as advance:
-                points, winner = selection.select_rows(
-                    data.rows,
-                    grid,
-                    options,
-                    reducer=data.reducer if jobs == 1 else SERIAL,
-                    map_points=local.task_map(min(jobs, data.workers)),
-                    on_point=on_point,
-                    done=done,
-                )
-        except KeyboardInterrupt as stop:  # (Ctrl-C, or a signal's Stopped)
-            if table is not None and finished and gridtable.read_back(table.path):
-                stop.written = (
-                    f"; the grid points fitted so far are in '{table.path}', which "
-                    f"{name('resume')} goes on with"
-                )
-            raise
+        with (
+            _kept_when_stopped(table, finished, name),
+            report.grid_progress(len(keys) - len(done), grid.criterion) as advance,
+        ):
+            points, winner = selection.select_rows(
+                data.rows,
+                grid,
+                options,
+                reducer=data.reducer if jobs == 1 else SERIAL,
+                map_points=local.task_map(min(jobs, data.workers)),
+                on_point=on_point,
+                done=done,
+            )
     points = [point.described(name) for point in points]
     if table is not None:
         table.save(points)
     if winner is not None:
         winner.feature_names = data.names
     return points, winner
+
+
+@contextlib.contextmanager
+def _kept_when_stopped(table: GridTable | None, finished: list, name: Callable[[str], str]):
+    """A stop (Ctrl-C, or a signal's Stopped) within says where the points ``finished``
+    so far are kept, when ``table`` keeps them."""
+    try:
+        yield
+    except KeyboardInterrupt as stop:
+        if table is not None and finished and gridtable.read_back(table.path):
+            stop.written = (
+                f"; the grid points fitted so far are in '{table.path}', which "
+                f"{name('resume')} goes on with"
+            )
+        raise
 
 
 @dataclass(frozen=True)
@@ -337,23 +348,34 @@ def select_by_class(
     """select-k with labels (``source.labels``, on every row): mclust's MclustDA, a grid
     for each class by BIC (core.discriminant), or with ``by_class.shared`` one structure
     for every class (EDDA); its points by class, and the model joined from the classes'
-    winners (None if a class has none). ``jobs`` as for select_k(); ``table`` gets the
-    points with a class column (not resumed)."""
+    winners (None if a class has none). ``jobs`` and ``table`` as for select_k() (the
+    table with a class column)."""
     by_class = by_class or ClassChoice()
     require_one_file(source, dask_reads_many=False)
     local.check_jobs(jobs)
-    if table is not None and table.resume:
-        raise UserError("{resume} with {labels} is not supported yet", ("resume", "labels"))
     core = core_needs(options, max(grid.k_values), local.default_threads(), gaps=source.missing)
     if table is not None:
         table.check(source)
+        if options.seed is None:  # drawn here, to be recorded with the table
+            options = dataclasses.replace(options, seed=int(np.random.SeedSequence().entropy))
     with open_rows(source, report, core) as data, warnings.catch_warnings():
         warnings.simplefilter("ignore", GMMWarning)
-        if table is not None:
-            table.open(source, grid, options, report)
+        done = table.open(source, grid, options, report, by_class) if table is not None else {}
         n_points = len(data.class_names) * len(grid.k_values) * len(grid.covariance_types)
+        n_done = sum(len(points) for points in done.values())
         priors = _priors(by_class.priors, data.class_names)
-        with report.grid_progress(n_points, grid.criterion) as advance:
+        finished = [(label, p) for label, points in done.items() for p in points.values()]
+
+        def on_point(label: str, point: selection.GridPoint) -> None:
+            finished.append((label, point.described(name)))
+            if table is not None:
+                table.keep([p for _, p in finished], [label for label, _ in finished])
+            advance(finished[-1][1])
+
+        with (
+            _kept_when_stopped(table, finished, name),
+            report.grid_progress(n_points - n_done, grid.criterion) as advance,
+        ):
             if by_class.shared:
                 points, model = discriminant.select_shared(
                     data.rows,
@@ -362,7 +384,8 @@ def select_by_class(
                     options,
                     reducer=data.reducer,
                     class_priors=priors,
-                    on_point=lambda label, point: advance(point),
+                    on_point=on_point,
+                    done=done.get(data.class_names[0]),
                 )
             else:
                 points, model = discriminant.select_by_class(
@@ -372,14 +395,13 @@ def select_by_class(
                     options,
                     reducer=data.reducer if jobs == 1 else SERIAL,
                     class_priors=priors,
-                    on_point=lambda label, point: advance(point),
+                    on_point=on_point,
                     map_points=local.task_map(min(jobs, data.workers)),
+                    done=done,
                 )
     points = [(label, point.described(name)) for label, point in points]
     if table is not None:
-        columns = {"class": [label for label, _ in points]}
-        columns.update(selection.table_columns([point for _, point in points]))
-        gridtable.write_grid(columns, table.path, table.fingerprint)
+        table.save([point for _, point in points], [label for label, _ in points])
     if model is not None:
         model.feature_names = data.names
         for mixture in model.classes.mixtures or ():

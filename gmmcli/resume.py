@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gmmcli import __version__
 from gmmcli.core.options import FitOptions, Grid
@@ -19,6 +20,9 @@ from gmmcli.errors import UserError
 from gmmcli.inputs import Output, Report, Source
 from gmmcli.io import gridtable
 from gmmcli.io.atomic import check_distinct
+
+if TYPE_CHECKING:
+    from gmmcli.jobs import ClassChoice
 
 
 @dataclass
@@ -74,11 +78,17 @@ class GridTable:
             )
 
     def open(
-        self, source: Source, grid: Grid, options: FitOptions, report: Report
-    ) -> dict[tuple[int, str], GridPoint]:
+        self,
+        source: Source,
+        grid: Grid,
+        options: FitOptions,
+        report: Report,
+        by_class: ClassChoice | None = None,
+    ) -> dict:
         """Take the run's fingerprint; with ``resume``, the rows made with it, by (K,
-        covariance type); a UserError saying what differs for a table made otherwise."""
-        self.fingerprint = _fingerprint(source, grid, options)
+        covariance type), and for select-k with labels (``by_class``) by class first; a
+        UserError saying what differs for a table made otherwise."""
+        self.fingerprint = _fingerprint(source, grid, options, by_class)
         if not self.resume:
             return {}
         if not os.path.exists(self.path):
@@ -101,6 +111,7 @@ class GridTable:
             )
         try:
             points = table_points(columns)
+            labels = columns["class"] if by_class is not None else [None] * len(points)
         except (KeyError, ValueError) as err:
             what = f"it has no column {err}" if isinstance(err, KeyError) else str(err)
             raise UserError(
@@ -109,16 +120,21 @@ class GridTable:
                 ("resume",),
             ) from None
         report.note(f"reusing the grid points in '{self.path}'")
-        return {(p.n_components, p.covariance_type): p for p in points}
+        by_key: dict = {}
+        for label, p in zip(labels, points, strict=True):
+            by_key.setdefault(label, {})[p.n_components, p.covariance_type] = p
+        return by_key if by_class is not None else by_key.get(None, {})
 
-    def save(self, points: list[GridPoint]) -> None:
-        """The grid, ranked: the table select-k gives."""
-        gridtable.write_grid(table_columns(points), self.path, self.fingerprint)
+    def save(self, points: list[GridPoint], labels: list[str] | None = None) -> None:
+        """The grid, ranked: the table select-k gives (with labels, each point's class
+        first)."""
+        columns = {} if labels is None else {"class": labels}
+        gridtable.write_grid({**columns, **table_columns(points)}, self.path, self.fingerprint)
 
-    def keep(self, points: list[GridPoint]) -> None:
+    def keep(self, points: list[GridPoint], labels: list[str] | None = None) -> None:
         """The points fitted so far (unranked), where they can be read back."""
         if gridtable.read_back(self.path):
-            self.save(points)
+            self.save(points, labels)
 
 
 # The fit's options that change a grid point's row (K and the covariance type are the
@@ -136,9 +152,12 @@ FIT_OPTIONS = (
 )
 
 
-def _fingerprint(source: Source, grid: Grid, options: FitOptions) -> dict:
+def _fingerprint(
+    source: Source, grid: Grid, options: FitOptions, by_class: ClassChoice | None
+) -> dict:
     """What makes a grid point's row: gmmcli's version, the data file, and the options by
-    parameter: how the rows are read, how each point is fitted, the folds."""
+    parameter: how the rows are read, how each point is fitted, the folds, the labels and
+    how the classes are joined (None without labels, as tables made before have it)."""
     return {
         "gmmcli": __version__,
         "data": None if source.data == "-" else gridtable.file_fingerprint(source.path),
@@ -150,6 +169,9 @@ def _fingerprint(source: Source, grid: Grid, options: FitOptions) -> dict:
             "format": source.file_format(),
             **{name: getattr(options, name) for name in FIT_OPTIONS},
             "cv_folds": grid.cv_folds,
+            "labels": source.label_column,
+            "shared_structure": None if by_class is None else by_class.shared,
+            "class_priors": None if by_class is None else by_class.priors,
         },
     }
 

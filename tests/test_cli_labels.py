@@ -16,6 +16,7 @@ import pytest
 from cli_helpers import error_line, gmm, ok, read_csv
 
 import gmmcli
+from gmmcli.core import select as selection
 from gmmcli.core.model import Classes
 from gmmcli.core.structures import get_covariance
 from gmmcli.io import modelfile
@@ -319,7 +320,6 @@ def test_select_k_with_labels_is_a_grid_for_each_class_joined(work):
     [
         ("select-k some.csv --label-column species", "needs every row labelled"),
         ("select-k all.csv --label-column species --criterion aic", "ranked by BIC alone"),
-        ("select-k all.csv --label-column species --table g.csv --resume", "not supported yet"),
         ("select-k all.csv --class-priors a=1", "needs --label-column"),
         ("select-k all.csv --shared-structure", "--shared-structure needs --label-column"),
     ],
@@ -466,3 +466,72 @@ def test_partly_labelled_rows_with_gaps_and_extra_components_streamed_as_whole(w
     data = json.loads(Path("whole.json").read_text())
     assert data["component_classes"][3:] == [None, None]
     assert data["training"]["missing_cells"] == len(x[::7])
+
+
+@pytest.mark.parametrize("shared", ["", "--shared-structure"])
+def test_a_grid_with_labels_resumes_to_the_same_result(work, shared):
+    """A run on a smaller grid, then --resume on the whole one: the rows made before are
+    reused (each class's, or the shared points'), and the table and model are those of a
+    run from scratch."""
+    command = f"select-k all.csv --label-column species {shared} --covariance-types full,EII"
+    ok(gmm(f"{command} --k-max 3 --table fresh.csv -o fresh.json -q"))
+    ok(gmm(f"{command} --k-max 1 --table grid.csv -o small.json -q"))
+    first = read_csv("grid.csv")
+    assert first.column_names[0] == "class" and set(first["n_components"].to_pylist()) == {1}
+    result = ok(gmm(f"{command} --k-max 3 --table grid.csv --resume -o best.json"))
+    assert "reusing the grid points in 'grid.csv'" in result.stderr
+    assert Path("best.json").read_bytes() == Path("fresh.json").read_bytes()
+    resumed, fresh = read_csv("grid.csv"), read_csv("fresh.csv")
+    assert resumed.drop_columns(["seconds"]).equals(fresh.drop_columns(["seconds"]))
+    kept = first.filter(pa.compute.equal(first["covariance_type"], "EII"))
+    again = resumed.filter(
+        pa.compute.and_(
+            pa.compute.equal(resumed["covariance_type"], "EII"),
+            pa.compute.equal(resumed["n_components"], 1),
+        )
+    )
+    assert again["seconds"].equals(kept["seconds"])  # reused, not fitted again
+
+
+@pytest.mark.parametrize(
+    ("made", "change", "words"),
+    [
+        ("", "--label-column species", "--label-column none, not species"),
+        ("--label-column species", "--label-column species --shared-structure", "off, not on"),
+        ("--label-column species", "--label-column species --class-priors", "--class-priors"),
+    ],
+)
+def test_resume_refuses_a_grid_made_with_other_labels(work, made, change, words):
+    if change.endswith("--class-priors"):
+        change += " setosa=1,versicolor=1,virginica=2"
+    ok(gmm(f"select-k all.csv {made} --columns x,y --k-max 1 --table grid.csv -q"))
+    line = error_line(
+        gmm(f"select-k all.csv {change} --columns x,y --k-max 1 --table grid.csv --resume")
+    )
+    assert words in line and "run without --resume" in line
+
+
+def test_a_stopped_grid_with_labels_keeps_its_rows_for_resume(work, monkeypatch):
+    command = "select-k all.csv --label-column species --covariance-types full,EII --k-max 2"
+    ok(gmm(f"{command} --table fresh.csv -o fresh.json -q"))
+
+    def evaluate_until_ctrl_c(point):
+        if len(fitted) == 5:
+            raise KeyboardInterrupt  # Ctrl-C in the second class's second point
+        fitted.append(point)
+        return evaluate(point)
+
+    fitted, evaluate = [], selection.evaluate
+    with monkeypatch.context() as patch:
+        patch.setattr(selection, "evaluate", evaluate_until_ctrl_c)
+        stopped = gmm(f"{command} --table grid.csv -o best.json")
+    assert stopped.exit_code == 130
+    assert stopped.stderr.splitlines()[-1] == (
+        "error: interrupted; the grid points fitted so far are in 'grid.csv', which --resume "
+        "goes on with"
+    )
+    kept = read_csv("grid.csv")
+    assert kept["class"].to_pylist() == ["setosa"] * 4 + ["versicolor"]
+    result = ok(gmm(f"{command} --table grid.csv --resume -o best.json"))
+    assert "select-k 7/7:" in result.stderr and "select-k 8/" not in result.stderr
+    assert Path("best.json").read_bytes() == Path("fresh.json").read_bytes()

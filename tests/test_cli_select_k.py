@@ -213,7 +213,8 @@ def test_the_fingerprint_names_the_data_and_every_option_that_changes_a_fit(file
         "columns": None, "exclude": ["true_component"], "weight_column": None,
         "missing": "refuse", "format": "csv", "init": "auto", "init_sample": 100000,
         "hc_rows": 2000, "n_init": 1, "max_iter": 1000, "tol": 1e-06, "reg_covar": 1e-06,
-        "seed": 0, "dtype": "float64", "cv_folds": 2,
+        "seed": 0, "dtype": "float64", "cv_folds": 2, "labels": None,
+        "shared_structure": None, "class_priors": None,
     }  # fmt: skip
 
 

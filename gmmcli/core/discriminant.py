@@ -17,7 +17,7 @@ import dataclasses
 import functools
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -89,9 +89,11 @@ def select_by_class(
     class_priors: np.ndarray | None = None,
     on_point: Callable[[str, GridPoint], None] | None = None,
     map_points: Callable | None = None,
+    done: Mapping[str, Mapping[tuple[int, str], GridPoint]] | None = None,
 ) -> tuple[list[tuple[str, GridPoint]], GaussianMixture | None]:
     """MclustDA on labelled rows (every one labelled): each class's grid by BIC
-    (select_rows, its points run by ``map_points``), its points with the class's name;
+    (select_rows, its points run by ``map_points``; ``done``: each class's points fitted
+    before, by (K, covariance type), not fitted again), its points with the class's name;
     and the model joined from the winners (None if a class has none), its fit_info the
     joined model's (n_iter and the like the largest of the winners')."""
     weights = _checked_class_weights(rows, class_names, grid, reducer)
@@ -100,7 +102,13 @@ def select_by_class(
         one = ClassRows(rows, functools.partial(np.equal, c))
         report = None if on_point is None else functools.partial(on_point, name)
         points, winner = select_rows(
-            one, grid, options, reducer=reducer, map_points=map_points, on_point=report
+            one,
+            grid,
+            options,
+            reducer=reducer,
+            map_points=map_points,
+            on_point=report,
+            done=(done or {}).get(name),
         )
         table += [(name, point) for point in points]
         winners.append(winner)
@@ -147,23 +155,26 @@ def select_shared(
     reducer: Reducer = SERIAL,
     class_priors: np.ndarray | None = None,
     on_point: Callable[[str, GridPoint], None] | None = None,
+    done: Mapping[tuple[int, str], GridPoint] | None = None,
 ) -> tuple[list[tuple[str, GridPoint]], GaussianMixture | None]:
     """A structure shared by every class, on labelled rows (every one labelled): for each
     K and structure of the grid, K components a class, all of the structure, fitted to
     the labels (core.labels.fit_labelled: one M-step for K = 1, mclust's EDDA; else EM,
-    each row kept to its class's components); the point of the lowest total BIC wins.
+    each row kept to its class's components); the point of the lowest total BIC wins
+    (refitted if ``done``, the points fitted before by (K, covariance type), holds it).
     Each point is listed under every class (its criteria the whole model's)."""
     _checked_class_weights(rows, class_names, grid, reducer)
+    done = done or {}
     table, models = [], {}
-    shared = structures(grid.covariance_types, rows.n_features).items()
-    for (structure, mclust_name), k in itertools.product(shared, grid.k_values):
-        point = GridPoint(k, structure, mclust_name)
+
+    def fit_point(point: GridPoint) -> GaussianMixture | None:
         started = time.perf_counter()
+        model = None
         try:
-            fitted = dataclasses.replace(options, covariance_type=structure)
+            fitted = dataclasses.replace(options, covariance_type=point.covariance_type)
             model = fit_labelled(
                 rows,
-                Classes.per_class(class_names, k),
+                Classes.per_class(class_names, point.n_components),
                 fitted,
                 reducer=reducer,
                 class_priors=class_priors,
@@ -175,13 +186,20 @@ def select_shared(
             point.degenerate = info.degenerate
             if info.degenerate:
                 point.status = f"degenerate: {info.degenerate_reason}"
-            models[point.n_components, structure] = model
         except GMMError as err:
             point.status, point.failure = f"failed: {err}", err
         point.seconds = time.perf_counter() - started
+        return model
+
+    shared = structures(grid.covariance_types, rows.n_features).items()
+    for (structure, mclust_name), k in itertools.product(shared, grid.k_values):
+        point = done.get((k, structure))
+        if point is None:
+            point = GridPoint(k, structure, mclust_name)
+            models[k, structure] = fit_point(point)
         for name in class_names:
             table.append((name, dataclasses.replace(point)))
-            if on_point is not None:
+            if on_point is not None and (k, structure) in models:
                 on_point(name, table[-1][1])
     per_point = [point for name, point in table if name == class_names[0]]
     best = choose(per_point, "bic")
@@ -189,4 +207,6 @@ def select_shared(
     for _, point in table:
         point.criterion = point.bic
         point.best = (point.n_components, point.covariance_type) == key
+    if key is not None and key not in models:
+        models[key] = fit_point(dataclasses.replace(best))
     return table, None if best is None else models[key]

@@ -73,8 +73,8 @@ def write_grid(columns: dict[str, list], path: str, fingerprint: dict) -> None:
 
 def read_grid(path: str) -> tuple[dict[str, list], dict | None]:
     """The columns of the grid table at ``path`` and its fingerprint (None if it has
-    none)."""
-    table = tables.read_table(path, name=f"'{path}'")
+    none); a class column (select-k with labels) as text, as written."""
+    table = tables.read_table(path, name=f"'{path}'", text="class")
     if tables.format_for(path, None) == "parquet":
         text = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
     else:
