@@ -213,13 +213,6 @@ class Source:
                 "{labels} as an array needs the data in memory; for a file, name its label column",
                 ("labels",),
             )
-        for name, role in self._named_columns():
-            if tables.PREDICTED_COLUMNS.fullmatch(name):
-                raise UserError(
-                    f"column '{name}' has a name of gmmcli's predictions (classify writes "
-                    f"it from a model), so it cannot be given to {{{role}}}; rename the column",
-                    (role,),
-                )
         if self.label_column is not None and self.label_column == self.weight_column:
             raise UserError(
                 f"column '{self.label_column}' cannot be both the labels and the weights",
@@ -244,13 +237,17 @@ class Source:
             if getattr(self, name) is not None:
                 raise ParameterConflict(name, "engine", "local")
 
-    def _named_columns(self) -> Iterator[tuple[str, str]]:
-        """Each column named by name, with the parameter naming it."""
+    def refuse_predictions_as_features(self) -> None:
+        """For a fit: a UserError for a feature named in ``columns`` as gmmcli's predictions
+        are (classify would replace it in its own output)."""
         for name in self.columns or []:
-            yield name, "columns"
-        for name, role in ((self.weight_column, "weights"), (self.label_column, "labels")):
-            if name is not None:
-                yield name, role
+            if tables.PREDICTED_COLUMNS.fullmatch(name):
+                raise UserError(
+                    f"column '{name}' has the name of one of gmmcli's predictions (classify "
+                    "writes it from a model), so a model cannot take it as a feature: rename "
+                    "the column, or leave it out of {columns}",
+                    ("columns",),
+                )
 
     def on(self, engine: str, scheduler: str | None = None) -> Source:
         """The same input, read on ``engine`` (checked again)."""

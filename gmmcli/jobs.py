@@ -91,6 +91,7 @@ def fit(
         )
     if n_components is not None:
         check_components(n_components)
+    source.refuse_predictions_as_features()
     require_one_file(source)
     workers = local.default_threads()
     core = core_needs(options, n_components or 1, workers, gaps=source.missing)
@@ -253,6 +254,7 @@ def select_k(
     resume (GridTable)."""
     if by_class is not None:
         by_class.need_labels()
+    source.refuse_predictions_as_features()
     require_one_file(source, dask_reads_many=False)
     local.check_jobs(jobs)
     workers = jobs if jobs > 1 else local.default_threads()
@@ -351,6 +353,7 @@ def select_by_class(
     winners (None if a class has none). ``jobs`` and ``table`` as for select_k() (the
     table with a class column)."""
     by_class = by_class or ClassChoice()
+    source.refuse_predictions_as_features()
     require_one_file(source, dask_reads_many=False)
     local.check_jobs(jobs)
     core = core_needs(options, max(grid.k_values), local.default_threads(), gaps=source.missing)

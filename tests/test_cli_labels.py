@@ -418,27 +418,32 @@ def test_a_broken_classes_section_is_refused_in_one_line(work):
 
 
 @pytest.mark.parametrize(
-    ("command", "named", "flag"),
+    ("command", "named"),
     [
-        ("fit all.csv -k 3 --columns x,p_0", "p_0", "--columns"),
-        ("fit all.csv -k 3 --columns x,component", "component", "--columns"),
-        ("fit all.csv --label-column predicted_label", "predicted_label", "--label-column"),
-        ("fit all.csv -k 3 --weight-column log_likelihood", "log_likelihood", "--weight-column"),
-        (
-            "score all.csv -m m.json --label-column p_label_setosa",
-            "p_label_setosa",
-            "--label-column",
-        ),
-        ("select-k all.csv --columns p_label_x,x", "p_label_x", "--columns"),
+        ("fit all.csv -k 3 --columns x,p_0", "p_0"),
+        ("fit all.csv -k 3 --columns x,component", "component"),
+        ("fit all.csv --label-column species --columns x,log_likelihood", "log_likelihood"),
+        ("select-k all.csv --columns p_label_x,x", "p_label_x"),
+        ("select-k all.csv --label-column species --columns x,predicted_label", "predicted_label"),
     ],
 )
-def test_a_column_named_as_a_prediction_cannot_be_named_as_input(work, command, named, flag):
-    Path("m.json").write_text("{}")
+def test_a_prediction_cannot_be_named_as_a_feature(work, command, named):
     line = error_line(gmm(f"{command} -o out.json"))
     assert line == (
-        f"error: column '{named}' has a name of gmmcli's predictions (classify writes it from "
-        f"a model), so it cannot be given to {flag}; rename the column"
+        f"error: column '{named}' has the name of one of gmmcli's predictions (classify writes "
+        "it from a model), so a model cannot take it as a feature: rename the column, or "
+        "leave it out of --columns"
     )
+
+
+def test_predictions_may_weigh_rows_and_label_them(work):
+    """A component's probabilities as weights (a model of its rows), predicted labels as
+    labels (self-training)."""
+    ok(gmm("fit all.csv --label-column species -q -o m.json"))
+    ok(gmm("classify all.csv -m m.json -q -o c.csv"))
+    ok(gmm("fit c.csv -k 1 --columns x,y --weight-column p_0 -q -o w.json"))
+    ok(gmm("fit c.csv --columns x,y --label-column predicted_label -q -o l.json"))
+    assert json.loads(Path("l.json").read_text())["class_names"] == SPECIES
 
 
 def test_generated_truth_may_be_named_as_labels(work):
@@ -450,7 +455,7 @@ def test_generated_truth_may_be_named_as_labels(work):
 
 def test_the_api_refuses_a_prediction_named_as_a_feature():
     table = pa.table({"x": [0.0, 1.0, 2.0, 3.0], "p_1": [1.0, 0.0, 1.0, 0.0]})
-    with pytest.raises(gmmcli.GMMError, match="so it cannot be given to columns;"):
+    with pytest.raises(gmmcli.GMMError, match="cannot take it as a feature"):
         gmmcli.fit(table, 1, columns=["x", "p_1"])
 
 
@@ -535,3 +540,12 @@ def test_a_stopped_grid_with_labels_keeps_its_rows_for_resume(work, monkeypatch)
     result = ok(gmm(f"{command} --table grid.csv --resume -o best.json"))
     assert "select-k 7/7:" in result.stderr and "select-k 8/" not in result.stderr
     assert Path("best.json").read_bytes() == Path("fresh.json").read_bytes()
+
+
+def test_select_k_with_a_shared_structure_of_two_components_takes_class_priors(work):
+    command = "select-k all.csv --label-column species --shared-structure --k-min 2 --k-max 2"
+    ok(gmm(f"{command} --class-priors setosa=1,versicolor=1,virginica=2 -o m.json -q"))
+    weights = np.array(json.loads(Path("m.json").read_text())["weights"])
+    np.testing.assert_allclose(
+        [weights[0:2].sum(), weights[2:4].sum(), weights[4:6].sum()], [0.25, 0.25, 0.5]
+    )

@@ -290,3 +290,23 @@ def test_several_components_a_class_keep_each_class_to_its_own():
     )
     assert_allclose(model.fit_info.log_likelihood, np.log(densities).sum(), rtol=1e-10)
     assert model.fit_info.n_parameters == get_covariance("tied").n_parameters(6, 3) + 6 * 3 + 5
+
+
+def test_class_priors_weigh_classes_of_several_components():
+    """Each class weighs its prior, its components sharing it as EM left them, and the
+    log-likelihood is that mixture's."""
+    X, truth, _ = _labelled(seed=8, n=600)
+    options = FitOptions(covariance_type="diag", seed=0, tol=1e-8, max_iter=300)
+    plain = fit_labelled(_rows(X, truth), Classes.per_class(NAMES, 2), options)
+    weighted = fit_labelled(
+        _rows(X, truth), Classes.per_class(NAMES, 2), options, class_priors=[2.0, 1.0, 1.0]
+    )
+    assert_allclose(weighted.means, plain.means, rtol=1e-12)
+    for c, prior in enumerate([0.5, 0.25, 0.25]):
+        share = plain.weights[2 * c : 2 * c + 2]
+        assert_allclose(weighted.weights[2 * c : 2 * c + 2], prior * share / share.sum())
+    densities = sum(
+        w * multivariate_normal(mean, np.diag(var)).pdf(X)
+        for w, mean, var in zip(weighted.weights, weighted.means, weighted.covariances, strict=True)
+    )
+    assert_allclose(weighted.fit_info.log_likelihood, np.log(densities).sum(), rtol=1e-10)

@@ -169,11 +169,11 @@ def fit_labelled(
     none); the components come out by class, then those of no class, each group in
     descending weight. Every row labelled and one component a class: one M-step (with
     ``class_priors`` as the weights when given); every row labelled otherwise: EM, then
-    the mixture's log-likelihood. Restarts as fit_rows(), when a group's start is random
-    (else there is nothing to restart). A complete start in ``options`` (weights_init,
-    means_init, precisions_init) is refined: EM from it, its components in its order
-    (rows all labelled, one component a class: the M-step of the labels, whatever the
-    start)."""
+    the mixture's log-likelihood (each class weighing its prior when given). Restarts as
+    fit_rows(), when a group's start is random (else there is nothing to restart). A
+    complete start in ``options`` (weights_init, means_init, precisions_init) is refined:
+    EM from it, its components in its order (rows all labelled, one component a class:
+    the M-step of the labels, whatever the start)."""
     cov = get_covariance(options.covariance_type)
     class_names, owners = list(classes.names), np.array(classes.owners)
     n_classes, n_components = len(class_names), len(owners)
@@ -208,7 +208,7 @@ def fit_labelled(
     seed = int(np.random.SeedSequence().entropy) if options.seed is None else options.seed
     runs, failure = [], None
     with reducer.session(em_rows):
-        from_labels = all_labelled or not explicit  # (rows all labelled: whatever the start)
+        from_labels = not explicit or (all_labelled and not started)  # (the M-step is the fit)
         group_starts = {
             g: _group_starts(plain_rows, g, sizes[g], options, reducer)
             for g in (started if from_labels else ())
@@ -248,15 +248,13 @@ def fit_labelled(
                 continue
             if all_labelled:  # EM (gaps, or several components a class), then as above
                 if class_priors is not None:
-                    result.params.weights = class_priors
+                    result.params.weights = _with_priors(
+                        result.params.weights, owners, class_priors
+                    )
                 mixture = _mixture_log_likelihood(em_rows, result.params, options, reducer)
                 result.stats = dataclasses.replace(result.stats, log_likelihood=mixture)
-                runs.append(result)
-                if not started:
-                    break
-                continue
             runs.append(result)
-            if not started:  # a start from the labels alone: nothing random to restart
+            if not (started and from_labels):  # a start with nothing random to restart
                 break
     if not runs:
         raise failure
@@ -269,7 +267,7 @@ def fit_labelled(
         order = np.concatenate([m[np.argsort(-params.weights[m], kind="stable")] for m in members])
     params = reordered(params, order, cov)
     reason = degeneracy(params, stats.nk[order], cov, data, plain[order])
-    init = "explicit" if explicit else options.init if started else "labels"
+    init = "labels" if from_labels and not started else options.init if from_labels else "explicit"
     info = fit_record(best, data, options, (init, seed), reason)
     model = GaussianMixture(
         params.weights / params.weights.sum(),
@@ -317,6 +315,13 @@ def _checked_priors(priors, n_classes: int, all_labelled: bool) -> np.ndarray:
             "class_priors", priors.tolist(), f"{n_classes} non-negative numbers, not all 0"
         )
     return priors / priors.sum()
+
+
+def _with_priors(weights: np.ndarray, owners: np.ndarray, priors: np.ndarray) -> np.ndarray:
+    """Component weights whose classes (``owners``) weigh ``priors``, each component its
+    share of its class's weight."""
+    class_weight = np.bincount(owners, weights, len(priors))
+    return priors[owners] * weights / class_weight[owners]
 
 
 def _mixture_log_likelihood(
