@@ -267,6 +267,8 @@ from gmmcli.engines import local
 from gmmcli.stopping import Stopped, handle_signals
 
 handle_signals()
+if METHOD == "spawn":
+    local._fork_safe = lambda: False
 threading.Thread(target=time.sleep, args=(5,), daemon=True).start()  # can take a signal
 started = Pool._repopulate_pool
 
@@ -284,14 +286,17 @@ except Stopped:
 
 
 @pytest.mark.skipif(not forked.fork_available(), reason="forked select-k workers")
-def test_a_stop_while_the_select_k_pool_starts_ends_its_workers():
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_stop_while_the_select_k_pool_starts_ends_its_workers(method):
     """A stop raised while Pool() started its threads (caught by another thread, its
     handler run here) left a pool nobody ended; at exit its thread replaced the killed
     workers, and a replacement waited for ever on a lock a killed worker held."""
+    script = f"METHOD = {method!r}\n{STOP_DURING_POOL_START}"
     done = subprocess.run(
-        [sys.executable, "-c", STOP_DURING_POOL_START], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
     assert done.stdout == "stopped; workers left: 0\n", done.stderr
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
@@ -312,3 +317,31 @@ def test_a_stop_held_takes_effect_at_the_end_even_when_another_thread_takes_it()
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
     assert done.stdout == "held\nthen raised\n", done.stderr
+
+
+MASK_AT_SPAWN = """
+import signal
+from multiprocessing.pool import Pool
+from gmmcli.engines import local
+
+built = Pool.__init__
+
+def noting_the_mask(pool, *args, **kwargs):
+    built(pool, *args, **kwargs)
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    print(sorted(s.name for s in local.STOP_SIGNALS if s in held))
+
+Pool.__init__ = noting_the_mask
+local._fork_safe = lambda: False
+print(list(local.task_map(2)(abs, [-1, -2])) != [])
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_a_spawned_pool_starts_with_every_stop_signal_held():
+    """Python's resource tracker, started by the pool's first lock, unblocks SIGINT and
+    SIGTERM in the thread that starts it: it runs before the signals are held."""
+    done = subprocess.run(
+        [sys.executable, "-c", MASK_AT_SPAWN], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout == "['SIGHUP', 'SIGINT', 'SIGTERM']\nTrue\n", done.stderr

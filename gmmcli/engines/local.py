@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextvars import ContextVar
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from typing import TypeVar
 
 from gmmcli.core.em import (
@@ -220,24 +221,26 @@ STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 @contextlib.contextmanager
 def _stops_held() -> Iterator[None]:
-    """Within, SIGINT, SIGTERM and SIGHUP wait; they take effect when it ends.
+    """Within, SIGINT, SIGTERM and SIGHUP wait; they take effect when it ends (the first
+    to arrive: its handler stops the run).
 
     They are blocked in this thread, and so in the threads and processes it starts. The
     kernel may still hand one to another thread, and Python then runs its handler in the
-    main thread all the same: so there, their handlers only note it until the end.
+    main thread all the same: so, in the main thread, their handlers only note it until
+    the end. (Elsewhere Python's handlers do not interrupt this thread anyway.)
     """
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return
     arrived: list[int] = []
     held = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in STOP_SIGNALS:
-            if callable(handler := signal.getsignal(signum)):
-                held[signum] = handler
-                signal.signal(signum, lambda number, frame: arrived.append(number))
     before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                if callable(handler := signal.getsignal(signum)):
+                    held[signum] = handler
+                    signal.signal(signum, lambda number, frame: arrived.append(number))
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
@@ -306,7 +309,10 @@ def _process_pool(processes: int, method: str) -> Iterator[multiprocessing.pool.
     the interpreter's exit kills; a replacement then waits for ever on the task queue's
     lock that a killed worker held.
     """
-    fresh = _single_threaded_blas() if method == "spawn" else contextlib.nullcontext()
+    fresh = contextlib.nullcontext()
+    if method == "spawn":
+        fresh = _single_threaded_blas()
+        resource_tracker.ensure_running()  # (started later, it would unblock the signals)
     with contextlib.ExitStack() as stack:
         with _stops_held(), fresh, warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() beside threads
