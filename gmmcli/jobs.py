@@ -385,9 +385,10 @@ def select_by_class(
                     data.class_names,
                     grid,
                     options,
-                    reducer=data.reducer,
+                    reducer=data.reducer if jobs == 1 else SERIAL,
                     class_priors=priors,
                     on_point=on_point,
+                    map_points=local.task_map(min(jobs, data.workers)),
                     done=done.get(data.class_names[0]),
                 )
             else:

@@ -549,3 +549,12 @@ def test_select_k_with_a_shared_structure_of_two_components_takes_class_priors(w
     np.testing.assert_allclose(
         [weights[0:2].sum(), weights[2:4].sum(), weights[4:6].sum()], [0.25, 0.25, 0.5]
     )
+
+
+def test_a_shared_structure_grid_in_two_processes_is_the_same(work):
+    command = "select-k all.csv --label-column species --shared-structure --k-max 2 -q"
+    ok(gmm(f"{command} --covariance-types full,EII --table one.csv -o one.json"))
+    ok(gmm(f"{command} --covariance-types full,EII --table two.csv -o two.json --jobs 2"))
+    assert Path("two.json").read_bytes() == Path("one.json").read_bytes()
+    one, two = read_csv("one.csv"), read_csv("two.csv")
+    assert one.drop_columns(["seconds"]).equals(two.drop_columns(["seconds"]))

@@ -25,7 +25,7 @@ from gmmcli.core.em import SERIAL, Prepared, Reducer, RowSource, e_step
 from gmmcli.core.labels import ClassRows, class_weights, fit_labelled
 from gmmcli.core.model import Classes, FitInfo, GaussianMixture
 from gmmcli.core.options import SELECT_DEFAULTS, FitOptions, Grid
-from gmmcli.core.select import GridPoint, choose, select_rows, structures
+from gmmcli.core.select import GridPoint, choose, one_by_one, select_rows, structures
 from gmmcli.core.structures import get_covariance
 from gmmcli.errors import DataError, GMMError, UserError
 
@@ -155,6 +155,7 @@ def select_shared(
     reducer: Reducer = SERIAL,
     class_priors: np.ndarray | None = None,
     on_point: Callable[[str, GridPoint], None] | None = None,
+    map_points: Callable | None = None,
     done: Mapping[tuple[int, str], GridPoint] | None = None,
 ) -> tuple[list[tuple[str, GridPoint]], GaussianMixture | None]:
     """A structure shared by every class, on labelled rows (every one labelled): for each
@@ -162,51 +163,75 @@ def select_shared(
     the labels (core.labels.fit_labelled: one M-step for K = 1, mclust's EDDA; else EM,
     each row kept to its class's components); the point of the lowest total BIC wins
     (refitted if ``done``, the points fitted before by (K, covariance type), holds it).
-    Each point is listed under every class (its criteria the whole model's)."""
+    Points run by ``map_points`` as select_rows() runs them. Each point is listed under
+    every class (its criteria the whole model's)."""
     _checked_class_weights(rows, class_names, grid, reducer)
     done = done or {}
-    table, models = [], {}
-
-    def fit_point(point: GridPoint) -> GaussianMixture | None:
-        started = time.perf_counter()
-        model = None
-        try:
-            fitted = dataclasses.replace(options, covariance_type=point.covariance_type)
-            model = fit_labelled(
-                rows,
-                Classes.per_class(class_names, point.n_components),
-                fitted,
-                reducer=reducer,
-                class_priors=class_priors,
-            )
-            info = model.fit_info
-            point.n_parameters, point.log_likelihood = info.n_parameters, info.log_likelihood
-            point.bic, point.aic = info.bic, info.aic
-            point.converged, point.n_iter = info.converged, info.n_iter
-            point.degenerate = info.degenerate
-            if info.degenerate:
-                point.status = f"degenerate: {info.degenerate_reason}"
-        except GMMError as err:
-            point.status, point.failure = f"failed: {err}", err
-        point.seconds = time.perf_counter() - started
-        return model
-
     shared = structures(grid.covariance_types, rows.n_features).items()
-    for (structure, mclust_name), k in itertools.product(shared, grid.k_values):
-        point = done.get((k, structure))
-        if point is None:
-            point = GridPoint(k, structure, mclust_name)
-            models[k, structure] = fit_point(point)
+    points = [
+        GridPoint(k, s, mclust) for (s, mclust), k in itertools.product(shared, grid.k_values)
+    ]
+    todo = [point for point in points if _key(point) not in done]
+    fit = functools.partial(_fit_shared, rows, class_names, options, reducer, class_priors)
+    fitted = {}
+    for _, (point, model) in (map_points or one_by_one)(fit, todo):
+        fitted[_key(point)] = point, model
         for name in class_names:
-            table.append((name, dataclasses.replace(point)))
-            if on_point is not None and (k, structure) in models:
-                on_point(name, table[-1][1])
-    per_point = [point for name, point in table if name == class_names[0]]
-    best = choose(per_point, "bic")
-    key = None if best is None else (best.n_components, best.covariance_type)
+            if on_point is not None:
+                on_point(name, dataclasses.replace(point))
+    table = [
+        (
+            name,
+            dataclasses.replace(
+                done[_key(point)] if _key(point) in done else fitted[_key(point)][0]
+            ),
+        )
+        for point in points
+        for name in class_names
+    ]
+    best = choose([point for name, point in table if name == class_names[0]], "bic")
+    key = None if best is None else _key(best)
     for _, point in table:
         point.criterion = point.bic
-        point.best = (point.n_components, point.covariance_type) == key
-    if key is not None and key not in models:
-        models[key] = fit_point(dataclasses.replace(best))
-    return table, None if best is None else models[key]
+        point.best = _key(point) == key
+    if key is None:
+        return table, None
+    return table, (fitted[key] if key in fitted else fit(dataclasses.replace(best)))[1]
+
+
+def _key(point: GridPoint) -> tuple[int, str]:
+    return point.n_components, point.covariance_type
+
+
+def _fit_shared(
+    rows: RowSource,
+    class_names: list[str],
+    options: FitOptions,
+    reducer: Reducer,
+    class_priors: np.ndarray | None,
+    point: GridPoint,
+) -> tuple[GridPoint, GaussianMixture | None]:
+    """``point`` of select_shared() fitted (its row filled in), and its model (None if it
+    failed)."""
+    started = time.perf_counter()
+    model = None
+    try:
+        fitted = dataclasses.replace(options, covariance_type=point.covariance_type)
+        model = fit_labelled(
+            rows,
+            Classes.per_class(class_names, point.n_components),
+            fitted,
+            reducer=reducer,
+            class_priors=class_priors,
+        )
+        info = model.fit_info
+        point.n_parameters, point.log_likelihood = info.n_parameters, info.log_likelihood
+        point.bic, point.aic = info.bic, info.aic
+        point.converged, point.n_iter = info.converged, info.n_iter
+        point.degenerate = info.degenerate
+        if info.degenerate:
+            point.status = f"degenerate: {info.degenerate_reason}"
+    except GMMError as err:
+        point.status, point.failure = f"failed: {err}", err
+    point.seconds = time.perf_counter() - started
+    return point, model
