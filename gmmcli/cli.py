@@ -563,7 +563,7 @@ def plot(
     Rows with a missing value are left out; with --model and --missing marginal, drawn
     hollow at their conditional means, coloured by what they have.
 
-    With --table: the criterion against K, one line per covariance structure (mclust's name).
+    With --table: the criterion against K, a line per structure; by class, a panel per class.
 
     Needs the plot extra: pip install 'gmmcli\[plot]'
     """

@@ -765,7 +765,8 @@ def plot(picture: Picture, report: Report = QUIET):
     pictures.require_matplotlib()
     if grid is not None:
         source = "stdin" if grid == "-" else grid
-        figure = pictures.grid_figure(tables.read_table(grid).to_pydict(), image, source=source)
+        columns = tables.read_table(grid, text="class").to_pydict()  # classes as written
+        figure = pictures.grid_figure(columns, image, source=source)
         pictures.save(figure, image)
         return image
     pictures.check_columns(columns)

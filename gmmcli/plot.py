@@ -15,6 +15,7 @@ import contextlib
 import math
 import os
 import re
+import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,12 @@ TITLE_INCHES = 0.5
 X_LABEL_INCHES = 0.45  # the tick labels and the label under the axes
 LEGEND_HANDLE_INCHES = 0.3
 LEGEND_CHARACTER_INCHES = 0.04
+SUBTITLE_CHARACTER_INCHES = 0.08  # a letter of a subtitle, at the medium font size
+KEY_TITLE = "covariance structure"
+# A panel's title stands this far (points) above its plot, leaving room for its best point.
+PANEL_TITLE_PAD = 14.0
+MIN_PANEL_INCHES = (0.8, 0.6)  # a panel's plot, width by height: the least that reads
+PANEL_INCHES = (3.0, 2.5)  # room enough for a panel, width by height, in a --size to suggest
 
 
 # ------------------------------------------------------------------------------ options
@@ -255,9 +262,14 @@ def _figure(image: Image) -> tuple[Figure, Axes]:
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(image.width, image.height), dpi=image.dpi, layout="constrained")
-    axes = figure.add_subplot()
+    return figure, _axes(figure)
+
+
+def _axes(figure: Figure, *where: Any) -> Axes:
+    """A plot on ``figure`` (in the cell ``where`` of a grid of them), with a faint grid."""
+    axes = figure.add_subplot(*where)
     axes.grid(True, color="0.9", linewidth=0.8)
-    return figure, axes
+    return axes
 
 
 def _titles(figure: Figure, axes: Axes, title: str, subtitle: str) -> None:
@@ -286,25 +298,49 @@ def _grid_legend(figure: Figure, axes: Axes, handles: list, image: Image) -> Non
     width, so that all fourteen structures stay readable in a small picture."""
     from matplotlib.transforms import offset_copy
 
-    title = "covariance structure"
-    if (len(handles) + 1) * LEGEND_ENTRY_INCHES <= image.height - TITLE_INCHES:
-        _legend(axes, handles, title)
+    if _key_fits_beside(handles, image):
+        _legend(axes, handles, KEY_TITLE)
         return
-    longest = max(len(handle.get_label()) for handle in handles)
-    column = LEGEND_HANDLE_INCHES + longest * LEGEND_CHARACTER_INCHES
     axes.legend(  # an axes' legend: the layout keeps it clear of the note of failed points
         handles=handles,
-        title=title,
+        title=KEY_TITLE,
         loc="upper center",
         bbox_to_anchor=(0.5, 0.0),
         bbox_transform=offset_copy(axes.transAxes, figure, y=-X_LABEL_INCHES, units="inches"),
-        ncols=max(1, min(len(handles), int(image.width // column))),
+        ncols=_key_columns(handles, image),
         fontsize="x-small",
         title_fontsize="x-small",
         columnspacing=1.0,
         handlelength=1.5,
         frameon=False,
     )
+
+
+def _panels_legend(figure: Figure, handles: list, image: Image) -> None:
+    """The key of a picture of panels, one for them all, beside them in as many columns as
+    the figure's height needs (under them, it would meet the note of failed points)."""
+    per_column = max(1, int((image.height - TITLE_INCHES) / LEGEND_ENTRY_INCHES) - 1)
+    figure.legend(
+        handles=handles,
+        title=KEY_TITLE,
+        loc="outside right upper",
+        ncols=math.ceil(len(handles) / per_column),
+        fontsize="small",
+        title_fontsize="small",
+        frameon=False,
+    )
+
+
+def _key_fits_beside(handles: list, image: Image) -> bool:
+    """Whether a grid's key fits the figure's height in one column."""
+    return (len(handles) + 1) * LEGEND_ENTRY_INCHES <= image.height - TITLE_INCHES
+
+
+def _key_columns(handles: list, image: Image) -> int:
+    """How many columns of a grid's key fit the figure's width."""
+    longest = max(len(handle.get_label()) for handle in handles)
+    column = LEGEND_HANDLE_INCHES + longest * LEGEND_CHARACTER_INCHES
+    return max(1, min(len(handles), int(image.width // column)))
 
 
 def _shown_note(n_shown: int, n_rows: int) -> str:
@@ -619,19 +655,16 @@ def criterion_name(columns: dict[str, list]) -> str | None:
 
 def grid_rows(columns: dict[str, list], source: str) -> list[dict[str, Any]]:
     """The rows of a select-k grid, checked: K a whole number, criterion a number or None,
-    each row's covariance structure one gmmcli knows (in ``structure``)."""
+    each row's covariance structure one gmmcli knows (in ``structure``), and in a grid for
+    each class (select-k --label-column) the row's class as text (in ``class``, else None)."""
     missing = [name for name in GRID_COLUMNS if name not in columns]
     if missing:
         raise UserError(
             f"{source} is not a select-k grid (no column '{missing[0]}'); "
             "write one with gmmcli select-k --table"
         )
-    if "class" in columns:
-        raise UserError(
-            f"{source} is a grid for each class (select-k --label-column), which plot does "
-            "not draw yet"
-        )
     models = columns.get("model", [None] * len(columns["criterion"]))
+    classes = columns.get("class")
     rows = []
     for i in range(len(columns["criterion"])):
         k, value = columns["n_components"][i], columns["criterion"][i]
@@ -649,6 +682,7 @@ def grid_rows(columns: dict[str, list], source: str) -> list[dict[str, Any]]:
             )
         rows.append(
             {
+                "class": None if classes is None else _class_name(i, classes[i], source),
                 "n_components": k,
                 "structure": _structure(i, columns["covariance_type"][i], models[i], source),
                 "criterion": None if value is None or math.isnan(value) else float(value),
@@ -662,139 +696,292 @@ def grid_rows(columns: dict[str, list], source: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _class_name(row: int, value: Any, source: str) -> str:
+    """A class grid's class cell as text (plot reads a CSV's as it was written)."""
+    text = "" if _label(value) is None else str(value).strip()
+    if not text:
+        raise UserError(
+            f"class in {source} row {row + 1} is empty, and a grid for each class names the "
+            "class of every row; write the grid with gmmcli select-k --label-column --table"
+        )
+    return text
+
+
 def _flag(value: Any) -> bool:
     """A true/false cell as read from CSV or Parquet (bool, 0/1, or text)."""
     return value is True or (value is not None and str(value).strip().lower() in ("1", "true"))
 
 
+def class_grids(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """A grid's rows by class, the classes in the order they first appear ({} for a grid
+    with no class column)."""
+    by_class: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["class"] is not None:
+            by_class.setdefault(row["class"], []).append(row)
+    return by_class
+
+
+def shared_structure(columns: dict[str, list], rows: list[dict[str, Any]]) -> bool:
+    """Whether a grid for each class lists the same points under every class, as select-k
+    --shared-structure writes one: each point of a structure shared by every class under
+    each class, every cell alike, its criteria the whole model's (the console shows such
+    a grid once, too)."""
+    others = [values for name, values in columns.items() if name != "class"]
+    by_class: dict[str, list[tuple]] = {}
+    for row, cells in zip(rows, zip(*others, strict=True), strict=True):
+        by_class.setdefault(row["class"], []).append(tuple(_label(cell) for cell in cells))
+    grids = list(by_class.values())
+    return len(grids) > 1 and all(grid == grids[0] for grid in grids)
+
+
+def panel_grid(n_panels: int, image: Image) -> tuple[int, int]:
+    """(rows, columns) of ``n_panels`` panels: as near square as their number allows, the
+    longer side along the picture's longer side (2: side by side in a wide picture;
+    3 and 4: two by two; 10: three rows of four)."""
+    across = math.ceil(math.sqrt(n_panels))
+    down = math.ceil(n_panels / across)
+    return (across, down) if image.height > image.width else (down, across)
+
+
 def grid_figure(columns: dict[str, list], image: Image, *, source: str) -> Figure:
-    """A select-k grid: the criterion against K, one line per covariance structure.
+    """A select-k grid: the criterion against K, one line per covariance structure; a grid
+    for each class (select-k --label-column) as one such panel per class, in the table's
+    order of the classes, each titled by its class with its best point below the title.
 
     Each structure has its own colour and marker (``STRUCTURES``), keyed in mclust's order.
-    Degenerate points are hollow, the best point is ringed, and points without a value
+    Degenerate points are hollow, the best point is ringed (the rows the table marks best:
+    select-k ranked them, by class in a grid for each class), and points without a value
     (failed fits) are listed under the plot with their status. A structure's line carries
     gid "line-NAME" (mclust's name) and its sound points as markers; its hollow points are
-    the collection "degenerate-NAME".
+    the collection "degenerate-NAME", the ring "best". A grid of a structure shared by every
+    class (shared_structure()) is drawn once, as a grid of no classes: its criteria and its
+    best point are the whole model's.
     """
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import MaxNLocator
-
     rows = grid_rows(columns, source)
     name = criterion_name(columns)
+    by_class = class_grids(rows)
     with _style():
-        figure, axes = _figure(image)
-        present = {row["structure"].name for row in rows}
-        handles = []
-        for structure in (s for s in STRUCTURES.values() if s.name in present):
-            colour, marker, kind = structure.colour, structure.marker, structure.name
-            mine = sorted(
-                (row for row in rows if row["structure"] is structure),
-                key=lambda row: row["n_components"],
-            )
-            k = np.array([row["n_components"] for row in mine], dtype=float)
-            value = np.array(
-                [np.nan if row["criterion"] is None else row["criterion"] for row in mine]
-            )
-            hollow = np.array([row["degenerate"] for row in mine], dtype=bool)
-            axes.plot(  # NaN breaks the line
-                k,
-                value,
-                color=colour,
-                linewidth=1.6,
-                marker=marker,
-                markersize=GRID_MARKER_SIZE,
-                markevery=np.flatnonzero(~hollow & np.isfinite(value)).tolist(),
-                markeredgewidth=1.5,
-                zorder=2,
-                gid=f"line-{kind}",
-            )
-            chosen = hollow & np.isfinite(value)
-            axes.scatter(
-                k[chosen],
-                value[chosen],
-                s=GRID_MARKER_SIZE**2,
-                marker=marker,
-                facecolors="white",
-                edgecolors=colour,
-                linewidths=1.5,
-                zorder=3,
-                gid=f"degenerate-{kind}",
-            )
-            handles.append(
-                Line2D(
-                    [],
-                    [],
-                    color=colour,
-                    marker=marker,
-                    markersize=GRID_MARKER_SIZE,
-                    label=structure.label,
-                )
-            )
-        best = [row for row in rows if row["best"] and row["criterion"] is not None]
-        for row in best:
-            axes.scatter(
-                row["n_components"],
-                row["criterion"],
-                s=380,
-                marker="o",
-                facecolors="none",
-                edgecolors="black",
-                linewidths=1.8,
-                zorder=4,
-                gid="best",
-            )
-        handles += [
-            Line2D(
-                [],
-                [],
-                color="0.3",
-                marker="o",
-                markerfacecolor="white",
-                linestyle="none",
-                label="degenerate (hollow)",
-            ),
-            Line2D(
-                [],
-                [],
-                color="black",
-                marker="o",
-                markerfacecolor="none",
-                markersize=14,
-                linestyle="none",
-                label="best",
-            ),
-        ]
-        _grid_legend(figure, axes, handles, image)
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.set_xlabel("number of components K")
-        axes.set_ylabel(CRITERION_LABELS.get(name, "criterion"))
-        label = name.upper() if name in ("bic", "aic", "icl") else "held-out likelihood"
-        title = f"model selection by {label}" if name else "model selection"
-        subtitle = ""
-        if best:
-            row = best[0]
-            subtitle = f"best: K = {row['n_components']}, {row['structure'].label}"
-            if name:
-                subtitle += f", {name.upper() if name != 'cv' else 'CV'} {row['criterion']:.6g}"
-        _titles(figure, axes, title, subtitle)
-        failed = [row for row in rows if row["criterion"] is None]
-        if failed:
-            figure.supxlabel(
-                _failed_note(failed), x=0.01, ha="left", fontsize="small", color="0.25"
-            )
+        if len(by_class) > 1 and shared_structure(columns, rows):
+            first = next(iter(by_class.values()))
+            return _grid_picture(first, name, image, shared=len(by_class))
+        if by_class:
+            return _class_grids_picture(by_class, name, image)
+        return _grid_picture(rows, name, image)
+
+
+def _grid_picture(
+    rows: list[dict[str, Any]], name: str | None, image: Image, *, shared: int = 0
+) -> Figure:
+    """One grid on one plot; ``shared``: the number of classes whose one structure it is."""
+    figure, axes = _figure(image)
+    best = _draw_grid(axes, rows)
+    _grid_legend(figure, axes, _grid_key(rows), image)
+    axes.set_xlabel("number of components K")
+    axes.set_ylabel(CRITERION_LABELS.get(name, "criterion"))
+    subtitle = _best_note(best, name)
+    if shared:
+        note = (
+            f"K components in each of {shared} classes, one structure shared by all; "
+            "the whole model's criteria"
+        )
+        subtitle += "\n" + textwrap.fill(note, int(image.width / SUBTITLE_CHARACTER_INCHES))
+    _titles(figure, axes, _grid_title(name), subtitle)
+    _note_failed(figure, rows)
     return figure
 
 
-def _failed_note(failed: list[dict]) -> str:
+def _class_grids_picture(
+    by_class: dict[str, list[dict[str, Any]]], name: str | None, image: Image
+) -> Figure:
+    """A panel per class (panel_grid()), one key and one criterion's label for them all."""
+    from matplotlib.figure import Figure
+    from matplotlib.transforms import offset_copy
+
+    n_rows, n_columns = panel_grid(len(by_class), image)
+    figure = Figure(figsize=(image.width, image.height), dpi=image.dpi, layout="constrained")
+    panels = figure.add_gridspec(n_rows, n_columns)
+    for i, (label, rows) in enumerate(by_class.items()):
+        axes = _axes(figure, panels[divmod(i, n_columns)])
+        best = _draw_grid(axes, rows)
+        axes.set_title(label, fontsize="medium", pad=PANEL_TITLE_PAD)
+        axes.text(  # under the title, over the plot: the title's padding leaves it room
+            0.5,
+            1.0,
+            _best_note(best, name, short=True),
+            transform=offset_copy(axes.transAxes, figure, y=3, units="points"),
+            ha="center",
+            va="bottom",
+            fontsize="x-small",
+            color="0.3",
+            gid="best-note",
+        ).set_in_layout(False)  # the title's padding holds it; a long one may not narrow the plot
+        if i + n_columns >= len(by_class):  # no panel under it
+            axes.set_xlabel("number of components K" if n_columns < 3 else "K")
+    every = [row for rows in by_class.values() for row in rows]
+    _panels_legend(figure, _grid_key(every), image)
+    figure.suptitle(f"{_grid_title(name)}, a grid for each class", fontsize="large")
+    figure.supylabel(CRITERION_LABELS.get(name, "criterion"))
+    _note_failed(figure, every, by_class=True)
+    _require_room(figure, (n_rows, n_columns), image)
+    return figure
+
+
+def _require_room(figure: Figure, shape: tuple[int, int], image: Image) -> None:
+    """A UserError naming a --size that fits when the panels of a grid of ``shape`` (rows,
+    columns) leave a plot too small to read (MIN_PANEL_INCHES), or none at all (then
+    matplotlib's layout gives up and overlaps them)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        figure.draw_without_rendering()  # lays the figure out
+    collapsed = any("collapsed" in str(warning.message) for warning in caught)
+    boxes = [axes.get_position() for axes in figure.axes]  # as fractions of the figure
+    narrowest = min(box.width for box in boxes) * image.width
+    lowest = min(box.height for box in boxes) * image.height
+    if not collapsed and narrowest >= MIN_PANEL_INCHES[0] and lowest >= MIN_PANEL_INCHES[1]:
+        return
+    width = max(image.width, PANEL_INCHES[0] * shape[1] + 2.0)
+    height = max(image.height, PANEL_INCHES[1] * shape[0] + 1.5)
+    raise UserError(
+        f"{shape[0]} x {shape[1]} panels, a grid for each class, are too small to read in "
+        f"{image.width:g}x{image.height:g} inches; make the picture larger, such as "
+        f"--size {width:g}x{height:g}"
+    )
+
+
+def _draw_grid(axes: Axes, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A grid's lines, hollow points and rings on ``axes`` (grid_figure()); the rows
+    ringed as best."""
+    from matplotlib.ticker import MaxNLocator
+
+    present = {row["structure"].name for row in rows}
+    for structure in (s for s in STRUCTURES.values() if s.name in present):
+        colour, marker, kind = structure.colour, structure.marker, structure.name
+        mine = sorted(
+            (row for row in rows if row["structure"] is structure),
+            key=lambda row: row["n_components"],
+        )
+        k = np.array([row["n_components"] for row in mine], dtype=float)
+        value = np.array([np.nan if row["criterion"] is None else row["criterion"] for row in mine])
+        hollow = np.array([row["degenerate"] for row in mine], dtype=bool)
+        axes.plot(  # NaN breaks the line
+            k,
+            value,
+            color=colour,
+            linewidth=1.6,
+            marker=marker,
+            markersize=GRID_MARKER_SIZE,
+            markevery=np.flatnonzero(~hollow & np.isfinite(value)).tolist(),
+            markeredgewidth=1.5,
+            zorder=2,
+            gid=f"line-{kind}",
+        )
+        chosen = hollow & np.isfinite(value)
+        axes.scatter(
+            k[chosen],
+            value[chosen],
+            s=GRID_MARKER_SIZE**2,
+            marker=marker,
+            facecolors="white",
+            edgecolors=colour,
+            linewidths=1.5,
+            zorder=3,
+            gid=f"degenerate-{kind}",
+        )
+    best = [row for row in rows if row["best"] and row["criterion"] is not None]
+    for row in best:
+        axes.scatter(
+            row["n_components"],
+            row["criterion"],
+            s=380,
+            marker="o",
+            facecolors="none",
+            edgecolors="black",
+            linewidths=1.8,
+            zorder=4,
+            gid="best",
+        )
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return best
+
+
+def _grid_key(rows: list[dict[str, Any]]) -> list:
+    """The key's entries: each structure of the rows (in mclust's order), then the
+    degenerate and the best point's look."""
+    from matplotlib.lines import Line2D
+
+    present = {row["structure"].name for row in rows}
+    handles = [
+        Line2D(
+            [],
+            [],
+            color=structure.colour,
+            marker=structure.marker,
+            markersize=GRID_MARKER_SIZE,
+            label=structure.label,
+        )
+        for structure in STRUCTURES.values()
+        if structure.name in present
+    ]
+    return [
+        *handles,
+        Line2D(
+            [],
+            [],
+            color="0.3",
+            marker="o",
+            markerfacecolor="white",
+            linestyle="none",
+            label="degenerate (hollow)",
+        ),
+        Line2D(
+            [],
+            [],
+            color="black",
+            marker="o",
+            markerfacecolor="none",
+            markersize=14,
+            linestyle="none",
+            label="best",
+        ),
+    ]
+
+
+def _grid_title(name: str | None) -> str:
+    label = name.upper() if name in ("bic", "aic", "icl") else "held-out likelihood"
+    return f"model selection by {label}" if name else "model selection"
+
+
+def _best_note(best: list[dict[str, Any]], name: str | None, *, short: bool = False) -> str:
+    """The ringed point: "best: K = 2, VVV (full), BIC 700" (``short``: mclust's name of
+    the structure alone), or that there is none."""
+    if not best:
+        return "no best point"
+    row = best[0]
+    structure = row["structure"].name if short else row["structure"].label
+    note = f"best: K = {row['n_components']}, {structure}"
+    if name:
+        note += f", {name.upper() if name != 'cv' else 'CV'} {row['criterion']:.6g}"
+    return note
+
+
+def _note_failed(figure: Figure, rows: list[dict[str, Any]], *, by_class: bool = False) -> None:
+    """The points without a value listed under the plot (each with its class: ``by_class``)."""
+    failed = [row for row in rows if row["criterion"] is None]
+    if not failed:
+        return
     lines = [f"{len(failed)} point{'s' if len(failed) > 1 else ''} without a value:"]
     for row in failed[:MAX_FAILED_LISTED]:
         status = " ".join((row["status"] or "no value").split())
         if len(status) > 100:
             status = status[:99] + "…"
-        lines.append(f"K = {row['n_components']}, {row['structure'].label}: {status}")
+        where = f"class {row['class']}, " if by_class else ""
+        lines.append(f"{where}K = {row['n_components']}, {row['structure'].label}: {status}")
     if len(failed) > MAX_FAILED_LISTED:
         lines.append(f"… and {len(failed) - MAX_FAILED_LISTED} more (see the table)")
-    return "\n".join(lines)
+    figure.supxlabel("\n".join(lines), x=0.01, ha="left", fontsize="small", color="0.25")
 
 
 def _darker(colour: str) -> tuple[float, float, float]:

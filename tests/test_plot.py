@@ -91,6 +91,10 @@ def fitted(tmp_path_factory, mixture):
     grid = write_csv(folder / "grid.csv", GRID)
     typo_grid = write_csv(folder / "typo-grid.csv", grid_of(["full", "fulll"]))
     odd_grid = write_csv(folder / "odd-grid.csv", grid_of(["full"], ["XYZ"]))
+    class_grid = write_csv(folder / "class-grid.csv", class_grid_of(["a", "b", "c"]))
+    blank = class_grid_of(["a", "b"])
+    blank["class"][6] = None
+    blank_class_grid = write_csv(folder / "blank-class-grid.csv", blank)
     return {
         "folder": folder,
         "data": data,
@@ -104,6 +108,8 @@ def fitted(tmp_path_factory, mixture):
         "grid": grid,
         "typo_grid": typo_grid,
         "odd_grid": odd_grid,
+        "class_grid": class_grid,
+        "blank_class_grid": blank_class_grid,
     }
 
 
@@ -158,10 +164,48 @@ def grid_of(covariance_types, models=None, k_max=3) -> dict[str, list]:
     }
 
 
+def class_grid_of(names, best=None) -> dict[str, list]:
+    """A grid for each class (select-k --label-column --table): grid_of's two structures
+    under each class in ``names``' order, class c's values 100·c above the first's, its
+    best point its row ``best[c]`` (default: row c)."""
+    columns: dict[str, list] = {"class": []}
+    for c, name in enumerate(names):
+        grid = grid_of(["full", "VEV"], ["VVV", "VEV"])
+        grid["bic"] = grid["criterion"] = [v + 100 * c for v in grid["criterion"]]
+        grid["best"] = [i == (c if best is None else best[c]) for i in range(6)]
+        columns["class"] += [name] * 6
+        for key, values in grid.items():
+            columns.setdefault(key, []).extend(values)
+    return columns
+
+
+def of_class(columns: dict[str, list], name: str) -> dict[str, list]:
+    """The rows of one class of a grid for each class."""
+    mine = [i for i, c in enumerate(columns["class"]) if c == name]
+    return {key: [values[i] for i in mine] for key, values in columns.items()}
+
+
+def panel_lines(axes) -> dict:
+    """A grid plot's line of each structure, by mclust's name."""
+    lines = [x for x in axes.lines if (x.get_gid() or "").startswith("line-")]
+    return {x.get_gid().removeprefix("line-"): x for x in lines}
+
+
 def grid_lines(figure) -> dict:
     """A grid picture's line of each structure, by mclust's name."""
-    lines = [x for x in figure.axes[0].lines if (x.get_gid() or "").startswith("line-")]
-    return {x.get_gid().removeprefix("line-"): x for x in lines}
+    return panel_lines(figure.axes[0])
+
+
+def rings(axes) -> np.ndarray:
+    """Where a grid plot rings its best points."""
+    found = [c.get_offsets() for c in axes.collections if c.get_gid() == "best"]
+    return np.concatenate(found) if found else np.empty((0, 2))
+
+
+def best_note(axes) -> str:
+    """The line under a panel's title that names its best point."""
+    (note,) = [t.get_text() for t in axes.texts if t.get_gid() == "best-note"]
+    return note
 
 
 def line_styles(figure) -> dict[str, tuple[str, str]]:
@@ -709,6 +753,197 @@ def test_a_key_of_fourteen_stays_clear_of_the_lines_and_inside_the_picture(size,
     assert (key.x0 >= plot.x1) == beside and (key.y1 <= plot.y0) == (not beside)
 
 
+# ---------------------------------------------------------------- a grid for each class
+
+
+def panels(figure) -> dict:
+    """A picture's plots by their titles."""
+    return {axes.get_title(): axes for axes in figure.axes}
+
+
+@pytest.mark.parametrize("names", [["versicolor", "setosa"], ["c", "a", "b"]])
+def test_a_grid_for_each_class_draws_a_panel_per_class_in_the_tables_order(names):
+    grid = class_grid_of(names, best=[1, 4, 0][: len(names)])
+    figure = pictures.grid_figure(grid, image(size="8x6"), source="g.csv")
+    assert [axes.get_title() for axes in figure.axes] == names  # not sorted
+    for c, axes in enumerate(figure.axes):
+        mine = of_class(grid, names[c])
+        lines = panel_lines(axes)
+        assert list(lines) == ["VEV", "VVV"]  # mclust's order, as in a plot of one grid
+        for name, first in (("VVV", 0), ("VEV", 3)):  # each line holds its class's rows alone
+            np.testing.assert_array_equal(
+                lines[name].get_xydata(),
+                [[k, mine["criterion"][first + k - 1]] for k in (1, 2, 3)],
+            )
+        chosen = mine["best"].index(True)
+        np.testing.assert_array_equal(
+            rings(axes), [[mine["n_components"][chosen], mine["criterion"][chosen]]]
+        )
+        structure = mine["model"][chosen]
+        value = f"{mine['criterion'][chosen]:.6g}"
+        assert (
+            best_note(axes) == f"best: K = {mine['n_components'][chosen]}, {structure}, BIC {value}"
+        )
+    assert suptitle(figure) == "model selection by BIC, a grid for each class"
+    assert figure._supylabel.get_text() == "BIC (lower is better)"
+    (key,) = figure.legends  # one key for every panel
+    assert [t.get_text() for t in key.get_texts()] == [
+        "VEV",
+        "VVV (full)",
+        "degenerate (hollow)",
+        "best",
+    ]
+
+
+def test_panels_are_laid_out_near_square_the_long_side_along_the_pictures():
+    wide, tall = image(size="8x6"), image(size="6x8")
+    shapes = {n: pictures.panel_grid(n, wide) for n in (1, 2, 3, 4, 5, 7, 10)}
+    assert shapes == {1: (1, 1), 2: (1, 2), 3: (2, 2), 4: (2, 2), 5: (2, 3), 7: (3, 3), 10: (3, 4)}
+    assert pictures.panel_grid(2, tall) == (2, 1) and pictures.panel_grid(10, tall) == (4, 3)
+    for n in range(1, 40):
+        rows, columns = pictures.panel_grid(n, wide)
+        assert rows * columns >= n > (rows - 1) * columns  # no empty row
+        assert rows <= columns <= rows + 1
+
+
+def test_ten_classes_fit_the_default_size_each_panel_readable():
+    names = [f"class {c}" for c in range(10)]
+    grid = class_grid_of(names, best=[c % 6 for c in range(10)])
+    figure = pictures.grid_figure(grid, image(size="8x6"), source="g.csv")
+    assert len(figure.axes) == 10
+    for axes in figure.axes:
+        box = axes.get_position()  # laid out (the size was checked)
+        least_width, least_height = pictures.MIN_PANEL_INCHES
+        assert box.width * 8 >= max(least_width, 0.9)  # measured: 0.97 x 1.16 inches
+        assert box.height * 6 >= max(least_height, 1.0)
+    xlabels = [axes.get_xlabel() for axes in figure.axes]  # under the lowest in each column
+    assert xlabels == [""] * 6 + ["K"] * 4
+
+
+def test_a_class_grid_written_as_csv_keeps_its_classes_as_written(tmp_path, monkeypatch):
+    names = ["10", "9", "01"]  # read as numbers, they would be 10, 9 and 1
+    table = write_csv(tmp_path / "grid.csv", class_grid_of(names))
+    drawn = drawn_grids(monkeypatch)
+    out = tmp_path / "grid.png"
+    result = runner.invoke(app, ["plot", "--table", table, "-o", str(out), "--dpi", "20"])
+    assert result.exit_code == 0, result.output
+    assert [axes.get_title() for axes in drawn[0].axes] == names
+    assert png_size(out.read_bytes()) == (160, 120)
+
+
+def test_a_class_without_a_sound_point_is_a_panel_without_a_ring():
+    grid = class_grid_of(["a", "b"])
+    grid["criterion"][2] = grid["bic"][2] = None  # and one of class a's
+    grid["status"][2] = "failed: EM did not converge"
+    for i in range(6, 12):  # class b: every point failed
+        grid["criterion"][i] = grid["bic"][i] = None
+        grid["status"][i] = "failed: the covariance of component 1 is singular"
+        grid["best"][i] = False
+    figure = pictures.grid_figure(grid, image(size="8x6"), source="g.csv")
+    a, b = panels(figure)["a"], panels(figure)["b"]
+    assert len(rings(a)) == 1 and len(rings(b)) == 0
+    assert best_note(b) == "no best point"
+    assert all(np.isnan(line.get_xydata()[:, 1]).all() for line in panel_lines(b).values())
+    failed = supxlabel(figure)
+    assert failed.startswith("7 points without a value:\nclass a, K = 3, VVV (full): failed: EM")
+    assert "class b, K = 1, VVV (full): failed: the covariance of component 1 is singular" in failed
+    assert "… and 1 more (see the table)" in failed
+
+
+def shared_grid_of(names, cells=None) -> dict[str, list]:
+    """A table as select-k --shared-structure writes it: each point of grid_of's under every
+    class in turn, alike (``cells``: a column given its own values, listed point by point)."""
+    grid = grid_of(["full", "VEV"], ["VVV", "VEV"])
+    grid["best"] = [i == 1 for i in range(6)]  # K = 2 of VVV: the whole model's best
+    grid["seconds"] = [0.5 + i for i in range(6)]
+    columns: dict[str, list] = {"class": [name for _ in range(6) for name in names]}
+    for key, values in grid.items():
+        columns[key] = [v for v in values for _ in names]
+    for key, values in (cells or {}).items():
+        columns[key] = values
+    return columns
+
+
+def test_a_shared_structure_grid_is_drawn_once_with_the_whole_models_best():
+    grid = shared_grid_of(["a", "b", "c"])
+    figure = pictures.grid_figure(grid, image(size="8x6"), source="g.csv")
+    (axes,) = figure.axes  # the classes' grids are one: one plot, not three alike
+    one = grid_of(["full", "VEV"], ["VVV", "VEV"])
+    np.testing.assert_array_equal(
+        panel_lines(axes)["VVV"].get_xydata(), [[k, one["criterion"][k - 1]] for k in (1, 2, 3)]
+    )
+    np.testing.assert_array_equal(rings(axes), [[2, one["criterion"][1]]])  # ringed once
+    assert suptitle(figure) == "model selection by BIC"
+    assert axes.get_title() == (
+        f"best: K = 2, VVV (full), BIC {one['criterion'][1]:g}\n"
+        "K components in each of 3 classes, one structure shared by all; "
+        "the whole model's criteria"
+    )
+
+
+def test_classes_that_differ_in_any_cell_are_drawn_apart():
+    seconds = [0.5 + i + 0.01 * c for i in range(6) for c in range(2)]  # fitted one by one
+    grid = shared_grid_of(["a", "b"], {"seconds": seconds})
+    figure = pictures.grid_figure(grid, image(size="8x6"), source="g.csv")
+    assert [axes.get_title() for axes in figure.axes] == ["a", "b"]
+
+
+def labelled_rows(path) -> str:
+    """Three labelled clusters in two features, 180 rows, as CSV."""
+    rng = np.random.default_rng(3)
+    truth = np.repeat([0, 1, 2], 60)
+    X = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])[truth] + rng.normal(0, 1, (180, 2))
+    names = np.array(["setosa", "versicolor", "virginica"])[truth]
+    return write_csv(path, {"x": X[:, 0], "y": X[:, 1], "species": names})
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["by-class", "shared-structure"])
+def test_select_k_by_class_plots_each_classs_choice(tmp_path, monkeypatch, shared):
+    from gmmcli.core import select as selection
+    from gmmcli.io import tables
+
+    data, table = labelled_rows(tmp_path / "labelled.csv"), str(tmp_path / "grid.csv")
+    select = ["select-k", data, "--label-column", "species", "--k-max", "2", "--n-init", "1"]
+    select += ["--covariance-types", "EII,diag,full", "--table", table, "-q"]
+    select += ["-o", str(tmp_path / "model.json"), *(["--shared-structure"] if shared else [])]
+    result = runner.invoke(app, select)
+    assert result.exit_code == 0, result.output
+    drawn = drawn_grids(monkeypatch)
+    out = str(tmp_path / "grid.png")
+    result = runner.invoke(app, ["plot", "--table", table, "-o", out, "--dpi", "20"])
+    assert result.exit_code == 0, result.output
+    (figure,) = drawn
+    columns = tables.read_table(table, text="class").to_pydict()
+    chosen = {}  # select-k's ranking (ties within rounding to fewer parameters), by class
+    for name in ("setosa", "versicolor", "virginica"):
+        points = selection.table_points(of_class(columns, name))
+        best = selection.choose(points, "bic")
+        chosen[name] = [[best.n_components, best.bic]]
+    if shared:
+        (axes,) = figure.axes
+        assert chosen["setosa"] == chosen["versicolor"] == chosen["virginica"]
+        np.testing.assert_array_equal(rings(axes), chosen["setosa"])
+        assert "one structure shared by all" in axes.get_title()
+    else:
+        assert list(panels(figure)) == ["setosa", "versicolor", "virginica"]
+        for name, axes in panels(figure).items():
+            np.testing.assert_array_equal(rings(axes), chosen[name])
+            mine = of_class(columns, name)
+            for structure, line in panel_lines(axes).items():
+                rows = [i for i, m in enumerate(mine["model"]) if m == structure]
+                np.testing.assert_array_equal(
+                    line.get_xydata(), [[mine["n_components"][i], mine["bic"][i]] for i in rows]
+                )
+
+
+def test_a_grid_without_classes_is_one_plot_as_before():
+    figure = pictures.grid_figure(GRID, image(), source="grid.csv")
+    (axes,) = figure.axes
+    assert not figure.legends and axes.get_legend() is not None  # its key beside its plot
+    assert axes.get_title() == "best: K = 2, VVV (full), BIC 700"
+    assert not [t for t in axes.texts if t.get_gid() == "best-note"]
+
+
 # ------------------------------------------------------------------------------ errors
 
 
@@ -742,6 +977,8 @@ BAD = [
     (["--table", "{data}"], "is not a select-k grid (no column 'n_components')"),
     (["--table", "{typo_grid}"], "row 4 is 'fulll', not a covariance structure gmmcli knows"),
     (["--table", "{odd_grid}"], "row 1 is 'XYZ', not a covariance structure gmmcli knows"),
+    (["--table", "{blank_class_grid}"], "row 7 is empty, and a grid for each class names"),
+    (["--table", "{class_grid}", "--size", "4x3"], "2 x 2 panels, a grid for each class, are"),
     (["{data}", "--columns", "x"], "--columns takes two names"),
     (["{data}", "--columns", "x,y,true_component"], "--columns takes two names"),
     (["{data3}", "-m", "{model3}", "--columns", "f0,g"], "'g', which is not among the features"),
@@ -786,10 +1023,3 @@ def test_failure_while_saving_leaves_no_partial_file(fitted, tmp_path, monkeypat
     assert result.exit_code != 0 and isinstance(result.exception, RuntimeError)
     assert out.read_bytes() == b"the old picture"
     assert os.listdir(tmp_path) == ["fit.png"]
-
-
-def test_a_grid_for_each_class_is_refused_for_now():
-    grid = grid_of(["full", "VEV"], ["VVV", "VEV"])
-    grid["class"] = ["a", "b"]
-    with pytest.raises(UserError, match="a grid for each class"):
-        pictures.grid_figure(grid, image(), source="g")
