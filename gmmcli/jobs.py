@@ -375,6 +375,7 @@ def select_by_class(
                 table.keep([p for _, p in finished], [label for label, _ in finished])
             advance(finished[-1][1])
 
+        in_jobs = local.task_map(min(jobs, data.workers))
         with (
             _kept_when_stopped(table, finished, name),
             report.grid_progress(n_points - n_done, grid.criterion) as advance,
@@ -387,9 +388,7 @@ def select_by_class(
                     options,
                     reducer=data.reducer if jobs == 1 else SERIAL,
                     class_priors=priors,
-                    on_point=on_point,
-                    map_points=local.task_map(min(jobs, data.workers)),
-                    done=done.get(data.class_names[0]),
+                    run=discriminant.PointsRun(in_jobs, on_point, done.get(data.class_names[0])),
                 )
             else:
                 points, model = discriminant.select_by_class(
@@ -399,9 +398,7 @@ def select_by_class(
                     options,
                     reducer=data.reducer if jobs == 1 else SERIAL,
                     class_priors=priors,
-                    on_point=on_point,
-                    map_points=local.task_map(min(jobs, data.workers)),
-                    done=done,
+                    run=discriminant.PointsRun(in_jobs, on_point, done),
                 )
     points = [(label, point.described(name)) for label, point in points]
     if table is not None:

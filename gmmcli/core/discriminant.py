@@ -18,6 +18,7 @@ import functools
 import itertools
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -79,6 +80,18 @@ def _checked_class_weights(
     return weights
 
 
+@dataclass(frozen=True)
+class PointsRun:
+    """How select-k with labels runs its points: ``map_points`` runs them as select_rows()
+    does, ``on_point(class name, point)`` hears of each as it is fitted, and ``done``
+    holds points fitted before (select_by_class: by class name, then (K, covariance
+    type); select_shared: by (K, covariance type))."""
+
+    map_points: Callable | None = None
+    on_point: Callable[[str, GridPoint], None] | None = None
+    done: Mapping | None = None
+
+
 def select_by_class(
     rows: RowSource,
     class_names: list[str],
@@ -87,12 +100,10 @@ def select_by_class(
     *,
     reducer: Reducer = SERIAL,
     class_priors: np.ndarray | None = None,
-    on_point: Callable[[str, GridPoint], None] | None = None,
-    map_points: Callable | None = None,
-    done: Mapping[str, Mapping[tuple[int, str], GridPoint]] | None = None,
+    run: PointsRun = PointsRun(),
 ) -> tuple[list[tuple[str, GridPoint]], GaussianMixture | None]:
     """MclustDA on labelled rows (every one labelled): each class's grid by BIC
-    (select_rows, its points run by ``map_points``; ``done``: each class's points fitted
+    (select_rows, its points run by ``run``; its ``done``: each class's points fitted
     before, by (K, covariance type), not fitted again), its points with the class's name;
     and the model joined from the winners (None if a class has none), its fit_info the
     joined model's (n_iter and the like the largest of the winners')."""
@@ -100,15 +111,15 @@ def select_by_class(
     table, winners = [], []
     for c, name in enumerate(class_names):
         one = ClassRows(rows, functools.partial(np.equal, c))
-        report = None if on_point is None else functools.partial(on_point, name)
+        report = None if run.on_point is None else functools.partial(run.on_point, name)
         points, winner = select_rows(
             one,
             grid,
             options,
             reducer=reducer,
-            map_points=map_points,
+            map_points=run.map_points,
             on_point=report,
-            done=(done or {}).get(name),
+            done=(run.done or {}).get(name),
         )
         table += [(name, point) for point in points]
         winners.append(winner)
@@ -154,19 +165,17 @@ def select_shared(
     *,
     reducer: Reducer = SERIAL,
     class_priors: np.ndarray | None = None,
-    on_point: Callable[[str, GridPoint], None] | None = None,
-    map_points: Callable | None = None,
-    done: Mapping[tuple[int, str], GridPoint] | None = None,
+    run: PointsRun = PointsRun(),
 ) -> tuple[list[tuple[str, GridPoint]], GaussianMixture | None]:
     """A structure shared by every class, on labelled rows (every one labelled): for each
     K and structure of the grid, K components a class, all of the structure, fitted to
     the labels (core.labels.fit_labelled: one M-step for K = 1, mclust's EDDA; else EM,
     each row kept to its class's components); the point of the lowest total BIC wins
-    (refitted if ``done``, the points fitted before by (K, covariance type), holds it).
-    Points run by ``map_points`` as select_rows() runs them. Each point is listed under
+    (refitted if ``run.done``, the points fitted before by (K, covariance type), holds
+    it). Points run by ``run`` as select_rows() runs them. Each point is listed under
     every class (its criteria the whole model's)."""
     _checked_class_weights(rows, class_names, grid, reducer)
-    done = done or {}
+    done, on_point = run.done or {}, run.on_point
     shared = structures(grid.covariance_types, rows.n_features).items()
     points = [
         GridPoint(k, s, mclust) for (s, mclust), k in itertools.product(shared, grid.k_values)
@@ -174,7 +183,7 @@ def select_shared(
     todo = [point for point in points if _key(point) not in done]
     fit = functools.partial(_fit_shared, rows, class_names, options, reducer, class_priors)
     fitted = {}
-    for _, (point, model) in (map_points or one_by_one)(fit, todo):
+    for _, (point, model) in (run.map_points or one_by_one)(fit, todo):
         fitted[_key(point)] = point, model
         for name in class_names:
             if on_point is not None:

@@ -210,7 +210,7 @@ def fit_labelled(
     with reducer.session(em_rows):
         from_labels = not explicit or (all_labelled and not started)  # (the M-step is the fit)
         group_starts = {
-            g: _group_starts(plain_rows, g, sizes[g], options, reducer)
+            g: _group_starts(plain_rows, g, class_names, sizes[g], options, reducer)
             for g in (started if from_labels else ())
         }
         for restart, child in enumerate(np.random.SeedSequence(seed).spawn(options.n_init)):
@@ -283,14 +283,19 @@ def fit_labelled(
 
 
 def _group_starts(
-    rows: RowSource, group: int, count: int, options: FitOptions, reducer: Reducer
+    rows: RowSource,
+    group: int,
+    class_names: list[str],
+    count: int,
+    options: FitOptions,
+    reducer: Reducer,
 ) -> Starts:
     """Starts of the ``count`` components of a class (or of no class: ``group``
     UNLABELLED) on its rows alone (options.init)."""
     own = ClassRows(rows, functools.partial(np.equal, group))
     data = summarise(own, reducer, count)
     if data.n_samples < count:
-        whose = "of no class" if group == UNLABELLED else "of a class"
+        whose = "of no class" if group == UNLABELLED else f"of class {class_names[group]!r}"
         rows_of = "the unlabelled rows" if group == UNLABELLED else "its rows"
         raise UserError(
             f"{count} components {whose} start on {rows_of}, but only {data.n_samples} have "
