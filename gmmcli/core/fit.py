@@ -33,7 +33,7 @@ from gmmcli.core.init import (
     whole_data_start,
 )
 from gmmcli.core.missing import CompleteRows, Coverage, starts_from_complete
-from gmmcli.core.model import FitInfo, GaussianMixture, n_parameters
+from gmmcli.core.model import Classes, FitInfo, GaussianMixture, n_parameters
 from gmmcli.core.options import DEFAULT_OPTIONS, FitOptions, whole_number
 from gmmcli.core.structures import get_covariance
 from gmmcli.errors import DataError, GMMWarning, InvalidParameter, SingularCovarianceError
@@ -383,13 +383,27 @@ def fit_rows(
         reason = degeneracy(params, best.stats.nk[order], cov, data, plain[order])
     init = "explicit" if explicit else "kmeans" if starts.start_rows is None else options.init
     info = fit_record(best, data, options, (init, seed), reason)
+    return fitted_model(params, em_rows.centre, cov, feature_names, info)
+
+
+def fitted_model(
+    params: Params,
+    centre: np.ndarray,
+    cov: Covariance,
+    feature_names: list[str] | None,
+    info: FitInfo,
+    classes: Classes | None = None,
+) -> GaussianMixture:
+    """The model of a fit's parameters (about ``centre``), its weights scaled to sum to 1;
+    warned about as its record asks (warn_about_fit)."""
     model = GaussianMixture(
         params.weights / params.weights.sum(),
-        params.means + em_rows.centre,
+        params.means + centre,
         params.covariances,
         cov.name,
         feature_names,
         info,
+        classes,
     )
     warn_about_fit(info)
     return model

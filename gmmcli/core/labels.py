@@ -55,10 +55,10 @@ from gmmcli.core.fit import (
     degeneracy,
     explicit_start,
     fit_record,
+    fitted_model,
     reordered,
     summarise,
     unregularised,
-    warn_about_fit,
     warn_about_inputs,
 )
 from gmmcli.core.gaps import Layout
@@ -269,17 +269,8 @@ def fit_labelled(
     reason = degeneracy(params, stats.nk[order], cov, data, plain[order])
     init = "labels" if from_labels and not started else options.init if from_labels else "explicit"
     info = fit_record(best, data, options, (init, seed), reason)
-    model = GaussianMixture(
-        params.weights / params.weights.sum(),
-        params.means + em_rows.centre,
-        params.covariances,
-        cov.name,
-        feature_names,
-        info,
-        Classes(classes.names, tuple(int(owner) for owner in owners[order])),
-    )
-    warn_about_fit(info)
-    return model
+    named = Classes(classes.names, tuple(int(owner) for owner in owners[order]))
+    return fitted_model(params, em_rows.centre, cov, feature_names, info, named)
 
 
 def _group_starts(
