@@ -480,10 +480,12 @@ def score(
         if totals["weight"] <= 0:
             raise tables.no_positive_weight(source.weight_column, source.name)
         totals["n_samples"], totals["n_partial"] = total.n_samples, total.n_partial
-        totals["classes"] = total.classes
+        totals["classes"], totals["replaced"] = total.classes, total.replaced
 
     prediction = Score(model, keeps_input=per_sample.path is not None)
     predict_rows(source, model, prediction, per_sample, accept=accept, report=report)
+    if totals["replaced"] and per_sample.path is not None:
+        report.note("replacing the existing column log_likelihood")
     weight, log_likelihood = float(totals["weight"]), float(totals["log_likelihood"])
     summary = {
         "n_samples": totals["n_samples"],

@@ -88,6 +88,7 @@ class Scores:
     sums: RowSums = field(default_factory=RowSums)
     n_partial: int = 0
     classes: ClassScores | None = None
+    replaced: bool = False  # the input's log_likelihood column, an earlier score's
 
     def __add__(self, other: Scores) -> Scores:
         return Scores(
@@ -95,6 +96,7 @@ class Scores:
             self.sums + other.sums,
             self.n_partial + other.n_partial,
             add_up([self.classes, other.classes]),
+            self.replaced or other.replaced,
         )
 
 
@@ -304,7 +306,8 @@ def classified(
 def scored(
     table: pa.Table, features: tables.Features, mixture: GaussianMixture, reducer: Reducer
 ) -> tuple[pa.Table, Scores]:
-    """The table with a log_likelihood column, and the sums over its rows."""
+    """The table with a log_likelihood column (replacing one there), and the sums over its
+    rows."""
     keep = ~features.missing
     per_row = np.empty(len(keep))
     labelled = features.labels is not None and mixture.classes is not None
@@ -320,7 +323,11 @@ def scored(
         codes = np.where(keep, tables.class_codes(features.labels, mixture.classes.names), -1)
         by_class = mixture.classes.probabilities(probabilities.T)
         classes = ClassScores.of(by_class, codes, weights, features.first_row)
-    scores = Scores(int(keep.sum()), RowSums.of(values, features.first_row), partial, classes)
+    replaced = "log_likelihood" in table.column_names
+    sums = RowSums.of(values, features.first_row)
+    scores = Scores(int(keep.sum()), sums, partial, classes, replaced)
+    if replaced:
+        table = table.drop_columns(["log_likelihood"])
     return table.append_column("log_likelihood", _column(per_row, keep)), scores
 
 

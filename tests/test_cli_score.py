@@ -44,6 +44,13 @@ def test_score_per_sample_writes_log_likelihoods(files):
     assert total == pytest.approx(json.loads(result.stdout)["log_likelihood"], rel=1e-12)
 
 
+def test_score_per_sample_fed_back_replaces_its_column(files):
+    ok(gmm("score blobs.csv --model blobs.json -q --per-sample once.parquet"))
+    result = ok(gmm("score once.parquet --model blobs.json --per-sample twice.parquet"))
+    assert "replacing the existing column log_likelihood" in result.stderr
+    assert pq.read_table("twice.parquet").equals(pq.read_table("once.parquet"))
+
+
 def test_score_per_sample_needs_a_file(files):
     before = snapshot()
     assert "--per-sample" in error_line(gmm("score data.csv -m model.json --per-sample -"))
