@@ -24,7 +24,7 @@ from rich.table import Table
 
 from gmmcli.core.model import Classes, GaussianMixture
 from gmmcli.core.options import Grid
-from gmmcli.core.select import GridPoint, on_edge
+from gmmcli.core.select import GridPoint, by_class, on_edge, one_shared_grid
 from gmmcli.errors import GMMWarning
 from gmmcli.flags import flag
 from gmmcli.inputs import Advance
@@ -163,15 +163,12 @@ class Reporter:
     def class_grids(self, points: list[tuple[str, GridPoint]], grid: Grid) -> None:
         """select-k with labels: each class's grid (grid()) under its name, or the one
         grid of a structure shared by every class."""
-        by_class: dict[str, list[GridPoint]] = {}
-        for label, point in points:
-            by_class.setdefault(label, []).append(point)
-        grids = list(by_class.values())
-        if len(grids) > 1 and all(g == grids[0] for g in grids):  # one structure shared
+        grids = by_class(points)
+        if one_shared_grid(grids):
             self.note("every class (one structure shared):")
-            self.grid(grids[0], grid)
+            self.grid(next(iter(grids.values())), grid)
             return
-        for label, class_points in by_class.items():
+        for label, class_points in grids.items():
             self.note(f"class {label}:")
             self.grid(class_points, grid)
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gmmcli.core.model import GaussianMixture
+from gmmcli.core.select import by_class, one_shared_grid
 from gmmcli.errors import UserError
 from gmmcli.io.atomic import atomic_writer, check_output_path
 
@@ -715,11 +716,7 @@ def _flag(value: Any) -> bool:
 def class_grids(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """A grid's rows by class, the classes in the order they first appear ({} for a grid
     with no class column)."""
-    by_class: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        if row["class"] is not None:
-            by_class.setdefault(row["class"], []).append(row)
-    return by_class
+    return by_class((row["class"], row) for row in rows if row["class"] is not None)
 
 
 def shared_structure(columns: dict[str, list], rows: list[dict[str, Any]]) -> bool:
@@ -728,11 +725,8 @@ def shared_structure(columns: dict[str, list], rows: list[dict[str, Any]]) -> bo
     each class, every cell alike, its criteria the whole model's (the console shows such
     a grid once, too)."""
     others = [values for name, values in columns.items() if name != "class"]
-    by_class: dict[str, list[tuple]] = {}
-    for row, cells in zip(rows, zip(*others, strict=True), strict=True):
-        by_class.setdefault(row["class"], []).append(tuple(_label(cell) for cell in cells))
-    grids = list(by_class.values())
-    return len(grids) > 1 and all(grid == grids[0] for grid in grids)
+    cells = zip(rows, zip(*others, strict=True), strict=True)
+    return one_shared_grid(by_class((row["class"], tuple(map(_label, c))) for row, c in cells))
 
 
 def panel_grid(n_panels: int, image: Image) -> tuple[int, int]:
@@ -760,13 +754,12 @@ def grid_figure(columns: dict[str, list], image: Image, *, source: str) -> Figur
     """
     rows = grid_rows(columns, source)
     name = criterion_name(columns)
-    by_class = class_grids(rows)
+    grids = class_grids(rows)
     with _style():
-        if len(by_class) > 1 and shared_structure(columns, rows):
-            first = next(iter(by_class.values()))
-            return _grid_picture(first, name, image, shared=len(by_class))
-        if by_class:
-            return _class_grids_picture(by_class, name, image)
+        if shared_structure(columns, rows):
+            return _grid_picture(next(iter(grids.values())), name, image, shared=len(grids))
+        if grids:
+            return _class_grids_picture(grids, name, image)
         return _grid_picture(rows, name, image)
 
 

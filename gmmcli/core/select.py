@@ -14,6 +14,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from typing import TypeVar
 
 import numpy as np
 
@@ -401,6 +402,25 @@ def table_points(columns: dict[str, list]) -> list[GridPoint]:
                 raise ValueError(f"column '{kind.name}', row {row}, holds {value!r}, not {name}")
     rows = zip(*(columns[kind.name] for kind in kept), strict=True)
     return [GridPoint(*row) for row in rows]  # (kept: the fields before criterion, in order)
+
+
+T = TypeVar("T")
+
+
+def by_class(labelled: Iterable[tuple[str, T]]) -> dict[str, list[T]]:
+    """The items of a grid for each class (select-k with labels) by class, the classes in
+    the order they first appear."""
+    grouped: dict[str, list[T]] = {}
+    for label, item in labelled:
+        grouped.setdefault(label, []).append(item)
+    return grouped
+
+
+def one_shared_grid(grids: dict[str, list]) -> bool:
+    """Whether grids by class are one structure shared by every class (select-k
+    --shared-structure): several classes, each listing the same points, the whole model's."""
+    values = list(grids.values())
+    return len(values) > 1 and all(value == values[0] for value in values)
 
 
 def on_edge(best: GridPoint, k_values: list[int]) -> bool:
