@@ -439,10 +439,16 @@ def classify(
         accept=lambda results: require_predicted(sum(results, Labelled()).n_samples, source),
         report=report,
     )
-    replaced = sum(results, Labelled()).replaced
-    if replaced and prediction.keeps_input:
-        report.note(f"replacing the existing columns {', '.join(replaced)}")
+    if prediction.keeps_input:
+        _note_replaced(sum(results, Labelled()).replaced, report)
     return None if kept is None else pa.concat_tables(kept.kept)
+
+
+def _note_replaced(names: tuple[str, ...], report: Report) -> None:
+    """A note of the input's columns that a prediction's output replaces."""
+    if names:
+        plural = "s" if len(names) > 1 else ""
+        report.note(f"replacing the existing column{plural} {', '.join(names)}")
 
 
 def _require_in_memory(source: Source, prediction: Classify | Impute) -> None:
@@ -484,8 +490,8 @@ def score(
 
     prediction = Score(model, keeps_input=per_sample.path is not None)
     predict_rows(source, model, prediction, per_sample, accept=accept, report=report)
-    if totals["replaced"] and per_sample.path is not None:
-        report.note("replacing the existing column log_likelihood")
+    if per_sample.path is not None:
+        _note_replaced(totals["replaced"], report)
     weight, log_likelihood = float(totals["weight"]), float(totals["log_likelihood"])
     summary = {
         "n_samples": totals["n_samples"],
@@ -564,8 +570,7 @@ def impute(
 
     results = predict_rows(source, model, prediction, output, accept=accept, report=report)
     total = sum(results, Filled())
-    if total.replaced:
-        report.note(f"replacing the existing column {', '.join(total.replaced)}")
+    _note_replaced(total.replaced, report)
     report.note(f"filled {total.n_cells} missing values")
     if total.n_empty:
         report.note(f"left {total.n_empty} row(s) with no feature observed empty")

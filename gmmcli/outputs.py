@@ -88,7 +88,7 @@ class Scores:
     sums: RowSums = field(default_factory=RowSums)
     n_partial: int = 0
     classes: ClassScores | None = None
-    replaced: bool = False  # the input's log_likelihood column, an earlier score's
+    replaced: tuple[str, ...] = ()  # the input's log_likelihood column, an earlier score's
 
     def __add__(self, other: Scores) -> Scores:
         return Scores(
@@ -257,9 +257,9 @@ class Kept:
 
 
 def replaced_columns(table: pa.Table) -> list[str]:
-    """Columns of an earlier classify that a new one replaces (not generate's
-    true_component and true_label, nor impute's draw)."""
-    return [name for name in table.column_names if tables.PREDICTED_COLUMNS.fullmatch(name)]
+    """Columns of an earlier classify that a new one replaces (not score's log_likelihood,
+    generate's true_component and true_label, nor impute's draw)."""
+    return [name for name in table.column_names if tables.CLASSIFY_COLUMNS.fullmatch(name)]
 
 
 def classified(
@@ -323,11 +323,10 @@ def scored(
         codes = np.where(keep, tables.class_codes(features.labels, mixture.classes.names), -1)
         by_class = mixture.classes.probabilities(probabilities.T)
         classes = ClassScores.of(by_class, codes, weights, features.first_row)
-    replaced = "log_likelihood" in table.column_names
+    replaced = [name for name in ["log_likelihood"] if name in table.column_names]
     sums = RowSums.of(values, features.first_row)
-    scores = Scores(int(keep.sum()), sums, partial, classes, replaced)
-    if replaced:
-        table = table.drop_columns(["log_likelihood"])
+    scores = Scores(int(keep.sum()), sums, partial, classes, tuple(replaced))
+    table = table.drop_columns(replaced)
     return table.append_column("log_likelihood", _column(per_row, keep)), scores
 
 

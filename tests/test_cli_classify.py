@@ -77,6 +77,19 @@ def test_classify_replaces_its_own_columns_and_keeps_the_truth(files):
     np.testing.assert_array_equal(twice["component"].to_numpy(), p.argmax(axis=1))
 
 
+def test_classify_and_score_keep_each_others_columns(files):
+    ok(gmm("score blobs.csv --model blobs.json -q --per-sample scored.csv"))
+    result = ok(gmm("classify scored.csv --model blobs.json --no-probabilities -o both.csv"))
+    assert "replacing" not in result.stderr
+    both = read_csv("both.csv")
+    assert both.column_names == ["x0", "x1", "true_component", "log_likelihood", "component"]
+    assert both["log_likelihood"].equals(read_csv("scored.csv")["log_likelihood"])
+    ok(gmm("score both.csv --model blobs.json -q --per-sample again.csv"))
+    assert read_csv("again.csv").column_names == [
+        "x0", "x1", "true_component", "component", "log_likelihood"
+    ]  # fmt: skip
+
+
 def test_only_new_columns_and_no_probabilities(files):
     result = ok(gmm("classify blobs.csv --model blobs.json -q --only-new-columns"))
     table = read_stdout_csv(result)

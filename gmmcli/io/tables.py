@@ -27,6 +27,7 @@ from gmmcli.io.atomic import atomic_write_bytes, atomic_writer
 __all__ = [
     "FORMATS",
     "GMMCLI_COLUMNS",
+    "CLASSIFY_COLUMNS",
     "PREDICTED_COLUMNS",
     "Features",
     "atomic_write_bytes",
@@ -48,10 +49,11 @@ _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parq
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}
 
 # Columns gmmcli writes itself; skipped when features are chosen by default. Those it
-# predicts from a model are replaced when its output is fed back, and no input may name one
-# as a feature, weight or label column; generate's truth and impute's draw may be named.
-# Use as ``GMMCLI_COLUMNS.fullmatch(name)``.
-PREDICTED_COLUMNS = re.compile(r"component|log_likelihood|p_\d+|predicted_label|p_label_.*")
+# predicts from a model are replaced when its output is fed back (classify's by classify,
+# score's by score), and no input may name one as a feature; generate's truth and impute's
+# draw may be named. Use as ``GMMCLI_COLUMNS.fullmatch(name)``.
+CLASSIFY_COLUMNS = re.compile(r"component|p_\d+|predicted_label|p_label_.*")
+PREDICTED_COLUMNS = re.compile(rf"{CLASSIFY_COLUMNS.pattern}|log_likelihood")
 GMMCLI_COLUMNS = re.compile(rf"{PREDICTED_COLUMNS.pattern}|true_component|true_label|draw")
 
 
