@@ -319,6 +319,45 @@ def test_a_stop_held_takes_effect_at_the_end_even_when_another_thread_takes_it()
     assert done.stdout == "held\nthen raised\n", done.stderr
 
 
+STOP_AS_HANDLERS_COME_BACK = """
+import os, signal
+from gmmcli.engines import local
+from gmmcli.stopping import Stopped, handle_signals
+
+handle_signals()
+before = {signum: signal.getsignal(signum) for signum in local.STOP_SIGNALS}
+put_back = signal.signal
+sent = []
+
+def put_back_then_stopped(signum, handler):
+    previous = put_back(signum, handler)
+    if handler is before.get(signum) and not sent:
+        sent.append(signum)
+        os.kill(os.getpid(), signum)  # as if it came now
+    return previous
+
+signal.signal = put_back_then_stopped
+try:
+    with local._stops_held():
+        pass
+except (Stopped, KeyboardInterrupt) as stop:
+    print(type(stop).__name__)
+print(all(signal.getsignal(signum) is before[signum] for signum in local.STOP_SIGNALS))
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_a_stop_as_the_handlers_come_back_leaves_every_handler_as_it_was():
+    """The mask was restored before the handlers: a stop arriving then could meet its
+    restored handler, which raised, while the others still only noted arrivals, for good."""
+    done = subprocess.run(
+        [sys.executable, "-c", STOP_AS_HANDLERS_COME_BACK],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.stdout.splitlines()[-1:] == ["True"], done.stdout + done.stderr
+    assert done.stdout.splitlines()[0] in {"Stopped", "KeyboardInterrupt"}
+
+
 MASK_AT_SPAWN = """
 import signal
 from multiprocessing.pool import Pool

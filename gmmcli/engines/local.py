@@ -243,9 +243,11 @@ def _stops_held() -> Iterator[None]:
                     signal.signal(signum, lambda number, frame: arrived.append(number))
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        # Handlers back before the mask: a signal waiting here then meets its own handler,
+        # never a noting one that would be left in place if another's handler raised.
         for signum, handler in held.items():
             signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
         if arrived:
             held[arrived[0]](arrived[0], None)
 
