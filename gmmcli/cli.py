@@ -357,7 +357,8 @@ def select_k(
         )  # fmt: skip
     (report.class_grids if labelled else report.grid)(points, grid)
     if winner is None:
-        raise UserError(f"every grid point failed, the data support no model ({points[0].status})")
+        first = points[0][1] if labelled else points[0]
+        raise UserError(f"every grid point failed, the data support no model ({first.status})")
     if strict and not winner.fit_info.converged:
         raise strict_failure("the winning fit did not converge", "no model written")
     jobs.write_model(winner, output)

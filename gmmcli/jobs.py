@@ -265,16 +265,9 @@ def select_k(
             options = dataclasses.replace(options, seed=int(np.random.SeedSequence().entropy))
     with open_rows(source, report, core) as data, warnings.catch_warnings():
         warnings.simplefilter("ignore", GMMWarning)
-        keys = [
-            (k, structure)
-            for structure in selection.structures(grid.covariance_types, data.rows.n_features)
-            for k in grid.k_values
-        ]
+        keys = _grid_keys(grid, data.rows.n_features)
         done = table.open(source, grid, options, report) if table is not None else {}
-        outside = len(done) - len({key for key in keys if key in done})
-        if outside:
-            report.note(f"{outside} rows of '{table.path}' lie outside this grid: left out of it")
-        done = {key: done[key] for key in keys if key in done}
+        done = _within_grid({None: done}, keys, table, report)[None]
         finished = list(done.values())
 
         def on_point(point: selection.GridPoint) -> None:
@@ -302,6 +295,29 @@ def select_k(
     if winner is not None:
         winner.feature_names = data.names
     return points, winner
+
+
+def _grid_keys(grid: Grid, n_features: int) -> list[tuple[int, str]]:
+    """The grid's points by (K, covariance type), in the order they are fitted."""
+    shared = selection.structures(grid.covariance_types, n_features)
+    return [(k, structure) for structure in shared for k in grid.k_values]
+
+
+def _within_grid(
+    done: dict[object, dict],
+    keys: list[tuple[int, str]],
+    table: GridTable | None,
+    report: Report,
+) -> dict[object, dict]:
+    """The points of an earlier run's table (by group: None, or class; then by key) that lie
+    in this grid, in its order; a note says how many rows do not (left out of it)."""
+    within = {
+        group: {key: points[key] for key in keys if key in points} for group, points in done.items()
+    }
+    outside = sum(map(len, done.values())) - sum(map(len, within.values()))
+    if outside:
+        report.note(f"{outside} rows of '{table.path}' lie outside this grid: left out of it")
+    return within
 
 
 @contextlib.contextmanager
@@ -363,22 +379,25 @@ def select_by_class(
             options = dataclasses.replace(options, seed=int(np.random.SeedSequence().entropy))
     with open_rows(source, report, core) as data, warnings.catch_warnings():
         warnings.simplefilter("ignore", GMMWarning)
+        priors = _priors(by_class.priors, data.class_names)  # checked before the table's
+        keys = _grid_keys(grid, data.rows.n_features)
         done = table.open(source, grid, options, report, by_class) if table is not None else {}
-        n_points = len(data.class_names) * len(grid.k_values) * len(grid.covariance_types)
-        n_done = sum(len(points) for points in done.values())
-        priors = _priors(by_class.priors, data.class_names)
+        done = _within_grid(done, keys, table, report)
         finished = [(label, p) for label, points in done.items() for p in points.values()]
+        runs = data.class_names[:1] if by_class.shared else data.class_names
+        to_fit = sum(len(keys) - len(done.get(label, {})) for label in runs)
 
-        def on_point(label: str, point: selection.GridPoint) -> None:
-            finished.append((label, point.described(name)))
+        def on_point(labels: tuple[str, ...], point: selection.GridPoint) -> None:
+            point = point.described(name)
+            finished.extend((label, point) for label in labels)
             if table is not None:
                 table.keep([p for _, p in finished], [label for label, _ in finished])
-            advance(finished[-1][1])
+            advance(point)
 
         in_jobs = local.task_map(min(jobs, data.workers))
         with (
             _kept_when_stopped(table, finished, name),
-            report.grid_progress(n_points - n_done, grid.criterion) as advance,
+            report.grid_progress(to_fit, grid.criterion) as advance,
         ):
             if by_class.shared:
                 points, model = discriminant.select_shared(

@@ -171,9 +171,18 @@ def _fingerprint(
             "cv_folds": grid.cv_folds,
             "labels": source.label_column,
             "shared_structure": None if by_class is None else by_class.shared,
-            "class_priors": None if by_class is None else by_class.priors,
+            "class_priors": _shared_priors(by_class),
         },
     }
+
+
+def _shared_priors(by_class: ClassChoice | None) -> str | None:
+    """The class priors as NAME=P, scaled to sum to 1 (to 12 digits), where they change the
+    points' rows: with a shared structure (else they only join the classes' winners)."""
+    if by_class is None or not by_class.shared or by_class.priors is None:
+        return None
+    total = sum(by_class.priors.values())
+    return ",".join(f"{name}={p / total:.12g}" for name, p in sorted(by_class.priors.items()))
 
 
 def _difference(stored: dict, fingerprint: dict, source: Source) -> str:

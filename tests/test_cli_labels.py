@@ -503,17 +503,63 @@ def test_a_grid_with_labels_resumes_to_the_same_result(work, shared):
     [
         ("", "--label-column species", "--label-column none, not species"),
         ("--label-column species", "--label-column species --shared-structure", "off, not on"),
-        ("--label-column species", "--label-column species --class-priors", "--class-priors"),
+        (
+            "--label-column species --shared-structure",
+            "--label-column species --shared-structure --class-priors setosa=1,versicolor=1,"
+            "virginica=2",
+            "--class-priors none, not setosa=0.25,versicolor=0.25,virginica=0.5",
+        ),
     ],
 )
 def test_resume_refuses_a_grid_made_with_other_labels(work, made, change, words):
-    if change.endswith("--class-priors"):
-        change += " setosa=1,versicolor=1,virginica=2"
     ok(gmm(f"select-k all.csv {made} --columns x,y --k-max 1 --table grid.csv -q"))
     line = error_line(
         gmm(f"select-k all.csv {change} --columns x,y --k-max 1 --table grid.csv --resume")
     )
     assert words in line and "run without --resume" in line
+
+
+@pytest.mark.parametrize(
+    ("made", "given"),
+    [
+        ("", "--class-priors setosa=1,versicolor=1,virginica=2"),  # they only join the winners
+        (
+            "--shared-structure --class-priors setosa=1,versicolor=1,virginica=2",
+            "--shared-structure --class-priors virginica=0.5,setosa=0.25,versicolor=0.25",
+        ),
+    ],
+)
+def test_resume_takes_class_priors_that_leave_the_rows_alike(work, made, given):
+    command = "select-k all.csv --label-column species --columns x,y --k-max 1 --table grid.csv"
+    ok(gmm(f"{command} {made} -q"))
+    result = ok(gmm(f"{command} {given} --resume"))
+    assert "reusing the grid points in 'grid.csv'" in result.stderr
+    assert "select-k 1/" not in result.stderr
+
+
+@pytest.mark.parametrize("shared", ["", "--shared-structure"])
+def test_a_grid_with_labels_resumed_on_a_smaller_one_leaves_the_rest_out(work, shared):
+    command = f"select-k all.csv --label-column species {shared} --covariance-types full,EII"
+    ok(gmm(f"{command} --k-max 2 --table grid.csv -q"))
+    result = ok(gmm(f"{command},VII --k-max 1 --table grid.csv --resume -o best.json"))
+    assert "6 rows of 'grid.csv' lie outside this grid: left out of it" in result.stderr
+    points = 1 if shared else 3  # VII under K = 1: once, or for each class
+    assert f"select-k {points}/{points}:" in result.stderr
+    assert f"select-k {points + 1}/" not in result.stderr
+    resumed = read_csv("grid.csv")
+    assert set(resumed["n_components"].to_pylist()) == {1}
+    assert resumed.num_rows == 9
+
+
+def test_a_shared_structure_grid_with_no_sound_point_says_so_in_a_line(work):
+    rows = "x,y,species\n" + "".join(
+        f"{i % 5},{(i * 7) % 3},{'a' if i < 10 else 'b'}\n" for i in range(12)
+    )
+    Path("tiny.csv").write_text(rows)
+    command = "select-k tiny.csv --label-column species --shared-structure --k-min 3 --k-max 3"
+    line = error_line(gmm(f"{command} --covariance-types VVV -o m.json"))
+    assert line.startswith("error: every grid point failed, the data support no model (")
+    assert not Path("m.json").exists()
 
 
 def test_a_stopped_grid_with_labels_keeps_its_rows_for_resume(work, monkeypatch):

@@ -83,12 +83,13 @@ def _checked_class_weights(
 @dataclass(frozen=True)
 class PointsRun:
     """How select-k with labels runs its points: ``map_points`` runs them as select_rows()
-    does, ``on_point(class name, point)`` hears of each as it is fitted, and ``done``
-    holds points fitted before (select_by_class: by class name, then (K, covariance
-    type); select_shared: by (K, covariance type))."""
+    does, ``on_point(class names, point)`` hears of each as it is fitted, with the classes
+    it is listed under (one, or every class for a shared structure), and ``done`` holds
+    points fitted before (select_by_class: by class name, then (K, covariance type);
+    select_shared: by (K, covariance type))."""
 
     map_points: Callable | None = None
-    on_point: Callable[[str, GridPoint], None] | None = None
+    on_point: Callable[[tuple[str, ...], GridPoint], None] | None = None
     done: Mapping | None = None
 
 
@@ -111,7 +112,7 @@ def select_by_class(
     table, winners = [], []
     for c, name in enumerate(class_names):
         one = ClassRows(rows, functools.partial(np.equal, c))
-        report = None if run.on_point is None else functools.partial(run.on_point, name)
+        report = None if run.on_point is None else functools.partial(run.on_point, (name,))
         points, winner = select_rows(
             one,
             grid,
@@ -185,9 +186,8 @@ def select_shared(
     fitted = {}
     for _, (point, model) in (run.map_points or one_by_one)(fit, todo):
         fitted[_key(point)] = point, model
-        for name in class_names:
-            if on_point is not None:
-                on_point(name, dataclasses.replace(point))
+        if on_point is not None:
+            on_point(tuple(class_names), dataclasses.replace(point))
     table = [
         (
             name,
