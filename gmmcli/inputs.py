@@ -591,7 +591,7 @@ def _features_in_memory(source: Source, report: Report) -> tables.Features:
     features = _given_weights(features, source, require_positive=True)
     if source.labels is None or isinstance(source.labels, str):
         return features
-    labels = tables.label_texts(pa.array(np.asarray(source.labels).tolist()))
+    labels = tables.given_labels(source.labels)
     if len(labels) != len(features.X):
         raise UserError(f"{len(labels)} labels for {len(features.X)} rows: give one label a row")
     return dataclasses.replace(features, labels=labels)
@@ -981,7 +981,7 @@ def _model_labels(
     if source.label_column is not None:
         labels = tables.label_column(table, source.label_column, where)
     else:
-        labels = tables.label_texts(pa.array(np.asarray(source.labels).tolist()))
+        labels = tables.given_labels(source.labels)
     unseen = pc.and_(
         pc.is_valid(labels), pc.invert(pc.is_in(labels, pa.array(model.classes.names)))
     )

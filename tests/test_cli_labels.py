@@ -360,6 +360,35 @@ def test_labels_are_read_as_text_as_written(tmp_path):
     assert modelfile.dumps(streamed) == modelfile.dumps(whole)
 
 
+def test_labels_spelled_as_missing_are_no_label_in_every_format(work):
+    """R writes NA for a missing label, pandas NaN: no label, as in a number column, not a
+    class of that name; the same in CSV (whole or streamed), Parquet and Python."""
+    table, _ = _table(share=0.3)
+    nulls = ["NA", "NaN", " n/a"]
+    spelled = [label or nulls[i % 3] for i, label in enumerate(table["species"].to_pylist())]
+    pa_csv.write_csv(table, "empty.csv")
+    ok(gmm("fit empty.csv --label-column species -q -o empty.json"))
+    table = table.set_column(2, "species", pa.array(spelled))
+    pa_csv.write_csv(table, "na.csv")
+    pq.write_table(table, "na.parquet")
+    for command in ["na.csv", "na.csv --chunk-rows 40", "na.parquet"]:
+        ok(gmm(f"fit {command} --label-column species -q -o na.json"))
+        assert Path("na.json").read_text() == Path("empty.json").read_text()
+
+
+def test_python_labels_with_nan_or_none_are_partial_labels():
+    pd = pytest.importorskip("pandas")
+    table, _ = _table(share=0.3)
+    X = np.column_stack([table["x"].to_numpy(), table["y"].to_numpy()])
+    species = [label or None for label in table["species"].to_pylist()]
+    expected = modelfile.dumps(gmmcli.fit(X, labels=species, seed=0))
+    with_nan = [float("nan") if label is None else label for label in species]
+    for labels in [with_nan, pd.Series(with_nan), pd.Series(species, dtype="string")]:
+        assert modelfile.dumps(gmmcli.fit(X, labels=labels, seed=0)) == expected
+    with pytest.raises(gmmcli.GMMError, match="one label a row"):
+        gmmcli.fit(X, labels=np.zeros((len(X), 2)))
+
+
 def test_refitting_a_joined_model_writes_its_new_parameters(work):
     grid = "--k-max 2 --covariance-types full,EII"
     ok(gmm(f"select-k all.csv --label-column species {grid} -o da.json -q"))

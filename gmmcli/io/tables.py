@@ -35,6 +35,7 @@ __all__ = [
     "clean_names",
     "features_of",
     "format_for",
+    "given_labels",
     "parse_column_list",
     "read_table",
     "require_complete",
@@ -431,13 +432,34 @@ INTEGER = re.compile(r"[+-]?\d+")
 
 
 def label_texts(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Class labels as text: each value as a string, trimmed; an empty one, a null or NaN
-    is no label (null)."""
+    """Class labels as text: each value as a string, trimmed; an empty one, a null, NaN or
+    text that CSV reads as null in a number column (NA, NaN, N/A, NULL, ...) is no label
+    (null)."""
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     if pa.types.is_floating(values.type):
         values = pc.if_else(pc.is_nan(values), None, values)
-    text = pc.utf8_trim_whitespace(values.cast(pa.string()))
+    text = _cleaned(values.cast(pa.string()))
     return pc.if_else(pc.equal(text, ""), None, text)
+
+
+def given_labels(values: object) -> pa.Array:
+    """One label a row given in Python (a list, array or pandas Series; None, NaN and
+    pandas' NA are no label) as label_texts."""
+    if np.ndim(values) != 1:
+        raise UserError("labels must be one label a row (a column's name, or a 1-D sequence)")
+    try:
+        array = pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # of several types, such as 1 and "a"
+        array = pa.array([None if _no_label(v) else str(v) for v in values], pa.string())
+    return label_texts(array)
+
+
+def _no_label(value: object) -> bool:
+    """Whether a label given in Python is None, NaN or pandas' NA."""
+    try:
+        return value is None or bool(value != value)
+    except TypeError:  # pandas' NA, which is neither equal nor unequal to itself
+        return True
 
 
 def label_column(table: pa.Table, name: str, source: str) -> pa.Array:
