@@ -286,12 +286,12 @@ class Classes:
 
     def probabilities(self, component_probabilities: np.ndarray) -> np.ndarray:
         """Each class's probability, summing its components' (a component of no class
-        counts for none), from (rows, K) to (rows, C)."""
+        counts for none), from (rows, K) to (rows, C); at most 1 (a sum may round above)."""
         owners = np.asarray(self.owners)
-        return np.stack(
-            [component_probabilities[:, owners == c].sum(axis=1) for c in range(len(self.names))],
-            axis=1,
-        )
+        by_class = [
+            component_probabilities[:, owners == c].sum(axis=1) for c in range(len(self.names))
+        ]
+        return np.minimum(np.stack(by_class, axis=1), 1.0)
 
 
 @dataclass
