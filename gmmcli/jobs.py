@@ -147,6 +147,10 @@ def parse_class_priors(text: str | None) -> dict[str, float] | None:
                 f"{{class_priors}} item {item!r} is not NAME=P (a class and a number)",
                 ("class_priors",),
             )
+        if name.strip() in priors:
+            raise UserError(
+                f"{{class_priors}} names class '{name.strip()}' twice", ("class_priors",)
+            )
         priors[name.strip()] = prior
     return priors
 
@@ -369,6 +373,7 @@ def select_by_class(
     winners (None if a class has none). ``jobs`` and ``table`` as for select_k() (the
     table with a class column)."""
     by_class = by_class or ClassChoice()
+    discriminant.check_grid(grid)  # before the data are read
     source.refuse_predictions_as_features()
     require_one_file(source, dask_reads_many=False)
     local.check_jobs(jobs)

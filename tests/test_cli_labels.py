@@ -120,6 +120,11 @@ def test_labels_are_trimmed_text_and_integers_sort_by_value(tmp_path):
         ),
         ("fit all.csv --class-priors setosa=1", "--class-priors needs --label-column"),
         ("fit some.csv --label-column species --class-priors a=1", "names class 'a'"),
+        (
+            "fit some.csv --label-column species --class-priors setosa=1,versicolor=1,virginica=2",
+            "--class-priors needs every row labelled",
+        ),
+        ("fit all.csv --label-column species --class-priors a=1,a=2", "names class 'a' twice"),
     ],
 )
 def test_bad_labels_are_one_line(work, command, message):
@@ -328,6 +333,11 @@ def test_bad_select_k_with_labels_is_one_line(work, command, message):
     assert message in error_line(gmm(command + " --k-max 2 -o out.json"))
 
 
+def test_a_criterion_other_than_bic_is_refused_before_the_data_are_read(work):
+    result = gmm("select-k all.csv --label-column species --criterion icl -o out.json")
+    assert result.stderr.splitlines() == [error_line(result)]
+
+
 def test_select_k_with_a_shared_structure_is_edda(work):
     """Every class one component of one structure, fitted from the labels, the structure
     of the lowest total BIC chosen (mclust's EDDA)."""
@@ -415,7 +425,7 @@ def test_select_k_priors_are_scaled_and_small_classes_are_one_line(work):
     labels = ["setosa"] * 39 + ["rose"]
     pa_csv.write_csv(table.set_column(2, "species", pa.array(labels)), "small.csv")
     line = error_line(gmm("select-k small.csv --label-column species --k-max 3 -o s.json"))
-    assert "no grid point of class 'rose' is sound" in line and "--k-max" in line
+    assert "no grid point of class 'rose' is sound" in line and "K=1 " in line  # (a row)
 
 
 def test_more_components_of_no_class_than_unlabelled_rows_are_one_line(work):

@@ -20,7 +20,7 @@ from gmmcli.core.labels import fit_labelled
 from gmmcli.core.model import Classes
 from gmmcli.core.options import FitOptions
 from gmmcli.core.structures import get_covariance
-from gmmcli.errors import DataError, InvalidParameter
+from gmmcli.errors import DataError, InvalidParameter, UserError
 
 NAMES = ["a", "b", "c"]
 
@@ -114,7 +114,7 @@ def test_class_priors_replace_the_classes_shares():
     with pytest.raises(InvalidParameter, match="class_priors"):
         fit_labelled(_rows(X, truth), Classes.named(NAMES, 3), class_priors=[1.0, 1.0])
     _, _, some = _labelled(share=0.5)
-    with pytest.raises(InvalidParameter, match="priors need every row labelled"):
+    with pytest.raises(UserError, match="priors needs every row labelled"):
         fit_labelled(_rows(X, some), Classes.named(NAMES, 3), class_priors=[1.0, 1.0, 1.0])
 
 

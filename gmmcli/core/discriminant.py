@@ -62,15 +62,20 @@ def joined(
     )
 
 
-def _checked_class_weights(
-    rows: RowSource, class_names: list[str], grid: Grid, reducer: Reducer
-) -> np.ndarray:
-    """class_weights() of rows for a grid by class: every row labelled, BIC the criterion."""
+def check_grid(grid: Grid) -> None:
+    """A UserError unless the grid is ranked by BIC, as a grid by class is."""
     if grid.criterion != "bic":
         raise UserError(
             "with labels a grid is ranked by BIC alone (mclust's MclustDA): leave out {criterion}",
             ("criterion",),
         )
+
+
+def _checked_class_weights(
+    rows: RowSource, class_names: list[str], grid: Grid, reducer: Reducer
+) -> np.ndarray:
+    """class_weights() of rows for a grid by class: every row labelled, BIC the criterion."""
+    check_grid(grid)
     weights = class_weights(rows, len(class_names), reducer)
     if weights[-1] > 0:
         raise DataError(
@@ -126,10 +131,10 @@ def select_by_class(
         winners.append(winner)
     failed = [name for name, winner in zip(class_names, winners, strict=True) if winner is None]
     if failed:
+        first = next(point for name, point in table if name == failed[0])
         raise UserError(
             f"no grid point of class {failed[0]!r} is sound (every one failed or is "
-            "degenerate): the class has too few rows for the grid; lower {k_max}",
-            ("k_max",),
+            f"degenerate; K={first.n_components} {first.covariance_type}: {first.status})"
         )
     priors = weights[:-1] / weights[:-1].sum() if class_priors is None else class_priors
     model = joined(class_names, priors, winners)

@@ -300,10 +300,10 @@ def _checked_priors(priors, n_classes: int, all_labelled: bool) -> np.ndarray:
     """Class priors as the weights of a fit of rows all labelled: C non-negative numbers,
     not all 0, scaled to sum to 1."""
     if not all_labelled:
-        raise InvalidParameter(
-            "class_priors",
-            "given",
-            "left out: with unlabelled rows EM fits the weights, so priors need every row labelled",
+        raise UserError(
+            "{class_priors} needs every row labelled (with unlabelled rows EM fits the "
+            "classes' weights): leave it out",
+            ("class_priors",),
         )
     priors = np.asarray(priors, dtype=float)
     if priors.shape != (n_classes,) or not np.all(priors >= 0) or priors.sum() <= 0:
