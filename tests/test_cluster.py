@@ -585,3 +585,18 @@ def test_labels_on_the_dask_engine_fit_as_locally(client, tmp_path, mixture):
     for key in ("error_rate", "brier", "log_likelihood"):
         assert scores[0][key] == pytest.approx(scores[1][key], rel=1e-12)
     assert scores[0]["confusion"] == scores[1]["confusion"]
+
+
+def test_a_mistake_on_a_local_cluster_of_its_own_is_one_line(tmp_path):
+    """The workers logged a failed task with its traceback before the one-line error."""
+    path = tmp_path / "gap.parquet"
+    pq.write_table(pa.table({"a": [0.0, 1.0, None, 3.0], "b": [1.0, 0.0, 2.0, 5.0]}), path)
+    gmmcli = os.path.join(os.path.dirname(sys.executable), "gmmcli")
+    done = subprocess.run(
+        [gmmcli, "fit", str(path), "-k", "1", "--engine", "dask", "--scheduler", "local:1",
+         "-o", str(tmp_path / "m.json")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "Compute Failed" not in done.stderr
+    assert done.stderr.splitlines()[-1].startswith("error: column 'a' in partition 0")

@@ -52,7 +52,9 @@ def connect(scheduler: str) -> Iterator[Client]:
                 processes=True,
                 host="127.0.0.1",
                 dashboard_address=None,
-                silence_logs=logging.ERROR,
+                # a task's failure reaches the client, which says it (in one line for a
+                # user's mistake): the workers do not log it too, with their traceback
+                silence_logs=logging.CRITICAL,
             ) as local,
             Client(local) as client,
         ):
