@@ -355,7 +355,10 @@ def select_k(
             source, grid, options, jobs=n_jobs, report=report, name=flag, table=kept,
             by_class=by_class,
         )  # fmt: skip
-    (report.class_grids if labelled else report.grid)(points, grid)
+    if labelled:
+        report.class_grids(points, grid, winner)
+    else:
+        report.grid(points, grid)
     if winner is None:
         first = points[0][1] if labelled else points[0]
         raise UserError(f"every grid point failed, the data support no model ({first.status})")

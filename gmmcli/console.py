@@ -160,9 +160,12 @@ class Reporter:
             f"degenerate: {'yes' if info.degenerate else 'no'}"
         )
 
-    def class_grids(self, points: list[tuple[str, GridPoint]], grid: Grid) -> None:
-        """select-k with labels: each class's grid (grid()) under its name, or the one
-        grid of a structure shared by every class."""
+    def class_grids(
+        self, points: list[tuple[str, GridPoint]], grid: Grid, joined: GaussianMixture | None
+    ) -> None:
+        """select-k with labels: each class's grid (grid()) under its name, then a line
+        about the model ``joined`` from their winners; or the one grid of a structure
+        shared by every class."""
         grids = by_class(points)
         if one_shared_grid(grids):
             self.note("every class (one structure shared):")
@@ -171,6 +174,13 @@ class Reporter:
         for label, class_points in grids.items():
             self.note(f"class {label}:")
             self.grid(class_points, grid)
+        if joined is not None:
+            info = joined.fit_info
+            self.note(
+                f"the classes joined: log-likelihood {info.log_likelihood:.6g} "
+                f"(mean {info.mean_log_likelihood:.6g}), {info.n_parameters} parameters, "
+                f"BIC {info.bic:.6g}"
+            )
 
     def grid(self, points: list[GridPoint], grid: Grid) -> None:
         """The selection grid, the winner marked: numbers rounded and statuses cut short,

@@ -270,10 +270,10 @@ def test_select_k_with_labels_is_a_grid_for_each_class_joined(work):
     """mclust's MclustDA: each class's winner is the one select-k picks on that class's
     rows alone; the model's log-likelihood is Σ log Σ_c prior_c f_c(x), its parameters
     the winners' and C − 1 priors, its class probabilities prior_c f_c / Σ."""
-    ok(
+    result = ok(
         gmm(
             "select-k all.csv --label-column species --k-max 3 "
-            "--covariance-types full,diag,EII --table grid.csv -o da.json -q"
+            "--covariance-types full,diag,EII --table grid.csv -o da.json"
         )
     )
     grid = read_csv("grid.csv")
@@ -298,6 +298,7 @@ def test_select_k_with_labels_is_a_grid_for_each_class_joined(work):
     priors = np.array([entry["prior"] for entry in data["classes"]])
     densities = np.column_stack([np.exp(m.score_samples(X)) for m in mixtures]) * priors
     training = data["training"]
+    assert f"the classes joined: log-likelihood {training['log_likelihood']:.6g}" in result.stderr
     np.testing.assert_allclose(
         training["log_likelihood"], np.log(densities.sum(axis=1)).sum(), rtol=1e-10
     )
