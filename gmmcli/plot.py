@@ -753,6 +753,11 @@ def grid_figure(columns: dict[str, list], image: Image, *, source: str) -> Figur
     best point are the whole model's.
     """
     rows = grid_rows(columns, source)
+    if any(row["criterion"] is None and not row["status"].startswith("failed") for row in rows):
+        raise UserError(
+            f"{source} is a grid not yet ranked (its select-k run stopped before the end); "
+            "finish it with gmmcli select-k --table --resume, then plot it"
+        )
     name = criterion_name(columns)
     grids = class_grids(rows)
     with _style():
@@ -897,6 +902,10 @@ def _draw_grid(axes: Axes, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             gid="best",
         )
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ks = [row["n_components"] for row in rows]
+    if min(ks) == max(ks):  # one K: its tick alone, not fractions around it
+        axes.set_xlim(ks[0] - 1, ks[0] + 1)
+        axes.set_xticks([ks[0]])
     return best
 
 

@@ -95,6 +95,8 @@ def fitted(tmp_path_factory, mixture):
     blank = class_grid_of(["a", "b"])
     blank["class"][6] = None
     blank_class_grid = write_csv(folder / "blank-class-grid.csv", blank)
+    stopped = {**GRID, "criterion": [None] * 6, "best": [False] * 6}  # kept, not ranked
+    stopped_grid = write_csv(folder / "stopped-grid.csv", stopped)
     return {
         "folder": folder,
         "data": data,
@@ -110,6 +112,7 @@ def fitted(tmp_path_factory, mixture):
         "odd_grid": odd_grid,
         "class_grid": class_grid,
         "blank_class_grid": blank_class_grid,
+        "stopped_grid": stopped_grid,
     }
 
 
@@ -599,6 +602,13 @@ def test_grid_picture_marks_degenerate_failed_and_best():
     assert legend_texts(figure)[:2] == ["VVI (diag)", "VVV (full)"]  # mclust's order
 
 
+def test_a_grid_of_one_k_has_that_k_as_its_one_tick():
+    one_k = {name: [values[1], values[4]] for name, values in GRID.items()}  # K = 2
+    axes = pictures.grid_figure(one_k, image(), source="grid.csv").axes[0]
+    assert axes.get_xticks().tolist() == [2]
+    assert axes.get_xlim() == (1, 3)
+
+
 def test_grid_criterion_is_named_by_the_column_it_copies():
     aic_grid = {**GRID, "criterion": GRID["aic"]}
     assert pictures.criterion_name(GRID) == "bic"
@@ -978,6 +988,7 @@ BAD = [
     (["--table", "{typo_grid}"], "row 4 is 'fulll', not a covariance structure gmmcli knows"),
     (["--table", "{odd_grid}"], "row 1 is 'XYZ', not a covariance structure gmmcli knows"),
     (["--table", "{blank_class_grid}"], "row 7 is empty, and a grid for each class names"),
+    (["--table", "{stopped_grid}"], "is a grid not yet ranked (its select-k run stopped"),
     (["--table", "{class_grid}", "--size", "4x3"], "2 x 2 panels, a grid for each class, are"),
     (["{data}", "--columns", "x"], "--columns takes two names"),
     (["{data}", "--columns", "x,y,true_component"], "--columns takes two names"),
