@@ -730,12 +730,16 @@ def shared_structure(columns: dict[str, list], rows: list[dict[str, Any]]) -> bo
 
 
 def panel_grid(n_panels: int, image: Image) -> tuple[int, int]:
-    """(rows, columns) of ``n_panels`` panels: as near square as their number allows, the
-    longer side along the picture's longer side (2: side by side in a wide picture;
-    3 and 4: two by two; 10: three rows of four)."""
-    across = math.ceil(math.sqrt(n_panels))
-    down = math.ceil(n_panels / across)
-    return (across, down) if image.height > image.width else (down, across)
+    """(rows, columns) of ``n_panels`` panels, no row empty: the layout whose panels are
+    nearest 4:3, then the one of fewer rows (at the default 8x6: 2 side by side, 3 and 4
+    two by two, 10 three rows of four; in a 12x2 strip, 3 in a row)."""
+
+    def misfit(rows: int, columns: int) -> float:
+        panel = (image.width / columns) / (image.height / rows)
+        return abs(math.log(panel / (4 / 3)))
+
+    layouts = [(math.ceil(n_panels / columns), columns) for columns in range(1, n_panels + 1)]
+    return min(layouts, key=lambda layout: (round(misfit(*layout), 9), layout[0]))
 
 
 def grid_figure(columns: dict[str, list], image: Image, *, source: str) -> Figure:
@@ -899,6 +903,7 @@ def _draw_grid(axes: Axes, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             edgecolors="black",
             linewidths=1.8,
             zorder=4,
+            clip_on=False,  # whole, at the edge of the axes too
             gid="best",
         )
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -810,6 +810,8 @@ def test_panels_are_laid_out_near_square_the_long_side_along_the_pictures():
     shapes = {n: pictures.panel_grid(n, wide) for n in (1, 2, 3, 4, 5, 7, 10)}
     assert shapes == {1: (1, 1), 2: (1, 2), 3: (2, 2), 4: (2, 2), 5: (2, 3), 7: (3, 3), 10: (3, 4)}
     assert pictures.panel_grid(2, tall) == (2, 1) and pictures.panel_grid(10, tall) == (4, 3)
+    assert pictures.panel_grid(3, image(size="12x2")) == (1, 3)  # a strip: in a row
+    assert pictures.panel_grid(4, image(size="3x12")) == (4, 1)
     for n in range(1, 40):
         rows, columns = pictures.panel_grid(n, wide)
         assert rows * columns >= n > (rows - 1) * columns  # no empty row
