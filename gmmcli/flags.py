@@ -183,8 +183,8 @@ SharedStructureOpt = Annotated[
     option(
         "--shared-structure",
         panel=MODEL,
-        help="With --label-column: one structure for every class, by the total BIC, one "
-        "component a class (mclust's EDDA: LDA with tied, QDA with full).",
+        help="With --label-column: K components a class, one structure for every class, "
+        "by the total BIC (--k-max 1: mclust's EDDA, LDA with tied, QDA with full).",
     ),
 ]
 FitStrictOpt = Annotated[

@@ -434,11 +434,13 @@ INTEGER = re.compile(r"[+-]?\d+")
 def label_texts(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """Class labels as text: each value as a string, trimmed; an empty one, a null, NaN or
     text that CSV reads as null in a number column (NA, NaN, N/A, NULL, ...) is no label
-    (null)."""
+    (null). A whole number written with a zero fraction is the whole number ("2.0" is "2",
+    as a column of floats gives it: pandas writes integers with gaps so)."""
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     if pa.types.is_floating(values.type):
         values = pc.if_else(pc.is_nan(values), None, values)
     text = _cleaned(values.cast(pa.string()))
+    text = pc.replace_substring_regex(text, r"^([+-]?\d+)\.0+$", r"\1")
     return pc.if_else(pc.equal(text, ""), None, text)
 
 
