@@ -359,9 +359,8 @@ def select_k(
         report.class_grids(points, grid, winner)
     else:
         report.grid(points, grid)
-    if winner is None:
-        first = points[0][1] if labelled else points[0]
-        raise UserError(f"every grid point failed, the data support no model ({first.status})")
+    if winner is None:  # (with labels a UserError says which class has none)
+        raise UserError(f"every grid point failed, the data support no model ({points[0].status})")
     if strict and not winner.fit_info.converged:
         raise strict_failure("the winning fit did not converge", "no model written")
     jobs.write_model(winner, output)

@@ -239,13 +239,13 @@ class Source:
 
     def refuse_predictions_as_features(self) -> None:
         """For a fit: a UserError for a feature named in ``columns`` as gmmcli's predictions
-        are (classify would replace it in its own output)."""
+        are (classify or score would replace it in its own output)."""
         for name in self.columns or []:
             if tables.PREDICTED_COLUMNS.fullmatch(name):
                 raise UserError(
                     f"column '{name}' has the name of one of gmmcli's predictions (classify "
-                    "writes it from a model), so a model cannot take it as a feature: rename "
-                    "the column, or leave it out of {columns}",
+                    "or score writes it from a model), so a model cannot take it as a "
+                    "feature: rename the column, or leave it out of {columns}",
                     ("columns",),
                 )
 

@@ -339,6 +339,18 @@ def _kept_when_stopped(table: GridTable | None, finished: list, name: Callable[[
         raise
 
 
+def _no_model(points: list[tuple[str, selection.GridPoint]], shared: bool) -> UserError:
+    """Why select-k with labels has no model: no sound point (for a class, or with a
+    shared structure at all), with the first point's reason."""
+    unsound = next(label for label, _ in points if not any(p.best for c, p in points if c == label))
+    first = next(point for label, point in points if label == unsound)
+    whose = "" if shared else f" of class {unsound!r}"
+    return UserError(
+        f"no grid point{whose} is sound (every one failed or is degenerate; "
+        f"K={first.n_components} {first.covariance_type}: {first.status})"
+    )
+
+
 @dataclass(frozen=True)
 class ClassChoice:
     """How select-k with labels joins the classes' models: their ``priors`` by class name
@@ -366,11 +378,12 @@ def select_by_class(
     name: Callable[[str], str] = str,
     table: GridTable | None = None,
     by_class: ClassChoice | None = None,
-) -> tuple[list[tuple[str, selection.GridPoint]], GaussianMixture | None]:
+) -> tuple[list[tuple[str, selection.GridPoint]], GaussianMixture]:
     """select-k with labels (``source.labels``, on every row): mclust's MclustDA, a grid
     for each class by BIC (core.discriminant), or with ``by_class.shared`` one structure
     for every class (EDDA); its points by class, and the model joined from the classes'
-    winners (None if a class has none). ``jobs`` and ``table`` as for select_k() (the
+    winners (a UserError, the table saved, if a class has none). ``jobs`` and ``table``
+    as for select_k() (the
     table with a class column)."""
     by_class = by_class or ClassChoice()
     discriminant.check_grid(grid)  # before the data are read
@@ -427,10 +440,11 @@ def select_by_class(
     points = [(label, point.described(name)) for label, point in points]
     if table is not None:
         table.save([point for _, point in points], [label for label, _ in points])
-    if model is not None:
-        model.feature_names = data.names
-        for mixture in model.classes.mixtures or ():
-            mixture.feature_names = data.names
+    if model is None:
+        raise _no_model(points, by_class.shared)
+    model.feature_names = data.names
+    for mixture in model.classes.mixtures or ():
+        mixture.feature_names = data.names
     return points, model
 
 

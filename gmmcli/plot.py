@@ -757,7 +757,7 @@ def grid_figure(columns: dict[str, list], image: Image, *, source: str) -> Figur
     best point are the whole model's.
     """
     rows = grid_rows(columns, source)
-    if any(row["criterion"] is None and not row["status"].startswith("failed") for row in rows):
+    if any(row["criterion"] is None and row["status"] == "ok" for row in rows):  # (ranked: all)
         raise UserError(
             f"{source} is a grid not yet ranked (its select-k run stopped before the end); "
             "finish it with gmmcli select-k --table --resume, then plot it"

@@ -443,6 +443,20 @@ def test_select_k_priors_are_scaled_and_small_classes_are_one_line(work):
     assert "no grid point of class 'rose' is sound" in line and "K=1 " in line  # (a row)
 
 
+def test_a_class_with_no_sound_point_keeps_its_table_ranked_and_plotted(work):
+    table, _ = _table(n=40)
+    labels = ["setosa"] * 39 + ["rose"]
+    pa_csv.write_csv(table.set_column(2, "species", pa.array(labels)), "small.csv")
+    command = "select-k small.csv --label-column species --k-max 2 --covariance-types EII"
+    line = error_line(gmm(f"{command} --reg-covar 0 --table grid.csv -o s.json"))
+    assert line.startswith("error: no grid point of class 'rose' is sound (")
+    assert "--reg-covar" in line and "reg_covar" not in line  # described for the command
+    grid = read_csv("grid.csv")
+    assert grid.filter(grid["best"])["class"].to_pylist() == ["setosa"]  # rose: no best point
+    pytest.importorskip("matplotlib")
+    ok(gmm("plot --table grid.csv -o grid.png -q"))
+
+
 def test_more_components_of_no_class_than_unlabelled_rows_are_one_line(work):
     table, _ = _table(n=30)
     labels = ["setosa"] * 10 + ["versicolor"] * 9 + ["virginica"] * 9 + ["", ""]
@@ -484,9 +498,9 @@ def test_a_broken_classes_section_is_refused_in_one_line(work):
 def test_a_prediction_cannot_be_named_as_a_feature(work, command, named):
     line = error_line(gmm(f"{command} -o out.json"))
     assert line == (
-        f"error: column '{named}' has the name of one of gmmcli's predictions (classify writes "
-        "it from a model), so a model cannot take it as a feature: rename the column, or "
-        "leave it out of --columns"
+        f"error: column '{named}' has the name of one of gmmcli's predictions (classify or "
+        "score writes it from a model), so a model cannot take it as a feature: rename the "
+        "column, or leave it out of --columns"
     )
 
 
@@ -612,7 +626,7 @@ def test_a_shared_structure_grid_with_no_sound_point_says_so_in_a_line(work):
     Path("tiny.csv").write_text(rows)
     command = "select-k tiny.csv --label-column species --shared-structure --k-min 3 --k-max 3"
     line = error_line(gmm(f"{command} --covariance-types VVV -o m.json"))
-    assert line.startswith("error: every grid point failed, the data support no model (")
+    assert line.startswith("error: no grid point is sound (every one failed or is degenerate;")
     assert not Path("m.json").exists()
 
 

@@ -358,6 +358,53 @@ def test_a_stop_as_the_handlers_come_back_leaves_every_handler_as_it_was():
     assert done.stdout.splitlines()[0] in {"Stopped", "KeyboardInterrupt"}
 
 
+STOP_TAKEN_ELSEWHERE_AS_HANDLERS_COME_BACK = """
+import signal
+from gmmcli.engines import local
+from gmmcli.stopping import Stopped, handle_signals
+
+handle_signals()
+before = {signum: signal.getsignal(signum) for signum in local.STOP_SIGNALS}
+put_back = signal.signal
+ran = []
+
+def put_back_then_stopped(signum, handler):
+    previous = put_back(signum, handler)
+    if handler is before.get(signum) and not ran:  # another thread takes this stop now:
+        ran.append(signum)  # the handler just put back runs here
+        signal.getsignal(signum)(signum, None)
+    return previous
+
+def acts(handler, signum):
+    try:
+        handler(signum, None)
+    except (Stopped, KeyboardInterrupt) as stop:
+        return type(stop).__name__
+    return "nothing"
+
+signal.signal = put_back_then_stopped
+try:
+    with local._stops_held():
+        pass
+except (Stopped, KeyboardInterrupt) as stop:
+    print(type(stop).__name__ == acts(before[ran[0]], ran[0]))
+signal.signal = put_back
+print(not local.STOP_SIGNALS & signal.pthread_sigmask(signal.SIG_BLOCK, []))
+print(all(acts(signal.getsignal(s), s) == acts(before[s], s) for s in local.STOP_SIGNALS))
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_a_stop_taken_elsewhere_as_the_handlers_come_back_leaves_them_acting_as_before():
+    """Its handler, put back already, raised in the loop: the mask stayed blocked and the
+    handlers not yet back only noted stops, for good."""
+    done = subprocess.run(
+        [sys.executable, "-c", STOP_TAKEN_ELSEWHERE_AS_HANDLERS_COME_BACK],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.stdout == "True\nTrue\nTrue\n", done.stdout + done.stderr
+
+
 MASK_AT_SPAWN = """
 import signal
 from multiprocessing.pool import Pool

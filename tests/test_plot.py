@@ -602,6 +602,13 @@ def test_grid_picture_marks_degenerate_failed_and_best():
     assert legend_texts(figure)[:2] == ["VVI (diag)", "VVV (full)"]  # mclust's order
 
 
+def test_a_ranked_grid_whose_degenerate_point_has_no_value_draws():
+    """cv gives a degenerate point no value: still a ranked grid, not a stopped one."""
+    by_cv = {**GRID, "criterion": [900.0, 700.0, None, 950.0, 760.0, None]}
+    figure = pictures.grid_figure(by_cv, image(), source="grid.csv")
+    assert supxlabel(figure).startswith("2 points without a value")
+
+
 def test_a_grid_of_one_k_has_that_k_as_its_one_tick():
     one_k = {name: [values[1], values[4]] for name, values in GRID.items()}  # K = 2
     axes = pictures.grid_figure(one_k, image(), source="grid.csv").axes[0]
@@ -805,7 +812,7 @@ def test_a_grid_for_each_class_draws_a_panel_per_class_in_the_tables_order(names
     ]
 
 
-def test_panels_are_laid_out_near_square_the_long_side_along_the_pictures():
+def test_panels_are_laid_out_each_nearest_4_by_3():
     wide, tall = image(size="8x6"), image(size="6x8")
     shapes = {n: pictures.panel_grid(n, wide) for n in (1, 2, 3, 4, 5, 7, 10)}
     assert shapes == {1: (1, 1), 2: (1, 2), 3: (2, 2), 4: (2, 2), 5: (2, 3), 7: (3, 3), 10: (3, 4)}

@@ -129,13 +129,8 @@ def select_by_class(
         )
         table += [(name, point) for point in points]
         winners.append(winner)
-    failed = [name for name, winner in zip(class_names, winners, strict=True) if winner is None]
-    if failed:
-        first = next(point for name, point in table if name == failed[0])
-        raise UserError(
-            f"no grid point of class {failed[0]!r} is sound (every one failed or is "
-            f"degenerate; K={first.n_components} {first.covariance_type}: {first.status})"
-        )
+    if any(winner is None for winner in winners):
+        return table, None
     priors = weights[:-1] / weights[:-1].sum() if class_priors is None else class_priors
     model = joined(class_names, priors, winners)
     prepared = Prepared.of(model._params(), FULL)

@@ -233,21 +233,34 @@ def _stops_held() -> Iterator[None]:
         yield
         return
     arrived: list[int] = []
+    holding = [True]
     held = {}
+
+    def noting(number: int, frame: object) -> None:  # once the hold ends: the handler's
+        if holding[0]:
+            arrived.append(number)
+        else:
+            held[number](number, frame)
+
     before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         if threading.current_thread() is threading.main_thread():
             for signum in STOP_SIGNALS:
                 if callable(handler := signal.getsignal(signum)):
                     held[signum] = handler
-                    signal.signal(signum, lambda number, frame: arrived.append(number))
+                    signal.signal(signum, noting)
         yield
     finally:
-        # Handlers back before the mask: a signal waiting here then meets its own handler,
-        # never a noting one that would be left in place if another's handler raised.
-        for signum, handler in held.items():
-            signal.signal(signum, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        # A stop that another thread takes while the handlers are put back runs its own
+        # handler, which may raise before all are back: a noting one left then acts as
+        # the handler it replaced. The handlers go back before the mask, so that a stop
+        # waiting here meets its own.
+        holding[0] = False
+        try:
+            for signum, handler in held.items():
+                signal.signal(signum, handler)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
         if arrived:
             held[arrived[0]](arrived[0], None)
 
