@@ -156,6 +156,15 @@ def test_singular_covariance_names_the_parameter_and_the_component():
     assert not caught.value.overflow
 
 
+@pytest.mark.parametrize("covariance_type", ["EII", "EEI", "VEI", "EVE", "VVE", "EEV", "VVV"])
+def test_a_single_row_without_reg_covar_is_singular_in_every_structure(covariance_type):
+    """The constrained structures' M-step met NaN from a zero scatter: an SVD raised
+    LinAlgError (EVE, VVE), or the NaN was told as an overflow (EEI, VEI, EEV)."""
+    with pytest.raises(gmmcli.SingularCovarianceError) as caught:
+        gmmcli.fit(np.array([[1.0, 2.0]]), 1, covariance_type=covariance_type, reg_covar=0.0)
+    assert not caught.value.overflow
+
+
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical", "VEV"])
 @pytest.mark.parametrize("how", ["fit", "select_k"])
 def test_finite_data_whose_squares_overflow_are_told_apart_from_singular(covariance_type, how):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gmmcli.core.covariance import Diag, Full, Spherical, empty_components, unpack
-from gmmcli.errors import GMMWarning
+from gmmcli.errors import GMMWarning, SingularCovarianceError
 
 # The parts of the covariances each thread's last M-step returned (threads may share the
 # structure objects).
@@ -203,19 +203,35 @@ class Constrained:
     def unregularised(self, covariances, nk, means, second, reg_covar):
         """The estimate with no reg_covar from the statistics, started at ``covariances``
         (NaN where a scatter matrix is singular)."""
-        plain = self.estimate(nk, means, second, 0.0, covariances)
+        plain, _, _ = self._estimated(nk, means, second, 0.0, covariances)
         return self.full_matrices(plain, *means.shape)
 
     def estimate(self, nk, means, second, reg_covar, previous=None):
+        """The M-step's covariances; a SingularCovarianceError for a live component's
+        scatter singular even with ``reg_covar`` (or overflowed: not finite)."""
+        covariances, scatter, live = self._estimated(nk, means, second, reg_covar, previous)
+        finite = np.isfinite(covariances.reshape(len(covariances), -1)).all(axis=1)
+        broken = live & ~finite
+        if broken.any():
+            first = int(np.argmax(broken))
+            raise SingularCovarianceError(first, overflow=not np.isfinite(scatter[first]).all())
+        return covariances
+
+    def _estimated(self, nk, means, second, reg_covar, previous):
+        """The covariances (NaN where a scatter is singular), the scatter matrices (with
+        ``reg_covar``) and which components are live."""
         scatter = self._scatter(nk, means, second)
         live = ~empty_components(nk)
         scatter[live] += reg_covar * nk[live, None, None] * np.eye(means.shape[1])
-        with np.errstate(all="ignore"):  # a singular scatter gives NaN, refused downstream
+        with np.errstate(all="ignore"):  # a singular scatter gives NaN
             start = None if previous is None else self._parts_of(previous, means.shape[1])
-            parts = self._maximise(scatter, nk, live, start)
+            try:
+                parts = self._maximise(scatter, nk, live, start)
+            except np.linalg.LinAlgError:  # an SVD or eigendecomposition met that NaN
+                return np.full(self.shape(*means.shape), np.nan), scatter, live
         covariances = self.stored(parts.matrices())
         _last.owner, _last.result, _last.parts = self, covariances, parts
-        return covariances
+        return covariances, scatter, live
 
     def _parts_of(self, covariances: np.ndarray, n_features: int) -> Parts:
         """parts(), or a copy of the parts this thread's last estimate() returned these
