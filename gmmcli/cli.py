@@ -61,7 +61,7 @@ from gmmcli.flags import (
     SeedOpt,
     SharedStructureOpt,
     WeightOpt,
-    flag,
+    grid_flag,
     option,
 )
 from gmmcli.inputs import Output, Source
@@ -352,7 +352,7 @@ def select_k(
     select = jobs.select_by_class if labelled else jobs.select_k
     with report.captured_warnings():
         points, winner = select(
-            source, grid, options, jobs=n_jobs, report=report, name=flag, table=kept,
+            source, grid, options, jobs=n_jobs, report=report, name=grid_flag, table=kept,
             by_class=by_class,
         )  # fmt: skip
     if labelled:

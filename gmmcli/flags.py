@@ -48,6 +48,11 @@ def flag(parameter: str) -> str:
     return FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
 
 
+def grid_flag(parameter: str) -> str:
+    """flag() for select-k, whose grid sets the components by --k-min and --k-max."""
+    return "--k-max" if parameter == "n_components" else flag(parameter)
+
+
 def option(*names: str, panel: str | None = None, **kwargs):
     return typer.Option(*names, rich_help_panel=panel, **kwargs)
 
