@@ -270,5 +270,5 @@ def _point_line(point: GridPoint, criterion: str) -> str:
 
 def _class_of(classes: Classes, component: int) -> str:
     """A component's class name as a cell (a dash for one of no class)."""
-    owner = classes.owners[component]
-    return "-" if owner < 0 else escape(classes.names[owner])
+    name = classes.class_of(component)
+    return "-" if name is None else escape(name)

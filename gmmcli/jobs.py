@@ -751,8 +751,7 @@ def generate(
 
 def _class_names(classes, components: np.ndarray) -> pa.Array:
     """Each drawn component's class name (null for a component of no class)."""
-    names = [*classes.names, None]
-    return pa.array([names[classes.owners[k]] for k in components], pa.string())
+    return pa.array([classes.class_of(k) for k in components], pa.string())
 
 
 def load_model(model: GaussianMixture | str | os.PathLike) -> GaussianMixture:

@@ -212,6 +212,12 @@ def choose_view(X: np.ndarray, names: Sequence[str], chosen: Sequence[str] | Non
     return principal_view(X)
 
 
+def _component_name(model: GaussianMixture, k: int) -> str:
+    """A component as the key names it: its number, and its class in a model of classes."""
+    name = None if model.classes is None else model.classes.class_of(k)
+    return str(k) if name is None else f"{k} ({name})"
+
+
 def ellipse(mean: np.ndarray, covariance: np.ndarray, radius: float, n_points: int = 121):
     """Points (n_points, 2) on {p : (p - μ)ᵀ Σ⁻¹ (p - μ) = radius²}, closed (last = first).
 
@@ -432,7 +438,7 @@ def fit_figure(
                     markerfacecolor=colour,
                     markeredgecolor=colour,
                     linestyle="-",
-                    label=f"{k}: {model.weights[k]:.3f}",
+                    label=f"{_component_name(model, k)}: {model.weights[k]:.3f}",
                 )
             )
         handles += [

@@ -549,6 +549,16 @@ def test_exclude_leaves_a_column_out_of_the_drawn_features(fitted, tmp_path, mon
     assert seen["figure"].axes[0].get_xlabel() == "x"  # two features drawn as they are
 
 
+def test_a_model_of_classes_names_each_components_class_in_the_key(fitted):
+    X, truth = fitted["X"], pa_csv.read_csv(fitted["data"])["true_component"].to_numpy()
+    labels = np.where(truth == 0, "a", np.where(truth == 1, "b", None)).astype(object)
+    model = gmmcli.fit(X, 4, labels=labels, seed=0, columns=["x", "y"])  # 2 of no class
+    view = pictures.column_view(["x", "y"], ["x", "y"])
+    figure = pictures.fit_figure(X, np.arange(len(X)), view, model, image())
+    texts = [t.get_text() for t in figure.axes[0].get_legend().get_texts()][:4]
+    assert [text.split(":")[0] for text in texts] == ["0 (a)", "1 (b)", "2", "3"]
+
+
 def test_fit_picture_title_and_key(fitted):
     model, X = fitted["fit"], fitted["X"]
     view = pictures.column_view(["x", "y"], ["x", "y"])

@@ -284,6 +284,11 @@ class Classes:
         """``k`` components for each class, class by class."""
         return cls(tuple(names), tuple(c for c in range(len(names)) for _ in range(k)))
 
+    def class_of(self, component: int) -> str | None:
+        """A component's class name (None for one of no class)."""
+        owner = self.owners[component]
+        return None if owner < 0 else self.names[owner]
+
     def probabilities(self, component_probabilities: np.ndarray) -> np.ndarray:
         """Each class's probability, summing its components' (a component of no class
         counts for none), from (rows, K) to (rows, C); at most 1 (a sum may round above)."""
