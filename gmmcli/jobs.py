@@ -383,8 +383,7 @@ def select_by_class(
     for each class by BIC (core.discriminant), or with ``by_class.shared`` one structure
     for every class (EDDA); its points by class, and the model joined from the classes'
     winners (a UserError, the table saved, if a class has none). ``jobs`` and ``table``
-    as for select_k() (the
-    table with a class column)."""
+    as for select_k() (the table with a class column)."""
     by_class = by_class or ClassChoice()
     discriminant.check_grid(grid)  # before the data are read
     source.refuse_predictions_as_features()

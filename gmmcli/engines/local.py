@@ -236,7 +236,8 @@ def _stops_held() -> Iterator[None]:
     holding = [True]
     held = {}
 
-    def noting(number: int, frame: object) -> None:  # once the hold ends: the handler's
+    def noting(number: int, frame: object) -> None:
+        """Notes a stop while held; after, acts as the handler it replaced."""
         if holding[0]:
             arrived.append(number)
         else:
