@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from gmmcli.cli import flag
 from gmmcli.errors import UserError
+from gmmcli.flags import flag
 from gmmcli.io import tables
 from gmmcli.io.tables import (
     Features,
