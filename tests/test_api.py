@@ -165,6 +165,16 @@ def test_a_single_row_without_reg_covar_is_singular_in_every_structure(covarianc
     assert not caught.value.overflow
 
 
+@pytest.mark.parametrize("covariance_type", ["EEI", "EVE", "VVE", "EEV"])
+def test_an_overflow_in_a_constrained_m_step_is_told_as_one(covariance_type):
+    """Values near 1e153: the data's sums are finite (the summary passes) but the inner
+    loop's are not; not a singular covariance, which a larger reg_covar would mend."""
+    X = np.random.default_rng(0).normal(size=(60, 4)) * 1e153
+    with pytest.raises(gmmcli.SingularCovarianceError) as caught:
+        gmmcli.fit(X, 2, covariance_type=covariance_type, reg_covar=1.0, seed=0, init="random")
+    assert caught.value.overflow
+
+
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical", "VEV"])
 @pytest.mark.parametrize("how", ["fit", "select_k"])
 def test_finite_data_whose_squares_overflow_are_told_apart_from_singular(covariance_type, how):

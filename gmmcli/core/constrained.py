@@ -213,8 +213,12 @@ class Constrained:
         finite = np.isfinite(covariances.reshape(len(covariances), -1)).all(axis=1)
         broken = live & ~finite
         if broken.any():
-            first = int(np.argmax(broken))
-            raise SingularCovarianceError(first, overflow=not np.isfinite(scatter[first]).all())
+            with np.errstate(over="ignore", invalid="ignore"):
+                size = np.abs(scatter[live]).max()
+            # a scatter within 1e-10 of float64's range (data near 1e149) leaves the inner
+            # loop's sums and ratios no room: what broke is an overflow, not a singularity
+            overflow = not size <= np.finfo(np.float64).max * 1e-10
+            raise SingularCovarianceError(int(np.argmax(broken)), overflow=overflow)
         return covariances
 
     def _estimated(self, nk, means, second, reg_covar, previous):
@@ -229,7 +233,7 @@ class Constrained:
                 parts = self._maximise(scatter, nk, live, start)
             except np.linalg.LinAlgError:  # an SVD or eigendecomposition met that NaN
                 return np.full(self.shape(*means.shape), np.nan), scatter, live
-        covariances = self.stored(parts.matrices())
+            covariances = self.stored(parts.matrices())
         _last.owner, _last.result, _last.parts = self, covariances, parts
         return covariances, scatter, live
 
