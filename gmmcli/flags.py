@@ -50,7 +50,7 @@ def flag(parameter: str) -> str:
 
 def grid_flag(parameter: str) -> str:
     """flag() for select-k, whose grid sets the components by --k-min and --k-max."""
-    return "--k-max" if parameter == "n_components" else flag(parameter)
+    return "K (--k-min to --k-max)" if parameter == "n_components" else flag(parameter)
 
 
 def option(*names: str, panel: str | None = None, **kwargs):

@@ -627,7 +627,7 @@ def test_a_shared_structure_grid_with_no_sound_point_says_so_in_a_line(work):
     command = "select-k tiny.csv --label-column species --shared-structure --k-min 3 --k-max 3"
     line = error_line(gmm(f"{command} --covariance-types VVV -o m.json"))
     assert line.startswith("error: no grid point is sound (every one failed or is degenerate;")
-    assert line.endswith("lower --k-max)")  # select-k's flag, not fit's -k
+    assert line.endswith("lower K (--k-min to --k-max))")  # select-k's flags, not fit's -k
     assert not Path("m.json").exists()
 
 
