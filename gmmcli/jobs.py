@@ -258,15 +258,7 @@ def select_k(
     resume (GridTable)."""
     if by_class is not None:
         by_class.need_labels()
-    source.refuse_predictions_as_features()
-    require_one_file(source, dask_reads_many=False)
-    local.check_jobs(jobs)
-    workers = jobs if jobs > 1 else local.default_threads()
-    core = core_needs(options, max(grid.k_values), workers, jobs > 1, source.missing)
-    if table is not None:
-        table.check(source)
-        if options.seed is None:  # drawn here, to be recorded with the table
-            options = dataclasses.replace(options, seed=int(np.random.SeedSequence().entropy))
+    options, core = _grid_run(source, grid, options, jobs, table)
     with open_rows(source, report, core) as data, warnings.catch_warnings():
         warnings.simplefilter("ignore", GMMWarning)
         keys = _grid_keys(grid, data.rows.n_features)
@@ -299,6 +291,24 @@ def select_k(
     if winner is not None:
         winner.feature_names = data.names
     return points, winner
+
+
+def _grid_run(
+    source: Source, grid: Grid, options: FitOptions, jobs: int, table: GridTable | None
+) -> tuple[FitOptions, Callable[[int, int], memory.Needs]]:
+    """What a select-k run checks before it reads (its features, one file, ``jobs``, the
+    table against the source), its options (the seed drawn, to be recorded with a table)
+    and what its fits hold (core_needs: ``jobs`` > 1 forks that many processes)."""
+    source.refuse_predictions_as_features()
+    require_one_file(source, dask_reads_many=False)
+    local.check_jobs(jobs)
+    workers = jobs if jobs > 1 else local.default_threads()
+    core = core_needs(options, max(grid.k_values), workers, jobs > 1, source.missing)
+    if table is not None:
+        table.check(source)
+        if options.seed is None:
+            options = dataclasses.replace(options, seed=int(np.random.SeedSequence().entropy))
+    return options, core
 
 
 def _grid_keys(grid: Grid, n_features: int) -> list[tuple[int, str]]:
@@ -386,14 +396,7 @@ def select_by_class(
     as for select_k() (the table with a class column)."""
     by_class = by_class or ClassChoice()
     discriminant.check_grid(grid)  # before the data are read
-    source.refuse_predictions_as_features()
-    require_one_file(source, dask_reads_many=False)
-    local.check_jobs(jobs)
-    core = core_needs(options, max(grid.k_values), local.default_threads(), gaps=source.missing)
-    if table is not None:
-        table.check(source)
-        if options.seed is None:  # drawn here, to be recorded with the table
-            options = dataclasses.replace(options, seed=int(np.random.SeedSequence().entropy))
+    options, core = _grid_run(source, grid, options, jobs, table)
     with open_rows(source, report, core) as data, warnings.catch_warnings():
         warnings.simplefilter("ignore", GMMWarning)
         priors = _priors(by_class.priors, data.class_names)  # checked before the table's
