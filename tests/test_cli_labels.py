@@ -542,6 +542,18 @@ def test_partly_labelled_rows_with_gaps_and_extra_components_streamed_as_whole(w
 
 
 @pytest.mark.parametrize("shared", ["", "--shared-structure"])
+def test_a_grid_with_labels_through_gaps_records_the_cells_missing(work, shared):
+    """The classes joined (MclustDA) recorded none: each class's winner counts its own."""
+    table, _ = _table()
+    x = table["x"].to_numpy().copy()
+    x[::9] = np.nan
+    pa_csv.write_csv(table.set_column(0, "x", pa.array(x)), "gaps.csv")
+    command = f"select-k gaps.csv --label-column species {shared} --k-max 1 --missing marginal"
+    ok(gmm(f"{command} --covariance-types EII -q -o m.json"))
+    assert json.loads(Path("m.json").read_text())["training"]["missing_cells"] == len(x[::9])
+
+
+@pytest.mark.parametrize("shared", ["", "--shared-structure"])
 def test_a_grid_with_labels_resumes_to_the_same_result(work, shared):
     """A run on a smaller grid, then --resume on the whole one: the rows made before are
     reused (each class's, or the shared points'), and the table and model are those of a

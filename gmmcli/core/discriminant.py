@@ -136,24 +136,20 @@ def select_by_class(
     prepared = Prepared.of(model._params(), FULL)
     everything = ClassRows(rows).centred(model.centre)
     log_likelihood = reducer.sum(everything, functools.partial(e_step, prepared=prepared))
-    first = winners[0].fit_info
-    info = FitInfo(
+    infos = [winner.fit_info for winner in winners]
+    info = dataclasses.replace(  # the options (init, tol, seed, ...) are every class's
+        infos[0],
         log_likelihood=log_likelihood.log_likelihood,
-        n_iter=max(w.fit_info.n_iter for w in winners),
-        converged=all(w.fit_info.converged for w in winners),
-        degenerate=any(w.fit_info.degenerate for w in winners),
-        degenerate_reason=next(
-            (w.fit_info.degenerate_reason for w in winners if w.fit_info.degenerate), None
-        ),
-        n_samples=sum(w.fit_info.n_samples for w in winners),
+        n_iter=max(i.n_iter for i in infos),
+        converged=all(i.converged for i in infos),
+        degenerate=any(i.degenerate for i in infos),
+        degenerate_reason=next((i.degenerate_reason for i in infos if i.degenerate), None),
+        n_samples=sum(i.n_samples for i in infos),
         total_weight=float(weights[:-1].sum()),
         n_parameters=model.n_parameters,
-        init=first.init,
-        n_init=first.n_init,
-        max_iter=first.max_iter,
-        tol=first.tol,
-        reg_covar=first.reg_covar,
-        seed=first.seed,
+        largest_drop=max(i.largest_drop for i in infos),
+        history=[],
+        missing_cells=sum(i.missing_cells for i in infos),
     )
     return table, joined(class_names, priors, winners, None, info)
 
