@@ -11,6 +11,7 @@ import pyarrow.csv as pa_csv
 from typer.testing import CliRunner
 
 from gmmcli.cli import app
+from gmmcli.core import select as selection
 
 runner = CliRunner()
 SCORE_KEYS = {  # what score's summary JSON holds
@@ -28,6 +29,28 @@ def gmm(command: str | list, input: bytes | str | None = None):
     """Run ``gmmcli <command>`` in process; a string is split like a shell would."""
     args = shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
     return runner.invoke(app, args, input=input)
+
+
+def stopped_after(monkeypatch, n_points: int, command: str):
+    """``command`` (select-k) run with Ctrl-C as it starts to fit its point n_points + 1;
+    checks that it stopped saying where its points are kept for --resume."""
+    fitted, evaluate = [], selection.evaluate
+
+    def evaluate_until_ctrl_c(point):
+        if len(fitted) == n_points:
+            raise KeyboardInterrupt
+        fitted.append(point)
+        return evaluate(point)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(selection, "evaluate", evaluate_until_ctrl_c)
+        stopped = gmm(command)
+    assert stopped.exit_code == 130
+    assert stopped.stderr.splitlines()[-1] == (
+        "error: interrupted; the grid points fitted so far are in 'grid.csv', which --resume "
+        "goes on with"
+    )
+    return stopped
 
 
 def ok(result):

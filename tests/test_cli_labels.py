@@ -13,10 +13,9 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
-from cli_helpers import error_line, gmm, ok, read_csv
+from cli_helpers import error_line, gmm, ok, read_csv, stopped_after
 
 import gmmcli
-from gmmcli.core import select as selection
 from gmmcli.core.model import Classes
 from gmmcli.core.structures import get_covariance
 from gmmcli.io import modelfile
@@ -32,6 +31,15 @@ def _table(seed=0, n=300, share=1.0):
     X = centres[truth] + rng.normal(0, 1, (n, 2))
     labels = np.where(rng.random(n) < share, np.array(SPECIES)[truth], "")
     return pa.table({"x": X[:, 0], "y": X[:, 1], "species": labels}), truth
+
+
+def _write_labelled(path: str, labels: list | dict, n: int = 300) -> None:
+    """_table(n=n) written to ``path`` with ``labels``: a label a row, or {row: label} in
+    place of its own."""
+    table, _ = _table(n=n)
+    if isinstance(labels, dict):
+        labels = [labels.get(i, label) for i, label in enumerate(table["species"].to_pylist())]
+    pa_csv.write_csv(table.set_column(2, "species", pa.array(labels)), path)
 
 
 @pytest.fixture
@@ -214,10 +222,7 @@ def test_score_with_labels_reports_errors_brier_and_confusion(work):
 
 def test_score_refuses_a_label_the_model_does_not_know_and_a_model_of_no_classes(work):
     ok(gmm("fit all.csv --label-column species -o model.json -q"))
-    table, _ = _table()
-    labels = table.column("species").to_pylist()
-    labels[7] = "rose"
-    pa_csv.write_csv(table.set_column(2, "species", pa.array(labels)), "rose.csv")
+    _write_labelled("rose.csv", {7: "rose"})
     line = error_line(gmm("score rose.csv -m model.json --label-column species"))
     assert "label 'rose' at row 8 of rose.csv is not one of the model's classes" in line
     ok(gmm("fit all.csv -k 3 -o plain.json -q"))
@@ -258,10 +263,7 @@ def test_init_model_and_labels_must_agree(work):
         gmm("fit all.csv --label-column species --init-model plain.json -o out.json")
     )
     ok(gmm("fit all.csv --label-column species -o model.json -q"))
-    table, _ = _table()
-    labels = table.column("species").to_pylist()
-    labels[3] = "rose"
-    pa_csv.write_csv(table.set_column(2, "species", pa.array(labels)), "rose.csv")
+    _write_labelled("rose.csv", {3: "rose"})
     line = error_line(gmm("fit rose.csv --label-column species --init-model model.json -o o.json"))
     assert "holds 'rose', not one of the model's classes" in line
 
@@ -436,17 +438,13 @@ def test_select_k_priors_are_scaled_and_small_classes_are_one_line(work):
         0.5,
     ]
     assert modelfile.load("p.json").classes.priors == (0.25, 0.25, 0.5)
-    table, _ = _table(n=40)
-    labels = ["setosa"] * 39 + ["rose"]
-    pa_csv.write_csv(table.set_column(2, "species", pa.array(labels)), "small.csv")
+    _write_labelled("small.csv", ["setosa"] * 39 + ["rose"], n=40)
     line = error_line(gmm("select-k small.csv --label-column species --k-max 3 -o s.json"))
     assert "no grid point of class 'rose' is sound" in line and "K=1 " in line  # (a row)
 
 
 def test_a_class_with_no_sound_point_keeps_its_table_ranked_and_plotted(work):
-    table, _ = _table(n=40)
-    labels = ["setosa"] * 39 + ["rose"]
-    pa_csv.write_csv(table.set_column(2, "species", pa.array(labels)), "small.csv")
+    _write_labelled("small.csv", ["setosa"] * 39 + ["rose"], n=40)
     command = "select-k small.csv --label-column species --k-max 2 --covariance-types EII"
     line = error_line(gmm(f"{command} --reg-covar 0 --table grid.csv -o s.json"))
     assert line.startswith("error: no grid point of class 'rose' is sound (")
@@ -646,22 +644,7 @@ def test_a_shared_structure_grid_with_no_sound_point_says_so_in_a_line(work):
 def test_a_stopped_grid_with_labels_keeps_its_rows_for_resume(work, monkeypatch):
     command = "select-k all.csv --label-column species --covariance-types full,EII --k-max 2"
     ok(gmm(f"{command} --table fresh.csv -o fresh.json -q"))
-
-    def evaluate_until_ctrl_c(point):
-        if len(fitted) == 5:
-            raise KeyboardInterrupt  # Ctrl-C in the second class's second point
-        fitted.append(point)
-        return evaluate(point)
-
-    fitted, evaluate = [], selection.evaluate
-    with monkeypatch.context() as patch:
-        patch.setattr(selection, "evaluate", evaluate_until_ctrl_c)
-        stopped = gmm(f"{command} --table grid.csv -o best.json")
-    assert stopped.exit_code == 130
-    assert stopped.stderr.splitlines()[-1] == (
-        "error: interrupted; the grid points fitted so far are in 'grid.csv', which --resume "
-        "goes on with"
-    )
+    stopped_after(monkeypatch, 5, f"{command} --table grid.csv -o best.json")  # (class 2's 2nd)
     kept = read_csv("grid.csv")
     assert kept["class"].to_pylist() == ["setosa"] * 4 + ["versicolor"]
     result = ok(gmm(f"{command} --table grid.csv --resume -o best.json"))

@@ -20,12 +20,11 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
-from cli_helpers import error_line, gmm, ok, runner, snapshot
+from cli_helpers import error_line, gmm, ok, runner, snapshot, stopped_after
 
 from gmmcli import cli, jobs
 from gmmcli.cli import app
 from gmmcli.console import Reporter
-from gmmcli.core import select as selection
 from gmmcli.core.init import INIT_CHOICES
 from gmmcli.core.options import FitOptions, Grid
 from gmmcli.core.select import GridPoint
@@ -147,22 +146,7 @@ def test_a_table_on_stdout_is_written_once_when_the_grid_is_done(files):
 
 def test_a_stopped_run_keeps_its_rows_and_resumes_to_the_same_result(files, monkeypatch):
     scratch = from_scratch(files)
-
-    def evaluate_until_ctrl_c(point):
-        if len(fitted) == 4:
-            raise KeyboardInterrupt  # Ctrl-C in the fifth point's fit
-        fitted.append(point)
-        return evaluate(point)
-
-    fitted, evaluate = [], selection.evaluate
-    with monkeypatch.context() as patch:
-        patch.setattr(selection, "evaluate", evaluate_until_ctrl_c)
-        stopped = gmm(f"select-k data.csv {GRID} --table grid.csv -o best.json")
-    assert stopped.exit_code == 130
-    assert stopped.stderr.splitlines()[-1] == (
-        "error: interrupted; the grid points fitted so far are in 'grid.csv', which --resume "
-        "goes on with"
-    )
+    stopped_after(monkeypatch, 4, f"select-k data.csv {GRID} --table grid.csv -o best.json")
     assert not Path("best.json").exists()
     kept = read(Path("grid.csv"))
     assert kept.num_rows == 4 and kept["best"].to_pylist() == [False] * 4
