@@ -28,7 +28,6 @@ from typing import Protocol, TypeVar
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from gmmcli.core.em import SERIAL, InMemoryRows, Reducer, RowSource
 from gmmcli.core.model import GaussianMixture
@@ -256,6 +255,11 @@ class Source:
     def with_labels(self, labels: str | np.ndarray | None) -> Source:
         """The same input with these labels (checked again)."""
         return dataclasses.replace(self, labels=labels)
+
+    @property
+    def not_features(self) -> list[str]:
+        """The columns never taken as features by default: ``exclude``, and the labels."""
+        return [*self.exclude, *([self.label_column] if self.label_column else [])]
 
     @property
     def is_path(self) -> bool:
@@ -516,12 +520,11 @@ def _feature_names(
 ) -> list[str]:
     """The features to read from a file, from its schema (Parquet) or a first pass (CSV,
     in blocks of ``block_bytes``)."""
-    label_column = [source.label_column] if source.label_column else []
     return stream.file_feature_names(
         path,
         fmt,
         source.columns,
-        [*source.exclude, *label_column],
+        source.not_features,
         source.weight_column,
         source.quoted,
         report.notice,
@@ -534,12 +537,9 @@ def _read_features(path: str, fmt: str, source: Source, report: Report) -> table
     label column's labels."""
     if fmt == "parquet":
         names = _feature_names(path, fmt, source, report)
-        features = stream.read_parquet_features(path, names, source.weight_column, source.name)
-        if source.label_column is None:
-            return features
-        column = pq.read_table(path, columns=[source.label_column], use_threads=False)
-        labels = tables.label_column(column, source.label_column, source.name)
-        return dataclasses.replace(features, labels=labels)
+        return stream.read_parquet_features(
+            path, names, source.weight_column, source.name, source.label_column
+        )
     table = tables.read_table(path, fmt, name=source.quoted, text=source.label_column)
     return select(table, source, report)
 
@@ -551,7 +551,7 @@ def select(table: pa.Table, source: Source, report: Report = QUIET) -> tables.Fe
     features = tables.select_features(
         table,
         columns=source.columns,
-        exclude=[*source.exclude, *([label_column] if label_column else [])],
+        exclude=source.not_features,
         weight_column=source.weight_column,
         source=source.name,
         notice=report.notice,
@@ -631,13 +631,9 @@ def _cluster_rows(
 ) -> Iterator[Rows]:
     """The feature rows of Parquet files, read and kept by a Dask cluster's workers (and
     their classes: open_rows)."""
-    label_column = source.label_column
-    exclude = [*source.exclude, *([label_column] if label_column else [])]
-    cluster, files, names = _cluster_files(source, source.columns, exclude, report)
-    weight_column = source.weight_column
-    files.check_schemas(
-        names + [weight_column] * bool(weight_column) + exclude[-1:] * bool(label_column)
-    )
+    label_column, weight_column = source.label_column, source.weight_column
+    cluster, files, names = _cluster_files(source, source.columns, source.not_features, report)
+    files.check_schemas([*names, *filter(None, [weight_column, label_column])])
     with cluster.connect(source.scheduler or "local") as client:
         labels = class_names = None
         if label_column is not None:

@@ -665,10 +665,15 @@ def read_ahead(items: Iterator[T]) -> Iterator[T]:
 
 
 def read_parquet_features(
-    path: str, names: list[str], weight_column: str | None, name: str
+    path: str,
+    names: list[str],
+    weight_column: str | None,
+    name: str,
+    label_column: str | None = None,
 ) -> tables.Features:
     """A Parquet file's features in one array, read and checked column by column, so that
-    reading takes the array plus one column (not the whole table as well)."""
+    reading takes the array plus one column (not the whole table as well); and the labels
+    of ``label_column``."""
     try:
         parquet = pq.ParquetFile(path, pre_buffer=False, page_checksum_verification=True)
         if parquet.metadata.num_rows == 0:
@@ -689,10 +694,14 @@ def read_parquet_features(
             X[:, j] = one.X[:, 0]
             missing |= one.missing
             weights = one.weights if j == 0 else weights
+        labels = None
+        if label_column is not None:
+            column = parquet.read(columns=[label_column], use_threads=False)
+            labels = tables.label_column(column, label_column, name)
     except (OSError, pa.ArrowException) as err:
         raise UserError(f"cannot read {name}: {one_line(err)}") from None
     pa.default_memory_pool().release_unused()  # the columns' memory back to the system
-    return tables.Features(X, names, weights, missing, weight_column)
+    return tables.Features(X, names, weights, missing, weight_column, labels=labels)
 
 
 def available_memory() -> int:
