@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gmmcli.core.em import SERIAL, Prepared, Reducer, RowSource, e_step
-from gmmcli.core.labels import ClassRows, class_weights, fit_labelled
+from gmmcli.core.em import SERIAL, Reducer, RowSource
+from gmmcli.core.labels import ClassRows, class_weights, fit_labelled, mixture_log_likelihood
 from gmmcli.core.model import Classes, FitInfo, GaussianMixture
 from gmmcli.core.options import SELECT_DEFAULTS, FitOptions, Grid
 from gmmcli.core.select import GridPoint, choose, one_by_one, select_rows, structures
@@ -133,13 +133,11 @@ def select_by_class(
         return table, None
     priors = weights[:-1] / weights[:-1].sum() if class_priors is None else class_priors
     model = joined(class_names, priors, winners)
-    prepared = Prepared.of(model._params(), FULL)
     everything = ClassRows(rows).centred(model.centre)
-    log_likelihood = reducer.sum(everything, functools.partial(e_step, prepared=prepared))
     infos = [winner.fit_info for winner in winners]
-    info = dataclasses.replace(  # the options (init, tol, seed, ...) are every class's
+    model.fit_info = dataclasses.replace(  # the options (init, tol, seed, ...): every class's
         infos[0],
-        log_likelihood=log_likelihood.log_likelihood,
+        log_likelihood=mixture_log_likelihood(everything, model._params(), FULL, reducer),
         n_iter=max(i.n_iter for i in infos),
         converged=all(i.converged for i in infos),
         degenerate=any(i.degenerate for i in infos),
@@ -151,7 +149,7 @@ def select_by_class(
         history=[],
         missing_cells=sum(i.missing_cells for i in infos),
     )
-    return table, joined(class_names, priors, winners, None, info)
+    return table, model
 
 
 def select_shared(

@@ -228,7 +228,7 @@ def fit_labelled(
                     start = explicit_start(None, shape, cov, plain_rows.centre, options)
                 if all_labelled and not gaps and not started:  # K = C: the M-step is the fit
                     start.weights = start.weights if class_priors is None else class_priors
-                    mixture = _mixture_log_likelihood(em_rows, start, options, reducer)
+                    mixture = mixture_log_likelihood(em_rows, start, cov, reducer, options.em_dtype)
                     stats = dataclasses.replace(start_stats, log_likelihood=mixture)
                     runs.append(EMResult(start, stats, [mixture / data.total_weight], 0, True))
                     break
@@ -251,7 +251,9 @@ def fit_labelled(
                     result.params.weights = _with_priors(
                         result.params.weights, owners, class_priors
                     )
-                mixture = _mixture_log_likelihood(em_rows, result.params, options, reducer)
+                mixture = mixture_log_likelihood(
+                    em_rows, result.params, cov, reducer, options.em_dtype
+                )
                 result.stats = dataclasses.replace(result.stats, log_likelihood=mixture)
             runs.append(result)
             if not (started and from_labels):  # a start with nothing random to restart
@@ -320,9 +322,9 @@ def _with_priors(weights: np.ndarray, owners: np.ndarray, priors: np.ndarray) ->
     return priors[owners] * weights / class_weight[owners]
 
 
-def _mixture_log_likelihood(
-    em_rows: RowSource, params: Params, options: FitOptions, reducer: Reducer
+def mixture_log_likelihood(
+    em_rows: RowSource, params: Params, cov: Covariance, reducer: Reducer, dtype=np.float64
 ) -> float:
     """Σ w log Σₖ πₖ N(x | k) at ``params``: one pass, no row kept to its class."""
-    prepared = Prepared.of(params, get_covariance(options.covariance_type), options.em_dtype)
+    prepared = Prepared.of(params, cov, dtype)
     return reducer.sum(em_rows, functools.partial(e_step, prepared=prepared)).log_likelihood
