@@ -31,6 +31,7 @@ from gmmcli import __version__
 from gmmcli.core.constrained import Constrained, Parts
 from gmmcli.core.covariance import Covariance
 from gmmcli.core.discriminant import joined
+from gmmcli.core.em import UNLABELLED
 from gmmcli.core.model import Classes, FitInfo, GaussianMixture
 from gmmcli.core.structures import get_covariance
 from gmmcli.errors import GMMError, UserError
@@ -146,7 +147,7 @@ def to_dict(model: GaussianMixture) -> dict[str, Any]:
         names = classes.names
         data["version"] = CLASSES_VERSION
         data["class_names"] = list(names)
-        data["component_classes"] = [names[c] if c >= 0 else None for c in classes.owners]
+        data["component_classes"] = [classes.class_of(k) for k in range(len(classes.owners))]
     info = model.fit_info
     if info is not None:
         fields = {**TRAINING_FIELDS, **OPTIONAL_TRAINING_FIELDS}
@@ -255,16 +256,20 @@ def _check_structure(version: int, structure: Covariance) -> None:
         )
 
 
+def _own_keys(structure: Covariance) -> list[str]:
+    """The keys of a structure's covariances: its parts' (mclust's ten constrained
+    structures) or "covariances"."""
+    if isinstance(structure, Constrained):
+        return [key for _, key in _part_keys(structure)]
+    return ["covariances"]
+
+
 def _check_keys(data: dict[str, Any], structure: Covariance) -> None:
     """A file of version 2 or 3 has no key its version does not know."""
     version = data["version"]
     if version == VERSION:
         return
-    if isinstance(structure, Constrained):
-        own = [key for _, key in _part_keys(structure)]
-    else:
-        own = ["covariances"]
-    own += CLASS_KEYS if version == CLASSES_VERSION else []
+    own = [*_own_keys(structure), *(CLASS_KEYS if version == CLASSES_VERSION else ())]
     unknown = sorted(set(data) - {*COMMON_KEYS, *own})
     if unknown:
         raise ModelFileError(
@@ -292,7 +297,8 @@ def _classes(data: dict[str, Any], n_components: int) -> Classes | None:
         "'class_names' or null",
     )
     try:
-        return Classes(tuple(names), tuple(-1 if o is None else names.index(o) for o in owners))
+        owners = tuple(UNLABELLED if o is None else names.index(o) for o in owners)
+        return Classes(tuple(names), owners)
     except GMMError as err:
         raise ModelFileError(str(err)) from None
 
@@ -397,12 +403,7 @@ def _mixture(
         _require(key in data, f"lacks '{key}'")
     structure = _structure(data["covariance_type"])
     if nested:
-        own = (
-            [key for _, key in _part_keys(structure)]
-            if isinstance(structure, Constrained)
-            else ["covariances"]
-        )
-        unknown = sorted(set(data) - {*MIXTURE_KEYS, *own})
+        unknown = sorted(set(data) - {*MIXTURE_KEYS, *_own_keys(structure)})
         _require(not unknown, f"a class's mixture has key '{unknown[0] if unknown else ''}'")
     else:
         _check_structure(version, structure)
