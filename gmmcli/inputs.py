@@ -190,28 +190,19 @@ class Source:
             raise UserError(
                 "{format} names a file's format; leave it out for data in memory", ("format",)
             )
-        if self.weights is not None and not isinstance(self.weights, str):
-            if self.is_path:
+        for name, column in (("weights", "weight column"), ("labels", "label column")):
+            given = getattr(self, name)
+            if given is not None and not isinstance(given, str) and self.is_path:
                 raise UserError(
-                    "{weights} as an array needs the data in memory; for a file, name its "
-                    "weight column",
-                    ("weights",),
+                    f"{{{name}}} as an array needs the data in memory; for a file, name its "
+                    f"{column}",
+                    (name,),
                 )
-        elif self.weights is not None and _is_array(self.data):
-            raise UserError(
-                "an array has no named columns: give {weights} as an array of weights",
-                ("weights",),
-            )
-        if isinstance(self.labels, str) and _is_array(self.data):
-            raise UserError(
-                "an array has no named columns: give {labels} as an array of labels",
-                ("labels",),
-            )
-        if self.labels is not None and not isinstance(self.labels, str) and self.is_path:
-            raise UserError(
-                "{labels} as an array needs the data in memory; for a file, name its label column",
-                ("labels",),
-            )
+            if isinstance(given, str) and _is_array(self.data):
+                raise UserError(
+                    f"an array has no named columns: give {{{name}}} as an array of {name}",
+                    (name,),
+                )
         if self.label_column is not None and self.label_column == self.weight_column:
             raise UserError(
                 f"column '{self.label_column}' cannot be both the labels and the weights",

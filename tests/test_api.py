@@ -221,7 +221,7 @@ def test_a_dataframes_index_is_no_feature(frame):
     assert "__index_level_0__" not in gmmcli.classify(shuffled, model).column_names
 
 
-def test_weights_as_an_array_or_a_name_each_where_they_make_sense(frame, tmp_path):
+def test_weights_and_labels_as_an_array_or_a_name_each_where_they_make_sense(frame, tmp_path):
     path = tmp_path / "data.csv"
     frame.to_csv(path, index=False)
     weights = frame["w"].to_numpy()
@@ -229,6 +229,11 @@ def test_weights_as_an_array_or_a_name_each_where_they_make_sense(frame, tmp_pat
         gmmcli.fit(path, 2, weights=weights)
     with pytest.raises(GMMError, match="no named columns"):
         gmmcli.fit(frame[["a", "b"]].to_numpy(), 2, weights="w")
+    labels = np.where(frame["a"].to_numpy() > 0, "x", "y")
+    with pytest.raises(GMMError, match="labels as an array needs the data in memory; for a "):
+        gmmcli.fit(path, 2, labels=labels)
+    with pytest.raises(GMMError, match="give labels as an array of labels"):
+        gmmcli.fit(frame[["a", "b"]].to_numpy(), 2, labels="w")
     model = gmmcli.fit(frame, 2, weights="w", seed=0)
     by_name = gmmcli.score(frame, model, weights="w")
     by_array = gmmcli.score(frame.drop(columns="w"), model, weights=weights)
